@@ -1,0 +1,146 @@
+//! Checks on the ONNX protobuf itself, before tract builds anything: what a
+//! stranger's upload may make the server read, allocate or run.
+
+use std::collections::{BTreeSet, HashSet};
+
+use domain::{Dim, Dtype, TensorSpec};
+use tract_onnx::pb::{self, tensor_proto::DataLocation, tensor_shape_proto::dimension, type_proto};
+
+use crate::{ModelError, ModelLimits};
+
+pub(crate) struct Inspected {
+    pub inputs: Vec<TensorSpec>,
+    pub output_names: Vec<String>,
+}
+
+pub(crate) fn inspect(
+    proto: &pb::ModelProto,
+    onnx: &tract_onnx::Onnx,
+    limits: &ModelLimits,
+) -> Result<Inspected, ModelError> {
+    let graph = proto.graph.as_ref().ok_or_else(|| ModelError::NotOnnx("it has no graph".into()))?;
+    if graph.output.is_empty() {
+        return Err(ModelError::NotOnnx("its graph has no outputs".into()));
+    }
+    let mut totals = Totals::default();
+    walk_graph(graph, &mut totals)?;
+    if totals.nodes > limits.nodes_max {
+        return Err(ModelError::TooManyNodes { count: totals.nodes, limit: limits.nodes_max });
+    }
+    if totals.initializer_bytes > limits.initializer_bytes_max {
+        return Err(ModelError::InitializersTooLarge {
+            bytes: totals.initializer_bytes,
+            limit: limits.initializer_bytes_max,
+        });
+    }
+    let unsupported: Vec<String> =
+        totals.op_types.into_iter().filter(|op| !onnx.op_register.0.contains_key(op)).collect();
+    if !unsupported.is_empty() {
+        return Err(ModelError::UnsupportedOperators(unsupported));
+    }
+
+    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs = graph
+        .input
+        .iter()
+        .filter(|input| !initializers.contains(input.name.as_str()))
+        .map(input_spec)
+        .collect::<Result<_, _>>()?;
+    let output_names = graph.output.iter().map(|o| o.name.clone()).collect();
+    Ok(Inspected { inputs, output_names })
+}
+
+#[derive(Default)]
+struct Totals {
+    nodes: usize,
+    initializer_bytes: u64,
+    op_types: BTreeSet<String>,
+}
+
+fn walk_graph(graph: &pb::GraphProto, totals: &mut Totals) -> Result<(), ModelError> {
+    for tensor in &graph.initializer {
+        count_tensor(tensor, totals)?;
+    }
+    for node in &graph.node {
+        totals.nodes += 1;
+        totals.op_types.insert(node.op_type.clone());
+        for attribute in &node.attribute {
+            for tensor in attribute.t.iter().chain(&attribute.tensors) {
+                count_tensor(tensor, totals)?;
+            }
+            for subgraph in attribute.g.iter().chain(&attribute.graphs) {
+                walk_graph(subgraph, totals)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn count_tensor(tensor: &pb::TensorProto, totals: &mut Totals) -> Result<(), ModelError> {
+    // External data would make the server read files named by the upload.
+    if tensor.data_location == Some(DataLocation::External as i32) || !tensor.external_data.is_empty() {
+        return Err(ModelError::ExternalData(format!("tensor '{}'", tensor.name)));
+    }
+    let bytes = tensor.raw_data.len()
+        + tensor.float_data.len() * 4
+        + tensor.int32_data.len() * 4
+        + tensor.int64_data.len() * 8
+        + tensor.double_data.len() * 8
+        + tensor.uint64_data.len() * 8
+        + tensor.string_data.iter().map(Vec::len).sum::<usize>();
+    totals.initializer_bytes = totals.initializer_bytes.saturating_add(bytes as u64);
+    Ok(())
+}
+
+fn input_spec(input: &pb::ValueInfoProto) -> Result<TensorSpec, ModelError> {
+    let Some(type_proto::Value::TensorType(tensor)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return Err(ModelError::UnsupportedDtype {
+            what: "input",
+            name: input.name.clone(),
+            elem_type: "a non-tensor type".into(),
+        });
+    };
+    let dtype = dtype_of_onnx(tensor.elem_type).ok_or_else(|| ModelError::UnsupportedDtype {
+        what: "input",
+        name: input.name.clone(),
+        elem_type: onnx_type_name(tensor.elem_type),
+    })?;
+    let shape = tensor.shape.as_ref().ok_or_else(|| ModelError::NoShape(input.name.clone()))?;
+    let shape = shape
+        .dim
+        .iter()
+        .enumerate()
+        .map(|(axis, dim)| match &dim.value {
+            Some(dimension::Value::DimValue(size)) if *size >= 0 => Dim::Fixed(*size as u64),
+            Some(dimension::Value::DimParam(symbol)) if !symbol.is_empty() => Dim::Symbol(symbol.clone()),
+            // An unnamed free dimension: give it a name of its own so that it
+            // constrains nothing else.
+            _ => Dim::Symbol(format!("{}_dim{axis}", input.name)),
+        })
+        .collect();
+    Ok(TensorSpec { name: input.name.clone(), dtype, shape })
+}
+
+fn dtype_of_onnx(elem_type: i32) -> Option<Dtype> {
+    use pb::tensor_proto::DataType;
+    Some(match DataType::try_from(elem_type).ok()? {
+        DataType::Float => Dtype::F32,
+        DataType::Double => Dtype::F64,
+        DataType::Int8 => Dtype::I8,
+        DataType::Int16 => Dtype::I16,
+        DataType::Int32 => Dtype::I32,
+        DataType::Int64 => Dtype::I64,
+        DataType::Uint8 => Dtype::U8,
+        DataType::Uint16 => Dtype::U16,
+        DataType::Uint32 => Dtype::U32,
+        DataType::Uint64 => Dtype::U64,
+        DataType::Bool => Dtype::Bool,
+        _ => return None,
+    })
+}
+
+fn onnx_type_name(elem_type: i32) -> String {
+    pb::tensor_proto::DataType::try_from(elem_type)
+        .map(|t| t.as_str_name().to_lowercase())
+        .unwrap_or_else(|_| format!("#{elem_type}"))
+}

@@ -1,0 +1,179 @@
+//! Loads, validates and runs ONNX models with tract.
+//!
+//! - [`load_model`] turns uploaded bytes into a [`LoadedModel`]: it checks the
+//!   protobuf against [`ModelLimits`] and the operators tract implements, then
+//!   optimises the graph once, keeping symbolic dimensions (a batch size `N`)
+//!   symbolic so that one plan serves every size.
+//! - [`Signature::check_inputs`] checks a call's tensors against the declared
+//!   inputs before anything runs.
+//! - [`LoadedModel::run`] runs the plan. It is synchronous and CPU-bound: the
+//!   server calls it on its bounded blocking pool.
+//! - [`ModelCache`] keeps loaded models by blob digest, bounded by bytes.
+//!
+//! This crate knows nothing about money, storage or HTTP.
+
+mod cache;
+mod inspect;
+mod tensor;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use domain::{Dim, Dtype, TensorSpec};
+use tract_onnx::prelude::*;
+
+pub use cache::ModelCache;
+pub use tensor::{InputError, Tensor, TensorData};
+
+/// Limits on what an upload may contain. Each one names the configuration key
+/// that sets it, so a refusal tells the operator what to raise.
+#[derive(Debug, Clone)]
+pub struct ModelLimits {
+    /// `model_nodes_max`: graph nodes, subgraphs included.
+    pub nodes_max: usize,
+    /// `model_initializer_bytes_max`: bytes of weights and constants.
+    pub initializer_bytes_max: u64,
+}
+
+/// Why an uploaded file is not a model Vitrine will serve. Each message is
+/// written for the creator who uploaded it.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ModelError {
+    #[error("the file is not an ONNX model: {0}")]
+    NotOnnx(String),
+    #[error("the model keeps tensors in external data files ({0}); embed all weights in the .onnx file")]
+    ExternalData(String),
+    #[error("the model uses operators the runtime does not implement: {}", .0.join(", "))]
+    UnsupportedOperators(Vec<String>),
+    #[error("the model has {count} nodes, more than the limit model_nodes_max = {limit}")]
+    TooManyNodes { count: usize, limit: usize },
+    #[error("the model has {bytes} bytes of weights, more than the limit model_initializer_bytes_max = {limit}")]
+    InitializersTooLarge { bytes: u64, limit: u64 },
+    #[error("the model's {what} '{name}' has element type {elem_type}, which Vitrine does not serve (it serves {list})", list = Dtype::ALL.map(Dtype::as_str).join(", "))]
+    UnsupportedDtype { what: &'static str, name: String, elem_type: String },
+    #[error("the model's input '{0}' declares no shape")]
+    NoShape(String),
+    #[error("the runtime cannot load the model: {0}")]
+    Rejected(String),
+}
+
+/// Why a call could not run. Input checks come first and never reach tract.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RunError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("the model could not run on these inputs: {0}")]
+    Failed(String),
+    #[error("the runtime failed unexpectedly: {0}")]
+    Panicked(String),
+}
+
+/// A model's declared inputs and outputs, in the model's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// A validated, optimised model, ready to run from any thread.
+#[derive(Debug)]
+pub struct LoadedModel {
+    plan: Arc<TypedSimplePlan>,
+    pub signature: Signature,
+    /// What this model is charged against the cache's byte budget.
+    pub cost_bytes: u64,
+}
+
+/// Reads, checks and optimises an ONNX model. Never panics: a panic inside
+/// tract is caught and reported as [`ModelError::Rejected`].
+pub fn load_model(bytes: &[u8], limits: &ModelLimits) -> Result<LoadedModel, ModelError> {
+    match catch_unwind(AssertUnwindSafe(|| load_model_unguarded(bytes, limits))) {
+        Ok(result) => result,
+        Err(panic) => Err(ModelError::Rejected(format!("the runtime failed on it ({})", panic_message(&panic)))),
+    }
+}
+
+fn load_model_unguarded(bytes: &[u8], limits: &ModelLimits) -> Result<LoadedModel, ModelError> {
+    let onnx = tract_onnx::onnx();
+    if bytes.is_empty() {
+        return Err(ModelError::NotOnnx("the file is empty".into()));
+    }
+    let proto = onnx.proto_model_for_read(&mut &*bytes).map_err(|e| ModelError::NotOnnx(short_error(&e)))?;
+    let inspected = inspect::inspect(&proto, &onnx, limits)?;
+    let model = onnx.model_for_proto_model(&proto).map_err(|e| ModelError::Rejected(short_error(&e)))?;
+    let model = model.into_optimized().map_err(|e| ModelError::Rejected(short_error(&e)))?;
+    let mut outputs = Vec::with_capacity(model.outputs.len());
+    for (index, name) in inspected.output_names.iter().enumerate() {
+        let fact = model.output_fact(index).map_err(|e| ModelError::Rejected(short_error(&e)))?;
+        let dtype = tensor::dtype_of(fact.datum_type).ok_or_else(|| ModelError::UnsupportedDtype {
+            what: "output",
+            name: name.clone(),
+            elem_type: format!("{:?}", fact.datum_type),
+        })?;
+        let shape = fact
+            .shape
+            .iter()
+            .map(|dim| match dim.to_i64() {
+                Ok(size) if size >= 0 => Dim::Fixed(size as u64),
+                _ => Dim::Symbol(dim.to_string()),
+            })
+            .collect();
+        outputs.push(TensorSpec { name: name.clone(), dtype, shape });
+    }
+    let plan = model.into_runnable().map_err(|e| ModelError::Rejected(short_error(&e)))?;
+    Ok(LoadedModel {
+        plan,
+        signature: Signature { inputs: inspected.inputs, outputs },
+        // The optimised plan holds about one copy of the weights; the file
+        // size is the best cheap estimate of that, plus the graph itself.
+        cost_bytes: bytes.len() as u64 + 64 * 1024,
+    })
+}
+
+impl LoadedModel {
+    /// Runs the model on inputs already checked by [`Signature::check_inputs`]
+    /// (in the signature's order). Returns the outputs in the signature's order.
+    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<(String, Tensor)>, RunError> {
+        let run = || -> Result<Vec<(String, Tensor)>, RunError> {
+            let values: TVec<TValue> = inputs
+                .into_iter()
+                .map(|t| t.into_tract().map(TValue::from))
+                .collect::<TractResult<_>>()
+                .map_err(|e| RunError::Failed(short_error(&e)))?;
+            let outputs = self.plan.run(values).map_err(|e| RunError::Failed(short_error(&e)))?;
+            self.signature
+                .outputs
+                .iter()
+                .zip(outputs)
+                .map(|(spec, value)| {
+                    let tensor = Tensor::from_tract(&value).map_err(|e| RunError::Failed(short_error(&e)))?;
+                    Ok((spec.name.clone(), tensor))
+                })
+                .collect()
+        };
+        match catch_unwind(AssertUnwindSafe(run)) {
+            Ok(result) => result,
+            Err(panic) => Err(RunError::Panicked(panic_message(&panic))),
+        }
+    }
+}
+
+/// tract's errors are chains of context; the outermost few lines say what
+/// went wrong without pages of graph dump.
+fn short_error(error: &TractError) -> String {
+    const MESSAGE_CHARS_MAX: usize = 400;
+    let text = error.chain().map(|e| e.to_string()).collect::<Vec<_>>().join(": ");
+    if text.chars().count() <= MESSAGE_CHARS_MAX {
+        return text;
+    }
+    let cut: String = text.chars().take(MESSAGE_CHARS_MAX).collect();
+    format!("{cut}…")
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}

@@ -1,0 +1,234 @@
+use std::collections::{BTreeMap, HashMap};
+
+use domain::{Dim, Dtype, TensorSpec};
+use tract_onnx::prelude::{DatumType, TractResult, tract_ndarray};
+
+use crate::Signature;
+
+/// A dense tensor: a shape and its elements, flat and row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+}
+
+/// The elements of a [`Tensor`], one vector per element type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I8(Vec<i8>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+    Bool(Vec<bool>),
+}
+
+/// Why a call's inputs do not fit the model. Messages name the input and say
+/// what was expected.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum InputError {
+    #[error("missing input '{name}' (the model's inputs are: {expected})")]
+    Missing { name: String, expected: String },
+    #[error("unknown input '{name}' (the model's inputs are: {expected})")]
+    Unknown { name: String, expected: String },
+    #[error("input '{name}' has dtype {given}, the model expects {expected}")]
+    Dtype { name: String, given: Dtype, expected: Dtype },
+    #[error("input '{name}' has {given} dimensions, the model expects {expected} ({spec})")]
+    Rank { name: String, given: usize, expected: usize, spec: String },
+    #[error("input '{name}' has size {given} in dimension {axis}, the model expects {expected} ({spec})")]
+    Dimension { name: String, axis: usize, given: usize, expected: String, spec: String },
+    #[error("input '{name}' has shape {shape:?}, whose product is not the {given} elements given")]
+    ElementCount { name: String, shape: Vec<usize>, given: usize },
+    #[error("the inputs have {given} elements, more than the limit tensor_elements_max = {limit}")]
+    TooManyElements { given: u64, limit: u64 },
+}
+
+impl Tensor {
+    pub fn dtype(&self) -> Dtype {
+        match &self.data {
+            TensorData::F32(_) => Dtype::F32,
+            TensorData::F64(_) => Dtype::F64,
+            TensorData::I8(_) => Dtype::I8,
+            TensorData::I16(_) => Dtype::I16,
+            TensorData::I32(_) => Dtype::I32,
+            TensorData::I64(_) => Dtype::I64,
+            TensorData::U8(_) => Dtype::U8,
+            TensorData::U16(_) => Dtype::U16,
+            TensorData::U32(_) => Dtype::U32,
+            TensorData::U64(_) => Dtype::U64,
+            TensorData::Bool(_) => Dtype::Bool,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.data {
+            TensorData::F32(v) => v.len(),
+            TensorData::F64(v) => v.len(),
+            TensorData::I8(v) => v.len(),
+            TensorData::I16(v) => v.len(),
+            TensorData::I32(v) => v.len(),
+            TensorData::I64(v) => v.len(),
+            TensorData::U8(v) => v.len(),
+            TensorData::U16(v) => v.len(),
+            TensorData::U32(v) => v.len(),
+            TensorData::U64(v) => v.len(),
+            TensorData::Bool(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn into_tract(self) -> TractResult<tract_onnx::prelude::Tensor> {
+        fn array<T: tract_onnx::prelude::Datum>(
+            shape: &[usize],
+            v: Vec<T>,
+        ) -> TractResult<tract_onnx::prelude::Tensor> {
+            Ok(tract_ndarray::ArrayD::from_shape_vec(shape, v)?.into())
+        }
+        let shape = &self.shape;
+        match self.data {
+            TensorData::F32(v) => array(shape, v),
+            TensorData::F64(v) => array(shape, v),
+            TensorData::I8(v) => array(shape, v),
+            TensorData::I16(v) => array(shape, v),
+            TensorData::I32(v) => array(shape, v),
+            TensorData::I64(v) => array(shape, v),
+            TensorData::U8(v) => array(shape, v),
+            TensorData::U16(v) => array(shape, v),
+            TensorData::U32(v) => array(shape, v),
+            TensorData::U64(v) => array(shape, v),
+            TensorData::Bool(v) => array(shape, v),
+        }
+    }
+
+    pub(crate) fn from_tract(value: &tract_onnx::prelude::Tensor) -> TractResult<Tensor> {
+        fn elements<T: tract_onnx::prelude::Datum>(value: &tract_onnx::prelude::Tensor) -> TractResult<Vec<T>> {
+            // Iterating the view is row-major whatever the tensor's strides.
+            Ok(value.to_plain_array_view::<T>()?.iter().cloned().collect())
+        }
+        let data = match value.datum_type() {
+            DatumType::F32 => TensorData::F32(elements(value)?),
+            DatumType::F64 => TensorData::F64(elements(value)?),
+            DatumType::I8 => TensorData::I8(elements(value)?),
+            DatumType::I16 => TensorData::I16(elements(value)?),
+            DatumType::I32 => TensorData::I32(elements(value)?),
+            DatumType::I64 => TensorData::I64(elements(value)?),
+            DatumType::U8 => TensorData::U8(elements(value)?),
+            DatumType::U16 => TensorData::U16(elements(value)?),
+            DatumType::U32 => TensorData::U32(elements(value)?),
+            DatumType::U64 => TensorData::U64(elements(value)?),
+            DatumType::Bool => TensorData::Bool(elements(value)?),
+            // Shapes computed inside the graph surface as symbolic dims.
+            DatumType::TDim => TensorData::I64(elements(&*value.cast_to::<i64>()?)?),
+            DatumType::F16 => TensorData::F32(elements(&*value.cast_to::<f32>()?)?),
+            other => {
+                return Err(tract_onnx::tract_hir::internal::format_err!(
+                    "output of type {other:?} cannot be returned"
+                ));
+            }
+        };
+        Ok(Tensor { shape: value.shape().to_vec(), data })
+    }
+}
+
+pub(crate) fn dtype_of(datum: DatumType) -> Option<Dtype> {
+    Some(match datum {
+        DatumType::F32 | DatumType::F16 => Dtype::F32,
+        DatumType::F64 => Dtype::F64,
+        DatumType::I8 => Dtype::I8,
+        DatumType::I16 => Dtype::I16,
+        DatumType::I32 => Dtype::I32,
+        DatumType::I64 | DatumType::TDim => Dtype::I64,
+        DatumType::U8 => Dtype::U8,
+        DatumType::U16 => Dtype::U16,
+        DatumType::U32 => Dtype::U32,
+        DatumType::U64 => Dtype::U64,
+        DatumType::Bool => Dtype::Bool,
+        _ => return None,
+    })
+}
+
+impl Signature {
+    /// Checks a call's inputs against the declared ones: names (none missing,
+    /// none extra), dtypes, ranks, fixed dimensions, one size per symbol across
+    /// all inputs, element count = product of the shape, and the total number
+    /// of elements against `tensor_elements_max`. Returns the tensors in the
+    /// model's input order.
+    pub fn check_inputs(
+        &self,
+        mut given: BTreeMap<String, Tensor>,
+        tensor_elements_max: u64,
+    ) -> Result<Vec<Tensor>, InputError> {
+        let expected_names = || self.inputs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+        if let Some(name) = given.keys().find(|name| !self.inputs.iter().any(|s| &s.name == *name)) {
+            return Err(InputError::Unknown { name: name.clone(), expected: expected_names() });
+        }
+        let total: u64 = given.values().map(|t| t.len() as u64).sum();
+        if total > tensor_elements_max {
+            return Err(InputError::TooManyElements { given: total, limit: tensor_elements_max });
+        }
+        let mut symbols: HashMap<&str, (usize, &str)> = HashMap::new();
+        let mut ordered = Vec::with_capacity(self.inputs.len());
+        for spec in &self.inputs {
+            let tensor = given
+                .remove(&spec.name)
+                .ok_or_else(|| InputError::Missing { name: spec.name.clone(), expected: expected_names() })?;
+            check_one(spec, &tensor, &mut symbols)?;
+            ordered.push(tensor);
+        }
+        Ok(ordered)
+    }
+}
+
+fn check_one<'a>(
+    spec: &'a TensorSpec,
+    tensor: &Tensor,
+    symbols: &mut HashMap<&'a str, (usize, &'a str)>,
+) -> Result<(), InputError> {
+    let name = || spec.name.clone();
+    if tensor.dtype() != spec.dtype {
+        return Err(InputError::Dtype { name: name(), given: tensor.dtype(), expected: spec.dtype });
+    }
+    let product = tensor.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if product != Some(tensor.len()) {
+        return Err(InputError::ElementCount { name: name(), shape: tensor.shape.clone(), given: tensor.len() });
+    }
+    if tensor.shape.len() != spec.shape.len() {
+        return Err(InputError::Rank {
+            name: name(),
+            given: tensor.shape.len(),
+            expected: spec.shape.len(),
+            spec: spec.to_string(),
+        });
+    }
+    for (axis, (dim, &size)) in spec.shape.iter().zip(&tensor.shape).enumerate() {
+        let mismatch = |expected: String| InputError::Dimension {
+            name: name(),
+            axis,
+            given: size,
+            expected,
+            spec: spec.to_string(),
+        };
+        match dim {
+            Dim::Fixed(fixed) if *fixed as usize != size => return Err(mismatch(fixed.to_string())),
+            Dim::Fixed(_) => {}
+            Dim::Symbol(symbol) => match symbols.get(symbol.as_str()) {
+                Some(&(bound, bound_by)) if bound != size => {
+                    return Err(mismatch(format!("{bound} ({symbol} = {bound} from input '{bound_by}')")));
+                }
+                Some(_) => {}
+                None => {
+                    symbols.insert(symbol, (size, &spec.name));
+                }
+            },
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! The runtime against the committed fixtures: outputs match onnxruntime's
+//! within 1e-5, signatures are read right, and bad models are refused with
+//! the reason.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use domain::{Dim, Dtype, TensorSpec};
+use proptest::prelude::*;
+use runtime::{InputError, ModelError, ModelLimits, Signature, Tensor, TensorData, load_model};
+use serde_json::Value;
+
+const LIMITS: ModelLimits = ModelLimits { nodes_max: 10_000, initializer_bytes_max: 64 << 20 };
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models").join(name)).unwrap()
+}
+
+fn tensor_from_json(value: &Value) -> Tensor {
+    let shape = value["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+    let data = value["data"].as_array().unwrap();
+    let data = match value["dtype"].as_str().unwrap() {
+        "f32" => TensorData::F32(data.iter().map(|v| v.as_f64().unwrap() as f32).collect()),
+        "i64" => TensorData::I64(data.iter().map(|v| v.as_i64().unwrap()).collect()),
+        other => panic!("fixture dtype {other}"),
+    };
+    Tensor { shape, data }
+}
+
+#[test]
+fn fixtures_match_onnxruntime() {
+    for name in ["linear", "mlp", "two_inputs", "embedding", "conv"] {
+        let model = load_model(&fixture(&format!("{name}.onnx")), &LIMITS).unwrap();
+        let expected: Value = serde_json::from_slice(&fixture(&format!("{name}.expected.json"))).unwrap();
+        let inputs: BTreeMap<String, Tensor> =
+            expected["inputs"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), tensor_from_json(v))).collect();
+        let ordered = model.signature.check_inputs(inputs, 1_000_000).unwrap();
+        let outputs = model.run(ordered).unwrap();
+        for (output_name, tensor) in outputs {
+            let reference = tensor_from_json(&expected["outputs"][&output_name]);
+            assert_eq!(tensor.shape, reference.shape, "{name}.{output_name}");
+            let (TensorData::F32(actual), TensorData::F32(wanted)) = (&tensor.data, &reference.data) else {
+                panic!("{name}.{output_name}: dtype")
+            };
+            for (a, w) in actual.iter().zip(wanted) {
+                assert!((a - w).abs() <= 1e-5 * w.abs().max(1.0), "{name}.{output_name}: {a} vs {w}");
+            }
+        }
+    }
+}
+
+#[test]
+fn signatures_keep_symbolic_dimensions() {
+    let model = load_model(&fixture("embedding.onnx"), &LIMITS).unwrap();
+    let symbol = |s: &str| Dim::Symbol(s.to_owned());
+    assert_eq!(
+        model.signature.inputs,
+        [TensorSpec { name: "ids".into(), dtype: Dtype::I64, shape: vec![symbol("N"), symbol("sequence")] }]
+    );
+    assert_eq!(model.signature.outputs[0].shape, [symbol("N"), symbol("sequence"), Dim::Fixed(4)]);
+}
+
+#[test]
+fn bad_models_are_refused_with_the_reason() {
+    let refuse = |bytes: &[u8], limits: &ModelLimits| load_model(bytes, limits).unwrap_err();
+    assert!(matches!(refuse(b"", &LIMITS), ModelError::NotOnnx(_)));
+    assert!(matches!(refuse(b"plain text, not protobuf", &LIMITS), ModelError::NotOnnx(_)));
+    let conv = fixture("conv.onnx");
+    for cut in [1, conv.len() / 3, conv.len() / 2, conv.len() - 1] {
+        let error = refuse(&conv[..cut], &LIMITS);
+        assert!(matches!(error, ModelError::NotOnnx(_) | ModelError::Rejected(_)), "cut at {cut}: {error:?}");
+    }
+    assert!(matches!(refuse(&fixture("external_data.onnx"), &LIMITS), ModelError::ExternalData(_)));
+    assert_eq!(
+        refuse(&fixture("unsupported_op.onnx"), &LIMITS),
+        ModelError::UnsupportedOperators(vec!["ConcatFromSequence".into(), "SequenceConstruct".into()])
+    );
+    let small = ModelLimits { nodes_max: 2, initializer_bytes_max: 64 };
+    assert_eq!(refuse(&fixture("conv.onnx"), &small), ModelError::TooManyNodes { count: 5, limit: 2 });
+    let tiny_weights = ModelLimits { nodes_max: 100, initializer_bytes_max: 64 };
+    assert!(matches!(refuse(&fixture("mlp.onnx"), &tiny_weights), ModelError::InitializersTooLarge { .. }));
+}
+
+fn spec(name: &str, dtype: Dtype, shape: Vec<Dim>) -> TensorSpec {
+    TensorSpec { name: name.into(), dtype, shape }
+}
+
+fn f32_tensor(shape: Vec<usize>) -> Tensor {
+    let count = shape.iter().product();
+    Tensor { shape, data: TensorData::F32(vec![0.0; count]) }
+}
+
+#[test]
+fn input_checks_name_the_problem() {
+    let n = || Dim::Symbol("N".into());
+    let signature = Signature {
+        inputs: vec![spec("a", Dtype::F32, vec![n(), Dim::Fixed(3)]), spec("b", Dtype::F32, vec![n(), Dim::Fixed(3)])],
+        outputs: vec![],
+    };
+    let check = |pairs: Vec<(&str, Tensor)>| {
+        signature.check_inputs(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), 100)
+    };
+    assert!(check(vec![("a", f32_tensor(vec![2, 3])), ("b", f32_tensor(vec![2, 3]))]).is_ok());
+    assert!(matches!(check(vec![("a", f32_tensor(vec![2, 3]))]), Err(InputError::Missing { .. })));
+    assert!(matches!(
+        check(vec![("a", f32_tensor(vec![2, 3])), ("b", f32_tensor(vec![2, 3])), ("c", f32_tensor(vec![1]))]),
+        Err(InputError::Unknown { .. })
+    ));
+    assert!(matches!(
+        check(vec![("a", f32_tensor(vec![2, 3])), ("b", f32_tensor(vec![1, 3]))]),
+        Err(InputError::Dimension { axis: 0, .. })
+    ));
+    assert!(matches!(
+        check(vec![("a", f32_tensor(vec![2, 4])), ("b", f32_tensor(vec![2, 4]))]),
+        Err(InputError::Dimension { axis: 1, .. })
+    ));
+    assert!(matches!(
+        check(vec![("a", f32_tensor(vec![6])), ("b", f32_tensor(vec![2, 3]))]),
+        Err(InputError::Rank { .. })
+    ));
+    let wrong_count = Tensor { shape: vec![2, 3], data: TensorData::F32(vec![0.0; 5]) };
+    assert!(matches!(
+        check(vec![("a", wrong_count), ("b", f32_tensor(vec![2, 3]))]),
+        Err(InputError::ElementCount { .. })
+    ));
+    let ints = Tensor { shape: vec![1, 3], data: TensorData::I64(vec![0; 3]) };
+    assert!(matches!(check(vec![("a", ints), ("b", f32_tensor(vec![1, 3]))]), Err(InputError::Dtype { .. })));
+    assert!(matches!(
+        check(vec![("a", f32_tensor(vec![20, 3])), ("b", f32_tensor(vec![20, 3]))]),
+        Err(InputError::TooManyElements { given: 120, limit: 100 })
+    ));
+}
+
+proptest! {
+    /// Whatever shape a caller claims, the check never panics, and a shape it
+    /// accepts always has exactly as many elements as the data.
+    #[test]
+    fn input_check_is_total(shape in proptest::collection::vec(0usize..1 << 20, 0..5), len in 0usize..64) {
+        let signature = Signature { inputs: vec![spec("x", Dtype::F32, vec![Dim::Symbol("N".into()), Dim::Fixed(4)])], outputs: vec![] };
+        let tensor = Tensor { shape: shape.clone(), data: TensorData::F32(vec![0.0; len]) };
+        let given = BTreeMap::from([("x".to_owned(), tensor)]);
+        if signature.check_inputs(given, 1_000_000).is_ok() {
+            prop_assert_eq!(shape.iter().product::<usize>(), len);
+            prop_assert_eq!(shape.len(), 2);
+            prop_assert_eq!(shape[1], 4);
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The server's settings: defaults, then a TOML file, then `VITRINE_*`
+//! environment variables, then command-line flags, each overriding the last.
+//! Every limit a stranger could push against is a named setting here.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// All settings of `vitrine serve`. Units are the last word of each name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    pub listen: String,
+    /// Holds the database, the blob folder and the operator key.
+    pub data_dir: PathBuf,
+    /// `text` (for people) or `json` (for log collectors), on standard error.
+    pub log_format: LogFormat,
+    /// Bytes of one uploaded model file (413 above it).
+    pub upload_bytes_max: u64,
+    /// Nodes in one model graph, subgraphs included (422 above it).
+    pub model_nodes_max: usize,
+    /// Bytes of weights and constants in one model (422 above it).
+    pub model_initializer_bytes_max: u64,
+    /// Bytes of one JSON request body (413 above it).
+    pub request_body_bytes_max: usize,
+    /// Elements over all input tensors of one inference call (413 above it).
+    pub tensor_elements_max: u64,
+    /// Wall time of one inference, waiting for a slot included (504 past it).
+    pub inference_timeout_ms: u64,
+    /// Inferences running at once; 0 means one per CPU core.
+    pub inference_threads: usize,
+    /// Memory charged to loaded models before the least recently used go.
+    pub model_cache_bytes_max: u64,
+    /// Items per page when a listing's `limit` is not given.
+    pub page_size_default: u32,
+    /// The largest `limit` a listing accepts (400 above it).
+    pub page_size_max: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: "127.0.0.1:8080".to_owned(),
+            data_dir: PathBuf::from("vitrine-data"),
+            log_format: LogFormat::Text,
+            upload_bytes_max: 64 * MIB,
+            model_nodes_max: 10_000,
+            model_initializer_bytes_max: 64 * MIB,
+            request_body_bytes_max: 16 * MIB as usize,
+            tensor_elements_max: 1_000_000,
+            inference_timeout_ms: 10_000,
+            inference_threads: 0,
+            model_cache_bytes_max: 512 * MIB,
+            page_size_default: 20,
+            page_size_max: 100,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the configuration file {path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Environment variables that configure the server start with this; the rest
+/// of the name is the setting in upper case (`VITRINE_UPLOAD_BYTES_MAX`).
+pub const ENV_PREFIX: &str = "VITRINE_";
+
+impl Config {
+    /// Layers the sources in order of precedence: defaults < `file` < `env`
+    /// (only variables named after a setting count; `VITRINE_URL` and others
+    /// belong to the client) < `flags`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: toml::Table,
+    ) -> Result<Config, ConfigError> {
+        let known = Config::default().to_table();
+        let mut merged = toml::Table::new();
+        if let Some(path) = file {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            let table: toml::Table =
+                toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+            merged.extend(table);
+        }
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix(ENV_PREFIX).map(str::to_lowercase) else { continue };
+            if known.contains_key(&key) {
+                merged.insert(key, setting_value(&value));
+            }
+        }
+        merged.extend(flags);
+        let config: Config = toml::Table::try_into(merged).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |message: &str| Err(ConfigError::Invalid(message.to_owned()));
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return invalid("listen must be an address such as 127.0.0.1:8080");
+        }
+        if self.page_size_default == 0 || self.page_size_default > self.page_size_max {
+            return invalid("page_size_default must be between 1 and page_size_max");
+        }
+        if self.inference_timeout_ms == 0 {
+            return invalid("inference_timeout_ms must be positive");
+        }
+        if self.upload_bytes_max == 0 || self.request_body_bytes_max == 0 || self.tensor_elements_max == 0 {
+            return invalid("upload_bytes_max, request_body_bytes_max and tensor_elements_max must be positive");
+        }
+        Ok(())
+    }
+
+    /// The effective settings as TOML, for `vitrine serve --print-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a Config always serialises")
+    }
+
+    fn to_table(&self) -> toml::Table {
+        toml::Table::try_from(self).expect("a Config always serialises")
+    }
+
+    /// `inference_threads`, with 0 resolved to the number of cores.
+    pub fn inference_threads(&self) -> usize {
+        match self.inference_threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        }
+    }
+}
+
+/// A setting given as text (an environment variable, a `--set` flag) is read
+/// as a TOML value when it parses as one (`65536`, `true`), else as a string
+/// (`127.0.0.1:0`, `/var/lib/vitrine`).
+pub fn setting_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("value = {text}"))
+        .ok()
+        .and_then(|mut table| table.remove("value"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_is_defaults_file_env_flags() {
+        let dir = std::env::temp_dir().join(format!("vitrine-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("vitrine.toml");
+        std::fs::write(&file, "upload_bytes_max = 100\npage_size_max = 50\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        let env = [
+            ("VITRINE_PAGE_SIZE_MAX".to_owned(), "60".to_owned()),
+            ("VITRINE_LISTEN".to_owned(), "127.0.0.1:2".to_owned()),
+            ("VITRINE_URL".to_owned(), "http://elsewhere".to_owned()),
+            ("PATH".to_owned(), "/bin".to_owned()),
+        ];
+        let mut flags = toml::Table::new();
+        flags.insert("listen".into(), "127.0.0.1:3".into());
+        let config = Config::load(Some(&file), env, flags).unwrap();
+        assert_eq!(config.upload_bytes_max, 100);
+        assert_eq!(config.page_size_max, 60);
+        assert_eq!(config.listen, "127.0.0.1:3");
+        assert_eq!(config.model_nodes_max, Config::default().model_nodes_max);
+    }
+
+    #[test]
+    fn unknown_and_bad_settings_are_refused() {
+        let dir = std::env::temp_dir().join(format!("vitrine-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("vitrine.toml");
+        std::fs::write(&file, "upload_bytes_maxx = 1\n").unwrap();
+        let error = Config::load(Some(&file), [], toml::Table::new()).unwrap_err().to_string();
+        assert!(error.contains("upload_bytes_maxx"), "{error}");
+        let env = [("VITRINE_PAGE_SIZE_MAX".to_owned(), "lots".to_owned())];
+        assert!(Config::load(None, env, toml::Table::new()).is_err());
+        let env = [("VITRINE_PAGE_SIZE_DEFAULT".to_owned(), "500".to_owned())];
+        assert!(Config::load(None, env, toml::Table::new()).is_err());
+    }
+}

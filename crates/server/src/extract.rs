@@ -1,0 +1,103 @@
+//! Request extractors whose refusals are [`ApiError`]s: JSON bodies, query
+//! strings, and the caller's identity from `Authorization: Bearer <key>`.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use domain::ApiKey;
+use serde::de::DeserializeOwned;
+use store::Account;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// A JSON body; malformed JSON is 400, a body of the wrong shape 422, an
+/// oversized one 413 (`request_body_bytes_max`).
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<ApiJson<T>, ApiError> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let detail = rejection.body_text();
+    match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::payload_too_large("the request body is larger than the limit request_body_bytes_max")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::bad_request("send the body as JSON with Content-Type: application/json")
+        }
+        StatusCode::UNPROCESSABLE_ENTITY => ApiError::invalid_request(detail),
+        _ => ApiError::bad_request(detail),
+    }
+}
+
+/// A query string; one that does not parse is 400.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<ApiQuery<T>, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::bad_request(query_message(rejection))),
+        }
+    }
+}
+
+fn query_message(rejection: QueryRejection) -> String {
+    rejection.body_text()
+}
+
+/// The caller, identified by a valid API key (401 otherwise).
+#[derive(Debug, Clone)]
+pub struct Caller(pub Account);
+
+/// The caller if a key is given, `None` if no key is: for public reads whose
+/// answer depends on who asks (private models). A key that is given but
+/// invalid is still refused, never silently ignored.
+#[derive(Debug, Clone)]
+pub struct MaybeCaller(pub Option<Account>);
+
+impl FromRequestParts<AppState> for MaybeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<MaybeCaller, ApiError> {
+        let Some(header) = parts.headers.get(AUTHORIZATION) else { return Ok(MaybeCaller(None)) };
+        let invalid = || ApiError::unauthorized("the API key is not valid");
+        let text = header.to_str().map_err(|_| invalid())?;
+        let token = text
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| ApiError::unauthorized("send the API key as 'Authorization: Bearer <key>'"))?;
+        let key = ApiKey::parse(token.trim())
+            .map_err(|e| ApiError::unauthorized(format!("the API key is not valid: {e}")))?;
+        let account = state.store.account_for_key(&key).await?.ok_or_else(invalid)?;
+        Ok(MaybeCaller(Some(account)))
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        match MaybeCaller::from_request_parts(parts, state).await? {
+            MaybeCaller(Some(account)) => Ok(Caller(account)),
+            MaybeCaller(None) => {
+                Err(ApiError::unauthorized("this route needs an API key: 'Authorization: Bearer <key>'"))
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The HTTP server: state, router, start-up and shutdown.
+//!
+//! Requests enter through [`router`]; each route lives in `routes/`, reads
+//! its input through the extractors in `extract.rs`, answers with the wire
+//! types of `wire.rs`, and fails with the one [`error::ApiError`].
+
+pub mod config;
+pub mod error;
+mod extract;
+mod routes;
+mod wire;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use domain::{AccountName, ApiKey};
+use runtime::{ModelCache, ModelLimits};
+use store::{BlobStore, Store};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use config::Config;
+use error::{ApiError, ApiResult};
+
+/// What every handler shares. Cheap to clone: everything is behind an `Arc`
+/// or is itself a handle.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub blobs: BlobStore,
+    pub models: Arc<ModelCache>,
+    pub model_limits: ModelLimits,
+    /// One permit per CPU-bound task (loading or running a model) at a time:
+    /// `inference_threads` of them.
+    blocking_slots: Arc<Semaphore>,
+}
+
+impl AppState {
+    /// Runs CPU-bound work on the blocking pool, holding one of the
+    /// `inference_threads` slots until the work ends, even if the request
+    /// that asked for it has given up.
+    pub async fn run_blocking<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+        let permit = self.blocking_slots.clone().acquire_owned().await.map_err(ApiError::internal)?;
+        tokio::task::spawn_blocking(move || {
+            let result = work();
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(ApiError::internal)
+    }
+}
+
+/// The file in the data directory that holds the operator's key.
+pub const OPERATOR_KEY_FILE: &str = "operator.key";
+/// The database file in the data directory.
+pub const DATABASE_FILE: &str = "vitrine.db";
+
+/// Opens (creating if needed) the data directory: database, blobs, and the
+/// operator account. Returns the operator key if it was created just now.
+pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), StartError> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create the data directory {}: {e}", data_dir.display()))?;
+    let store =
+        Store::open(&data_dir.join(DATABASE_FILE)).await.map_err(|e| format!("cannot open the database: {e}"))?;
+    let blobs =
+        BlobStore::open(data_dir.join("blobs")).await.map_err(|e| format!("cannot open the blob folder: {e}"))?;
+    let operator_key = ensure_operator(&store, &data_dir).await?;
+    let state = AppState {
+        models: Arc::new(ModelCache::new(config.model_cache_bytes_max)),
+        model_limits: ModelLimits {
+            nodes_max: config.model_nodes_max,
+            initializer_bytes_max: config.model_initializer_bytes_max,
+        },
+        blocking_slots: Arc::new(Semaphore::new(config.inference_threads())),
+        config: Arc::new(config),
+        store,
+        blobs,
+    };
+    Ok((state, operator_key))
+}
+
+/// Creates the operator account at first start and writes its key to
+/// `operator.key` (mode 0600) in the data directory.
+async fn ensure_operator(store: &Store, data_dir: &Path) -> Result<Option<ApiKey>, StartError> {
+    let operator = AccountName::operator();
+    if store.account_by_name(&operator).await.map_err(|e| e.to_string())?.is_some() {
+        return Ok(None);
+    }
+    let key = ApiKey::generate();
+    let path = data_dir.join(OPERATOR_KEY_FILE);
+    write_secret(&path, key.expose()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    store.create_account(&operator, true, &key).await.map_err(|e| e.to_string())?;
+    Ok(Some(key))
+}
+
+fn write_secret(path: &PathBuf, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path)?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// The API's OpenAPI document, generated from the route annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Vitrine", description = "A model marketplace with usage you can see and verify."),
+    modifiers(&SecurityAddon),
+    tags((name = "accounts"), (name = "models"), (name = "inference"), (name = "meta"))
+)]
+struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// Every route, and the OpenAPI document describing exactly those routes.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.request_body_bytes_max;
+    let (api, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::meta::health))
+        .routes(routes!(routes::accounts::create_account))
+        .routes(routes!(routes::accounts::get_account))
+        .routes(routes!(routes::models::create_model, routes::models::list_models))
+        .routes(routes!(routes::models::get_model, routes::models::update_model))
+        .routes(routes!(routes::models::list_versions))
+        .routes(routes!(routes::inference::infer_latest))
+        .routes(routes!(routes::inference::infer_version))
+        .routes(routes!(routes::models::get_blob))
+        .layer(DefaultBodyLimit::max(body_limit))
+        // Uploads stream to disk under their own limit, upload_bytes_max.
+        .merge(OpenApiRouter::new().routes(routes!(routes::models::upload_version)).layer(DefaultBodyLimit::disable()))
+        .split_for_parts();
+    let document = Arc::new(document);
+    api.route("/v1/openapi.json", axum::routing::get(move || async move { axum::Json(document.as_ref().clone()) }))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message =
+        panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+    let mut response = ApiError::internal(format!("handler panicked: {}", message.unwrap_or_default())).into_response();
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
+/// Serves until `shutdown` completes, then finishes the requests in flight.
+/// Calls `on_listening` with the bound address first (port 0 picks one).
+pub async fn serve(
+    state: AppState,
+    on_listening: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let listener = TcpListener::bind(&state.config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", state.config.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    on_listening(address);
+    let store = state.store.clone();
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())?;
+    store.close().await;
+    Ok(())
+}
+
+/// Why the server could not start or stopped: a sentence for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+impl From<String> for StartError {
+    fn from(message: String) -> StartError {
+        StartError(message)
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per area of the API; each handler documents its route for the
+//! OpenAPI document with `#[utoipa::path]`.
+
+pub mod accounts;
+pub mod inference;
+pub mod meta;
+pub mod models;

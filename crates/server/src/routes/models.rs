@@ -1,0 +1,300 @@
+//! The model registry: repositories, versions (uploads) and blobs.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use domain::{AccountName, Amount, Description, License, ModelName, Sha256, Tags, Task, Visibility};
+use futures_util::StreamExt;
+use store::{Account, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery, Caller, MaybeCaller};
+use crate::wire::{
+    CreateModelRequest, ListModelsQuery, ModelPage, ModelView, UpdateModelRequest, VersionList, VersionView,
+};
+
+/// Finds a model the viewer may see. A private model of someone else is
+/// reported exactly like a missing one (404), so its existence does not leak;
+/// so is a name that cannot exist.
+pub(crate) async fn visible_model(
+    state: &AppState,
+    owner: &str,
+    name: &str,
+    viewer: Option<&Account>,
+) -> ApiResult<ModelRecord> {
+    let not_found = || ApiError::not_found(format!("model '{owner}/{name}' not found"));
+    let (Ok(owner_name), Ok(model_name)) = (owner.parse::<AccountName>(), name.parse::<ModelName>()) else {
+        return Err(not_found());
+    };
+    let model = state.store.model(&owner_name, &model_name).await?.ok_or_else(not_found)?;
+    let is_owner = viewer.is_some_and(|v| v.id == model.owner_id);
+    if model.visibility == Visibility::Private && !is_owner {
+        return Err(not_found());
+    }
+    Ok(model)
+}
+
+/// Like [`visible_model`], and the caller must own it (403 otherwise).
+async fn owned_model(state: &AppState, owner: &str, name: &str, caller: &Account) -> ApiResult<ModelRecord> {
+    let model = visible_model(state, owner, name, Some(caller)).await?;
+    if model.owner_id != caller.id {
+        return Err(ApiError::forbidden(format!("only {} can change '{}/{}'", model.owner, model.owner, model.name)));
+    }
+    Ok(model)
+}
+
+fn invalid(error: impl std::fmt::Display) -> ApiError {
+    ApiError::invalid_request(error.to_string())
+}
+
+fn parse_price(text: &str) -> ApiResult<Amount> {
+    Amount::parse_minor_units(text).map_err(|e| invalid(format!("price_per_inference: {e}")))
+}
+
+/// Creates a model repository owned by the caller; versions are uploaded next.
+#[utoipa::path(post, path = "/v1/models", tag = "models",
+    security(("api_key" = [])),
+    request_body = CreateModelRequest,
+    responses(
+        (status = 201, body = ModelView),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "the caller has a model of that name", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+pub async fn create_model(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiJson(request): ApiJson<CreateModelRequest>,
+) -> ApiResult<(StatusCode, Json<ModelView>)> {
+    let model = NewModel {
+        name: request.name.parse::<ModelName>().map_err(invalid)?,
+        description: Description::parse(&request.description).map_err(invalid)?,
+        task: request.task.parse::<Task>().map_err(invalid)?,
+        license: License::parse(&request.license).map_err(invalid)?,
+        tags: Tags::parse(&request.tags).map_err(invalid)?,
+        visibility: request.visibility.as_deref().unwrap_or("public").parse::<Visibility>().map_err(invalid)?,
+        price_per_inference: request
+            .price_per_inference
+            .as_deref()
+            .map(parse_price)
+            .transpose()?
+            .unwrap_or(Amount::ZERO),
+    };
+    let record = state.store.create_model(&caller, &model).await?;
+    tracing::info!(model = %format!("{}/{}", record.owner, record.name), "model created");
+    Ok((StatusCode::CREATED, Json(ModelView::from(&record))))
+}
+
+/// Lists the models the caller may see, newest first unless sorted by name.
+#[utoipa::path(get, path = "/v1/models", tag = "models",
+    params(ListModelsQuery),
+    responses((status = 200, body = ModelPage), (status = 400, body = ErrorBody)))]
+pub async fn list_models(
+    State(state): State<AppState>,
+    MaybeCaller(viewer): MaybeCaller,
+    ApiQuery(query): ApiQuery<ListModelsQuery>,
+) -> ApiResult<Json<ModelPage>> {
+    let sort = match query.sort.as_deref() {
+        None | Some("recent") => ModelSort::Recent,
+        Some("name") => ModelSort::Name,
+        Some(other) => return Err(ApiError::bad_request(format!("sort is 'recent' or 'name', not '{other}'"))),
+    };
+    let limit = query.limit.unwrap_or(state.config.page_size_default);
+    if limit == 0 || limit > state.config.page_size_max {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and page_size_max = {}",
+            state.config.page_size_max
+        )));
+    }
+    let cursor = match query.page_token.as_deref() {
+        None => None,
+        Some(token) => Some(
+            Cursor::decode(token, sort)
+                .ok_or_else(|| ApiError::bad_request("page_token is not valid for this sort"))?,
+        ),
+    };
+    let filter = ModelFilter {
+        query: query.q.filter(|q| !q.is_empty()),
+        task: query
+            .task
+            .as_deref()
+            .map(str::parse::<Task>)
+            .transpose()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        owner: match query.owner.as_deref() {
+            // A name that cannot exist owns nothing: an empty page, not an error.
+            Some(owner) => match owner.parse::<AccountName>() {
+                Ok(name) => Some(name),
+                Err(_) => return Ok(Json(ModelPage { items: vec![], next_page_token: None })),
+            },
+            None => None,
+        },
+        viewer_id: viewer.map(|v| v.id),
+    };
+    let (models, next) = state.store.list_models(&filter, sort, cursor.as_ref(), limit).await?;
+    Ok(Json(ModelPage {
+        items: models.iter().map(ModelView::from).collect(),
+        next_page_token: next.map(|c| c.encode()),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/models/{owner}/{name}", tag = "models",
+    params(("owner" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = ModelView), (status = 404, body = ErrorBody)))]
+pub async fn get_model(
+    State(state): State<AppState>,
+    MaybeCaller(viewer): MaybeCaller,
+    Path((owner, name)): Path<(String, String)>,
+) -> ApiResult<Json<ModelView>> {
+    let model = visible_model(&state, &owner, &name, viewer.as_ref()).await?;
+    Ok(Json(ModelView::from(&model)))
+}
+
+/// Changes any of the create fields but the name. A new price applies to
+/// calls that start after the change.
+#[utoipa::path(patch, path = "/v1/models/{owner}/{name}", tag = "models",
+    security(("api_key" = [])),
+    params(("owner" = String, Path), ("name" = String, Path)),
+    request_body = UpdateModelRequest,
+    responses(
+        (status = 200, body = ModelView),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+pub async fn update_model(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((owner, name)): Path<(String, String)>,
+    ApiJson(request): ApiJson<UpdateModelRequest>,
+) -> ApiResult<Json<ModelView>> {
+    let model = owned_model(&state, &owner, &name, &caller).await?;
+    let patch = ModelPatch {
+        description: request.description.as_deref().map(Description::parse).transpose().map_err(invalid)?,
+        task: request.task.as_deref().map(str::parse::<Task>).transpose().map_err(invalid)?,
+        license: request.license.as_deref().map(License::parse).transpose().map_err(invalid)?,
+        tags: request.tags.as_deref().map(Tags::parse).transpose().map_err(invalid)?,
+        visibility: request.visibility.as_deref().map(str::parse::<Visibility>).transpose().map_err(invalid)?,
+        price_per_inference: request.price_per_inference.as_deref().map(parse_price).transpose()?,
+    };
+    state.store.update_model(model.id, &patch).await?;
+    let updated =
+        state.store.model(&model.owner, &model.name).await?.ok_or_else(|| ApiError::internal("model vanished"))?;
+    Ok(Json(ModelView::from(&updated)))
+}
+
+/// Uploads an ONNX file as the model's next version. The body streams to
+/// disk while it is hashed, then the runtime loads it under the model limits;
+/// only a model that loads becomes a version.
+#[utoipa::path(post, path = "/v1/models/{owner}/{name}/versions", tag = "models",
+    security(("api_key" = [])),
+    params(("owner" = String, Path), ("name" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the .onnx file"),
+    responses(
+        (status = 201, body = VersionView),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 413, description = "larger than upload_bytes_max", body = ErrorBody),
+        (status = 422, description = "not a model the runtime can serve", body = ErrorBody),
+    ))]
+pub async fn upload_version(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((owner, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<VersionView>)> {
+    let model = owned_model(&state, &owner, &name, &caller).await?;
+    let content_type = headers.get(header::CONTENT_TYPE);
+    if content_type.is_some_and(|value| value.as_bytes() != b"application/octet-stream") {
+        return Err(ApiError::bad_request(
+            "send the .onnx file as the body with Content-Type: application/octet-stream",
+        ));
+    }
+    let limit = state.config.upload_bytes_max;
+    let too_large =
+        || ApiError::payload_too_large(format!("the file is larger than the limit upload_bytes_max = {limit} bytes"));
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+
+    let mut writer = state.blobs.writer().await?;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
+        if writer.size_bytes() + chunk.len() as u64 > limit {
+            return Err(too_large());
+        }
+        writer.write(&chunk).await?;
+    }
+    if writer.size_bytes() == 0 {
+        return Err(ApiError::invalid_model("the file is empty"));
+    }
+    let finished = writer.finish().await?;
+    let bytes = finished.read().await?;
+    let limits = state.model_limits.clone();
+    let loaded = state
+        .run_blocking(move || runtime::load_model(&bytes, &limits))
+        .await?
+        .map_err(|e| ApiError::invalid_model(e.to_string()))?;
+
+    let (sha256, size_bytes) = (finished.sha256, finished.size_bytes);
+    finished.commit(&state.blobs).await?;
+    let version = state
+        .store
+        .add_version(model.id, &sha256, size_bytes, &loaded.signature.inputs, &loaded.signature.outputs)
+        .await?;
+    state.models.insert(sha256, Arc::new(loaded));
+    tracing::info!(model = %format!("{}/{}", model.owner, model.name), version = version.version, %sha256, size_bytes, "version uploaded");
+    Ok((StatusCode::CREATED, Json(VersionView::from(&version))))
+}
+
+#[utoipa::path(get, path = "/v1/models/{owner}/{name}/versions", tag = "models",
+    params(("owner" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = VersionList), (status = 404, body = ErrorBody)))]
+pub async fn list_versions(
+    State(state): State<AppState>,
+    MaybeCaller(viewer): MaybeCaller,
+    Path((owner, name)): Path<(String, String)>,
+) -> ApiResult<Json<VersionList>> {
+    let model = visible_model(&state, &owner, &name, viewer.as_ref()).await?;
+    let versions = state.store.versions(model.id).await?;
+    Ok(Json(VersionList { items: versions.iter().map(VersionView::from).collect() }))
+}
+
+/// Downloads a model file by its SHA-256, if some model the caller may see uses it.
+#[utoipa::path(get, path = "/v1/blobs/{sha256}", tag = "models",
+    params(("sha256" = String, Path, description = "64 lowercase hex digits")),
+    responses(
+        (status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, body = ErrorBody),
+    ))]
+pub async fn get_blob(
+    State(state): State<AppState>,
+    MaybeCaller(viewer): MaybeCaller,
+    Path(sha256): Path<String>,
+) -> ApiResult<Response> {
+    let not_found = || ApiError::not_found(format!("blob {sha256} not found"));
+    let digest: Sha256 = sha256.parse().map_err(|_| not_found())?;
+    if !state.store.blob_visible(&digest, viewer.map(|v| v.id)).await? {
+        return Err(not_found());
+    }
+    let file = state.blobs.open_blob(&digest).await?;
+    let length = file.metadata().await?.len();
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+        (header::CONTENT_LENGTH, length.to_string()),
+        (header::ETAG, format!("\"{digest}\"")),
+    ];
+    Ok((headers, body).into_response())
+}

@@ -1,0 +1,325 @@
+//! The JSON bodies of the API (`shared/API.md`), and their conversions from
+//! domain and store types. Domain types stay free of `Serialize`; this module
+//! is where they meet the wire.
+
+use std::collections::BTreeMap;
+
+use domain::{Dim, TensorSpec};
+use runtime::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use store::{Account, ModelRecord, Version};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+
+/// RFC 3339 UTC, from the store's Unix milliseconds.
+pub fn timestamp(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccountRequest {
+    /// 2 to 32 lowercase letters, digits and dashes, starting with a letter.
+    #[schema(example = "alice")]
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountSummary {
+    pub id: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedAccount {
+    pub account: AccountSummary,
+    /// Shown only in this response; the server keeps only a hash.
+    pub api_key: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    pub id: i64,
+    pub name: String,
+    /// Minor units. Until the ledger lands every account holds nothing.
+    pub balance: String,
+    pub held: String,
+    pub earned_total: String,
+    pub created_at: String,
+}
+
+impl AccountView {
+    pub fn new(account: &Account) -> AccountView {
+        AccountView {
+            id: account.id,
+            name: account.name.to_string(),
+            balance: "0".into(),
+            held: "0".into(),
+            earned_total: "0".into(),
+            created_at: timestamp(account.created_at_ms),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateModelRequest {
+    #[schema(example = "linear")]
+    pub name: String,
+    /// Markdown, at most 64 KiB.
+    #[serde(default)]
+    pub description: String,
+    /// One of: classification, regression, embedding, forecasting, detection,
+    /// segmentation, generation, other.
+    #[schema(example = "regression")]
+    pub task: String,
+    #[serde(default)]
+    pub license: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// `public` (the default) or `private`.
+    #[serde(default)]
+    pub visibility: Option<String>,
+    /// Minor units, as a string; "0" (the default) makes the model free.
+    #[serde(default)]
+    #[schema(example = "2500000")]
+    pub price_per_inference: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateModelRequest {
+    pub description: Option<String>,
+    pub task: Option<String>,
+    pub license: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub visibility: Option<String>,
+    pub price_per_inference: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelView {
+    pub owner: String,
+    pub name: String,
+    pub description: String,
+    pub task: String,
+    pub license: String,
+    pub tags: Vec<String>,
+    pub visibility: String,
+    /// Minor units.
+    pub price_per_inference: String,
+    /// `null` until a version is uploaded.
+    pub latest_version: Option<i64>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&ModelRecord> for ModelView {
+    fn from(model: &ModelRecord) -> ModelView {
+        ModelView {
+            owner: model.owner.to_string(),
+            name: model.name.to_string(),
+            description: model.description.as_str().to_owned(),
+            task: model.task.to_string(),
+            license: model.license.as_str().to_owned(),
+            tags: model.tags.as_slice().to_vec(),
+            visibility: model.visibility.as_str().to_owned(),
+            price_per_inference: model.price_per_inference.to_string(),
+            latest_version: model.latest_version,
+            created_at: timestamp(model.created_at_ms),
+            updated_at: timestamp(model.updated_at_ms),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelPage {
+    pub items: Vec<ModelView>,
+    /// Pass as `page_token` for the next page; `null` on the last page.
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListModelsQuery {
+    /// Case-insensitive text to find in the name, description or tags.
+    pub q: Option<String>,
+    pub task: Option<String>,
+    pub owner: Option<String>,
+    /// `recent` (default) or `name`.
+    pub sort: Option<String>,
+    pub limit: Option<u32>,
+    pub page_token: Option<String>,
+}
+
+/// One dimension: a size, or a symbol chosen per call (such as `"N"`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum DimView {
+    Fixed(u64),
+    Symbol(String),
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TensorSpecView {
+    pub name: String,
+    #[schema(example = "f32")]
+    pub dtype: String,
+    pub shape: Vec<DimView>,
+}
+
+impl From<&TensorSpec> for TensorSpecView {
+    fn from(spec: &TensorSpec) -> TensorSpecView {
+        let shape = spec
+            .shape
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => DimView::Fixed(*n),
+                Dim::Symbol(s) => DimView::Symbol(s.clone()),
+            })
+            .collect();
+        TensorSpecView { name: spec.name.clone(), dtype: spec.dtype.to_string(), shape }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionView {
+    pub version: i64,
+    pub blob_sha256: String,
+    pub size_bytes: u64,
+    pub inputs: Vec<TensorSpecView>,
+    pub outputs: Vec<TensorSpecView>,
+    pub created_at: String,
+}
+
+impl From<&Version> for VersionView {
+    fn from(version: &Version) -> VersionView {
+        VersionView {
+            version: version.version,
+            blob_sha256: version.blob_sha256.to_hex(),
+            size_bytes: version.size_bytes,
+            inputs: version.inputs.iter().map(Into::into).collect(),
+            outputs: version.outputs.iter().map(Into::into).collect(),
+            created_at: timestamp(version.created_at_ms),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionList {
+    pub items: Vec<VersionView>,
+}
+
+/// A tensor as JSON: `data` is flat and row-major, and its length is the
+/// product of `shape`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TensorIn {
+    #[schema(example = "f32")]
+    pub dtype: String,
+    #[schema(example = json!([1, 4]))]
+    pub shape: Vec<usize>,
+    /// Numbers (or booleans for `bool`).
+    #[schema(value_type = Vec<serde_json::Value>, example = json!([0.1, 0.2, 0.3, 0.4]))]
+    pub data: Box<RawValue>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InferRequest {
+    /// Keyed by input name.
+    pub inputs: BTreeMap<String, TensorIn>,
+}
+
+impl TensorIn {
+    /// Reads `data` as the declared dtype: integers must be integers in range,
+    /// booleans booleans. Shape checks come later, against the model.
+    pub fn into_tensor(self, name: &str) -> Result<Tensor, ApiError> {
+        let dtype: domain::Dtype = self
+            .dtype
+            .parse()
+            .map_err(|e: domain::DtypeError| ApiError::invalid_input(format!("input '{name}': {e}")))?;
+        let text = self.data.get();
+        let bad = |e: serde_json::Error| {
+            ApiError::invalid_input(format!("input '{name}': data is not a flat array of {dtype} values ({e})"))
+        };
+        let data = match dtype {
+            domain::Dtype::F32 => TensorData::F32(serde_json::from_str(text).map_err(bad)?),
+            domain::Dtype::F64 => TensorData::F64(serde_json::from_str(text).map_err(bad)?),
+            domain::Dtype::I8 => TensorData::I8(serde_json::from_str(text).map_err(bad)?),
+            domain::Dtype::I16 => TensorData::I16(serde_json::from_str(text).map_err(bad)?),
+            domain::Dtype::I32 => TensorData::I32(serde_json::from_str(text).map_err(bad)?),
+            domain::Dtype::I64 => TensorData::I64(serde_json::from_str(text).map_err(bad)?),
+            domain::Dtype::U8 => TensorData::U8(serde_json::from_str(text).map_err(bad)?),
+            domain::Dtype::U16 => TensorData::U16(serde_json::from_str(text).map_err(bad)?),
+            domain::Dtype::U32 => TensorData::U32(serde_json::from_str(text).map_err(bad)?),
+            domain::Dtype::U64 => TensorData::U64(serde_json::from_str(text).map_err(bad)?),
+            domain::Dtype::Bool => TensorData::Bool(serde_json::from_str(text).map_err(bad)?),
+        };
+        Ok(Tensor { shape: self.shape, data })
+    }
+}
+
+/// A tensor in a response. Non-finite floats (NaN, ±inf) have no JSON
+/// number form and are written as `null`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TensorOut {
+    pub dtype: &'static str,
+    pub shape: Vec<usize>,
+    #[schema(value_type = Vec<serde_json::Value>)]
+    pub data: TensorDataOut,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct TensorDataOut(#[serde(serialize_with = "serialize_data")] TensorData);
+
+fn serialize_data<S: serde::Serializer>(data: &TensorData, serializer: S) -> Result<S::Ok, S::Error> {
+    match data {
+        TensorData::F32(v) => v.serialize(serializer),
+        TensorData::F64(v) => v.serialize(serializer),
+        TensorData::I8(v) => v.serialize(serializer),
+        TensorData::I16(v) => v.serialize(serializer),
+        TensorData::I32(v) => v.serialize(serializer),
+        TensorData::I64(v) => v.serialize(serializer),
+        TensorData::U8(v) => v.serialize(serializer),
+        TensorData::U16(v) => v.serialize(serializer),
+        TensorData::U32(v) => v.serialize(serializer),
+        TensorData::U64(v) => v.serialize(serializer),
+        TensorData::Bool(v) => v.serialize(serializer),
+    }
+}
+
+impl From<Tensor> for TensorOut {
+    fn from(tensor: Tensor) -> TensorOut {
+        TensorOut { dtype: tensor.dtype().as_str(), shape: tensor.shape, data: TensorDataOut(tensor.data) }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InferResponse {
+    /// Keyed by output name.
+    pub outputs: BTreeMap<String, TensorOut>,
+    pub version: i64,
+    /// Minor units charged.
+    pub price: String,
+    pub latency_ms: f64,
+    /// The signed receipt of a paid call; `null` for free models.
+    #[schema(value_type = Option<Object>)]
+    pub receipt: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    pub version: &'static str,
+}

@@ -1,0 +1,525 @@
+//! The SQLite database: schema migrations and every query.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use domain::{
+    AccountName, Amount, ApiKey, Description, License, ModelName, Sha256, Tags, Task, TensorSpec, Visibility,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::{StoreError, now_ms, signature};
+
+/// Schema migrations, applied in order at start, each in one transaction.
+/// Append only: a migration that has shipped is never edited.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_registry.sql"))];
+
+/// Connections in the pool. SQLite allows one writer at a time anyway; more
+/// connections only serve concurrent reads.
+const POOL_CONNECTIONS_MAX: u32 = 8;
+
+/// The database of one data directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: i64,
+    pub name: AccountName,
+    pub is_operator: bool,
+    pub created_at_ms: i64,
+}
+
+/// A model repository as stored, with its owner's name and latest version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRecord {
+    pub id: i64,
+    pub owner_id: i64,
+    pub owner: AccountName,
+    pub name: ModelName,
+    pub description: Description,
+    pub task: Task,
+    pub license: License,
+    pub tags: Tags,
+    pub visibility: Visibility,
+    pub price_per_inference: Amount,
+    /// `None` until the first version is uploaded.
+    pub latest_version: Option<i64>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewModel {
+    pub name: ModelName,
+    pub description: Description,
+    pub task: Task,
+    pub license: License,
+    pub tags: Tags,
+    pub visibility: Visibility,
+    pub price_per_inference: Amount,
+}
+
+/// A change to a model; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ModelPatch {
+    pub description: Option<Description>,
+    pub task: Option<Task>,
+    pub license: Option<License>,
+    pub tags: Option<Tags>,
+    pub visibility: Option<Visibility>,
+    pub price_per_inference: Option<Amount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub version: i64,
+    pub blob_sha256: Sha256,
+    pub size_bytes: u64,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub created_at_ms: i64,
+}
+
+/// Which models a listing returns. Private models are included only for
+/// their owner (`viewer_id`).
+#[derive(Debug, Clone, Default)]
+pub struct ModelFilter {
+    /// Case-insensitive substring of the name, description or tags.
+    pub query: Option<String>,
+    pub task: Option<Task>,
+    pub owner: Option<AccountName>,
+    pub viewer_id: Option<i64>,
+}
+
+/// The order of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModelSort {
+    /// Newest first.
+    #[default]
+    Recent,
+    /// By model name, then owner's account id.
+    Name,
+}
+
+/// Where a listing page starts: just after this model (keyset pagination, so
+/// pages stay correct while models are added).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    Recent { id: i64 },
+    Name { name: String, id: i64 },
+}
+
+impl Cursor {
+    /// An opaque page token: a letter for the order, then the position.
+    pub fn encode(&self) -> String {
+        match self {
+            Cursor::Recent { id } => format!("r{id}"),
+            Cursor::Name { name, id } => format!("n{id}.{name}"),
+        }
+    }
+
+    pub fn decode(token: &str, sort: ModelSort) -> Option<Cursor> {
+        match (sort, token.split_at_checked(1)?) {
+            (ModelSort::Recent, ("r", id)) => Some(Cursor::Recent { id: id.parse().ok()? }),
+            (ModelSort::Name, ("n", rest)) => {
+                let (id, name) = rest.split_once('.')?;
+                Some(Cursor::Name { name: name.to_owned(), id: id.parse().ok()? })
+            }
+            _ => None,
+        }
+    }
+}
+
+const MODEL_COLUMNS: &str = "m.id, m.owner_id, a.name AS owner, m.name, m.description, m.task, m.license, m.tags, \
+     m.visibility, m.price_per_inference, m.created_at, m.updated_at, \
+     (SELECT MAX(version) FROM model_versions v WHERE v.model_id = m.id) AS latest_version";
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` in WAL mode with
+    /// full fsync, and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed transaction survives power loss, which the
+            // ledger's "durable before the response" promise relies on.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(POOL_CONNECTIONS_MAX).connect_with(options).await?;
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for &(version, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if applied.is_some() {
+                continue;
+            }
+            tracing::info!(version, "applying schema migration");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+                .bind(version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // --- accounts and keys ---
+
+    /// Creates an account with its first API key. `Conflict` if the name is taken.
+    pub async fn create_account(
+        &self,
+        name: &AccountName,
+        is_operator: bool,
+        key: &ApiKey,
+    ) -> Result<Account, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let inserted =
+            sqlx::query("INSERT INTO accounts (name, is_operator, created_at) VALUES (?, ?, ?) RETURNING id")
+                .bind(name.as_str())
+                .bind(is_operator)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| conflict_or(e, format!("account '{name}'")))?;
+        let id: i64 = inserted.get(0);
+        sqlx::query("INSERT INTO api_keys (key_id, account_id, key_hash, created_at) VALUES (?, ?, ?, ?)")
+            .bind(key.key_id())
+            .bind(id)
+            .bind(key.hash().to_hex())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Account { id, name: name.clone(), is_operator, created_at_ms: now })
+    }
+
+    /// The account a key belongs to, if the key is real. The hash comparison
+    /// is constant-time ([`ApiKey::matches`]).
+    pub async fn account_for_key(&self, key: &ApiKey) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query(
+            "SELECT a.id, a.name, a.is_operator, a.created_at, k.key_hash \
+             FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_id = ?",
+        )
+        .bind(key.key_id())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: Sha256 = parse_column(&row, "key_hash")?;
+        if !key.matches(&stored) {
+            return Ok(None);
+        }
+        Ok(Some(account_from_row(&row)?))
+    }
+
+    pub async fn account_by_name(&self, name: &AccountName) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query("SELECT id, name, is_operator, created_at FROM accounts WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    // --- models ---
+
+    /// Creates a model repository. `Conflict` if the owner has one of that name.
+    pub async fn create_model(&self, owner: &Account, model: &NewModel) -> Result<ModelRecord, StoreError> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO models (owner_id, name, description, task, license, tags, visibility, price_per_inference, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(owner.id)
+        .bind(model.name.as_str())
+        .bind(model.description.as_str())
+        .bind(model.task.as_str())
+        .bind(model.license.as_str())
+        .bind(model.tags.as_slice().join(","))
+        .bind(model.visibility.as_str())
+        .bind(amount_column(model.price_per_inference))
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, format!("model '{}/{}'", owner.name, model.name)))?;
+        self.model(&owner.name, &model.name)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("model vanished after insert".into()))
+    }
+
+    /// A model by its full name, whatever its visibility: callers decide who may see it.
+    pub async fn model(&self, owner: &AccountName, name: &ModelName) -> Result<Option<ModelRecord>, StoreError> {
+        let sql = const_format_model_query("WHERE a.name = ? AND m.name = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(owner.as_str())
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(model_from_row).transpose()
+    }
+
+    pub async fn update_model(&self, model_id: i64, patch: &ModelPatch) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE models SET \
+               description = COALESCE(?, description), task = COALESCE(?, task), license = COALESCE(?, license), \
+               tags = COALESCE(?, tags), visibility = COALESCE(?, visibility), \
+               price_per_inference = COALESCE(?, price_per_inference), updated_at = ? \
+             WHERE id = ?",
+        )
+        .bind(patch.description.as_ref().map(Description::as_str))
+        .bind(patch.task.map(Task::as_str))
+        .bind(patch.license.as_ref().map(License::as_str))
+        .bind(patch.tags.as_ref().map(|t| t.as_slice().join(",")))
+        .bind(patch.visibility.map(Visibility::as_str))
+        .bind(patch.price_per_inference.map(amount_column))
+        .bind(now_ms())
+        .bind(model_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// One page of models matching `filter`, and the cursor of the next page.
+    pub async fn list_models(
+        &self,
+        filter: &ModelFilter,
+        sort: ModelSort,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<(Vec<ModelRecord>, Option<Cursor>), StoreError> {
+        // One static statement per order; the filters are all bound
+        // parameters that switch themselves off when NULL.
+        const FILTERS: &str = "WHERE (m.visibility = 'public' OR m.owner_id = ?) \
+             AND (? IS NULL OR m.task = ?) \
+             AND (? IS NULL OR a.name = ?) \
+             AND (? IS NULL OR instr(lower(m.name || ' ' || m.description || ' ' || m.tags), lower(?)) > 0)";
+        let sql = match sort {
+            ModelSort::Recent => {
+                const_format_model_query(&format!("{FILTERS} AND (? IS NULL OR m.id < ?) ORDER BY m.id DESC LIMIT ?"))
+            }
+            ModelSort::Name => const_format_model_query(&format!(
+                "{FILTERS} AND (? IS NULL OR (m.name, m.id) > (?, ?)) ORDER BY m.name, m.id LIMIT ?"
+            )),
+        };
+        let task = filter.task.map(Task::as_str);
+        let owner = filter.owner.as_ref().map(AccountName::as_str);
+        let query = filter.query.as_deref();
+        let mut statement = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(filter.viewer_id.unwrap_or(-1))
+            .bind(task)
+            .bind(task)
+            .bind(owner)
+            .bind(owner)
+            .bind(query)
+            .bind(query);
+        statement = match (sort, after) {
+            (ModelSort::Recent, Some(Cursor::Recent { id })) => statement.bind(1).bind(*id),
+            (ModelSort::Name, Some(Cursor::Name { name, id })) => statement.bind(1).bind(name.clone()).bind(*id),
+            (ModelSort::Recent, _) => statement.bind(None::<i64>).bind(None::<i64>),
+            (ModelSort::Name, _) => statement.bind(None::<i64>).bind(None::<String>).bind(None::<i64>),
+        };
+        // One extra row says whether there is a next page.
+        let rows = statement.bind(limit as i64 + 1).fetch_all(&self.pool).await?;
+        let mut models = rows.iter().map(model_from_row).collect::<Result<Vec<_>, _>>()?;
+        let next = if models.len() > limit as usize {
+            models.truncate(limit as usize);
+            models.last().map(|last| match sort {
+                ModelSort::Recent => Cursor::Recent { id: last.id },
+                ModelSort::Name => Cursor::Name { name: last.name.as_str().to_owned(), id: last.id },
+            })
+        } else {
+            None
+        };
+        Ok((models, next))
+    }
+
+    // --- versions and blobs ---
+
+    /// Records a blob (once per digest) and adds it as the model's next
+    /// version, in one transaction. The version number is computed inside the
+    /// insert, so concurrent uploads get distinct numbers.
+    pub async fn add_version(
+        &self,
+        model_id: i64,
+        blob_sha256: &Sha256,
+        size_bytes: u64,
+        inputs: &[TensorSpec],
+        outputs: &[TensorSpec],
+    ) -> Result<Version, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO blobs (sha256, size_bytes, created_at) VALUES (?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(blob_sha256.to_hex())
+        .bind(size_bytes as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO model_versions (model_id, version, blob_sha256, signature, created_at) \
+             SELECT ?, COALESCE(MAX(version), 0) + 1, ?, ?, ? FROM model_versions WHERE model_id = ? \
+             RETURNING version",
+        )
+        .bind(model_id)
+        .bind(blob_sha256.to_hex())
+        .bind(signature::encode(inputs, outputs))
+        .bind(now)
+        .bind(model_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE models SET updated_at = ? WHERE id = ?").bind(now).bind(model_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Version {
+            version,
+            blob_sha256: *blob_sha256,
+            size_bytes,
+            inputs: inputs.to_vec(),
+            outputs: outputs.to_vec(),
+            created_at_ms: now,
+        })
+    }
+
+    /// All versions of a model, oldest first.
+    pub async fn versions(&self, model_id: i64) -> Result<Vec<Version>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT v.version, v.blob_sha256, b.size_bytes, v.signature, v.created_at \
+             FROM model_versions v JOIN blobs b ON b.sha256 = v.blob_sha256 WHERE v.model_id = ? ORDER BY v.version",
+        )
+        .bind(model_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    pub async fn version(&self, model_id: i64, version: i64) -> Result<Option<Version>, StoreError> {
+        let row = sqlx::query(
+            "SELECT v.version, v.blob_sha256, b.size_bytes, v.signature, v.created_at \
+             FROM model_versions v JOIN blobs b ON b.sha256 = v.blob_sha256 WHERE v.model_id = ? AND v.version = ?",
+        )
+        .bind(model_id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    /// Whether `viewer` may download a blob: some version of a model they can
+    /// see uses it. Blobs of private models stay private.
+    pub async fn blob_visible(&self, sha256: &Sha256, viewer_id: Option<i64>) -> Result<bool, StoreError> {
+        let visible: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM model_versions v JOIN models m ON m.id = v.model_id \
+             WHERE v.blob_sha256 = ? AND (m.visibility = 'public' OR m.owner_id = ?) LIMIT 1",
+        )
+        .bind(sha256.to_hex())
+        .bind(viewer_id.unwrap_or(-1))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(visible.is_some())
+    }
+
+    /// Counts of stored rows, for tests and metrics: (accounts, models, versions, blobs).
+    pub async fn counts(&self) -> Result<(i64, i64, i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM models), \
+                    (SELECT COUNT(*) FROM model_versions), (SELECT COUNT(*) FROM blobs)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.get(0), row.get(1), row.get(2), row.get(3)))
+    }
+}
+
+fn const_format_model_query(tail: &str) -> String {
+    format!("SELECT {MODEL_COLUMNS} FROM models m JOIN accounts a ON a.id = m.owner_id {tail}")
+}
+
+fn conflict_or(error: sqlx::Error, what: String) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+        _ => StoreError::Database(error),
+    }
+}
+
+/// Amounts are at most `i64::MAX` by construction, so this never wraps.
+fn amount_column(amount: Amount) -> i64 {
+    amount.minor_units() as i64
+}
+
+/// Reads a text column through a domain parser; a failure means the stored
+/// data is corrupt (every value was parsed before it was written).
+fn parse_column<T: FromStr>(row: &SqliteRow, column: &str) -> Result<T, StoreError> {
+    let text: String = row.try_get(column)?;
+    text.parse().map_err(|_| StoreError::Corrupt(format!("column {column} holds {text:?}")))
+}
+
+fn account_from_row(row: &SqliteRow) -> Result<Account, StoreError> {
+    Ok(Account {
+        id: row.try_get("id")?,
+        name: parse_column(row, "name")?,
+        is_operator: row.try_get("is_operator")?,
+        created_at_ms: row.try_get("created_at")?,
+    })
+}
+
+fn model_from_row(row: &SqliteRow) -> Result<ModelRecord, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("model row has a bad {what}"));
+    let tags: String = row.try_get("tags")?;
+    let tags: Vec<&str> = if tags.is_empty() { vec![] } else { tags.split(',').collect() };
+    let price: i64 = row.try_get("price_per_inference")?;
+    Ok(ModelRecord {
+        id: row.try_get("id")?,
+        owner_id: row.try_get("owner_id")?,
+        owner: parse_column(row, "owner")?,
+        name: parse_column(row, "name")?,
+        description: Description::parse(row.try_get("description")?).map_err(|_| corrupt("description"))?,
+        task: parse_column(row, "task")?,
+        license: License::parse(row.try_get("license")?).map_err(|_| corrupt("license"))?,
+        tags: Tags::parse(&tags).map_err(|_| corrupt("tags"))?,
+        visibility: parse_column(row, "visibility")?,
+        price_per_inference: Amount::from_minor_units(u64::try_from(price).map_err(|_| corrupt("price"))?)
+            .map_err(|_| corrupt("price"))?,
+        latest_version: row.try_get("latest_version")?,
+        created_at_ms: row.try_get("created_at")?,
+        updated_at_ms: row.try_get("updated_at")?,
+    })
+}
+
+fn version_from_row(row: &SqliteRow) -> Result<Version, StoreError> {
+    let (inputs, outputs) = signature::decode(row.try_get("signature")?)?;
+    let size: i64 = row.try_get("size_bytes")?;
+    Ok(Version {
+        version: row.try_get("version")?,
+        blob_sha256: parse_column(row, "blob_sha256")?,
+        size_bytes: size as u64,
+        inputs,
+        outputs,
+        created_at_ms: row.try_get("created_at")?,
+    })
+}

@@ -1,0 +1,34 @@
+//! Persistence: the SQLite database (embedded, the default) and the
+//! content-addressed blob folder, both under one data directory.
+//!
+//! The rest of the server sees plain records ([`Account`], [`Model`],
+//! [`Version`]) and typed errors; SQL stays in this crate. This crate knows
+//! nothing about HTTP.
+
+mod blobs;
+mod db;
+mod signature;
+
+pub use blobs::{BlobStore, BlobWriter, FinishedBlob};
+pub use db::{Account, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel, Store, Version};
+
+/// What went wrong in the store. `Conflict` and `NotFound` are answers; the
+/// other cases are faults the server logs and reports as internal errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("file system error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Now, in Unix milliseconds, the store's unit of time.
+pub fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}

@@ -1,0 +1,500 @@
+//! The client commands: each one is a route of the API.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use domain::{Amount, DEFAULT_DECIMALS, DEFAULT_TOKEN_SYMBOL, ModelRef};
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use crate::Command;
+use crate::client::{Client, ClientArgs, ClientConfig};
+use crate::output;
+
+#[derive(Debug, Args)]
+pub struct SignupArgs {
+    /// The account name: 2 to 32 lowercase letters, digits and dashes.
+    name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ListModelsArgs {
+    /// Text to find in names, descriptions and tags.
+    #[arg(long, short)]
+    q: Option<String>,
+    #[arg(long)]
+    task: Option<String>,
+    #[arg(long)]
+    owner: Option<String>,
+    /// recent (default) or name.
+    #[arg(long)]
+    sort: Option<String>,
+    #[arg(long)]
+    limit: Option<u32>,
+    #[arg(long)]
+    page_token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Create a model repository under your account.
+    Create(ModelFieldsArgs),
+    /// Change a model's description, task, licence, tags, visibility or price.
+    Update(ModelFieldsArgs),
+    /// Upload an .onnx file as the model's next version.
+    Push {
+        /// owner/name
+        model: String,
+        file: PathBuf,
+    },
+    /// Show a model and its versions.
+    Show { model: String },
+    /// List a model's versions.
+    Versions { model: String },
+    /// Download a version's .onnx file.
+    Download {
+        model: String,
+        /// The version [default: latest].
+        #[arg(long)]
+        version: Option<i64>,
+        /// Where to write the file.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ModelFieldsArgs {
+    /// owner/name, or just the name for your own account.
+    model: String,
+    #[arg(long)]
+    task: Option<String>,
+    #[arg(long)]
+    description: Option<String>,
+    /// Read the Markdown description from a file.
+    #[arg(long, conflicts_with = "description")]
+    description_file: Option<PathBuf>,
+    #[arg(long)]
+    license: Option<String>,
+    /// A tag; repeat for several (replaces all tags on update).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// public or private.
+    #[arg(long)]
+    visibility: Option<String>,
+    /// Price per inference in tokens, as a decimal (0.002).
+    #[arg(long)]
+    price: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    /// owner/name, or owner/name@version.
+    model: String,
+    /// NAME=JSON or NAME=@FILE: one input tensor, {"dtype", "shape", "data"}.
+    #[arg(long = "input", short = 'i', value_name = "NAME=TENSOR")]
+    inputs: Vec<String>,
+    /// JSON or @FILE holding all inputs: {"inputs": {...}} or the map itself.
+    #[arg(long = "inputs", value_name = "JSON")]
+    all_inputs: Option<String>,
+    /// Sent as X-App, to attribute the call to an application.
+    #[arg(long)]
+    app: Option<String>,
+    /// Sent as Idempotency-Key: a retry with the same key is charged once.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
+    let client = args.client()?;
+    match command {
+        Command::Serve(_) => unreachable!("handled in main"),
+        Command::Signup(signup) => run_signup(&client, &args, signup).await,
+        Command::Whoami => {
+            client.require_key()?;
+            let account = client.send_json(client.request(Method::GET, "/v1/account")).await?;
+            if args.json {
+                output::json(&account);
+            } else {
+                output::fields(&[
+                    ("name", output::cell(&account["name"])),
+                    ("id", output::cell(&account["id"])),
+                    ("balance", tokens(&account["balance"])),
+                    ("held", tokens(&account["held"])),
+                    ("earned", tokens(&account["earned_total"])),
+                ]);
+            }
+            Ok(())
+        }
+        Command::Models(list) => run_models(&client, args.json, list).await,
+        Command::Model(model) => run_model(&client, args.json, model).await,
+        Command::Infer(infer) => run_infer(&client, args.json, infer).await,
+    }
+}
+
+async fn run_signup(client: &Client, args: &ClientArgs, signup: SignupArgs) -> anyhow::Result<()> {
+    let created =
+        client.send_json(client.request(Method::POST, "/v1/accounts").json(&json!({"name": signup.name}))).await?;
+    let key = created["api_key"].as_str().context("the server sent no api_key")?.to_owned();
+    let path = args.config_path()?;
+    let config = ClientConfig { url: Some(client.base().to_owned()), key: Some(key.clone()) };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    write_private(&path, &toml::to_string(&config)?).with_context(|| format!("cannot write {}", path.display()))?;
+    if args.json {
+        output::json(&created);
+    } else {
+        println!("account {} created; its API key is saved in {}", signup.name, path.display());
+        println!("api key (shown once): {key}");
+    }
+    Ok(())
+}
+
+/// Writes a file only its owner can read: it holds an API key.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(path)?.write_all(text.as_bytes())
+}
+
+async fn run_models(client: &Client, json: bool, list: ListModelsArgs) -> anyhow::Result<()> {
+    let mut query: Vec<(&str, String)> = vec![];
+    for (key, value) in [
+        ("q", list.q),
+        ("task", list.task),
+        ("owner", list.owner),
+        ("sort", list.sort),
+        ("page_token", list.page_token),
+    ] {
+        if let Some(value) = value {
+            query.push((key, value));
+        }
+    }
+    if let Some(limit) = list.limit {
+        query.push(("limit", limit.to_string()));
+    }
+    let page = client.send_json(client.request(Method::GET, "/v1/models").query(&query)).await?;
+    if json {
+        output::json(&page);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = page["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|m| {
+                    vec![
+                        format!("{}/{}", output::cell(&m["owner"]), output::cell(&m["name"])),
+                        output::cell(&m["task"]),
+                        tokens(&m["price_per_inference"]),
+                        output::cell(&m["latest_version"]),
+                        output::cell(&m["visibility"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    output::table(&["model", "task", "price", "version", "visibility"], &rows);
+    if let Some(token) = page["next_page_token"].as_str() {
+        println!("more: --page-token {token}");
+    }
+    Ok(())
+}
+
+async fn run_model(client: &Client, json: bool, command: ModelCommand) -> anyhow::Result<()> {
+    match command {
+        ModelCommand::Create(fields) => {
+            client.require_key()?;
+            let me = client.send_json(client.request(Method::GET, "/v1/account")).await?;
+            let name = own_model_name(&fields.model, me["name"].as_str().unwrap_or_default())?;
+            let mut body = model_fields(&fields)?;
+            body.insert("name".into(), json!(name));
+            let model = client.send_json(client.request(Method::POST, "/v1/models").json(&body)).await?;
+            print_model(json, &model, None);
+        }
+        ModelCommand::Update(fields) => {
+            client.require_key()?;
+            let model_ref = parse_model(&fields.model)?;
+            let body = model_fields(&fields)?;
+            let path = format!("/v1/models/{}/{}", model_ref.owner, model_ref.name);
+            let model = client.send_json(client.request(Method::PATCH, &path).json(&body)).await?;
+            print_model(json, &model, None);
+        }
+        ModelCommand::Push { model, file } => {
+            client.require_key()?;
+            let model_ref = parse_model(&model)?;
+            let version = push(client, &model_ref, &file).await?;
+            if json {
+                output::json(&version);
+            } else {
+                println!(
+                    "pushed {model_ref} version {} ({} bytes, sha256 {})",
+                    output::cell(&version["version"]),
+                    output::cell(&version["size_bytes"]),
+                    output::cell(&version["blob_sha256"])
+                );
+                print_specs(&version);
+            }
+        }
+        ModelCommand::Show { model } => {
+            let model_ref = parse_model(&model)?;
+            let path = format!("/v1/models/{}/{}", model_ref.owner, model_ref.name);
+            let shown = client.send_json(client.request(Method::GET, &path)).await?;
+            let versions = client.send_json(client.request(Method::GET, &format!("{path}/versions"))).await?;
+            print_model(json, &shown, Some(&versions));
+        }
+        ModelCommand::Versions { model } => {
+            let model_ref = parse_model(&model)?;
+            let path = format!("/v1/models/{}/{}/versions", model_ref.owner, model_ref.name);
+            let versions = client.send_json(client.request(Method::GET, &path)).await?;
+            if json {
+                output::json(&versions);
+            } else {
+                print_versions(&versions);
+            }
+        }
+        ModelCommand::Download { model, version, output: target } => {
+            let model_ref = parse_model(&model)?;
+            let path = format!("/v1/models/{}/{}/versions", model_ref.owner, model_ref.name);
+            let versions = client.send_json(client.request(Method::GET, &path)).await?;
+            let items = versions["items"].as_array().cloned().unwrap_or_default();
+            let chosen = match version {
+                Some(n) => items.iter().find(|v| v["version"] == json!(n)),
+                None => items.last(),
+            }
+            .with_context(|| format!("{model_ref} has no such version"))?;
+            let sha = chosen["blob_sha256"].as_str().context("the version has no blob_sha256")?;
+            let response = client.send(client.request(Method::GET, &format!("/v1/blobs/{sha}"))).await?;
+            let bytes = response.bytes().await.context("the download broke off")?;
+            if domain::Sha256::digest(&bytes).to_hex() != sha {
+                bail!("the downloaded file does not match its SHA-256 {sha}");
+            }
+            std::fs::write(&target, &bytes).with_context(|| format!("cannot write {}", target.display()))?;
+            println!("wrote {} ({} bytes, sha256 {sha} verified)", target.display(), bytes.len());
+        }
+    }
+    Ok(())
+}
+
+/// Streams the file to the server with a progress bar on a terminal.
+async fn push(client: &Client, model: &ModelRef, file: &PathBuf) -> anyhow::Result<Value> {
+    let handle = tokio::fs::File::open(file).await.with_context(|| format!("cannot open {}", file.display()))?;
+    let size = handle.metadata().await?.len();
+    let progress = indicatif::ProgressBar::with_draw_target(Some(size), indicatif::ProgressDrawTarget::stderr());
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let counter = progress.clone();
+    let stream = tokio_util::io::ReaderStream::new(handle).inspect(move |chunk| {
+        if let Ok(bytes) = chunk {
+            counter.inc(bytes.len() as u64);
+        }
+    });
+    let path = format!("/v1/models/{}/{}/versions", model.owner, model.name);
+    let request = client
+        .request(Method::POST, &path)
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .header(reqwest::header::CONTENT_LENGTH, size)
+        .body(reqwest::Body::wrap_stream(stream));
+    let result = client.send_json(request).await;
+    progress.finish_and_clear();
+    result
+}
+
+async fn run_infer(client: &Client, json: bool, args: InferArgs) -> anyhow::Result<()> {
+    client.require_key()?;
+    let (model, version) = match args.model.split_once('@') {
+        Some((model, version)) => (model, Some(version.parse::<i64>().context("the version after '@' is a number")?)),
+        None => (args.model.as_str(), None),
+    };
+    let model_ref = parse_model(model)?;
+    let mut inputs = Map::new();
+    if let Some(all) = &args.all_inputs {
+        let value = read_json_argument(all)?;
+        let map = value.get("inputs").cloned().unwrap_or(value);
+        inputs = map.as_object().cloned().context("--inputs takes a JSON object of input tensors")?;
+    }
+    for input in &args.inputs {
+        let (name, tensor) =
+            input.split_once('=').with_context(|| format!("--input takes NAME=JSON or NAME=@FILE, not '{input}'"))?;
+        inputs.insert(name.to_owned(), read_json_argument(tensor)?);
+    }
+    if inputs.is_empty() {
+        bail!("give the model's inputs with --input NAME=JSON (or NAME=@FILE) or --inputs");
+    }
+    let path = match version {
+        Some(n) => format!("/v1/models/{}/{}/versions/{n}/infer", model_ref.owner, model_ref.name),
+        None => format!("/v1/models/{}/{}/infer", model_ref.owner, model_ref.name),
+    };
+    let mut request = client.request(Method::POST, &path).json(&json!({"inputs": inputs}));
+    if let Some(app) = &args.app {
+        request = request.header("X-App", app);
+    }
+    if let Some(key) = &args.idempotency_key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = client.send_json(request).await?;
+    if json {
+        output::json(&response);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = response["outputs"]
+        .as_object()
+        .map(|outputs| {
+            outputs
+                .iter()
+                .map(|(name, t)| {
+                    vec![
+                        name.clone(),
+                        output::cell(&t["dtype"]),
+                        output::shape(&t["shape"]),
+                        output::preview(&t["data"], 8),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    output::table(&["output", "dtype", "shape", "data"], &rows);
+    println!(
+        "version {} · price {} · {} ms",
+        output::cell(&response["version"]),
+        tokens(&response["price"]),
+        output::cell(&response["latency_ms"])
+    );
+    Ok(())
+}
+
+/// `@path` reads a file; anything else is inline JSON.
+fn read_json_argument(text: &str) -> anyhow::Result<Value> {
+    let (source, json) = match text.strip_prefix('@') {
+        Some(path) => (path.to_owned(), std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?),
+        None => ("the argument".to_owned(), text.to_owned()),
+    };
+    serde_json::from_str(&json).with_context(|| format!("{source} is not valid JSON"))
+}
+
+fn parse_model(text: &str) -> anyhow::Result<ModelRef> {
+    text.parse::<ModelRef>().map_err(|e| anyhow::anyhow!("'{text}': {e}"))
+}
+
+/// For `model create`: the name alone, or owner/name where owner is you.
+fn own_model_name(text: &str, me: &str) -> anyhow::Result<String> {
+    match text.split_once('/') {
+        Some((owner, name)) if owner == me => Ok(name.to_owned()),
+        Some((owner, _)) => bail!("you are signed in as '{me}' and cannot create models for '{owner}'"),
+        None => Ok(text.to_owned()),
+    }
+}
+
+fn model_fields(fields: &ModelFieldsArgs) -> anyhow::Result<Map<String, Value>> {
+    let mut body = Map::new();
+    let description = match &fields.description_file {
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?),
+        None => fields.description.clone(),
+    };
+    for (key, value) in [
+        ("task", fields.task.clone()),
+        ("description", description),
+        ("license", fields.license.clone()),
+        ("visibility", fields.visibility.clone()),
+    ] {
+        if let Some(value) = value {
+            body.insert(key.into(), json!(value));
+        }
+    }
+    if !fields.tags.is_empty() {
+        body.insert("tags".into(), json!(fields.tags));
+    }
+    if let Some(price) = &fields.price {
+        let amount = Amount::parse_decimal(price, DEFAULT_DECIMALS).map_err(|e| anyhow::anyhow!("--price: {e}"))?;
+        body.insert("price_per_inference".into(), json!(amount.to_string()));
+    }
+    Ok(body)
+}
+
+/// Minor units as a decimal with the token's symbol: "0.002 OPG".
+fn tokens(value: &Value) -> String {
+    match value.as_str().and_then(|s| Amount::parse_minor_units(s).ok()) {
+        Some(amount) => format!("{} {DEFAULT_TOKEN_SYMBOL}", amount.to_decimal_string(DEFAULT_DECIMALS)),
+        None => output::cell(value),
+    }
+}
+
+fn print_model(json: bool, model: &Value, versions: Option<&Value>) {
+    if json {
+        match versions {
+            Some(versions) => output::json(&json!({"model": model, "versions": versions["items"]})),
+            None => output::json(model),
+        }
+        return;
+    }
+    let tags: Vec<String> = model["tags"].as_array().map(|t| t.iter().map(output::cell).collect()).unwrap_or_default();
+    output::fields(&[
+        ("model", format!("{}/{}", output::cell(&model["owner"]), output::cell(&model["name"]))),
+        ("task", output::cell(&model["task"])),
+        ("license", output::cell(&model["license"])),
+        ("tags", tags.join(", ")),
+        ("visibility", output::cell(&model["visibility"])),
+        ("price", tokens(&model["price_per_inference"])),
+        ("latest version", output::cell(&model["latest_version"])),
+        ("created", output::cell(&model["created_at"])),
+    ]);
+    if let Some(description) = model["description"].as_str().filter(|d| !d.is_empty()) {
+        println!("\n{description}");
+    }
+    if let Some(versions) = versions {
+        println!();
+        print_versions(versions);
+    }
+}
+
+fn print_versions(versions: &Value) {
+    let rows: Vec<Vec<String>> = versions["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|v| {
+                    vec![
+                        output::cell(&v["version"]),
+                        output::cell(&v["size_bytes"]),
+                        specs(&v["inputs"]),
+                        specs(&v["outputs"]),
+                        output::cell(&v["blob_sha256"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    output::table(&["version", "bytes", "inputs", "outputs", "sha256"], &rows);
+}
+
+fn print_specs(version: &Value) {
+    println!("inputs:  {}", specs(&version["inputs"]));
+    println!("outputs: {}", specs(&version["outputs"]));
+}
+
+fn specs(list: &Value) -> String {
+    let specs: Vec<String> = list
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|s| {
+                    format!("{}: {}{}", output::cell(&s["name"]), output::cell(&s["dtype"]), output::shape(&s["shape"]))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    specs.join("; ")
+}

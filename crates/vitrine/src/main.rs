@@ -1,0 +1,61 @@
+//! `vitrine`: the server (`vitrine serve`) and a command-line client for
+//! every route. Thin glue: arguments are parsed here into settings, the work
+//! is done by the `server` crate or over HTTP.
+
+mod client;
+mod commands;
+mod output;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "vitrine", version, about = "A model marketplace with usage you can see and verify")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    client: client::ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Create an account and save its API key in the client configuration.
+    Signup(commands::SignupArgs),
+    /// Show the account of the current API key.
+    Whoami,
+    /// List and search models.
+    Models(commands::ListModelsArgs),
+    /// Create, upload, show, change and download models.
+    #[command(subcommand)]
+    Model(commands::ModelCommand),
+    /// Run a model on inputs given as JSON.
+    Infer(commands::InferArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            command => commands::run(command, cli.client).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One line, the outermost context first.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

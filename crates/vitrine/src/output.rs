@@ -1,0 +1,59 @@
+//! Terminal output: aligned tables for people, raw JSON for scripts.
+
+use serde_json::Value;
+
+/// Prints rows under a header, each column as wide as its widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_uppercase()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+/// Key–value lines for one record.
+pub fn fields(pairs: &[(&str, String)]) {
+    let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in pairs {
+        println!("{key:<width$}  {value}");
+    }
+}
+
+pub fn json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+/// A JSON value as a short cell: strings without quotes, null as "-".
+pub fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `[N, 4]` from a shape array.
+pub fn shape(value: &Value) -> String {
+    let dims: Vec<String> = value.as_array().map(|a| a.iter().map(cell).collect()).unwrap_or_default();
+    format!("[{}]", dims.join(", "))
+}
+
+/// The first few elements of a data array, and how many more there are.
+pub fn preview(data: &Value, shown: usize) -> String {
+    let Some(items) = data.as_array() else { return cell(data) };
+    let head: Vec<String> = items.iter().take(shown).map(cell).collect();
+    if items.len() > shown {
+        format!("[{}, … {} more]", head.join(", "), items.len() - shown)
+    } else {
+        format!("[{}]", head.join(", "))
+    }
+}

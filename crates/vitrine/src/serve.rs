@@ -1,0 +1,109 @@
+//! `vitrine serve`: settings from file, environment and flags, logging,
+//! signals, then the server crate does the rest.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use server::Config;
+use server::config::LogFormat;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Data directory (database, blobs, operator key) [setting: data_dir].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free one [setting: listen].
+    #[arg(long)]
+    listen: Option<String>,
+    /// A TOML file of settings; environment variables (VITRINE_<SETTING>)
+    /// and flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Any setting, as KEY=VALUE (for example --set upload_bytes_max=1048576).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+    /// Print the effective settings as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    init_logging(config.log_format);
+    let data_dir = config.data_dir.clone();
+    let (state, operator_key) = server::open_state(config).await.context("cannot start")?;
+    let mut stdout = std::io::stdout();
+    if let Some(key) = operator_key {
+        let path = data_dir.join(server::OPERATOR_KEY_FILE);
+        writeln!(stdout, "operator key (shown once; also saved in {}): {}", path.display(), key.expose())?;
+    }
+    server::serve(
+        state,
+        |address| {
+            // Tests and scripts read this line to find the port.
+            let _ = writeln!(stdout, "vitrine listening on http://{address}");
+            let _ = stdout.flush();
+            tracing::info!(%address, data_dir = %data_dir.display(), "listening");
+        },
+        shutdown_signal(),
+    )
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut flags = toml::Table::new();
+    for setting in &args.settings {
+        let (key, value) =
+            setting.split_once('=').with_context(|| format!("--set takes KEY=VALUE, not '{setting}'"))?;
+        flags.insert(key.trim().to_owned(), server::config::setting_value(value.trim()));
+    }
+    if let Some(dir) = &args.data_dir {
+        flags.insert("data_dir".into(), dir.display().to_string().into());
+    }
+    if let Some(listen) = &args.listen {
+        flags.insert("listen".into(), listen.clone().into());
+    }
+    Ok(Config::load(args.config.as_deref(), std::env::vars(), flags)?)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM; the server then stops taking
+/// connections and finishes the requests in flight.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,106 @@
+use serde_json::json;
+
+use crate::support::TestServer;
+
+#[tokio::test]
+async fn signup_returns_a_key_once_that_identifies_the_account() {
+    let server = TestServer::start();
+    let api = server.api();
+    let created = api.post("/v1/accounts", None, json!({"name": "alice"})).await;
+    let body = created.ok(201);
+    let key = body["api_key"].as_str().unwrap();
+    assert!(key.starts_with("vtr_"), "{key}");
+    assert_eq!(body["account"]["name"], "alice");
+
+    let account = api.get("/v1/account", Some(key)).await;
+    let account = account.ok(200);
+    assert_eq!(account["name"], "alice");
+    assert_eq!(account["id"], body["account"]["id"]);
+    for field in ["balance", "held", "earned_total"] {
+        assert_eq!(account[field], "0", "{field}");
+    }
+    // The key is stored only as a hash: it appears nowhere in the data directory.
+    let database = std::fs::read(server.data_dir.join("vitrine.db")).unwrap();
+    let wal = std::fs::read(server.data_dir.join("vitrine.db-wal")).unwrap_or_default();
+    for bytes in [database, wal] {
+        assert!(!bytes.windows(key.len()).any(|w| w == key.as_bytes()), "the plain key is stored");
+    }
+}
+
+#[tokio::test]
+async fn bad_and_missing_keys_are_refused_with_401() {
+    let server = TestServer::start();
+    let api = server.api();
+    let key = api.signup("alice").await;
+    api.get("/v1/account", None).await.error(401, "unauthorized");
+    api.get("/v1/account", Some("not-a-key")).await.error(401, "unauthorized");
+    // A typo in a real key: the checksum catches it.
+    let mut typo = key.clone().into_bytes();
+    let last = typo.len() - 10;
+    typo[last] = if typo[last] == b'a' { b'b' } else { b'a' };
+    let message = api.get("/v1/account", Some(std::str::from_utf8(&typo).unwrap())).await.error(401, "unauthorized");
+    assert!(message.contains("checksum"), "{message}");
+    // A well-formed key that was never issued.
+    let other = TestServer::start().api().signup("mallory").await;
+    api.get("/v1/account", Some(&other)).await.error(401, "unauthorized");
+    // Not a bearer token.
+    let request =
+        api.request(reqwest::Method::GET, "/v1/account", None).header("authorization", format!("Basic {key}"));
+    api.send(request).await.error(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn account_names_are_checked_and_unique() {
+    let server = TestServer::start();
+    let api = server.api();
+    api.signup("alice").await;
+    api.post("/v1/accounts", None, json!({"name": "alice"})).await.error(409, "conflict");
+    for bad in ["", "A", "alice!", "-bob", "bob-", "x", "operator", "a-very-long-name-that-goes-past-32"] {
+        api.post("/v1/accounts", None, json!({"name": bad})).await.error(422, "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_json_get_clear_errors() {
+    let server = TestServer::start_with(&[("request_body_bytes_max", "1024")]);
+    let api = server.api();
+    let send_raw = |body: &'static str| {
+        api.request(reqwest::Method::POST, "/v1/accounts", None).header("content-type", "application/json").body(body)
+    };
+    api.send(send_raw("{\"name\": ")).await.error(400, "invalid_request");
+    api.send(send_raw("{\"nom\": \"alice\"}")).await.error(422, "invalid_request");
+    api.send(send_raw("[1, 2]")).await.error(422, "invalid_request");
+    let no_type = api.request(reqwest::Method::POST, "/v1/accounts", None).body("{\"name\": \"alice\"}");
+    api.send(no_type).await.error(400, "invalid_request");
+    let huge = json!({"name": "x".repeat(2000)});
+    let message = api.post("/v1/accounts", None, huge).await.error(413, "payload_too_large");
+    assert!(message.contains("request_body_bytes_max"), "{message}");
+}
+
+#[tokio::test]
+async fn the_operator_key_is_written_once_with_owner_only_permissions() {
+    let server = TestServer::start();
+    let path = server.data_dir.join("operator.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let account = server.api().get("/v1/account", Some(&server.operator_key)).await;
+    assert_eq!(account.ok(200)["name"], "operator");
+    // A restart keeps the same operator and does not rewrite the key.
+    let key = server.operator_key.clone();
+    let server = server.restart();
+    assert_eq!(server.operator_key, key);
+    server.api().get("/v1/account", Some(&key)).await.ok(200);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json_errors() {
+    let server = TestServer::start();
+    let api = server.api();
+    api.get("/v1/nowhere", None).await.error(404, "not_found");
+    api.send(api.request(reqwest::Method::DELETE, "/v1/accounts", None)).await.error(405, "method_not_allowed");
+    assert_eq!(api.get("/v1/health", None).await.ok(200)["status"], "ok");
+}

@@ -1,0 +1,114 @@
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::support::{BINARY, TestServer, assert_tensor_close, fixture_path};
+
+/// Runs the CLI as a user would, against `server`, with its own client
+/// configuration file and no VITRINE_* variables from the outside.
+fn vitrine(server: &TestServer, config: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(BINARY);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("VITRINE_") {
+            command.env_remove(name);
+        }
+    }
+    command.env("VITRINE_URL", &server.url).env("VITRINE_CLIENT_CONFIG", config).args(args);
+    command.output().expect("run vitrine")
+}
+
+#[track_caller]
+fn success(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+#[track_caller]
+fn failure(output: &Output) -> String {
+    assert!(!output.status.success(), "expected failure, stdout: {}", String::from_utf8_lossy(&output.stdout));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+#[test]
+fn a_new_user_signs_up_pushes_a_model_and_runs_it() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("client.toml");
+    let run = |args: &[&str]| vitrine(&server, &config, args);
+
+    let signup = success(&run(&["signup", "alice"]));
+    assert!(signup.contains("api key (shown once): vtr_"), "{signup}");
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(saved.contains("vtr_") && saved.contains(&server.url), "{saved}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert!(success(&run(&["whoami"])).contains("alice"));
+
+    let created =
+        success(&run(&["model", "create", "linear", "--task", "regression", "--price", "0.002", "--tag", "demo"]));
+    assert!(created.contains("0.002 OPG"), "{created}");
+    let linear = fixture_path("linear.onnx");
+    let pushed = success(&run(&["model", "push", "alice/linear", linear.to_str().unwrap()]));
+    assert!(pushed.contains("version 1") && pushed.contains("x: f32[N, 4]"), "{pushed}");
+
+    // One input from a file, as the README shows.
+    let input = dir.path().join("x.json");
+    std::fs::write(&input, r#"{"dtype": "f32", "shape": [2, 4], "data": [1, 2, 3, 4, 5, 6, 7, 8]}"#).unwrap();
+    let table = success(&run(&["infer", "alice/linear", "--input", &format!("x=@{}", input.display())]));
+    assert!(table.contains("y") && table.contains("[2, 1]"), "{table}");
+    // All inputs from the reference file, JSON out, checked against onnxruntime.
+    let reference_path = fixture_path("linear.expected.json");
+    let json =
+        success(&run(&["--json", "infer", "alice/linear@1", "--inputs", &format!("@{}", reference_path.display())]));
+    let response: Value = serde_json::from_str(&json).unwrap();
+    let reference: Value = serde_json::from_str(&std::fs::read_to_string(&reference_path).unwrap()).unwrap();
+    assert_tensor_close(&response["outputs"]["y"], &reference["outputs"]["y"], "cli linear.y");
+    // Inline JSON works too.
+    success(&run(&["infer", "alice/linear", "-i", r#"x={"dtype":"f32","shape":[1,4],"data":[1,2,3,4]}"#]));
+
+    let listed = success(&run(&["models"]));
+    assert!(listed.contains("alice/linear") && listed.contains("regression"), "{listed}");
+    let listed: Value = serde_json::from_str(&success(&run(&["--json", "models", "--task", "regression"]))).unwrap();
+    assert_eq!(listed["items"][0]["name"], "linear");
+    let shown = success(&run(&["model", "show", "alice/linear"]));
+    assert!(shown.contains("latest version  1") && shown.contains("y: f32[N, 1]"), "{shown}");
+    success(&run(&["model", "update", "alice/linear", "--description", "Now documented.", "--price", "0"]));
+    assert!(success(&run(&["model", "show", "alice/linear"])).contains("Now documented."));
+    assert!(success(&run(&["model", "versions", "alice/linear"])).contains("x: f32[N, 4]"));
+    let downloaded = dir.path().join("copy.onnx");
+    success(&run(&["model", "download", "alice/linear", "-o", downloaded.to_str().unwrap()]));
+    assert_eq!(std::fs::read(&downloaded).unwrap(), std::fs::read(&linear).unwrap());
+}
+
+#[test]
+fn cli_errors_are_one_clear_line_and_a_non_zero_exit() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("client.toml");
+    let run = |args: &[&str]| vitrine(&server, &config, args);
+
+    assert!(failure(&run(&["whoami"])).contains("vitrine signup"));
+    success(&run(&["signup", "alice"]));
+    assert!(failure(&run(&["signup", "alice"])).contains("(conflict, HTTP 409)"));
+    let missing = failure(&run(&["infer", "alice/nothing", "-i", r#"x={"dtype":"f32","shape":[1],"data":[1]}"#]));
+    assert!(missing.contains("not_found"), "{missing}");
+    assert!(failure(&run(&["infer", "alice/nothing"])).contains("--input"));
+    assert!(failure(&run(&["model", "show", "no-slash"])).contains("owner/name"));
+    assert!(failure(&run(&["model", "create", "m", "--task", "other", "--price", "0.0000000001"])).contains("--price"));
+    assert!(failure(&run(&["model", "push", "alice/m", "/does/not/exist.onnx"])).contains("cannot open"));
+    let unreachable = Command::new(BINARY)
+        .env("VITRINE_URL", "http://127.0.0.1:9")
+        .env("VITRINE_CLIENT_CONFIG", &config)
+        .args(["models"])
+        .output()
+        .unwrap();
+    assert!(failure(&unreachable).contains("cannot reach the server"));
+}

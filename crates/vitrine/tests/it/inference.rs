@@ -1,0 +1,159 @@
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{REFERENCE_FIXTURES, TestServer, assert_tensor_close, fixture};
+
+fn expected(name: &str) -> Value {
+    serde_json::from_slice(&fixture(&format!("{name}.expected.json"))).unwrap()
+}
+
+fn linear_input(shape: Value, data: Value) -> Value {
+    json!({"inputs": {"x": {"dtype": "f32", "shape": shape, "data": data}}})
+}
+
+#[tokio::test]
+async fn every_fixture_matches_the_independent_reference() {
+    let server = TestServer::start();
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    for name in REFERENCE_FIXTURES {
+        let model = name.replace('_', "-");
+        api.model_with_version(&alice, "alice", &model, name).await;
+        let reference = expected(name);
+        let answer = api
+            .post(&format!("/v1/models/alice/{model}/infer"), Some(&alice), json!({"inputs": reference["inputs"]}))
+            .await;
+        let body = answer.ok(200);
+        assert_eq!(body["version"], 1);
+        assert_eq!(body["receipt"], Value::Null, "free models have no receipt");
+        assert!(body["latency_ms"].as_f64().unwrap() >= 0.0);
+        let outputs = reference["outputs"].as_object().unwrap();
+        assert_eq!(body["outputs"].as_object().unwrap().len(), outputs.len(), "{name}");
+        for (output, tensor) in outputs {
+            assert_tensor_close(&body["outputs"][output], tensor, &format!("{name}.{output}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_plan_serves_every_batch_size_and_versions_can_be_chosen() {
+    let server = TestServer::start();
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    api.model_with_version(&alice, "alice", "m", "linear").await;
+    api.upload("/v1/models/alice/m/versions", Some(&alice), fixture("mlp.onnx")).await.ok(201);
+    for batch in [1usize, 7, 64] {
+        let data: Vec<f32> = (0..batch * 4).map(|i| i as f32 / 10.0).collect();
+        let answer = api
+            .post("/v1/models/alice/m/versions/1/infer", Some(&alice), linear_input(json!([batch, 4]), json!(data)))
+            .await;
+        assert_eq!(answer.ok(200)["outputs"]["y"]["shape"], json!([batch, 1]));
+    }
+    // The latest version is the MLP, which takes 8 features.
+    let eight = linear_input(json!([1, 8]), json!([0, 0, 0, 0, 0, 0, 0, 1]));
+    let answer = api.post("/v1/models/alice/m/infer", Some(&alice), eight).await;
+    assert_eq!(
+        (answer.ok(200)["version"].as_i64(), answer.body["outputs"]["probabilities"]["shape"].clone()),
+        (Some(2), json!([1, 3]))
+    );
+    let four = linear_input(json!([1, 4]), json!([1, 2, 3, 4]));
+    api.post("/v1/models/alice/m/versions/3/infer", Some(&alice), four.clone()).await.error(404, "not_found");
+    api.post("/v1/models/alice/m/versions/x/infer", Some(&alice), four).await.error(404, "not_found");
+}
+
+#[tokio::test]
+async fn inputs_that_do_not_fit_the_model_are_refused_before_running() {
+    let server = TestServer::start_with(&[("tensor_elements_max", "100")]);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    api.model_with_version(&alice, "alice", "linear", "linear").await;
+    api.model_with_version(&alice, "alice", "pair", "two_inputs").await;
+    api.model_with_version(&alice, "alice", "embed", "embedding").await;
+    let linear = "/v1/models/alice/linear/infer";
+    let ok = |shape: Value, data: Value| linear_input(shape, data);
+
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            linear,
+            json!({"inputs": {"z": {"dtype": "f32", "shape": [1, 4], "data": [1, 2, 3, 4]}}}),
+            "unknown input 'z'",
+        ),
+        (linear, json!({"inputs": {}}), "missing input 'x'"),
+        (linear, json!({"inputs": {"x": {"dtype": "i64", "shape": [1, 4], "data": [1, 2, 3, 4]}}}), "dtype i64"),
+        (linear, json!({"inputs": {"x": {"dtype": "f16", "shape": [1, 4], "data": [1, 2, 3, 4]}}}), "unknown dtype"),
+        (linear, ok(json!([4]), json!([1, 2, 3, 4])), "1 dimensions"),
+        (linear, ok(json!([1, 5]), json!([1, 2, 3, 4, 5])), "dimension 1"),
+        (linear, ok(json!([2, 4]), json!([1, 2, 3, 4])), "product"),
+        (linear, ok(json!([1, 4]), json!("1,2,3,4")), "not a flat array"),
+        (linear, ok(json!([1, 4]), json!([[1, 2], [3, 4]])), "not a flat array"),
+        (linear, ok(json!([1, 4]), json!([1, 2, 3, null])), "not a flat array"),
+        (
+            "/v1/models/alice/pair/infer",
+            json!({"inputs": {
+                "a": {"dtype": "f32", "shape": [2, 3], "data": [1, 2, 3, 4, 5, 6]},
+                "b": {"dtype": "f32", "shape": [1, 3], "data": [1, 2, 3]}}}),
+            "N = 2 from input 'a'",
+        ),
+        (
+            "/v1/models/alice/embed/infer",
+            json!({"inputs": {"ids": {"dtype": "i64", "shape": [1, 2], "data": [1, 2.5]}}}),
+            "i64",
+        ),
+        (
+            "/v1/models/alice/embed/infer",
+            json!({"inputs": {"ids": {"dtype": "i64", "shape": [1, 1], "data": [99]}}}),
+            "could not run",
+        ),
+    ];
+    for (path, body, needle) in cases {
+        let message = api.post(path, Some(&alice), body.clone()).await.error(422, "invalid_input");
+        assert!(message.contains(needle), "{body} -> {message} (wanted '{needle}')");
+    }
+    let too_many = ok(json!([26, 4]), json!(vec![0.5; 104]));
+    let message = api.post(linear, Some(&alice), too_many).await.error(413, "payload_too_large");
+    assert!(message.contains("tensor_elements_max"), "{message}");
+    api.post(linear, None, ok(json!([1, 4]), json!([1, 2, 3, 4]))).await.error(401, "unauthorized");
+    let raw = api
+        .request(reqwest::Method::POST, linear, Some(&alice))
+        .header("content-type", "application/json")
+        .body("{\"inputs\":");
+    api.send(raw).await.error(400, "invalid_request");
+    api.post(linear, Some(&alice), json!({"input": {}})).await.error(422, "invalid_request");
+
+    api.post("/v1/models", Some(&alice), json!({"name": "empty", "task": "other"})).await.ok(201);
+    let message = api
+        .post("/v1/models/alice/empty/infer", Some(&alice), ok(json!([1, 4]), json!([1, 2, 3, 4])))
+        .await
+        .error(404, "not_found");
+    assert!(message.contains("no versions"), "{message}");
+    api.post("/v1/models/alice/nothing/infer", Some(&alice), ok(json!([1, 4]), json!([1, 2, 3, 4])))
+        .await
+        .error(404, "not_found");
+    // After all that, the model still answers.
+    api.post(linear, Some(&alice), ok(json!([1, 4]), json!([1, 2, 3, 4]))).await.ok(200);
+}
+
+#[tokio::test]
+async fn an_inference_past_its_time_limit_gets_504_while_others_are_served() {
+    let server = TestServer::start_with(&[("inference_timeout_ms", "300"), ("inference_threads", "2")]);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    api.model_with_version(&alice, "alice", "slow", "slow").await;
+    api.model_with_version(&alice, "alice", "linear", "linear").await;
+
+    let started = Instant::now();
+    let slow = api.post(
+        "/v1/models/alice/slow/infer",
+        Some(&alice),
+        json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 1], "data": [0.5]}}}),
+    );
+    let message = slow.await.error(504, "inference_timeout");
+    assert!(message.contains("inference_timeout_ms = 300"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(5), "the 504 came only after {:?}", started.elapsed());
+    // The slow computation still holds one slot in the background; the other serves.
+    let fast =
+        api.post("/v1/models/alice/linear/infer", Some(&alice), linear_input(json!([1, 4]), json!([1, 2, 3, 4])));
+    fast.await.ok(200);
+    api.get("/v1/health", None).await.ok(200);
+}

@@ -1,0 +1,11 @@
+//! Vitrine's integration tests: the real binary, a fresh data directory per
+//! server, HTTP or the CLI as a user would. One test binary for the crate.
+
+mod accounts;
+mod cli;
+mod inference;
+mod models;
+mod openapi;
+mod restart;
+mod support;
+mod uploads;

@@ -1,0 +1,80 @@
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::support::TestServer;
+
+/// The routes of `shared/API.md` this server implements so far: the document
+/// must list each of them (and may list more).
+const CONTRACT_ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/accounts"),
+    ("get", "/v1/account"),
+    ("post", "/v1/models"),
+    ("get", "/v1/models"),
+    ("get", "/v1/models/{owner}/{name}"),
+    ("patch", "/v1/models/{owner}/{name}"),
+    ("post", "/v1/models/{owner}/{name}/versions"),
+    ("get", "/v1/models/{owner}/{name}/versions"),
+    ("get", "/v1/blobs/{sha256}"),
+    ("post", "/v1/models/{owner}/{name}/infer"),
+    ("post", "/v1/models/{owner}/{name}/versions/{version}/infer"),
+];
+
+/// Every operation in the OpenAPI document is called on a live server, and
+/// must answer with a status the document lists for it.
+#[tokio::test]
+async fn every_documented_route_answers_as_documented() {
+    let server = TestServer::start();
+    let api = server.api();
+    let document = api.get("/v1/openapi.json", None).await.ok(200).clone();
+    let alice = api.signup("alice").await;
+    let version = api.model_with_version(&alice, "alice", "linear", "linear").await;
+    let sha = version["blob_sha256"].as_str().unwrap().to_owned();
+
+    let mut operations = BTreeSet::new();
+    let paths = document["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            if !["get", "post", "patch", "put", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            operations.insert((method.clone(), path.clone()));
+            let concrete = path
+                .replace("{owner}", "alice")
+                .replace("{name}", if method == "post" && path == "/v1/models/{owner}/{name}" { "x" } else { "linear" })
+                .replace("{version}", "1")
+                .replace("{sha256}", &sha);
+            let mut request = api.request(method.to_uppercase().parse().unwrap(), &concrete, Some(&alice));
+            request = match (method.as_str(), path.as_str()) {
+                ("post", "/v1/accounts") => request.json(&json!({"name": "bob"})),
+                ("post", "/v1/models") => request.json(&json!({"name": "fresh", "task": "other"})),
+                ("patch", _) => request.json(&json!({"description": "patched"})),
+                ("post", p) if p.ends_with("/versions") => request
+                    .header("content-type", "application/octet-stream")
+                    .body(crate::support::fixture("linear.onnx")),
+                ("post", p) if p.ends_with("/infer") => {
+                    request.json(&json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 4], "data": [1, 2, 3, 4]}}}))
+                }
+                _ => request,
+            };
+            let answer = api.send(request).await;
+            let documented: Vec<String> = operation["responses"].as_object().unwrap().keys().cloned().collect();
+            assert!(
+                documented.contains(&answer.status.to_string()),
+                "{method} {path} answered {} ({}), the document lists {documented:?}",
+                answer.status,
+                answer.body
+            );
+            assert!(answer.status < 300, "{method} {path} should succeed here: {}", answer.body);
+            if answer.status >= 400 {
+                assert!(answer.body["error"]["code"].is_string());
+            }
+        }
+    }
+    for (method, path) in CONTRACT_ROUTES {
+        assert!(operations.contains(&(method.to_string(), path.to_string())), "the document lacks {method} {path}");
+    }
+    // Error bodies are documented too.
+    assert!(document["components"]["schemas"]["ErrorBody"].is_object());
+    assert!(matches!(document["openapi"], Value::String(_)));
+}

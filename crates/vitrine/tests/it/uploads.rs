@@ -1,0 +1,95 @@
+use serde_json::json;
+
+use crate::support::{TestServer, fixture};
+
+#[tokio::test]
+async fn uploads_record_versions_signatures_and_content_addressed_blobs() {
+    let server = TestServer::start();
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    let first = api.model_with_version(&alice, "alice", "linear", "linear").await;
+    assert_eq!(first["version"], 1);
+    assert_eq!(first["size_bytes"], fixture("linear.onnx").len());
+    assert_eq!(first["inputs"], json!([{"name": "x", "dtype": "f32", "shape": ["N", 4]}]));
+    assert_eq!(first["outputs"], json!([{"name": "y", "dtype": "f32", "shape": ["N", 1]}]));
+    let sha = first["blob_sha256"].as_str().unwrap();
+    assert_eq!(sha, domain::Sha256::digest(&fixture("linear.onnx")).to_hex());
+
+    // The same file again: a new version, the same single blob.
+    let second = api.upload("/v1/models/alice/linear/versions", Some(&alice), fixture("linear.onnx")).await;
+    assert_eq!((second.ok(201)["version"].as_i64(), second.body["blob_sha256"].as_str()), (Some(2), Some(sha)));
+    // And under another model.
+    api.model_with_version(&alice, "alice", "linear-copy", "linear").await;
+    assert_eq!(server.blob_files(), 1);
+
+    let third = api.upload("/v1/models/alice/linear/versions", Some(&alice), fixture("mlp.onnx")).await;
+    assert_eq!(third.ok(201)["version"], 3);
+    let versions = api.get("/v1/models/alice/linear/versions", None).await;
+    let numbers: Vec<i64> =
+        versions.ok(200)["items"].as_array().unwrap().iter().map(|v| v["version"].as_i64().unwrap()).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    assert_eq!(api.get("/v1/models/alice/linear", None).await.ok(200)["latest_version"], 3);
+    assert_eq!(server.blob_files(), 2);
+
+    let download = api.send(api.request(reqwest::Method::GET, &format!("/v1/blobs/{sha}"), None)).await;
+    assert_eq!(download.status, 200);
+    let bytes = reqwest::get(format!("{}/v1/blobs/{sha}", server.url)).await.unwrap().bytes().await.unwrap();
+    assert_eq!(bytes.as_ref(), fixture("linear.onnx").as_slice());
+    api.get(&format!("/v1/blobs/{}", "0".repeat(64)), None).await.error(404, "not_found");
+    api.get("/v1/blobs/not-a-digest", None).await.error(404, "not_found");
+}
+
+#[tokio::test]
+async fn every_kind_of_bad_upload_is_refused_with_a_clear_error() {
+    let server = TestServer::start_with(&[("upload_bytes_max", "4096"), ("model_nodes_max", "4")]);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    let bob = api.signup("bob").await;
+    api.post("/v1/models", Some(&alice), json!({"name": "m", "task": "other"})).await.ok(201);
+    let path = "/v1/models/alice/m/versions";
+
+    let message = api.upload(path, Some(&alice), vec![]).await.error(422, "invalid_model");
+    assert!(message.contains("empty"), "{message}");
+    api.upload(path, Some(&alice), b"this is not an ONNX model at all".to_vec()).await.error(422, "invalid_model");
+    let mlp = fixture("mlp.onnx");
+    api.upload(path, Some(&alice), mlp[..mlp.len() / 2].to_vec()).await.error(422, "invalid_model");
+    let message = api.upload(path, Some(&alice), vec![0x08; 5000]).await.error(413, "payload_too_large");
+    assert!(message.contains("upload_bytes_max"), "{message}");
+    let message = api.upload(path, Some(&alice), fixture("external_data.onnx")).await.error(422, "invalid_model");
+    assert!(message.contains("external data"), "{message}");
+    let message = api.upload(path, Some(&alice), fixture("unsupported_op.onnx")).await.error(422, "invalid_model");
+    assert!(message.contains("SequenceConstruct") && message.contains("ConcatFromSequence"), "{message}");
+    let message = api.upload(path, Some(&alice), fixture("conv.onnx")).await.error(422, "invalid_model");
+    assert!(message.contains("model_nodes_max"), "{message}");
+
+    let wrong_type = api
+        .request(reqwest::Method::POST, path, Some(&alice))
+        .header("content-type", "application/json")
+        .body(fixture("linear.onnx"));
+    api.send(wrong_type).await.error(400, "invalid_request");
+    api.upload(path, Some(&bob), fixture("linear.onnx")).await.error(403, "forbidden");
+    api.upload(path, None, fixture("linear.onnx")).await.error(401, "unauthorized");
+    api.upload("/v1/models/alice/none/versions", Some(&alice), fixture("linear.onnx")).await.error(404, "not_found");
+
+    // Nothing refused was kept, and the model still takes a good upload.
+    assert_eq!(server.blob_files(), 0);
+    assert_eq!(std::fs::read_dir(server.data_dir.join("blobs/tmp")).unwrap().count(), 0);
+    assert_eq!(api.upload(path, Some(&alice), fixture("linear.onnx")).await.ok(201)["version"], 1);
+}
+
+#[tokio::test]
+async fn a_streamed_upload_past_the_limit_is_cut_off() {
+    let server = TestServer::start_with(&[("upload_bytes_max", "100000")]);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    api.post("/v1/models", Some(&alice), json!({"name": "m", "task": "other"})).await.ok(201);
+    // No Content-Length: the limit must hold while streaming.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..50).map(|_| Ok(vec![0u8; 10_000])).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let request = api
+        .request(reqwest::Method::POST, "/v1/models/alice/m/versions", Some(&alice))
+        .header("content-type", "application/octet-stream")
+        .body(body);
+    api.send(request).await.error(413, "payload_too_large");
+    assert_eq!(std::fs::read_dir(server.data_dir.join("blobs/tmp")).unwrap().count(), 0);
+}
