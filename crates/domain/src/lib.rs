@@ -15,7 +15,7 @@ pub use api_key::{API_KEY_PREFIX, ApiKey, ApiKeyError};
 pub use hash::{Sha256, Sha256Error};
 pub use money::{Amount, AmountError, DEFAULT_DECIMALS, DEFAULT_TOKEN_SYMBOL};
 pub use names::{
-    AccountName, DESCRIPTION_BYTES_MAX, Description, LICENSE_CHARS_MAX, License, ModelName, ModelRef, NameError,
-    TAGS_MAX, Tags, Task, TaskError, Visibility,
+    AccountName, DESCRIPTION_BYTES_MAX, Description, LICENSE_CHARS_MAX, License, ModelName, ModelRef,
+    NODE_ACCOUNT_PREFIX, NameError, TAGS_MAX, Tags, Task, TaskError, Visibility,
 };
 pub use tensor::{Dim, Dtype, DtypeError, TensorSpec};

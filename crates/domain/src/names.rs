@@ -96,7 +96,10 @@ impl Description {
 }
 
 /// Names the server itself uses for its own accounts; nobody can sign up as one.
-const RESERVED_ACCOUNT_NAMES: &[&str] = &["admin", "operator", "root", "system", "treasury", "vitrine"];
+const RESERVED_ACCOUNT_NAMES: &[&str] =
+    &["admin", "issuer", "operator", "payouts", "root", "system", "treasury", "vitrine"];
+/// Serving nodes' accounts are named `node-<node id>`.
+pub const NODE_ACCOUNT_PREFIX: &str = "node-";
 
 /// An account's name: the `owner` in `owner/name`, so it is part of URLs and
 /// must stay URL-safe and unambiguous (no case variants, no double dashes).
@@ -107,7 +110,7 @@ impl AccountName {
     /// Parses a name a person asks for, refusing reserved names.
     pub fn parse_new(text: &str) -> Result<AccountName, NameError> {
         let name = text.parse::<AccountName>()?;
-        if RESERVED_ACCOUNT_NAMES.contains(&name.as_str()) {
+        if RESERVED_ACCOUNT_NAMES.contains(&name.as_str()) || name.0.starts_with(NODE_ACCOUNT_PREFIX) {
             return Err(NameError::ReservedAccountName(name.0));
         }
         Ok(name)
@@ -116,6 +119,26 @@ impl AccountName {
     /// The operator's account, created by the server at first start.
     pub fn operator() -> AccountName {
         AccountName("operator".to_owned())
+    }
+
+    /// The ledger's outside world: deposits come from it, payouts go to it.
+    pub fn issuer() -> AccountName {
+        AccountName("issuer".to_owned())
+    }
+
+    /// Where the treasury's share of every paid inference goes.
+    pub fn treasury() -> AccountName {
+        AccountName("treasury".to_owned())
+    }
+
+    /// Holds the tokens of requested payouts until the operator resolves them.
+    pub fn payouts() -> AccountName {
+        AccountName("payouts".to_owned())
+    }
+
+    /// The account of the serving node `node_id`, if that makes a valid name.
+    pub fn node(node_id: &str) -> Result<AccountName, NameError> {
+        format!("{NODE_ACCOUNT_PREFIX}{node_id}").parse()
     }
 
     pub fn as_str(&self) -> &str {
@@ -317,6 +340,8 @@ mod tests {
             assert_eq!(AccountName::parse_new(bad), Err(NameError::BadAccountName), "{bad}");
         }
         assert!(matches!(AccountName::parse_new("operator"), Err(NameError::ReservedAccountName(_))));
+        assert!(matches!(AccountName::parse_new("node-7"), Err(NameError::ReservedAccountName(_))));
+        assert_eq!(AccountName::node("local").unwrap().as_str(), "node-local");
         assert_eq!("operator".parse::<AccountName>(), Ok(AccountName::operator()));
     }
 

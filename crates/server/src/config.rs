@@ -36,6 +36,28 @@ pub struct Config {
     pub page_size_default: u32,
     /// The largest `limit` a listing accepts (400 above it).
     pub page_size_max: u32,
+    /// This node's id; its account, paid the node share, is `node-<id>`.
+    pub node_id: String,
+    /// Basis points of every price paid to the model's creator.
+    pub creator_share_bps: u32,
+    /// Basis points of every price paid to the serving node.
+    pub node_share_bps: u32,
+    /// Basis points of every price paid to the treasury.
+    pub treasury_share_bps: u32,
+    /// The token's symbol, for people.
+    pub token_symbol: String,
+    /// Decimal places of the token: amounts are integers of 10^-decimals tokens.
+    pub token_decimals: u32,
+    /// A hold not posted or voided by then is voided; above inference_timeout_ms.
+    pub hold_expiry_ms: u64,
+    /// How long an Idempotency-Key is remembered.
+    pub idempotency_window_ms: u64,
+    /// Ledger commands written in one transaction (one fsync) at most.
+    pub ledger_batch_max: usize,
+    /// Development server: enables the faucet (`POST /v1/dev/faucet`).
+    pub dev: bool,
+    /// Minor units one faucet call may give.
+    pub faucet_amount_max: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +85,17 @@ impl Default for Config {
             model_cache_bytes_max: 512 * MIB,
             page_size_default: 20,
             page_size_max: 100,
+            node_id: "local".to_owned(),
+            creator_share_bps: 8000,
+            node_share_bps: 1500,
+            treasury_share_bps: 500,
+            token_symbol: domain::DEFAULT_TOKEN_SYMBOL.to_owned(),
+            token_decimals: domain::DEFAULT_DECIMALS,
+            hold_expiry_ms: 60_000,
+            idempotency_window_ms: 24 * 60 * 60 * 1000,
+            ledger_batch_max: 512,
+            dev: false,
+            faucet_amount_max: 1_000 * 10u64.pow(domain::DEFAULT_DECIMALS),
         }
     }
 }
@@ -125,7 +158,25 @@ impl Config {
         if self.upload_bytes_max == 0 || self.request_body_bytes_max == 0 || self.tensor_elements_max == 0 {
             return invalid("upload_bytes_max, request_body_bytes_max and tensor_elements_max must be positive");
         }
+        if self.hold_expiry_ms <= self.inference_timeout_ms {
+            return invalid(
+                "hold_expiry_ms must be above inference_timeout_ms, or holds could expire under a running call",
+            );
+        }
+        if self.fee_split().is_err() {
+            return invalid("creator_share_bps + node_share_bps + treasury_share_bps must be 10000");
+        }
+        if domain::AccountName::node(&self.node_id).is_err() {
+            return invalid("node_id must be lowercase letters, digits and dashes (it names the account node-<id>)");
+        }
+        if self.token_decimals > 18 || self.ledger_batch_max == 0 {
+            return invalid("token_decimals must be at most 18 and ledger_batch_max positive");
+        }
         Ok(())
+    }
+
+    pub fn fee_split(&self) -> Result<ledger::FeeSplit, ledger::FeeSplitError> {
+        ledger::FeeSplit::new(self.creator_share_bps, self.node_share_bps, self.treasury_share_bps)
     }
 
     /// The effective settings as TOML, for `vitrine serve --print-config`.

@@ -69,6 +69,9 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
+    pub fn insufficient_balance(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYMENT_REQUIRED, "insufficient_balance", message)
+    }
     pub fn inference_timeout(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::GATEWAY_TIMEOUT, "inference_timeout", message)
     }

@@ -101,3 +101,19 @@ impl FromRequestParts<AppState> for Caller {
         }
     }
 }
+
+/// The operator (401 without a key, 403 with another account's key).
+#[derive(Debug, Clone)]
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Operator, ApiError> {
+        let Caller(account) = Caller::from_request_parts(parts, state).await?;
+        if !account.is_operator {
+            return Err(ApiError::forbidden("this route needs the operator's key"));
+        }
+        Ok(Operator)
+    }
+}

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 mod extract;
 mod routes;
+mod sequencer;
 mod wire;
 
 use std::net::SocketAddr;
@@ -43,6 +44,21 @@ pub struct AppState {
     /// One permit per CPU-bound task (loading or running a model) at a time:
     /// `inference_threads` of them.
     blocking_slots: Arc<Semaphore>,
+    /// The one writer of the ledger.
+    pub sequencer: sequencer::Sequencer,
+    pub fee_split: ledger::FeeSplit,
+    /// The ledger's own accounts.
+    pub system: SystemAccounts,
+}
+
+/// Account ids of the ledger's own accounts, created at start.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemAccounts {
+    pub issuer: i64,
+    pub treasury: i64,
+    pub payouts: i64,
+    /// This node's account, paid the node share of what it serves.
+    pub node: i64,
 }
 
 impl AppState {
@@ -77,7 +93,23 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     let blobs =
         BlobStore::open(data_dir.join("blobs")).await.map_err(|e| format!("cannot open the blob folder: {e}"))?;
     let operator_key = ensure_operator(&store, &data_dir).await?;
+    let system = ensure_system_accounts(&store, &config)
+        .await
+        .map_err(|e| format!("cannot create the ledger's accounts: {e}"))?;
+    // No request from before this start is alive: release every hold.
+    let released = store.expire_holds(i64::MAX).await.map_err(|e| format!("cannot release old holds: {e}"))?;
+    if released > 0 {
+        tracing::info!(released, "released holds of calls that a stop interrupted");
+    }
+    let totals = store.ledger_totals().await.map_err(|e| e.to_string())?;
+    if totals.debits != totals.credits || totals.balances != totals.deposited - totals.paid_out {
+        return Err(StartError(format!("the ledger does not balance: {totals:?}")));
+    }
+    spawn_maintenance(store.clone(), config.idempotency_window_ms);
     let state = AppState {
+        sequencer: sequencer::Sequencer::start(store.clone(), config.ledger_batch_max),
+        fee_split: config.fee_split().map_err(|e| e.to_string())?,
+        system,
         models: Arc::new(ModelCache::new(config.model_cache_bytes_max)),
         model_limits: ModelLimits {
             nodes_max: config.model_nodes_max,
@@ -89,6 +121,37 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         blobs,
     };
     Ok((state, operator_key))
+}
+
+async fn ensure_system_accounts(store: &Store, config: &Config) -> Result<SystemAccounts, store::StoreError> {
+    use store::AccountKind;
+    let node_name = AccountName::node(&config.node_id).map_err(|e| store::StoreError::Corrupt(e.to_string()))?;
+    Ok(SystemAccounts {
+        issuer: store.ensure_system_account(&AccountName::issuer(), AccountKind::Issuer).await?.id,
+        treasury: store.ensure_system_account(&AccountName::treasury(), AccountKind::Treasury).await?.id,
+        payouts: store.ensure_system_account(&AccountName::payouts(), AccountKind::Payouts).await?.id,
+        node: store.ensure_system_account(&node_name, AccountKind::Node).await?.id,
+    })
+}
+
+/// Voids expired holds every second and forgets old idempotency keys every minute.
+fn spawn_maintenance(store: Store, idempotency_window_ms: u64) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut ticks: u64 = 0;
+        loop {
+            tick.tick().await;
+            ticks += 1;
+            if let Err(error) = store.expire_holds(store::now_ms()).await {
+                tracing::warn!(%error, "expiring holds failed");
+            }
+            if ticks.is_multiple_of(60)
+                && let Err(error) = store.purge_idempotency_keys(idempotency_window_ms as i64).await
+            {
+                tracing::warn!(%error, "purging idempotency keys failed");
+            }
+        }
+    });
 }
 
 /// Creates the operator account at first start and writes its key to
@@ -124,7 +187,7 @@ fn write_secret(path: &PathBuf, secret: &str) -> std::io::Result<()> {
 #[openapi(
     info(title = "Vitrine", description = "A model marketplace with usage you can see and verify."),
     modifiers(&SecurityAddon),
-    tags((name = "accounts"), (name = "models"), (name = "inference"), (name = "meta"))
+    tags((name = "accounts"), (name = "money"), (name = "models"), (name = "inference"), (name = "meta"))
 )]
 struct ApiDoc;
 
@@ -144,6 +207,15 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::meta::health))
         .routes(routes!(routes::accounts::create_account))
         .routes(routes!(routes::accounts::get_account))
+        .routes(routes!(routes::money::list_transfers))
+        .routes(routes!(routes::money::deposit))
+        .routes(routes!(routes::money::faucet))
+        .routes(routes!(routes::money::request_payout, routes::money::list_payouts))
+        .routes(routes!(routes::money::list_all_payouts))
+        .routes(routes!(routes::money::complete_payout))
+        .routes(routes!(routes::money::reject_payout))
+        .routes(routes!(routes::money::ledger_view))
+        .routes(routes!(routes::money::account_view))
         .routes(routes!(routes::models::create_model, routes::models::list_models))
         .routes(routes!(routes::models::get_model, routes::models::update_model))
         .routes(routes!(routes::models::list_versions))

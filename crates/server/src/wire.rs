@@ -48,24 +48,172 @@ pub struct CreatedAccount {
 pub struct AccountView {
     pub id: i64,
     pub name: String,
-    /// Minor units. Until the ledger lands every account holds nothing.
+    /// Minor units: credits minus debits. What can be spent is `balance - held`.
+    #[schema(example = "1000000000")]
     pub balance: String,
+    /// Minor units reserved by calls still running.
     pub held: String,
+    /// Minor units earned as a creator, over all time.
     pub earned_total: String,
     pub created_at: String,
 }
 
 impl AccountView {
-    pub fn new(account: &Account) -> AccountView {
+    pub fn new(account: &Account, totals: &ledger::AccountState, earned_total: u64) -> AccountView {
         AccountView {
             id: account.id,
             name: account.name.to_string(),
-            balance: "0".into(),
-            held: "0".into(),
-            earned_total: "0".into(),
+            balance: totals.balance().to_string(),
+            held: totals.debits_pending.to_string(),
+            earned_total: earned_total.to_string(),
             created_at: timestamp(account.created_at_ms),
         }
     }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransferView {
+    pub id: i64,
+    /// deposit, faucet, inference_creator, inference_node, inference_treasury,
+    /// payout_request, payout_complete or payout_reject.
+    pub kind: &'static str,
+    /// Minor units.
+    pub amount: String,
+    pub debit_account: String,
+    pub credit_account: String,
+    pub reference: String,
+    pub created_at: String,
+}
+
+impl From<&store::TransferRecord> for TransferView {
+    fn from(t: &store::TransferRecord) -> TransferView {
+        TransferView {
+            id: t.id,
+            kind: t.kind.as_str(),
+            amount: t.amount.to_string(),
+            debit_account: t.debit_account.clone(),
+            credit_account: t.credit_account.clone(),
+            reference: t.reference.clone(),
+            created_at: timestamp(t.created_at_ms),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransferPage {
+    pub items: Vec<TransferView>,
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    pub limit: Option<u32>,
+    pub page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DepositRequest {
+    /// The account name to credit.
+    pub account: String,
+    /// Minor units.
+    #[schema(example = "1000000000")]
+    pub amount: String,
+    /// The outside reference (a payment id): a deposit retried with the same
+    /// reference is found, not repeated.
+    pub reference: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AmountRequest {
+    /// Minor units.
+    #[schema(example = "1000000000")]
+    pub amount: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolvePayoutRequest {
+    /// The outside reference of the payment (complete), or the reason (reject).
+    pub reference: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PayoutView {
+    pub id: i64,
+    pub account: String,
+    pub amount: String,
+    /// requested, completed or rejected.
+    pub state: &'static str,
+    pub reference: String,
+    pub created_at: String,
+    pub resolved_at: Option<String>,
+}
+
+impl From<&store::PayoutRecord> for PayoutView {
+    fn from(p: &store::PayoutRecord) -> PayoutView {
+        PayoutView {
+            id: p.id,
+            account: p.account.to_string(),
+            amount: p.amount.to_string(),
+            state: p.state.as_str(),
+            reference: p.reference.clone(),
+            created_at: timestamp(p.created_at_ms),
+            resolved_at: p.resolved_at_ms.map(timestamp),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PayoutList {
+    pub items: Vec<PayoutView>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PayoutQuery {
+    /// requested, completed or rejected.
+    pub state: Option<String>,
+}
+
+/// The whole ledger at a glance, for the operator.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LedgerView {
+    /// Sums over all accounts; always equal.
+    pub debits_total: String,
+    pub credits_total: String,
+    /// Tokens in circulation: the sum of every balance but the issuer's.
+    pub circulating: String,
+    /// All deposits (and faucet grants) ever.
+    pub deposited_total: String,
+    /// All completed payouts ever.
+    pub paid_out_total: String,
+    /// Tokens reserved by calls still running.
+    pub held_total: String,
+    pub token_symbol: String,
+    pub token_decimals: u32,
+    pub fee_split_bps: FeeSplitView,
+    pub sequencer: SequencerView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeeSplitView {
+    pub creator: u32,
+    pub node: u32,
+    pub treasury: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SequencerView {
+    pub batches: u64,
+    pub items: u64,
+    pub largest_batch: u64,
+    /// Batches by size: `[upper bound, count]`, the last bound unbounded (null).
+    pub batch_sizes: Vec<(Option<u64>, u64)>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -220,7 +368,7 @@ pub struct VersionList {
 
 /// A tensor as JSON: `data` is flat and row-major, and its length is the
 /// product of `shape`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TensorIn {
     #[schema(example = "f32")]
@@ -232,7 +380,7 @@ pub struct TensorIn {
     pub data: Box<RawValue>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InferRequest {
     /// Keyed by input name.
@@ -306,10 +454,13 @@ impl From<Tensor> for TensorOut {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InferResponse {
+    /// `owner/name`.
+    pub model: String,
     /// Keyed by output name.
     pub outputs: BTreeMap<String, TensorOut>,
     pub version: i64,
-    /// Minor units charged.
+    /// Minor units charged to the caller ("0" for free models; a creator
+    /// calling their own model pays only the node and treasury shares).
     pub price: String,
     pub latency_ms: f64,
     /// The signed receipt of a paid call; `null` for free models.

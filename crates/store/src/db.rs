@@ -14,7 +14,8 @@ use crate::{StoreError, now_ms, signature};
 
 /// Schema migrations, applied in order at start, each in one transaction.
 /// Append only: a migration that has shipped is never edited.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_registry.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("migrations/0001_registry.sql")), (2, include_str!("migrations/0002_ledger.sql"))];
 
 /// Connections in the pool. SQLite allows one writer at a time anyway; more
 /// connections only serve concurrent reads.
@@ -23,7 +24,7 @@ const POOL_CONNECTIONS_MAX: u32 = 8;
 /// The database of one data directory.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +32,54 @@ pub struct Account {
     pub id: i64,
     pub name: AccountName,
     pub is_operator: bool,
+    pub kind: AccountKind,
     pub created_at_ms: i64,
+}
+
+/// What an account is for. Only people's accounts (`User`, `Operator`) have
+/// API keys; the others are the ledger's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountKind {
+    User,
+    Operator,
+    /// The outside world: deposits come from it, completed payouts go to it.
+    Issuer,
+    Treasury,
+    /// Holds tokens of requested, not yet resolved payouts.
+    Payouts,
+    /// A serving node, paid its share of each inference it serves.
+    Node,
+}
+
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::User => "user",
+            AccountKind::Operator => "operator",
+            AccountKind::Issuer => "issuer",
+            AccountKind::Treasury => "treasury",
+            AccountKind::Payouts => "payouts",
+            AccountKind::Node => "node",
+        }
+    }
+}
+
+impl FromStr for AccountKind {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<AccountKind, ()> {
+        [
+            AccountKind::User,
+            AccountKind::Operator,
+            AccountKind::Issuer,
+            AccountKind::Treasury,
+            AccountKind::Payouts,
+            AccountKind::Node,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
+        .ok_or(())
+    }
 }
 
 /// A model repository as stored, with its owner's name and latest version.
@@ -200,10 +248,12 @@ impl Store {
     ) -> Result<Account, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
+        let kind = if is_operator { AccountKind::Operator } else { AccountKind::User };
         let inserted =
-            sqlx::query("INSERT INTO accounts (name, is_operator, created_at) VALUES (?, ?, ?) RETURNING id")
+            sqlx::query("INSERT INTO accounts (name, is_operator, kind, created_at) VALUES (?, ?, ?, ?) RETURNING id")
                 .bind(name.as_str())
                 .bind(is_operator)
+                .bind(kind.as_str())
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await
@@ -217,14 +267,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Account { id, name: name.clone(), is_operator, created_at_ms: now })
+        Ok(Account { id, name: name.clone(), is_operator, kind, created_at_ms: now })
     }
 
     /// The account a key belongs to, if the key is real. The hash comparison
     /// is constant-time ([`ApiKey::matches`]).
     pub async fn account_for_key(&self, key: &ApiKey) -> Result<Option<Account>, StoreError> {
         let row = sqlx::query(
-            "SELECT a.id, a.name, a.is_operator, a.created_at, k.key_hash \
+            "SELECT a.id, a.name, a.is_operator, a.kind, a.created_at, k.key_hash \
              FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_id = ?",
         )
         .bind(key.key_id())
@@ -239,7 +289,7 @@ impl Store {
     }
 
     pub async fn account_by_name(&self, name: &AccountName) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query("SELECT id, name, is_operator, created_at FROM accounts WHERE name = ?")
+        let row = sqlx::query("SELECT id, name, is_operator, kind, created_at FROM accounts WHERE name = ?")
             .bind(name.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -474,16 +524,17 @@ fn amount_column(amount: Amount) -> i64 {
 
 /// Reads a text column through a domain parser; a failure means the stored
 /// data is corrupt (every value was parsed before it was written).
-fn parse_column<T: FromStr>(row: &SqliteRow, column: &str) -> Result<T, StoreError> {
+pub(crate) fn parse_column<T: FromStr>(row: &SqliteRow, column: &str) -> Result<T, StoreError> {
     let text: String = row.try_get(column)?;
     text.parse().map_err(|_| StoreError::Corrupt(format!("column {column} holds {text:?}")))
 }
 
-fn account_from_row(row: &SqliteRow) -> Result<Account, StoreError> {
+pub(crate) fn account_from_row(row: &SqliteRow) -> Result<Account, StoreError> {
     Ok(Account {
         id: row.try_get("id")?,
         name: parse_column(row, "name")?,
         is_operator: row.try_get("is_operator")?,
+        kind: parse_column(row, "kind")?,
         created_at_ms: row.try_get("created_at")?,
     })
 }

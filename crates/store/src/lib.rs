@@ -7,10 +7,15 @@
 
 mod blobs;
 mod db;
+mod money;
 mod signature;
 
 pub use blobs::{BlobStore, BlobWriter, FinishedBlob};
-pub use db::{Account, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel, Store, Version};
+pub use db::{Account, AccountKind, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel, Store, Version};
+pub use money::{
+    BatchItem, BatchOutcome, IdempotencyStart, ItemError, LedgerTotals, PayoutChange, PayoutRecord, PayoutState,
+    TransferRecord,
+};
 
 /// What went wrong in the store. `Conflict` and `NotFound` are answers; the
 /// other cases are faults the server logs and reports as internal errors.

@@ -51,6 +51,8 @@ pub enum ModelCommand {
     },
     /// Show a model and its versions.
     Show { model: String },
+    /// Set a model's price per inference, in tokens (0.002).
+    Price { model: String, price: String },
     /// List a model's versions.
     Versions { model: String },
     /// Download a version's .onnx file.
@@ -62,6 +64,53 @@ pub enum ModelCommand {
         /// Where to write the file.
         #[arg(long, short)]
         output: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TransfersArgs {
+    #[arg(long)]
+    limit: Option<u32>,
+    #[arg(long)]
+    page_token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DepositArgs {
+    /// The account to credit.
+    account: String,
+    /// Tokens, as a decimal (12.5).
+    amount: String,
+    /// The outside payment's reference; a retry with the same one is not repeated.
+    #[arg(long)]
+    reference: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PayoutCommand {
+    /// Ask to be paid out this many tokens.
+    Request { amount: String },
+    /// Your payouts (with the operator key and --all, everyone's).
+    List {
+        /// requested, completed or rejected.
+        #[arg(long)]
+        state: Option<String>,
+        /// Everyone's payouts (operator key).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Mark a payout paid (operator key).
+    Complete {
+        id: i64,
+        /// The outside payment's reference.
+        #[arg(long)]
+        reference: String,
+    },
+    /// Refuse a payout; its tokens go back (operator key).
+    Reject {
+        id: i64,
+        #[arg(long, default_value = "")]
+        reason: String,
     },
 }
 
@@ -131,7 +180,165 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
         Command::Models(list) => run_models(&client, args.json, list).await,
         Command::Model(model) => run_model(&client, args.json, model).await,
         Command::Infer(infer) => run_infer(&client, args.json, infer).await,
+        Command::Balance => {
+            client.require_key()?;
+            let account = client.send_json(client.request(Method::GET, "/v1/account")).await?;
+            if args.json {
+                output::json(&account);
+                return Ok(());
+            }
+            let available =
+                ["balance", "held"].map(|f| account[f].as_str().and_then(|s| s.parse::<i128>().ok()).unwrap_or(0));
+            output::fields(&[
+                ("account", output::cell(&account["name"])),
+                ("balance", tokens(&account["balance"])),
+                ("held", tokens(&account["held"])),
+                ("available", tokens(&json!((available[0] - available[1]).to_string()))),
+                ("earned", tokens(&account["earned_total"])),
+            ]);
+            Ok(())
+        }
+        Command::Transfers(list) => {
+            client.require_key()?;
+            let mut query: Vec<(&str, String)> = vec![];
+            if let Some(limit) = list.limit {
+                query.push(("limit", limit.to_string()));
+            }
+            if let Some(token) = list.page_token {
+                query.push(("page_token", token));
+            }
+            let page = client.send_json(client.request(Method::GET, "/v1/account/transfers").query(&query)).await?;
+            if args.json {
+                output::json(&page);
+                return Ok(());
+            }
+            print_transfers(&page["items"]);
+            if let Some(token) = page["next_page_token"].as_str() {
+                println!("more: --page-token {token}");
+            }
+            Ok(())
+        }
+        Command::Deposit(deposit) => {
+            client.require_key()?;
+            let amount = decimal_tokens(&deposit.amount, "amount")?;
+            let body =
+                json!({"account": deposit.account, "amount": amount.to_string(), "reference": deposit.reference});
+            let transfer = client.send_json(client.request(Method::POST, "/v1/admin/deposits").json(&body)).await?;
+            if args.json {
+                output::json(&transfer);
+            } else {
+                println!(
+                    "deposited {} to {} (transfer {})",
+                    tokens(&transfer["amount"]),
+                    deposit.account,
+                    output::cell(&transfer["id"])
+                );
+            }
+            Ok(())
+        }
+        Command::Faucet { amount } => {
+            client.require_key()?;
+            let amount = decimal_tokens(&amount, "amount")?;
+            let body = json!({"amount": amount.to_string()});
+            let transfer = client.send_json(client.request(Method::POST, "/v1/dev/faucet").json(&body)).await?;
+            if args.json {
+                output::json(&transfer);
+            } else {
+                println!("received {} from the faucet", tokens(&transfer["amount"]));
+            }
+            Ok(())
+        }
+        Command::Payout(payout) => run_payout(&client, args.json, payout).await,
     }
+}
+
+async fn run_payout(client: &Client, json: bool, command: PayoutCommand) -> anyhow::Result<()> {
+    client.require_key()?;
+    let payout = match command {
+        PayoutCommand::Request { amount } => {
+            let amount = decimal_tokens(&amount, "amount")?;
+            client
+                .send_json(client.request(Method::POST, "/v1/payouts").json(&json!({"amount": amount.to_string()})))
+                .await?
+        }
+        PayoutCommand::List { state, all } => {
+            let path = if all { "/v1/admin/payouts" } else { "/v1/payouts" };
+            let query: Vec<(&str, String)> = state.map(|s| ("state", s)).into_iter().collect();
+            let list = client.send_json(client.request(Method::GET, path).query(&query)).await?;
+            if json {
+                output::json(&list);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list["items"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|p| {
+                            vec![
+                                output::cell(&p["id"]),
+                                output::cell(&p["account"]),
+                                tokens(&p["amount"]),
+                                output::cell(&p["state"]),
+                                output::cell(&p["reference"]),
+                                output::cell(&p["created_at"]),
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            output::table(&["id", "account", "amount", "state", "reference", "requested"], &rows);
+            return Ok(());
+        }
+        PayoutCommand::Complete { id, reference } => {
+            let path = format!("/v1/admin/payouts/{id}/complete");
+            client.send_json(client.request(Method::POST, &path).json(&json!({"reference": reference}))).await?
+        }
+        PayoutCommand::Reject { id, reason } => {
+            let path = format!("/v1/admin/payouts/{id}/reject");
+            client.send_json(client.request(Method::POST, &path).json(&json!({"reference": reason}))).await?
+        }
+    };
+    if json {
+        output::json(&payout);
+    } else {
+        println!(
+            "payout {} of {} for {}: {}",
+            output::cell(&payout["id"]),
+            tokens(&payout["amount"]),
+            output::cell(&payout["account"]),
+            output::cell(&payout["state"])
+        );
+    }
+    Ok(())
+}
+
+fn print_transfers(items: &Value) {
+    let rows: Vec<Vec<String>> = items
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|t| {
+                    vec![
+                        output::cell(&t["id"]),
+                        output::cell(&t["kind"]),
+                        tokens(&t["amount"]),
+                        output::cell(&t["debit_account"]),
+                        output::cell(&t["credit_account"]),
+                        output::cell(&t["reference"]),
+                        output::cell(&t["created_at"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    output::table(&["id", "kind", "amount", "from", "to", "reference", "time"], &rows);
+}
+
+/// Tokens typed by a person, as a decimal, in minor units.
+fn decimal_tokens(text: &str, what: &str) -> anyhow::Result<Amount> {
+    Amount::parse_decimal(text, DEFAULT_DECIMALS).map_err(|e| anyhow::anyhow!("{what}: {e}"))
 }
 
 async fn run_signup(client: &Client, args: &ClientArgs, signup: SignupArgs) -> anyhow::Result<()> {
@@ -251,6 +458,19 @@ async fn run_model(client: &Client, json: bool, command: ModelCommand) -> anyhow
             let shown = client.send_json(client.request(Method::GET, &path)).await?;
             let versions = client.send_json(client.request(Method::GET, &format!("{path}/versions"))).await?;
             print_model(json, &shown, Some(&versions));
+        }
+        ModelCommand::Price { model, price } => {
+            client.require_key()?;
+            let model_ref = parse_model(&model)?;
+            let amount = decimal_tokens(&price, "price")?;
+            let path = format!("/v1/models/{}/{}", model_ref.owner, model_ref.name);
+            let body = json!({"price_per_inference": amount.to_string()});
+            let updated = client.send_json(client.request(Method::PATCH, &path).json(&body)).await?;
+            if json {
+                output::json(&updated);
+            } else {
+                println!("{model_ref} now costs {} per inference", tokens(&updated["price_per_inference"]));
+            }
         }
         ModelCommand::Versions { model } => {
             let model_ref = parse_model(&model)?;
@@ -416,7 +636,7 @@ fn model_fields(fields: &ModelFieldsArgs) -> anyhow::Result<Map<String, Value>> 
         body.insert("tags".into(), json!(fields.tags));
     }
     if let Some(price) = &fields.price {
-        let amount = Amount::parse_decimal(price, DEFAULT_DECIMALS).map_err(|e| anyhow::anyhow!("--price: {e}"))?;
+        let amount = decimal_tokens(price, "--price")?;
         body.insert("price_per_inference".into(), json!(amount.to_string()));
     }
     Ok(body)

@@ -33,6 +33,20 @@ enum Command {
     Model(commands::ModelCommand),
     /// Run a model on inputs given as JSON.
     Infer(commands::InferArgs),
+    /// Show your balance, held tokens and earnings.
+    Balance,
+    /// List your transfers, newest first.
+    Transfers(commands::TransfersArgs),
+    /// Credit an account with tokens paid for outside (operator key).
+    Deposit(commands::DepositArgs),
+    /// Get test tokens from a development server (serve --dev).
+    Faucet {
+        /// Tokens, as a decimal.
+        amount: String,
+    },
+    /// Request, list and (operator) resolve payouts.
+    #[command(subcommand)]
+    Payout(commands::PayoutCommand),
 }
 
 fn main() -> std::process::ExitCode {

@@ -27,6 +27,9 @@ pub struct ServeArgs {
     /// Print the effective settings as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// A development server: enables the faucet [setting: dev].
+    #[arg(long)]
+    dev: bool,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -67,6 +70,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(dir) = &args.data_dir {
         flags.insert("data_dir".into(), dir.display().to_string().into());
+    }
+    if args.dev {
+        flags.insert("dev".into(), true.into());
     }
     if let Some(listen) = &args.listen {
         flags.insert("listen".into(), listen.clone().into());

@@ -37,6 +37,7 @@ pub async fn create_account(
 #[utoipa::path(get, path = "/v1/account", tag = "accounts",
     security(("api_key" = [])),
     responses((status = 200, body = AccountView), (status = 401, body = ErrorBody)))]
-pub async fn get_account(Caller(account): Caller) -> Json<AccountView> {
-    Json(AccountView::new(&account))
+pub async fn get_account(State(state): State<AppState>, Caller(account): Caller) -> ApiResult<Json<AccountView>> {
+    let (totals, earned) = state.store.balances(account.id).await?;
+    Ok(Json(AccountView::new(&account, &totals, earned)))
 }

@@ -4,16 +4,23 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use domain::{Amount, Sha256};
+use ledger::{Command, Hold, Leg, TransferKind};
 use runtime::{InputError, LoadedModel, RunError, Signature, Tensor};
-use store::{ModelRecord, Version};
+use store::{Account, BatchItem, IdempotencyStart, ModelRecord, Version};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, Caller};
 use crate::routes::models::visible_model;
+use crate::routes::money::item_error;
 use crate::wire::{InferRequest, InferResponse, TensorOut};
+
+/// Idempotency keys are the client's; bounded like every such field.
+const IDEMPOTENCY_KEY_CHARS_MAX: usize = 255;
 
 /// Runs the model's latest version.
 #[utoipa::path(post, path = "/v1/models/{owner}/{name}/infer", tag = "inference",
@@ -25,23 +32,26 @@ use crate::wire::{InferRequest, InferResponse, TensorOut};
     responses(
         (status = 200, body = InferResponse),
         (status = 401, body = ErrorBody),
+        (status = 402, description = "the balance cannot cover the price", body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 409, description = "a call with this Idempotency-Key is still running", body = ErrorBody),
         (status = 413, description = "more elements than tensor_elements_max", body = ErrorBody),
-        (status = 422, description = "inputs that do not fit the model", body = ErrorBody),
+        (status = 422, description = "inputs that do not fit the model, or an Idempotency-Key reused for another request", body = ErrorBody),
         (status = 504, description = "ran past inference_timeout_ms", body = ErrorBody),
     ))]
 pub async fn infer_latest(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path((owner, name)): Path<(String, String)>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<InferRequest>,
-) -> ApiResult<Json<InferResponse>> {
+) -> ApiResult<Response> {
     let started = Instant::now();
     let model = visible_model(&state, &owner, &name, Some(&caller)).await?;
     let Some(latest) = model.latest_version else {
         return Err(ApiError::not_found(format!("model '{owner}/{name}' has no versions yet")));
     };
-    infer(&state, &model, latest, request, started).await
+    infer(&state, &caller, &model, latest, &headers, request, started).await
 }
 
 /// Runs one version of the model.
@@ -54,7 +64,9 @@ pub async fn infer_latest(
     responses(
         (status = 200, body = InferResponse),
         (status = 401, body = ErrorBody),
+        (status = 402, body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody),
         (status = 504, body = ErrorBody),
@@ -63,21 +75,82 @@ pub async fn infer_version(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path((owner, name, version)): Path<(String, String, String)>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<InferRequest>,
-) -> ApiResult<Json<InferResponse>> {
+) -> ApiResult<Response> {
     let started = Instant::now();
     let model = visible_model(&state, &owner, &name, Some(&caller)).await?;
     let version = version.parse::<i64>().map_err(|_| ApiError::not_found(format!("version '{version}' not found")))?;
-    infer(&state, &model, version, request, started).await
+    infer(&state, &caller, &model, version, &headers, request, started).await
 }
 
+/// The paid inference path. With an Idempotency-Key, a retry of a finished
+/// call gets the first answer again and pays nothing more.
 async fn infer(
     state: &AppState,
+    caller: &Account,
+    model: &ModelRecord,
+    version: i64,
+    headers: &HeaderMap,
+    request: InferRequest,
+    started: Instant,
+) -> ApiResult<Response> {
+    let Some(key) = idempotency_key(headers)? else {
+        return charge_and_run(state, caller, model, version, request, None, started).await.map(json_response);
+    };
+    let fingerprint = format!(
+        "{}/{}@{version}\n{}",
+        model.owner,
+        model.name,
+        serde_json::to_string(&request).map_err(ApiError::internal)?
+    );
+    let window_ms = state.config.idempotency_window_ms as i64;
+    match state.store.begin_idempotent(caller.id, &key, &Sha256::digest(fingerprint.as_bytes()), window_ms).await? {
+        IdempotencyStart::Replay(body) => return Ok(json_response(body)),
+        IdempotencyStart::InProgress => {
+            return Err(ApiError::conflict("a call with this Idempotency-Key is still running; retry when it is done"));
+        }
+        IdempotencyStart::Mismatch => {
+            return Err(ApiError::invalid_request("this Idempotency-Key was used for a different request"));
+        }
+        IdempotencyStart::Started => {}
+    }
+    let result = charge_and_run(state, caller, model, version, request, Some(&key), started).await;
+    if result.is_err() {
+        // A failed call charged nothing; let a retry run it again.
+        state.store.abandon_idempotent(caller.id, &key).await?;
+    }
+    result.map(json_response)
+}
+
+fn json_response(body: String) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_CHARS_MAX);
+    match key {
+        Some(key) => Ok(Some(key.to_owned())),
+        None => Err(ApiError::bad_request(format!(
+            "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_CHARS_MAX} visible ASCII characters"
+        ))),
+    }
+}
+
+/// Checks the inputs, holds the price on the caller (402 before the model
+/// runs), runs the model, then posts the hold as the split transfers, or
+/// voids it if the call fails. Returns the answer's JSON once the charge is
+/// durable.
+async fn charge_and_run(
+    state: &AppState,
+    caller: &Account,
     model: &ModelRecord,
     version: i64,
     request: InferRequest,
+    idempotency_key: Option<&str>,
     started: Instant,
-) -> ApiResult<Json<InferResponse>> {
+) -> ApiResult<String> {
     let version: Version = state
         .store
         .version(model.id, version)
@@ -91,15 +164,88 @@ async fn infer(
     let signature = Signature { inputs: version.inputs.clone(), outputs: version.outputs.clone() };
     let inputs = signature.check_inputs(inputs, state.config.tensor_elements_max).map_err(input_error)?;
 
-    let outputs = run_within_deadline(state, &version, inputs, started).await?;
+    // The price is the one read when the call started; a later change
+    // applies to later calls.
+    let shares = state.fee_split.split(model.price_per_inference);
+    let pays_self = model.owner_id == caller.id;
+    let mut legs = vec![
+        Leg { credit: state.system.node, amount: shares.node, kind: TransferKind::InferenceNode },
+        Leg { credit: state.system.treasury, amount: shares.treasury, kind: TransferKind::InferenceTreasury },
+    ];
+    // A creator calling their own model would pay their share to themselves:
+    // that leg is left out, and so is its amount from the hold.
+    if !pays_self {
+        legs.insert(0, Leg { credit: model.owner_id, amount: shares.creator, kind: TransferKind::InferenceCreator });
+    }
+    let charged = legs.iter().map(|l| l.amount.minor_units()).sum::<u64>();
+    let charged = Amount::from_minor_units(charged).map_err(ApiError::internal)?;
+    let hold = if charged > Amount::ZERO { Some(place_hold(state, caller, charged).await?) } else { None };
+
+    let outputs = match run_within_deadline(state, &version, inputs, started).await {
+        Ok(outputs) => outputs,
+        Err(error) => {
+            if let Some(hold) = hold {
+                void_hold(state, hold).await;
+            }
+            return Err(error);
+        }
+    };
     let outputs = outputs.into_iter().map(|(name, tensor)| (name, TensorOut::from(tensor))).collect();
-    Ok(Json(InferResponse {
+    let response = InferResponse {
+        model: format!("{}/{}", model.owner, model.name),
         outputs,
         version: version.version,
-        price: "0".into(),
+        price: charged.to_string(),
         latency_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         receipt: None,
-    }))
+    };
+    let body = serde_json::to_string(&response).map_err(ApiError::internal)?;
+    let remember = idempotency_key.map(|key| (caller.id, key.to_owned(), body.clone()));
+    match hold {
+        Some(hold) => {
+            let reference = format!("{}/{}@{}", model.owner, model.name, version.version);
+            let item = BatchItem {
+                model_id: Some(model.id),
+                idempotency: remember,
+                ..BatchItem::new(Command::Post { hold, legs, reference })
+            };
+            if let Err(error) = state.sequencer.submit(item).await?.map_err(item_error) {
+                void_hold(state, hold).await;
+                return Err(error);
+            }
+        }
+        None => {
+            if let Some((account, key, body)) = &remember {
+                state.store.finish_idempotent(*account, key, body).await?;
+            }
+        }
+    }
+    Ok(body)
+}
+
+async fn place_hold(state: &AppState, caller: &Account, amount: Amount) -> ApiResult<i64> {
+    let id = random_hold_id()?;
+    let expires_at_ms = store::now_ms() + state.config.hold_expiry_ms as i64;
+    let hold = Hold { id, account: caller.id, amount, expires_at_ms };
+    state.sequencer.submit(BatchItem::new(Command::Reserve(hold))).await?.map_err(item_error)?;
+    Ok(id)
+}
+
+/// Releases a hold after a failed call. If this fails too, the hold still
+/// expires after hold_expiry_ms, so no token stays locked for good.
+async fn void_hold(state: &AppState, hold: i64) {
+    match state.sequencer.submit(BatchItem::new(Command::Void { hold })).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(hold, %error, "voiding a hold failed"),
+        Err(error) => tracing::warn!(hold, ?error, "voiding a hold failed"),
+    }
+}
+
+/// Hold ids are random, so nodes sharing one database never collide.
+fn random_hold_id() -> ApiResult<i64> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(ApiError::internal)?;
+    Ok((u64::from_le_bytes(bytes) >> 1) as i64)
 }
 
 /// Runs on the blocking pool within `inference_timeout_ms` of `started`,

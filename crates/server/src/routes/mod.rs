@@ -5,3 +5,4 @@ pub mod accounts;
 pub mod inference;
 pub mod meta;
 pub mod models;
+pub mod money;

@@ -52,6 +52,17 @@ fn a_new_user_signs_up_pushes_a_model_and_runs_it() {
     }
     assert!(success(&run(&["whoami"])).contains("alice"));
 
+    // Tokens come from the operator, who deposits what alice paid for outside.
+    let operator_run = |args: &[&str]| {
+        let mut all = vec!["--key", server.operator_key.as_str()];
+        all.extend_from_slice(args);
+        vitrine(&server, &config, &all)
+    };
+    let deposited = success(&operator_run(&["deposit", "alice", "1.5", "--reference", "wire-001"]));
+    assert!(deposited.contains("deposited 1.5 OPG to alice"), "{deposited}");
+    let balance = success(&run(&["balance"]));
+    assert!(balance.contains("1.5 OPG"), "{balance}");
+
     let created =
         success(&run(&["model", "create", "linear", "--task", "regression", "--price", "0.002", "--tag", "demo"]));
     assert!(created.contains("0.002 OPG"), "{created}");
@@ -83,6 +94,23 @@ fn a_new_user_signs_up_pushes_a_model_and_runs_it() {
     success(&run(&["model", "update", "alice/linear", "--description", "Now documented.", "--price", "0"]));
     assert!(success(&run(&["model", "show", "alice/linear"])).contains("Now documented."));
     assert!(success(&run(&["model", "versions", "alice/linear"])).contains("x: f32[N, 4]"));
+    // alice paid the node and treasury shares (20% of 0.002) on each of her three paid calls.
+    let transfers = success(&run(&["transfers"]));
+    assert!(transfers.contains("inference_node") && transfers.contains("deposit"), "{transfers}");
+    assert!(success(&run(&["balance"])).contains("1.4988 OPG"));
+    success(&run(&["model", "price", "alice/linear", "0.5"]));
+    assert!(success(&run(&["model", "show", "alice/linear"])).contains("0.5 OPG"));
+
+    // Payouts: request, then the operator completes one and rejects another.
+    assert!(success(&run(&["payout", "request", "0.25"])).contains("requested"));
+    assert!(success(&run(&["payout", "request", "0.5"])).contains("requested"));
+    let listed = success(&operator_run(&["payout", "list", "--all", "--state", "requested"]));
+    assert!(listed.contains("0.25 OPG") && listed.contains("alice"), "{listed}");
+    assert!(success(&operator_run(&["payout", "complete", "1", "--reference", "bank-7"])).contains("completed"));
+    assert!(success(&operator_run(&["payout", "reject", "2", "--reason", "kyc"])).contains("rejected"));
+    assert!(success(&run(&["balance"])).contains("1.2488 OPG"));
+    assert!(failure(&operator_run(&["payout", "complete", "1", "--reference", "again"])).contains("conflict"));
+
     let downloaded = dir.path().join("copy.onnx");
     success(&run(&["model", "download", "alice/linear", "-o", downloaded.to_str().unwrap()]));
     assert_eq!(std::fs::read(&downloaded).unwrap(), std::fs::read(&linear).unwrap());

@@ -4,6 +4,7 @@
 mod accounts;
 mod cli;
 mod inference;
+mod ledger;
 mod models;
 mod openapi;
 mod restart;

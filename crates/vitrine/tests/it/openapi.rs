@@ -18,18 +18,29 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/blobs/{sha256}"),
     ("post", "/v1/models/{owner}/{name}/infer"),
     ("post", "/v1/models/{owner}/{name}/versions/{version}/infer"),
+    ("get", "/v1/account/transfers"),
+    ("post", "/v1/admin/deposits"),
 ];
 
 /// Every operation in the OpenAPI document is called on a live server, and
 /// must answer with a status the document lists for it.
 #[tokio::test]
 async fn every_documented_route_answers_as_documented() {
-    let server = TestServer::start();
+    let server = TestServer::start_with(&[("dev", "true")]);
     let api = server.api();
+    let operator = server.operator_key.clone();
     let document = api.get("/v1/openapi.json", None).await.ok(200).clone();
     let alice = api.signup("alice").await;
     let version = api.model_with_version(&alice, "alice", "linear", "linear").await;
     let sha = version["blob_sha256"].as_str().unwrap().to_owned();
+    let deposit = json!({"account": "alice", "amount": "1000", "reference": "setup"});
+    api.post("/v1/admin/deposits", Some(&operator), deposit).await.ok(201);
+    let payouts: Vec<i64> =
+        futures_util::future::join_all((0..2).map(|_| api.post("/v1/payouts", Some(&alice), json!({"amount": "10"}))))
+            .await
+            .iter()
+            .map(|a| a.ok(201)["id"].as_i64().unwrap())
+            .collect();
 
     let mut operations = BTreeSet::new();
     let paths = document["paths"].as_object().expect("paths");
@@ -40,13 +51,21 @@ async fn every_documented_route_answers_as_documented() {
             }
             operations.insert((method.clone(), path.clone()));
             let concrete = path
+                .replace("/v1/admin/accounts/{name}", "/v1/admin/accounts/alice")
                 .replace("{owner}", "alice")
                 .replace("{name}", if method == "post" && path == "/v1/models/{owner}/{name}" { "x" } else { "linear" })
                 .replace("{version}", "1")
-                .replace("{sha256}", &sha);
-            let mut request = api.request(method.to_uppercase().parse().unwrap(), &concrete, Some(&alice));
+                .replace("{sha256}", &sha)
+                .replace("{id}", &payouts[usize::from(path.ends_with("/reject"))].to_string());
+            let key = if path.starts_with("/v1/admin/") { &operator } else { &alice };
+            let mut request = api.request(method.to_uppercase().parse().unwrap(), &concrete, Some(key));
             request = match (method.as_str(), path.as_str()) {
                 ("post", "/v1/accounts") => request.json(&json!({"name": "bob"})),
+                ("post", "/v1/admin/deposits") => {
+                    request.json(&json!({"account": "alice", "amount": "5", "reference": "again"}))
+                }
+                ("post", "/v1/dev/faucet") | ("post", "/v1/payouts") => request.json(&json!({"amount": "3"})),
+                ("post", p) if p.starts_with("/v1/admin/payouts/") => request.json(&json!({"reference": "bank-1"})),
                 ("post", "/v1/models") => request.json(&json!({"name": "fresh", "task": "other"})),
                 ("patch", _) => request.json(&json!({"description": "patched"})),
                 ("post", p) if p.ends_with("/versions") => request

@@ -35,7 +35,11 @@ async fn a_restart_keeps_accounts_models_versions_and_blobs() {
 
 #[tokio::test]
 async fn sigterm_lets_requests_in_flight_finish() {
-    let server = TestServer::start_with(&[("inference_threads", "1"), ("inference_timeout_ms", "120000")]);
+    let server = TestServer::start_with(&[
+        ("inference_threads", "1"),
+        ("inference_timeout_ms", "120000"),
+        ("hold_expiry_ms", "180000"),
+    ]);
     let api = server.api();
     let alice = api.signup("alice").await;
     api.model_with_version(&alice, "alice", "slow", "slow").await;

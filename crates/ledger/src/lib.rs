@@ -1,0 +1,355 @@
+//! The token ledger's rules, as pure functions over plain data.
+//!
+//! Double entry: every [`Transfer`] debits one account and credits another by
+//! the same amount, so over all accounts debits always equal credits. Only the
+//! issuer account (the outside world: deposits come from it, completed
+//! payouts go back to it) may have a negative balance; no other account may
+//! ever spend more than it has available (balance minus what is held).
+//!
+//! A [`Hold`] reserves part of an account's balance (a caller's price, before
+//! the model runs). It is resolved exactly once: posted as linked transfers
+//! that together spend exactly the held amount, voided, or expired.
+//!
+//! [`LedgerState`] holds whatever accounts and holds a batch touches; the
+//! store loads them, runs the batch's commands through
+//! [`LedgerState::execute`] and writes back what changed. Each command is
+//! atomic: on error the state is exactly as before.
+//!
+//! This crate knows nothing about SQL or HTTP.
+
+mod split;
+
+use std::collections::HashMap;
+
+use domain::Amount;
+
+pub use split::{FeeSplit, FeeSplitError, Shares};
+
+/// An account's number, shared with the store's account rows.
+pub type AccountId = i64;
+/// A hold's number, chosen by whoever places it (unique per ledger).
+pub type HoldId = i64;
+
+/// Whether an account may go below zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccountKind {
+    /// The outside world: its negative balance is the amount of tokens in
+    /// circulation (deposits minus completed payouts).
+    Issuer,
+    /// Everyone else: callers, creators, nodes, the treasury, pending payouts.
+    Regular,
+}
+
+/// An account's running totals, in minor units. Totals only grow, so a
+/// balance is always recomputable from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountState {
+    pub kind: AccountKind,
+    pub debits_posted: u64,
+    pub credits_posted: u64,
+    /// Sum of this account's unresolved holds.
+    pub debits_pending: u64,
+}
+
+impl AccountState {
+    pub fn new(kind: AccountKind) -> AccountState {
+        AccountState { kind, debits_posted: 0, credits_posted: 0, debits_pending: 0 }
+    }
+
+    /// Credits minus debits; negative only for the issuer.
+    pub fn balance(&self) -> i128 {
+        self.credits_posted as i128 - self.debits_posted as i128
+    }
+
+    /// What the account can still spend or hold.
+    pub fn available(&self) -> i128 {
+        self.balance() - self.debits_pending as i128
+    }
+}
+
+/// Why tokens moved. Stored with every transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransferKind {
+    /// Tokens enter: issuer → account, by the operator, with an outside reference.
+    Deposit,
+    /// Test tokens for development servers: issuer → account.
+    Faucet,
+    /// An inference's creator share: caller → creator.
+    InferenceCreator,
+    /// An inference's node share: caller → serving node.
+    InferenceNode,
+    /// An inference's treasury share: caller → treasury.
+    InferenceTreasury,
+    /// A creator asks to be paid: creator → pending payouts.
+    PayoutRequest,
+    /// The operator paid out: pending payouts → issuer (tokens leave).
+    PayoutComplete,
+    /// The operator refused: pending payouts → creator.
+    PayoutReject,
+}
+
+impl TransferKind {
+    pub const ALL: [TransferKind; 8] = [
+        TransferKind::Deposit,
+        TransferKind::Faucet,
+        TransferKind::InferenceCreator,
+        TransferKind::InferenceNode,
+        TransferKind::InferenceTreasury,
+        TransferKind::PayoutRequest,
+        TransferKind::PayoutComplete,
+        TransferKind::PayoutReject,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::Deposit => "deposit",
+            TransferKind::Faucet => "faucet",
+            TransferKind::InferenceCreator => "inference_creator",
+            TransferKind::InferenceNode => "inference_node",
+            TransferKind::InferenceTreasury => "inference_treasury",
+            TransferKind::PayoutRequest => "payout_request",
+            TransferKind::PayoutComplete => "payout_complete",
+            TransferKind::PayoutReject => "payout_reject",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TransferKind> {
+        TransferKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// One movement of tokens, immutable once applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub debit: AccountId,
+    pub credit: AccountId,
+    pub amount: Amount,
+    pub kind: TransferKind,
+    /// Free text: an outside reference, or what the transfer pays for.
+    pub reference: String,
+}
+
+/// Tokens reserved on an account until resolved or expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub id: HoldId,
+    pub account: AccountId,
+    pub amount: Amount,
+    pub expires_at_ms: i64,
+}
+
+/// One leg of a posted hold: part of the held amount goes to `credit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leg {
+    pub credit: AccountId,
+    pub amount: Amount,
+    pub kind: TransferKind,
+}
+
+/// What the ledger can be asked to do. Each command is atomic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Moves tokens now.
+    Transfer(Transfer),
+    /// Several transfers that happen all together or not at all.
+    Linked(Vec<Transfer>),
+    /// Reserves tokens on an account.
+    Reserve(Hold),
+    /// Resolves a hold by moving exactly the held amount, split into legs.
+    Post { hold: HoldId, legs: Vec<Leg>, reference: String },
+    /// Resolves a hold by releasing it: nothing moves.
+    Void { hold: HoldId },
+}
+
+/// What a successful command did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Effects {
+    pub transfers: Vec<Transfer>,
+    pub hold_placed: Option<Hold>,
+    pub hold_resolved: Option<HoldId>,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum LedgerError {
+    #[error("account {0} is not known to the ledger")]
+    UnknownAccount(AccountId),
+    #[error("account {account} has {available} available, {needed} needed")]
+    InsufficientBalance { account: AccountId, available: i128, needed: u64 },
+    #[error("a transfer must move a positive amount")]
+    ZeroAmount,
+    #[error("a transfer must go between two different accounts")]
+    SameAccount,
+    #[error("hold {0} does not exist or was already resolved")]
+    UnknownHold(HoldId),
+    #[error("hold {0} exists already")]
+    DuplicateHold(HoldId),
+    #[error("hold {0} has expired")]
+    HoldExpired(HoldId),
+    #[error("the legs add up to {legs} but the hold is {held}")]
+    LegsDoNotMatchHold { legs: u64, held: u64 },
+    #[error("the amount would overflow an account's totals")]
+    Overflow,
+}
+
+/// The accounts and holds a batch of commands may touch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerState {
+    pub accounts: HashMap<AccountId, AccountState>,
+    pub holds: HashMap<HoldId, Hold>,
+}
+
+impl LedgerState {
+    /// Applies one command at time `now_ms`. On error nothing changes.
+    pub fn execute(&mut self, command: Command, now_ms: i64) -> Result<Effects, LedgerError> {
+        match command {
+            Command::Transfer(transfer) => self.apply_linked(vec![transfer], None),
+            Command::Linked(transfers) => self.apply_linked(transfers, None),
+            Command::Reserve(hold) => self.reserve(hold),
+            Command::Post { hold, legs, reference } => {
+                let placed = self.holds.get(&hold).ok_or(LedgerError::UnknownHold(hold))?.clone();
+                if now_ms >= placed.expires_at_ms {
+                    return Err(LedgerError::HoldExpired(hold));
+                }
+                let total = legs.iter().try_fold(0u64, |sum, leg| sum.checked_add(leg.amount.minor_units()));
+                let total = total.ok_or(LedgerError::Overflow)?;
+                if total != placed.amount.minor_units() {
+                    return Err(LedgerError::LegsDoNotMatchHold { legs: total, held: placed.amount.minor_units() });
+                }
+                let transfers = legs
+                    .into_iter()
+                    // A zero leg (a share rounded to nothing) moves nothing and is not recorded.
+                    .filter(|leg| leg.amount > Amount::ZERO)
+                    .map(|leg| Transfer {
+                        debit: placed.account,
+                        credit: leg.credit,
+                        amount: leg.amount,
+                        kind: leg.kind,
+                        reference: reference.clone(),
+                    })
+                    .collect();
+                self.apply_linked(transfers, Some(&placed))
+            }
+            Command::Void { hold } => {
+                let placed = self.holds.remove(&hold).ok_or(LedgerError::UnknownHold(hold))?;
+                let account = self.accounts.get_mut(&placed.account).expect("a hold's account is loaded with it");
+                account.debits_pending -= placed.amount.minor_units();
+                Ok(Effects { hold_resolved: Some(hold), ..Effects::default() })
+            }
+        }
+    }
+
+    /// Removes every hold that expired by `now_ms`, releasing its tokens.
+    pub fn expire_holds(&mut self, now_ms: i64) -> Vec<HoldId> {
+        let expired: Vec<HoldId> = self.holds.values().filter(|h| now_ms >= h.expires_at_ms).map(|h| h.id).collect();
+        for id in &expired {
+            self.execute(Command::Void { hold: *id }, now_ms).expect("an existing hold can always be voided");
+        }
+        expired
+    }
+
+    fn reserve(&mut self, hold: Hold) -> Result<Effects, LedgerError> {
+        if self.holds.contains_key(&hold.id) {
+            return Err(LedgerError::DuplicateHold(hold.id));
+        }
+        let amount = hold.amount.minor_units();
+        if amount == 0 {
+            return Err(LedgerError::ZeroAmount);
+        }
+        let account = self.accounts.get_mut(&hold.account).ok_or(LedgerError::UnknownAccount(hold.account))?;
+        if account.kind != AccountKind::Issuer && account.available() < amount as i128 {
+            return Err(LedgerError::InsufficientBalance {
+                account: hold.account,
+                available: account.available(),
+                needed: amount,
+            });
+        }
+        account.debits_pending = account.debits_pending.checked_add(amount).ok_or(LedgerError::Overflow)?;
+        self.holds.insert(hold.id, hold.clone());
+        Ok(Effects { hold_placed: Some(hold), ..Effects::default() })
+    }
+
+    /// Applies transfers all together or not at all. With `hold`, the debits
+    /// are paid from that hold (released as they post), not from the
+    /// account's free balance.
+    fn apply_linked(&mut self, transfers: Vec<Transfer>, hold: Option<&Hold>) -> Result<Effects, LedgerError> {
+        // Work on copies of the touched accounts; commit them only if every
+        // transfer succeeds.
+        let mut touched: HashMap<AccountId, AccountState> = HashMap::new();
+        if let Some(hold) = hold {
+            let mut account = *self.accounts.get(&hold.account).ok_or(LedgerError::UnknownAccount(hold.account))?;
+            account.debits_pending -= hold.amount.minor_units();
+            touched.insert(hold.account, account);
+        }
+        for transfer in &transfers {
+            if transfer.amount == Amount::ZERO {
+                return Err(LedgerError::ZeroAmount);
+            }
+            if transfer.debit == transfer.credit {
+                return Err(LedgerError::SameAccount);
+            }
+            let amount = transfer.amount.minor_units();
+            for id in [transfer.debit, transfer.credit] {
+                if let std::collections::hash_map::Entry::Vacant(slot) = touched.entry(id) {
+                    slot.insert(*self.accounts.get(&id).ok_or(LedgerError::UnknownAccount(id))?);
+                }
+            }
+            let debit = touched.get_mut(&transfer.debit).expect("inserted above");
+            if debit.kind != AccountKind::Issuer && debit.available() < amount as i128 {
+                return Err(LedgerError::InsufficientBalance {
+                    account: transfer.debit,
+                    available: debit.available(),
+                    needed: amount,
+                });
+            }
+            debit.debits_posted = debit.debits_posted.checked_add(amount).ok_or(LedgerError::Overflow)?;
+            let credit = touched.get_mut(&transfer.credit).expect("inserted above");
+            credit.credits_posted = credit.credits_posted.checked_add(amount).ok_or(LedgerError::Overflow)?;
+        }
+        self.accounts.extend(touched);
+        let hold_resolved = hold.map(|h| {
+            self.holds.remove(&h.id);
+            h.id
+        });
+        Ok(Effects { transfers, hold_placed: None, hold_resolved })
+    }
+
+    /// Debits equal credits over the accounts held here, and each pending
+    /// total equals the sum of that account's holds. Cheap enough to run
+    /// after every batch in release builds.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let debits: u128 = self.accounts.values().map(|a| a.debits_posted as u128).sum();
+        let credits: u128 = self.accounts.values().map(|a| a.credits_posted as u128).sum();
+        if debits != credits {
+            return Err(format!("debits {debits} != credits {credits}"));
+        }
+        self.check_accounts()
+    }
+
+    /// The per-account half of [`LedgerState::check_invariants`], for a
+    /// partial state (a batch's accounts), where totals need not balance.
+    pub fn check_accounts(&self) -> Result<(), String> {
+        let mut pending: HashMap<AccountId, u64> = HashMap::new();
+        for hold in self.holds.values() {
+            *pending.entry(hold.account).or_default() += hold.amount.minor_units();
+        }
+        for (id, account) in &self.accounts {
+            if account.kind == AccountKind::Regular && account.available() < 0 {
+                return Err(format!("account {id} is below zero: {account:?}"));
+            }
+            let held = pending.get(id).copied().unwrap_or(0);
+            if held != account.debits_pending {
+                return Err(format!("account {id} has {} pending but holds of {held}", account.debits_pending));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Net change of debits minus credits between two snapshots of the same
+/// accounts: zero after any sequence of commands (double entry).
+pub fn net_change(before: &HashMap<AccountId, AccountState>, after: &HashMap<AccountId, AccountState>) -> i128 {
+    let total = |accounts: &HashMap<AccountId, AccountState>| -> i128 {
+        accounts.values().map(|a| a.debits_posted as i128 - a.credits_posted as i128).sum()
+    };
+    total(after) - total(before)
+}

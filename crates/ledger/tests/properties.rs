@@ -1,0 +1,209 @@
+//! Random sequences of ledger commands, retries included. After every step:
+//! debits equal credits, no regular account is below zero, pending totals
+//! match the holds, a failed command changed nothing, and every hold is
+//! resolved at most once.
+
+use domain::Amount;
+use ledger::{
+    AccountKind, AccountState, Command, FeeSplit, Hold, LedgerError, LedgerState, Leg, Transfer, TransferKind,
+};
+use proptest::prelude::*;
+
+const ISSUER: i64 = 0;
+const TREASURY: i64 = 1;
+const NODE: i64 = 2;
+const PAYOUTS: i64 = 3;
+const USERS: [i64; 4] = [10, 11, 12, 13];
+
+fn amount(units: u64) -> Amount {
+    Amount::from_minor_units(units).unwrap()
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Deposit { user: usize, units: u64 },
+    Pay { from: usize, to: usize, units: u64 },
+    Reserve { hold: i64, user: usize, units: u64, ttl_ms: i64 },
+    Post { hold: i64, creator: usize },
+    PostWrongAmount { hold: i64 },
+    Void { hold: i64 },
+    Expire,
+    Tick { ms: i64 },
+    PayoutRequest { user: usize, units: u64 },
+    PayoutComplete { units: u64 },
+    PayoutReject { user: usize, units: u64 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let user = 0..USERS.len();
+    let units = 1u64..2_000;
+    let hold = 1i64..12;
+    prop_oneof![
+        (user.clone(), units.clone()).prop_map(|(user, units)| Step::Deposit { user, units }),
+        (user.clone(), user.clone(), units.clone()).prop_map(|(from, to, units)| Step::Pay { from, to, units }),
+        (hold.clone(), user.clone(), units.clone(), 1i64..50).prop_map(|(hold, user, units, ttl_ms)| Step::Reserve {
+            hold,
+            user,
+            units,
+            ttl_ms
+        }),
+        (hold.clone(), user.clone()).prop_map(|(hold, creator)| Step::Post { hold, creator }),
+        hold.clone().prop_map(|hold| Step::PostWrongAmount { hold }),
+        hold.prop_map(|hold| Step::Void { hold }),
+        Just(Step::Expire),
+        (1i64..20).prop_map(|ms| Step::Tick { ms }),
+        (user.clone(), units.clone()).prop_map(|(user, units)| Step::PayoutRequest { user, units }),
+        units.clone().prop_map(|units| Step::PayoutComplete { units }),
+        (user, units).prop_map(|(user, units)| Step::PayoutReject { user, units }),
+    ]
+}
+
+fn fresh() -> LedgerState {
+    let mut state = LedgerState::default();
+    state.accounts.insert(ISSUER, AccountState::new(AccountKind::Issuer));
+    for id in [TREASURY, NODE, PAYOUTS].into_iter().chain(USERS) {
+        state.accounts.insert(id, AccountState::new(AccountKind::Regular));
+    }
+    state
+}
+
+fn transfer(debit: i64, credit: i64, units: u64, kind: TransferKind) -> Command {
+    Command::Transfer(Transfer { debit, credit, amount: amount(units), kind, reference: String::new() })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_after_every_step(steps in proptest::collection::vec(step(), 1..80)) {
+        let split = FeeSplit::new(8000, 1500, 500).unwrap();
+        let mut state = fresh();
+        let mut now = 0i64;
+        let mut deposited: u128 = 0;
+        let mut paid_out: u128 = 0;
+        for step in steps {
+            let before = state.clone();
+            let command = match &step {
+                Step::Deposit { user, units } => Some(transfer(ISSUER, USERS[*user], *units, TransferKind::Deposit)),
+                Step::Pay { from, to, units } => Some(transfer(USERS[*from], USERS[*to], *units, TransferKind::InferenceCreator)),
+                Step::Reserve { hold, user, units, ttl_ms } => Some(Command::Reserve(Hold {
+                    id: *hold, account: USERS[*user], amount: amount(*units), expires_at_ms: now + ttl_ms,
+                })),
+                Step::Post { hold, creator } => state.holds.get(hold).map(|placed| {
+                    let shares = split.split(placed.amount);
+                    Command::Post {
+                        hold: *hold,
+                        legs: vec![
+                            Leg { credit: USERS[*creator], amount: shares.creator, kind: TransferKind::InferenceCreator },
+                            Leg { credit: NODE, amount: shares.node, kind: TransferKind::InferenceNode },
+                            Leg { credit: TREASURY, amount: shares.treasury, kind: TransferKind::InferenceTreasury },
+                        ],
+                        reference: format!("hold {hold}"),
+                    }
+                }).or(Some(Command::Post { hold: *hold, legs: vec![], reference: String::new() })),
+                Step::PostWrongAmount { hold } => state.holds.get(hold).map(|placed| Command::Post {
+                    hold: *hold,
+                    legs: vec![Leg { credit: NODE, amount: amount(placed.amount.minor_units() + 1), kind: TransferKind::InferenceNode }],
+                    reference: String::new(),
+                }),
+                Step::Void { hold } => Some(Command::Void { hold: *hold }),
+                Step::Expire => {
+                    for id in state.expire_holds(now) {
+                        // Only live holds expire, each once.
+                        prop_assert!(before.holds.contains_key(&id) && !state.holds.contains_key(&id));
+                    }
+                    None
+                }
+                Step::Tick { ms } => { now += ms; None }
+                Step::PayoutRequest { user, units } => Some(transfer(USERS[*user], PAYOUTS, *units, TransferKind::PayoutRequest)),
+                Step::PayoutComplete { units } => Some(transfer(PAYOUTS, ISSUER, *units, TransferKind::PayoutComplete)),
+                Step::PayoutReject { user, units } => Some(transfer(PAYOUTS, USERS[*user], *units, TransferKind::PayoutReject)),
+            };
+            if let Some(command) = command {
+                let hold_id = match &command { Command::Post { hold, .. } | Command::Void { hold } => Some(*hold), _ => None };
+                match state.execute(command.clone(), now) {
+                    Ok(effects) => {
+                        if let Some(id) = effects.hold_resolved {
+                            // A hold resolves at most once: the id was live before and is gone now.
+                            prop_assert!(before.holds.contains_key(&id));
+                            prop_assert!(!state.holds.contains_key(&id));
+                        }
+                        if let Some(id) = hold_id {
+                            prop_assert!(effects.hold_resolved == Some(id));
+                            // Retrying the same resolution is refused and changes nothing.
+                            let after = state.clone();
+                            prop_assert_eq!(state.execute(command.clone(), now), Err(LedgerError::UnknownHold(id)));
+                            prop_assert_eq!(&state, &after);
+                        }
+                        if let Step::Reserve { .. } = step {
+                            // Retrying the same reservation is refused and changes nothing.
+                            let after = state.clone();
+                            prop_assert!(matches!(state.execute(command, now), Err(LedgerError::DuplicateHold(_))));
+                            prop_assert_eq!(&state, &after);
+                        }
+                        match step {
+                            Step::Deposit { units, .. } => deposited += units as u128,
+                            Step::PayoutComplete { units } => paid_out += units as u128,
+                            _ => {}
+                        }
+                    }
+                    Err(_) => prop_assert_eq!(&state, &before, "a failed command changed the state"),
+                }
+            }
+            state.check_invariants().map_err(TestCaseError::fail)?;
+            prop_assert_eq!(ledger::net_change(&before.accounts, &state.accounts), 0);
+            // Tokens enter only by deposit and leave only by completed payout.
+            let in_circulation: i128 = state.accounts.iter().filter(|(id, _)| **id != ISSUER).map(|(_, a)| a.balance()).sum();
+            prop_assert_eq!(in_circulation, deposited as i128 - paid_out as i128);
+            prop_assert_eq!(-state.accounts[&ISSUER].balance(), in_circulation);
+        }
+    }
+}
+
+#[test]
+fn an_expired_hold_cannot_be_posted_and_releases_its_tokens() {
+    let mut state = fresh();
+    state.execute(transfer(ISSUER, USERS[0], 100, TransferKind::Deposit), 0).unwrap();
+    state
+        .execute(Command::Reserve(Hold { id: 1, account: USERS[0], amount: amount(60), expires_at_ms: 10 }), 0)
+        .unwrap();
+    assert!(matches!(
+        state.execute(Command::Reserve(Hold { id: 2, account: USERS[0], amount: amount(60), expires_at_ms: 10 }), 0),
+        Err(LedgerError::InsufficientBalance { available: 40, needed: 60, .. })
+    ));
+    let legs = vec![Leg { credit: USERS[1], amount: amount(60), kind: TransferKind::InferenceCreator }];
+    let post = Command::Post { hold: 1, legs, reference: String::new() };
+    assert_eq!(state.execute(post, 10), Err(LedgerError::HoldExpired(1)));
+    assert_eq!(state.expire_holds(10), vec![1]);
+    assert_eq!(state.accounts[&USERS[0]].available(), 100);
+}
+
+#[test]
+fn linked_transfers_are_all_or_nothing() {
+    let mut state = fresh();
+    state.execute(transfer(ISSUER, USERS[0], 100, TransferKind::Deposit), 0).unwrap();
+    let before = state.clone();
+    let linked = Command::Linked(vec![
+        Transfer {
+            debit: USERS[0],
+            credit: USERS[1],
+            amount: amount(80),
+            kind: TransferKind::InferenceCreator,
+            reference: String::new(),
+        },
+        Transfer {
+            debit: USERS[0],
+            credit: USERS[2],
+            amount: amount(30),
+            kind: TransferKind::InferenceCreator,
+            reference: String::new(),
+        },
+    ]);
+    assert!(matches!(state.execute(linked, 0), Err(LedgerError::InsufficientBalance { .. })));
+    assert_eq!(state, before);
+    assert_eq!(state.execute(transfer(USERS[0], USERS[0], 1, TransferKind::Deposit), 0), Err(LedgerError::SameAccount));
+    assert_eq!(
+        state.execute(transfer(USERS[0], 99, 1, TransferKind::Deposit), 0),
+        Err(LedgerError::UnknownAccount(99))
+    );
+}

@@ -1,0 +1,92 @@
+//! The sequencer: the one writer of the ledger. Requests queue on a channel;
+//! the sequencer takes whatever has queued (up to `ledger_batch_max`) and
+//! writes it as one transaction with one fsync (group commit), then answers
+//! each request. Nobody is answered before their batch is durable.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use store::{BatchItem, BatchOutcome, ItemError, Store};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ApiError;
+
+/// Requests waiting for the sequencer at most; past this, callers wait to queue.
+const QUEUE_CAPACITY: usize = 4096;
+
+/// Upper bounds of the batch-size histogram's buckets.
+pub const BATCH_SIZE_BUCKETS: [u64; 8] = [1, 2, 4, 8, 16, 64, 256, u64::MAX];
+
+#[derive(Debug, Clone)]
+pub struct Sequencer {
+    queue: mpsc::Sender<Request>,
+    pub stats: Arc<SequencerStats>,
+}
+
+#[derive(Debug, Default)]
+pub struct SequencerStats {
+    pub batches: AtomicU64,
+    pub items: AtomicU64,
+    pub largest_batch: AtomicU64,
+    /// Count of batches per size bucket ([`BATCH_SIZE_BUCKETS`]).
+    pub batch_sizes: [AtomicU64; 8],
+}
+
+type Reply = Result<Result<BatchOutcome, ItemError>, ApiError>;
+
+#[derive(Debug)]
+struct Request {
+    item: BatchItem,
+    reply: oneshot::Sender<Reply>,
+}
+
+impl Sequencer {
+    /// Starts the sequencer task; it ends when every handle is dropped.
+    pub fn start(store: Store, batch_max: usize) -> Sequencer {
+        let (queue, mut receiver) = mpsc::channel::<Request>(QUEUE_CAPACITY);
+        let stats = Arc::new(SequencerStats::default());
+        let task_stats = stats.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(batch_max);
+            while receiver.recv_many(&mut batch, batch_max).await > 0 {
+                let requests: Vec<Request> = std::mem::take(&mut batch);
+                let items: Vec<BatchItem> = requests.iter().map(|r| r.item.clone()).collect();
+                task_stats.record(items.len() as u64);
+                match store.apply_batch(&items).await {
+                    Ok(outcomes) => {
+                        for (request, outcome) in requests.into_iter().zip(outcomes) {
+                            let _ = request.reply.send(Ok(outcome));
+                        }
+                    }
+                    Err(error) => {
+                        let error = ApiError::internal(format!("ledger batch of {} failed: {error}", items.len()));
+                        for request in requests {
+                            let _ = request.reply.send(Err(error.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Sequencer { queue, stats }
+    }
+
+    /// Queues one command and waits until its batch is durable.
+    pub async fn submit(&self, item: BatchItem) -> Reply {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Request { item, reply })
+            .await
+            .map_err(|_| ApiError::unavailable("the server is shutting down", 1))?;
+        answer.await.map_err(|_| ApiError::unavailable("the server is shutting down", 1))?
+    }
+}
+
+impl SequencerStats {
+    fn record(&self, size: u64) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.items.fetch_add(size, Ordering::Relaxed);
+        self.largest_batch.fetch_max(size, Ordering::Relaxed);
+        let bucket = BATCH_SIZE_BUCKETS.iter().position(|&bound| size <= bound).unwrap_or(BATCH_SIZE_BUCKETS.len() - 1);
+        self.batch_sizes[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,610 @@
+//! The ledger's persistence: balances on account rows, holds, transfers,
+//! payouts and idempotency keys. The rules are the `ledger` crate's; this
+//! module loads what a batch touches, runs the batch through
+//! `ledger::LedgerState`, and writes back what changed, in one transaction.
+
+use std::collections::{HashMap, HashSet};
+
+use domain::{AccountName, Amount, Sha256};
+use ledger::{AccountId, AccountState, Command, Hold, HoldId, LedgerError, LedgerState, TransferKind};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::db::{AccountKind, parse_column};
+use crate::{Account, Store, StoreError, now_ms};
+
+/// One command for the sequencer's batch, with the rows that must change in
+/// the same transaction as its transfers.
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    pub command: Command,
+    /// The model an inference charge pays for.
+    pub model_id: Option<i64>,
+    /// Completes an idempotency key with the answer to replay: (account, key, response).
+    pub idempotency: Option<(i64, String, String)>,
+    pub payout: Option<PayoutChange>,
+}
+
+impl BatchItem {
+    pub fn new(command: Command) -> BatchItem {
+        BatchItem { command, model_id: None, idempotency: None, payout: None }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum PayoutChange {
+    /// Records a payout request; the command moves its tokens to the payouts account.
+    Request { account_id: i64, amount: Amount },
+    /// Resolves a requested payout; the command moves its tokens out or back.
+    Resolve { payout_id: i64, to: PayoutState, reference: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayoutState {
+    Requested,
+    Completed,
+    Rejected,
+}
+
+impl PayoutState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayoutState::Requested => "requested",
+            PayoutState::Completed => "completed",
+            PayoutState::Rejected => "rejected",
+        }
+    }
+}
+
+impl std::str::FromStr for PayoutState {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<PayoutState, ()> {
+        match text {
+            "requested" => Ok(PayoutState::Requested),
+            "completed" => Ok(PayoutState::Completed),
+            "rejected" => Ok(PayoutState::Rejected),
+            _ => Err(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutRecord {
+    pub id: i64,
+    pub account: AccountName,
+    pub account_id: i64,
+    pub amount: Amount,
+    pub state: PayoutState,
+    pub reference: String,
+    pub created_at_ms: i64,
+    pub resolved_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRecord {
+    pub id: i64,
+    pub debit_account: String,
+    pub credit_account: String,
+    pub amount: Amount,
+    pub kind: TransferKind,
+    pub reference: String,
+    pub created_at_ms: i64,
+}
+
+/// What a successful batch item did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub transfers: Vec<TransferRecord>,
+    pub payout: Option<PayoutRecord>,
+    /// A deposit whose reference was seen before, with the same account and
+    /// amount: nothing moved, `transfers` is the original.
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ItemError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("a deposit with reference '{0}' exists with another account or amount")]
+    DepositConflict(String),
+    #[error("payout {0} is not waiting to be resolved")]
+    PayoutNotRequested(i64),
+}
+
+/// The whole ledger's sums, read at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerTotals {
+    pub debits: i128,
+    pub credits: i128,
+    /// Minus the tokens in circulation.
+    pub issuer_balance: i128,
+    /// Sum of every other account's balance: the tokens in circulation.
+    pub balances: i128,
+    /// All deposits and faucet grants ever.
+    pub deposited: i128,
+    /// All completed payouts ever.
+    pub paid_out: i128,
+    /// All unresolved holds.
+    pub held: i128,
+}
+
+/// How a call with an Idempotency-Key starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyStart {
+    /// The key is new: run the call.
+    Started,
+    /// The same request finished before: here is its answer.
+    Replay(String),
+    /// The same request is still running.
+    InProgress,
+    /// The key was used for a different request.
+    Mismatch,
+}
+
+impl Store {
+    /// Creates one of the ledger's own accounts if it does not exist.
+    pub async fn ensure_system_account(&self, name: &AccountName, kind: AccountKind) -> Result<Account, StoreError> {
+        sqlx::query("INSERT INTO accounts (name, is_operator, kind, created_at) VALUES (?, 0, ?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(name.as_str())
+            .bind(kind.as_str())
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        let account =
+            self.account_by_name(name).await?.ok_or_else(|| StoreError::Corrupt("system account vanished".into()))?;
+        if account.kind != kind {
+            return Err(StoreError::Corrupt(format!(
+                "account '{name}' exists but is a {} account",
+                account.kind.as_str()
+            )));
+        }
+        Ok(account)
+    }
+
+    /// Runs a batch of ledger commands in one transaction (one fsync). Each
+    /// item succeeds or fails on its own; the batch as a whole fails only on
+    /// a database fault or a broken invariant, and then nothing is written.
+    pub async fn apply_batch(&self, items: &[BatchItem]) -> Result<Vec<Result<BatchOutcome, ItemError>>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (mut state, names) = load_state(&mut tx, items).await?;
+        let before = state.accounts.clone();
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut resolved_payouts = HashSet::new();
+        for item in items {
+            let outcome = apply_item(&mut tx, &mut state, &names, item, now, &mut resolved_payouts).await?;
+            outcomes.push(outcome);
+        }
+        // Invariant 1 at the batch's edge: the batch moved as much in as out,
+        // and no account it touched is below zero or mismatches its holds.
+        let net = ledger::net_change(&before, &state.accounts);
+        if net != 0 {
+            return Err(StoreError::Corrupt(format!("a ledger batch is unbalanced by {net}")));
+        }
+        for (id, account) in &state.accounts {
+            if before.get(id) != Some(account) {
+                sqlx::query(
+                    "UPDATE accounts SET debits_posted = ?, credits_posted = ?, debits_pending = ? WHERE id = ?",
+                )
+                .bind(account.debits_posted as i64)
+                .bind(account.credits_posted as i64)
+                .bind(account.debits_pending as i64)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Voids every hold that expired by `now_ms` (all of them with
+    /// `i64::MAX`, as at start-up, when no request from before is alive).
+    pub async fn expire_holds(&self, now_ms: i64) -> Result<usize, StoreError> {
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM holds WHERE expires_at <= ?").bind(now_ms).fetch_all(&self.pool).await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let items: Vec<BatchItem> = ids.iter().map(|&hold| BatchItem::new(Command::Void { hold })).collect();
+        let outcomes = self.apply_batch(&items).await?;
+        Ok(outcomes.iter().filter(|o| o.is_ok()).count())
+    }
+
+    /// The ledger totals of one account and what it earned from inferences.
+    pub async fn balances(&self, account_id: i64) -> Result<(AccountState, u64), StoreError> {
+        let row = sqlx::query(
+            "SELECT kind, debits_posted, credits_posted, debits_pending, \
+               (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE credit_account_id = a.id AND kind = 'inference_creator') AS earned \
+             FROM accounts a WHERE id = ?",
+        )
+        .bind(account_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let earned: i64 = row.try_get("earned")?;
+        Ok((account_state(&row)?, earned as u64))
+    }
+
+    /// Sums over the whole ledger from one consistent snapshot (one
+    /// statement), for the bank check.
+    pub async fn ledger_totals(&self) -> Result<LedgerTotals, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COALESCE(SUM(debits_posted), 0) FROM accounts), \
+                    (SELECT COALESCE(SUM(credits_posted), 0) FROM accounts), \
+                    (SELECT COALESCE(SUM(credits_posted - debits_posted), 0) FROM accounts WHERE kind = 'issuer'), \
+                    (SELECT COALESCE(SUM(credits_posted - debits_posted), 0) FROM accounts WHERE kind <> 'issuer'), \
+                    (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE kind IN ('deposit', 'faucet')), \
+                    (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE kind = 'payout_complete'), \
+                    (SELECT COALESCE(SUM(debits_pending), 0) FROM accounts)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let get = |i: usize| -> Result<i128, StoreError> { Ok(row.try_get::<i64, _>(i)? as i128) };
+        Ok(LedgerTotals {
+            debits: get(0)?,
+            credits: get(1)?,
+            issuer_balance: get(2)?,
+            balances: get(3)?,
+            deposited: get(4)?,
+            paid_out: get(5)?,
+            held: get(6)?,
+        })
+    }
+
+    /// One page of an account's transfers, newest first (keyset on id).
+    pub async fn transfers_for(
+        &self,
+        account_id: i64,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<(Vec<TransferRecord>, Option<i64>), StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.id, d.name AS debit_name, c.name AS credit_name, t.amount, t.kind, t.reference, t.created_at \
+             FROM transfers t JOIN accounts d ON d.id = t.debit_account_id JOIN accounts c ON c.id = t.credit_account_id \
+             WHERE (t.debit_account_id = ?1 OR t.credit_account_id = ?1) AND t.id < ?2 ORDER BY t.id DESC LIMIT ?3",
+        )
+        .bind(account_id)
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(limit as i64 + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut transfers = rows.iter().map(transfer_from_row).collect::<Result<Vec<_>, _>>()?;
+        let next = if transfers.len() > limit as usize {
+            transfers.truncate(limit as usize);
+            transfers.last().map(|t| t.id)
+        } else {
+            None
+        };
+        Ok((transfers, next))
+    }
+
+    pub async fn payout(&self, payout_id: i64) -> Result<Option<PayoutRecord>, StoreError> {
+        let row = sqlx::query(PAYOUT_SELECT_BY_ID).bind(payout_id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(payout_from_row).transpose()
+    }
+
+    /// Payouts, newest first: one account's, or everyone's; optionally in one state.
+    pub async fn payouts(
+        &self,
+        account_id: Option<i64>,
+        state: Option<PayoutState>,
+    ) -> Result<Vec<PayoutRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.id, p.account_id, a.name, p.amount, p.state, p.reference, p.created_at, p.resolved_at \
+             FROM payouts p JOIN accounts a ON a.id = p.account_id \
+             WHERE (?1 IS NULL OR p.account_id = ?1) AND (?2 IS NULL OR p.state = ?2) ORDER BY p.id DESC LIMIT 1000",
+        )
+        .bind(account_id)
+        .bind(state.map(PayoutState::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(payout_from_row).collect()
+    }
+
+    /// Claims an Idempotency-Key for a request. Keys older than `window_ms`
+    /// are forgotten first.
+    pub async fn begin_idempotent(
+        &self,
+        account_id: i64,
+        key: &str,
+        request: &Sha256,
+        window_ms: i64,
+    ) -> Result<IdempotencyStart, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM idempotency_keys WHERE account_id = ? AND key = ? AND created_at < ?")
+            .bind(account_id)
+            .bind(key)
+            .bind(now - window_ms)
+            .execute(&mut *tx)
+            .await?;
+        let existing =
+            sqlx::query("SELECT request_sha256, response FROM idempotency_keys WHERE account_id = ? AND key = ?")
+                .bind(account_id)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let start = match existing {
+            Some(row) => {
+                let stored: String = row.try_get("request_sha256")?;
+                let response: Option<String> = row.try_get("response")?;
+                match (stored == request.to_hex(), response) {
+                    (false, _) => IdempotencyStart::Mismatch,
+                    (true, Some(response)) => IdempotencyStart::Replay(response),
+                    (true, None) => IdempotencyStart::InProgress,
+                }
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (account_id, key, request_sha256, created_at) VALUES (?, ?, ?, ?)",
+                )
+                .bind(account_id)
+                .bind(key)
+                .bind(request.to_hex())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                IdempotencyStart::Started
+            }
+        };
+        tx.commit().await?;
+        Ok(start)
+    }
+
+    /// Records the answer of a call that moved no money (a free model).
+    pub async fn finish_idempotent(&self, account_id: i64, key: &str, response: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE idempotency_keys SET response = ? WHERE account_id = ? AND key = ?")
+            .bind(response)
+            .bind(account_id)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a key whose call failed, so that a retry runs again.
+    pub async fn abandon_idempotent(&self, account_id: i64, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE account_id = ? AND key = ? AND response IS NULL")
+            .bind(account_id)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes every key older than `window_ms`; returns how many.
+    pub async fn purge_idempotency_keys(&self, window_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+            .bind(now_ms() - window_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// Loads every account and hold the batch's commands name.
+async fn load_state(
+    tx: &mut Transaction<'static, Sqlite>,
+    items: &[BatchItem],
+) -> Result<(LedgerState, HashMap<AccountId, String>), StoreError> {
+    let mut account_ids: HashSet<AccountId> = HashSet::new();
+    let mut hold_ids: HashSet<HoldId> = HashSet::new();
+    for item in items {
+        match &item.command {
+            Command::Transfer(t) => account_ids.extend([t.debit, t.credit]),
+            Command::Linked(ts) => account_ids.extend(ts.iter().flat_map(|t| [t.debit, t.credit])),
+            Command::Reserve(hold) => {
+                account_ids.insert(hold.account);
+            }
+            Command::Post { hold, legs, .. } => {
+                hold_ids.insert(*hold);
+                account_ids.extend(legs.iter().map(|l| l.credit));
+            }
+            Command::Void { hold } => {
+                hold_ids.insert(*hold);
+            }
+        }
+    }
+    let mut state = LedgerState::default();
+    for id in hold_ids {
+        let row = sqlx::query("SELECT account_id, amount, expires_at FROM holds WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(row) = row {
+            let account: i64 = row.try_get("account_id")?;
+            account_ids.insert(account);
+            let amount = amount_from(row.try_get("amount")?)?;
+            state.holds.insert(id, Hold { id, account, amount, expires_at_ms: row.try_get("expires_at")? });
+        }
+    }
+    let mut names = HashMap::new();
+    for id in account_ids {
+        let row =
+            sqlx::query("SELECT name, kind, debits_posted, credits_posted, debits_pending FROM accounts WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some(row) = row {
+            names.insert(id, row.try_get::<String, _>("name")?);
+            state.accounts.insert(id, account_state(&row)?);
+        }
+    }
+    // The ledger's pending totals must match the holds loaded with them;
+    // holds of accounts in this batch that this batch does not touch are
+    // not loaded, so only the per-account checks that hold regardless run.
+    Ok((state, names))
+}
+
+async fn apply_item(
+    tx: &mut Transaction<'static, Sqlite>,
+    state: &mut LedgerState,
+    names: &HashMap<AccountId, String>,
+    item: &BatchItem,
+    now: i64,
+    resolved_payouts: &mut HashSet<i64>,
+) -> Result<Result<BatchOutcome, ItemError>, StoreError> {
+    // A deposit's reference identifies it across retries.
+    if let Command::Transfer(t) = &item.command
+        && t.kind == TransferKind::Deposit
+    {
+        let existing = sqlx::query(
+            "SELECT t.id, d.name AS debit_name, c.name AS credit_name, t.amount, t.kind, t.reference, t.created_at, t.credit_account_id \
+             FROM transfers t JOIN accounts d ON d.id = t.debit_account_id JOIN accounts c ON c.id = t.credit_account_id \
+             WHERE t.kind = 'deposit' AND t.reference = ?",
+        )
+        .bind(&t.reference)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = existing {
+            let record = transfer_from_row(&row)?;
+            let credit: i64 = row.try_get("credit_account_id")?;
+            if credit != t.credit || record.amount != t.amount {
+                return Ok(Err(ItemError::DepositConflict(t.reference.clone())));
+            }
+            return Ok(Ok(BatchOutcome { transfers: vec![record], payout: None, replayed: true }));
+        }
+    }
+    if let Some(PayoutChange::Resolve { payout_id, .. }) = &item.payout {
+        let current: Option<String> = sqlx::query_scalar("SELECT state FROM payouts WHERE id = ?")
+            .bind(payout_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if current.as_deref() != Some("requested") || resolved_payouts.contains(payout_id) {
+            return Ok(Err(ItemError::PayoutNotRequested(*payout_id)));
+        }
+    }
+    let effects = match state.execute(item.command.clone(), now) {
+        Ok(effects) => effects,
+        Err(error) => return Ok(Err(ItemError::Ledger(error))),
+    };
+    if let Some(hold) = &effects.hold_placed {
+        sqlx::query("INSERT INTO holds (id, account_id, amount, expires_at, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(hold.id)
+            .bind(hold.account)
+            .bind(hold.amount.minor_units() as i64)
+            .bind(hold.expires_at_ms)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if let Some(hold) = effects.hold_resolved {
+        sqlx::query("DELETE FROM holds WHERE id = ?").bind(hold).execute(&mut **tx).await?;
+    }
+    let mut transfers = Vec::with_capacity(effects.transfers.len());
+    for transfer in &effects.transfers {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO transfers (debit_account_id, credit_account_id, amount, kind, reference, model_id, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(transfer.debit)
+        .bind(transfer.credit)
+        .bind(transfer.amount.minor_units() as i64)
+        .bind(transfer.kind.as_str())
+        .bind(&transfer.reference)
+        .bind(item.model_id)
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await?;
+        let name = |id: &AccountId| names.get(id).cloned().unwrap_or_default();
+        transfers.push(TransferRecord {
+            id,
+            debit_account: name(&transfer.debit),
+            credit_account: name(&transfer.credit),
+            amount: transfer.amount,
+            kind: transfer.kind,
+            reference: transfer.reference.clone(),
+            created_at_ms: now,
+        });
+    }
+    if let Some((account_id, key, response)) = &item.idempotency {
+        sqlx::query("UPDATE idempotency_keys SET response = ? WHERE account_id = ? AND key = ?")
+            .bind(response)
+            .bind(account_id)
+            .bind(key)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let payout = match &item.payout {
+        None => None,
+        Some(PayoutChange::Request { account_id, amount }) => {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO payouts (account_id, amount, state, created_at) VALUES (?, ?, 'requested', ?) RETURNING id",
+            )
+            .bind(account_id)
+            .bind(amount.minor_units() as i64)
+            .bind(now)
+            .fetch_one(&mut **tx)
+            .await?;
+            Some(fetch_payout(tx, id).await?)
+        }
+        Some(PayoutChange::Resolve { payout_id, to, reference }) => {
+            resolved_payouts.insert(*payout_id);
+            sqlx::query("UPDATE payouts SET state = ?, reference = ?, resolved_at = ? WHERE id = ?")
+                .bind(to.as_str())
+                .bind(reference)
+                .bind(now)
+                .bind(payout_id)
+                .execute(&mut **tx)
+                .await?;
+            Some(fetch_payout(tx, *payout_id).await?)
+        }
+    };
+    Ok(Ok(BatchOutcome { transfers, payout, replayed: false }))
+}
+
+const PAYOUT_SELECT_BY_ID: &str = "SELECT p.id, p.account_id, a.name, p.amount, p.state, p.reference, p.created_at, p.resolved_at \
+     FROM payouts p JOIN accounts a ON a.id = p.account_id WHERE p.id = ?";
+
+async fn fetch_payout(tx: &mut Transaction<'static, Sqlite>, id: i64) -> Result<PayoutRecord, StoreError> {
+    let row = sqlx::query(PAYOUT_SELECT_BY_ID).bind(id).fetch_one(&mut **tx).await?;
+    payout_from_row(&row)
+}
+
+fn amount_from(units: i64) -> Result<Amount, StoreError> {
+    u64::try_from(units)
+        .ok()
+        .and_then(|u| Amount::from_minor_units(u).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("amount {units} out of range")))
+}
+
+fn account_state(row: &SqliteRow) -> Result<AccountState, StoreError> {
+    let kind: AccountKind = parse_column(row, "kind")?;
+    let total = |column: &str| -> Result<u64, StoreError> {
+        let value: i64 = row.try_get(column)?;
+        u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column} is negative")))
+    };
+    Ok(AccountState {
+        kind: if kind == AccountKind::Issuer { ledger::AccountKind::Issuer } else { ledger::AccountKind::Regular },
+        debits_posted: total("debits_posted")?,
+        credits_posted: total("credits_posted")?,
+        debits_pending: total("debits_pending")?,
+    })
+}
+
+fn transfer_from_row(row: &SqliteRow) -> Result<TransferRecord, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    Ok(TransferRecord {
+        id: row.try_get("id")?,
+        debit_account: row.try_get("debit_name")?,
+        credit_account: row.try_get("credit_name")?,
+        amount: amount_from(row.try_get("amount")?)?,
+        kind: TransferKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("transfer kind {kind}")))?,
+        reference: row.try_get("reference")?,
+        created_at_ms: row.try_get("created_at")?,
+    })
+}
+
+fn payout_from_row(row: &SqliteRow) -> Result<PayoutRecord, StoreError> {
+    Ok(PayoutRecord {
+        id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        account: parse_column(row, "name")?,
+        amount: amount_from(row.try_get("amount")?)?,
+        state: parse_column(row, "state")?,
+        reference: row.try_get("reference")?,
+        created_at_ms: row.try_get("created_at")?,
+        resolved_at_ms: row.try_get("resolved_at")?,
+    })
+}
