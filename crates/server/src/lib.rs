@@ -98,8 +98,10 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         .map_err(|e| format!("cannot create the ledger's accounts: {e}"))?;
     // No request from before this start is alive: release every hold.
     let released = store.expire_holds(i64::MAX).await.map_err(|e| format!("cannot release old holds: {e}"))?;
-    if released > 0 {
-        tracing::info!(released, "released holds of calls that a stop interrupted");
+    let forgotten =
+        store.abandon_unfinished_idempotency_keys().await.map_err(|e| format!("cannot clear old keys: {e}"))?;
+    if released > 0 || forgotten > 0 {
+        tracing::info!(released, forgotten, "released holds and idempotency keys of calls that a stop interrupted");
     }
     let totals = store.ledger_totals().await.map_err(|e| e.to_string())?;
     if totals.debits != totals.credits || totals.balances != totals.deposited - totals.paid_out {

@@ -373,6 +373,13 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets every key whose call never finished: at start-up no call from
+    /// before is alive, and its hold has been voided, so a retry must run.
+    pub async fn abandon_unfinished_idempotency_keys(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE response IS NULL").execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
     /// Deletes every key older than `window_ms`; returns how many.
     pub async fn purge_idempotency_keys(&self, window_ms: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")

@@ -101,6 +101,16 @@ impl TestServer {
         TestServer::spawn(self.data_dir.clone(), settings, dir)
     }
 
+    /// Kills the server with SIGKILL (no shutdown at all) and starts it again
+    /// on the same data directory.
+    pub fn kill_and_restart(mut self) -> TestServer {
+        signal(self.child.id(), "KILL");
+        let _ = self.child.wait();
+        let dir = self._dir.take();
+        let settings = std::mem::take(&mut self.settings);
+        TestServer::spawn(self.data_dir.clone(), settings, dir)
+    }
+
     /// Files under the data directory's blob folder (not counting temporaries).
     pub fn blob_files(&self) -> usize {
         let root = self.data_dir.join("blobs");
