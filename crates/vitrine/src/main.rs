@@ -2,6 +2,7 @@
 //! every route. Thin glue: arguments are parsed here into settings, the work
 //! is done by the `server` crate or over HTTP.
 
+mod bench;
 mod client;
 mod commands;
 mod output;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
+    /// Measure the paid-inference path on this machine.
+    Bench(bench::BenchArgs),
     /// Create an account and save its API key in the client configuration.
     Signup(commands::SignupArgs),
     /// Show the account of the current API key.
@@ -61,6 +64,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
             command => commands::run(command, cli.client).await,
         }
     });

@@ -140,3 +140,14 @@ fn cli_errors_are_one_clear_line_and_a_non_zero_exit() {
         .unwrap();
     assert!(failure(&unreachable).contains("cannot reach the server"));
 }
+
+/// The benchmark runs end to end (its figures are for people, not asserted).
+#[test]
+fn the_benchmark_runs_and_reports_its_ratios() {
+    let output =
+        Command::new(BINARY).args(["bench", "--seconds", "1", "--clients", "4"]).output().expect("run vitrine bench");
+    let stdout = success(&output);
+    for needle in ["raw model", "free calls over HTTP", "paid calls over HTTP", "paid / free", "group commits"] {
+        assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
+    }
+}

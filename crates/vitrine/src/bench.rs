@@ -1,0 +1,207 @@
+//! `vitrine bench`: the paid-inference path measured end to end on this
+//! machine. Starts a server on a fresh data directory, then compares in one
+//! run: the raw model (tract alone, no HTTP), free calls over HTTP, and paid
+//! calls over HTTP (holds, posts, group commit). Ratios between these are
+//! what to compare across machines; absolute figures vary with the machine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::client::Client;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Seconds each HTTP phase runs.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Where the server keeps its data [default: a fresh temporary folder, removed after].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+const MODEL: &[u8] = include_bytes!("../../../fixtures/models/linear.onnx");
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let temporary = args.data_dir.is_none();
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("vitrine-bench-{}-{}", std::process::id(), store_now())));
+    let mut flags = toml::Table::new();
+    flags.insert("data_dir".into(), data_dir.display().to_string().into());
+    flags.insert("listen".into(), "127.0.0.1:0".into());
+    // VITRINE_* settings apply, so a run can vary one (VITRINE_LEDGER_BATCH_MAX=1).
+    let config = server::Config::load(None, std::env::vars(), flags)?;
+    let (state, operator_key) = server::open_state(config).await.context("cannot start the server")?;
+    let operator_key = operator_key.context("the bench needs a fresh data directory")?;
+    let (address_sender, address) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server::serve(
+        state,
+        move |address| {
+            let _ = address_sender.send(address);
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let url = format!("http://{}", address.await?);
+    let result = measure(&args, &url, operator_key.expose()).await;
+    let _ = stop.send(());
+    serving.await??;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    result
+}
+
+async fn measure(args: &BenchArgs, url: &str, operator_key: &str) -> anyhow::Result<()> {
+    let anonymous = Client::new(url.to_owned(), None)?;
+    let signup = |name: &'static str| {
+        let anonymous = anonymous.clone();
+        async move {
+            let created = anonymous
+                .send_json(anonymous.request(reqwest::Method::POST, "/v1/accounts").json(&json!({"name": name})))
+                .await?;
+            anyhow::Ok(Client::new(url.to_owned(), created["api_key"].as_str().map(str::to_owned))?)
+        }
+    };
+    let creator = signup("creator").await?;
+    let caller = signup("caller").await?;
+    let operator = Client::new(url.to_owned(), Some(operator_key.to_owned()))?;
+    for (name, price) in [("free", "0"), ("paid", "1000")] {
+        let body = json!({"name": name, "task": "regression", "price_per_inference": price});
+        creator.send_json(creator.request(reqwest::Method::POST, "/v1/models").json(&body)).await?;
+        let path = format!("/v1/models/creator/{name}/versions");
+        let upload = creator
+            .request(reqwest::Method::POST, &path)
+            .header("content-type", "application/octet-stream")
+            .body(MODEL);
+        creator.send_json(upload).await?;
+    }
+    let deposit = json!({"account": "caller", "amount": "1000000000000000", "reference": "bench"});
+    operator.send_json(operator.request(reqwest::Method::POST, "/v1/admin/deposits").json(&deposit)).await?;
+
+    let raw = raw_model_calls_per_second(Duration::from_secs(args.seconds))?;
+    println!("raw model (tract, one thread, no HTTP): {raw:.0} calls/s");
+    let free = http_phase(&caller, "free", args.clients, Duration::from_secs(args.seconds)).await?;
+    println!("free calls over HTTP ({} clients):      {}", args.clients, free.describe());
+    let before = ledger_items(&operator).await?;
+    let paid = http_phase(&caller, "paid", args.clients, Duration::from_secs(args.seconds)).await?;
+    let after = ledger_items(&operator).await?;
+    println!("paid calls over HTTP ({} clients):      {}", args.clients, paid.describe());
+    println!(
+        "ratios: paid / free = {:.2}, free / raw = {:.3}",
+        paid.per_second / free.per_second,
+        free.per_second / raw
+    );
+    let batches = after.0 - before.0;
+    let items = after.1 - before.1;
+    println!(
+        "ledger: {items} commands in {batches} group commits (mean batch {:.1}, largest {}); {:.0} commits/s",
+        items as f64 / batches.max(1) as f64,
+        after.2,
+        batches as f64 / args.seconds as f64
+    );
+    println!("batch sizes (upper bound: batches): {}", after.3);
+    Ok(())
+}
+
+struct Phase {
+    calls: u64,
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Phase {
+    fn describe(&self) -> String {
+        format!(
+            "{:.0} calls/s ({} calls, p50 {:.2} ms, p99 {:.2} ms)",
+            self.per_second, self.calls, self.p50_ms, self.p99_ms
+        )
+    }
+}
+
+async fn http_phase(caller: &Client, model: &str, clients: usize, duration: Duration) -> anyhow::Result<Phase> {
+    let body = Arc::new(json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 4], "data": [0.1, 0.2, 0.3, 0.4]}}}));
+    let path = Arc::new(format!("/v1/models/creator/{model}/infer"));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = vec![];
+    for _ in 0..clients {
+        let (caller, body, path) = (caller.clone(), body.clone(), path.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = vec![];
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                caller.send_json(caller.request(reqwest::Method::POST, &path).json(&*body)).await?;
+                latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = vec![];
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if latencies.is_empty() {
+        bail!("no call finished");
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    Ok(Phase {
+        calls: latencies.len() as u64,
+        per_second: latencies.len() as f64 / elapsed,
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+    })
+}
+
+fn raw_model_calls_per_second(duration: Duration) -> anyhow::Result<f64> {
+    let limits = runtime::ModelLimits { nodes_max: 10_000, initializer_bytes_max: 1 << 30 };
+    let model = runtime::load_model(MODEL, &limits)?;
+    let input = runtime::Tensor { shape: vec![1, 4], data: runtime::TensorData::F32(vec![0.1, 0.2, 0.3, 0.4]) };
+    let started = Instant::now();
+    let mut calls = 0u64;
+    while started.elapsed() < duration {
+        model.run(vec![input.clone()])?;
+        calls += 1;
+    }
+    Ok(calls as f64 / started.elapsed().as_secs_f64())
+}
+
+/// (batches, items, largest batch, histogram text) from the operator's ledger view.
+async fn ledger_items(operator: &Client) -> anyhow::Result<(u64, u64, u64, String)> {
+    let view: Value = operator.send_json(operator.request(reqwest::Method::GET, "/v1/admin/ledger")).await?;
+    let sequencer = &view["sequencer"];
+    let histogram: Vec<String> = sequencer["batch_sizes"]
+        .as_array()
+        .map(|buckets| {
+            buckets
+                .iter()
+                .filter(|b| b[1].as_u64() != Some(0))
+                .map(|b| format!("≤{}: {}", b[0].as_u64().map(|n| n.to_string()).unwrap_or("∞".into()), b[1]))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((
+        sequencer["batches"].as_u64().unwrap_or(0),
+        sequencer["items"].as_u64().unwrap_or(0),
+        sequencer["largest_batch"].as_u64().unwrap_or(0),
+        histogram.join(", "),
+    ))
+}
+
+fn store_now() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
