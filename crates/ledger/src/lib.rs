@@ -151,6 +151,10 @@ pub struct Leg {
 pub enum Command {
     /// Moves tokens now.
     Transfer(Transfer),
+    /// Moves tokens once per `id` (an outside reference, such as a deposit's
+    /// payment id): a retry with the same id and the same transfer succeeds
+    /// and changes nothing; the same id with another transfer is refused.
+    Once { id: String, transfer: Transfer },
     /// Several transfers that happen all together or not at all.
     Linked(Vec<Transfer>),
     /// Reserves tokens on an account.
@@ -165,6 +169,8 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Effects {
     pub transfers: Vec<Transfer>,
+    /// A [`Command::Once`] whose id was applied before: nothing moved.
+    pub replayed: bool,
     pub hold_placed: Option<Hold>,
     pub hold_resolved: Option<HoldId>,
 }
@@ -189,6 +195,8 @@ pub enum LedgerError {
     LegsDoNotMatchHold { legs: u64, held: u64 },
     #[error("the amount would overflow an account's totals")]
     Overflow,
+    #[error("'{0}' was already used for a different transfer")]
+    IdReused(String),
 }
 
 /// The accounts and holds a batch of commands may touch.
@@ -196,6 +204,8 @@ pub enum LedgerError {
 pub struct LedgerState {
     pub accounts: HashMap<AccountId, AccountState>,
     pub holds: HashMap<HoldId, Hold>,
+    /// Transfers applied by [`Command::Once`], by id (those a batch names).
+    pub applied: HashMap<String, Transfer>,
 }
 
 impl LedgerState {
@@ -204,6 +214,15 @@ impl LedgerState {
         match command {
             Command::Transfer(transfer) => self.apply_linked(vec![transfer], None),
             Command::Linked(transfers) => self.apply_linked(transfers, None),
+            Command::Once { id, transfer } => match self.applied.get(&id) {
+                Some(first) if *first == transfer => Ok(Effects { replayed: true, ..Effects::default() }),
+                Some(_) => Err(LedgerError::IdReused(id)),
+                None => {
+                    let effects = self.apply_linked(vec![transfer.clone()], None)?;
+                    self.applied.insert(id, transfer);
+                    Ok(effects)
+                }
+            },
             Command::Reserve(hold) => self.reserve(hold),
             Command::Post { hold, legs, reference } => {
                 let placed = self.holds.get(&hold).ok_or(LedgerError::UnknownHold(hold))?.clone();
@@ -310,7 +329,7 @@ impl LedgerState {
             self.holds.remove(&h.id);
             h.id
         });
-        Ok(Effects { transfers, hold_placed: None, hold_resolved })
+        Ok(Effects { transfers, replayed: false, hold_placed: None, hold_resolved })
     }
 
     /// Debits equal credits over the accounts held here, and each pending

@@ -21,17 +21,51 @@ fn amount(units: u64) -> Amount {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Deposit { user: usize, units: u64 },
-    Pay { from: usize, to: usize, units: u64 },
-    Reserve { hold: i64, user: usize, units: u64, ttl_ms: i64 },
-    Post { hold: i64, creator: usize },
-    PostWrongAmount { hold: i64 },
-    Void { hold: i64 },
+    Deposit {
+        user: usize,
+        units: u64,
+    },
+    /// Retries the n-th deposit by its id: unchanged, or with another amount.
+    RetryDeposit {
+        nth: usize,
+        same: bool,
+    },
+    Pay {
+        from: usize,
+        to: usize,
+        units: u64,
+    },
+    Reserve {
+        hold: i64,
+        user: usize,
+        units: u64,
+        ttl_ms: i64,
+    },
+    Post {
+        hold: i64,
+        creator: usize,
+    },
+    PostWrongAmount {
+        hold: i64,
+    },
+    Void {
+        hold: i64,
+    },
     Expire,
-    Tick { ms: i64 },
-    PayoutRequest { user: usize, units: u64 },
-    PayoutComplete { units: u64 },
-    PayoutReject { user: usize, units: u64 },
+    Tick {
+        ms: i64,
+    },
+    PayoutRequest {
+        user: usize,
+        units: u64,
+    },
+    PayoutComplete {
+        units: u64,
+    },
+    PayoutReject {
+        user: usize,
+        units: u64,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -40,6 +74,7 @@ fn step() -> impl Strategy<Value = Step> {
     let hold = 1i64..12;
     prop_oneof![
         (user.clone(), units.clone()).prop_map(|(user, units)| Step::Deposit { user, units }),
+        (0usize..8, any::<bool>()).prop_map(|(nth, same)| Step::RetryDeposit { nth, same }),
         (user.clone(), user.clone(), units.clone()).prop_map(|(from, to, units)| Step::Pay { from, to, units }),
         (hold.clone(), user.clone(), units.clone(), 1i64..50).prop_map(|(hold, user, units, ttl_ms)| Step::Reserve {
             hold,
@@ -80,11 +115,24 @@ proptest! {
         let mut state = fresh();
         let mut now = 0i64;
         let mut deposited: u128 = 0;
+        let mut deposits: Vec<(String, Transfer)> = vec![];
         let mut paid_out: u128 = 0;
         for step in steps {
             let before = state.clone();
             let command = match &step {
-                Step::Deposit { user, units } => Some(transfer(ISSUER, USERS[*user], *units, TransferKind::Deposit)),
+                Step::Deposit { user, units } => {
+                    let id = format!("wire-{}", deposits.len());
+                    let transfer = Transfer { debit: ISSUER, credit: USERS[*user], amount: amount(*units), kind: TransferKind::Deposit, reference: id.clone() };
+                    deposits.push((id.clone(), transfer.clone()));
+                    Some(Command::Once { id, transfer })
+                }
+                Step::RetryDeposit { nth, same } => deposits.get(*nth).map(|(id, transfer)| {
+                    let mut transfer = transfer.clone();
+                    if !same {
+                        transfer.amount = amount(transfer.amount.minor_units() + 1);
+                    }
+                    Command::Once { id: id.clone(), transfer }
+                }),
                 Step::Pay { from, to, units } => Some(transfer(USERS[*from], USERS[*to], *units, TransferKind::InferenceCreator)),
                 Step::Reserve { hold, user, units, ttl_ms } => Some(Command::Reserve(Hold {
                     id: *hold, account: USERS[*user], amount: amount(*units), expires_at_ms: now + ttl_ms,
@@ -140,6 +188,11 @@ proptest! {
                             let after = state.clone();
                             prop_assert!(matches!(state.execute(command, now), Err(LedgerError::DuplicateHold(_))));
                             prop_assert_eq!(&state, &after);
+                        }
+                        if let Step::RetryDeposit { same, .. } = step {
+                            // A retried id changes nothing.
+                            prop_assert!(same && effects.replayed && effects.transfers.is_empty());
+                            prop_assert_eq!(&state, &before);
                         }
                         match step {
                             Step::Deposit { units, .. } => deposited += units as u128,

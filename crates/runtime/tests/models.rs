@@ -146,3 +146,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_cache_keeps_models_within_its_byte_budget_least_recently_used_first_out() {
+    use std::sync::Arc;
+
+    use domain::Sha256;
+    use runtime::ModelCache;
+
+    let linear = Arc::new(load_model(&fixture("linear.onnx"), &LIMITS).unwrap());
+    let mlp = Arc::new(load_model(&fixture("mlp.onnx"), &LIMITS).unwrap());
+    let conv = Arc::new(load_model(&fixture("conv.onnx"), &LIMITS).unwrap());
+    let (a, b, c) = (Sha256::digest(b"linear"), Sha256::digest(b"mlp"), Sha256::digest(b"conv"));
+    // Room for two of the three.
+    let cache = ModelCache::new(linear.cost_bytes + mlp.cost_bytes + conv.cost_bytes - 1);
+    cache.insert(a, linear.clone());
+    cache.insert(b, mlp.clone());
+    assert!(cache.get(&a).is_some(), "touch linear: mlp is now the least recently used");
+    cache.insert(c, conv.clone());
+    assert!(cache.get(&b).is_none(), "mlp was evicted");
+    assert!(cache.get(&a).is_some() && cache.get(&c).is_some());
+    assert_eq!(cache.usage(), (2, linear.cost_bytes + conv.cost_bytes));
+    // A model larger than the whole budget is not kept, and evicts nothing.
+    let tiny = ModelCache::new(1);
+    tiny.insert(a, linear);
+    assert_eq!(tiny.usage(), (0, 0));
+}

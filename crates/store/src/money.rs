@@ -97,8 +97,8 @@ pub struct TransferRecord {
 pub struct BatchOutcome {
     pub transfers: Vec<TransferRecord>,
     pub payout: Option<PayoutRecord>,
-    /// A deposit whose reference was seen before, with the same account and
-    /// amount: nothing moved, `transfers` is the original.
+    /// A [`Command::Once`] whose id was applied before with the same
+    /// transfer: nothing moved, `transfers` is the original.
     pub replayed: bool,
 }
 
@@ -106,8 +106,6 @@ pub struct BatchOutcome {
 pub enum ItemError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    #[error("a deposit with reference '{0}' exists with another account or amount")]
-    DepositConflict(String),
     #[error("payout {0} is not waiting to be resolved")]
     PayoutNotRequested(i64),
 }
@@ -397,9 +395,14 @@ async fn load_state(
 ) -> Result<(LedgerState, HashMap<AccountId, String>), StoreError> {
     let mut account_ids: HashSet<AccountId> = HashSet::new();
     let mut hold_ids: HashSet<HoldId> = HashSet::new();
+    let mut external_ids: HashSet<String> = HashSet::new();
     for item in items {
         match &item.command {
             Command::Transfer(t) => account_ids.extend([t.debit, t.credit]),
+            Command::Once { id, transfer: t } => {
+                account_ids.extend([t.debit, t.credit]);
+                external_ids.insert(id.clone());
+            }
             Command::Linked(ts) => account_ids.extend(ts.iter().flat_map(|t| [t.debit, t.credit])),
             Command::Reserve(hold) => {
                 account_ids.insert(hold.account);
@@ -424,6 +427,25 @@ async fn load_state(
             account_ids.insert(account);
             let amount = amount_from(row.try_get("amount")?)?;
             state.holds.insert(id, Hold { id, account, amount, expires_at_ms: row.try_get("expires_at")? });
+        }
+    }
+    for id in external_ids {
+        let row = sqlx::query(
+            "SELECT debit_account_id, credit_account_id, amount, kind, reference FROM transfers WHERE external_id = ?",
+        )
+        .bind(&id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = row {
+            let kind: String = row.try_get("kind")?;
+            let transfer = ledger::Transfer {
+                debit: row.try_get("debit_account_id")?,
+                credit: row.try_get("credit_account_id")?,
+                amount: amount_from(row.try_get("amount")?)?,
+                kind: TransferKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("transfer kind {kind}")))?,
+                reference: row.try_get("reference")?,
+            };
+            state.applied.insert(id, transfer);
         }
     }
     let mut names = HashMap::new();
@@ -452,27 +474,6 @@ async fn apply_item(
     now: i64,
     resolved_payouts: &mut HashSet<i64>,
 ) -> Result<Result<BatchOutcome, ItemError>, StoreError> {
-    // A deposit's reference identifies it across retries.
-    if let Command::Transfer(t) = &item.command
-        && t.kind == TransferKind::Deposit
-    {
-        let existing = sqlx::query(
-            "SELECT t.id, d.name AS debit_name, c.name AS credit_name, t.amount, t.kind, t.reference, t.created_at, t.credit_account_id \
-             FROM transfers t JOIN accounts d ON d.id = t.debit_account_id JOIN accounts c ON c.id = t.credit_account_id \
-             WHERE t.kind = 'deposit' AND t.reference = ?",
-        )
-        .bind(&t.reference)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(row) = existing {
-            let record = transfer_from_row(&row)?;
-            let credit: i64 = row.try_get("credit_account_id")?;
-            if credit != t.credit || record.amount != t.amount {
-                return Ok(Err(ItemError::DepositConflict(t.reference.clone())));
-            }
-            return Ok(Ok(BatchOutcome { transfers: vec![record], payout: None, replayed: true }));
-        }
-    }
     if let Some(PayoutChange::Resolve { payout_id, .. }) = &item.payout {
         let current: Option<String> = sqlx::query_scalar("SELECT state FROM payouts WHERE id = ?")
             .bind(payout_id)
@@ -486,6 +487,15 @@ async fn apply_item(
         Ok(effects) => effects,
         Err(error) => return Ok(Err(ItemError::Ledger(error))),
     };
+    let external_id = match &item.command {
+        Command::Once { id, .. } => Some(id.as_str()),
+        _ => None,
+    };
+    if effects.replayed {
+        let id = external_id.expect("only Once commands replay");
+        let row = sqlx::query(TRANSFER_SELECT_BY_EXTERNAL_ID).bind(id).fetch_one(&mut **tx).await?;
+        return Ok(Ok(BatchOutcome { transfers: vec![transfer_from_row(&row)?], payout: None, replayed: true }));
+    }
     if let Some(hold) = &effects.hold_placed {
         sqlx::query("INSERT INTO holds (id, account_id, amount, expires_at, created_at) VALUES (?, ?, ?, ?, ?)")
             .bind(hold.id)
@@ -502,8 +512,8 @@ async fn apply_item(
     let mut transfers = Vec::with_capacity(effects.transfers.len());
     for transfer in &effects.transfers {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO transfers (debit_account_id, credit_account_id, amount, kind, reference, model_id, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO transfers (debit_account_id, credit_account_id, amount, kind, reference, model_id, external_id, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(transfer.debit)
         .bind(transfer.credit)
@@ -511,6 +521,7 @@ async fn apply_item(
         .bind(transfer.kind.as_str())
         .bind(&transfer.reference)
         .bind(item.model_id)
+        .bind(external_id)
         .bind(now)
         .fetch_one(&mut **tx)
         .await?;
@@ -560,6 +571,10 @@ async fn apply_item(
     };
     Ok(Ok(BatchOutcome { transfers, payout, replayed: false }))
 }
+
+static TRANSFER_SELECT_BY_EXTERNAL_ID: &str = "SELECT t.id, d.name AS debit_name, c.name AS credit_name, t.amount, t.kind, t.reference, t.created_at \
+     FROM transfers t JOIN accounts d ON d.id = t.debit_account_id JOIN accounts c ON c.id = t.credit_account_id \
+     WHERE t.external_id = ?";
 
 const PAYOUT_SELECT_BY_ID: &str = "SELECT p.id, p.account_id, a.name, p.amount, p.state, p.reference, p.created_at, p.resolved_at \
      FROM payouts p JOIN accounts a ON a.id = p.account_id WHERE p.id = ?";

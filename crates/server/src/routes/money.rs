@@ -52,7 +52,9 @@ pub(crate) fn item_error(error: ItemError) -> ApiError {
                 available.max(0)
             ))
         }
-        ItemError::DepositConflict(_) | ItemError::PayoutNotRequested(_) => ApiError::conflict(error.to_string()),
+        ItemError::Ledger(LedgerError::IdReused(_)) | ItemError::PayoutNotRequested(_) => {
+            ApiError::conflict(error.to_string())
+        }
         ItemError::Ledger(other) => ApiError::internal(other),
     }
 }
@@ -111,9 +113,11 @@ pub async fn deposit(
     let amount = positive_amount(&request.amount)?;
     let reference = reference(&request.reference, true)?;
     let account = user_account(&state, &request.account).await?;
+    // The reference identifies the deposit: a retry finds it instead of paying twice.
+    let id = format!("deposit:{reference}");
     let transfer =
         Transfer { debit: state.system.issuer, credit: account, amount, kind: TransferKind::Deposit, reference };
-    let outcome = state.sequencer.submit(BatchItem::new(Command::Transfer(transfer))).await?.map_err(item_error)?;
+    let outcome = state.sequencer.submit(BatchItem::new(Command::Once { id, transfer })).await?.map_err(item_error)?;
     let record = outcome.transfers.first().ok_or_else(|| ApiError::internal("a deposit recorded no transfer"))?;
     Ok((StatusCode::CREATED, Json(TransferView::from(record))))
 }

@@ -30,13 +30,14 @@ CREATE TABLE transfers (
     reference         TEXT    NOT NULL,
     -- The model an inference transfer pays for.
     model_id          INTEGER REFERENCES models (id),
+    -- Set for transfers applied once per outside id (deposits): a retry
+    -- with the same id finds this row instead of moving tokens again.
+    external_id       TEXT UNIQUE,
     created_at        INTEGER NOT NULL,
     CHECK (debit_account_id <> credit_account_id)
 );
 CREATE INDEX transfers_by_debit ON transfers (debit_account_id, id);
 CREATE INDEX transfers_by_credit ON transfers (credit_account_id, id);
--- A deposit's outside reference identifies it: a retried deposit is found, not repeated.
-CREATE UNIQUE INDEX deposits_by_reference ON transfers (reference) WHERE kind = 'deposit';
 
 CREATE TABLE payouts (
     id          INTEGER PRIMARY KEY,
