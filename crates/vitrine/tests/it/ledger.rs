@@ -256,7 +256,8 @@ async fn a_retry_while_the_first_call_runs_gets_409() {
         }
     };
     let first = tokio::spawn(call(api.clone()));
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The slow model runs for over a second; retry while it is running.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     call(api.clone()).await.error(409, "conflict");
     let first = first.await.unwrap();
     first.ok(200);

@@ -49,7 +49,8 @@ async fn sigterm_lets_requests_in_flight_finish() {
         let alice = alice.clone();
         async move { api.post("/v1/models/alice/slow/infer", Some(&alice), body).await }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The slow model runs for over a second; signal while it is running.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     crate::support::signal(server.pid(), "TERM");
     let answer = in_flight.await.unwrap();
     assert_eq!(answer.ok(200)["outputs"]["y"]["shape"], json!([]));

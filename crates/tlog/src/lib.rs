@@ -1,0 +1,22 @@
+//! The transparency log's formats and mathematics, as pure functions.
+//!
+//! - [`leaf`]: the receipt leaf, one canonical binary encoding, byte by byte.
+//! - [`merkle`]: RFC 6962 / RFC 9162 hashing (`0x00` leaf prefix, `0x01` node
+//!   prefix), roots, inclusion and consistency proofs and their verifiers,
+//!   computed from the hashes of complete subtrees ([`NodeSource`]), and the
+//!   [`Frontier`] that appends leaves.
+//! - [`note`]: C2SP `tlog-checkpoint` bodies signed as C2SP `signed-note`s
+//!   with Ed25519, and receipt signatures.
+//!
+//! This crate knows nothing about SQL or HTTP.
+
+pub mod leaf;
+pub mod merkle;
+pub mod note;
+
+pub use leaf::{LeafError, ReceiptLeaf, caller_pseudonym, caller_secret};
+pub use merkle::{
+    Frontier, Hash, MemoryTree, NodeSource, consistency_proof, empty_root, inclusion_proof, leaf_hash, node_hash, root,
+    verify_consistency, verify_inclusion,
+};
+pub use note::{Checkpoint, NoteError, NoteKey, NoteVerifier};
