@@ -58,6 +58,12 @@ pub struct Config {
     pub dev: bool,
     /// Minor units one faucet call may give.
     pub faucet_amount_max: u64,
+    /// The log's origin line and key name in checkpoints; unique per market.
+    pub log_origin: String,
+    /// How often a new checkpoint is signed while leaves arrive.
+    pub checkpoint_interval_ms: u64,
+    /// Leaves one `GET /v1/log/entries` returns at most (400 above it).
+    pub log_entries_page_max: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +102,9 @@ impl Default for Config {
             ledger_batch_max: 512,
             dev: false,
             faucet_amount_max: 1_000 * 10u64.pow(domain::DEFAULT_DECIMALS),
+            log_origin: "vitrine.local/log".to_owned(),
+            checkpoint_interval_ms: 1000,
+            log_entries_page_max: 1000,
         }
     }
 }
@@ -168,6 +177,12 @@ impl Config {
         }
         if domain::AccountName::node(&self.node_id).is_err() {
             return invalid("node_id must be lowercase letters, digits and dashes (it names the account node-<id>)");
+        }
+        if self.log_origin.is_empty() || self.log_origin.contains(|c: char| c.is_whitespace() || c == '+') {
+            return invalid("log_origin must be non-empty, without spaces or '+' (for example example.com/log)");
+        }
+        if self.checkpoint_interval_ms == 0 || self.log_entries_page_max == 0 {
+            return invalid("checkpoint_interval_ms and log_entries_page_max must be positive");
         }
         if self.token_decimals > 18 || self.ledger_batch_max == 0 {
             return invalid("token_decimals must be at most 18 and ledger_batch_max positive");

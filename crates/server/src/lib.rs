@@ -7,12 +7,13 @@
 pub mod config;
 pub mod error;
 mod extract;
+pub mod log;
 mod routes;
 mod sequencer;
 mod wire;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
@@ -49,6 +50,7 @@ pub struct AppState {
     pub fee_split: ledger::FeeSplit,
     /// The ledger's own accounts.
     pub system: SystemAccounts,
+    pub log_keys: Arc<log::LogKeys>,
 }
 
 /// Account ids of the ledger's own accounts, created at start.
@@ -107,8 +109,14 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     if totals.debits != totals.credits || totals.balances != totals.deposited - totals.paid_out {
         return Err(StartError(format!("the ledger does not balance: {totals:?}")));
     }
-    spawn_maintenance(store.clone(), config.idempotency_window_ms);
+    let node_name = AccountName::node(&config.node_id).map_err(|e| e.to_string())?;
+    let log_keys = Arc::new(log::LogKeys::load_or_create(&data_dir, &config.log_origin, &node_name)?);
+    // A log always has a checkpoint to serve, the empty one at first; and
+    // leaves appended before a stop get theirs now.
+    log::sign_checkpoint_if_grown(&store, &log_keys).await?;
+    spawn_maintenance(store.clone(), log_keys.clone(), &config);
     let state = AppState {
+        log_keys,
         sequencer: sequencer::Sequencer::start(store.clone(), config.ledger_batch_max),
         fee_split: config.fee_split().map_err(|e| e.to_string())?,
         system,
@@ -136,13 +144,25 @@ async fn ensure_system_accounts(store: &Store, config: &Config) -> Result<System
     })
 }
 
-/// Voids expired holds every second and forgets old idempotency keys every minute.
-fn spawn_maintenance(store: Store, idempotency_window_ms: u64) {
+/// Signs a checkpoint every `checkpoint_interval_ms` while leaves arrive,
+/// voids expired holds every second and forgets old idempotency keys every
+/// minute.
+fn spawn_maintenance(store: Store, log_keys: Arc<log::LogKeys>, config: &Config) {
+    let idempotency_window_ms = config.idempotency_window_ms;
+    let interval = std::time::Duration::from_millis(config.checkpoint_interval_ms);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut tick = tokio::time::interval(interval);
+        let mut last_housekeeping = std::time::Instant::now();
         let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
+            if let Err(error) = log::sign_checkpoint_if_grown(&store, &log_keys).await {
+                tracing::error!(%error, "signing a checkpoint failed");
+            }
+            if last_housekeeping.elapsed() < std::time::Duration::from_secs(1) {
+                continue;
+            }
+            last_housekeeping = std::time::Instant::now();
             ticks += 1;
             if let Err(error) = store.expire_holds(store::now_ms()).await {
                 tracing::warn!(%error, "expiring holds failed");
@@ -170,7 +190,7 @@ async fn ensure_operator(store: &Store, data_dir: &Path) -> Result<Option<ApiKey
     Ok(Some(key))
 }
 
-fn write_secret(path: &PathBuf, secret: &str) -> std::io::Result<()> {
+pub(crate) fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
@@ -189,7 +209,7 @@ fn write_secret(path: &PathBuf, secret: &str) -> std::io::Result<()> {
 #[openapi(
     info(title = "Vitrine", description = "A model marketplace with usage you can see and verify."),
     modifiers(&SecurityAddon),
-    tags((name = "accounts"), (name = "money"), (name = "models"), (name = "inference"), (name = "meta"))
+    tags((name = "accounts"), (name = "money"), (name = "log"), (name = "models"), (name = "inference"), (name = "meta"))
 )]
 struct ApiDoc;
 
@@ -218,6 +238,13 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::money::reject_payout))
         .routes(routes!(routes::money::ledger_view))
         .routes(routes!(routes::money::account_view))
+        .routes(routes!(routes::log::checkpoint))
+        .routes(routes!(routes::log::key))
+        .routes(routes!(routes::log::entries))
+        .routes(routes!(routes::log::inclusion))
+        .routes(routes!(routes::log::consistency))
+        .routes(routes!(routes::log::receipt))
+        .routes(routes!(routes::log::pseudonym))
         .routes(routes!(routes::models::create_model, routes::models::list_models))
         .routes(routes!(routes::models::get_model, routes::models::update_model))
         .routes(routes!(routes::models::list_versions))

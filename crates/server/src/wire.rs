@@ -82,6 +82,8 @@ pub struct TransferView {
     pub debit_account: String,
     pub credit_account: String,
     pub reference: String,
+    /// The log leaf (receipt) of the inference this transfer paid for.
+    pub log_index: Option<u64>,
     pub created_at: String,
 }
 
@@ -94,6 +96,7 @@ impl From<&store::TransferRecord> for TransferView {
             debit_account: t.debit_account.clone(),
             credit_account: t.credit_account.clone(),
             reference: t.reference.clone(),
+            log_index: t.log_index,
             created_at: timestamp(t.created_at_ms),
         }
     }

@@ -14,8 +14,11 @@ use crate::{StoreError, now_ms, signature};
 
 /// Schema migrations, applied in order at start, each in one transaction.
 /// Append only: a migration that has shipped is never edited.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("migrations/0001_registry.sql")), (2, include_str!("migrations/0002_ledger.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_registry.sql")),
+    (2, include_str!("migrations/0002_ledger.sql")),
+    (3, include_str!("migrations/0003_log.sql")),
+];
 
 /// Connections in the pool. SQLite allows one writer at a time anyway; more
 /// connections only serve concurrent reads.

@@ -7,11 +7,13 @@
 
 mod blobs;
 mod db;
+mod log;
 mod money;
 mod signature;
 
 pub use blobs::{BlobStore, BlobWriter, FinishedBlob};
 pub use db::{Account, AccountKind, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel, Store, Version};
+pub use log::{LogEntry, StoredCheckpoint};
 pub use money::{
     BatchItem, BatchOutcome, IdempotencyStart, ItemError, LedgerTotals, PayoutChange, PayoutRecord, PayoutState,
     TransferRecord,

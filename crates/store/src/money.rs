@@ -23,11 +23,14 @@ pub struct BatchItem {
     /// Completes an idempotency key with the answer to replay: (account, key, response).
     pub idempotency: Option<(i64, String, String)>,
     pub payout: Option<PayoutChange>,
+    /// A receipt leaf and its signature, appended to the log if the command
+    /// succeeds; its index goes on the item's transfers and idempotency key.
+    pub leaf: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl BatchItem {
     pub fn new(command: Command) -> BatchItem {
-        BatchItem { command, model_id: None, idempotency: None, payout: None }
+        BatchItem { command, model_id: None, idempotency: None, payout: None, leaf: None }
     }
 }
 
@@ -89,6 +92,8 @@ pub struct TransferRecord {
     pub amount: Amount,
     pub kind: TransferKind,
     pub reference: String,
+    /// The log leaf of the inference this transfer paid for.
+    pub log_index: Option<u64>,
     pub created_at_ms: i64,
 }
 
@@ -97,6 +102,8 @@ pub struct TransferRecord {
 pub struct BatchOutcome {
     pub transfers: Vec<TransferRecord>,
     pub payout: Option<PayoutRecord>,
+    /// Where the item's receipt leaf went in the log.
+    pub log_index: Option<u64>,
     /// A [`Command::Once`] whose id was applied before with the same
     /// transfer: nothing moved, `transfers` is the original.
     pub replayed: bool,
@@ -132,8 +139,9 @@ pub struct LedgerTotals {
 pub enum IdempotencyStart {
     /// The key is new: run the call.
     Started,
-    /// The same request finished before: here is its answer.
-    Replay(String),
+    /// The same request finished before: here is its answer, and the log
+    /// index of its receipt if it was paid.
+    Replay(String, Option<u64>),
     /// The same request is still running.
     InProgress,
     /// The key was used for a different request.
@@ -170,8 +178,12 @@ impl Store {
         let before = state.accounts.clone();
         let mut outcomes = Vec::with_capacity(items.len());
         let mut resolved_payouts = HashSet::new();
+        // The log's edge is read once, and only by batches that append.
+        let mut frontier =
+            if items.iter().any(|i| i.leaf.is_some()) { Some(crate::log::load_frontier(&mut tx).await?) } else { None };
         for item in items {
-            let outcome = apply_item(&mut tx, &mut state, &names, item, now, &mut resolved_payouts).await?;
+            let outcome =
+                apply_item(&mut tx, &mut state, &names, item, now, &mut resolved_payouts, frontier.as_mut()).await?;
             outcomes.push(outcome);
         }
         // Invariant 1 at the batch's edge: the batch moved as much in as out,
@@ -258,7 +270,7 @@ impl Store {
         limit: u32,
     ) -> Result<(Vec<TransferRecord>, Option<i64>), StoreError> {
         let rows = sqlx::query(
-            "SELECT t.id, d.name AS debit_name, c.name AS credit_name, t.amount, t.kind, t.reference, t.created_at \
+            "SELECT t.id, d.name AS debit_name, c.name AS credit_name, t.amount, t.kind, t.reference, t.log_index, t.created_at \
              FROM transfers t JOIN accounts d ON d.id = t.debit_account_id JOIN accounts c ON c.id = t.credit_account_id \
              WHERE (t.debit_account_id = ?1 OR t.credit_account_id = ?1) AND t.id < ?2 ORDER BY t.id DESC LIMIT ?3",
         )
@@ -317,19 +329,21 @@ impl Store {
             .bind(now - window_ms)
             .execute(&mut *tx)
             .await?;
-        let existing =
-            sqlx::query("SELECT request_sha256, response FROM idempotency_keys WHERE account_id = ? AND key = ?")
-                .bind(account_id)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let existing = sqlx::query(
+            "SELECT request_sha256, response, log_index FROM idempotency_keys WHERE account_id = ? AND key = ?",
+        )
+        .bind(account_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
         let start = match existing {
             Some(row) => {
                 let stored: String = row.try_get("request_sha256")?;
                 let response: Option<String> = row.try_get("response")?;
+                let log_index: Option<i64> = row.try_get("log_index")?;
                 match (stored == request.to_hex(), response) {
                     (false, _) => IdempotencyStart::Mismatch,
-                    (true, Some(response)) => IdempotencyStart::Replay(response),
+                    (true, Some(response)) => IdempotencyStart::Replay(response, log_index.map(|i| i as u64)),
                     (true, None) => IdempotencyStart::InProgress,
                 }
             }
@@ -473,6 +487,7 @@ async fn apply_item(
     item: &BatchItem,
     now: i64,
     resolved_payouts: &mut HashSet<i64>,
+    frontier: Option<&mut tlog::Frontier>,
 ) -> Result<Result<BatchOutcome, ItemError>, StoreError> {
     if let Some(PayoutChange::Resolve { payout_id, .. }) = &item.payout {
         let current: Option<String> = sqlx::query_scalar("SELECT state FROM payouts WHERE id = ?")
@@ -494,8 +509,19 @@ async fn apply_item(
     if effects.replayed {
         let id = external_id.expect("only Once commands replay");
         let row = sqlx::query(TRANSFER_SELECT_BY_EXTERNAL_ID).bind(id).fetch_one(&mut **tx).await?;
-        return Ok(Ok(BatchOutcome { transfers: vec![transfer_from_row(&row)?], payout: None, replayed: true }));
+        return Ok(Ok(BatchOutcome {
+            transfers: vec![transfer_from_row(&row)?],
+            payout: None,
+            log_index: None,
+            replayed: true,
+        }));
     }
+    let log_index = match (&item.leaf, frontier) {
+        (Some((leaf, signature)), Some(frontier)) => {
+            Some(crate::log::append_leaf(tx, frontier, leaf, signature, now).await? as i64)
+        }
+        _ => None,
+    };
     if let Some(hold) = &effects.hold_placed {
         sqlx::query("INSERT INTO holds (id, account_id, amount, expires_at, created_at) VALUES (?, ?, ?, ?, ?)")
             .bind(hold.id)
@@ -512,8 +538,8 @@ async fn apply_item(
     let mut transfers = Vec::with_capacity(effects.transfers.len());
     for transfer in &effects.transfers {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO transfers (debit_account_id, credit_account_id, amount, kind, reference, model_id, external_id, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO transfers (debit_account_id, credit_account_id, amount, kind, reference, model_id, external_id, log_index, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(transfer.debit)
         .bind(transfer.credit)
@@ -522,6 +548,7 @@ async fn apply_item(
         .bind(&transfer.reference)
         .bind(item.model_id)
         .bind(external_id)
+        .bind(log_index)
         .bind(now)
         .fetch_one(&mut **tx)
         .await?;
@@ -533,12 +560,14 @@ async fn apply_item(
             amount: transfer.amount,
             kind: transfer.kind,
             reference: transfer.reference.clone(),
+            log_index: log_index.map(|i| i as u64),
             created_at_ms: now,
         });
     }
     if let Some((account_id, key, response)) = &item.idempotency {
-        sqlx::query("UPDATE idempotency_keys SET response = ? WHERE account_id = ? AND key = ?")
+        sqlx::query("UPDATE idempotency_keys SET response = ?, log_index = ? WHERE account_id = ? AND key = ?")
             .bind(response)
+            .bind(log_index)
             .bind(account_id)
             .bind(key)
             .execute(&mut **tx)
@@ -569,10 +598,10 @@ async fn apply_item(
             Some(fetch_payout(tx, *payout_id).await?)
         }
     };
-    Ok(Ok(BatchOutcome { transfers, payout, replayed: false }))
+    Ok(Ok(BatchOutcome { transfers, payout, log_index: log_index.map(|i| i as u64), replayed: false }))
 }
 
-static TRANSFER_SELECT_BY_EXTERNAL_ID: &str = "SELECT t.id, d.name AS debit_name, c.name AS credit_name, t.amount, t.kind, t.reference, t.created_at \
+const TRANSFER_SELECT_BY_EXTERNAL_ID: &str = "SELECT t.id, d.name AS debit_name, c.name AS credit_name, t.amount, t.kind, t.reference, t.log_index, t.created_at \
      FROM transfers t JOIN accounts d ON d.id = t.debit_account_id JOIN accounts c ON c.id = t.credit_account_id \
      WHERE t.external_id = ?";
 
@@ -614,6 +643,7 @@ fn transfer_from_row(row: &SqliteRow) -> Result<TransferRecord, StoreError> {
         amount: amount_from(row.try_get("amount")?)?,
         kind: TransferKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("transfer kind {kind}")))?,
         reference: row.try_get("reference")?,
+        log_index: row.try_get::<Option<i64>, _>("log_index")?.map(|i| i as u64),
         created_at_ms: row.try_get("created_at")?,
     })
 }

@@ -11,16 +11,20 @@ use domain::{Amount, Sha256};
 use ledger::{Command, Hold, Leg, TransferKind};
 use runtime::{InputError, LoadedModel, RunError, Signature, Tensor};
 use store::{Account, BatchItem, IdempotencyStart, ModelRecord, Version};
+use tlog::ReceiptLeaf;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, Caller};
+use crate::log::{log_model_label, receipt_json};
 use crate::routes::models::visible_model;
 use crate::routes::money::item_error;
 use crate::wire::{InferRequest, InferResponse, TensorOut};
 
 /// Idempotency keys are the client's; bounded like every such field.
 const IDEMPOTENCY_KEY_CHARS_MAX: usize = 255;
+/// `X-App` tags likewise.
+const APP_TAG_CHARS_MAX: usize = 64;
 
 /// Runs the model's latest version.
 #[utoipa::path(post, path = "/v1/models/{owner}/{name}/infer", tag = "inference",
@@ -95,8 +99,9 @@ async fn infer(
     request: InferRequest,
     started: Instant,
 ) -> ApiResult<Response> {
+    let app = app_tag(headers)?;
     let Some(key) = idempotency_key(headers)? else {
-        return charge_and_run(state, caller, model, version, request, None, started).await.map(json_response);
+        return charge_and_run(state, caller, model, version, request, &app, None, started).await.map(json_response);
     };
     let fingerprint = format!(
         "{}/{}@{version}\n{}",
@@ -106,7 +111,17 @@ async fn infer(
     );
     let window_ms = state.config.idempotency_window_ms as i64;
     match state.store.begin_idempotent(caller.id, &key, &Sha256::digest(fingerprint.as_bytes()), window_ms).await? {
-        IdempotencyStart::Replay(body) => return Ok(json_response(body)),
+        IdempotencyStart::Replay(body, log_index) => {
+            let receipt = match log_index {
+                Some(index) => {
+                    let entry = state.store.log_entries(index, index + 1).await?.pop();
+                    let entry = entry.ok_or_else(|| ApiError::internal(format!("leaf {index} is missing")))?;
+                    Some(receipt_json(index, &entry.leaf, &entry.signature)?)
+                }
+                None => None,
+            };
+            return Ok(json_response(with_receipt(&body, receipt)?));
+        }
         IdempotencyStart::InProgress => {
             return Err(ApiError::conflict("a call with this Idempotency-Key is still running; retry when it is done"));
         }
@@ -115,7 +130,7 @@ async fn infer(
         }
         IdempotencyStart::Started => {}
     }
-    let result = charge_and_run(state, caller, model, version, request, Some(&key), started).await;
+    let result = charge_and_run(state, caller, model, version, request, &app, Some(&key), started).await;
     if result.is_err() {
         // A failed call charged nothing; let a retry run it again.
         state.store.abandon_idempotent(caller.id, &key).await?;
@@ -125,6 +140,28 @@ async fn infer(
 
 fn json_response(body: String) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The answer kept for replays has `"receipt": null`; the receipt is rebuilt
+/// from the log, so a replay is byte for byte the first answer.
+fn with_receipt(stored: &str, receipt: Option<serde_json::Value>) -> ApiResult<String> {
+    let mut body: serde_json::Value = serde_json::from_str(stored).map_err(ApiError::internal)?;
+    body["receipt"] = receipt.unwrap_or(serde_json::Value::Null);
+    serde_json::to_string(&body).map_err(ApiError::internal)
+}
+
+/// `X-App`: which application made the call, for attribution. Free text
+/// from the caller, so bounded and plain.
+fn app_tag(headers: &HeaderMap) -> ApiResult<String> {
+    let Some(value) = headers.get("x-app") else { return Ok(String::new()) };
+    let tag = value.to_str().unwrap_or_default();
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/');
+    if tag.is_empty() || tag.len() > APP_TAG_CHARS_MAX || !tag.chars().all(plain) {
+        return Err(ApiError::bad_request(format!(
+            "X-App must be 1 to {APP_TAG_CHARS_MAX} characters: letters, digits, '.', '_', '-', ':' and '/'"
+        )));
+    }
+    Ok(tag.to_owned())
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
@@ -139,18 +176,21 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 }
 
 /// Checks the inputs, holds the price on the caller (402 before the model
-/// runs), runs the model, then posts the hold as the split transfers, or
-/// voids it if the call fails. Returns the answer's JSON once the charge is
-/// durable.
+/// runs), runs the model, then posts the hold as the split transfers and
+/// appends the signed receipt leaf in the same transaction, or voids the
+/// hold if the call fails. Returns the answer's JSON once both are durable.
+#[allow(clippy::too_many_arguments)]
 async fn charge_and_run(
     state: &AppState,
     caller: &Account,
     model: &ModelRecord,
     version: i64,
     request: InferRequest,
+    app: &str,
     idempotency_key: Option<&str>,
     started: Instant,
 ) -> ApiResult<String> {
+    let input_sha256 = Sha256::digest(serde_json::to_string(&request.inputs).map_err(ApiError::internal)?.as_bytes());
     let version: Version = state
         .store
         .version(model.id, version)
@@ -190,7 +230,9 @@ async fn charge_and_run(
             return Err(error);
         }
     };
-    let outputs = outputs.into_iter().map(|(name, tensor)| (name, TensorOut::from(tensor))).collect();
+    let outputs: BTreeMap<String, TensorOut> =
+        outputs.into_iter().map(|(name, tensor)| (name, TensorOut::from(tensor))).collect();
+    let output_sha256 = Sha256::digest(serde_json::to_string(&outputs).map_err(ApiError::internal)?.as_bytes());
     let response = InferResponse {
         model: format!("{}/{}", model.owner, model.name),
         outputs,
@@ -199,28 +241,49 @@ async fn charge_and_run(
         latency_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         receipt: None,
     };
-    let body = serde_json::to_string(&response).map_err(ApiError::internal)?;
-    let remember = idempotency_key.map(|key| (caller.id, key.to_owned(), body.clone()));
-    match hold {
-        Some(hold) => {
-            let reference = format!("{}/{}@{}", model.owner, model.name, version.version);
-            let item = BatchItem {
-                model_id: Some(model.id),
-                idempotency: remember,
-                ..BatchItem::new(Command::Post { hold, legs, reference })
-            };
-            if let Err(error) = state.sequencer.submit(item).await?.map_err(item_error) {
-                void_hold(state, hold).await;
-                return Err(error);
-            }
+    // Kept for replays without the receipt, which is rebuilt from the log.
+    let stored = serde_json::to_string(&response).map_err(ApiError::internal)?;
+    let remember = idempotency_key.map(|key| (caller.id, key.to_owned(), stored.clone()));
+    let Some(hold) = hold else {
+        if let Some((account, key, body)) = &remember {
+            state.store.finish_idempotent(*account, key, body).await?;
         }
-        None => {
-            if let Some((account, key, body)) = &remember {
-                state.store.finish_idempotent(*account, key, body).await?;
-            }
+        return with_receipt(&stored, None);
+    };
+    let leaf = ReceiptLeaf {
+        created_at_ms: store::now_ms(),
+        model: log_model_label(&model.owner, model.name.as_str(), model.visibility),
+        version: u32::try_from(version.version).map_err(ApiError::internal)?,
+        blob_sha256: version.blob_sha256,
+        caller: tlog::caller_pseudonym(&tlog::caller_secret(&state.log_keys.pseudonym, caller.id)),
+        app: app.to_owned(),
+        node: state.log_keys.node.name().to_owned(),
+        price: charged.minor_units(),
+        creator_share: if pays_self { 0 } else { shares.creator.minor_units() },
+        node_share: shares.node.minor_units(),
+        treasury_share: shares.treasury.minor_units(),
+        input_sha256,
+        output_sha256,
+        idempotency_key_sha256: idempotency_key.map(|k| Sha256::digest(k.as_bytes())),
+    };
+    let leaf = leaf.encode().map_err(ApiError::internal)?;
+    let signature = state.log_keys.node.sign(&leaf).to_vec();
+    let reference = format!("{}/{}@{}", model.owner, model.name, version.version);
+    let item = BatchItem {
+        model_id: Some(model.id),
+        idempotency: remember,
+        leaf: Some((leaf.clone(), signature.clone())),
+        ..BatchItem::new(Command::Post { hold, legs, reference })
+    };
+    let outcome = match state.sequencer.submit(item).await?.map_err(item_error) {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            void_hold(state, hold).await;
+            return Err(error);
         }
-    }
-    Ok(body)
+    };
+    let index = outcome.log_index.ok_or_else(|| ApiError::internal("a paid call was not logged"))?;
+    with_receipt(&stored, Some(receipt_json(index, &leaf, &signature)?))
 }
 
 async fn place_hold(state: &AppState, caller: &Account, amount: Amount) -> ApiResult<i64> {

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod inference;
+pub mod log;
 pub mod meta;
 pub mod models;
 pub mod money;

@@ -20,6 +20,12 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/models/{owner}/{name}/versions/{version}/infer"),
     ("get", "/v1/account/transfers"),
     ("post", "/v1/admin/deposits"),
+    ("get", "/v1/log/checkpoint"),
+    ("get", "/v1/log/key"),
+    ("get", "/v1/log/entries"),
+    ("get", "/v1/log/proof/inclusion"),
+    ("get", "/v1/log/proof/consistency"),
+    ("get", "/v1/receipts/{index}"),
 ];
 
 /// Every operation in the OpenAPI document is called on a live server, and
@@ -35,6 +41,13 @@ async fn every_documented_route_answers_as_documented() {
     let sha = version["blob_sha256"].as_str().unwrap().to_owned();
     let deposit = json!({"account": "alice", "amount": "1000", "reference": "setup"});
     api.post("/v1/admin/deposits", Some(&operator), deposit).await.ok(201);
+    // One paid call, so that the log has a leaf.
+    let bob = api.signup("bob").await;
+    let deposit = json!({"account": "bob", "amount": "1000", "reference": "setup-bob"});
+    api.post("/v1/admin/deposits", Some(&operator), deposit).await.ok(201);
+    api.patch("/v1/models/alice/linear", Some(&alice), json!({"price_per_inference": "10"})).await.ok(200);
+    let paid = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 4], "data": [1, 2, 3, 4]}}});
+    api.post("/v1/models/alice/linear/infer", Some(&bob), paid).await.ok(200);
     let payouts: Vec<i64> =
         futures_util::future::join_all((0..2).map(|_| api.post("/v1/payouts", Some(&alice), json!({"amount": "10"}))))
             .await
@@ -56,11 +69,19 @@ async fn every_documented_route_answers_as_documented() {
                 .replace("{name}", if method == "post" && path == "/v1/models/{owner}/{name}" { "x" } else { "linear" })
                 .replace("{version}", "1")
                 .replace("{sha256}", &sha)
-                .replace("{id}", &payouts[usize::from(path.ends_with("/reject"))].to_string());
+                .replace("{id}", &payouts[usize::from(path.ends_with("/reject"))].to_string())
+                .replace("{index}", "0");
+            // Query parameters the log routes require.
+            let concrete = match path.as_str() {
+                "/v1/log/entries" => format!("{concrete}?start=0&end=1"),
+                "/v1/log/proof/inclusion" => format!("{concrete}?index=0&size=1"),
+                "/v1/log/proof/consistency" => format!("{concrete}?from=0&to=1"),
+                _ => concrete,
+            };
             let key = if path.starts_with("/v1/admin/") { &operator } else { &alice };
             let mut request = api.request(method.to_uppercase().parse().unwrap(), &concrete, Some(key));
             request = match (method.as_str(), path.as_str()) {
-                ("post", "/v1/accounts") => request.json(&json!({"name": "bob"})),
+                ("post", "/v1/accounts") => request.json(&json!({"name": "carol"})),
                 ("post", "/v1/admin/deposits") => {
                     request.json(&json!({"account": "alice", "amount": "5", "reference": "again"}))
                 }

@@ -1,0 +1,122 @@
+//! The transparency log on the server side: its keys (kept in the data
+//! directory), checkpoint signing that never contradicts an earlier
+//! checkpoint, receipts, and the leaf of a paid call.
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use domain::{AccountName, Sha256, Visibility};
+use serde_json::{Value, json};
+use store::{Store, StoredCheckpoint};
+use tlog::{Checkpoint, NoteKey, ReceiptLeaf};
+
+use crate::error::ApiError;
+use crate::wire::timestamp;
+
+/// The log's signing key, the node's receipt key and the pseudonym key.
+#[derive(Debug, Clone)]
+pub struct LogKeys {
+    /// Signs checkpoints; named after `log_origin`.
+    pub log: NoteKey,
+    /// Signs this node's receipts; named after the node's account.
+    pub node: NoteKey,
+    /// Keys the callers' pseudonyms (HMAC); never leaves the server.
+    pub pseudonym: [u8; 32],
+}
+
+pub const LOG_KEY_FILE: &str = "log.key";
+pub const NODE_KEY_FILE: &str = "node.key";
+pub const PSEUDONYM_KEY_FILE: &str = "pseudonym.key";
+
+impl LogKeys {
+    /// Reads the three seeds from the data directory, creating each at first
+    /// start (random, hex, mode 0600).
+    pub fn load_or_create(data_dir: &Path, origin: &str, node: &AccountName) -> Result<LogKeys, String> {
+        let log = NoteKey::from_seed(origin, &seed(data_dir, LOG_KEY_FILE)?).map_err(|e| e.to_string())?;
+        let node = NoteKey::from_seed(node.as_str(), &seed(data_dir, NODE_KEY_FILE)?).map_err(|e| e.to_string())?;
+        Ok(LogKeys { log, node, pseudonym: seed(data_dir, PSEUDONYM_KEY_FILE)? })
+    }
+}
+
+fn seed(data_dir: &Path, file: &str) -> Result<[u8; 32], String> {
+    let path = data_dir.join(file);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut seed = [0u8; 32];
+            hex::decode_to_slice(text.trim(), &mut seed)
+                .map_err(|_| format!("{} is not 64 hex digits", path.display()))?;
+            Ok(seed)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).map_err(|e| format!("no random source: {e}"))?;
+            crate::write_secret(&path, &hex::encode(seed))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(seed)
+        }
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+    }
+}
+
+/// Signs a checkpoint of the current tree if it grew since the last one (or
+/// if there is none yet). Before signing, the new tree is proven consistent
+/// with the last signed checkpoint from the stored hashes: if the stored log
+/// was changed, nothing is signed and an error is returned.
+pub async fn sign_checkpoint_if_grown(store: &Store, keys: &LogKeys) -> Result<Option<u64>, String> {
+    let size = store.tree_size().await.map_err(|e| e.to_string())?;
+    let last = store.latest_checkpoint().await.map_err(|e| e.to_string())?;
+    if last.as_ref().is_some_and(|last| last.size >= size) {
+        return Ok(None);
+    }
+    let root = store.log_root(size).await.map_err(|e| e.to_string())?;
+    if let Some(last) = &last {
+        let proof = store.consistency_proof(last.size, size).await.map_err(|e| e.to_string())?;
+        if !tlog::verify_consistency(last.size, size, &last.root, &root, &proof) {
+            return Err(format!(
+                "the stored log of {size} leaves is not consistent with the checkpoint signed at {}: refusing to sign",
+                last.size
+            ));
+        }
+    }
+    let checkpoint = Checkpoint { origin: keys.log.name().to_owned(), size, root };
+    let note = keys.log.sign_note(&checkpoint.body());
+    store.insert_checkpoint(&StoredCheckpoint { size, root, note }).await.map_err(|e| e.to_string())?;
+    Ok(Some(size))
+}
+
+/// How a model is named in the public log: `owner/name`, except that a
+/// private model's name is replaced by `~` and the first 16 hex digits of its
+/// SHA-256, so the log does not reveal it (its owner can map it back).
+pub fn log_model_label(owner: &AccountName, name: &str, visibility: Visibility) -> String {
+    match visibility {
+        Visibility::Public => format!("{owner}/{name}"),
+        Visibility::Private => format!("{owner}/~{}", &Sha256::digest(name.as_bytes()).to_hex()[..16]),
+    }
+}
+
+/// The receipt of leaf `index` as JSON (API.md's receipt): every field comes
+/// from the leaf itself, so a receipt can be rebuilt at any time.
+pub fn receipt_json(index: u64, leaf: &[u8], signature: &[u8]) -> Result<Value, ApiError> {
+    let decoded =
+        ReceiptLeaf::decode(leaf).map_err(|e| ApiError::internal(format!("leaf {index} does not decode: {e}")))?;
+    Ok(json!({
+        "log_index": index,
+        "leaf_hash": hex::encode(tlog::leaf_hash(leaf)),
+        "model": decoded.model,
+        "version": decoded.version,
+        "blob_sha256": decoded.blob_sha256.to_hex(),
+        "caller": decoded.caller.to_hex(),
+        "app": decoded.app,
+        "node": decoded.node,
+        "price": decoded.price.to_string(),
+        "creator_share": decoded.creator_share.to_string(),
+        "node_share": decoded.node_share.to_string(),
+        "treasury_share": decoded.treasury_share.to_string(),
+        "input_sha256": decoded.input_sha256.to_hex(),
+        "output_sha256": decoded.output_sha256.to_hex(),
+        "created_at": timestamp(decoded.created_at_ms),
+        "signature": BASE64.encode(signature),
+        "leaf": BASE64.encode(leaf),
+    }))
+}

@@ -1,0 +1,170 @@
+//! The transparency log's persistence: leaves, complete-subtree hashes and
+//! signed checkpoints. Appending happens inside a ledger batch
+//! (`money::apply_batch`), in the same transaction as the charge; this
+//! module reads, and computes roots and proofs from the stored hashes with
+//! the `tlog` crate.
+
+use std::collections::HashMap;
+
+use sqlx::{Row, Sqlite, Transaction};
+use tlog::Hash;
+use tlog::merkle::{Frontier, NodeRecorder};
+
+use crate::{Store, StoreError, now_ms};
+
+/// A stored leaf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub index: u64,
+    pub leaf: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// A checkpoint the server signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root: Hash,
+    pub note: String,
+}
+
+impl Store {
+    /// Leaves in the log.
+    pub async fn tree_size(&self) -> Result<u64, StoreError> {
+        let size: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_leaves").fetch_one(&self.pool).await?;
+        Ok(size as u64)
+    }
+
+    /// Leaves `[start, end)`.
+    pub async fn log_entries(&self, start: u64, end: u64) -> Result<Vec<LogEntry>, StoreError> {
+        let rows = sqlx::query("SELECT idx, leaf, signature FROM log_leaves WHERE idx >= ? AND idx < ? ORDER BY idx")
+            .bind(start as i64)
+            .bind(end as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LogEntry {
+                    index: row.try_get::<i64, _>("idx")? as u64,
+                    leaf: row.try_get("leaf")?,
+                    signature: row.try_get("signature")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The root of the first `size` leaves, from stored hashes.
+    pub async fn log_root(&self, size: u64) -> Result<Hash, StoreError> {
+        let nodes = self.fetch_for(|source| tlog::root(source, size).map(|_| ())).await?;
+        tlog::root(&nodes, size).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    pub async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        let nodes = self.fetch_for(|source| tlog::inclusion_proof(source, index, size).map(|_| ())).await?;
+        tlog::inclusion_proof(&nodes, index, size).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    pub async fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
+        let nodes = self.fetch_for(|source| tlog::consistency_proof(source, from, to).map(|_| ())).await?;
+        tlog::consistency_proof(&nodes, from, to).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// Runs `plan` against a recorder to learn which nodes it reads (they do
+    /// not depend on the hashes), then fetches exactly those.
+    async fn fetch_for(
+        &self,
+        plan: impl Fn(&NodeRecorder) -> Result<(), std::convert::Infallible>,
+    ) -> Result<HashMap<(u32, u64), Hash>, StoreError> {
+        let recorder = NodeRecorder::default();
+        let _ = plan(&recorder);
+        let mut wanted = recorder.wanted.into_inner();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut connection = self.pool.acquire().await?;
+        let mut nodes = HashMap::with_capacity(wanted.len());
+        for (level, index) in wanted {
+            let hash: Option<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM log_nodes WHERE level = ? AND idx = ?")
+                .bind(level as i64)
+                .bind(index as i64)
+                .fetch_optional(&mut *connection)
+                .await?;
+            let hash = hash.ok_or_else(|| StoreError::Corrupt(format!("log node ({level}, {index}) is missing")))?;
+            nodes.insert((level, index), to_hash(&hash)?);
+        }
+        Ok(nodes)
+    }
+
+    pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let row = sqlx::query("SELECT size, root, note FROM log_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(StoredCheckpoint {
+                size: row.try_get::<i64, _>("size")? as u64,
+                root: to_hash(&row.try_get::<Vec<u8>, _>("root")?)?,
+                note: row.try_get("note")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn insert_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO log_checkpoints (size, root, note, created_at) VALUES (?, ?, ?, ?)")
+            .bind(checkpoint.size as i64)
+            .bind(checkpoint.root.as_slice())
+            .bind(&checkpoint.note)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The log's right edge, read inside a batch's transaction.
+pub(crate) async fn load_frontier(tx: &mut Transaction<'static, Sqlite>) -> Result<Frontier, StoreError> {
+    let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_leaves").fetch_one(&mut **tx).await?;
+    let mut hashes = vec![];
+    for (level, index) in Frontier::positions(size as u64) {
+        let hash: Vec<u8> = sqlx::query_scalar("SELECT hash FROM log_nodes WHERE level = ? AND idx = ?")
+            .bind(level as i64)
+            .bind(index as i64)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("log node ({level}, {index}) is missing")))?;
+        hashes.push(to_hash(&hash)?);
+    }
+    Frontier::new(size as u64, hashes).ok_or_else(|| StoreError::Corrupt("the log's frontier is incomplete".into()))
+}
+
+/// Appends one leaf at the frontier's end: the leaf row and every node it
+/// completes. Returns the leaf's index.
+pub(crate) async fn append_leaf(
+    tx: &mut Transaction<'static, Sqlite>,
+    frontier: &mut Frontier,
+    leaf: &[u8],
+    signature: &[u8],
+    now: i64,
+) -> Result<u64, StoreError> {
+    let index = frontier.size();
+    sqlx::query("INSERT INTO log_leaves (idx, leaf, signature, created_at) VALUES (?, ?, ?, ?)")
+        .bind(index as i64)
+        .bind(leaf)
+        .bind(signature)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    for (level, node_index, hash) in frontier.append(tlog::leaf_hash(leaf)) {
+        sqlx::query("INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)")
+            .bind(level as i64)
+            .bind(node_index as i64)
+            .bind(hash.as_slice())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(index)
+}
+
+fn to_hash(bytes: &[u8]) -> Result<Hash, StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt("a stored hash is not 32 bytes".into()))
+}
