@@ -2,6 +2,7 @@
 //! every route. Thin glue: arguments are parsed here into settings, the work
 //! is done by the `server` crate or over HTTP.
 
+mod audit;
 mod bench;
 mod client;
 mod commands;
@@ -50,6 +51,12 @@ enum Command {
     /// Request, list and (operator) resolve payouts.
     #[command(subcommand)]
     Payout(commands::PayoutCommand),
+    /// Check the log: signed checkpoints, consistency, every leaf; recompute
+    /// a creator's earnings or a caller's spending and compare with the ledger.
+    Audit(audit::AuditArgs),
+    /// Check saved receipts.
+    #[command(subcommand)]
+    Receipt(audit::ReceiptCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,6 +72,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Audit(args) => audit::run_audit(args, &cli.client).await,
+            Command::Receipt(command) => audit::run_receipt(command, &cli.client).await,
             command => commands::run(command, cli.client).await,
         }
     });

@@ -5,6 +5,7 @@ mod accounts;
 mod cli;
 mod inference;
 mod ledger;
+mod log;
 mod models;
 mod openapi;
 mod restart;

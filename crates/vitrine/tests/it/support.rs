@@ -101,6 +101,13 @@ impl TestServer {
         TestServer::spawn(self.data_dir.clone(), settings, dir)
     }
 
+    /// Starts again a server that was already stopped (with `terminate`).
+    pub fn restart_stopped(mut self) -> TestServer {
+        let dir = self._dir.take();
+        let settings = std::mem::take(&mut self.settings);
+        TestServer::spawn(self.data_dir.clone(), settings, dir)
+    }
+
     /// Kills the server with SIGKILL (no shutdown at all) and starts it again
     /// on the same data directory.
     pub fn kill_and_restart(mut self) -> TestServer {

@@ -1,0 +1,496 @@
+//! `vitrine audit` and `vitrine receipt verify`: checking the server from the
+//! outside, with nothing but its public log, its signed checkpoints, and (for
+//! one's own account) its ledger.
+//!
+//! The audit pins the log's key and remembers the last checkpoint it
+//! verified (a small JSON state file), so a server that rewrites history, or
+//! swaps its key, is caught on the next run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tlog::merkle::MemoryTree;
+use tlog::{Checkpoint, NoteVerifier, ReceiptLeaf};
+
+use crate::client::{Client, ClientArgs};
+use crate::output;
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The server to audit [default: --url, VITRINE_URL, or the client configuration].
+    #[arg(long)]
+    server: Option<String>,
+    /// Recompute this creator's usage and earnings from the log; with that
+    /// creator's key (--key), compare them with the ledger.
+    #[arg(long, conflicts_with = "caller")]
+    creator: Option<String>,
+    /// Recompute this API key's spending from the log and compare it with the ledger.
+    #[arg(long, value_name = "KEY")]
+    caller: Option<String>,
+    /// Pin the log's verifier key (`name+id+key`) instead of trusting it on first use.
+    #[arg(long)]
+    log_key: Option<String>,
+    /// Where the pinned key and last verified checkpoint are kept
+    /// [default: next to the client configuration, audit-state.json].
+    #[arg(long)]
+    state: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReceiptCommand {
+    /// Check a saved receipt (or a whole inference answer): its leaf, its
+    /// node's signature, and its inclusion in a signed checkpoint.
+    Verify {
+        file: PathBuf,
+        #[arg(long)]
+        server: Option<String>,
+        #[arg(long)]
+        log_key: Option<String>,
+    },
+}
+
+/// What the auditor remembers, per log name.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct AuditState {
+    logs: BTreeMap<String, LogState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LogState {
+    vkey: String,
+    size: u64,
+    root: String,
+}
+
+/// Leaves downloaded per request (the server's default page limit).
+const ENTRIES_PAGE: u64 = 1000;
+
+pub async fn run_audit(args: AuditArgs, client_args: &ClientArgs) -> anyhow::Result<()> {
+    let client = server_client(client_args, args.server.as_deref())?;
+    let state_path = match &args.state {
+        Some(path) => path.clone(),
+        None => client_args.config_path()?.with_file_name("audit-state.json"),
+    };
+    let mut state: AuditState = match std::fs::read_to_string(&state_path) {
+        Ok(text) => {
+            serde_json::from_str(&text).with_context(|| format!("{} is not an audit state", state_path.display()))?
+        }
+        Err(_) => AuditState::default(),
+    };
+
+    // 1. The key: pinned, remembered, or (first run) the server's. A log is
+    // remembered by its name (the checkpoints' origin), not by its address.
+    let key_view = client.send_json(client.request(Method::GET, "/v1/log/key")).await?;
+    let served_vkey = key_view["vkey"].as_str().context("the server sent no vkey")?.to_owned();
+    let log_name = key_view["name"].as_str().context("the server sent no key name")?.to_owned();
+    let remembered = state.logs.get(&log_name).cloned();
+    let vkey = args.log_key.clone().or(remembered.as_ref().map(|s| s.vkey.clone())).unwrap_or(served_vkey.clone());
+    if vkey != served_vkey {
+        bail!("the log key changed: pinned {vkey}, the server now serves {served_vkey}");
+    }
+    let verifier = NoteVerifier::from_vkey(&vkey).map_err(|e| anyhow::anyhow!("the log key: {e}"))?;
+
+    // 2. The checkpoint, signed by that key.
+    let checkpoint = fetch_checkpoint(&client, &verifier).await?;
+    println!("checkpoint: {} leaves, root {}", checkpoint.size, hex::encode(checkpoint.root));
+
+    // 3. Consistent with the last one this auditor verified.
+    if let Some(last) = &remembered {
+        let last_root = hash_from_hex(&last.root)?;
+        if checkpoint.size < last.size {
+            bail!("the log shrank: {} leaves now, {} verified before", checkpoint.size, last.size);
+        }
+        let path = format!("/v1/log/proof/consistency?from={}&to={}", last.size, checkpoint.size);
+        let proof = client.send_json(client.request(Method::GET, &path)).await?;
+        let hashes = hashes_from(&proof["hashes"])?;
+        if !tlog::verify_consistency(last.size, checkpoint.size, &last_root, &checkpoint.root, &hashes) {
+            bail!(
+                "the log is not consistent with the checkpoint of {} leaves verified before: history was rewritten",
+                last.size
+            );
+        }
+        println!("consistent with the checkpoint of {} leaves verified before", last.size);
+    }
+
+    // 4. Every leaf, hashed again into the root; every receipt signature checked.
+    let node_keys = node_verifiers(&key_view)?;
+    let leaves = fetch_leaves(&client, &checkpoint, &node_keys).await?;
+    println!("recomputed the root from {} leaves: it matches; every receipt signature verifies", leaves.len());
+    state
+        .logs
+        .insert(log_name, LogState { vkey: vkey.clone(), size: checkpoint.size, root: hex::encode(checkpoint.root) });
+    if let Some(dir) = state_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&state_path, serde_json::to_string_pretty(&state)?)
+        .with_context(|| format!("cannot write {}", state_path.display()))?;
+
+    // 5. Usage and money from the log alone, against the ledger.
+    let mismatches = if let Some(creator) = &args.creator {
+        audit_creator(client_args, &client, creator, &leaves, checkpoint.size).await?
+    } else if let Some(key) = &args.caller {
+        let caller = Client::new(client.base().to_owned(), Some(key.clone()))?;
+        audit_caller(&caller, &leaves, checkpoint.size).await?
+    } else {
+        vec![]
+    };
+    if !mismatches.is_empty() {
+        for mismatch in &mismatches {
+            eprintln!("mismatch: {mismatch}");
+        }
+        bail!("the audit found {} mismatch(es) between the log and the ledger", mismatches.len());
+    }
+    println!("audit passed");
+    Ok(())
+}
+
+fn server_client(client_args: &ClientArgs, server: Option<&str>) -> anyhow::Result<Client> {
+    let client = client_args.client()?;
+    match server {
+        Some(url) => Client::new(url.to_owned(), None),
+        None => Ok(Client::new(client.base().to_owned(), None)?),
+    }
+}
+
+async fn fetch_checkpoint(client: &Client, verifier: &NoteVerifier) -> anyhow::Result<Checkpoint> {
+    let note = client.send(client.request(Method::GET, "/v1/log/checkpoint")).await?.text().await?;
+    let text = verifier.verify_note(&note).map_err(|e| anyhow::anyhow!("the checkpoint: {e}"))?;
+    let checkpoint = Checkpoint::parse(text).map_err(|e| anyhow::anyhow!("the checkpoint: {e}"))?;
+    if checkpoint.origin != verifier.name {
+        bail!("the checkpoint's origin {} is not the key's name {}", checkpoint.origin, verifier.name);
+    }
+    Ok(checkpoint)
+}
+
+fn node_verifiers(key_view: &Value) -> anyhow::Result<HashMap<String, NoteVerifier>> {
+    let mut verifiers = HashMap::new();
+    for (name, key) in key_view["node_keys"].as_object().context("the server sent no node keys")? {
+        let bytes = BASE64.decode(key.as_str().unwrap_or_default()).context("a node key is not base64")?;
+        verifiers.insert(
+            name.clone(),
+            NoteVerifier::new(name, &bytes).map_err(|e| anyhow::anyhow!("node key {name}: {e}"))?,
+        );
+    }
+    Ok(verifiers)
+}
+
+/// Downloads the checkpoint's leaves, checks each one's node signature, and
+/// checks that they hash to the checkpoint's root.
+async fn fetch_leaves(
+    client: &Client,
+    checkpoint: &Checkpoint,
+    node_keys: &HashMap<String, NoteVerifier>,
+) -> anyhow::Result<Vec<ReceiptLeaf>> {
+    let size = checkpoint.size;
+    let mut tree = MemoryTree::new();
+    let mut leaves = Vec::with_capacity(size as usize);
+    let mut start = 0;
+    while start < size {
+        let end = (start + ENTRIES_PAGE).min(size);
+        let page =
+            client.send_json(client.request(Method::GET, &format!("/v1/log/entries?start={start}&end={end}"))).await?;
+        let items = page["items"].as_array().context("no items")?;
+        if items.len() as u64 != end - start {
+            bail!("asked for leaves {start}..{end}, got {}", items.len());
+        }
+        for (offset, item) in items.iter().enumerate() {
+            let index = start + offset as u64;
+            let bytes = BASE64.decode(item["leaf"].as_str().unwrap_or_default()).context("a leaf is not base64")?;
+            let signature = BASE64.decode(item["signature"].as_str().unwrap_or_default()).unwrap_or_default();
+            let leaf = ReceiptLeaf::decode(&bytes).map_err(|e| anyhow::anyhow!("leaf {index}: {e}"))?;
+            let node =
+                node_keys.get(&leaf.node).with_context(|| format!("leaf {index}: unknown node {}", leaf.node))?;
+            if !node.verify(&bytes, &signature) {
+                bail!("leaf {index}: the signature of node {} does not verify", leaf.node);
+            }
+            tree.append(tlog::leaf_hash(&bytes));
+            leaves.push(leaf);
+        }
+        start = end;
+    }
+    if tree.root() != checkpoint.root {
+        bail!("the leaves served do not hash to the checkpoint's root: the log was changed");
+    }
+    Ok(leaves)
+}
+
+/// One model's usage as the log says and as the ledger says.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    log_calls: u64,
+    log_amount: u128,
+    ledger_calls: u64,
+    ledger_amount: u128,
+}
+
+async fn audit_creator(
+    client_args: &ClientArgs,
+    client: &Client,
+    creator: &str,
+    leaves: &[ReceiptLeaf],
+    size: u64,
+) -> anyhow::Result<Vec<String>> {
+    // With the creator's own key, private model labels map back to names
+    // and the ledger can be compared.
+    let own = client_args.client()?;
+    let own = Client::new(client.base().to_owned(), own_key(&own))?;
+    let me = match own.send_json(own.request(Method::GET, "/v1/account")).await {
+        Ok(account) if account["name"].as_str() == Some(creator) => Some(account),
+        _ => None,
+    };
+    let mut labels: HashMap<String, String> = HashMap::new();
+    if me.is_some() {
+        let models = own.send_json(own.request(Method::GET, &format!("/v1/models?owner={creator}&limit=100"))).await?;
+        for model in models["items"].as_array().into_iter().flatten() {
+            let name = model["name"].as_str().unwrap_or_default();
+            let hash = domain::Sha256::digest(name.as_bytes()).to_hex();
+            labels.insert(format!("{creator}/~{}", &hash[..16]), format!("{creator}/{name}"));
+        }
+    }
+    let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut per_leaf: HashMap<u64, (String, u64)> = HashMap::new();
+    for (index, leaf) in leaves.iter().enumerate() {
+        if leaf.creator() != creator || leaf.creator_share == 0 {
+            continue;
+        }
+        let model = labels.get(&leaf.model).cloned().unwrap_or_else(|| leaf.model.clone());
+        let tally = tallies.entry(model.clone()).or_default();
+        tally.log_calls += 1;
+        tally.log_amount += leaf.creator_share as u128;
+        per_leaf.insert(index as u64, (model, leaf.creator_share));
+    }
+    let mut mismatches = vec![];
+    if me.is_none() {
+        println!(
+            "(no key for {creator}: showing the log's figures only; pass --key with {creator}'s key to compare with the ledger)"
+        );
+    } else {
+        for transfer in all_transfers(&own).await? {
+            if transfer["kind"] != "inference_creator" || transfer["credit_account"].as_str() != Some(creator) {
+                continue;
+            }
+            let Some(index) = transfer["log_index"].as_u64() else {
+                mismatches.push(format!("transfer {} pays an inference but names no log leaf", transfer["id"]));
+                continue;
+            };
+            if index >= size {
+                continue; // After the checkpoint: the next audit covers it.
+            }
+            let amount: u64 = transfer["amount"].as_str().and_then(|a| a.parse().ok()).unwrap_or(0);
+            let model =
+                transfer["reference"].as_str().unwrap_or_default().split('@').next().unwrap_or_default().to_owned();
+            match per_leaf.get(&index) {
+                Some((leaf_model, share)) if *leaf_model == model && *share == amount => {}
+                Some((leaf_model, share)) => mismatches.push(format!(
+                    "leaf {index}: the log says {leaf_model} earned {share}, the ledger credited {model} {amount}"
+                )),
+                None => mismatches.push(format!(
+                    "leaf {index}: the ledger credited {amount} for {model}, the log has no such earning"
+                )),
+            }
+            let tally = tallies.entry(model).or_default();
+            tally.ledger_calls += 1;
+            tally.ledger_amount += amount as u128;
+        }
+        let earned_total: u128 =
+            me.as_ref().and_then(|m| m["earned_total"].as_str()).and_then(|e| e.parse().ok()).unwrap_or(0);
+        let logged: u128 = tallies.values().map(|t| t.log_amount).sum();
+        if earned_total < logged {
+            mismatches.push(format!("the account's earned_total {earned_total} is less than the log's {logged}"));
+        }
+    }
+    print_tallies(&tallies, me.is_some(), "earned", &mut mismatches);
+    Ok(mismatches)
+}
+
+async fn audit_caller(caller: &Client, leaves: &[ReceiptLeaf], size: u64) -> anyhow::Result<Vec<String>> {
+    let pseudonym = caller.send_json(caller.request(Method::GET, "/v1/account/pseudonym")).await?;
+    let secret: [u8; 32] = hex::decode(pseudonym["secret"].as_str().unwrap_or_default())
+        .ok()
+        .and_then(|s| s.try_into().ok())
+        .context("the server sent no pseudonym secret")?;
+    let mine = tlog::caller_pseudonym(&secret);
+    if pseudonym["pseudonym"].as_str() != Some(mine.to_hex().as_str()) {
+        bail!("the server's pseudonym does not match its secret");
+    }
+    let account = caller.send_json(caller.request(Method::GET, "/v1/account")).await?;
+    let name = account["name"].as_str().unwrap_or_default().to_owned();
+    let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut per_leaf: HashMap<u64, (String, u64)> = HashMap::new();
+    for (index, leaf) in leaves.iter().enumerate() {
+        if leaf.caller == mine {
+            let tally = tallies.entry(leaf.model.clone()).or_default();
+            tally.log_calls += 1;
+            tally.log_amount += leaf.price as u128;
+            per_leaf.insert(index as u64, (leaf.model.clone(), leaf.price));
+        }
+    }
+    let mut paid: BTreeMap<u64, (String, u64)> = BTreeMap::new();
+    for transfer in all_transfers(caller).await? {
+        let kind = transfer["kind"].as_str().unwrap_or_default();
+        if !kind.starts_with("inference_") || transfer["debit_account"].as_str() != Some(name.as_str()) {
+            continue;
+        }
+        let Some(index) = transfer["log_index"].as_u64() else { continue };
+        if index >= size {
+            continue;
+        }
+        let amount: u64 = transfer["amount"].as_str().and_then(|a| a.parse().ok()).unwrap_or(0);
+        let model = transfer["reference"].as_str().unwrap_or_default().split('@').next().unwrap_or_default().to_owned();
+        let entry = paid.entry(index).or_insert((model, 0));
+        entry.1 += amount;
+    }
+    let mut mismatches = vec![];
+    for (index, (model, amount)) in &paid {
+        let label = per_leaf.get(index).map(|(m, _)| m.clone()).unwrap_or_else(|| model.clone());
+        let tally = tallies.entry(label.clone()).or_default();
+        tally.ledger_calls += 1;
+        tally.ledger_amount += *amount as u128;
+        match per_leaf.get(index) {
+            Some((_, price)) if price == amount => {}
+            Some((_, price)) => {
+                mismatches.push(format!("leaf {index}: the log says {price} was paid, the ledger debited {amount}"))
+            }
+            None => mismatches.push(format!(
+                "leaf {index}: the ledger debited {amount} for {model}, the log has no such call of yours"
+            )),
+        }
+    }
+    for index in per_leaf.keys() {
+        if !paid.contains_key(index) {
+            mismatches.push(format!("leaf {index}: the log records a call of yours the ledger never charged"));
+        }
+    }
+    print_tallies(&tallies, true, "spent", &mut mismatches);
+    Ok(mismatches)
+}
+
+fn own_key(client: &Client) -> Option<String> {
+    client.key().map(str::to_owned)
+}
+
+async fn all_transfers(client: &Client) -> anyhow::Result<Vec<Value>> {
+    let mut transfers = vec![];
+    let mut path = "/v1/account/transfers?limit=100".to_owned();
+    loop {
+        let page = client.send_json(client.request(Method::GET, &path)).await?;
+        transfers.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["next_page_token"].as_str() {
+            Some(token) => path = format!("/v1/account/transfers?limit=100&page_token={token}"),
+            None => return Ok(transfers),
+        }
+    }
+}
+
+fn print_tallies(tallies: &BTreeMap<String, Tally>, with_ledger: bool, what: &str, mismatches: &mut Vec<String>) {
+    let mut rows = vec![];
+    for (model, t) in tallies {
+        let agrees = !with_ledger || (t.log_calls == t.ledger_calls && t.log_amount == t.ledger_amount);
+        if !agrees {
+            mismatches.push(format!(
+                "{model}: the log has {} calls and {} {what}, the ledger {} calls and {}",
+                t.log_calls, t.log_amount, t.ledger_calls, t.ledger_amount
+            ));
+        }
+        let ledger = |value: String| if with_ledger { value } else { "-".to_owned() };
+        rows.push(vec![
+            model.clone(),
+            t.log_calls.to_string(),
+            ledger(t.ledger_calls.to_string()),
+            t.log_amount.to_string(),
+            ledger(t.ledger_amount.to_string()),
+            if agrees { "ok" } else { "MISMATCH" }.to_owned(),
+        ]);
+    }
+    let amount_log = format!("{what} (log)");
+    let amount_ledger = format!("{what} (ledger)");
+    output::table(&["model", "calls (log)", "calls (ledger)", &amount_log, &amount_ledger, "status"], &rows);
+}
+
+fn hash_from_hex(text: &str) -> anyhow::Result<tlog::Hash> {
+    hex::decode(text).ok().and_then(|b| b.try_into().ok()).with_context(|| format!("{text} is not a hex hash"))
+}
+
+fn hashes_from(value: &Value) -> anyhow::Result<Vec<tlog::Hash>> {
+    value.as_array().context("no hashes")?.iter().map(|h| hash_from_hex(h.as_str().unwrap_or_default())).collect()
+}
+
+pub async fn run_receipt(command: ReceiptCommand, client_args: &ClientArgs) -> anyhow::Result<()> {
+    let ReceiptCommand::Verify { file, server, log_key } = command;
+    let client = server_client(client_args, server.as_deref())?;
+    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let json: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let receipt = if json.get("receipt").is_some() { json["receipt"].clone() } else { json };
+    if receipt.is_null() {
+        bail!("no receipt: free calls have none");
+    }
+    let index = receipt["log_index"].as_u64().context("the receipt has no log_index")?;
+    let bytes =
+        BASE64.decode(receipt["leaf"].as_str().unwrap_or_default()).context("the receipt's leaf is not base64")?;
+    if hex::encode(tlog::leaf_hash(&bytes)) != receipt["leaf_hash"].as_str().unwrap_or_default() {
+        bail!("the receipt's leaf_hash is not the hash of its leaf");
+    }
+    let leaf = ReceiptLeaf::decode(&bytes).map_err(|e| anyhow::anyhow!("the receipt's leaf: {e}"))?;
+    let fields = [
+        ("model", leaf.model.clone()),
+        ("blob_sha256", leaf.blob_sha256.to_hex()),
+        ("caller", leaf.caller.to_hex()),
+        ("app", leaf.app.clone()),
+        ("node", leaf.node.clone()),
+        ("price", leaf.price.to_string()),
+        ("creator_share", leaf.creator_share.to_string()),
+        ("node_share", leaf.node_share.to_string()),
+        ("treasury_share", leaf.treasury_share.to_string()),
+        ("input_sha256", leaf.input_sha256.to_hex()),
+        ("output_sha256", leaf.output_sha256.to_hex()),
+    ];
+    for (field, value) in fields {
+        if receipt[field].as_str() != Some(value.as_str()) {
+            bail!("the receipt's {field} does not match its leaf");
+        }
+    }
+    if receipt["version"].as_u64() != Some(leaf.version as u64) {
+        bail!("the receipt's version does not match its leaf");
+    }
+    let key_view = client.send_json(client.request(Method::GET, "/v1/log/key")).await?;
+    let nodes = node_verifiers(&key_view)?;
+    let signature = BASE64.decode(receipt["signature"].as_str().unwrap_or_default()).unwrap_or_default();
+    let node = nodes.get(&leaf.node).with_context(|| format!("the server does not know node {}", leaf.node))?;
+    if !node.verify(&bytes, &signature) {
+        bail!("the signature of node {} does not verify", leaf.node);
+    }
+    let vkey = match log_key {
+        Some(vkey) => vkey,
+        None => key_view["vkey"].as_str().context("the server sent no vkey")?.to_owned(),
+    };
+    let verifier = NoteVerifier::from_vkey(&vkey).map_err(|e| anyhow::anyhow!("the log key: {e}"))?;
+    // Asking for the receipt makes the server sign a checkpoint that covers it.
+    client.send_json(client.request(Method::GET, &format!("/v1/receipts/{index}"))).await?;
+    let checkpoint = fetch_checkpoint(&client, &verifier).await?;
+    let path = format!("/v1/log/proof/inclusion?index={index}&size={}", checkpoint.size);
+    let proof = client.send_json(client.request(Method::GET, &path)).await?;
+    let hashes = hashes_from(&proof["hashes"])?;
+    if !tlog::verify_inclusion(&tlog::leaf_hash(&bytes), index, checkpoint.size, &hashes, &checkpoint.root) {
+        bail!("leaf {index} is not included in the checkpoint of {} leaves", checkpoint.size);
+    }
+    output::fields(&[
+        ("receipt", format!("log index {index}, {} v{}", leaf.model, leaf.version)),
+        (
+            "price",
+            format!(
+                "{} (creator {}, node {}, treasury {})",
+                leaf.price, leaf.creator_share, leaf.node_share, leaf.treasury_share
+            ),
+        ),
+        ("signature", format!("valid, node {}", leaf.node)),
+        ("included", format!("in the checkpoint of {} leaves signed by {}", checkpoint.size, verifier.name)),
+    ]);
+    Ok(())
+}
