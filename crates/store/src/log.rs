@@ -95,6 +95,21 @@ impl Store {
         Ok(nodes)
     }
 
+    /// Appends leaves without any ledger command, in one transaction: for
+    /// benchmarks and tools (paid calls append through `apply_batch`).
+    /// Returns the index of the first.
+    pub async fn append_leaves(&self, leaves: &[(Vec<u8>, Vec<u8>)]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut frontier = load_frontier(&mut tx).await?;
+        let first = frontier.size();
+        let now = now_ms();
+        for (leaf, signature) in leaves {
+            append_leaf(&mut tx, &mut frontier, leaf, signature, now).await?;
+        }
+        tx.commit().await?;
+        Ok(first)
+    }
+
     pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
         let row = sqlx::query("SELECT size, root, note FROM log_checkpoints ORDER BY size DESC LIMIT 1")
             .fetch_optional(&self.pool)

@@ -25,6 +25,10 @@ pub struct BenchArgs {
     /// Where the server keeps its data [default: a fresh temporary folder, removed after].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Instead: measure the log alone, appending this many leaves, then
+    /// timing proofs at that size.
+    #[arg(long)]
+    log_leaves: Option<u64>,
 }
 
 const MODEL: &[u8] = include_bytes!("../../../fixtures/models/linear.onnx");
@@ -35,6 +39,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("vitrine-bench-{}-{}", std::process::id(), store_now())));
+    if let Some(leaves) = args.log_leaves {
+        let result = log_bench(&data_dir, leaves).await;
+        if temporary {
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+        return result;
+    }
     let mut flags = toml::Table::new();
     flags.insert("data_dir".into(), data_dir.display().to_string().into());
     flags.insert("listen".into(), "127.0.0.1:0".into());
@@ -200,6 +211,82 @@ async fn ledger_items(operator: &Client) -> anyhow::Result<(u64, u64, u64, Strin
         sequencer["largest_batch"].as_u64().unwrap_or(0),
         histogram.join(", "),
     ))
+}
+
+/// Appends `count` realistic receipt leaves straight into a fresh store in
+/// transactions of 1000 (a busy group commit), then times roots and proofs.
+async fn log_bench(data_dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
+    const BATCH: u64 = 1000;
+    std::fs::create_dir_all(data_dir)?;
+    let store = store::Store::open(&data_dir.join(server::DATABASE_FILE)).await?;
+    let key = tlog::NoteKey::from_seed("node-bench", &[7; 32]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let started = Instant::now();
+    let mut signing = Duration::ZERO;
+    let mut appended = 0;
+    while appended < count {
+        let n = BATCH.min(count - appended);
+        let sign_started = Instant::now();
+        let leaves: Vec<(Vec<u8>, Vec<u8>)> = (appended..appended + n)
+            .map(|i| {
+                let leaf = tlog::ReceiptLeaf {
+                    created_at_ms: i as i64,
+                    model: format!("creator-{}/model-{}", i % 50, i % 100),
+                    version: 1,
+                    blob_sha256: domain::Sha256::digest(&(i % 100).to_be_bytes()),
+                    caller: domain::Sha256::digest(&(i % 1000).to_be_bytes()),
+                    app: "bench".into(),
+                    node: "node-bench".into(),
+                    price: 1000,
+                    creator_share: 800,
+                    node_share: 150,
+                    treasury_share: 50,
+                    input_sha256: domain::Sha256::digest(&i.to_be_bytes()),
+                    output_sha256: domain::Sha256::digest(&i.to_le_bytes()),
+                    idempotency_key_sha256: None,
+                }
+                .encode()
+                .expect("bench leaves encode");
+                let signature = key.sign(&leaf).to_vec();
+                (leaf, signature)
+            })
+            .collect();
+        signing += sign_started.elapsed();
+        store.append_leaves(&leaves).await?;
+        appended += n;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "appended {count} leaves in {:.1} s: {:.0} appends/s ({:.0} appends/s excluding leaf encoding and signing)",
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64(),
+        count as f64 / (elapsed - signing).as_secs_f64()
+    );
+    let size = store.tree_size().await?;
+    let time = |label: &str, runs: u32, elapsed: Duration| {
+        println!("{label}: {:.2} ms mean over {runs}", elapsed.as_secs_f64() * 1e3 / runs as f64);
+    };
+    let started = Instant::now();
+    store.log_root(size).await?;
+    time("root", 1, started.elapsed());
+    let runs = 200u32;
+    let started = Instant::now();
+    for r in 0..runs as u64 {
+        let index = (r * 7919 * 131) % size;
+        let proof = store.inclusion_proof(index, size).await?;
+        anyhow::ensure!(!proof.is_empty() || size == 1);
+    }
+    time(&format!("inclusion proof at {size} leaves"), runs, started.elapsed());
+    let started = Instant::now();
+    for r in 0..runs as u64 {
+        let from = 1 + (r * 104_729) % (size - 1).max(1);
+        store.consistency_proof(from, size).await?;
+    }
+    time(&format!("consistency proof at {size} leaves"), runs, started.elapsed());
+    let bytes = std::fs::metadata(data_dir.join(server::DATABASE_FILE))?.len()
+        + std::fs::metadata(data_dir.join(format!("{}-wal", server::DATABASE_FILE))).map(|m| m.len()).unwrap_or(0);
+    println!("database: {:.0} MiB ({:.0} bytes per leaf)", bytes as f64 / 1048576.0, bytes as f64 / count as f64);
+    store.close().await;
+    Ok(())
 }
 
 fn store_now() -> u128 {

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiQuery, Caller};
-use crate::log::{receipt_json, sign_checkpoint_if_grown};
+use crate::log::receipt_json;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LogKeyView {
@@ -185,17 +185,25 @@ pub async fn consistency(
 /// checkpoint (signed now if the leaf is newer than the last one).
 #[utoipa::path(get, path = "/v1/receipts/{index}", tag = "log",
     params(("index" = u64, Path)),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn receipt(State(state): State<AppState>, Path(index): Path<String>) -> ApiResult<Json<Value>> {
     let not_found = || ApiError::not_found(format!("no receipt at log index {index}"));
     let index: u64 = index.parse().map_err(|_| not_found())?;
     let entry = state.store.log_entries(index, index + 1).await?.pop().ok_or_else(not_found)?;
-    let mut checkpoint = state.store.latest_checkpoint().await?;
-    if checkpoint.as_ref().is_none_or(|c| c.size <= index) {
-        sign_checkpoint_if_grown(&state.store, &state.log_keys).await.map_err(ApiError::internal)?;
-        checkpoint = state.store.latest_checkpoint().await?;
-    }
-    let size = checkpoint.map(|c| c.size).ok_or_else(|| ApiError::internal("no checkpoint after signing one"))?;
+    // A leaf newer than the last checkpoint is covered by the next one, at
+    // most checkpoint_interval_ms away: wait for it rather than sign more
+    // often than that.
+    let interval = std::time::Duration::from_millis(state.config.checkpoint_interval_ms);
+    let deadline = tokio::time::Instant::now() + interval * 3;
+    let size = loop {
+        match state.store.latest_checkpoint().await? {
+            Some(checkpoint) if checkpoint.size > index => break checkpoint.size,
+            _ if tokio::time::Instant::now() >= deadline => {
+                return Err(ApiError::unavailable("the checkpoint covering this receipt is not signed yet", 1));
+            }
+            _ => tokio::time::sleep(interval / 10).await,
+        }
+    };
     let hashes = state.store.inclusion_proof(index, size).await?;
     let mut receipt = receipt_json(index, &entry.leaf, &entry.signature)?;
     receipt["inclusion"] = serde_json::json!({"size": size, "hashes": hex_list(hashes)});
