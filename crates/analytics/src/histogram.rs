@@ -71,7 +71,7 @@ impl LatencyHistogram {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Option<LatencyHistogram> {
-        if bytes.len() % 8 != 0 || bytes.len() / 8 > LATENCY_BUCKETS {
+        if !bytes.len().is_multiple_of(8) || bytes.len() / 8 > LATENCY_BUCKETS {
             return None;
         }
         let mut histogram = LatencyHistogram::default();

@@ -73,7 +73,7 @@ pub fn median(values: &[u64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
     let middle = sorted.len() / 2;
-    Some(if sorted.len() % 2 == 0 {
+    Some(if sorted.len().is_multiple_of(2) {
         (sorted[middle - 1] as f64 + sorted[middle] as f64) / 2.0
     } else {
         sorted[middle] as f64
