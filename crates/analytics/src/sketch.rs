@@ -101,7 +101,7 @@ impl CallerSketch {
     pub fn from_bytes(bytes: &[u8]) -> Option<CallerSketch> {
         match bytes.split_first() {
             None => Some(CallerSketch::default()),
-            Some((0, rest)) if rest.len() % 8 == 0 && rest.len() / 8 <= SKETCH_EXACT_MAX => {
+            Some((0, rest)) if rest.len().is_multiple_of(8) && rest.len() / 8 <= SKETCH_EXACT_MAX => {
                 let set: Vec<u64> =
                     rest.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
                 set.windows(2).all(|w| w[0] < w[1]).then_some(CallerSketch::Exact(set))
