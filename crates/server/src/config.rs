@@ -64,6 +64,11 @@ pub struct Config {
     pub checkpoint_interval_ms: u64,
     /// Leaves one `GET /v1/log/entries` returns at most (400 above it).
     pub log_entries_page_max: u64,
+    /// Keep usage rollups up to date in every ledger batch. Off, usage events
+    /// are still written but the stats routes answer 503.
+    pub analytics_rollups: bool,
+    /// Points one stats series may have (400 above it).
+    pub stats_series_points_max: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +110,8 @@ impl Default for Config {
             log_origin: "vitrine.local/log".to_owned(),
             checkpoint_interval_ms: 1000,
             log_entries_page_max: 1000,
+            analytics_rollups: true,
+            stats_series_points_max: 2000,
         }
     }
 }

@@ -90,8 +90,10 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create the data directory {}: {e}", data_dir.display()))?;
-    let store =
-        Store::open(&data_dir.join(DATABASE_FILE)).await.map_err(|e| format!("cannot open the database: {e}"))?;
+    let store = Store::open(&data_dir.join(DATABASE_FILE))
+        .await
+        .map_err(|e| format!("cannot open the database: {e}"))?
+        .with_rollups(config.analytics_rollups);
     let blobs =
         BlobStore::open(data_dir.join("blobs")).await.map_err(|e| format!("cannot open the blob folder: {e}"))?;
     let operator_key = ensure_operator(&store, &data_dir).await?;

@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_registry.sql")),
     (2, include_str!("migrations/0002_ledger.sql")),
     (3, include_str!("migrations/0003_log.sql")),
+    (4, include_str!("migrations/0004_usage.sql")),
 ];
 
 /// Connections in the pool. SQLite allows one writer at a time anyway; more
@@ -28,6 +29,8 @@ const POOL_CONNECTIONS_MAX: u32 = 8;
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) pool: SqlitePool,
+    /// Whether ledger batches also update `usage_rollups` (events are always written).
+    pub(crate) rollups: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +207,7 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(POOL_CONNECTIONS_MAX).connect_with(options).await?;
-        let store = Store { pool };
+        let store = Store { pool, rollups: true };
         store.migrate().await?;
         Ok(store)
     }
@@ -234,6 +237,12 @@ impl Store {
             tx.commit().await?;
         }
         Ok(())
+    }
+
+    /// Turns rollup maintenance on or off (it is on by default).
+    pub fn with_rollups(mut self, rollups: bool) -> Store {
+        self.rollups = rollups;
+        self
     }
 
     pub async fn close(&self) {

@@ -10,6 +10,7 @@ mod db;
 mod log;
 mod money;
 mod signature;
+mod usage;
 
 pub use blobs::{BlobStore, BlobWriter, FinishedBlob};
 pub use db::{Account, AccountKind, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel, Store, Version};
@@ -18,6 +19,7 @@ pub use money::{
     BatchItem, BatchOutcome, IdempotencyStart, ItemError, LedgerTotals, PayoutChange, PayoutRecord, PayoutState,
     TransferRecord,
 };
+pub use usage::{DAY_MS, Dimension, GRANULARITIES, HOUR_MS, MINUTE_MS, Rollup, RollupQuery, UsageEvent};
 
 /// What went wrong in the store. `Conflict` and `NotFound` are answers; the
 /// other cases are faults the server logs and reports as internal errors.

@@ -17,7 +17,8 @@ use crate::{Account, Store, StoreError, now_ms};
 /// the same transaction as its transfers.
 #[derive(Debug, Clone)]
 pub struct BatchItem {
-    pub command: Command,
+    /// The ledger command; `None` for an item that only records usage.
+    pub command: Option<Command>,
     /// The model an inference charge pays for.
     pub model_id: Option<i64>,
     /// Completes an idempotency key with the answer to replay: (account, key, response).
@@ -26,11 +27,30 @@ pub struct BatchItem {
     /// A receipt leaf and its signature, appended to the log if the command
     /// succeeds; its index goes on the item's transfers and idempotency key.
     pub leaf: Option<(Vec<u8>, Vec<u8>)>,
+    /// The call's usage event, recorded if the command succeeds.
+    pub usage: Option<crate::UsageEvent>,
+    /// The time recorded on the item's rows instead of now: development
+    /// servers back-date demo traffic with it. Ledger rules (hold expiry)
+    /// always use the real time.
+    pub at_ms: Option<i64>,
 }
 
 impl BatchItem {
     pub fn new(command: Command) -> BatchItem {
-        BatchItem { command, model_id: None, idempotency: None, payout: None, leaf: None }
+        BatchItem {
+            command: Some(command),
+            model_id: None,
+            idempotency: None,
+            payout: None,
+            leaf: None,
+            usage: None,
+            at_ms: None,
+        }
+    }
+
+    /// An item that only records a usage event (a free or failed call).
+    pub fn usage_only(event: crate::UsageEvent) -> BatchItem {
+        BatchItem { command: None, usage: Some(event), ..BatchItem::new(Command::Void { hold: 0 }) }
     }
 }
 
@@ -181,11 +201,16 @@ impl Store {
         // The log's edge is read once, and only by batches that append.
         let mut frontier =
             if items.iter().any(|i| i.leaf.is_some()) { Some(crate::log::load_frontier(&mut tx).await?) } else { None };
+        let mut events = vec![];
         for item in items {
             let outcome =
                 apply_item(&mut tx, &mut state, &names, item, now, &mut resolved_payouts, frontier.as_mut()).await?;
+            if let (Ok(done), Some(event)) = (&outcome, &item.usage) {
+                events.push((event.clone(), done.log_index));
+            }
             outcomes.push(outcome);
         }
+        crate::usage::record(&mut tx, &events, self.rollups).await?;
         // Invariant 1 at the batch's edge: the batch moved as much in as out,
         // and no account it touched is below zero or mismatches its holds.
         let net = ledger::net_change(&before, &state.accounts);
@@ -411,7 +436,8 @@ async fn load_state(
     let mut hold_ids: HashSet<HoldId> = HashSet::new();
     let mut external_ids: HashSet<String> = HashSet::new();
     for item in items {
-        match &item.command {
+        let Some(command) = &item.command else { continue };
+        match command {
             Command::Transfer(t) => account_ids.extend([t.debit, t.credit]),
             Command::Once { id, transfer: t } => {
                 account_ids.extend([t.debit, t.credit]);
@@ -498,11 +524,15 @@ async fn apply_item(
             return Ok(Err(ItemError::PayoutNotRequested(*payout_id)));
         }
     }
-    let effects = match state.execute(item.command.clone(), now) {
+    let Some(command) = &item.command else {
+        return Ok(Ok(BatchOutcome::default()));
+    };
+    let effects = match state.execute(command.clone(), now) {
         Ok(effects) => effects,
         Err(error) => return Ok(Err(ItemError::Ledger(error))),
     };
-    let external_id = match &item.command {
+    let recorded_at = item.at_ms.unwrap_or(now);
+    let external_id = match command {
         Command::Once { id, .. } => Some(id.as_str()),
         _ => None,
     };
@@ -518,7 +548,7 @@ async fn apply_item(
     }
     let log_index = match (&item.leaf, frontier) {
         (Some((leaf, signature)), Some(frontier)) => {
-            Some(crate::log::append_leaf(tx, frontier, leaf, signature, now).await? as i64)
+            Some(crate::log::append_leaf(tx, frontier, leaf, signature, recorded_at).await? as i64)
         }
         _ => None,
     };
@@ -549,7 +579,7 @@ async fn apply_item(
         .bind(item.model_id)
         .bind(external_id)
         .bind(log_index)
-        .bind(now)
+        .bind(recorded_at)
         .fetch_one(&mut **tx)
         .await?;
         let name = |id: &AccountId| names.get(id).cloned().unwrap_or_default();
@@ -561,7 +591,7 @@ async fn apply_item(
             kind: transfer.kind,
             reference: transfer.reference.clone(),
             log_index: log_index.map(|i| i as u64),
-            created_at_ms: now,
+            created_at_ms: recorded_at,
         });
     }
     if let Some((account_id, key, response)) = &item.idempotency {

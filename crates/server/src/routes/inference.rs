@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use domain::Visibility;
 use domain::{Amount, Sha256};
 use ledger::{Command, Hold, Leg, TransferKind};
 use runtime::{InputError, LoadedModel, RunError, Signature, Tensor};
-use store::{Account, BatchItem, IdempotencyStart, ModelRecord, Version};
+use store::{Account, BatchItem, IdempotencyStart, ModelRecord, UsageEvent, Version};
 use tlog::ReceiptLeaf;
 
 use crate::AppState;
@@ -99,9 +100,11 @@ async fn infer(
     request: InferRequest,
     started: Instant,
 ) -> ApiResult<Response> {
-    let app = app_tag(headers)?;
+    let call = Call { caller, model, version, app: app_tag(headers)?, at_ms: dev_time(state, headers)?, started };
     let Some(key) = idempotency_key(headers)? else {
-        return charge_and_run(state, caller, model, version, request, &app, None, started).await.map(json_response);
+        return record_failure(state, &call, charge_and_run(state, &call, request, None).await)
+            .await
+            .map(json_response);
     };
     let fingerprint = format!(
         "{}/{}@{version}\n{}",
@@ -130,7 +133,7 @@ async fn infer(
         }
         IdempotencyStart::Started => {}
     }
-    let result = charge_and_run(state, caller, model, version, request, &app, Some(&key), started).await;
+    let result = record_failure(state, &call, charge_and_run(state, &call, request, Some(&key)).await).await;
     if result.is_err() {
         // A failed call charged nothing; let a retry run it again.
         state.store.abandon_idempotent(caller.id, &key).await?;
@@ -140,6 +143,63 @@ async fn infer(
 
 fn json_response(body: String) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// One inference call: who called what, when.
+struct Call<'a> {
+    caller: &'a Account,
+    model: &'a ModelRecord,
+    version: i64,
+    app: String,
+    /// Back-dating on development servers (`X-Vitrine-Time`), for demo traffic.
+    at_ms: Option<i64>,
+    started: Instant,
+}
+
+impl Call<'_> {
+    fn usage(&self, state: &AppState, price: u64, creator_share: u64, status: &str) -> UsageEvent {
+        UsageEvent {
+            created_at_ms: self.at_ms.unwrap_or_else(store::now_ms),
+            model_id: self.model.id,
+            version: self.version,
+            owner_id: self.model.owner_id,
+            task: self.model.task.as_str().to_owned(),
+            public: self.model.visibility == Visibility::Public,
+            caller: *tlog::caller_pseudonym(&tlog::caller_secret(&state.log_keys.pseudonym, self.caller.id)).as_bytes(),
+            app: self.app.clone(),
+            node: state.log_keys.node.name().to_owned(),
+            price,
+            creator_share,
+            latency_us: self.started.elapsed().as_micros() as u64,
+            status: status.to_owned(),
+        }
+    }
+}
+
+/// A failed call is usage too: it is recorded with its error code (a call to
+/// a version that does not exist is not a call to the model).
+async fn record_failure(state: &AppState, call: &Call<'_>, result: ApiResult<String>) -> ApiResult<String> {
+    if let Err(error) = &result
+        && error.code != "not_found"
+    {
+        let item = BatchItem { at_ms: call.at_ms, ..BatchItem::usage_only(call.usage(state, 0, 0, error.code)) };
+        if let Err(failure) = state.sequencer.submit(item).await {
+            tracing::warn!(?failure, "recording a failed call's usage failed");
+        }
+    }
+    result
+}
+
+/// `X-Vitrine-Time` (Unix milliseconds) back-dates a call's records on a
+/// development server, so demo traffic can span weeks; elsewhere it is refused.
+fn dev_time(state: &AppState, headers: &HeaderMap) -> ApiResult<Option<i64>> {
+    let Some(value) = headers.get("x-vitrine-time") else { return Ok(None) };
+    if !state.config.dev {
+        return Err(ApiError::bad_request("X-Vitrine-Time is accepted only by development servers (serve --dev)"));
+    }
+    let at = value.to_str().ok().and_then(|v| v.parse::<i64>().ok()).filter(|&at| at > 0 && at <= store::now_ms());
+    at.map(Some)
+        .ok_or_else(|| ApiError::bad_request("X-Vitrine-Time is a Unix time in milliseconds, not in the future"))
 }
 
 /// The answer kept for replays has `"receipt": null`; the receipt is rebuilt
@@ -179,17 +239,13 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 /// runs), runs the model, then posts the hold as the split transfers and
 /// appends the signed receipt leaf in the same transaction, or voids the
 /// hold if the call fails. Returns the answer's JSON once both are durable.
-#[allow(clippy::too_many_arguments)]
 async fn charge_and_run(
     state: &AppState,
-    caller: &Account,
-    model: &ModelRecord,
-    version: i64,
+    call: &Call<'_>,
     request: InferRequest,
-    app: &str,
     idempotency_key: Option<&str>,
-    started: Instant,
 ) -> ApiResult<String> {
+    let (caller, model, version, started) = (call.caller, call.model, call.version, call.started);
     let input_sha256 = Sha256::digest(serde_json::to_string(&request.inputs).map_err(ApiError::internal)?.as_bytes());
     let version: Version = state
         .store
@@ -244,22 +300,24 @@ async fn charge_and_run(
     // Kept for replays without the receipt, which is rebuilt from the log.
     let stored = serde_json::to_string(&response).map_err(ApiError::internal)?;
     let remember = idempotency_key.map(|key| (caller.id, key.to_owned(), stored.clone()));
+    let creator_share = if pays_self { 0 } else { shares.creator.minor_units() };
+    let usage = call.usage(state, charged.minor_units(), creator_share, "ok");
     let Some(hold) = hold else {
-        if let Some((account, key, body)) = &remember {
-            state.store.finish_idempotent(*account, key, body).await?;
-        }
+        // A free call moves no money: its usage event is its whole record.
+        let item = BatchItem { at_ms: call.at_ms, idempotency: remember, ..BatchItem::usage_only(usage) };
+        state.sequencer.submit(item).await?.map_err(item_error)?;
         return with_receipt(&stored, None);
     };
     let leaf = ReceiptLeaf {
-        created_at_ms: store::now_ms(),
+        created_at_ms: usage.created_at_ms,
         model: log_model_label(&model.owner, model.name.as_str(), model.visibility),
         version: u32::try_from(version.version).map_err(ApiError::internal)?,
         blob_sha256: version.blob_sha256,
         caller: tlog::caller_pseudonym(&tlog::caller_secret(&state.log_keys.pseudonym, caller.id)),
-        app: app.to_owned(),
+        app: call.app.clone(),
         node: state.log_keys.node.name().to_owned(),
         price: charged.minor_units(),
-        creator_share: if pays_self { 0 } else { shares.creator.minor_units() },
+        creator_share,
         node_share: shares.node.minor_units(),
         treasury_share: shares.treasury.minor_units(),
         input_sha256,
@@ -273,6 +331,8 @@ async fn charge_and_run(
         model_id: Some(model.id),
         idempotency: remember,
         leaf: Some((leaf.clone(), signature.clone())),
+        usage: Some(usage),
+        at_ms: call.at_ms,
         ..BatchItem::new(Command::Post { hold, legs, reference })
     };
     let outcome = match state.sequencer.submit(item).await?.map_err(item_error) {

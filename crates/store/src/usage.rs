@@ -1,0 +1,284 @@
+//! Usage events and their rollups. Events are written by `apply_batch`, in
+//! the transaction of the call's charge; with rollups on, the batch's events
+//! are aggregated in memory and merged into `usage_rollups` in the same
+//! transaction, so every read is a range scan over a few hundred rows.
+
+use std::collections::{BTreeMap, HashMap};
+
+use analytics::{CallerSketch, LatencyHistogram};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::{Store, StoreError};
+
+pub const MINUTE_MS: i64 = 60_000;
+pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 86_400_000;
+/// Bucket widths kept in `usage_rollups`.
+pub const GRANULARITIES: [i64; 3] = [MINUTE_MS, HOUR_MS, DAY_MS];
+
+/// What is measured along, and each event's key on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dimension {
+    Model,
+    Creator,
+    Task,
+    App,
+    Node,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 5] =
+        [Dimension::Model, Dimension::Creator, Dimension::Task, Dimension::App, Dimension::Node];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Model => "model",
+            Dimension::Creator => "creator",
+            Dimension::Task => "task",
+            Dimension::App => "app",
+            Dimension::Node => "node",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Dimension> {
+        Dimension::ALL.into_iter().find(|d| d.as_str() == text)
+    }
+}
+
+/// One inference call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageEvent {
+    pub created_at_ms: i64,
+    pub model_id: i64,
+    pub version: i64,
+    pub owner_id: i64,
+    pub task: String,
+    pub public: bool,
+    /// The caller's pseudonym (as in the log).
+    pub caller: [u8; 32],
+    pub app: String,
+    pub node: String,
+    pub price: u64,
+    pub creator_share: u64,
+    pub latency_us: u64,
+    /// "ok" or an error code.
+    pub status: String,
+}
+
+impl UsageEvent {
+    fn key(&self, dimension: Dimension) -> String {
+        match dimension {
+            Dimension::Model => self.model_id.to_string(),
+            Dimension::Creator => self.owner_id.to_string(),
+            Dimension::Task => self.task.clone(),
+            Dimension::App => self.app.clone(),
+            Dimension::Node => self.node.clone(),
+        }
+    }
+}
+
+/// A rollup row's measures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rollup {
+    pub calls: u64,
+    pub errors: u64,
+    pub revenue: u64,
+    pub creator_revenue: u64,
+    pub latency: LatencyHistogram,
+    pub callers: CallerSketch,
+}
+
+impl Rollup {
+    fn add(&mut self, event: &UsageEvent) {
+        self.calls += 1;
+        if event.status == "ok" {
+            self.revenue += event.price;
+            self.creator_revenue += event.creator_share;
+            self.latency.record(event.latency_us);
+        } else {
+            self.errors += 1;
+        }
+        self.callers.insert(u64::from_be_bytes(event.caller[..8].try_into().expect("8 bytes")));
+    }
+
+    pub fn merge(&mut self, other: &Rollup) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.revenue += other.revenue;
+        self.creator_revenue += other.creator_revenue;
+        self.latency.merge(&other.latency);
+        self.callers.merge(&other.callers);
+    }
+}
+
+type RollupKey = (Dimension, String, i64, bool, i64);
+
+/// Inserts the events, and (with `rollups`) merges them into their rollups.
+pub(crate) async fn record(
+    tx: &mut Transaction<'static, Sqlite>,
+    events: &[(UsageEvent, Option<u64>)],
+    rollups: bool,
+) -> Result<(), StoreError> {
+    for (event, log_index) in events {
+        sqlx::query(
+            "INSERT INTO usage_events (created_at, model_id, version, owner_id, task, public, caller, app, node, price, \
+             creator_share, latency_us, status, log_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(event.created_at_ms)
+        .bind(event.model_id)
+        .bind(event.version)
+        .bind(event.owner_id)
+        .bind(&event.task)
+        .bind(event.public)
+        .bind(event.caller.as_slice())
+        .bind(&event.app)
+        .bind(&event.node)
+        .bind(event.price as i64)
+        .bind(event.creator_share as i64)
+        .bind(event.latency_us as i64)
+        .bind(&event.status)
+        .bind(log_index.map(|i| i as i64))
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !rollups || events.is_empty() {
+        return Ok(());
+    }
+    let mut batch: HashMap<RollupKey, Rollup> = HashMap::new();
+    for (event, _) in events {
+        for dimension in Dimension::ALL {
+            for granularity in GRANULARITIES {
+                let bucket = event.created_at_ms.div_euclid(granularity) * granularity;
+                let key = (dimension, event.key(dimension), granularity, event.public, bucket);
+                batch.entry(key).or_default().add(event);
+            }
+        }
+    }
+    for ((dimension, key, granularity, public, bucket), added) in batch {
+        let existing = sqlx::query(
+            "SELECT calls, errors, revenue, creator_revenue, latency, callers FROM usage_rollups \
+             WHERE dimension = ? AND granularity = ? AND public = ? AND bucket = ? AND key = ?",
+        )
+        .bind(dimension.as_str())
+        .bind(granularity)
+        .bind(public)
+        .bind(bucket)
+        .bind(&key)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let mut rollup = match existing {
+            Some(row) => rollup_from_row(&row)?,
+            None => Rollup::default(),
+        };
+        rollup.merge(&added);
+        sqlx::query(
+            "INSERT OR REPLACE INTO usage_rollups (dimension, key, granularity, public, bucket, calls, errors, revenue, \
+             creator_revenue, latency, callers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(dimension.as_str())
+        .bind(&key)
+        .bind(granularity)
+        .bind(public)
+        .bind(bucket)
+        .bind(rollup.calls as i64)
+        .bind(rollup.errors as i64)
+        .bind(rollup.revenue as i64)
+        .bind(rollup.creator_revenue as i64)
+        .bind(rollup.latency.to_bytes())
+        .bind(rollup.callers.to_bytes())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn rollup_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Rollup, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("a usage rollup has a bad {what}"));
+    let count = |column: &str| -> Result<u64, StoreError> { Ok(row.try_get::<i64, _>(column)? as u64) };
+    Ok(Rollup {
+        calls: count("calls")?,
+        errors: count("errors")?,
+        revenue: count("revenue")?,
+        creator_revenue: count("creator_revenue")?,
+        latency: LatencyHistogram::from_bytes(&row.try_get::<Vec<u8>, _>("latency")?)
+            .ok_or_else(|| corrupt("histogram"))?,
+        callers: CallerSketch::from_bytes(&row.try_get::<Vec<u8>, _>("callers")?).ok_or_else(|| corrupt("sketch"))?,
+    })
+}
+
+/// Which rollup rows a query reads.
+#[derive(Debug, Clone)]
+pub struct RollupQuery {
+    pub dimension: Dimension,
+    pub granularity: i64,
+    /// Bucket starts in `[from_ms, to_ms)`.
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Only these keys, if given.
+    pub keys: Option<Vec<String>>,
+    /// Private calls too (the owner's own views).
+    pub include_private: bool,
+}
+
+impl Store {
+    /// Rollups by key and bucket start, public and (if asked) private merged.
+    pub async fn rollups(&self, query: &RollupQuery) -> Result<BTreeMap<String, BTreeMap<i64, Rollup>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key, bucket, calls, errors, revenue, creator_revenue, latency, callers FROM usage_rollups \
+             WHERE dimension = ? AND granularity = ? AND bucket >= ? AND bucket < ? AND (public = 1 OR ?)",
+        )
+        .bind(query.dimension.as_str())
+        .bind(query.granularity)
+        .bind(query.from_ms)
+        .bind(query.to_ms)
+        .bind(query.include_private)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: BTreeMap<String, BTreeMap<i64, Rollup>> = BTreeMap::new();
+        for row in &rows {
+            let key: String = row.try_get("key")?;
+            if query.keys.as_ref().is_some_and(|keys| !keys.contains(&key)) {
+                continue;
+            }
+            let bucket: i64 = row.try_get("bucket")?;
+            out.entry(key).or_default().entry(bucket).or_default().merge(&rollup_from_row(row)?);
+        }
+        Ok(out)
+    }
+
+    /// A creator's earnings per app and bucket, from the events (rollups are
+    /// not kept per creator and app).
+    pub async fn earnings_by_app(
+        &self,
+        owner_id: i64,
+        from_ms: i64,
+        to_ms: i64,
+        granularity: i64,
+    ) -> Result<BTreeMap<String, BTreeMap<i64, (u64, u64)>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT app, (created_at / ?) * ? AS bucket, COUNT(*) AS calls, SUM(creator_share) AS earned FROM usage_events \
+             WHERE owner_id = ? AND created_at >= ? AND created_at < ? AND status = 'ok' AND creator_share > 0 \
+             GROUP BY app, bucket",
+        )
+        .bind(granularity)
+        .bind(granularity)
+        .bind(owner_id)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: BTreeMap<String, BTreeMap<i64, (u64, u64)>> = BTreeMap::new();
+        for row in &rows {
+            let calls: i64 = row.try_get("calls")?;
+            let earned: i64 = row.try_get("earned")?;
+            out.entry(row.try_get("app")?).or_default().insert(row.try_get("bucket")?, (calls as u64, earned as u64));
+        }
+        Ok(out)
+    }
+
+    /// Events stored (for tests and metrics).
+    pub async fn usage_event_count(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_events").fetch_one(&self.pool).await?;
+        Ok(count as u64)
+    }
+}
