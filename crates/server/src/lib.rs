@@ -211,7 +211,7 @@ pub(crate) fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
 #[openapi(
     info(title = "Vitrine", description = "A model marketplace with usage you can see and verify."),
     modifiers(&SecurityAddon),
-    tags((name = "accounts"), (name = "money"), (name = "log"), (name = "models"), (name = "inference"), (name = "meta"))
+    tags((name = "accounts"), (name = "money"), (name = "log"), (name = "stats"), (name = "models"), (name = "inference"), (name = "meta"))
 )]
 struct ApiDoc;
 
@@ -247,6 +247,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::log::consistency))
         .routes(routes!(routes::log::receipt))
         .routes(routes!(routes::log::pseudonym))
+        .routes(routes!(routes::stats::market))
+        .routes(routes!(routes::stats::model_series))
+        .routes(routes!(routes::stats::trending))
+        .routes(routes!(routes::stats::tasks))
+        .routes(routes!(routes::stats::earnings))
+        .routes(routes!(routes::stats::metrics))
         .routes(routes!(routes::models::create_model, routes::models::list_models))
         .routes(routes!(routes::models::get_model, routes::models::update_model))
         .routes(routes!(routes::models::list_versions))

@@ -19,7 +19,7 @@ pub use money::{
     BatchItem, BatchOutcome, IdempotencyStart, ItemError, LedgerTotals, PayoutChange, PayoutRecord, PayoutState,
     TransferRecord,
 };
-pub use usage::{DAY_MS, Dimension, GRANULARITIES, HOUR_MS, MINUTE_MS, Rollup, RollupQuery, UsageEvent};
+pub use usage::{DAY_MS, Dimension, GRANULARITIES, HOUR_MS, MINUTE_MS, ModelLabel, Rollup, RollupQuery, UsageEvent};
 
 /// What went wrong in the store. `Conflict` and `NotFound` are answers; the
 /// other cases are faults the server logs and reports as internal errors.

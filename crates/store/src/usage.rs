@@ -282,3 +282,49 @@ impl Store {
         Ok(count as u64)
     }
 }
+
+/// A model as the stats routes name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelLabel {
+    pub owner: String,
+    pub name: String,
+    pub public: bool,
+    pub task: String,
+    pub price: u64,
+    pub has_version: bool,
+}
+
+impl Store {
+    /// Every model's name, visibility, task and price, by id.
+    pub async fn model_labels(&self) -> Result<HashMap<i64, ModelLabel>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.id, a.name AS owner, m.name, m.visibility, m.task, m.price_per_inference, \
+               EXISTS (SELECT 1 FROM model_versions v WHERE v.model_id = m.id) AS has_version \
+             FROM models m JOIN accounts a ON a.id = m.owner_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let visibility: String = row.try_get("visibility")?;
+                Ok((
+                    row.try_get("id")?,
+                    ModelLabel {
+                        owner: row.try_get("owner")?,
+                        name: row.try_get("name")?,
+                        public: visibility == "public",
+                        task: row.try_get("task")?,
+                        price: row.try_get::<i64, _>("price_per_inference")? as u64,
+                        has_version: row.try_get("has_version")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Account names by id.
+    pub async fn account_names(&self) -> Result<HashMap<i64, String>, StoreError> {
+        let rows = sqlx::query("SELECT id, name FROM accounts").fetch_all(&self.pool).await?;
+        rows.iter().map(|row| Ok((row.try_get("id")?, row.try_get("name")?))).collect()
+    }
+}

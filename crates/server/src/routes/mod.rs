@@ -7,3 +7,4 @@ pub mod log;
 pub mod meta;
 pub mod models;
 pub mod money;
+pub mod stats;

@@ -9,5 +9,6 @@ mod log;
 mod models;
 mod openapi;
 mod restart;
+mod stats;
 mod support;
 mod uploads;

@@ -1,0 +1,282 @@
+//! Scripted traffic with known answers: the market's shares and
+//! concentration, series, trending, tasks, earnings and their reconciliation
+//! with the ledger and the log.
+
+use serde_json::{Value, json};
+
+use crate::support::{Api, TestServer};
+
+const X: &str = r#"{"inputs": {"x": {"dtype": "f32", "shape": [1, 4], "data": [1, 2, 3, 4]}}}"#;
+
+fn body() -> Value {
+    serde_json::from_str(X).unwrap()
+}
+
+async fn model(api: &Api, key: &str, owner: &str, name: &str, task: &str, price: u64, visibility: &str) {
+    let create =
+        json!({"name": name, "task": task, "visibility": visibility, "price_per_inference": price.to_string()});
+    api.post("/v1/models", Some(key), create).await.ok(201);
+    api.upload(&format!("/v1/models/{owner}/{name}/versions"), Some(key), crate::support::fixture("linear.onnx"))
+        .await
+        .ok(201);
+}
+
+/// `times` calls of `owner/name` by `key`, tagged `app`, optionally back-dated.
+async fn calls(api: &Api, key: &str, model: &str, app: &str, times: usize, at_ms: Option<i64>) {
+    for _ in 0..times {
+        let mut request =
+            api.request(reqwest::Method::POST, &format!("/v1/models/{model}/infer"), Some(key)).json(&body());
+        if !app.is_empty() {
+            request = request.header("X-App", app);
+        }
+        if let Some(at) = at_ms {
+            request = request.header("X-Vitrine-Time", at.to_string());
+        }
+        api.send(request).await.ok(200);
+    }
+}
+
+fn close(a: &Value, b: f64) -> bool {
+    (a.as_f64().unwrap() - b).abs() < 1e-9
+}
+
+#[tokio::test]
+async fn scripted_traffic_gives_exact_market_measures_and_reconciles() {
+    let server = TestServer::start_with(&[("dev", "true"), ("checkpoint_interval_ms", "100")]);
+    let (api, op) = (server.api(), server.operator_key.clone());
+    let alice = api.signup("alice").await;
+    let bob = api.signup("bob").await;
+    model(&api, &alice, "alice", "a", "classification", 100, "public").await;
+    model(&api, &alice, "alice", "b", "regression", 10, "public").await;
+    model(&api, &bob, "bob", "c", "classification", 0, "public").await;
+    model(&api, &alice, "alice", "p", "embedding", 50, "private").await;
+    let mut keys = vec![];
+    for caller in ["c1", "c2", "c3", "alice"] {
+        if caller != "alice" {
+            keys.push(api.signup(caller).await);
+        }
+        let deposit = json!({"account": caller, "amount": "100000", "reference": format!("d-{caller}")});
+        api.post("/v1/admin/deposits", Some(&op), deposit).await.ok(201);
+    }
+    let (c1, c2, c3) = (&keys[0], &keys[1], &keys[2]);
+    calls(&api, c1, "alice/a", "shop", 3, None).await;
+    calls(&api, c2, "alice/a", "lab", 2, None).await;
+    calls(&api, c3, "alice/a", "lab", 1, None).await;
+    calls(&api, c1, "alice/b", "shop", 3, None).await;
+    calls(&api, c2, "bob/c", "lab", 1, None).await;
+    calls(&api, &alice, "alice/p", "", 2, None).await;
+    // A failed call is usage too (an error, no revenue).
+    let bad = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 3], "data": [1, 2, 3]}}});
+    let request =
+        api.request(reqwest::Method::POST, "/v1/models/alice/a/infer", Some(c3)).header("X-App", "lab").json(&bad);
+    api.send(request).await.error(422, "invalid_input");
+
+    // The market by model: a 7 calls (one failed), b 3, c 1; the private model is not shown.
+    let market = api.get("/v1/stats/market?window=7d", None).await.ok(200).clone();
+    assert_eq!(
+        (market["calls"].as_u64(), market["revenue"].as_str(), market["active_models"].as_u64()),
+        (Some(11), Some("630"), Some(3))
+    );
+    let models: Vec<(String, u64, String)> = market["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["model"].as_str().unwrap().to_owned(),
+                m["calls"].as_u64().unwrap(),
+                m["revenue"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        models,
+        [("alice/a".into(), 7, "600".into()), ("alice/b".into(), 3, "30".into()), ("bob/c".into(), 1, "0".into())]
+    );
+    assert!(close(&market["models"][0]["share"], 7.0 / 11.0));
+    assert!(close(&market["hhi"], 59.0 / 121.0), "{}", market["hhi"]);
+    assert!(close(&market["gini"], 12.0 / 33.0), "{}", market["gini"]);
+    assert!(close(&market["top10_share"], 1.0));
+    let lorenz: Vec<(f64, f64)> =
+        market["lorenz"].as_array().unwrap().iter().map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap())).collect();
+    let expected = [(0.0, 0.0), (1.0 / 3.0, 1.0 / 11.0), (2.0 / 3.0, 4.0 / 11.0), (1.0, 1.0)];
+    assert!(
+        lorenz.iter().zip(expected).all(|(a, b)| (a.0 - b.0).abs() < 1e-9 && (a.1 - b.1).abs() < 1e-9),
+        "{lorenz:?}"
+    );
+
+    let by = |dimension: &'static str| {
+        let api = api.clone();
+        async move {
+            let view = api.get(&format!("/v1/stats/market?window=24h&by={dimension}"), None).await.ok(200).clone();
+            view["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| (i["key"].as_str().unwrap().to_owned(), i["calls"].as_u64().unwrap()))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(by("creator").await, [("alice".to_owned(), 10), ("bob".to_owned(), 1)]);
+    assert_eq!(by("app").await, [("shop".to_owned(), 6), ("lab".to_owned(), 5)]);
+    assert_eq!(by("task").await, [("classification".to_owned(), 8), ("regression".to_owned(), 3)]);
+    assert_eq!(by("node").await, [("node-local".to_owned(), 11)]);
+
+    // A model's series: today's bucket holds everything.
+    let series = api.get("/v1/stats/models/alice/a?bucket=day", None).await.ok(200).clone();
+    let points = series["series"].as_array().unwrap();
+    assert_eq!(points.len(), 7);
+    let today = points.last().unwrap();
+    assert_eq!(
+        (today["calls"].as_u64(), today["errors"].as_u64(), today["revenue"].as_str()),
+        (Some(7), Some(1), Some("600"))
+    );
+    assert_eq!(today["unique_callers"], 3);
+    assert!(
+        today["latency_ms_p50"].as_f64().unwrap() > 0.0
+            && today["latency_ms_p99"].as_f64().unwrap() >= today["latency_ms_p50"].as_f64().unwrap()
+    );
+    assert!(points[..6].iter().all(|p| p["calls"] == 0 && p["latency_ms_p50"].is_null()));
+    let hours = api.get("/v1/stats/models/alice/a?bucket=hour", None).await.ok(200).clone();
+    assert_eq!(hours["series"].as_array().unwrap().len(), 24);
+    assert_eq!(hours["total"]["calls"], 7);
+    // The private model: its owner sees its series, nobody else sees it exists.
+    let own = api.get("/v1/stats/models/alice/p", Some(&alice)).await.ok(200).clone();
+    assert_eq!(own["total"]["calls"], 2);
+    api.get("/v1/stats/models/alice/p", Some(c1)).await.error(404, "not_found");
+
+    // Demand and supply per task.
+    let tasks = api.get("/v1/stats/tasks?sort=opportunity", None).await.ok(200).clone();
+    let first = &tasks["items"][0];
+    assert_eq!(
+        (first["task"].as_str(), first["calls"].as_u64(), first["models"].as_u64()),
+        (Some("classification"), Some(8), Some(2))
+    );
+    assert_eq!(
+        (first["median_price"].as_f64(), first["calls_per_model"].as_f64(), first["unique_callers"].as_u64()),
+        (Some(50.0), Some(4.0), Some(3))
+    );
+    let second = &tasks["items"][1];
+    assert_eq!(
+        (second["task"].as_str(), second["median_price"].as_f64(), second["calls_per_model"].as_f64()),
+        (Some("regression"), Some(10.0), Some(3.0))
+    );
+    assert_eq!(tasks["items"].as_array().unwrap().len(), 8, "every task is listed");
+
+    // Earnings: a pays alice 80 of 100; b pays 9 of 10 (node 1, treasury 0 after rounding down).
+    let earnings = api.get("/v1/account/earnings", Some(&alice)).await.ok(200).clone();
+    assert_eq!(earnings["total"], "507");
+    let groups: Vec<(&str, u64, &str)> = earnings["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["group"].as_str().unwrap(), p["calls"].as_u64().unwrap(), p["earned"].as_str().unwrap()))
+        .collect();
+    assert_eq!(groups, [("alice/a", 6, "480"), ("alice/b", 3, "27")]);
+    let by_app = api.get("/v1/account/earnings?group_by=app", Some(&alice)).await.ok(200).clone();
+    let apps: Vec<(&str, &str)> = by_app["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["group"].as_str().unwrap(), p["earned"].as_str().unwrap()))
+        .collect();
+    assert_eq!(apps, [("lab", "240"), ("shop", "267")]);
+    let csv = reqwest::Client::new()
+        .get(format!("{}/v1/account/earnings?format=csv", server.url))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "t,group,calls,earned");
+    assert!(lines[1].ends_with(",alice/a,6,480") && lines[2].ends_with(",alice/b,3,27"), "{csv}");
+
+    // Reconciliation: analytics = ledger = the log audit.
+    let account = api.get("/v1/account", Some(&alice)).await.ok(200).clone();
+    assert_eq!(account["earned_total"], "507");
+    api.get("/v1/receipts/10", None).await.ok(200);
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(crate::support::BINARY)
+        .env("VITRINE_URL", &server.url)
+        .env("VITRINE_CLIENT_CONFIG", dir.path().join("client.toml"))
+        .args(["audit", "--creator", "alice", "--key", &alice, "--state", dir.path().join("s.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && text.contains("480") && text.contains("27"), "{text}");
+
+    let metrics = reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("\nvitrine_usage_events 13\n")
+            && metrics.contains("# TYPE vitrine_ledger_batches_total counter"),
+        "{metrics}"
+    );
+
+    for bad in [
+        "/v1/stats/market?window=1y",
+        "/v1/stats/market?by=planet",
+        "/v1/stats/tasks?sort=price",
+        "/v1/stats/trending?window=30d",
+        "/v1/stats/models/alice/a?bucket=week",
+        "/v1/stats/models/alice/a?from=yesterday",
+        "/v1/stats/models/alice/a?bucket=hour&from=2020-01-01T00:00:00Z",
+    ] {
+        api.get(bad, None).await.error(400, "invalid_request");
+    }
+    api.get("/v1/account/earnings?group_by=caller", Some(&alice)).await.error(400, "invalid_request");
+    api.get("/v1/account/earnings", None).await.error(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn trending_ranks_growth_against_previous_windows_with_a_minimum_volume() {
+    let server = TestServer::start_with(&[("dev", "true")]);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    let bob = api.signup("bob").await;
+    for name in ["t1", "t2", "t3", "t4"] {
+        model(&api, &alice, "alice", name, "other", 0, "public").await;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let day = 86_400_000;
+    for days_ago in 1..=3 {
+        let at = Some(now - days_ago * day - 3_600_000);
+        calls(&api, &bob, "alice/t1", "", 4, at).await;
+        calls(&api, &bob, "alice/t2", "", 10, at).await;
+        calls(&api, &bob, "alice/t4", "", 30, at).await;
+    }
+    calls(&api, &bob, "alice/t1", "", 12, None).await; // (12 − 4) / 4 = 2
+    calls(&api, &bob, "alice/t2", "", 20, None).await; // (20 − 10) / 10 = 1
+    calls(&api, &bob, "alice/t3", "", 5, None).await; // below the minimum volume
+    calls(&api, &bob, "alice/t4", "", 15, None).await; // (15 − 30) / 30 = −0.5
+    let trending = api.get("/v1/stats/trending?window=24h", None).await.ok(200).clone();
+    let items: Vec<(&str, u64, u64, f64)> = trending["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["model"].as_str().unwrap(),
+                i["calls"].as_u64().unwrap(),
+                i["previous_calls"].as_u64().unwrap(),
+                i["growth"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(items, [("alice/t1", 12, 4, 2.0), ("alice/t2", 20, 10, 1.0), ("alice/t4", 15, 30, -0.5)]);
+    assert_eq!(trending["calls_min"], 10);
+    // Back-dating is a development server's feature only.
+    let plain = TestServer::start();
+    let key = plain.api().signup("carol").await;
+    let request = plain.api().request(reqwest::Method::GET, "/v1/account", Some(&key));
+    plain.api().send(request).await.ok(200);
+    model(&plain.api(), &key, "carol", "m", "other", 0, "public").await;
+    let dated = plain
+        .api()
+        .request(reqwest::Method::POST, "/v1/models/carol/m/infer", Some(&key))
+        .header("X-Vitrine-Time", (now - day).to_string())
+        .json(&body());
+    plain.api().send(dated).await.error(400, "invalid_request");
+}
