@@ -251,6 +251,8 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Payout(payout) => run_payout(&client, args.json, payout).await,
+        Command::Stats(stats) => crate::stats::run_stats(&client, args.json, stats).await,
+        Command::Earnings(earnings) => crate::stats::run_earnings(&client, args.json, earnings).await,
     }
 }
 

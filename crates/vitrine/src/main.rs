@@ -8,6 +8,7 @@ mod client;
 mod commands;
 mod output;
 mod serve;
+mod stats;
 
 use clap::{Parser, Subcommand};
 
@@ -57,6 +58,11 @@ enum Command {
     /// Check saved receipts.
     #[command(subcommand)]
     Receipt(audit::ReceiptCommand),
+    /// Usage: the market, a model, trending, tasks, apps, nodes.
+    #[command(subcommand)]
+    Stats(stats::StatsCommand),
+    /// What you earned as a creator, by model or app.
+    Earnings(stats::EarningsArgs),
 }
 
 fn main() -> std::process::ExitCode {

@@ -208,6 +208,28 @@ async fn scripted_traffic_gives_exact_market_measures_and_reconciles() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success() && text.contains("480") && text.contains("27"), "{text}");
 
+    // The same figures in the terminal.
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(crate::support::BINARY)
+            .env("VITRINE_URL", &server.url)
+            .env("VITRINE_KEY", &alice)
+            .env("VITRINE_CLIENT_CONFIG", dir.path().join("client.toml"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let market = cli(&["stats", "market"]);
+    assert!(market.contains("alice/a") && market.contains("63.6%") && market.contains("HHI 0.488"), "{market}");
+    assert!(cli(&["stats", "model", "alice/a"]).contains("600"));
+    assert!(cli(&["stats", "tasks", "--sort", "opportunity"]).lines().nth(1).unwrap().starts_with("classification"));
+    assert!(cli(&["stats", "apps", "--window", "24h"]).contains("shop"));
+    assert!(cli(&["stats", "nodes"]).contains("node-local"));
+    assert!(cli(&["stats", "trending"]).contains("at least 10 calls"));
+    assert!(cli(&["earnings"]).contains("total earned: 507"));
+    assert!(cli(&["earnings", "--csv", "--group-by", "app"]).starts_with("t,group,calls,earned\n"));
+
     let metrics = reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
     assert!(
         metrics.contains("\nvitrine_usage_events 13\n")

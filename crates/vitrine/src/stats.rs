@@ -1,0 +1,212 @@
+//! `vitrine stats …` and `vitrine earnings`: the usage routes as terminal tables.
+
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::client::Client;
+use crate::output;
+
+#[derive(Debug, Subcommand)]
+pub enum StatsCommand {
+    /// The market's demand: calls, revenue and share per model, and concentration.
+    Market(MarketArgs),
+    /// One model's usage over time.
+    Model {
+        /// owner/name
+        model: String,
+        /// hour or day.
+        #[arg(long, default_value = "day")]
+        bucket: String,
+        /// RFC 3339 start [default: 7 days or 24 hours before --to].
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339 end [default: now].
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Models whose demand grows fastest.
+    Trending {
+        /// 24h or 7d.
+        #[arg(long, default_value = "24h")]
+        window: String,
+    },
+    /// Demand and supply per task.
+    Tasks {
+        #[arg(long, default_value = "30d")]
+        window: String,
+        /// calls or opportunity.
+        #[arg(long, default_value = "calls")]
+        sort: String,
+    },
+    /// The market by app (X-App).
+    Apps(WindowArgs),
+    /// The market by serving node.
+    Nodes(WindowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WindowArgs {
+    /// 24h, 7d or 30d.
+    #[arg(long, default_value = "7d")]
+    window: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MarketArgs {
+    #[arg(long, default_value = "7d")]
+    window: String,
+    /// model, creator, task, app or node.
+    #[arg(long, default_value = "model")]
+    by: String,
+}
+
+#[derive(Debug, Args)]
+pub struct EarningsArgs {
+    /// model or app.
+    #[arg(long, default_value = "model")]
+    group_by: String,
+    /// hour or day.
+    #[arg(long, default_value = "day")]
+    bucket: String,
+    #[arg(long)]
+    from: Option<String>,
+    #[arg(long)]
+    to: Option<String>,
+    /// Print CSV (t,group,calls,earned).
+    #[arg(long)]
+    csv: bool,
+}
+
+pub async fn run_stats(client: &Client, json: bool, command: StatsCommand) -> anyhow::Result<()> {
+    match command {
+        StatsCommand::Market(args) => market(client, json, &args.window, &args.by).await,
+        StatsCommand::Apps(args) => market(client, json, &args.window, "app").await,
+        StatsCommand::Nodes(args) => market(client, json, &args.window, "node").await,
+        StatsCommand::Model { model, bucket, from, to } => {
+            let mut query = vec![("bucket", bucket)];
+            query.extend(from.map(|f| ("from", f)));
+            query.extend(to.map(|t| ("to", t)));
+            let path = format!("/v1/stats/models/{}", model.trim_matches('/'));
+            let view = client.send_json(client.request(Method::GET, &path).query(&query)).await?;
+            if json {
+                output::json(&view);
+                return Ok(());
+            }
+            let rows = rows(&view["series"], |p| {
+                vec![
+                    output::cell(&p["t"]),
+                    output::cell(&p["calls"]),
+                    output::cell(&p["errors"]),
+                    output::cell(&p["revenue"]),
+                    output::cell(&p["unique_callers"]),
+                    milliseconds(&p["latency_ms_p50"]),
+                    milliseconds(&p["latency_ms_p99"]),
+                ]
+            });
+            output::table(&["bucket", "calls", "errors", "revenue", "callers", "p50", "p99"], &rows);
+            Ok(())
+        }
+        StatsCommand::Trending { window } => {
+            let view = client
+                .send_json(client.request(Method::GET, "/v1/stats/trending").query(&[("window", window)]))
+                .await?;
+            if json {
+                output::json(&view);
+                return Ok(());
+            }
+            let rows = rows(&view["items"], |i| {
+                vec![
+                    output::cell(&i["model"]),
+                    output::cell(&i["calls"]),
+                    output::cell(&i["previous_calls"]),
+                    format!("{:+.0}%", i["growth"].as_f64().unwrap_or(0.0) * 100.0),
+                ]
+            });
+            output::table(&["model", "calls", "previous", "growth"], &rows);
+            println!("(at least {} calls in the window to be listed)", output::cell(&view["calls_min"]));
+            Ok(())
+        }
+        StatsCommand::Tasks { window, sort } => {
+            let query = [("window", window), ("sort", sort)];
+            let view = client.send_json(client.request(Method::GET, "/v1/stats/tasks").query(&query)).await?;
+            if json {
+                output::json(&view);
+                return Ok(());
+            }
+            let rows = rows(&view["items"], |i| {
+                vec![
+                    output::cell(&i["task"]),
+                    output::cell(&i["calls"]),
+                    output::cell(&i["revenue"]),
+                    output::cell(&i["unique_callers"]),
+                    output::cell(&i["models"]),
+                    output::cell(&i["median_price"]),
+                    format!("{:.1}", i["calls_per_model"].as_f64().unwrap_or(0.0)),
+                ]
+            });
+            output::table(&["task", "calls", "revenue", "callers", "models", "median price", "calls/model"], &rows);
+            Ok(())
+        }
+    }
+}
+
+async fn market(client: &Client, json: bool, window: &str, by: &str) -> anyhow::Result<()> {
+    let query = [("window", window), ("by", by)];
+    let view = client.send_json(client.request(Method::GET, "/v1/stats/market").query(&query)).await?;
+    if json {
+        output::json(&view);
+        return Ok(());
+    }
+    let rows = rows(&view["items"], |i| {
+        vec![
+            output::cell(&i["key"]),
+            output::cell(&i["calls"]),
+            output::cell(&i["revenue"]),
+            format!("{:.1}%", i["share"].as_f64().unwrap_or(0.0) * 100.0),
+        ]
+    });
+    output::table(&[by, "calls", "revenue", "share"], &rows);
+    println!(
+        "{} calls, {} active; top-10 share {:.1}%, HHI {:.3}, Gini {:.3} ({})",
+        output::cell(&view["calls"]),
+        output::cell(&view["active"]),
+        view["top10_share"].as_f64().unwrap_or(0.0) * 100.0,
+        view["hhi"].as_f64().unwrap_or(0.0),
+        view["gini"].as_f64().unwrap_or(0.0),
+        output::cell(&view["window"]),
+    );
+    Ok(())
+}
+
+pub async fn run_earnings(client: &Client, json: bool, args: EarningsArgs) -> anyhow::Result<()> {
+    client.require_key()?;
+    let mut query = vec![("group_by", args.group_by), ("bucket", args.bucket)];
+    query.extend(args.from.map(|f| ("from", f)));
+    query.extend(args.to.map(|t| ("to", t)));
+    if args.csv {
+        query.push(("format", "csv".into()));
+        let response = client.send(client.request(Method::GET, "/v1/account/earnings").query(&query)).await?;
+        print!("{}", response.text().await?);
+        return Ok(());
+    }
+    let view = client.send_json(client.request(Method::GET, "/v1/account/earnings").query(&query)).await?;
+    if json {
+        output::json(&view);
+        return Ok(());
+    }
+    let rows = rows(&view["series"], |p| {
+        vec![output::cell(&p["t"]), output::cell(&p["group"]), output::cell(&p["calls"]), output::cell(&p["earned"])]
+    });
+    output::table(&["bucket", "group", "calls", "earned"], &rows);
+    println!("total earned: {} minor units", output::cell(&view["total"]));
+    Ok(())
+}
+
+fn rows(items: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    items.as_array().map(|items| items.iter().map(row).collect()).unwrap_or_default()
+}
+
+fn milliseconds(value: &Value) -> String {
+    value.as_f64().map(|ms| format!("{ms:.2} ms")).unwrap_or_else(|| "-".into())
+}
