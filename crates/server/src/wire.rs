@@ -305,8 +305,11 @@ pub struct ListModelsQuery {
     pub q: Option<String>,
     pub task: Option<String>,
     pub owner: Option<String>,
-    /// `recent` (default) or `name`.
+    /// `recent` (default), `name`, or by usage over `window`: `popular`
+    /// (calls), `revenue`, `trending` (growth).
     pub sort: Option<String>,
+    /// For the usage sorts: 24h, 7d (default) or 30d.
+    pub window: Option<String>,
     pub limit: Option<u32>,
     pub page_token: Option<String>,
 }

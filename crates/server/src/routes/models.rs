@@ -90,7 +90,8 @@ pub async fn create_model(
     Ok((StatusCode::CREATED, Json(ModelView::from(&record))))
 }
 
-/// Lists the models the caller may see, newest first unless sorted by name.
+/// Lists the models the caller may see: newest first, by name, or by usage
+/// over a window (`popular`, `revenue`, `trending`).
 #[utoipa::path(get, path = "/v1/models", tag = "models",
     params(ListModelsQuery),
     responses((status = 200, body = ModelPage), (status = 400, body = ErrorBody)))]
@@ -99,11 +100,24 @@ pub async fn list_models(
     MaybeCaller(viewer): MaybeCaller,
     ApiQuery(query): ApiQuery<ListModelsQuery>,
 ) -> ApiResult<Json<ModelPage>> {
-    let sort = match query.sort.as_deref() {
-        None | Some("recent") => ModelSort::Recent,
-        Some("name") => ModelSort::Name,
-        Some(other) => return Err(ApiError::bad_request(format!("sort is 'recent' or 'name', not '{other}'"))),
+    let usage_order = match query.sort.as_deref() {
+        Some("popular") => Some(UsageOrder::Calls),
+        Some("revenue") => Some(UsageOrder::Revenue),
+        Some("trending") => Some(UsageOrder::Growth),
+        _ => None,
     };
+    let sort = match query.sort.as_deref() {
+        None | Some("recent") | Some("popular" | "revenue" | "trending") => ModelSort::Recent,
+        Some("name") => ModelSort::Name,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "sort is recent, name, popular, revenue or trending, not '{other}'"
+            )));
+        }
+    };
+    if query.window.is_some() && usage_order.is_none() {
+        return Err(ApiError::bad_request("window applies to the usage sorts: popular, revenue and trending"));
+    }
     let limit = query.limit.unwrap_or(state.config.page_size_default);
     if limit == 0 || limit > state.config.page_size_max {
         return Err(ApiError::bad_request(format!(
@@ -111,15 +125,8 @@ pub async fn list_models(
             state.config.page_size_max
         )));
     }
-    let cursor = match query.page_token.as_deref() {
-        None => None,
-        Some(token) => Some(
-            Cursor::decode(token, sort)
-                .ok_or_else(|| ApiError::bad_request("page_token is not valid for this sort"))?,
-        ),
-    };
     let filter = ModelFilter {
-        query: query.q.filter(|q| !q.is_empty()),
+        query: query.q.clone().filter(|q| !q.is_empty()),
         task: query
             .task
             .as_deref()
@@ -136,11 +143,87 @@ pub async fn list_models(
         },
         viewer_id: viewer.map(|v| v.id),
     };
+    if let Some(order) = usage_order {
+        return list_models_by_usage(
+            &state,
+            &filter,
+            order,
+            query.window.as_deref(),
+            query.page_token.as_deref(),
+            limit,
+        )
+        .await;
+    }
+    let cursor = match query.page_token.as_deref() {
+        None => None,
+        Some(token) => Some(
+            Cursor::decode(token, sort)
+                .ok_or_else(|| ApiError::bad_request("page_token is not valid for this sort"))?,
+        ),
+    };
     let (models, next) = state.store.list_models(&filter, sort, cursor.as_ref(), limit).await?;
     Ok(Json(ModelPage {
         items: models.iter().map(ModelView::from).collect(),
         next_page_token: next.map(|c| c.encode()),
     }))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum UsageOrder {
+    Calls,
+    Revenue,
+    Growth,
+}
+
+/// Models matched by one usage sort at most; past this the catalogue is too
+/// large to rank in one request and the answer is 503.
+const USAGE_SORT_MODELS_MAX: usize = 100_000;
+
+/// Usage sorts rank every matching model, so their pages are offsets
+/// (`u<offset>`) into that ranking; ties go to the newer model.
+async fn list_models_by_usage(
+    state: &AppState,
+    filter: &ModelFilter,
+    order: UsageOrder,
+    window: Option<&str>,
+    page_token: Option<&str>,
+    limit: u32,
+) -> ApiResult<Json<ModelPage>> {
+    let offset = match page_token {
+        None => 0,
+        Some(token) => token
+            .strip_prefix('u')
+            .and_then(|o| o.parse::<usize>().ok())
+            .ok_or_else(|| ApiError::bad_request("page_token is not valid for this sort"))?,
+    };
+    let usage = crate::routes::stats::usage_by_model(state, window).await?;
+    let mut models = vec![];
+    let mut cursor: Option<Cursor> = None;
+    loop {
+        let (page, next) = state.store.list_models(filter, ModelSort::Recent, cursor.as_ref(), 1000).await?;
+        models.extend(page);
+        if models.len() > USAGE_SORT_MODELS_MAX {
+            return Err(ApiError::unavailable("too many models match to sort by usage; narrow the filter", 60));
+        }
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let score = |id: i64| -> f64 {
+        let (calls, revenue, growth) = usage.get(&id).copied().unwrap_or((0, 0, None));
+        match order {
+            UsageOrder::Calls => calls as f64,
+            UsageOrder::Revenue => revenue as f64,
+            UsageOrder::Growth => growth.unwrap_or(f64::NEG_INFINITY),
+        }
+    };
+    // `models` is newest first; a stable sort keeps that order among ties.
+    models.sort_by(|a, b| score(b.id).total_cmp(&score(a.id)));
+    let page: Vec<ModelView> = models.iter().skip(offset).take(limit as usize).map(ModelView::from).collect();
+    let next_offset = offset + page.len();
+    let next_page_token = (next_offset < models.len()).then(|| format!("u{next_offset}"));
+    Ok(Json(ModelPage { items: page, next_page_token }))
 }
 
 #[utoipa::path(get, path = "/v1/models/{owner}/{name}", tag = "models",

@@ -407,6 +407,47 @@ pub async fn trending(
     Ok(Json(TrendingView { window: window_name.to_owned(), calls_min: analytics::TRENDING_CALLS_MIN, items }))
 }
 
+/// Each model's public calls and revenue over a window, and its trending
+/// growth (against the 3 windows before), by model id: for sorting the
+/// catalogue by usage.
+pub(crate) async fn usage_by_model(
+    state: &AppState,
+    window_name: Option<&str>,
+) -> ApiResult<HashMap<i64, (u64, u64, Option<f64>)>> {
+    require_rollups(state)?;
+    let (_, width, count) = window(window_name, "7d")?;
+    let (from_ms, to_ms) = window_range(width, count * (TRENDING_PREVIOUS_WINDOWS + 1), store::now_ms());
+    let rollups = state
+        .store
+        .rollups(&RollupQuery {
+            dimension: Dimension::Model,
+            granularity: width,
+            from_ms,
+            to_ms,
+            keys: None,
+            include_private: false,
+        })
+        .await?;
+    let window_ms = width * count;
+    let mut usage = HashMap::new();
+    for (key, buckets) in rollups {
+        let Ok(id) = key.parse::<i64>() else { continue };
+        let mut calls = [0u64; (TRENDING_PREVIOUS_WINDOWS + 1) as usize];
+        let mut revenue = 0;
+        for (t, rollup) in &buckets {
+            let age = ((to_ms - 1 - t) / window_ms) as usize;
+            if age < calls.len() {
+                calls[age] += rollup.calls;
+            }
+            if age == 0 {
+                revenue += rollup.revenue;
+            }
+        }
+        usage.insert(id, (calls[0], revenue, growth(calls[0], &calls[1..])));
+    }
+    Ok(usage)
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]

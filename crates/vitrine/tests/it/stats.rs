@@ -122,6 +122,25 @@ async fn scripted_traffic_gives_exact_market_measures_and_reconciles() {
     assert_eq!(by("task").await, [("classification".to_owned(), 8), ("regression".to_owned(), 3)]);
     assert_eq!(by("node").await, [("node-local".to_owned(), 11)]);
 
+    // The catalogue by usage.
+    let names = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{}/{}", m["owner"].as_str().unwrap(), m["name"].as_str().unwrap()))
+            .collect()
+    };
+    let popular = api.get("/v1/models?sort=popular", None).await.ok(200).clone();
+    assert_eq!(names(&popular), ["alice/a", "alice/b", "bob/c"]);
+    let page = api.get("/v1/models?sort=revenue&limit=2", Some(&alice)).await.ok(200).clone();
+    assert_eq!(names(&page), ["alice/a", "alice/b"]);
+    let token = page["next_page_token"].as_str().unwrap().to_owned();
+    let rest =
+        api.get(&format!("/v1/models?sort=revenue&limit=2&page_token={token}"), Some(&alice)).await.ok(200).clone();
+    assert_eq!(names(&rest), ["alice/p", "bob/c"], "the owner sees her private model, ranked by public usage (none)");
+    api.get("/v1/models?sort=recent&window=7d", None).await.error(400, "invalid_request");
+
     // A model's series: today's bucket holds everything.
     let series = api.get("/v1/stats/models/alice/a?bucket=day", None).await.ok(200).clone();
     let points = series["series"].as_array().unwrap();
@@ -289,6 +308,9 @@ async fn trending_ranks_growth_against_previous_windows_with_a_minimum_volume() 
         .collect();
     assert_eq!(items, [("alice/t1", 12, 4, 2.0), ("alice/t2", 20, 10, 1.0), ("alice/t4", 15, 30, -0.5)]);
     assert_eq!(trending["calls_min"], 10);
+    let catalogue = api.get("/v1/models?sort=trending&window=24h", None).await.ok(200).clone();
+    let order: Vec<&str> = catalogue["items"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(order, ["t1", "t2", "t4", "t3"]);
     // Back-dating is a development server's feature only.
     let plain = TestServer::start();
     let key = plain.api().signup("carol").await;
