@@ -14,6 +14,7 @@
 
 mod cache;
 mod inspect;
+pub mod synthetic;
 mod tensor;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

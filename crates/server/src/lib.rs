@@ -113,6 +113,10 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     }
     let node_name = AccountName::node(&config.node_id).map_err(|e| e.to_string())?;
     let log_keys = Arc::new(log::LogKeys::load_or_create(&data_dir, &config.log_origin, &node_name)?);
+    store
+        .register_node(log_keys.node.name(), &log_keys.node.verifier().public_key())
+        .await
+        .map_err(|e| format!("cannot register this node's receipt key: {e}"))?;
     // A log always has a checkpoint to serve, the empty one at first; and
     // leaves appended before a stop get theirs now.
     log::sign_checkpoint_if_grown(&store, &log_keys).await?;
@@ -158,7 +162,13 @@ fn spawn_maintenance(store: Store, log_keys: Arc<log::LogKeys>, config: &Config)
         let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
-            if let Err(error) = log::sign_checkpoint_if_grown(&store, &log_keys).await {
+            // The server closes the store when it stops; so does this task.
+            if store.is_closed() {
+                break;
+            }
+            if let Err(error) = log::sign_checkpoint_if_grown(&store, &log_keys).await
+                && !store.is_closed()
+            {
                 tracing::error!(%error, "signing a checkpoint failed");
             }
             if last_housekeeping.elapsed() < std::time::Duration::from_secs(1) {
@@ -166,7 +176,9 @@ fn spawn_maintenance(store: Store, log_keys: Arc<log::LogKeys>, config: &Config)
             }
             last_housekeeping = std::time::Instant::now();
             ticks += 1;
-            if let Err(error) = store.expire_holds(store::now_ms()).await {
+            if let Err(error) = store.expire_holds(store::now_ms()).await
+                && !store.is_closed()
+            {
                 tracing::warn!(%error, "expiring holds failed");
             }
             if ticks.is_multiple_of(60)

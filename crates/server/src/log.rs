@@ -26,15 +26,16 @@ pub struct LogKeys {
 }
 
 pub const LOG_KEY_FILE: &str = "log.key";
-pub const NODE_KEY_FILE: &str = "node.key";
 pub const PSEUDONYM_KEY_FILE: &str = "pseudonym.key";
 
 impl LogKeys {
-    /// Reads the three seeds from the data directory, creating each at first
-    /// start (random, hex, mode 0600).
+    /// Reads the seeds from the data directory, creating each at first start
+    /// (random, hex, mode 0600): `log.key`, `pseudonym.key`, and one
+    /// `<node account>.key` per node (several nodes may share a directory).
     pub fn load_or_create(data_dir: &Path, origin: &str, node: &AccountName) -> Result<LogKeys, String> {
         let log = NoteKey::from_seed(origin, &seed(data_dir, LOG_KEY_FILE)?).map_err(|e| e.to_string())?;
-        let node = NoteKey::from_seed(node.as_str(), &seed(data_dir, NODE_KEY_FILE)?).map_err(|e| e.to_string())?;
+        let node_file = format!("{node}.key");
+        let node = NoteKey::from_seed(node.as_str(), &seed(data_dir, &node_file)?).map_err(|e| e.to_string())?;
         Ok(LogKeys { log, node, pseudonym: seed(data_dir, PSEUDONYM_KEY_FILE)? })
     }
 }

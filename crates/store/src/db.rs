@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_ledger.sql")),
     (3, include_str!("migrations/0003_log.sql")),
     (4, include_str!("migrations/0004_usage.sql")),
+    (5, include_str!("migrations/0005_nodes.sql")),
 ];
 
 /// Connections in the pool. SQLite allows one writer at a time anyway; more
@@ -205,7 +206,9 @@ impl Store {
             // ledger's "durable before the response" promise relies on.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            // Writers queue for SQLite's one write lock; several nodes
+            // sharing a file under load can wait seconds for their turn.
+            .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new().max_connections(POOL_CONNECTIONS_MAX).connect_with(options).await?;
         let store = Store { pool, rollups: true };
         store.migrate().await?;
@@ -243,6 +246,11 @@ impl Store {
     pub fn with_rollups(mut self, rollups: bool) -> Store {
         self.rollups = rollups;
         self
+    }
+
+    /// Whether [`Store::close`] was called: background tasks stop then.
+    pub fn is_closed(&self) -> bool {
+        self.pool.is_closed()
     }
 
     pub async fn close(&self) {

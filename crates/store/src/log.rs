@@ -125,7 +125,12 @@ impl Store {
     }
 
     pub async fn insert_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO log_checkpoints (size, root, note, created_at) VALUES (?, ?, ?, ?)")
+        // Nodes sharing the log may sign the same size at once: the same
+        // stored tree gives the same root and (Ed25519 is deterministic) the
+        // same note, so the second insert has nothing to add.
+        sqlx::query(
+            "INSERT INTO log_checkpoints (size, root, note, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (size) DO NOTHING",
+        )
             .bind(checkpoint.size as i64)
             .bind(checkpoint.root.as_slice())
             .bind(&checkpoint.note)
@@ -133,6 +138,34 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Registers a node's receipt key. A name keeps its first key: a
+    /// different key under a known name is refused (`Conflict`), since the
+    /// leaves it signed would no longer verify.
+    pub async fn register_node(&self, name: &str, public_key: &[u8; 32]) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO nodes (name, public_key, registered_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(public_key.as_slice())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        let stored: Vec<u8> =
+            sqlx::query_scalar("SELECT public_key FROM nodes WHERE name = ?").bind(name).fetch_one(&self.pool).await?;
+        if stored != public_key {
+            return Err(StoreError::Conflict(format!("node '{name}' with another key")));
+        }
+        Ok(())
+    }
+
+    /// Every node's receipt key, by name.
+    pub async fn node_keys(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query("SELECT name, public_key FROM nodes ORDER BY name").fetch_all(&self.pool).await?;
+        rows.iter().map(|row| Ok((row.try_get("name")?, row.try_get("public_key")?))).collect()
     }
 }
 

@@ -159,7 +159,7 @@ pub struct InferArgs {
 pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
     let client = args.client()?;
     match command {
-        Command::Serve(_) | Command::Bench(_) | Command::Audit(_) | Command::Receipt(_) => {
+        Command::Serve(_) | Command::Bench(_) | Command::Demo(_) | Command::Audit(_) | Command::Receipt(_) => {
             unreachable!("handled in main")
         }
         Command::Signup(signup) => run_signup(&client, &args, signup).await,

@@ -6,6 +6,7 @@ mod audit;
 mod bench;
 mod client;
 mod commands;
+mod demo;
 mod output;
 mod serve;
 mod stats;
@@ -27,6 +28,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure the paid-inference path on this machine.
     Bench(bench::BenchArgs),
+    /// Fill a fresh data directory with a living demo market.
+    Demo(demo::DemoArgs),
     /// Create an account and save its API key in the client configuration.
     Signup(commands::SignupArgs),
     /// Show the account of the current API key.
@@ -78,6 +81,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
             Command::Audit(args) => audit::run_audit(args, &cli.client).await,
             Command::Receipt(command) => audit::run_receipt(command, &cli.client).await,
             command => commands::run(command, cli.client).await,

@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// A development server: enables the faucet [setting: dev].
     #[arg(long)]
     dev: bool,
+    /// On a data directory with no models, first fill it with a demo market
+    /// (see `vitrine demo`).
+    #[arg(long)]
+    demo: bool,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -40,6 +44,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     init_logging(config.log_format);
     let data_dir = config.data_dir.clone();
+    if args.demo {
+        let size = crate::demo::DemoSize { creators: 30, callers: 200, days: 21, calls: 20_000 };
+        println!("preparing the demo market (first start only)…");
+        if crate::demo::populate(&data_dir, &size).await.context("cannot build the demo market")? {
+            let key = data_dir.join(server::OPERATOR_KEY_FILE);
+            println!("demo market ready; the operator's key is in {}", key.display());
+        }
+    }
     let (state, operator_key) = server::open_state(config).await.context("cannot start")?;
     let mut stdout = std::io::stdout();
     if let Some(key) = operator_key {
@@ -80,7 +92,7 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(Config::load(args.config.as_deref(), std::env::vars(), flags)?)
 }
 
-fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn,sqlx=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

@@ -108,15 +108,15 @@ pub async fn checkpoint(State(state): State<AppState>) -> ApiResult<Response> {
 
 /// The log's public key, and the nodes' receipt keys.
 #[utoipa::path(get, path = "/v1/log/key", tag = "log", responses((status = 200, body = LogKeyView)))]
-pub async fn key(State(state): State<AppState>) -> Json<LogKeyView> {
+pub async fn key(State(state): State<AppState>) -> ApiResult<Json<LogKeyView>> {
     let verifier = state.log_keys.log.verifier();
-    let node = state.log_keys.node.verifier();
-    Json(LogKeyView {
+    let node_keys = state.store.node_keys().await?.into_iter().map(|(name, key)| (name, BASE64.encode(key))).collect();
+    Ok(Json(LogKeyView {
         name: verifier.name.clone(),
         public_key: BASE64.encode(verifier.public_key()),
         vkey: verifier.vkey(),
-        node_keys: BTreeMap::from([(node.name.clone(), BASE64.encode(node.public_key()))]),
-    })
+        node_keys,
+    }))
 }
 
 /// Leaves `[start, end)`, at most `log_entries_page_max` of them.

@@ -324,3 +324,57 @@ async fn trending_ranks_growth_against_previous_windows_with_a_minimum_volume() 
         .json(&body());
     plain.api().send(dated).await.error(400, "invalid_request");
 }
+
+/// A small demo market: real models, back-dated traffic through three nodes,
+/// and everything it shows adds up.
+#[tokio::test]
+async fn the_demo_fills_a_market_that_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let demo = |data: &std::path::Path| {
+        std::process::Command::new(crate::support::BINARY)
+            .env("RUST_LOG", "error")
+            .args([
+                "demo",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--creators",
+                "4",
+                "--callers",
+                "8",
+                "--days",
+                "7",
+                "--calls",
+                "300",
+            ])
+            .output()
+            .unwrap()
+    };
+    let output = demo(&data);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("300 calls over 7 days through 3 nodes (0 failed)"), "{stdout}");
+    assert!(String::from_utf8_lossy(&demo(&data).stdout).contains("already holds a market"));
+
+    let server = crate::support::TestServer::on_data_dir(data.clone());
+    let api = server.api();
+    let market = api.get("/v1/stats/market?window=30d", None).await.ok(200).clone();
+    assert_eq!(market["calls"], 300);
+    assert!(market["active_models"].as_u64().unwrap() >= 3);
+    let nodes = api.get("/v1/stats/market?window=30d&by=node", None).await.ok(200).clone();
+    assert_eq!(nodes["items"].as_array().unwrap().len(), 3);
+    let days = api.get("/v1/stats/market?window=24h", None).await.ok(200).clone();
+    assert!(days["calls"].as_u64().unwrap() < 300, "traffic is spread over days");
+    let tasks = api.get("/v1/stats/tasks", None).await.ok(200).clone();
+    assert_eq!(tasks["items"].as_array().unwrap().iter().map(|t| t["calls"].as_u64().unwrap()).sum::<u64>(), 300);
+    let ledger = api.get("/v1/admin/ledger", Some(&server.operator_key)).await.ok(200).clone();
+    assert_eq!(ledger["debits_total"], ledger["credits_total"]);
+    let state = dir.path().join("audit.json");
+    let audit = std::process::Command::new(crate::support::BINARY)
+        .env("VITRINE_URL", &server.url)
+        .env("VITRINE_CLIENT_CONFIG", dir.path().join("client.toml"))
+        .args(["audit", "--state", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+}

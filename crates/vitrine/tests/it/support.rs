@@ -44,6 +44,11 @@ impl TestServer {
         TestServer::spawn(data_dir, settings, Some(dir))
     }
 
+    /// Starts on an existing data directory (kept by the caller).
+    pub fn on_data_dir(data_dir: PathBuf) -> TestServer {
+        TestServer::spawn(data_dir, vec![], None)
+    }
+
     fn spawn(data_dir: PathBuf, settings: Vec<(String, String)>, dir: Option<tempfile::TempDir>) -> TestServer {
         let mut command = Command::new(BINARY);
         command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data_dir);

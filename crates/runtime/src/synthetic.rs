@@ -1,0 +1,224 @@
+//! Small, real ONNX models written from code: for the demo market and for
+//! tests that need many distinct models. Each is a valid ONNX file that
+//! [`crate::load_model`] accepts, with weights drawn from a seed, so two
+//! seeds give two different files.
+
+use domain::Task;
+use prost::Message;
+use tract_onnx::pb::{
+    self, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
+    ValueInfoProto, tensor_proto::DataType, tensor_shape_proto::Dimension, tensor_shape_proto::dimension, type_proto,
+};
+
+/// A generated model and what a call to it needs.
+#[derive(Debug, Clone)]
+pub struct SyntheticModel {
+    pub bytes: Vec<u8>,
+    /// The input's name, dtype and per-row width (after the batch dimension `N`).
+    pub input: String,
+    pub dtype: &'static str,
+    pub width: usize,
+    /// For integer inputs: values must be below this.
+    pub vocabulary: Option<usize>,
+}
+
+/// A deterministic generator (splitmix64).
+#[derive(Debug, Clone)]
+pub struct Seeded(u64);
+
+impl Seeded {
+    pub fn new(seed: u64) -> Seeded {
+        Seeded(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut x = self.0;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in [low, high).
+    pub fn range(&mut self, low: usize, high: usize) -> usize {
+        low + (self.next_u64() % (high - low) as u64) as usize
+    }
+
+    fn weights(&mut self, count: usize) -> Vec<f32> {
+        (0..count).map(|_| (self.unit() * 2.0 - 1.0) as f32).collect()
+    }
+}
+
+/// A small model for `task`, its weights from `seed`.
+pub fn model_for_task(task: Task, seed: u64) -> SyntheticModel {
+    let mut rng = Seeded::new(seed);
+    let width = rng.range(3, 17);
+    let (nodes, initializers, input_type, output, vocabulary) = match task {
+        Task::Embedding => {
+            let (vocabulary, dims) = (rng.range(16, 64), rng.range(4, 17));
+            let nodes = vec![node("Gather", &["table", "x"], "y", &[("axis", 0)])];
+            (
+                nodes,
+                vec![tensor("table", &[vocabulary, dims], rng.weights(vocabulary * dims))],
+                DataType::Int64,
+                dims,
+                Some(vocabulary),
+            )
+        }
+        Task::Classification => {
+            let classes = rng.range(2, 6);
+            let nodes =
+                vec![node("Gemm", &["x", "w", "b"], "logits", &[]), node("Softmax", &["logits"], "y", &[("axis", 1)])];
+            let weights = vec![
+                tensor("w", &[width, classes], rng.weights(width * classes)),
+                tensor("b", &[classes], rng.weights(classes)),
+            ];
+            (nodes, weights, DataType::Float, classes, None)
+        }
+        other => {
+            let outputs = match other {
+                Task::Regression => 1,
+                Task::Detection => 4,
+                Task::Segmentation => width,
+                _ => rng.range(1, 8),
+            };
+            let activation = match other {
+                Task::Detection | Task::Segmentation => Some("Sigmoid"),
+                Task::Generation => Some("Tanh"),
+                Task::Other => Some("Relu"),
+                _ => None,
+            };
+            let mut nodes = vec![node("MatMul", &["x", "w"], "xw", &[]), node("Add", &["xw", "b"], "z", &[])];
+            let last = match activation {
+                Some(op) => {
+                    nodes.push(node(op, &["z"], "y", &[]));
+                    "y"
+                }
+                None => "z",
+            };
+            if last == "z" {
+                nodes.last_mut().expect("two nodes").output = vec!["y".into()];
+            }
+            let weights = vec![
+                tensor("w", &[width, outputs], rng.weights(width * outputs)),
+                tensor("b", &[outputs], rng.weights(outputs)),
+            ];
+            (nodes, weights, DataType::Float, outputs, None)
+        }
+    };
+    let graph = GraphProto {
+        name: format!("{}-{seed}", task.as_str()),
+        node: nodes,
+        initializer: initializers,
+        input: vec![value_info("x", input_type, &[None, Some(width)])],
+        output: vec![value_info(
+            "y",
+            DataType::Float,
+            &[None, if task == Task::Embedding { None } else { Some(output) }],
+        )],
+        ..GraphProto::default()
+    };
+    let graph = if task == Task::Embedding {
+        // Gather adds the embedding dimension after the input's two.
+        GraphProto { output: vec![value_info("y", DataType::Float, &[None, Some(width), Some(output)])], ..graph }
+    } else {
+        graph
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        producer_name: "vitrine-synthetic".into(),
+        graph: Some(graph),
+        ..ModelProto::default()
+    };
+    SyntheticModel {
+        bytes: model.encode_to_vec(),
+        input: "x".into(),
+        dtype: if task == Task::Embedding { "i64" } else { "f32" },
+        width,
+        vocabulary,
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str, ints: &[(&str, i64)]) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: format!("{op}-{output}"),
+        attribute: ints
+            .iter()
+            .map(|&(name, value)| AttributeProto {
+                name: name.into(),
+                r#type: pb::attribute_proto::AttributeType::Int as i32,
+                i: value,
+                ..AttributeProto::default()
+            })
+            .collect(),
+        ..NodeProto::default()
+    }
+}
+
+fn tensor(name: &str, dims: &[usize], data: Vec<f32>) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: DataType::Float as i32,
+        float_data: data,
+        ..TensorProto::default()
+    }
+}
+
+/// `None` dimensions are the symbolic batch `N`.
+fn value_info(name: &str, dtype: DataType, dims: &[Option<usize>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Some(size) => dimension::Value::DimValue(*size as i64),
+                None => dimension::Value::DimParam("N".into()),
+            }),
+            ..Dimension::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: dtype as i32,
+                shape: Some(pb::TensorShapeProto { dim }),
+            })),
+            ..TypeProto::default()
+        }),
+        ..ValueInfoProto::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ModelLimits, Tensor, TensorData, load_model};
+
+    #[test]
+    fn every_task_gives_a_model_that_loads_and_runs() {
+        let limits = ModelLimits { nodes_max: 100, initializer_bytes_max: 1 << 20 };
+        for task in Task::ALL {
+            for seed in 0..3 {
+                let synthetic = model_for_task(task, seed);
+                let model = load_model(&synthetic.bytes, &limits).unwrap_or_else(|e| panic!("{task}: {e}"));
+                let data = match synthetic.vocabulary {
+                    Some(v) => TensorData::I64((0..2 * synthetic.width).map(|i| (i % v) as i64).collect()),
+                    None => TensorData::F32(vec![0.5; 2 * synthetic.width]),
+                };
+                let outputs = model.run(vec![Tensor { shape: vec![2, synthetic.width], data }]).unwrap();
+                assert_eq!(outputs[0].1.shape[0], 2, "{task}");
+            }
+        }
+        assert_ne!(model_for_task(Task::Regression, 1).bytes, model_for_task(Task::Regression, 2).bytes);
+    }
+}
