@@ -310,6 +310,46 @@ pub async fn serve(
     Ok(())
 }
 
+/// A server running on this process's runtime, for tools that start one
+/// next to their own work (`vitrine bench`, `vitrine demo`).
+#[derive(Debug)]
+pub struct RunningServer {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), StartError>>,
+}
+
+impl RunningServer {
+    /// Serves `state` on its configured address until [`RunningServer::stop`].
+    pub async fn start(state: AppState) -> Result<RunningServer, StartError> {
+        let (address_sender, address) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(
+            state,
+            move |address| {
+                let _ = address_sender.send(address);
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        match address.await {
+            Ok(address) => Ok(RunningServer { url: format!("http://{address}"), stop, task }),
+            // The server ended before listening: its error says why.
+            Err(_) => {
+                Err(task.await.map_err(|e| StartError(e.to_string()))?.err().unwrap_or(StartError("stopped".into())))
+            }
+        }
+    }
+
+    /// Stops taking connections, finishes the requests in flight, closes the store.
+    pub async fn stop(self) -> Result<(), StartError> {
+        let _ = self.stop.send(());
+        self.task.await.map_err(|e| StartError(e.to_string()))?
+    }
+}
+
 /// Why the server could not start or stopped: a sentence for the operator.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

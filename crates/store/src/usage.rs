@@ -276,6 +276,16 @@ impl Store {
         Ok(out)
     }
 
+    /// Records usage events with no ledger command, in one transaction: for
+    /// benchmarks and imports (calls record theirs through `apply_batch`).
+    pub async fn record_usage(&self, events: &[UsageEvent]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let events: Vec<(UsageEvent, Option<u64>)> = events.iter().map(|e| (e.clone(), None)).collect();
+        record(&mut tx, &events, self.rollups).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Events stored (for tests and metrics).
     pub async fn usage_event_count(&self) -> Result<u64, StoreError> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_events").fetch_one(&self.pool).await?;

@@ -70,24 +70,12 @@ pub async fn populate(data_dir: &Path, size: &DemoSize) -> anyhow::Result<bool> 
         let config = server::Config::load(None, std::iter::empty(), flags)?;
         // One at a time: the first creates the schema and the operator.
         let (state, _) = server::open_state(config).await.context("cannot start a demo node")?;
-        let (address_sender, address) = tokio::sync::oneshot::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(server::serve(
-            state,
-            move |address| {
-                let _ = address_sender.send(address);
-            },
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        nodes.push((format!("http://{}", address.await?), stop, serving));
+        nodes.push(server::RunningServer::start(state).await?);
     }
-    let urls: Vec<String> = nodes.iter().map(|n| n.0.clone()).collect();
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let result = fill(data_dir, &urls, size).await;
-    for (_, stop, serving) in nodes {
-        let _ = stop.send(());
-        serving.await??;
+    for node in nodes {
+        node.stop().await?;
     }
     result
 }
