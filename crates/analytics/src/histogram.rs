@@ -64,19 +64,46 @@ impl LatencyHistogram {
         None
     }
 
-    /// Little-endian u64 counts, trailing empty buckets dropped.
+    /// Sparse: for each non-empty bucket, its index (one byte) and its count
+    /// (unsigned LEB128). A rollup row usually has a handful of buckets.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let used = self.counts.iter().rposition(|&c| c > 0).map_or(0, |k| k + 1);
-        self.counts[..used].iter().flat_map(|c| c.to_le_bytes()).collect()
+        let mut out = vec![];
+        for (k, &count) in self.counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+            out.push(k as u8);
+            let mut rest = count;
+            loop {
+                let byte = (rest & 0x7f) as u8;
+                rest >>= 7;
+                if rest == 0 {
+                    out.push(byte);
+                    break;
+                }
+                out.push(byte | 0x80);
+            }
+        }
+        out
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Option<LatencyHistogram> {
-        if !bytes.len().is_multiple_of(8) || bytes.len() / 8 > LATENCY_BUCKETS {
-            return None;
-        }
         let mut histogram = LatencyHistogram::default();
-        for (k, chunk) in bytes.chunks_exact(8).enumerate() {
-            histogram.counts[k] = u64::from_le_bytes(chunk.try_into().ok()?);
+        let mut at = 0;
+        while at < bytes.len() {
+            let k = bytes[at] as usize;
+            at += 1;
+            let (mut count, mut shift) = (0u64, 0u32);
+            loop {
+                let byte = *bytes.get(at)?;
+                at += 1;
+                count |= ((byte & 0x7f) as u64).checked_shl(shift)?;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+                shift += 7;
+                if shift > 63 {
+                    return None;
+                }
+            }
+            *histogram.counts.get_mut(k)? += count;
         }
         Some(histogram)
     }
@@ -98,7 +125,13 @@ mod tests {
         assert!((50.0 / 1.1..=50.0 * 1.1).contains(&p50), "{p50}");
         assert!((99.0 / 1.1..=99.0 * 1.1).contains(&p99), "{p99}");
         assert_eq!(LatencyHistogram::default().quantile_ms(0.5), None);
-        assert_eq!(LatencyHistogram::from_bytes(&h.to_bytes()), Some(h));
+        assert_eq!(LatencyHistogram::from_bytes(&h.to_bytes()), Some(h.clone()));
+        let mut big = LatencyHistogram::default();
+        (0..300).for_each(|_| big.record(5));
+        assert_eq!(big.to_bytes().len(), 3, "one bucket: index and a two-byte count");
+        assert_eq!(LatencyHistogram::from_bytes(&big.to_bytes()), Some(big));
+        assert_eq!(LatencyHistogram::from_bytes(&[200, 1]), None, "no bucket 200");
+        assert_eq!(LatencyHistogram::from_bytes(&[3, 0x80]), None, "a count cut short");
     }
 
     proptest! {

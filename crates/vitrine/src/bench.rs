@@ -326,7 +326,7 @@ async fn log_bench(data_dir: &std::path::Path, count: u64) -> anyhow::Result<()>
 /// then times the stats routes over HTTP.
 async fn usage_bench(data_dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
     const MODELS: usize = 100;
-    const BATCH: u64 = 20_000;
+    const BATCH: u64 = 100_000;
     let mut flags = toml::Table::new();
     flags.insert("data_dir".into(), data_dir.display().to_string().into());
     flags.insert("listen".into(), "127.0.0.1:0".into());
