@@ -211,11 +211,11 @@ async fn list_models_by_usage(
         }
     }
     let score = |id: i64| -> f64 {
-        let (calls, revenue, growth) = usage.get(&id).copied().unwrap_or((0, 0, None));
+        let usage = usage.get(&id).copied().unwrap_or_default();
         match order {
-            UsageOrder::Calls => calls as f64,
-            UsageOrder::Revenue => revenue as f64,
-            UsageOrder::Growth => growth.unwrap_or(f64::NEG_INFINITY),
+            UsageOrder::Calls => usage.calls as f64,
+            UsageOrder::Revenue => usage.revenue as f64,
+            UsageOrder::Growth => usage.growth.unwrap_or(f64::NEG_INFINITY),
         }
     };
     // `models` is newest first; a stable sort keeps that order among ties.

@@ -370,68 +370,50 @@ pub async fn trending(
     ApiQuery(query): ApiQuery<TrendingQuery>,
 ) -> ApiResult<Json<TrendingView>> {
     require_rollups(&state)?;
-    let (window_name, width, count) = window(query.window.as_deref(), "24h")?;
+    let (window_name, _, _) = window(query.window.as_deref(), "24h")?;
     if window_name == "30d" {
         return Err(ApiError::bad_request("trending windows are 24h or 7d"));
     }
-    let (from_ms, to_ms) = window_range(width, count * (TRENDING_PREVIOUS_WINDOWS + 1), store::now_ms());
-    let rollups = state
-        .store
-        .rollups(&RollupQuery {
-            dimension: Dimension::Model,
-            granularity: width,
-            from_ms,
-            to_ms,
-            keys: None,
-            include_private: false,
-        })
-        .await?;
     let names = key_names(&state, Dimension::Model).await?;
-    let window_ms = width * count;
     let mut items = vec![];
-    for (key, buckets) in &rollups {
-        let Some(name) = names.name(key) else { continue };
-        // Window 0 is the current one; 1..=3 precede it.
-        let mut calls = [0u64; (TRENDING_PREVIOUS_WINDOWS + 1) as usize];
-        for (&t, rollup) in buckets {
-            let age = ((to_ms - 1 - t) / window_ms) as usize;
-            if age < calls.len() {
-                calls[age] += rollup.calls;
-            }
-        }
-        if let Some(growth) = growth(calls[0], &calls[1..]) {
-            items.push(TrendingItem { model: name, calls: calls[0], previous_calls: calls[1], growth });
-        }
+    for (id, usage) in usage_by_model(&state, Some(window_name)).await? {
+        let (Some(name), Some(growth)) = (names.name(&id.to_string()), usage.growth) else { continue };
+        items.push(TrendingItem { model: name, calls: usage.calls, previous_calls: usage.previous_calls, growth });
     }
     items.sort_by(|a, b| b.growth.total_cmp(&a.growth).then_with(|| b.calls.cmp(&a.calls)));
     Ok(Json(TrendingView { window: window_name.to_owned(), calls_min: analytics::TRENDING_CALLS_MIN, items }))
 }
 
-/// Each model's public calls and revenue over a window, and its trending
-/// growth (against the 3 windows before), by model id: for sorting the
-/// catalogue by usage.
-pub(crate) async fn usage_by_model(
-    state: &AppState,
-    window_name: Option<&str>,
-) -> ApiResult<HashMap<i64, (u64, u64, Option<f64>)>> {
+/// A model's public usage in a window and the windows before it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ModelUsage {
+    pub calls: u64,
+    /// Calls in the window just before.
+    pub previous_calls: u64,
+    pub revenue: u64,
+    /// Against the mean of the 3 windows before; `None` below the minimum volume.
+    pub growth: Option<f64>,
+}
+
+/// Every model's [`ModelUsage`] over a window, by model id: for trending and
+/// for sorting the catalogue by usage.
+pub(crate) async fn usage_by_model(state: &AppState, window_name: Option<&str>) -> ApiResult<HashMap<i64, ModelUsage>> {
     require_rollups(state)?;
     let (_, width, count) = window(window_name, "7d")?;
     let (from_ms, to_ms) = window_range(width, count * (TRENDING_PREVIOUS_WINDOWS + 1), store::now_ms());
-    let rollups = state
-        .store
-        .rollups(&RollupQuery {
-            dimension: Dimension::Model,
-            granularity: width,
-            from_ms,
-            to_ms,
-            keys: None,
-            include_private: false,
-        })
-        .await?;
+    let query = RollupQuery {
+        dimension: Dimension::Model,
+        granularity: width,
+        from_ms,
+        to_ms,
+        keys: None,
+        include_private: false,
+    };
     let window_ms = width * count;
     let mut usage = HashMap::new();
-    for (key, buckets) in rollups {
+    for (key, buckets) in state.store.rollups(&query).await? {
         let Ok(id) = key.parse::<i64>() else { continue };
+        // Window 0 is the current one; 1..=3 precede it.
         let mut calls = [0u64; (TRENDING_PREVIOUS_WINDOWS + 1) as usize];
         let mut revenue = 0;
         for (t, rollup) in &buckets {
@@ -443,7 +425,8 @@ pub(crate) async fn usage_by_model(
                 revenue += rollup.revenue;
             }
         }
-        usage.insert(id, (calls[0], revenue, growth(calls[0], &calls[1..])));
+        let growth = growth(calls[0], &calls[1..]);
+        usage.insert(id, ModelUsage { calls: calls[0], previous_calls: calls[1], revenue, growth });
     }
     Ok(usage)
 }
