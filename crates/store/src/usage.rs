@@ -218,22 +218,39 @@ pub struct RollupQuery {
     pub keys: Option<Vec<String>>,
     /// Private calls too (the owner's own views).
     pub include_private: bool,
+    /// Decode latency histograms and caller sketches (percentiles, distinct
+    /// callers); without, only the counts are read.
+    pub detail: bool,
 }
 
 impl Store {
     /// Rollups by key and bucket start, public and (if asked) private merged.
     pub async fn rollups(&self, query: &RollupQuery) -> Result<BTreeMap<String, BTreeMap<i64, Rollup>>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT key, bucket, calls, errors, revenue, creator_revenue, latency, callers FROM usage_rollups \
-             WHERE dimension = ? AND granularity = ? AND bucket >= ? AND bucket < ? AND (public = 1 OR ?)",
-        )
-        .bind(query.dimension.as_str())
-        .bind(query.granularity)
-        .bind(query.from_ms)
-        .bind(query.to_ms)
-        .bind(query.include_private)
-        .fetch_all(&self.pool)
-        .await?;
+        // Static statements, so each can use its index: the range of buckets
+        // over all keys (the primary key), or one key's buckets (by_key).
+        // Without `detail` the sketches and histograms stay undecoded.
+        const COLUMNS_DETAIL: &str = "key, bucket, calls, errors, revenue, creator_revenue, latency, callers";
+        const COLUMNS_COUNTS: &str =
+            "key, bucket, calls, errors, revenue, creator_revenue, x'' AS latency, x'' AS callers";
+        let columns = if query.detail { COLUMNS_DETAIL } else { COLUMNS_COUNTS };
+        let visibility = if query.include_private { "public IN (0, 1)" } else { "public = 1" };
+        let single = query.keys.as_ref().filter(|keys| keys.len() == 1).map(|keys| keys[0].clone());
+        let sql = match &single {
+            Some(_) => format!(
+                "SELECT {columns} FROM usage_rollups INDEXED BY usage_rollups_by_key \
+                 WHERE dimension = ? AND key = ? AND granularity = ? AND bucket >= ? AND bucket < ? AND {visibility}"
+            ),
+            None => format!(
+                "SELECT {columns} FROM usage_rollups \
+                 WHERE dimension = ? AND granularity = ? AND {visibility} AND bucket >= ? AND bucket < ?"
+            ),
+        };
+        let mut statement = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(query.dimension.as_str());
+        if let Some(key) = &single {
+            statement = statement.bind(key.clone());
+        }
+        let rows =
+            statement.bind(query.granularity).bind(query.from_ms).bind(query.to_ms).fetch_all(&self.pool).await?;
         let mut out: BTreeMap<String, BTreeMap<i64, Rollup>> = BTreeMap::new();
         for row in &rows {
             let key: String = row.try_get("key")?;

@@ -123,7 +123,15 @@ pub async fn market(
     let (from_ms, to_ms) = window_range(granularity, count, store::now_ms());
     let rollups = state
         .store
-        .rollups(&RollupQuery { dimension, granularity, from_ms, to_ms, keys: None, include_private: false })
+        .rollups(&RollupQuery {
+            dimension,
+            granularity,
+            from_ms,
+            to_ms,
+            keys: None,
+            include_private: false,
+            detail: false,
+        })
         .await?;
     let names = key_names(&state, dimension).await?;
     let mut items: Vec<(String, u64, u64)> = rollups
@@ -316,6 +324,7 @@ pub async fn model_series(
             to_ms,
             keys: Some(vec![key.clone()]),
             include_private,
+            detail: true,
         })
         .await?;
     let buckets = rollups.get(&key).cloned().unwrap_or_default();
@@ -408,6 +417,7 @@ pub(crate) async fn usage_by_model(state: &AppState, window_name: Option<&str>) 
         to_ms,
         keys: None,
         include_private: false,
+        detail: false,
     };
     let window_ms = width * count;
     let mut usage = HashMap::new();
@@ -483,6 +493,7 @@ pub async fn tasks(State(state): State<AppState>, ApiQuery(query): ApiQuery<Task
             to_ms,
             keys: None,
             include_private: false,
+            detail: true,
         })
         .await?;
     let mut prices: HashMap<String, Vec<u64>> = HashMap::new();
@@ -590,6 +601,7 @@ pub async fn earnings(
                     to_ms,
                     keys: Some(mine.keys().cloned().collect()),
                     include_private: true,
+                    detail: false,
                 })
                 .await?;
             for (key, buckets) in rollups {

@@ -41,3 +41,5 @@ CREATE TABLE usage_rollups (
     callers         BLOB    NOT NULL,
     PRIMARY KEY (dimension, granularity, public, bucket, key)
 ) WITHOUT ROWID;
+-- One key's series (a model's, a creator's) without scanning its neighbours.
+CREATE INDEX usage_rollups_by_key ON usage_rollups (dimension, key, granularity, bucket);
