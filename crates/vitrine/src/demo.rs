@@ -51,29 +51,30 @@ const CONCURRENCY: usize = 16;
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     crate::serve::init_logging(server::config::LogFormat::Text);
-    let filled = populate(&args.data_dir, &args.size).await?;
+    let mut flags = toml::Table::new();
+    flags.insert("data_dir".into(), args.data_dir.display().to_string().into());
+    let config = server::Config::load(None, std::env::vars(), flags)?;
+    let filled = populate(&config, &args.size).await?;
     if !filled {
         println!("{} already holds a market; nothing was added", args.data_dir.display());
     }
     Ok(())
 }
 
-/// Fills `data_dir` if it holds no models; returns whether it did.
-pub async fn populate(data_dir: &Path, size: &DemoSize) -> anyhow::Result<bool> {
+/// Fills the configured data directory if it holds no models; returns
+/// whether it did. The demo's nodes take every setting from `config` but
+/// their address, node id and development mode (for back-dating).
+pub async fn populate(config: &server::Config, size: &DemoSize) -> anyhow::Result<bool> {
+    let data_dir = config.data_dir.clone();
     let mut nodes = vec![];
     for node in NODES {
-        let mut flags = toml::Table::new();
-        flags.insert("data_dir".into(), data_dir.display().to_string().into());
-        flags.insert("listen".into(), "127.0.0.1:0".into());
-        flags.insert("node_id".into(), node.into());
-        flags.insert("dev".into(), true.into());
-        let config = server::Config::load(None, std::iter::empty(), flags)?;
+        let config = server::Config { listen: "127.0.0.1:0".into(), node_id: node.into(), dev: true, ..config.clone() };
         // One at a time: the first creates the schema and the operator.
         let (state, _) = server::open_state(config).await.context("cannot start a demo node")?;
         nodes.push(server::RunningServer::start(state).await?);
     }
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
-    let result = fill(data_dir, &urls, size).await;
+    let result = fill(&data_dir, &urls, size).await;
     for node in nodes {
         node.stop().await?;
     }

@@ -47,7 +47,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.demo {
         let size = crate::demo::DemoSize { creators: 30, callers: 200, days: 21, calls: 20_000 };
         println!("preparing the demo market (first start only)…");
-        if crate::demo::populate(&data_dir, &size).await.context("cannot build the demo market")? {
+        if crate::demo::populate(&config, &size).await.context("cannot build the demo market")? {
             let key = data_dir.join(server::OPERATOR_KEY_FILE);
             println!("demo market ready; the operator's key is in {}", key.display());
         }
