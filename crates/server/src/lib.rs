@@ -264,6 +264,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::stats::trending))
         .routes(routes!(routes::stats::tasks))
         .routes(routes!(routes::stats::earnings))
+        .routes(routes!(routes::stats::spending))
         .routes(routes!(routes::stats::metrics))
         .routes(routes!(routes::models::create_model, routes::models::list_models))
         .routes(routes!(routes::models::get_model, routes::models::update_model))

@@ -303,6 +303,40 @@ impl Store {
         Ok(())
     }
 
+    /// A caller's spending per model (`owner/name`) or app and bucket, from
+    /// the events: (calls, errors, spent).
+    pub async fn spending(
+        &self,
+        caller: &[u8; 32],
+        by_app: bool,
+        from_ms: i64,
+        to_ms: i64,
+        granularity: i64,
+    ) -> Result<BTreeMap<String, BTreeMap<i64, (u64, u64, u64)>>, StoreError> {
+        const BY_MODEL: &str = "SELECT a.name || '/' || m.name AS grp, (e.created_at / ?) * ? AS bucket, COUNT(*) AS calls, \
+               SUM(e.status <> 'ok') AS errors, SUM(e.price) AS spent \
+             FROM usage_events e JOIN models m ON m.id = e.model_id JOIN accounts a ON a.id = e.owner_id \
+             WHERE e.caller = ? AND e.created_at >= ? AND e.created_at < ? GROUP BY grp, bucket";
+        const BY_APP: &str = "SELECT e.app AS grp, (e.created_at / ?) * ? AS bucket, COUNT(*) AS calls, \
+               SUM(e.status <> 'ok') AS errors, SUM(e.price) AS spent \
+             FROM usage_events e WHERE e.caller = ? AND e.created_at >= ? AND e.created_at < ? GROUP BY grp, bucket";
+        let rows = sqlx::query(if by_app { BY_APP } else { BY_MODEL })
+            .bind(granularity)
+            .bind(granularity)
+            .bind(caller.as_slice())
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out: BTreeMap<String, BTreeMap<i64, (u64, u64, u64)>> = BTreeMap::new();
+        for row in &rows {
+            let count = |column: &str| -> Result<u64, StoreError> { Ok(row.try_get::<i64, _>(column)? as u64) };
+            let value = (count("calls")?, count("errors")?, count("spent")?);
+            out.entry(row.try_get("grp")?).or_default().insert(row.try_get("bucket")?, value);
+        }
+        Ok(out)
+    }
+
     /// Events stored (for tests and metrics).
     pub async fn usage_event_count(&self) -> Result<u64, StoreError> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_events").fetch_one(&self.pool).await?;

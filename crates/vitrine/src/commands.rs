@@ -253,6 +253,7 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
         Command::Payout(payout) => run_payout(&client, args.json, payout).await,
         Command::Stats(stats) => crate::stats::run_stats(&client, args.json, stats).await,
         Command::Earnings(earnings) => crate::stats::run_earnings(&client, args.json, earnings).await,
+        Command::Spending(spending) => crate::stats::run_spending(&client, args.json, spending).await,
     }
 }
 

@@ -66,6 +66,8 @@ enum Command {
     Stats(stats::StatsCommand),
     /// What you earned as a creator, by model or app.
     Earnings(stats::EarningsArgs),
+    /// What you spent on inference, by model or app.
+    Spending(stats::SpendingArgs),
 }
 
 fn main() -> std::process::ExitCode {

@@ -179,6 +179,44 @@ async fn market(client: &Client, json: bool, window: &str, by: &str) -> anyhow::
     Ok(())
 }
 
+#[derive(Debug, Args)]
+pub struct SpendingArgs {
+    /// model or app.
+    #[arg(long, default_value = "model")]
+    group_by: String,
+    /// hour or day.
+    #[arg(long, default_value = "day")]
+    bucket: String,
+    #[arg(long)]
+    from: Option<String>,
+    #[arg(long)]
+    to: Option<String>,
+}
+
+pub async fn run_spending(client: &Client, json: bool, args: SpendingArgs) -> anyhow::Result<()> {
+    client.require_key()?;
+    let mut query = vec![("group_by", args.group_by), ("bucket", args.bucket)];
+    query.extend(args.from.map(|f| ("from", f)));
+    query.extend(args.to.map(|t| ("to", t)));
+    let view = client.send_json(client.request(Method::GET, "/v1/account/spending").query(&query)).await?;
+    if json {
+        output::json(&view);
+        return Ok(());
+    }
+    let rows = rows(&view["series"], |p| {
+        vec![
+            output::cell(&p["t"]),
+            output::cell(&p["group"]),
+            output::cell(&p["calls"]),
+            output::cell(&p["errors"]),
+            output::cell(&p["spent"]),
+        ]
+    });
+    output::table(&["bucket", "group", "calls", "failed", "spent"], &rows);
+    println!("total spent: {} minor units", output::cell(&view["total"]));
+    Ok(())
+}
+
 pub async fn run_earnings(client: &Client, json: bool, args: EarningsArgs) -> anyhow::Result<()> {
     client.require_key()?;
     let mut query = vec![("group_by", args.group_by), ("bucket", args.bucket)];

@@ -236,6 +236,7 @@ pub struct SeriesPoint {
     pub unique_callers: u64,
     /// Successful calls' latency; `null` without any.
     pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p95: Option<f64>,
     pub latency_ms_p99: Option<f64>,
 }
 
@@ -295,6 +296,7 @@ fn point(t: i64, rollup: &Rollup) -> SeriesPoint {
         errors: rollup.errors,
         unique_callers: rollup.callers.estimate(),
         latency_ms_p50: rollup.latency.quantile_ms(0.5),
+        latency_ms_p95: rollup.latency.quantile_ms(0.95),
         latency_ms_p99: rollup.latency.quantile_ms(0.99),
     }
 }
@@ -641,6 +643,84 @@ pub async fn earnings(
         total: total.to_string(),
     })
     .into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SpendingQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// hour or day (default).
+    pub bucket: Option<String>,
+    /// model (default) or app.
+    pub group_by: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SpendingPoint {
+    pub t: String,
+    /// The model (`owner/name`, as in the log) or app.
+    pub group: String,
+    pub calls: u64,
+    pub errors: u64,
+    /// Minor units paid.
+    pub spent: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SpendingView {
+    pub group_by: String,
+    pub bucket: String,
+    pub series: Vec<SpendingPoint>,
+    pub total: String,
+}
+
+/// What the caller spent on inference, by model or app: calls, failed calls
+/// (which cost nothing) and tokens paid, per bucket.
+#[utoipa::path(get, path = "/v1/account/spending", tag = "stats",
+    security(("api_key" = [])),
+    params(SpendingQuery),
+    responses((status = 200, body = SpendingView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn spending(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiQuery(query): ApiQuery<SpendingQuery>,
+) -> ApiResult<Json<SpendingView>> {
+    let (bucket_name, width) = granularity(query.bucket.as_deref())?;
+    let (from_ms, to_ms) = series_range(&state, query.from.as_deref(), query.to.as_deref(), width)?;
+    let group_by = query.group_by.as_deref().unwrap_or("model");
+    let by_app = match group_by {
+        "model" => false,
+        "app" => true,
+        other => return Err(ApiError::bad_request(format!("group_by is model or app, not '{other}'"))),
+    };
+    let pseudonym = tlog::caller_pseudonym(&tlog::caller_secret(&state.log_keys.pseudonym, caller.id));
+    let groups = state.store.spending(pseudonym.as_bytes(), by_app, from_ms, to_ms, width).await?;
+    let mut series = vec![];
+    for (group, buckets) in groups {
+        for (t, (calls, errors, spent)) in buckets {
+            series.push((t, group.clone(), calls, errors, spent));
+        }
+    }
+    series.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    let total: u128 = series.iter().map(|p| p.4 as u128).sum();
+    let series = series
+        .into_iter()
+        .map(|(t, group, calls, errors, spent)| SpendingPoint {
+            t: timestamp(t),
+            group,
+            calls,
+            errors,
+            spent: spent.to_string(),
+        })
+        .collect();
+    Ok(Json(SpendingView {
+        group_by: group_by.to_owned(),
+        bucket: bucket_name.to_owned(),
+        series,
+        total: total.to_string(),
+    }))
 }
 
 /// Quotes a CSV field when it needs it (RFC 4180).

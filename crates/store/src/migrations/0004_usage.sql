@@ -24,6 +24,7 @@ CREATE TABLE usage_events (
 );
 CREATE INDEX usage_events_by_time ON usage_events (created_at);
 CREATE INDEX usage_events_by_owner ON usage_events (owner_id, created_at);
+CREATE INDEX usage_events_by_caller ON usage_events (caller, created_at);
 
 -- One row per (dimension, key, bucket width, public, bucket start).
 CREATE TABLE usage_rollups (

@@ -213,6 +213,17 @@ async fn scripted_traffic_gives_exact_market_measures_and_reconciles() {
     assert_eq!(lines[0], "t,group,calls,earned");
     assert!(lines[1].ends_with(",alice/a,6,480") && lines[2].ends_with(",alice/b,3,27"), "{csv}");
 
+    // Callers see their own spending; failed calls cost nothing.
+    let spent = api.get("/v1/account/spending", Some(c1)).await.ok(200).clone();
+    assert_eq!(spent["total"], "330");
+    let by_app = api.get("/v1/account/spending?group_by=app", Some(c3)).await.ok(200).clone();
+    let point = &by_app["series"][0];
+    assert_eq!(
+        (point["group"].as_str(), point["calls"].as_u64(), point["errors"].as_u64(), point["spent"].as_str()),
+        (Some("lab"), Some(2), Some(1), Some("100"))
+    );
+    api.get("/v1/account/spending?group_by=planet", Some(c3)).await.error(400, "invalid_request");
+
     // Reconciliation: analytics = ledger = the log audit.
     let account = api.get("/v1/account", Some(&alice)).await.ok(200).clone();
     assert_eq!(account["earned_total"], "507");
@@ -247,6 +258,7 @@ async fn scripted_traffic_gives_exact_market_measures_and_reconciles() {
     assert!(cli(&["stats", "nodes"]).contains("node-local"));
     assert!(cli(&["stats", "trending"]).contains("at least 10 calls"));
     assert!(cli(&["earnings"]).contains("total earned: 507"));
+    assert!(cli(&["spending"]).contains("total spent: "));
     assert!(cli(&["earnings", "--csv", "--group-by", "app"]).starts_with("t,group,calls,earned\n"));
 
     let metrics = reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
