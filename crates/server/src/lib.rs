@@ -204,7 +204,9 @@ async fn ensure_operator(store: &Store, data_dir: &Path) -> Result<Option<ApiKey
     Ok(Some(key))
 }
 
-pub(crate) fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+/// Writes a file only its owner can read (mode 0600 on Unix), fsynced: for
+/// keys, the server's and the CLI's.
+pub fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
@@ -214,7 +216,9 @@ pub(crate) fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
     options.mode(0o600);
     let mut file = options.open(path)?;
     file.write_all(secret.as_bytes())?;
-    file.write_all(b"\n")?;
+    if !secret.ends_with('\n') {
+        file.write_all(b"\n")?;
+    }
     file.sync_all()
 }
 

@@ -355,7 +355,8 @@ async fn run_signup(client: &Client, args: &ClientArgs, signup: SignupArgs) -> a
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    write_private(&path, &toml::to_string(&config)?).with_context(|| format!("cannot write {}", path.display()))?;
+    server::write_secret(&path, &toml::to_string(&config)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     if args.json {
         output::json(&created);
     } else {
@@ -363,18 +364,6 @@ async fn run_signup(client: &Client, args: &ClientArgs, signup: SignupArgs) -> a
         println!("api key (shown once): {key}");
     }
     Ok(())
-}
-
-/// Writes a file only its owner can read: it holds an API key.
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    options.open(path)?.write_all(text.as_bytes())
 }
 
 async fn run_models(client: &Client, json: bool, list: ListModelsArgs) -> anyhow::Result<()> {
