@@ -272,6 +272,7 @@ async fn audit_creator(
             "(no key for {creator}: showing the log's figures only; pass --key with {creator}'s key to compare with the ledger)"
         );
     } else {
+        let mut after_checkpoint = 0;
         for transfer in all_transfers(&own).await? {
             if transfer["kind"] != "inference_creator" || transfer["credit_account"].as_str() != Some(creator) {
                 continue;
@@ -281,6 +282,7 @@ async fn audit_creator(
                 continue;
             };
             if index >= size {
+                after_checkpoint += 1;
                 continue; // After the checkpoint: the next audit covers it.
             }
             let amount: u64 = transfer["amount"].as_str().and_then(|a| a.parse().ok()).unwrap_or(0);
@@ -304,6 +306,22 @@ async fn audit_creator(
         let logged: u128 = tallies.values().map(|t| t.log_amount).sum();
         if earned_total < logged {
             mismatches.push(format!("the account's earned_total {earned_total} is less than the log's {logged}"));
+        }
+        // The stats routes must report the same earnings, when nothing was
+        // earned after the checkpoint (or the figures could not agree yet).
+        let first =
+            leaves.iter().filter(|l| l.creator() == creator && l.creator_share > 0).map(|l| l.created_at_ms).min();
+        if let (0, Some(first)) = (after_checkpoint, first) {
+            let from = time::OffsetDateTime::from_unix_timestamp_nanos(first as i128 * 1_000_000)?
+                .format(&time::format_description::well_known::Rfc3339)?;
+            let path = format!("/v1/account/earnings?bucket=day&from={from}");
+            let earnings = own.send_json(own.request(Method::GET, &path)).await?;
+            let reported: u128 = earnings["total"].as_str().and_then(|t| t.parse().ok()).unwrap_or(0);
+            if reported != logged {
+                mismatches.push(format!("the stats routes report {reported} earned, the log {logged}"));
+            } else {
+                println!("the stats routes report the same earnings: {reported}");
+            }
         }
     }
     print_tallies(&tallies, me.is_some(), "earned", &mut mismatches);

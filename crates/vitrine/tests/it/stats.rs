@@ -237,6 +237,26 @@ async fn scripted_traffic_gives_exact_market_measures_and_reconciles() {
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success() && text.contains("480") && text.contains("27"), "{text}");
+    assert!(text.contains("the stats routes report the same earnings: 507"), "{text}");
+    // Analytics changed behind the server's back: the audit names it.
+    let url = format!("sqlite://{}", server.data_dir.join("vitrine.db").display());
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE usage_rollups SET creator_revenue = creator_revenue + 5 WHERE dimension = 'model' AND granularity = 86400000")
+        .execute(&db)
+        .await
+        .unwrap();
+    let tampered = std::process::Command::new(crate::support::BINARY)
+        .env("VITRINE_URL", &server.url)
+        .env("VITRINE_CLIENT_CONFIG", dir.path().join("client.toml"))
+        .args(["audit", "--creator", "alice", "--key", &alice, "--state", dir.path().join("s.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&tampered.stderr);
+    assert!(!tampered.status.success() && stderr.contains("the stats routes report"), "{stderr}");
+    sqlx::query("UPDATE usage_rollups SET creator_revenue = creator_revenue - 5 WHERE dimension = 'model' AND granularity = 86400000")
+        .execute(&db)
+        .await
+        .unwrap();
 
     // The same figures in the terminal.
     let cli = |args: &[&str]| {
