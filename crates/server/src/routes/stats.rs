@@ -527,10 +527,11 @@ pub async fn tasks(State(state): State<AppState>, ApiQuery(query): ApiQuery<Task
     Ok(Json(TasksView { window: window_name.to_owned(), items }))
 }
 
+/// The query of an account's own series (earnings, spending).
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct EarningsQuery {
+pub struct AccountSeriesQuery {
     pub from: Option<String>,
     pub to: Option<String>,
     /// hour or day (default).
@@ -561,10 +562,47 @@ pub struct EarningsView {
     pub total: String,
 }
 
+/// An account series query, checked: buckets, range, grouping, format.
+struct AccountSeries {
+    bucket_name: &'static str,
+    width: i64,
+    from_ms: i64,
+    to_ms: i64,
+    group_by: &'static str,
+    csv: bool,
+}
+
+fn account_series(state: &AppState, query: &AccountSeriesQuery) -> ApiResult<AccountSeries> {
+    let (bucket_name, width) = granularity(query.bucket.as_deref())?;
+    let (from_ms, to_ms) = series_range(state, query.from.as_deref(), query.to.as_deref(), width)?;
+    let csv = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("format is json or csv, not '{other}'"))),
+    };
+    let group_by = match query.group_by.as_deref() {
+        None | Some("model") => "model",
+        Some("app") => "app",
+        Some(other) => return Err(ApiError::bad_request(format!("group_by is model or app, not '{other}'"))),
+    };
+    Ok(AccountSeries { bucket_name, width, from_ms, to_ms, group_by, csv })
+}
+
+/// Rows as CSV under `header`; each row's second cell (the group) quoted as needed.
+fn csv_response(header_line: &str, rows: impl Iterator<Item = Vec<String>>) -> Response {
+    let mut text = format!("{header_line}\n");
+    for mut row in rows {
+        row[1] = csv_field(&row[1]);
+        text.push_str(&row.join(","));
+        text.push('\n');
+    }
+    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response()
+}
+
 /// What the caller earned as a creator, by model or by app; CSV with `format=csv`.
 #[utoipa::path(get, path = "/v1/account/earnings", tag = "stats",
     security(("api_key" = [])),
-    params(EarningsQuery),
+    params(AccountSeriesQuery),
     responses(
         (status = 200, body = EarningsView, description = "JSON, or CSV (t,group,calls,earned) with format=csv"),
         (status = 400, body = ErrorBody),
@@ -574,17 +612,10 @@ pub struct EarningsView {
 pub async fn earnings(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    ApiQuery(query): ApiQuery<EarningsQuery>,
+    ApiQuery(query): ApiQuery<AccountSeriesQuery>,
 ) -> ApiResult<Response> {
     require_rollups(&state)?;
-    let (bucket_name, width) = granularity(query.bucket.as_deref())?;
-    let (from_ms, to_ms) = series_range(&state, query.from.as_deref(), query.to.as_deref(), width)?;
-    let csv = match query.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(other) => return Err(ApiError::bad_request(format!("format is json or csv, not '{other}'"))),
-    };
-    let group_by = query.group_by.as_deref().unwrap_or("model");
+    let AccountSeries { bucket_name, width, from_ms, to_ms, group_by, csv } = account_series(&state, &query)?;
     let mut series = vec![];
     match group_by {
         "model" => {
@@ -614,23 +645,21 @@ pub async fn earnings(
                 }
             }
         }
-        "app" => {
+        _ => {
             for (app, buckets) in state.store.earnings_by_app(caller.id, from_ms, to_ms, width).await? {
                 for (t, (calls, earned)) in buckets {
                     series.push((t, app.clone(), calls, earned));
                 }
             }
         }
-        other => return Err(ApiError::bad_request(format!("group_by is model or app, not '{other}'"))),
     }
     series.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
     let total: u128 = series.iter().map(|p| p.3 as u128).sum();
     if csv {
-        let mut text = String::from("t,group,calls,earned\n");
-        for (t, group, calls, earned) in &series {
-            text.push_str(&format!("{},{},{calls},{earned}\n", timestamp(*t), csv_field(group)));
-        }
-        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response());
+        let rows = series
+            .iter()
+            .map(|(t, group, calls, earned)| vec![timestamp(*t), group.clone(), calls.to_string(), earned.to_string()]);
+        return Ok(csv_response("t,group,calls,earned", rows));
     }
     let series = series
         .into_iter()
@@ -643,18 +672,6 @@ pub async fn earnings(
         total: total.to_string(),
     })
     .into_response())
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct SpendingQuery {
-    pub from: Option<String>,
-    pub to: Option<String>,
-    /// hour or day (default).
-    pub bucket: Option<String>,
-    /// model (default) or app.
-    pub group_by: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -677,24 +694,22 @@ pub struct SpendingView {
 }
 
 /// What the caller spent on inference, by model or app: calls, failed calls
-/// (which cost nothing) and tokens paid, per bucket.
+/// (which cost nothing) and tokens paid, per bucket; CSV with `format=csv`.
 #[utoipa::path(get, path = "/v1/account/spending", tag = "stats",
     security(("api_key" = [])),
-    params(SpendingQuery),
-    responses((status = 200, body = SpendingView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    params(AccountSeriesQuery),
+    responses(
+        (status = 200, body = SpendingView, description = "JSON, or CSV (t,group,calls,failed,spent) with format=csv"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ))]
 pub async fn spending(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    ApiQuery(query): ApiQuery<SpendingQuery>,
-) -> ApiResult<Json<SpendingView>> {
-    let (bucket_name, width) = granularity(query.bucket.as_deref())?;
-    let (from_ms, to_ms) = series_range(&state, query.from.as_deref(), query.to.as_deref(), width)?;
-    let group_by = query.group_by.as_deref().unwrap_or("model");
-    let by_app = match group_by {
-        "model" => false,
-        "app" => true,
-        other => return Err(ApiError::bad_request(format!("group_by is model or app, not '{other}'"))),
-    };
+    ApiQuery(query): ApiQuery<AccountSeriesQuery>,
+) -> ApiResult<Response> {
+    let AccountSeries { bucket_name, width, from_ms, to_ms, group_by, csv } = account_series(&state, &query)?;
+    let by_app = group_by == "app";
     let pseudonym = tlog::caller_pseudonym(&tlog::caller_secret(&state.log_keys.pseudonym, caller.id));
     let groups = state.store.spending(pseudonym.as_bytes(), by_app, from_ms, to_ms, width).await?;
     let mut series = vec![];
@@ -705,6 +720,12 @@ pub async fn spending(
     }
     series.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
     let total: u128 = series.iter().map(|p| p.4 as u128).sum();
+    if csv {
+        let rows = series.iter().map(|(t, group, calls, errors, spent)| {
+            vec![timestamp(*t), group.clone(), calls.to_string(), errors.to_string(), spent.to_string()]
+        });
+        return Ok(csv_response("t,group,calls,failed,spent", rows));
+    }
     let series = series
         .into_iter()
         .map(|(t, group, calls, errors, spent)| SpendingPoint {
@@ -720,7 +741,8 @@ pub async fn spending(
         bucket: bucket_name.to_owned(),
         series,
         total: total.to_string(),
-    }))
+    })
+    .into_response())
 }
 
 /// Quotes a CSV field when it needs it (RFC 4180).

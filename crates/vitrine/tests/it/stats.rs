@@ -223,6 +223,19 @@ async fn scripted_traffic_gives_exact_market_measures_and_reconciles() {
         (Some("lab"), Some(2), Some(1), Some("100"))
     );
     api.get("/v1/account/spending?group_by=planet", Some(c3)).await.error(400, "invalid_request");
+    let spending_csv = reqwest::Client::new()
+        .get(format!("{}/v1/account/spending?format=csv&group_by=app", server.url))
+        .bearer_auth(c3)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        spending_csv.starts_with("t,group,calls,failed,spent\n") && spending_csv.contains(",lab,2,1,100\n"),
+        "{spending_csv}"
+    );
 
     // Reconciliation: analytics = ledger = the log audit.
     let account = api.get("/v1/account", Some(&alice)).await.ok(200).clone();
