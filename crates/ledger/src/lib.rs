@@ -275,13 +275,7 @@ impl LedgerState {
             return Err(LedgerError::ZeroAmount);
         }
         let account = self.accounts.get_mut(&hold.account).ok_or(LedgerError::UnknownAccount(hold.account))?;
-        if account.kind != AccountKind::Issuer && account.available() < amount as i128 {
-            return Err(LedgerError::InsufficientBalance {
-                account: hold.account,
-                available: account.available(),
-                needed: amount,
-            });
-        }
+        ensure_can_spend(hold.account, account, amount)?;
         account.debits_pending = account.debits_pending.checked_add(amount).ok_or(LedgerError::Overflow)?;
         self.holds.insert(hold.id, hold.clone());
         Ok(Effects { hold_placed: Some(hold), ..Effects::default() })
@@ -313,13 +307,7 @@ impl LedgerState {
                 }
             }
             let debit = touched.get_mut(&transfer.debit).expect("inserted above");
-            if debit.kind != AccountKind::Issuer && debit.available() < amount as i128 {
-                return Err(LedgerError::InsufficientBalance {
-                    account: transfer.debit,
-                    available: debit.available(),
-                    needed: amount,
-                });
-            }
+            ensure_can_spend(transfer.debit, debit, amount)?;
             debit.debits_posted = debit.debits_posted.checked_add(amount).ok_or(LedgerError::Overflow)?;
             let credit = touched.get_mut(&transfer.credit).expect("inserted above");
             credit.credits_posted = credit.credits_posted.checked_add(amount).ok_or(LedgerError::Overflow)?;
@@ -362,6 +350,15 @@ impl LedgerState {
         }
         Ok(())
     }
+}
+
+/// The one balance rule: only the issuer may spend (or hold) more than it
+/// has available.
+fn ensure_can_spend(id: AccountId, account: &AccountState, amount: u64) -> Result<(), LedgerError> {
+    if account.kind != AccountKind::Issuer && account.available() < amount as i128 {
+        return Err(LedgerError::InsufficientBalance { account: id, available: account.available(), needed: amount });
+    }
+    Ok(())
 }
 
 /// Net change of debits minus credits between two snapshots of the same

@@ -252,8 +252,12 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
         }
         Command::Payout(payout) => run_payout(&client, args.json, payout).await,
         Command::Stats(stats) => crate::stats::run_stats(&client, args.json, stats).await,
-        Command::Earnings(earnings) => crate::stats::run_earnings(&client, args.json, earnings).await,
-        Command::Spending(spending) => crate::stats::run_spending(&client, args.json, spending).await,
+        Command::Earnings(series) => {
+            crate::stats::run_account_series(&client, args.json, &crate::stats::EARNINGS, series).await
+        }
+        Command::Spending(series) => {
+            crate::stats::run_account_series(&client, args.json, &crate::stats::SPENDING, series).await
+        }
     }
 }
 

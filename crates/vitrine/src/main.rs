@@ -65,9 +65,9 @@ enum Command {
     #[command(subcommand)]
     Stats(stats::StatsCommand),
     /// What you earned as a creator, by model or app.
-    Earnings(stats::EarningsArgs),
+    Earnings(stats::AccountSeriesArgs),
     /// What you spent on inference, by model or app.
-    Spending(stats::SpendingArgs),
+    Spending(stats::AccountSeriesArgs),
 }
 
 fn main() -> std::process::ExitCode {

@@ -61,8 +61,9 @@ pub struct MarketArgs {
     by: String,
 }
 
+/// Options of `vitrine earnings` and `vitrine spending`.
 #[derive(Debug, Args)]
-pub struct EarningsArgs {
+pub struct AccountSeriesArgs {
     /// model or app.
     #[arg(long, default_value = "model")]
     group_by: String,
@@ -73,7 +74,7 @@ pub struct EarningsArgs {
     from: Option<String>,
     #[arg(long)]
     to: Option<String>,
-    /// Print CSV (t,group,calls,earned).
+    /// Print the server's CSV.
     #[arg(long)]
     csv: bool,
 }
@@ -179,65 +180,62 @@ async fn market(client: &Client, json: bool, window: &str, by: &str) -> anyhow::
     Ok(())
 }
 
-#[derive(Debug, Args)]
-pub struct SpendingArgs {
-    /// model or app.
-    #[arg(long, default_value = "model")]
-    group_by: String,
-    /// hour or day.
-    #[arg(long, default_value = "day")]
-    bucket: String,
-    #[arg(long)]
-    from: Option<String>,
-    #[arg(long)]
-    to: Option<String>,
+/// What an account series shows: its route, its amount field and how that
+/// field is headed.
+pub struct AccountSeriesKind {
+    path: &'static str,
+    amount: &'static str,
+    /// Spending also shows failed calls (which cost nothing).
+    failed: bool,
+    columns: &'static [&'static str],
 }
 
-pub async fn run_spending(client: &Client, json: bool, args: SpendingArgs) -> anyhow::Result<()> {
-    client.require_key()?;
-    let mut query = vec![("group_by", args.group_by), ("bucket", args.bucket)];
-    query.extend(args.from.map(|f| ("from", f)));
-    query.extend(args.to.map(|t| ("to", t)));
-    let view = client.send_json(client.request(Method::GET, "/v1/account/spending").query(&query)).await?;
-    if json {
-        output::json(&view);
-        return Ok(());
-    }
-    let rows = rows(&view["series"], |p| {
-        vec![
-            output::cell(&p["t"]),
-            output::cell(&p["group"]),
-            output::cell(&p["calls"]),
-            output::cell(&p["errors"]),
-            output::cell(&p["spent"]),
-        ]
-    });
-    output::table(&["bucket", "group", "calls", "failed", "spent"], &rows);
-    println!("total spent: {} minor units", output::cell(&view["total"]));
-    Ok(())
-}
+pub const EARNINGS: AccountSeriesKind = AccountSeriesKind {
+    path: "/v1/account/earnings",
+    amount: "earned",
+    failed: false,
+    columns: &["bucket", "group", "calls", "earned"],
+};
+pub const SPENDING: AccountSeriesKind = AccountSeriesKind {
+    path: "/v1/account/spending",
+    amount: "spent",
+    failed: true,
+    columns: &["bucket", "group", "calls", "failed", "spent"],
+};
 
-pub async fn run_earnings(client: &Client, json: bool, args: EarningsArgs) -> anyhow::Result<()> {
+/// `vitrine earnings` and `vitrine spending`: the caller's own series as a
+/// table, the server's JSON, or its CSV.
+pub async fn run_account_series(
+    client: &Client,
+    json: bool,
+    kind: &AccountSeriesKind,
+    args: AccountSeriesArgs,
+) -> anyhow::Result<()> {
     client.require_key()?;
     let mut query = vec![("group_by", args.group_by), ("bucket", args.bucket)];
     query.extend(args.from.map(|f| ("from", f)));
     query.extend(args.to.map(|t| ("to", t)));
     if args.csv {
         query.push(("format", "csv".into()));
-        let response = client.send(client.request(Method::GET, "/v1/account/earnings").query(&query)).await?;
+        let response = client.send(client.request(Method::GET, kind.path).query(&query)).await?;
         print!("{}", response.text().await?);
         return Ok(());
     }
-    let view = client.send_json(client.request(Method::GET, "/v1/account/earnings").query(&query)).await?;
+    let view = client.send_json(client.request(Method::GET, kind.path).query(&query)).await?;
     if json {
         output::json(&view);
         return Ok(());
     }
     let rows = rows(&view["series"], |p| {
-        vec![output::cell(&p["t"]), output::cell(&p["group"]), output::cell(&p["calls"]), output::cell(&p["earned"])]
+        let mut row = vec![output::cell(&p["t"]), output::cell(&p["group"]), output::cell(&p["calls"])];
+        if kind.failed {
+            row.push(output::cell(&p["errors"]));
+        }
+        row.push(output::cell(&p[kind.amount]));
+        row
     });
-    output::table(&["bucket", "group", "calls", "earned"], &rows);
-    println!("total earned: {} minor units", output::cell(&view["total"]));
+    output::table(kind.columns, &rows);
+    println!("total {}: {} minor units", kind.amount, output::cell(&view["total"]));
     Ok(())
 }
 

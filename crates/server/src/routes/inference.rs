@@ -313,7 +313,7 @@ async fn charge_and_run(
         model: log_model_label(&model.owner, model.name.as_str(), model.visibility),
         version: u32::try_from(version.version).map_err(ApiError::internal)?,
         blob_sha256: version.blob_sha256,
-        caller: tlog::caller_pseudonym(&tlog::caller_secret(&state.log_keys.pseudonym, caller.id)),
+        caller: Sha256::from_bytes(usage.caller),
         app: call.app.clone(),
         node: state.log_keys.node.name().to_owned(),
         price: charged.minor_units(),
