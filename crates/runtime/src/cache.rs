@@ -36,21 +36,26 @@ impl ModelCache {
     }
 
     /// Keeps `model`, evicting the least recently used models until it fits.
-    pub fn insert(&self, digest: Sha256, model: Arc<LoadedModel>) {
+    /// Returns the digests no longer held: those evicted, and `digest` itself
+    /// when the model is larger than the whole budget.
+    pub fn insert(&self, digest: Sha256, model: Arc<LoadedModel>) -> Vec<Sha256> {
         if model.cost_bytes > self.bytes_max {
-            return;
+            return vec![digest];
         }
         let mut state = self.lock();
         if let Some(previous) = state.models.pop(&digest) {
             state.bytes_used -= previous.cost_bytes;
         }
+        let mut evicted = Vec::new();
         while state.bytes_used + model.cost_bytes > self.bytes_max {
-            let Some((_, evicted)) = state.models.pop_lru() else { break };
-            state.bytes_used -= evicted.cost_bytes;
+            let Some((gone, model)) = state.models.pop_lru() else { break };
+            state.bytes_used -= model.cost_bytes;
+            evicted.push(gone);
         }
         state.bytes_used += model.cost_bytes;
         state.models.put(digest, model);
         debug_assert!(state.bytes_used <= self.bytes_max);
+        evicted
     }
 
     /// Models held and bytes charged, for metrics and tests.

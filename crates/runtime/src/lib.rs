@@ -56,6 +56,10 @@ pub enum ModelError {
     NoShape(String),
     #[error("the runtime cannot load the model: {0}")]
     Rejected(String),
+    /// An allocation failed while loading: the model needs more memory than
+    /// this process may use (the worker's bound, `worker_memory_bytes_max`).
+    #[error("loading the model needs more memory than the runtime may use ({0})")]
+    OutOfMemory(String),
 }
 
 /// Why a call could not run. Input checks come first and never reach tract.
@@ -65,8 +69,17 @@ pub enum RunError {
     Input(#[from] InputError),
     #[error("the model could not run on these inputs: {0}")]
     Failed(String),
-    #[error("the runtime failed unexpectedly: {0}")]
+    /// tract asserts some input properties (such as Gather indices in
+    /// range) by panicking; the panic is caught, and the inputs are what
+    /// triggered it.
+    #[error("the model could not run on these inputs (the runtime failed: {0})")]
     Panicked(String),
+    /// An allocation failed while running: these inputs make the model need
+    /// more memory than this process may use.
+    #[error("the model needs more memory than the runtime may use on these inputs ({0})")]
+    OutOfMemory(String),
+    #[error("the model's outputs have {elements} elements, more than the limit output_elements_max = {limit}")]
+    OutputTooLarge { elements: u64, limit: u64 },
 }
 
 /// A model's declared inputs and outputs, in the model's order.
@@ -90,7 +103,13 @@ pub struct LoadedModel {
 pub fn load_model(bytes: &[u8], limits: &ModelLimits) -> Result<LoadedModel, ModelError> {
     match catch_unwind(AssertUnwindSafe(|| load_model_unguarded(bytes, limits))) {
         Ok(result) => result,
-        Err(panic) => Err(ModelError::Rejected(format!("the runtime failed on it ({})", panic_message(&panic)))),
+        Err(panic) => {
+            let message = panic_message(&panic);
+            if is_allocation_failure(&message) {
+                return Err(ModelError::OutOfMemory(message));
+            }
+            Err(ModelError::Rejected(format!("the runtime failed on it ({message})")))
+        }
     }
 }
 
@@ -133,8 +152,9 @@ fn load_model_unguarded(bytes: &[u8], limits: &ModelLimits) -> Result<LoadedMode
 
 impl LoadedModel {
     /// Runs the model on inputs already checked by [`Signature::check_inputs`]
-    /// (in the signature's order). Returns the outputs in the signature's order.
-    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<(String, Tensor)>, RunError> {
+    /// (in the signature's order). Returns the outputs in the signature's
+    /// order, unless they hold more than `output_elements_max` elements in all.
+    pub fn run(&self, inputs: Vec<Tensor>, output_elements_max: u64) -> Result<Vec<(String, Tensor)>, RunError> {
         let run = || -> Result<Vec<(String, Tensor)>, RunError> {
             let values: TVec<TValue> = inputs
                 .into_iter()
@@ -142,6 +162,12 @@ impl LoadedModel {
                 .collect::<TractResult<_>>()
                 .map_err(|e| RunError::Failed(short_error(&e)))?;
             let outputs = self.plan.run(values).map_err(|e| RunError::Failed(short_error(&e)))?;
+            // Checked before the outputs are copied: an answer too large to
+            // send must not be built either.
+            let elements = outputs.iter().map(|value| value.len() as u64).sum::<u64>();
+            if elements > output_elements_max {
+                return Err(RunError::OutputTooLarge { elements, limit: output_elements_max });
+            }
             self.signature
                 .outputs
                 .iter()
@@ -154,8 +180,29 @@ impl LoadedModel {
         };
         match catch_unwind(AssertUnwindSafe(run)) {
             Ok(result) => result,
-            Err(panic) => Err(RunError::Panicked(panic_message(&panic))),
+            Err(panic) => {
+                let message = panic_message(&panic);
+                if is_allocation_failure(&message) {
+                    return Err(RunError::OutOfMemory(message));
+                }
+                Err(RunError::Panicked(message))
+            }
         }
+    }
+}
+
+/// Makes tract read now what it otherwise reads from the system the first
+/// time a model runs (cache sizes under `/sys`, CPU features), by asking for
+/// them and running one small model. A worker calls this before it gives up
+/// file access, so that its models run tuned to this machine's caches.
+pub fn probe_machine() {
+    let _ = tract_linalg::cache::cache_info();
+    let _ = tract_linalg::cache::last_level_cache();
+    let model = synthetic::model_for_task(domain::Task::Classification, 0);
+    let limits = ModelLimits { nodes_max: 100, initializer_bytes_max: 1 << 20 };
+    if let Ok(loaded) = load_model(&model.bytes, &limits) {
+        let input = Tensor { shape: vec![1, model.width], data: TensorData::F32(vec![0.5; model.width]) };
+        let _ = loaded.run(vec![input], u64::MAX);
     }
 }
 
@@ -169,6 +216,14 @@ fn short_error(error: &TractError) -> String {
     }
     let cut: String = text.chars().take(MESSAGE_CHARS_MAX).collect();
     format!("{cut}…")
+}
+
+/// tract asserts that its own allocations succeed ("failed to allocate
+/// Layout { .. }"), and a size past what the address space can hold panics
+/// as a capacity overflow: both mean the model asked for more memory than it
+/// may have. (Other failed allocations abort the process: see `sandbox`.)
+fn is_allocation_failure(panic_message: &str) -> bool {
+    panic_message.contains("failed to allocate") || panic_message.contains("capacity overflow")
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -215,7 +215,7 @@ mod tests {
                     Some(v) => TensorData::I64((0..2 * synthetic.width).map(|i| (i % v) as i64).collect()),
                     None => TensorData::F32(vec![0.5; 2 * synthetic.width]),
                 };
-                let outputs = model.run(vec![Tensor { shape: vec![2, synthetic.width], data }]).unwrap();
+                let outputs = model.run(vec![Tensor { shape: vec![2, synthetic.width], data }], u64::MAX).unwrap();
                 assert_eq!(outputs[0].1.shape[0], 2, "{task}");
             }
         }

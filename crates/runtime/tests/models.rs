@@ -35,7 +35,7 @@ fn fixtures_match_onnxruntime() {
         let inputs: BTreeMap<String, Tensor> =
             expected["inputs"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), tensor_from_json(v))).collect();
         let ordered = model.signature.check_inputs(inputs, 1_000_000).unwrap();
-        let outputs = model.run(ordered).unwrap();
+        let outputs = model.run(ordered, u64::MAX).unwrap();
         for (output_name, tensor) in outputs {
             let reference = tensor_from_json(&expected["outputs"][&output_name]);
             assert_eq!(tensor.shape, reference.shape, "{name}.{output_name}");
@@ -160,15 +160,15 @@ fn the_cache_keeps_models_within_its_byte_budget_least_recently_used_first_out()
     let (a, b, c) = (Sha256::digest(b"linear"), Sha256::digest(b"mlp"), Sha256::digest(b"conv"));
     // Room for two of the three.
     let cache = ModelCache::new(linear.cost_bytes + mlp.cost_bytes + conv.cost_bytes - 1);
-    cache.insert(a, linear.clone());
-    cache.insert(b, mlp.clone());
+    assert_eq!(cache.insert(a, linear.clone()), vec![]);
+    assert_eq!(cache.insert(b, mlp.clone()), vec![]);
     assert!(cache.get(&a).is_some(), "touch linear: mlp is now the least recently used");
-    cache.insert(c, conv.clone());
+    assert_eq!(cache.insert(c, conv.clone()), vec![b], "the insert names what it evicted");
     assert!(cache.get(&b).is_none(), "mlp was evicted");
     assert!(cache.get(&a).is_some() && cache.get(&c).is_some());
     assert_eq!(cache.usage(), (2, linear.cost_bytes + conv.cost_bytes));
     // A model larger than the whole budget is not kept, and evicts nothing.
     let tiny = ModelCache::new(1);
-    tiny.insert(a, linear);
+    assert_eq!(tiny.insert(a, linear), vec![a], "not kept");
     assert_eq!(tiny.usage(), (0, 0));
 }

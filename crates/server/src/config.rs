@@ -28,10 +28,27 @@ pub struct Config {
     pub tensor_elements_max: u64,
     /// Wall time of one inference, waiting for a slot included (504 past it).
     pub inference_timeout_ms: u64,
-    /// Inferences running at once; 0 means one per CPU core.
+    /// Inferences running at once (worker processes, with isolation); 0
+    /// means one per CPU core.
     pub inference_threads: usize,
-    /// Memory charged to loaded models before the least recently used go.
+    /// Memory charged to loaded models before the least recently used go;
+    /// with isolation, in each worker.
     pub model_cache_bytes_max: u64,
+    /// Where models are validated and run: `process` (supervised worker
+    /// processes, the default) or `none` (in the server's own process, for
+    /// trusted single-user setups: a hostile model can take the server down).
+    pub isolation: IsolationSetting,
+    /// Address space of one worker process (the operating system enforces
+    /// it): a call or an upload needing more is refused.
+    pub worker_memory_bytes_max: u64,
+    /// Wall time to validate an uploaded model (422 past it).
+    pub model_load_timeout_ms: u64,
+    /// Elements over all outputs of one call (422 above it).
+    pub output_elements_max: u64,
+    /// A version whose calls crash or exhaust their worker's memory this many
+    /// times within `quarantine_window_ms` is quarantined; 0: never.
+    pub quarantine_strikes: u32,
+    pub quarantine_window_ms: u64,
     /// Items per page when a listing's `limit` is not given.
     pub page_size_default: u32,
     /// The largest `limit` a listing accepts (400 above it).
@@ -73,12 +90,22 @@ pub struct Config {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+pub enum IsolationSetting {
+    Process,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
 const MIB: u64 = 1024 * 1024;
+/// The smallest `worker_memory_bytes_max`: a worker's own code and stacks
+/// take some tens of MiB before it loads a model.
+const WORKER_MEMORY_BYTES_MIN: u64 = 64 * MIB;
 
 impl Default for Config {
     fn default() -> Config {
@@ -94,6 +121,12 @@ impl Default for Config {
             inference_timeout_ms: 10_000,
             inference_threads: 0,
             model_cache_bytes_max: 512 * MIB,
+            isolation: IsolationSetting::Process,
+            worker_memory_bytes_max: 2048 * MIB,
+            model_load_timeout_ms: 30_000,
+            output_elements_max: 4_000_000,
+            quarantine_strikes: 3,
+            quarantine_window_ms: 10 * 60 * 1000,
             page_size_default: 20,
             page_size_max: 100,
             node_id: "local".to_owned(),
@@ -173,6 +206,12 @@ impl Config {
         }
         if self.upload_bytes_max == 0 || self.request_body_bytes_max == 0 || self.tensor_elements_max == 0 {
             return invalid("upload_bytes_max, request_body_bytes_max and tensor_elements_max must be positive");
+        }
+        if self.worker_memory_bytes_max < WORKER_MEMORY_BYTES_MIN {
+            return invalid("worker_memory_bytes_max must be at least 64 MiB (67108864)");
+        }
+        if self.model_load_timeout_ms == 0 || self.output_elements_max == 0 || self.quarantine_window_ms == 0 {
+            return invalid("model_load_timeout_ms, output_elements_max and quarantine_window_ms must be positive");
         }
         if self.hold_expiry_ms <= self.inference_timeout_ms {
             return invalid(

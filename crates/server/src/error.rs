@@ -75,6 +75,22 @@ impl ApiError {
     pub fn inference_timeout(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::GATEWAY_TIMEOUT, "inference_timeout", message)
     }
+    /// The call (these inputs, this model) needs more memory than a worker may have.
+    pub fn model_out_of_memory(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "model_out_of_memory", message)
+    }
+    /// The worker running the call died (a signal, a forbidden system call).
+    pub fn model_crashed(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_GATEWAY, "model_crashed", message)
+    }
+    /// The model's answer is larger than `output_elements_max`.
+    pub fn output_too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "output_too_large", message)
+    }
+    /// The version is out of service until the operator lifts its quarantine.
+    pub fn model_quarantined(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model_quarantined", message)
+    }
     pub fn unavailable(message: impl Into<String>, retry_after_s: u64) -> ApiError {
         ApiError {
             retry_after_s: Some(retry_after_s),

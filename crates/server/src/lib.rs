@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 mod extract;
 pub mod log;
+mod quarantine;
 mod routes;
 mod sequencer;
 mod wire;
@@ -21,17 +22,17 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use domain::{AccountName, ApiKey};
-use runtime::{ModelCache, ModelLimits};
+use runtime::ModelLimits;
+use sandbox::Executor;
 use store::{BlobStore, Store};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use config::Config;
-use error::{ApiError, ApiResult};
+use error::ApiError;
 
 /// What every handler shares. Cheap to clone: everything is behind an `Arc`
 /// or is itself a handle.
@@ -40,11 +41,11 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub blobs: BlobStore,
-    pub models: Arc<ModelCache>,
-    pub model_limits: ModelLimits,
-    /// One permit per CPU-bound task (loading or running a model) at a time:
-    /// `inference_threads` of them.
-    blocking_slots: Arc<Semaphore>,
+    /// Where models are validated and run: worker processes (or, with
+    /// `isolation = "none"`, this process), `inference_threads` at a time.
+    pub executor: Arc<Executor>,
+    /// Recent crashes per version, towards quarantine.
+    pub strikes: Arc<quarantine::Strikes>,
     /// The one writer of the ledger.
     pub sequencer: sequencer::Sequencer,
     pub fee_split: ledger::FeeSplit,
@@ -61,22 +62,6 @@ pub struct SystemAccounts {
     pub payouts: i64,
     /// This node's account, paid the node share of what it serves.
     pub node: i64,
-}
-
-impl AppState {
-    /// Runs CPU-bound work on the blocking pool, holding one of the
-    /// `inference_threads` slots until the work ends, even if the request
-    /// that asked for it has given up.
-    pub async fn run_blocking<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
-        let permit = self.blocking_slots.clone().acquire_owned().await.map_err(ApiError::internal)?;
-        tokio::task::spawn_blocking(move || {
-            let result = work();
-            drop(permit);
-            result
-        })
-        .await
-        .map_err(ApiError::internal)
-    }
 }
 
 /// The file in the data directory that holds the operator's key.
@@ -120,23 +105,40 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     // A log always has a checkpoint to serve, the empty one at first; and
     // leaves appended before a stop get theirs now.
     log::sign_checkpoint_if_grown(&store, &log_keys).await?;
+    let executor = Executor::start(executor_settings(&config))
+        .await
+        .map_err(|e| format!("cannot start the model workers: {e}"))?;
     spawn_maintenance(store.clone(), log_keys.clone(), &config);
     let state = AppState {
         log_keys,
         sequencer: sequencer::Sequencer::start(store.clone(), config.ledger_batch_max),
         fee_split: config.fee_split().map_err(|e| e.to_string())?,
         system,
-        models: Arc::new(ModelCache::new(config.model_cache_bytes_max)),
-        model_limits: ModelLimits {
-            nodes_max: config.model_nodes_max,
-            initializer_bytes_max: config.model_initializer_bytes_max,
-        },
-        blocking_slots: Arc::new(Semaphore::new(config.inference_threads())),
+        executor: Arc::new(executor),
+        strikes: Arc::new(quarantine::Strikes::new(config.quarantine_strikes, config.quarantine_window_ms)),
         config: Arc::new(config),
         store,
         blobs,
     };
     Ok((state, operator_key))
+}
+
+fn executor_settings(config: &Config) -> sandbox::Settings {
+    sandbox::Settings {
+        isolation: match config.isolation {
+            config::IsolationSetting::Process => sandbox::Isolation::Process,
+            config::IsolationSetting::None => sandbox::Isolation::None,
+        },
+        workers: config.inference_threads(),
+        worker_memory_bytes_max: config.worker_memory_bytes_max,
+        model_cache_bytes_max: config.model_cache_bytes_max,
+        model_limits: ModelLimits {
+            nodes_max: config.model_nodes_max,
+            initializer_bytes_max: config.model_initializer_bytes_max,
+        },
+        output_elements_max: config.output_elements_max,
+        worker_command: None,
+    }
 }
 
 async fn ensure_system_accounts(store: &Store, config: &Config) -> Result<SystemAccounts, store::StoreError> {
@@ -276,6 +278,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::inference::infer_latest))
         .routes(routes!(routes::inference::infer_version))
         .routes(routes!(routes::models::get_blob))
+        .routes(routes!(routes::quarantine::list_quarantines))
+        .routes(routes!(routes::quarantine::quarantine_version, routes::quarantine::lift_quarantine))
         .layer(DefaultBodyLimit::max(body_limit))
         // Uploads stream to disk under their own limit, upload_bytes_max.
         .merge(OpenApiRouter::new().routes(routes!(routes::models::upload_version)).layer(DefaultBodyLimit::disable()))

@@ -8,7 +8,7 @@ use domain::{Dim, TensorSpec};
 use runtime::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use store::{Account, ModelRecord, Version};
+use store::{Account, ModelRecord, Quarantine, Version};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
@@ -352,6 +352,9 @@ pub struct VersionView {
     pub inputs: Vec<TensorSpecView>,
     pub outputs: Vec<TensorSpecView>,
     pub created_at: String,
+    /// Set while the version is out of service (its calls answer 503
+    /// `model_quarantined`) until the operator lifts it.
+    pub quarantine: Option<QuarantineView>,
 }
 
 impl From<&Version> for VersionView {
@@ -363,8 +366,43 @@ impl From<&Version> for VersionView {
             inputs: version.inputs.iter().map(Into::into).collect(),
             outputs: version.outputs.iter().map(Into::into).collect(),
             created_at: timestamp(version.created_at_ms),
+            quarantine: version.quarantine.as_ref().map(QuarantineView::from),
         }
     }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuarantineView {
+    pub reason: String,
+    pub since: String,
+}
+
+impl From<&Quarantine> for QuarantineView {
+    fn from(quarantine: &Quarantine) -> QuarantineView {
+        QuarantineView { reason: quarantine.reason.clone(), since: timestamp(quarantine.since_ms) }
+    }
+}
+
+/// A quarantined version, in the operator's list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuarantinedVersionView {
+    /// `owner/name`.
+    pub model: String,
+    pub version: i64,
+    pub reason: String,
+    pub since: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuarantineList {
+    pub items: Vec<QuarantinedVersionView>,
+}
+
+/// The operator's reason for taking a version out of service.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineRequest {
+    pub reason: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

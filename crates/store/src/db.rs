@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_log.sql")),
     (4, include_str!("migrations/0004_usage.sql")),
     (5, include_str!("migrations/0005_nodes.sql")),
+    (6, include_str!("migrations/0006_isolation.sql")),
 ];
 
 /// Connections in the pool. SQLite allows one writer at a time anyway; more
@@ -138,6 +139,24 @@ pub struct Version {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
     pub created_at_ms: i64,
+    /// Set while the version is out of service; its calls are refused.
+    pub quarantine: Option<Quarantine>,
+}
+
+/// Why and since when a version is quarantined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantine {
+    pub reason: String,
+    pub since_ms: i64,
+}
+
+/// A quarantined version, for the operator's list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedVersion {
+    pub owner: String,
+    pub model: String,
+    pub version: i64,
+    pub quarantine: Quarantine,
 }
 
 /// Which models a listing returns. Private models are included only for
@@ -473,14 +492,16 @@ impl Store {
             inputs: inputs.to_vec(),
             outputs: outputs.to_vec(),
             created_at_ms: now,
+            quarantine: None,
         })
     }
 
     /// All versions of a model, oldest first.
     pub async fn versions(&self, model_id: i64) -> Result<Vec<Version>, StoreError> {
         let rows = sqlx::query(
-            "SELECT v.version, v.blob_sha256, b.size_bytes, v.signature, v.created_at \
-             FROM model_versions v JOIN blobs b ON b.sha256 = v.blob_sha256 WHERE v.model_id = ? ORDER BY v.version",
+            "SELECT v.version, v.blob_sha256, b.size_bytes, v.signature, v.created_at, v.quarantined_at, \
+             v.quarantine_reason FROM model_versions v JOIN blobs b ON b.sha256 = v.blob_sha256 \
+             WHERE v.model_id = ? ORDER BY v.version",
         )
         .bind(model_id)
         .fetch_all(&self.pool)
@@ -490,14 +511,73 @@ impl Store {
 
     pub async fn version(&self, model_id: i64, version: i64) -> Result<Option<Version>, StoreError> {
         let row = sqlx::query(
-            "SELECT v.version, v.blob_sha256, b.size_bytes, v.signature, v.created_at \
-             FROM model_versions v JOIN blobs b ON b.sha256 = v.blob_sha256 WHERE v.model_id = ? AND v.version = ?",
+            "SELECT v.version, v.blob_sha256, b.size_bytes, v.signature, v.created_at, v.quarantined_at, \
+             v.quarantine_reason FROM model_versions v JOIN blobs b ON b.sha256 = v.blob_sha256 \
+             WHERE v.model_id = ? AND v.version = ?",
         )
         .bind(model_id)
         .bind(version)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(version_from_row).transpose()
+    }
+
+    /// Takes a version out of service with a reason. Returns false if it
+    /// does not exist; a version already quarantined keeps its first reason.
+    pub async fn quarantine_version(
+        &self,
+        model_id: i64,
+        version: i64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "UPDATE model_versions SET quarantined_at = COALESCE(quarantined_at, ?), \
+             quarantine_reason = COALESCE(quarantine_reason, ?) WHERE model_id = ? AND version = ? RETURNING version",
+        )
+        .bind(now_ms)
+        .bind(reason)
+        .bind(model_id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// Puts a quarantined version back in service. Returns false if it was
+    /// not quarantined (or does not exist).
+    pub async fn lift_quarantine(&self, model_id: i64, version: i64) -> Result<bool, StoreError> {
+        let lifted = sqlx::query(
+            "UPDATE model_versions SET quarantined_at = NULL, quarantine_reason = NULL \
+             WHERE model_id = ? AND version = ? AND quarantined_at IS NOT NULL",
+        )
+        .bind(model_id)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        Ok(lifted.rows_affected() == 1)
+    }
+
+    /// Every quarantined version, most recent first.
+    pub async fn quarantined_versions(&self) -> Result<Vec<QuarantinedVersion>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.name AS owner, m.name AS model, v.version, v.quarantined_at, v.quarantine_reason \
+             FROM model_versions v JOIN models m ON m.id = v.model_id JOIN accounts a ON a.id = m.owner_id \
+             WHERE v.quarantined_at IS NOT NULL ORDER BY v.quarantined_at DESC, m.id, v.version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(QuarantinedVersion {
+                    owner: row.try_get("owner")?,
+                    model: row.try_get("model")?,
+                    version: row.try_get("version")?,
+                    quarantine: quarantine_from_row(row)?
+                        .ok_or_else(|| StoreError::Corrupt("a quarantine without its time".into()))?,
+                })
+            })
+            .collect()
     }
 
     /// Whether `viewer` may download a blob: some version of a model they can
@@ -592,5 +672,12 @@ fn version_from_row(row: &SqliteRow) -> Result<Version, StoreError> {
         inputs,
         outputs,
         created_at_ms: row.try_get("created_at")?,
+        quarantine: quarantine_from_row(row)?,
     })
+}
+
+fn quarantine_from_row(row: &SqliteRow) -> Result<Option<Quarantine>, StoreError> {
+    let since_ms: Option<i64> = row.try_get("quarantined_at")?;
+    let reason: Option<String> = row.try_get("quarantine_reason")?;
+    Ok(since_ms.map(|since_ms| Quarantine { reason: reason.unwrap_or_default(), since_ms }))
 }

@@ -13,7 +13,10 @@ mod signature;
 mod usage;
 
 pub use blobs::{BlobStore, BlobWriter, FinishedBlob};
-pub use db::{Account, AccountKind, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel, Store, Version};
+pub use db::{
+    Account, AccountKind, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel, Quarantine,
+    QuarantinedVersion, Store, Version,
+};
 pub use log::{LogEntry, StoredCheckpoint};
 pub use money::{
     BatchItem, BatchOutcome, IdempotencyStart, ItemError, LedgerTotals, PayoutChange, PayoutRecord, PayoutState,

@@ -61,6 +61,9 @@ pub struct UsageEvent {
     pub price: u64,
     pub creator_share: u64,
     pub latency_us: u64,
+    /// CPU time the model used (in its worker), user and system; 0 for a
+    /// call refused before it ran.
+    pub cpu_us: u64,
     /// "ok" or an error code.
     pub status: String,
 }
@@ -122,7 +125,7 @@ pub(crate) async fn record(
     for (event, log_index) in events {
         sqlx::query(
             "INSERT INTO usage_events (created_at, model_id, version, owner_id, task, public, caller, app, node, price, \
-             creator_share, latency_us, status, log_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             creator_share, latency_us, cpu_us, status, log_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(event.created_at_ms)
         .bind(event.model_id)
@@ -136,6 +139,7 @@ pub(crate) async fn record(
         .bind(event.price as i64)
         .bind(event.creator_share as i64)
         .bind(event.latency_us as i64)
+        .bind(event.cpu_us as i64)
         .bind(&event.status)
         .bind(log_index.map(|i| i as i64))
         .execute(&mut **tx)

@@ -35,7 +35,30 @@ pub struct BenchArgs {
     usage_events: Option<u64>,
 }
 
-const MODEL: &[u8] = include_bytes!("../../../fixtures/models/linear.onnx");
+/// A model the bench calls, with one call's input.
+struct BenchModel {
+    name: &'static str,
+    bytes: &'static [u8],
+    /// Elements of the one input `x`, shape `[1, width]`.
+    width: usize,
+}
+
+/// A tiny model: where the cost around the model shows most.
+const TINY: BenchModel =
+    BenchModel { name: "linear 4-1", bytes: include_bytes!("../../../fixtures/models/linear.onnx"), width: 4 };
+/// A realistic small classifier (MNIST-sized MLP, 400 KB of weights).
+const REALISTIC: BenchModel =
+    BenchModel { name: "MLP 784-128-10", bytes: include_bytes!("../../../fixtures/models/mnist_mlp.onnx"), width: 784 };
+
+impl BenchModel {
+    fn input(&self) -> Vec<f32> {
+        (0..self.width).map(|i| (i % 10) as f32 / 10.0).collect()
+    }
+
+    fn call(&self) -> Value {
+        json!({"inputs": {"x": {"dtype": "f32", "shape": [1, self.width], "data": self.input()}}})
+    }
+}
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let temporary = args.data_dir.is_none();
@@ -66,22 +89,53 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// The whole comparison: the raw model, free and paid calls, then paid calls
-/// again on a second fresh server without usage rollups.
+/// again on a second fresh server without usage rollups, then the cost of
+/// isolation: paid calls with models in worker processes (the default)
+/// against models in the server's process, for a tiny and a realistic model.
 async fn compare(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Result<()> {
-    let paid = with_server(data_dir, &[], |url, key| async move { measure(args, &url, &key, true).await }).await?;
-    let no_rollups = data_dir.with_extension("no-rollups");
-    let unrolled = with_server(&no_rollups, &[("analytics_rollups", false)], |url, key| async move {
-        measure(args, &url, &key, false).await
-    })
+    let paid =
+        with_server(data_dir, &[], |url, key| async move { measure(args, &url, &key, &TINY, true).await }).await?;
+    let unrolled = with_server(
+        &data_dir.with_extension("no-rollups"),
+        &[("analytics_rollups", false.into())],
+        |url, key| async move { measure(args, &url, &key, &TINY, false).await },
+    )
     .await?;
     println!("paid calls without usage rollups: {unrolled:.0} calls/s; with / without = {:.2}", paid / unrolled);
+    for model in [&TINY, &REALISTIC] {
+        let mut rates = Vec::new();
+        for isolation in ["process", "none"] {
+            let directory = data_dir.with_extension(format!("isolation-{isolation}"));
+            let settings = [("isolation", isolation.into())];
+            let rate =
+                with_server(
+                    &directory,
+                    &settings,
+                    |url, key| async move { measure(args, &url, &key, model, false).await },
+                )
+                .await;
+            let _ = std::fs::remove_dir_all(&directory);
+            rates.push(rate?);
+        }
+        println!(
+            "isolation, {}: paid calls {:.0}/s in worker processes, {:.0}/s in the server's process; isolated / in-process = {:.2}",
+            model.name,
+            rates[0],
+            rates[1],
+            rates[0] / rates[1]
+        );
+    }
     Ok(())
 }
 
 /// Runs `work` against a fresh in-process server on `data_dir`, with
 /// `VITRINE_*` settings applied (so a run can vary one, e.g.
 /// `VITRINE_LEDGER_BATCH_MAX=1`) and then `settings`.
-async fn with_server<F, Fut>(data_dir: &std::path::Path, settings: &[(&str, bool)], work: F) -> anyhow::Result<f64>
+async fn with_server<F, Fut>(
+    data_dir: &std::path::Path,
+    settings: &[(&str, toml::Value)],
+    work: F,
+) -> anyhow::Result<f64>
 where
     F: FnOnce(String, String) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<f64>>,
@@ -90,7 +144,7 @@ where
     flags.insert("data_dir".into(), data_dir.display().to_string().into());
     flags.insert("listen".into(), "127.0.0.1:0".into());
     for (key, value) in settings {
-        flags.insert((*key).into(), (*value).into());
+        flags.insert((*key).into(), value.clone());
     }
     let config = server::Config::load(None, std::env::vars(), flags)?;
     let (state, operator_key) = server::open_state(config).await.context("cannot start the server")?;
@@ -101,9 +155,16 @@ where
     result
 }
 
-/// Sets up a creator, a caller and two models, then measures; returns the
-/// paid calls per second. With `full`, also the raw model and free calls.
-async fn measure(args: &BenchArgs, url: &str, operator_key: &str, full: bool) -> anyhow::Result<f64> {
+/// Sets up a creator, a caller and two copies of `model` (free and paid),
+/// then measures; returns the paid calls per second. With `full`, also the
+/// raw model and free calls.
+async fn measure(
+    args: &BenchArgs,
+    url: &str,
+    operator_key: &str,
+    model: &BenchModel,
+    full: bool,
+) -> anyhow::Result<f64> {
     let anonymous = Client::new(url.to_owned(), None)?;
     let signup = |name: &'static str| {
         let anonymous = anonymous.clone();
@@ -124,21 +185,23 @@ async fn measure(args: &BenchArgs, url: &str, operator_key: &str, full: bool) ->
         let upload = creator
             .request(reqwest::Method::POST, &path)
             .header("content-type", "application/octet-stream")
-            .body(MODEL);
+            .body(model.bytes);
         creator.send_json(upload).await?;
     }
     let deposit = json!({"account": "caller", "amount": "1000000000000000", "reference": "bench"});
     operator.send_json(operator.request(reqwest::Method::POST, "/v1/admin/deposits").json(&deposit)).await?;
 
+    let call = model.call();
+    let phase = |name| http_phase(&caller, name, &call, args.clients, Duration::from_secs(args.seconds));
     if !full {
-        return Ok(http_phase(&caller, "paid", args.clients, Duration::from_secs(args.seconds)).await?.per_second);
+        return Ok(phase("paid").await?.per_second);
     }
-    let raw = raw_model_calls_per_second(Duration::from_secs(args.seconds))?;
+    let raw = raw_model_calls_per_second(model, Duration::from_secs(args.seconds))?;
     println!("raw model (tract, one thread, no HTTP): {raw:.0} calls/s");
-    let free = http_phase(&caller, "free", args.clients, Duration::from_secs(args.seconds)).await?;
+    let free = phase("free").await?;
     println!("free calls over HTTP ({} clients):      {}", args.clients, free.describe());
     let before = ledger_items(&operator).await?;
-    let paid = http_phase(&caller, "paid", args.clients, Duration::from_secs(args.seconds)).await?;
+    let paid = phase("paid").await?;
     let after = ledger_items(&operator).await?;
     println!("paid calls over HTTP ({} clients):      {}", args.clients, paid.describe());
     println!(
@@ -174,8 +237,14 @@ impl Phase {
     }
 }
 
-async fn http_phase(caller: &Client, model: &str, clients: usize, duration: Duration) -> anyhow::Result<Phase> {
-    let body = Arc::new(json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 4], "data": [0.1, 0.2, 0.3, 0.4]}}}));
+async fn http_phase(
+    caller: &Client,
+    model: &str,
+    call: &Value,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Phase> {
+    let body = Arc::new(call.clone());
     let path = Arc::new(format!("/v1/models/creator/{model}/infer"));
     let started = Instant::now();
     let deadline = started + duration;
@@ -210,14 +279,14 @@ async fn http_phase(caller: &Client, model: &str, clients: usize, duration: Dura
     })
 }
 
-fn raw_model_calls_per_second(duration: Duration) -> anyhow::Result<f64> {
+fn raw_model_calls_per_second(model: &BenchModel, duration: Duration) -> anyhow::Result<f64> {
     let limits = runtime::ModelLimits { nodes_max: 10_000, initializer_bytes_max: 1 << 30 };
-    let model = runtime::load_model(MODEL, &limits)?;
-    let input = runtime::Tensor { shape: vec![1, 4], data: runtime::TensorData::F32(vec![0.1, 0.2, 0.3, 0.4]) };
+    let input = runtime::Tensor { shape: vec![1, model.width], data: runtime::TensorData::F32(model.input()) };
+    let model = runtime::load_model(model.bytes, &limits)?;
     let started = Instant::now();
     let mut calls = 0u64;
     while started.elapsed() < duration {
-        model.run(vec![input.clone()])?;
+        model.run(vec![input.clone()], u64::MAX)?;
         calls += 1;
     }
     Ok(calls as f64 / started.elapsed().as_secs_f64())
@@ -389,6 +458,7 @@ async fn usage_bench(data_dir: &std::path::Path, count: u64) -> anyhow::Result<(
                     price: 1000,
                     creator_share: 800,
                     latency_us: 200 + rng.next_u64() % 5000,
+                    cpu_us: 100 + rng.next_u64() % 4000,
                     status: "ok".into(),
                 }
             })

@@ -114,6 +114,26 @@ pub enum PayoutCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// Every quarantined version, most recent first.
+    List,
+    /// Take a version out of service: its calls answer 503 until lifted.
+    Add {
+        /// owner/name
+        model: String,
+        version: i64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Put a quarantined version back in service.
+    Lift {
+        /// owner/name
+        model: String,
+        version: i64,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct ModelFieldsArgs {
     /// owner/name, or just the name for your own account.
@@ -159,7 +179,12 @@ pub struct InferArgs {
 pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
     let client = args.client()?;
     match command {
-        Command::Serve(_) | Command::Bench(_) | Command::Demo(_) | Command::Audit(_) | Command::Receipt(_) => {
+        Command::Serve(_)
+        | Command::Bench(_)
+        | Command::Demo(_)
+        | Command::Audit(_)
+        | Command::Receipt(_)
+        | Command::Worker => {
             unreachable!("handled in main")
         }
         Command::Signup(signup) => run_signup(&client, &args, signup).await,
@@ -251,6 +276,7 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Payout(payout) => run_payout(&client, args.json, payout).await,
+        Command::Quarantine(quarantine) => run_quarantine(&client, args.json, quarantine).await,
         Command::Stats(stats) => crate::stats::run_stats(&client, args.json, stats).await,
         Command::Earnings(series) => {
             crate::stats::run_account_series(&client, args.json, &crate::stats::EARNINGS, series).await
@@ -259,6 +285,55 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
             crate::stats::run_account_series(&client, args.json, &crate::stats::SPENDING, series).await
         }
     }
+}
+
+async fn run_quarantine(client: &Client, json: bool, command: QuarantineCommand) -> anyhow::Result<()> {
+    client.require_key()?;
+    let (model, version, method, body) = match command {
+        QuarantineCommand::List => {
+            let list = client.send_json(client.request(Method::GET, "/v1/admin/quarantines")).await?;
+            if json {
+                output::json(&list);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list["items"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|q| {
+                            vec![
+                                format!("{}@{}", output::cell(&q["model"]), output::cell(&q["version"])),
+                                output::cell(&q["since"]),
+                                output::cell(&q["reason"]),
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            output::table(&["version", "since", "reason"], &rows);
+            return Ok(());
+        }
+        QuarantineCommand::Add { model, version, reason } => {
+            (model, version, Method::POST, Some(json!({"reason": reason})))
+        }
+        QuarantineCommand::Lift { model, version } => (model, version, Method::DELETE, None),
+    };
+    let model_ref = parse_model(&model)?;
+    let path = format!("/v1/models/{}/{}/versions/{version}/quarantine", model_ref.owner, model_ref.name);
+    let mut request = client.request(method, &path);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let shown = client.send_json(request).await?;
+    if json {
+        output::json(&shown);
+    } else if shown["quarantine"].is_null() {
+        println!("{model_ref}@{version} is back in service");
+    } else {
+        println!("{model_ref}@{version} is quarantined: {}", output::cell(&shown["quarantine"]["reason"]));
+    }
+    Ok(())
 }
 
 async fn run_payout(client: &Client, json: bool, command: PayoutCommand) -> anyhow::Result<()> {
@@ -689,12 +764,16 @@ fn print_versions(versions: &Value) {
                         specs(&v["inputs"]),
                         specs(&v["outputs"]),
                         output::cell(&v["blob_sha256"]),
+                        match v["quarantine"]["reason"].as_str() {
+                            Some(reason) => format!("quarantined: {reason}"),
+                            None => "serving".to_owned(),
+                        },
                     ]
                 })
                 .collect()
         })
         .unwrap_or_default();
-    output::table(&["version", "bytes", "inputs", "outputs", "sha256"], &rows);
+    output::table(&["version", "bytes", "inputs", "outputs", "sha256", "state"], &rows);
 }
 
 fn print_specs(version: &Value) {

@@ -68,10 +68,21 @@ enum Command {
     Earnings(stats::AccountSeriesArgs),
     /// What you spent on inference, by model or app.
     Spending(stats::AccountSeriesArgs),
+    /// Quarantined model versions: list them, take one out of service, lift one (operator key).
+    #[command(subcommand)]
+    Quarantine(commands::QuarantineCommand),
+    /// A model worker: started by `vitrine serve`, speaking its binary
+    /// protocol on standard input and output. Not for people.
+    #[command(hide = true)]
+    Worker,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::Worker = cli.command {
+        // Before any runtime starts threads: a worker is one confined thread.
+        return std::process::ExitCode::from(sandbox::worker_main().clamp(0, 255) as u8);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

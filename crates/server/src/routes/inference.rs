@@ -1,7 +1,7 @@
 //! Running a model: the paid-inference path (charging arrives with the ledger).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use domain::Visibility;
 use domain::{Amount, Sha256};
 use ledger::{Command, Hold, Leg, TransferKind};
-use runtime::{InputError, LoadedModel, RunError, Signature, Tensor};
+use runtime::{InputError, Signature, Tensor};
+use sandbox::{Failure, RunFailure};
 use store::{Account, BatchItem, IdempotencyStart, ModelRecord, UsageEvent, Version};
 use tlog::ReceiptLeaf;
 
@@ -41,8 +42,10 @@ const APP_TAG_CHARS_MAX: usize = 64;
         (status = 404, body = ErrorBody),
         (status = 409, description = "a call with this Idempotency-Key is still running", body = ErrorBody),
         (status = 413, description = "more elements than tensor_elements_max", body = ErrorBody),
-        (status = 422, description = "inputs that do not fit the model, or an Idempotency-Key reused for another request", body = ErrorBody),
-        (status = 504, description = "ran past inference_timeout_ms", body = ErrorBody),
+        (status = 422, description = "inputs that do not fit the model (invalid_input), an Idempotency-Key reused for another request (invalid_request), more memory than worker_memory_bytes_max (model_out_of_memory), or outputs larger than output_elements_max (output_too_large)", body = ErrorBody),
+        (status = 502, description = "the worker running the model died (model_crashed); nothing was charged", body = ErrorBody),
+        (status = 503, description = "the version is quarantined (model_quarantined), or no worker is available (unavailable)", body = ErrorBody),
+        (status = 504, description = "ran past inference_timeout_ms; its worker was stopped", body = ErrorBody),
     ))]
 pub async fn infer_latest(
     State(state): State<AppState>,
@@ -74,6 +77,8 @@ pub async fn infer_latest(
         (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody),
+        (status = 502, body = ErrorBody),
+        (status = 503, body = ErrorBody),
         (status = 504, body = ErrorBody),
     ))]
 pub async fn infer_version(
@@ -100,7 +105,15 @@ async fn infer(
     request: InferRequest,
     started: Instant,
 ) -> ApiResult<Response> {
-    let call = Call { caller, model, version, app: app_tag(headers)?, at_ms: dev_time(state, headers)?, started };
+    let call = Call {
+        caller,
+        model,
+        version,
+        app: app_tag(headers)?,
+        at_ms: dev_time(state, headers)?,
+        started,
+        cpu_us: AtomicU64::new(0),
+    };
     let Some(key) = idempotency_key(headers)? else {
         return record_failure(state, &call, charge_and_run(state, &call, request, None).await)
             .await
@@ -154,6 +167,8 @@ struct Call<'a> {
     /// Back-dating on development servers (`X-Vitrine-Time`), for demo traffic.
     at_ms: Option<i64>,
     started: Instant,
+    /// CPU time the model used, once it ran (or failed running).
+    cpu_us: AtomicU64,
 }
 
 impl Call<'_> {
@@ -171,6 +186,7 @@ impl Call<'_> {
             price,
             creator_share,
             latency_us: self.started.elapsed().as_micros() as u64,
+            cpu_us: self.cpu_us.load(Ordering::Relaxed),
             status: status.to_owned(),
         }
     }
@@ -252,6 +268,16 @@ async fn charge_and_run(
         .version(model.id, version)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("'{}/{}' has no version {version}", model.owner, model.name)))?;
+    if let Some(quarantine) = &version.quarantine {
+        return Err(ApiError::model_quarantined(format!(
+            "version {} of '{}/{}' is quarantined since {} until the operator lifts it: {}",
+            version.version,
+            model.owner,
+            model.name,
+            crate::wire::timestamp(quarantine.since_ms),
+            quarantine.reason
+        )));
+    }
     let inputs = request
         .inputs
         .into_iter()
@@ -277,7 +303,7 @@ async fn charge_and_run(
     let charged = Amount::from_minor_units(charged).map_err(ApiError::internal)?;
     let hold = if charged > Amount::ZERO { Some(place_hold(state, caller, charged).await?) } else { None };
 
-    let outputs = match run_within_deadline(state, &version, inputs, started).await {
+    let outputs = match run_model(state, call, &version, inputs).await {
         Ok(outputs) => outputs,
         Err(error) => {
             if let Some(hold) = hold {
@@ -371,67 +397,87 @@ fn random_hold_id() -> ApiResult<i64> {
     Ok((u64::from_le_bytes(bytes) >> 1) as i64)
 }
 
-/// Runs on the blocking pool within `inference_timeout_ms` of `started`,
-/// waiting for a slot included. Past the deadline the caller gets 504 at
-/// once; the computation itself cannot be interrupted, so it finishes in the
-/// background still holding its slot, which keeps runaway models from
-/// multiplying.
-async fn run_within_deadline(
+/// Runs the model in a worker within `inference_timeout_ms` of the call's
+/// start, waiting for a worker included. Past the deadline the worker is
+/// killed and the caller gets 504. A crash or an exhausted memory bound is a
+/// strike against the version, towards its quarantine.
+async fn run_model(
     state: &AppState,
+    call: &Call<'_>,
     version: &Version,
     inputs: Vec<Tensor>,
-    started: Instant,
 ) -> ApiResult<Vec<(String, Tensor)>> {
     let timeout = Duration::from_millis(state.config.inference_timeout_ms);
-    let deadline = tokio::time::Instant::from_std(started + timeout);
-    let work = async {
-        let model = loaded_model(state, version).await?;
-        state.run_blocking(move || model.run(inputs)).await?.map_err(run_error)
-    };
-    match tokio::time::timeout_at(deadline, work).await {
-        Ok(result) => result,
-        Err(_) => Err(ApiError::inference_timeout(format!(
-            "the inference ran past the limit inference_timeout_ms = {}",
-            state.config.inference_timeout_ms
-        ))),
+    let deadline = tokio::time::Instant::from_std(call.started + timeout);
+    let digest = version.blob_sha256;
+    match state.executor.run(digest, inputs, deadline, || state.blobs.read(&digest)).await {
+        Ok(ran) => {
+            call.cpu_us.store(ran.cpu_us, Ordering::Relaxed);
+            Ok(ran.outputs)
+        }
+        Err(RunFailure { failure, cpu_us }) => {
+            call.cpu_us.store(cpu_us, Ordering::Relaxed);
+            if failure.is_strike() {
+                strike(state, call.model, version.version, &failure).await;
+            }
+            Err(run_failure_error(state, version, failure))
+        }
     }
 }
 
-/// The compiled model from the cache, or loaded from its blob on a miss.
-async fn loaded_model(state: &AppState, version: &Version) -> ApiResult<Arc<LoadedModel>> {
-    if let Some(model) = state.models.get(&version.blob_sha256) {
-        return Ok(model);
+/// Counts a crash against the version; quarantines it at the threshold.
+async fn strike(state: &AppState, model: &ModelRecord, version: i64, failure: &Failure) {
+    let label = format!("{}/{}@{version}", model.owner, model.name);
+    tracing::warn!(model = %label, %failure, "a call crashed its worker or exhausted its memory");
+    if !state.strikes.strike(model.id, version, Instant::now()) {
+        return;
     }
-    let bytes = state.blobs.read(&version.blob_sha256).await?;
-    let limits = state.model_limits.clone();
-    let loaded = state
-        .run_blocking(move || runtime::load_model(&bytes, &limits))
-        .await?
-        // It loaded when it was uploaded; failing now means limits were
-        // lowered since or the blob is damaged: the operator's problem.
-        .map_err(|e| ApiError::internal(format!("stored model {} no longer loads: {e}", version.blob_sha256)))?;
-    let loaded = Arc::new(loaded);
-    state.models.insert(version.blob_sha256, loaded.clone());
-    Ok(loaded)
+    let reason = format!(
+        "its calls crashed their worker or ran out of memory {} times within {} s (the last: {})",
+        state.config.quarantine_strikes,
+        state.config.quarantine_window_ms / 1000,
+        match failure {
+            Failure::OutOfMemory(_) => "out of memory".to_owned(),
+            other => other.to_string(),
+        }
+    );
+    match state.store.quarantine_version(model.id, version, &reason, store::now_ms()).await {
+        Ok(_) => tracing::warn!(model = %label, %reason, "version quarantined"),
+        Err(error) => tracing::error!(model = %label, %error, "quarantining a version failed"),
+    }
+}
+
+fn run_failure_error(state: &AppState, version: &Version, failure: Failure) -> ApiError {
+    match failure {
+        Failure::Failed(message) => ApiError::invalid_input(message),
+        Failure::OutputTooLarge(message) => ApiError::output_too_large(message),
+        Failure::OutOfMemory(_) => ApiError::model_out_of_memory(format!(
+            "the model needs more memory on these inputs than a worker may use \
+             (worker_memory_bytes_max = {} bytes); nothing was charged",
+            state.config.worker_memory_bytes_max
+        )),
+        Failure::TimedOut => ApiError::inference_timeout(format!(
+            "the inference ran past the limit inference_timeout_ms = {}",
+            state.config.inference_timeout_ms
+        )),
+        Failure::Crashed(cause) => {
+            ApiError::model_crashed(format!("the worker running the model died ({cause}); nothing was charged"))
+        }
+        Failure::ModelNoLongerLoads(message) | Failure::ModelUnreadable(message) => {
+            // It loaded when it was uploaded; failing now means limits were
+            // lowered since or the blob is damaged: the operator's problem.
+            ApiError::internal(format!("stored model {} cannot run: {message}", version.blob_sha256))
+        }
+        Failure::Unavailable(message) => {
+            tracing::error!(%message, "no worker for a call");
+            ApiError::unavailable("no model worker is available; try again shortly", 1)
+        }
+    }
 }
 
 fn input_error(error: InputError) -> ApiError {
     match error {
         InputError::TooManyElements { .. } => ApiError::payload_too_large(error.to_string()),
         other => ApiError::invalid_input(other.to_string()),
-    }
-}
-
-fn run_error(error: RunError) -> ApiError {
-    match error {
-        RunError::Input(input) => input_error(input),
-        RunError::Failed(_) => ApiError::invalid_input(error.to_string()),
-        // tract asserts some input properties (such as Gather indices in
-        // range) by panicking; the panic is caught, and the inputs are what
-        // triggered it.
-        RunError::Panicked(message) => {
-            tracing::warn!(%message, "the runtime panicked on a call's inputs");
-            ApiError::invalid_input(format!("the model could not run on these inputs (the runtime failed: {message})"))
-        }
     }
 }

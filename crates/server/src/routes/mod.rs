@@ -7,4 +7,5 @@ pub mod log;
 pub mod meta;
 pub mod models;
 pub mod money;
+pub mod quarantine;
 pub mod stats;

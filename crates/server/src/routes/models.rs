@@ -1,6 +1,6 @@
 //! The model registry: repositories, versions (uploads) and blobs.
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::{AccountName, Amount, Description, License, ModelName, Sha256, Tags, Task, Visibility};
 use futures_util::StreamExt;
+use sandbox::LoadFailure;
 use store::{Account, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel};
 
 use crate::AppState;
@@ -285,7 +286,8 @@ pub async fn update_model(
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 413, description = "larger than upload_bytes_max", body = ErrorBody),
-        (status = 422, description = "not a model the runtime can serve", body = ErrorBody),
+        (status = 422, description = "not a model the runtime can serve (invalid_model): refused by the runtime, or loading it needs more memory or time than a worker may have", body = ErrorBody),
+        (status = 503, description = "no model worker is available to validate it", body = ErrorBody),
     ))]
 pub async fn upload_version(
     State(state): State<AppState>,
@@ -324,21 +326,40 @@ pub async fn upload_version(
     }
     let finished = writer.finish().await?;
     let bytes = finished.read().await?;
-    let limits = state.model_limits.clone();
-    let loaded = state
-        .run_blocking(move || runtime::load_model(&bytes, &limits))
-        .await?
-        .map_err(|e| ApiError::invalid_model(e.to_string()))?;
+    // Validated by loading it in a worker, which keeps it loaded for the
+    // first calls.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(state.config.model_load_timeout_ms);
+    let signature =
+        state.executor.load(finished.sha256, bytes, deadline).await.map_err(|failure| load_error(&state, failure))?;
 
     let (sha256, size_bytes) = (finished.sha256, finished.size_bytes);
     finished.commit(&state.blobs).await?;
-    let version = state
-        .store
-        .add_version(model.id, &sha256, size_bytes, &loaded.signature.inputs, &loaded.signature.outputs)
-        .await?;
-    state.models.insert(sha256, Arc::new(loaded));
+    let version = state.store.add_version(model.id, &sha256, size_bytes, &signature.inputs, &signature.outputs).await?;
     tracing::info!(model = %format!("{}/{}", model.owner, model.name), version = version.version, %sha256, size_bytes, "version uploaded");
     Ok((StatusCode::CREATED, Json(VersionView::from(&version))))
+}
+
+/// A refused upload: the model's fault is 422 `invalid_model` with the
+/// reason; no worker to validate it is the server's (503).
+fn load_error(state: &AppState, failure: LoadFailure) -> ApiError {
+    match failure {
+        LoadFailure::Refused(message) => ApiError::invalid_model(message),
+        LoadFailure::OutOfMemory => ApiError::invalid_model(format!(
+            "loading the model needs more memory than a worker may use (worker_memory_bytes_max = {} bytes)",
+            state.config.worker_memory_bytes_max
+        )),
+        LoadFailure::TimedOut => ApiError::invalid_model(format!(
+            "loading the model took longer than the limit model_load_timeout_ms = {}",
+            state.config.model_load_timeout_ms
+        )),
+        LoadFailure::Crashed(cause) => {
+            ApiError::invalid_model(format!("the runtime crashed loading the model ({cause})"))
+        }
+        LoadFailure::Unavailable(message) => {
+            tracing::error!(%message, "no worker to validate an upload");
+            ApiError::unavailable("no model worker is available to validate the upload; try again shortly", 5)
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/v1/models/{owner}/{name}/versions", tag = "models",

@@ -754,7 +754,7 @@ fn csv_field(text: &str) -> String {
 #[utoipa::path(get, path = "/metrics", tag = "stats", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     let (accounts, models, versions, blobs) = state.store.counts().await?;
-    let (cached_models, cached_bytes) = state.models.usage();
+    let workers = state.executor.metrics();
     let stats = &state.sequencer.stats;
     let totals = state.store.ledger_totals().await?;
     let mut text = String::new();
@@ -784,8 +784,27 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         totals.balances.to_string(),
     );
     gauge("vitrine_tokens_held", "Minor units reserved by running calls.", "gauge", totals.held.to_string());
-    gauge("vitrine_model_cache_models", "Loaded models in memory.", "gauge", cached_models.to_string());
-    gauge("vitrine_model_cache_bytes", "Bytes charged to loaded models.", "gauge", cached_bytes.to_string());
+    gauge("vitrine_workers", "Model worker processes alive.", "gauge", workers.workers_live.to_string());
+    gauge("vitrine_workers_max", "Model worker slots (inference_threads).", "gauge", workers.workers_max.to_string());
+    gauge("vitrine_worker_starts_total", "Model workers started.", "counter", workers.workers_started.to_string());
+    gauge(
+        "vitrine_worker_timeouts_total",
+        "Workers stopped at a call's deadline.",
+        "counter",
+        workers.worker_timeouts.to_string(),
+    );
+    gauge(
+        "vitrine_worker_out_of_memory_total",
+        "Calls that exhausted worker_memory_bytes_max (their worker aborted, or refused the allocation).",
+        "counter",
+        workers.worker_out_of_memory.to_string(),
+    );
+    gauge(
+        "vitrine_worker_crashes_total",
+        "Workers that died otherwise.",
+        "counter",
+        workers.worker_crashes.to_string(),
+    );
     gauge(
         "vitrine_ledger_batches_total",
         "Ledger batches committed by this process.",

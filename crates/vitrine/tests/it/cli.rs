@@ -7,7 +7,7 @@ use crate::support::{BINARY, TestServer, assert_tensor_close, fixture_path};
 
 /// Runs the CLI as a user would, against `server`, with its own client
 /// configuration file and no VITRINE_* variables from the outside.
-fn vitrine(server: &TestServer, config: &Path, args: &[&str]) -> Output {
+pub(crate) fn vitrine(server: &TestServer, config: &Path, args: &[&str]) -> Output {
     let mut command = Command::new(BINARY);
     for (name, _) in std::env::vars() {
         if name.starts_with("VITRINE_") {
@@ -19,7 +19,7 @@ fn vitrine(server: &TestServer, config: &Path, args: &[&str]) -> Output {
 }
 
 #[track_caller]
-fn success(output: &Output) -> String {
+pub(crate) fn success(output: &Output) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
     stdout

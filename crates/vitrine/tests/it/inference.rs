@@ -151,7 +151,7 @@ async fn an_inference_past_its_time_limit_gets_504_while_others_are_served() {
     let message = slow.await.error(504, "inference_timeout");
     assert!(message.contains("inference_timeout_ms = 300"), "{message}");
     assert!(started.elapsed() < Duration::from_secs(5), "the 504 came only after {:?}", started.elapsed());
-    // The slow computation still holds one slot in the background; the other serves.
+    // The slow computation's worker was stopped at the deadline; the models still serve.
     let fast =
         api.post("/v1/models/alice/linear/infer", Some(&alice), linear_input(json!([1, 4]), json!([1, 2, 3, 4])));
     fast.await.ok(200);

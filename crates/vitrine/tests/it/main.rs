@@ -4,6 +4,7 @@
 mod accounts;
 mod cli;
 mod inference;
+mod isolation;
 mod ledger;
 mod log;
 mod models;

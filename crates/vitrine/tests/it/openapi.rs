@@ -78,7 +78,13 @@ async fn every_documented_route_answers_as_documented() {
                 "/v1/log/proof/consistency" => format!("{concrete}?from=0&to=1"),
                 _ => concrete,
             };
-            let key = if path.starts_with("/v1/admin/") { &operator } else { &alice };
+            let for_operator = path.starts_with("/v1/admin/") || path.ends_with("/quarantine");
+            let key = if for_operator { &operator } else { &alice };
+            if (method.as_str(), path.ends_with("/quarantine")) == ("delete", true) {
+                // Lifting needs a quarantine to lift.
+                let body = json!({"reason": "for the lift"});
+                api.post(&concrete, Some(&operator), body).await.ok(200);
+            }
             let mut request = api.request(method.to_uppercase().parse().unwrap(), &concrete, Some(key));
             request = match (method.as_str(), path.as_str()) {
                 ("post", "/v1/accounts") => request.json(&json!({"name": "carol"})),
@@ -87,6 +93,7 @@ async fn every_documented_route_answers_as_documented() {
                 }
                 ("post", "/v1/dev/faucet") | ("post", "/v1/payouts") => request.json(&json!({"amount": "3"})),
                 ("post", p) if p.starts_with("/v1/admin/payouts/") => request.json(&json!({"reference": "bank-1"})),
+                ("post", p) if p.ends_with("/quarantine") => request.json(&json!({"reason": "taken down"})),
                 ("post", "/v1/models") => request.json(&json!({"name": "fresh", "task": "other"})),
                 ("patch", _) => request.json(&json!({"description": "patched"})),
                 ("post", p) if p.ends_with("/versions") => request

@@ -18,7 +18,7 @@ pub fn fixture(name: &str) -> Vec<u8> {
 }
 
 /// The fixtures with reference outputs from onnxruntime.
-pub const REFERENCE_FIXTURES: &[&str] = &["linear", "mlp", "two_inputs", "embedding", "conv"];
+pub const REFERENCE_FIXTURES: &[&str] = &["linear", "mlp", "two_inputs", "embedding", "conv", "mnist_mlp"];
 
 /// A running server. Killed when dropped; its data directory goes with it
 /// unless [`TestServer::stop`] hands the directory on for a restart.

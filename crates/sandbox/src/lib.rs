@@ -1,0 +1,234 @@
+//! Runs untrusted models where they cannot hurt the server: in supervised
+//! worker processes with a memory bound the kernel enforces, a deadline
+//! after which the worker is killed, and a seccomp filter.
+//!
+//! - [`Executor`] is what the server calls: [`Executor::load`] validates an
+//!   upload, [`Executor::run`] runs a call. It is either a pool of worker
+//!   processes ([`Isolation::Process`], the default) or the runtime in the
+//!   server's own process ([`Isolation::None`], for trusted single-user
+//!   setups: a hostile model can then abort the server).
+//! - `pool.rs` is the supervisor (slots, routing by digest, replacement),
+//!   `process.rs` one worker seen from the server (start, call, kill, why it
+//!   died), `worker.rs` the worker's own loop (`vitrine worker`),
+//!   `confine.rs` how a worker confines itself, `protocol.rs` the binary
+//!   messages between them.
+//!
+//! This crate knows nothing about money, storage or HTTP.
+
+mod confine;
+mod inprocess;
+mod pool;
+mod process;
+pub mod protocol;
+mod worker;
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use domain::Sha256;
+use runtime::{ModelLimits, Signature, Tensor};
+use tokio::time::Instant;
+
+pub use confine::ConfineError;
+pub use process::{StartFailure, WorkerCommand};
+pub use worker::main as worker_main;
+
+/// Where models run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// In worker processes (the default).
+    Process,
+    /// In the server's own process: no memory bound, and a timed-out call
+    /// runs on in the background. For trusted single-user setups only.
+    None,
+}
+
+/// The executor's settings, from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub isolation: Isolation,
+    /// Worker processes (or, in process, models running at once).
+    pub workers: usize,
+    /// `worker_memory_bytes_max`: address space of one worker.
+    pub worker_memory_bytes_max: u64,
+    /// `model_cache_bytes_max`: loaded models kept by one worker.
+    pub model_cache_bytes_max: u64,
+    pub model_limits: ModelLimits,
+    /// `output_elements_max`: elements over all outputs of one call.
+    pub output_elements_max: u64,
+    /// How to start a worker; `None`: this program with the argument `worker`.
+    pub worker_command: Option<WorkerCommand>,
+}
+
+/// A successful run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ran {
+    /// In the signature's order.
+    pub outputs: Vec<(String, Tensor)>,
+    /// CPU time the run used, user and system.
+    pub cpu_us: u64,
+}
+
+/// A failed run, and the CPU time it used before it failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFailure {
+    pub failure: Failure,
+    pub cpu_us: u64,
+}
+
+/// Why a call or an upload did not run to an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The runtime refused these inputs or failed on them; the worker lives.
+    #[error("{0}")]
+    Failed(String),
+    #[error("{0}")]
+    OutputTooLarge(String),
+    /// More memory than the worker's bound.
+    #[error("{0}")]
+    OutOfMemory(String),
+    /// The deadline passed, waiting for a worker or running.
+    #[error("the deadline passed")]
+    TimedOut,
+    /// The worker died of something else (a signal, a forbidden system call).
+    #[error("{0}")]
+    Crashed(String),
+    /// The stored model no longer loads (limits lowered since its upload).
+    #[error("{0}")]
+    ModelNoLongerLoads(String),
+    /// The model's file could not be read.
+    #[error("{0}")]
+    ModelUnreadable(String),
+    /// No worker could be started.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl Failure {
+    /// Crashes and exhausted memory count against a model (quarantine);
+    /// refusals of inputs and deadlines do not.
+    pub fn is_strike(&self) -> bool {
+        matches!(self, Failure::OutOfMemory(_) | Failure::Crashed(_))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Failure::TimedOut => "timed out".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Why an upload was not accepted as a model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadFailure {
+    /// The runtime's own refusal, for the creator.
+    #[error("{0}")]
+    Refused(String),
+    #[error("loading the model needs more memory than the worker's bound")]
+    OutOfMemory,
+    #[error("loading the model took longer than its time limit")]
+    TimedOut,
+    #[error("the runtime crashed loading the model ({0})")]
+    Crashed(String),
+    /// No worker could be started: the server's problem, not the model's.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Metrics {
+    pub workers_max: u64,
+    pub workers_live: u64,
+    pub workers_started: u64,
+    pub worker_timeouts: u64,
+    pub worker_out_of_memory: u64,
+    pub worker_crashes: u64,
+}
+
+/// Runs models, isolated or in process.
+#[derive(Debug)]
+pub struct Executor {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Isolated(pool::WorkerPool),
+    InProcess(inprocess::InProcess),
+}
+
+impl Executor {
+    /// With isolation, starts one worker now, so that a machine where
+    /// workers cannot start or confine themselves refuses to serve.
+    pub async fn start(settings: Settings) -> Result<Executor, StartFailure> {
+        let workers = settings.workers.max(1);
+        let kind = match settings.isolation {
+            Isolation::None => Kind::InProcess(inprocess::InProcess::new(&settings, workers)),
+            Isolation::Process => {
+                let command = match settings.worker_command {
+                    Some(command) => command,
+                    None => WorkerCommand { program: current_program()?, args: vec!["worker".into()] },
+                };
+                let hello = protocol::Hello {
+                    memory_bytes_max: settings.worker_memory_bytes_max,
+                    cache_bytes_max: settings.model_cache_bytes_max,
+                    nodes_max: settings.model_limits.nodes_max as u64,
+                    initializer_bytes_max: settings.model_limits.initializer_bytes_max,
+                    output_elements_max: settings.output_elements_max,
+                };
+                let pool = pool::WorkerPool::new(command, hello, workers);
+                pool.start_one(Instant::now() + std::time::Duration::from_secs(30)).await?;
+                Kind::Isolated(pool)
+            }
+        };
+        Ok(Executor { kind })
+    }
+
+    /// Validates a model by loading it, within `deadline`; returns its
+    /// signature. The model stays loaded where it was validated.
+    pub async fn load(&self, digest: Sha256, model: Vec<u8>, deadline: Instant) -> Result<Signature, LoadFailure> {
+        match &self.kind {
+            Kind::Isolated(pool) => pool.load(digest, model, deadline).await,
+            Kind::InProcess(in_process) => in_process.load(digest, model, deadline).await,
+        }
+    }
+
+    /// Runs the model `digest` on checked inputs, within `deadline`.
+    /// `model_bytes` is called only where the model is not loaded yet.
+    pub async fn run<F, Fut>(
+        &self,
+        digest: Sha256,
+        inputs: Vec<Tensor>,
+        deadline: Instant,
+        model_bytes: F,
+    ) -> Result<Ran, RunFailure>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::io::Result<Vec<u8>>>,
+    {
+        match &self.kind {
+            Kind::Isolated(pool) => pool.run(digest, inputs, deadline, model_bytes).await,
+            Kind::InProcess(in_process) => in_process.run(digest, inputs, deadline, model_bytes).await,
+        }
+    }
+
+    pub fn isolation(&self) -> Isolation {
+        match self.kind {
+            Kind::Isolated(_) => Isolation::Process,
+            Kind::InProcess(_) => Isolation::None,
+        }
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        match &self.kind {
+            Kind::Isolated(pool) => pool.metrics(),
+            Kind::InProcess(in_process) => in_process.metrics(),
+        }
+    }
+}
+
+fn current_program() -> Result<PathBuf, StartFailure> {
+    std::env::current_exe().map_err(|e| StartFailure(format!("cannot find this program to start workers: {e}")))
+}

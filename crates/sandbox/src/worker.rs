@@ -1,0 +1,138 @@
+//! The worker process: `vitrine worker`, started by the server with its
+//! standard input and output as the request and answer pipes. It confines
+//! itself (see [`crate::confine`]) before it reads a model, then serves one
+//! request at a time until its input closes or it dies.
+
+use std::io::{self, BufReader, BufWriter};
+use std::sync::Arc;
+
+use domain::Sha256;
+use runtime::{LoadedModel, ModelCache, ModelError, ModelLimits, RunError};
+
+use crate::confine;
+use crate::protocol::{self, Hello, Request, Response, RunFailureKind};
+
+/// Requests from the server are trusted: the bound only catches a broken pipe
+/// that reads as a huge length.
+const REQUEST_BYTES_MAX: u64 = 1 << 40;
+
+/// The worker's entry point; returns the process's exit code.
+pub fn main() -> i32 {
+    // Die with the server: a worker must never outlive its supervisor.
+    if confine::die_with_parent().is_err() {
+        return 3;
+    }
+    let stdin = io::stdin();
+    let stdout = io::stdout();
+    let mut input = BufReader::with_capacity(1 << 16, stdin.lock());
+    let mut output = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let hello = match protocol::read_frame(&mut input, REQUEST_BYTES_MAX).and_then(|frame| match frame {
+        Some(frame) => Hello::decode(&frame),
+        None => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no hello")),
+    }) {
+        Ok(hello) => hello,
+        Err(error) => {
+            eprintln!("vitrine worker: cannot read the server's hello: {error}");
+            return 2;
+        }
+    };
+    runtime::probe_machine();
+    if let Err(error) = confine::confine(hello.memory_bytes_max) {
+        let answer = Response::ConfinementFailed { message: error.to_string() };
+        let _ = protocol::write_frame(&mut output, &answer.encode());
+        return 4;
+    }
+    let mut worker = Worker {
+        cache: ModelCache::new(hello.cache_bytes_max),
+        limits: ModelLimits {
+            nodes_max: usize::try_from(hello.nodes_max).unwrap_or(usize::MAX),
+            initializer_bytes_max: hello.initializer_bytes_max,
+        },
+        output_elements_max: hello.output_elements_max,
+    };
+    if protocol::write_frame(&mut output, &Response::Ready.encode()).is_err() {
+        return 2;
+    }
+    loop {
+        let request = match protocol::read_frame(&mut input, REQUEST_BYTES_MAX) {
+            Ok(Some(frame)) => frame,
+            // The server closed the pipe: it is done with this worker.
+            Ok(None) => return 0,
+            Err(error) => {
+                eprintln!("vitrine worker: cannot read a request: {error}");
+                return 2;
+            }
+        };
+        let answer = match Request::decode(&request) {
+            Ok(request) => worker.serve(request),
+            Err(error) => {
+                eprintln!("vitrine worker: a request does not decode: {error}");
+                return 2;
+            }
+        };
+        // The request's bytes (a model, the inputs) are not needed while the
+        // answer is written.
+        drop(request);
+        if protocol::write_frame(&mut output, &answer.encode()).is_err() {
+            return 2;
+        }
+    }
+}
+
+struct Worker {
+    cache: ModelCache,
+    limits: ModelLimits,
+    output_elements_max: u64,
+}
+
+impl Worker {
+    fn serve(&mut self, request: Request) -> Response {
+        let started_cpu_us = confine::cpu_time_us();
+        let cpu_us = || confine::cpu_time_us().saturating_sub(started_cpu_us);
+        match request {
+            Request::Load { digest, model } => match self.load(digest, &model) {
+                Ok((model, evicted)) => {
+                    Response::Loaded { signature: model.signature.clone(), cpu_us: cpu_us(), evicted }
+                }
+                Err(error) => Response::Refused {
+                    out_of_memory: matches!(error, ModelError::OutOfMemory(_)),
+                    message: error.to_string(),
+                },
+            },
+            Request::Run { digest, model, inputs } => {
+                let (loaded, evicted) = match (self.cache.get(&digest), model) {
+                    (Some(loaded), _) => (loaded, Vec::new()),
+                    (None, None) => return Response::NeedModel,
+                    (None, Some(bytes)) => match self.load(digest, &bytes) {
+                        Ok(loaded) => loaded,
+                        Err(error) => {
+                            let failure = match error {
+                                ModelError::OutOfMemory(_) => RunFailureKind::OutOfMemory,
+                                _ => RunFailureKind::ModelNoLongerLoads,
+                            };
+                            return Response::RunFailed { failure, message: error.to_string(), cpu_us: cpu_us() };
+                        }
+                    },
+                };
+                match loaded.run(inputs, self.output_elements_max) {
+                    Ok(outputs) => Response::Ran { outputs, cpu_us: cpu_us(), evicted },
+                    Err(error) => {
+                        let failure = match error {
+                            RunError::OutOfMemory(_) => RunFailureKind::OutOfMemory,
+                            RunError::OutputTooLarge { .. } => RunFailureKind::OutputTooLarge,
+                            RunError::Input(_) | RunError::Failed(_) | RunError::Panicked(_) => RunFailureKind::Failed,
+                        };
+                        Response::RunFailed { failure, message: error.to_string(), cpu_us: cpu_us() }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Loads and keeps a model; returns it and the digests the cache let go.
+    fn load(&mut self, digest: Sha256, bytes: &[u8]) -> Result<(Arc<LoadedModel>, Vec<Sha256>), ModelError> {
+        let model = Arc::new(runtime::load_model(bytes, &self.limits)?);
+        let evicted = self.cache.insert(digest, model.clone());
+        Ok((model, evicted))
+    }
+}

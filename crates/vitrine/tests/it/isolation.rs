@@ -1,0 +1,322 @@
+//! Untrusted models run in worker processes: hostile models (the corpus in
+//! fixtures/models/hostile, written by fixtures/hostile.py) are refused or
+//! answered with a stable error while ordinary paid calls go on; deadlines
+//! free their slot; a killed worker charges nothing; repeated crashes
+//! quarantine a version until the operator lifts it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::cli::{success, vitrine};
+use crate::support::{Api, TestServer, fixture_path, signal};
+
+const MIB: u64 = 1024 * 1024;
+
+fn linear_call() -> Value {
+    json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 4], "data": [1, 2, 3, 4]}}})
+}
+
+fn slow_call() -> Value {
+    json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 1], "data": [0.5]}}})
+}
+
+async fn deposit(api: &Api, operator: &str, account: &str, amount: u64) {
+    let body = json!({"account": account, "amount": amount.to_string(), "reference": format!("d-{account}-{amount}")});
+    api.post("/v1/admin/deposits", Some(operator), body).await.ok(201);
+}
+
+async fn priced_model(api: &Api, key: &str, owner: &str, name: &str, bytes: Vec<u8>, price: u64) {
+    let body = json!({"name": name, "task": "other", "price_per_inference": price.to_string()});
+    api.post("/v1/models", Some(key), body).await.ok(201);
+    api.upload(&format!("/v1/models/{owner}/{name}/versions"), Some(key), bytes).await.ok(201);
+}
+
+async fn balance(api: &Api, key: &str) -> (i128, i128) {
+    let account = api.get("/v1/account", Some(key)).await.ok(200).clone();
+    let units = |field: &str| account[field].as_str().unwrap().parse::<i128>().unwrap();
+    (units("balance"), units("held"))
+}
+
+/// The server's model workers: its children started as `vitrine worker`.
+fn worker_pids(server_pid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some((_, fields)) = stat.rsplit_once(')') else { continue };
+        let parent = fields.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        let state = fields.split_whitespace().next();
+        let command = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if parent == Some(server_pid) && state != Some("Z") && command.ends_with(b"worker\0") {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next());
+    kib.and_then(|k| k.parse::<u64>().ok()).unwrap_or(0) * 1024
+}
+
+/// Samples the resident memory of the server and its workers together
+/// every 20 ms until stopped; returns the largest total seen.
+fn sample_memory(server_pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut peak = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let total =
+                resident_bytes(server_pid) + worker_pids(server_pid).into_iter().map(resident_bytes).sum::<u64>();
+            peak = peak.max(total);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak
+    })
+}
+
+/// A tensor of the corpus: `fill` stands for `data` of one repeated value.
+fn corpus_tensor(tensor: &Value) -> Value {
+    let Some(fill) = tensor.get("fill") else { return tensor.clone() };
+    let count: u64 = tensor["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product();
+    json!({"dtype": tensor["dtype"], "shape": tensor["shape"], "data": vec![fill.clone(); count as usize]})
+}
+
+#[tokio::test]
+async fn hostile_models_are_refused_or_answered_and_ordinary_paid_calls_go_on() {
+    const WORKERS: u64 = 3;
+    const WORKER_MEMORY: u64 = 1024 * MIB;
+    let server = TestServer::start_with(&[
+        ("inference_threads", "3"),
+        ("worker_memory_bytes_max", &WORKER_MEMORY.to_string()),
+        ("inference_timeout_ms", "4000"),
+        // `wide` takes minutes to load, `deep` about two seconds.
+        ("model_load_timeout_ms", "8000"),
+    ]);
+    let api = server.api();
+    let op = server.operator_key.clone();
+    let alice = api.signup("alice").await;
+    let bob = api.signup("bob").await;
+    priced_model(&api, &alice, "alice", "linear", crate::support::fixture("linear.onnx"), 7).await;
+    deposit(&api, &op, "bob", 1_000_000).await;
+
+    // Ordinary paid calls, all along.
+    let stop = Arc::new(AtomicBool::new(false));
+    let memory = sample_memory(server.pid(), stop.clone());
+    let succeeded = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for _ in 0..2 {
+        let (api, bob, stop, succeeded) = (api.clone(), bob.clone(), stop.clone(), succeeded.clone());
+        load.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let answer = api.post("/v1/models/alice/linear/infer", Some(&bob), linear_call()).await;
+                match answer.status {
+                    200 => succeeded.fetch_add(1, Ordering::Relaxed),
+                    _ => {
+                        failures.push(answer.body.to_string());
+                        0
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            failures
+        }));
+    }
+
+    let corpus: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(fixture_path("hostile/corpus.json")).unwrap()).unwrap();
+    assert!(corpus.len() >= 14, "the corpus lost models");
+    for (index, entry) in corpus.iter().enumerate() {
+        let name = entry["name"].as_str().unwrap();
+        let model = format!("h{index}");
+        api.post("/v1/models", Some(&alice), json!({"name": model, "task": "other"})).await.ok(201);
+        let bytes = std::fs::read(fixture_path(&format!("hostile/{name}.onnx"))).unwrap();
+        let uploaded = api.upload(&format!("/v1/models/alice/{model}/versions"), Some(&alice), bytes).await;
+        let expect = &entry["expect"];
+        if expect == "refused" {
+            let message = uploaded.error(422, "invalid_model");
+            if let Some(mentions) = entry["refusal_mentions"].as_str() {
+                assert!(message.contains(mentions), "{name}: {message}");
+            }
+        } else {
+            uploaded.ok(201);
+            let inputs: serde_json::Map<String, Value> = entry["inputs"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(input, tensor)| (input.clone(), corpus_tensor(tensor)))
+                .collect();
+            let answer =
+                api.post(&format!("/v1/models/alice/{model}/infer"), Some(&bob), json!({"inputs": inputs})).await;
+            match expect {
+                Value::Array(codes) => {
+                    let code = answer.body["error"]["code"].as_str().unwrap_or_default();
+                    assert!(codes.iter().any(|c| c == code), "{name}: {} {}", answer.status, answer.body);
+                }
+                _ => assert_eq!(answer.ok(200)["outputs"], expect["outputs"], "{name}"),
+            }
+        }
+        // After each, the server answers, and so do ordinary models.
+        api.get("/v1/health", None).await.ok(200);
+        api.post("/v1/models/alice/linear/infer", Some(&bob), linear_call()).await.ok(200);
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        let failures = task.await.unwrap();
+        assert!(failures.is_empty(), "ordinary paid calls failed beside the hostile ones: {failures:?}");
+    }
+    let peak = memory.join().unwrap();
+    // Each worker is bounded by the operating system; the server itself
+    // never held a hostile tensor.
+    let budget = WORKERS * WORKER_MEMORY + 512 * MIB;
+    assert!(peak < budget, "server and workers peaked at {} MiB, above {} MiB", peak / MIB, budget / MIB);
+    // Every ordinary call paid its price, and nothing else was charged.
+    let paid = succeeded.load(Ordering::Relaxed) + corpus.len() as u64;
+    assert!(paid > corpus.len() as u64, "the ordinary load made no calls");
+    assert_eq!(balance(&api, &bob).await, (1_000_000 - 7 * paid as i128, 0));
+}
+
+#[tokio::test]
+async fn a_timed_out_call_frees_its_slot_at_once_and_records_its_cpu_time() {
+    // One worker: if the timed-out computation kept it, the next call would wait.
+    let server = TestServer::start_with(&[("inference_threads", "1"), ("inference_timeout_ms", "1500")]);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    api.model_with_version(&alice, "alice", "slow", "slow").await;
+    api.model_with_version(&alice, "alice", "linear", "linear").await;
+    api.post("/v1/models/alice/linear/infer", Some(&alice), linear_call()).await.ok(200);
+
+    let started = Instant::now();
+    let answer = api.post("/v1/models/alice/slow/infer", Some(&alice), slow_call()).await;
+    let message = answer.error(504, "inference_timeout");
+    assert!(message.contains("inference_timeout_ms = 1500"), "{message}");
+    let after = started.elapsed();
+    assert!(after < Duration::from_millis(1500 + 1000), "the 504 came {after:?} after the call");
+    // The slot is free: the only worker was stopped and another serves.
+    api.post("/v1/models/alice/linear/infer", Some(&alice), linear_call()).await.ok(200);
+    assert_eq!(worker_pids(server.pid()).len(), 1, "one worker, not a stopped one still running beside it");
+
+    // The timed-out call is a failed usage event with the CPU time it burned.
+    let events = usage_events(&server).await;
+    let slow = events.iter().find(|(status, _)| status == "inference_timeout").expect("the timed-out call");
+    assert!(slow.1 > 0, "no CPU time recorded for the timed-out call: {events:?}");
+}
+
+async fn usage_events(server: &TestServer) -> Vec<(String, i64)> {
+    let url = format!("sqlite://{}?mode=ro", server.data_dir.join("vitrine.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, cpu_us FROM usage_events ORDER BY id").fetch_all(&pool).await.unwrap();
+    pool.close().await;
+    rows
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_call_charges_nothing_and_the_next_call_succeeds() {
+    let server = TestServer::start_with(&[("inference_threads", "1"), ("inference_timeout_ms", "30000")]);
+    let api = server.api();
+    let op = server.operator_key.clone();
+    let alice = api.signup("alice").await;
+    let bob = api.signup("bob").await;
+    priced_model(&api, &alice, "alice", "slow", crate::support::fixture("slow.onnx"), 100).await;
+    priced_model(&api, &alice, "alice", "linear", crate::support::fixture("linear.onnx"), 10).await;
+    deposit(&api, &op, "bob", 1000).await;
+
+    let call = {
+        let (api, bob) = (api.clone(), bob.clone());
+        tokio::spawn(async move { api.post("/v1/models/alice/slow/infer", Some(&bob), slow_call()).await })
+    };
+    // While it runs, its price is held.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while balance(&api, &bob).await.1 != 100 {
+        assert!(Instant::now() < deadline, "the call never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let workers = worker_pids(server.pid());
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    signal(workers[0], "KILL");
+
+    let message = call.await.unwrap().error(502, "model_crashed");
+    assert!(message.contains("SIGKILL"), "{message}");
+    assert_eq!(balance(&api, &bob).await, (1000, 0), "a crashed call charges nothing");
+    // A new worker serves the next call.
+    api.post("/v1/models/alice/linear/infer", Some(&bob), linear_call()).await.ok(200);
+    assert_eq!(balance(&api, &bob).await, (990, 0));
+    let statuses: Vec<String> = usage_events(&server).await.into_iter().map(|(status, _)| status).collect();
+    assert_eq!(statuses, ["model_crashed", "ok"], "the crash is a failed call in usage");
+    let metrics = metrics(&api).await;
+    assert!(metrics.contains("\nvitrine_worker_crashes_total 1\n"), "{metrics}");
+    assert!(metrics.contains("\nvitrine_workers 1\n"), "{metrics}");
+}
+
+async fn metrics(api: &Api) -> String {
+    reqwest::get(format!("{}/metrics", api.url)).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_version_that_keeps_exhausting_its_memory_is_quarantined_until_the_operator_lifts_it() {
+    let server = TestServer::start_with(&[
+        ("inference_threads", "2"),
+        ("worker_memory_bytes_max", &(512 * MIB).to_string()),
+        ("quarantine_strikes", "3"),
+    ]);
+    let api = server.api();
+    let op = server.operator_key.clone();
+    let alice = api.signup("alice").await;
+    let bob = api.signup("bob").await;
+    let bytes = std::fs::read(fixture_path("hostile/pad_at_call.onnx")).unwrap();
+    priced_model(&api, &alice, "alice", "pad", bytes, 5).await;
+    deposit(&api, &op, "bob", 1000).await;
+    let call = || api.post("/v1/models/alice/pad/infer", Some(&bob), slow_call());
+
+    for _ in 0..3 {
+        let message = call().await.error(422, "model_out_of_memory");
+        assert!(message.contains(&format!("worker_memory_bytes_max = {}", 512 * MIB)), "{message}");
+    }
+    let message = call().await.error(503, "model_quarantined");
+    assert!(message.contains("ran out of memory 3 times"), "{message}");
+    assert_eq!(balance(&api, &bob).await, (1000, 0), "no failed or refused call was charged");
+
+    // The owner sees it on the version; the operator in the list.
+    let versions = api.get("/v1/models/alice/pad/versions", Some(&alice)).await.ok(200).clone();
+    assert!(versions["items"][0]["quarantine"]["reason"].as_str().unwrap().contains("out of memory"));
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let listed = success(&vitrine(&server, config.path(), &["--key", &op, "quarantine", "list"]));
+    assert!(listed.contains("alice/pad@1"), "{listed}");
+    // Only the operator may lift it.
+    let lift = "/v1/models/alice/pad/versions/1/quarantine";
+    api.send(api.request(reqwest::Method::DELETE, lift, Some(&alice))).await.error(403, "forbidden");
+    let lifted = success(&vitrine(&server, config.path(), &["--key", &op, "quarantine", "lift", "alice/pad", "1"]));
+    assert!(lifted.contains("back in service"), "{lifted}");
+    call().await.error(422, "model_out_of_memory");
+    api.send(api.request(reqwest::Method::DELETE, lift, Some(&op))).await.error(404, "not_found");
+
+    // The operator can also take a version down by hand, with a reason.
+    api.model_with_version(&alice, "alice", "linear", "linear").await;
+    let body = json!({"reason": "reported as malware"});
+    let down = api.post("/v1/models/alice/linear/versions/1/quarantine", Some(&op), body.clone()).await;
+    assert_eq!(down.ok(200)["quarantine"]["reason"], "reported as malware");
+    api.post("/v1/models/alice/linear/versions/1/quarantine", Some(&alice), body).await.error(403, "forbidden");
+    let message =
+        api.post("/v1/models/alice/linear/infer", Some(&bob), linear_call()).await.error(503, "model_quarantined");
+    assert!(message.contains("reported as malware"), "{message}");
+
+    let metrics = metrics(&api).await;
+    assert!(metrics.contains("\nvitrine_worker_out_of_memory_total 4\n"), "{metrics}");
+}
+
+#[tokio::test]
+async fn without_isolation_models_run_in_the_server_process() {
+    let server = TestServer::start_with(&[("isolation", "none")]);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    api.model_with_version(&alice, "alice", "linear", "linear").await;
+    api.post("/v1/models/alice/linear/infer", Some(&alice), linear_call()).await.ok(200);
+    assert!(worker_pids(server.pid()).is_empty());
+}
