@@ -29,7 +29,7 @@ use domain::Sha256;
 use runtime::{ModelLimits, Signature, Tensor};
 use tokio::time::Instant;
 
-pub use confine::ConfineError;
+pub use confine::{ConfineError, confine};
 pub use process::{StartFailure, WorkerCommand};
 pub use worker::main as worker_main;
 

@@ -265,8 +265,7 @@ impl Lease<'_> {
     /// An answer that does not fit the request: the worker is not trusted again.
     fn protocol_error(&mut self, answer: &Response) -> Failure {
         self.reusable = false;
-        let kind = format!("{answer:?}").chars().take(40).collect::<String>();
-        Failure::Crashed(format!("it answered out of turn ({kind}…)"))
+        Failure::Crashed(format!("it answered out of turn ({})", answer.kind()))
     }
 }
 

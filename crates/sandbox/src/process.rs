@@ -110,7 +110,7 @@ impl WorkerProcess {
             Ok(Response::ConfinementFailed { message }) => {
                 Err(StartFailure(format!("a worker could not confine itself: {message}")))
             }
-            Ok(other) => Err(StartFailure(format!("a new worker answered {other:?}"))),
+            Ok(other) => Err(StartFailure(format!("a new worker answered {}", other.kind()))),
             Err(death) => Err(StartFailure(format!("a new worker died: {}", death.describe()))),
         }
     }

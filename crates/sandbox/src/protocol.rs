@@ -216,6 +216,19 @@ impl Request {
 }
 
 impl Response {
+    /// The message's name, for logs (never its contents: they can be large).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Ready => "Ready",
+            Response::ConfinementFailed { .. } => "ConfinementFailed",
+            Response::Loaded { .. } => "Loaded",
+            Response::Refused { .. } => "Refused",
+            Response::Ran { .. } => "Ran",
+            Response::RunFailed { .. } => "RunFailed",
+            Response::NeedModel => "NeedModel",
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Encoder(Vec::new());
         match self {
