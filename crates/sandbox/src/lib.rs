@@ -155,7 +155,7 @@ pub struct Executor {
 
 #[derive(Debug)]
 enum Kind {
-    Isolated(pool::WorkerPool),
+    Isolated(std::sync::Arc<pool::WorkerPool>),
     InProcess(inprocess::InProcess),
 }
 
@@ -178,7 +178,7 @@ impl Executor {
                     initializer_bytes_max: settings.model_limits.initializer_bytes_max,
                     output_elements_max: settings.output_elements_max,
                 };
-                let pool = pool::WorkerPool::new(command, hello, workers);
+                let pool = std::sync::Arc::new(pool::WorkerPool::new(command, hello, workers));
                 pool.start_one(Instant::now() + std::time::Duration::from_secs(30)).await?;
                 Kind::Isolated(pool)
             }

@@ -1,7 +1,7 @@
 //! The supervisor: a fixed number of worker slots, each holding at most one
 //! live worker process; requests routed by model digest so that a hot model
-//! stays loaded; a worker that dies or overruns is dropped (killed) and its
-//! slot filled again by a new one on the next request.
+//! stays loaded; a worker that dies or overruns is killed and replaced at
+//! once, in the background, by a new one.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,13 +44,15 @@ struct PoolState {
 
 /// A worker taken from the pool for one request. Dropped, it goes back to
 /// the idle list, unless it is in the middle of a request (the request was
-/// abandoned) or died: then it is killed and its slot is free for a new one.
-struct Lease<'a> {
-    pool: &'a WorkerPool,
+/// abandoned) or died: then it is killed, and a replacement is started
+/// holding the slot's permit, so no request waits on an empty slot.
+struct Lease {
+    pool: Arc<WorkerPool>,
     worker: Option<WorkerProcess>,
     /// False from sending a request until its answer is read.
     reusable: bool,
-    _permit: OwnedSemaphorePermit,
+    /// Always `Some` until dropped.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl WorkerPool {
@@ -72,14 +74,14 @@ impl WorkerPool {
 
     /// Starts one worker and keeps it idle: a worker that cannot start or
     /// confine itself is a reason not to start the server.
-    pub(crate) async fn start_one(&self, deadline: Instant) -> Result<(), StartFailure> {
+    pub(crate) async fn start_one(self: &Arc<Self>, deadline: Instant) -> Result<(), StartFailure> {
         let lease = self.lease(None, deadline).await.map_err(|failure| StartFailure(failure.describe()))?;
         drop(lease);
         Ok(())
     }
 
     pub(crate) async fn load(
-        &self,
+        self: &Arc<Self>,
         digest: Sha256,
         model: Vec<u8>,
         deadline: Instant,
@@ -105,7 +107,7 @@ impl WorkerPool {
     }
 
     pub(crate) async fn run<F, Fut>(
-        &self,
+        self: &Arc<Self>,
         digest: Sha256,
         inputs: Vec<Tensor>,
         deadline: Instant,
@@ -182,7 +184,7 @@ impl WorkerPool {
     /// Takes a slot by `deadline`, then a worker for it: an idle one holding
     /// `digest`, else a new one if a slot has none, else the idle one used
     /// least recently.
-    async fn lease(&self, digest: Option<&Sha256>, deadline: Instant) -> Result<Lease<'_>, Failure> {
+    async fn lease(self: &Arc<Self>, digest: Option<&Sha256>, deadline: Instant) -> Result<Lease, Failure> {
         let permit = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| Failure::TimedOut)?
@@ -223,8 +225,25 @@ impl WorkerPool {
                     }
                 },
             };
-            return Ok(Lease { pool: self, worker: Some(worker), reusable: true, _permit: permit });
+            return Ok(Lease { pool: self.clone(), worker: Some(worker), reusable: true, permit: Some(permit) });
         }
+    }
+
+    /// Starts a worker for a slot whose worker died, holding that slot's
+    /// permit until it is idle (or could not start).
+    async fn replace(self: Arc<Self>, permit: OwnedSemaphorePermit) {
+        let deadline = Instant::now() + crate::process::START_TIMEOUT;
+        match WorkerProcess::start(&self.command, &self.hello, deadline).await {
+            Ok(worker) => {
+                self.started.fetch_add(1, Ordering::Relaxed);
+                self.lock().idle.push(worker);
+            }
+            Err(failure) => {
+                tracing::error!(%failure, "cannot start a replacement worker");
+                self.lock().live -= 1;
+            }
+        }
+        drop(permit);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
@@ -233,7 +252,7 @@ impl WorkerPool {
     }
 }
 
-impl Lease<'_> {
+impl Lease {
     async fn call(&mut self, request: &[u8], deadline: Instant) -> Result<Response, Death> {
         let worker = self.worker.as_mut().expect("a lease holds its worker until dropped");
         self.reusable = false;
@@ -269,15 +288,18 @@ impl Lease<'_> {
     }
 }
 
-impl Drop for Lease<'_> {
+impl Drop for Lease {
     fn drop(&mut self) {
-        let Some(mut worker) = self.worker.take() else { return };
-        let mut state = self.pool.lock();
+        let (Some(mut worker), Some(permit)) = (self.worker.take(), self.permit.take()) else { return };
         if self.reusable {
-            state.idle.push(worker);
-        } else {
-            worker.kill();
-            state.live -= 1;
+            self.pool.lock().idle.push(worker);
+            return;
+        }
+        worker.kill();
+        // The slot stays counted as live while its replacement starts.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(self.pool.clone().replace(permit))),
+            Err(_) => self.pool.lock().live -= 1,
         }
     }
 }

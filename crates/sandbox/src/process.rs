@@ -24,7 +24,7 @@ pub struct WorkerCommand {
 }
 
 /// How long a new worker may take to start and confine itself.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lines of a worker's standard error kept to explain its death.
 const STDERR_LINES_KEPT: usize = 16;
 /// A longer line from a worker is cut (its standard error is untrusted text).
