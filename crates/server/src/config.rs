@@ -305,5 +305,13 @@ mod tests {
         assert!(Config::load(None, env, toml::Table::new()).is_err());
         let env = [("VITRINE_PAGE_SIZE_DEFAULT".to_owned(), "500".to_owned())];
         assert!(Config::load(None, env, toml::Table::new()).is_err());
+        // A worker cannot even start within a few MiB; isolation is one of two words.
+        let env = [("VITRINE_WORKER_MEMORY_BYTES_MAX".to_owned(), "1000000".to_owned())];
+        let error = Config::load(None, env, toml::Table::new()).unwrap_err().to_string();
+        assert!(error.contains("worker_memory_bytes_max"), "{error}");
+        let env = [("VITRINE_ISOLATION".to_owned(), "sometimes".to_owned())];
+        assert!(Config::load(None, env, toml::Table::new()).is_err());
+        let env = [("VITRINE_ISOLATION".to_owned(), "none".to_owned())];
+        assert_eq!(Config::load(None, env, toml::Table::new()).unwrap().isolation, IsolationSetting::None);
     }
 }

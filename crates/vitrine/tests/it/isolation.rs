@@ -57,10 +57,16 @@ fn worker_pids(server_pid: u32) -> Vec<u32> {
     pids
 }
 
-fn resident_bytes(pid: u32) -> u64 {
+/// A `/proc/<pid>/status` memory field (`VmRSS`, `VmHWM`) in bytes.
+fn memory_field(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next());
+    let kib =
+        status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')).and_then(|v| v.split_whitespace().next());
     kib.and_then(|k| k.parse::<u64>().ok()).unwrap_or(0) * 1024
+}
+
+fn resident_bytes(pid: u32) -> u64 {
+    memory_field(pid, "VmRSS")
 }
 
 /// Samples the resident memory of the server and its workers together
@@ -171,6 +177,13 @@ async fn hostile_models_are_refused_or_answered_and_ordinary_paid_calls_go_on() 
         assert!(failures.is_empty(), "ordinary paid calls failed beside the hostile ones: {failures:?}");
     }
     let peak = memory.join().unwrap();
+    eprintln!(
+        "{} hostile models, {} ordinary paid calls beside them; server and workers peaked at {} MiB, the server alone at {} MiB",
+        corpus.len(),
+        succeeded.load(Ordering::Relaxed),
+        peak / MIB,
+        memory_field(server.pid(), "VmHWM") / MIB
+    );
     // Each worker is bounded by the operating system; the server itself
     // never held a hostile tensor.
     let budget = WORKERS * WORKER_MEMORY + 512 * MIB;
