@@ -7,7 +7,7 @@
 //! - [`Signature::check_inputs`] checks a call's tensors against the declared
 //!   inputs before anything runs.
 //! - [`LoadedModel::run`] runs the plan. It is synchronous and CPU-bound: the
-//!   server calls it on its bounded blocking pool.
+//!   server calls it in a worker process (see the `sandbox` crate).
 //! - [`ModelCache`] keeps loaded models by blob digest, bounded by bytes.
 //!
 //! This crate knows nothing about money, storage or HTTP.
