@@ -333,3 +333,66 @@ async fn without_isolation_models_run_in_the_server_process() {
     api.post("/v1/models/alice/linear/infer", Some(&alice), linear_call()).await.ok(200);
     assert!(worker_pids(server.pid()).is_empty());
 }
+
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|dir| dir.count()).unwrap_or(0)
+}
+
+/// Workers dying in a loop (aborting past their memory bound at upload,
+/// killed at their deadline) leak nothing in the server: no file
+/// descriptors, no zombie processes, no memory. `CRASH_LOOP_ITERATIONS`
+/// makes it a soak (`scripts/crash-loop`).
+#[tokio::test]
+async fn workers_dying_in_a_loop_leak_nothing_in_the_server() {
+    let iterations: usize = std::env::var("CRASH_LOOP_ITERATIONS").ok().and_then(|n| n.parse().ok()).unwrap_or(20);
+    let server = TestServer::start_with(&[
+        ("inference_threads", "2"),
+        ("worker_memory_bytes_max", &(512 * MIB).to_string()),
+        ("inference_timeout_ms", "300"),
+        ("quarantine_strikes", "0"),
+    ]);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    api.model_with_version(&alice, "alice", "slow", "slow").await;
+    api.model_with_version(&alice, "alice", "linear", "linear").await;
+    api.post("/v1/models", Some(&alice), json!({"name": "hostile", "task": "other"})).await.ok(201);
+    let pad_at_load = std::fs::read(fixture_path("hostile/pad_at_load.onnx")).unwrap();
+    let warm = || api.post("/v1/models/alice/linear/infer", Some(&alice), linear_call());
+    warm().await.ok(200);
+    let (files_before, resident_before) = (open_files(server.pid()), resident_bytes(server.pid()));
+
+    for _ in 0..iterations {
+        // Aborts its worker (SIGABRT after a failed allocation).
+        let upload = api.upload("/v1/models/alice/hostile/versions", Some(&alice), pad_at_load.clone()).await;
+        upload.error(422, "invalid_model");
+        // Killed at its deadline.
+        api.post("/v1/models/alice/slow/infer", Some(&alice), slow_call()).await.error(504, "inference_timeout");
+        warm().await.ok(200);
+    }
+
+    let metrics = metrics(&api).await;
+    let started = metrics.lines().find_map(|l| l.strip_prefix("vitrine_worker_starts_total ")).unwrap();
+    assert!(started.parse::<usize>().unwrap() >= 2 * iterations, "{metrics}");
+    let files_after = open_files(server.pid());
+    assert!(files_after <= files_before + 4, "file descriptors grew from {files_before} to {files_after}");
+    let workers = worker_pids(server.pid());
+    assert!(workers.len() <= 2, "more workers than slots: {workers:?}");
+    let zombies = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let fields: Vec<&str> =
+                stat.rsplit_once(')').map(|(_, f)| f.split_whitespace().collect()).unwrap_or_default();
+            fields.first() == Some(&"Z") && fields.get(1) == Some(&server.pid().to_string().as_str())
+        })
+        .count();
+    assert!(zombies <= 2, "{zombies} dead workers were never reaped");
+    let resident_after = resident_bytes(server.pid());
+    assert!(
+        resident_after < resident_before + 64 * MIB,
+        "the server grew from {} MiB to {} MiB",
+        resident_before / MIB,
+        resident_after / MIB
+    );
+}
