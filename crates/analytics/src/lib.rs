@@ -7,13 +7,17 @@
 //! - [`concentration`]: each item's share of the market, top-k share, HHI,
 //!   Gini, the Lorenz curve.
 //! - [`growth`]: the trending score.
+//! - [`Window`]: the 24h/7d/30d windows, their bucket ranges, and which
+//!   window a bucket falls in.
 //!
 //! This crate knows nothing about SQL or HTTP.
 
 mod histogram;
 mod market;
 mod sketch;
+mod window;
 
 pub use histogram::{LATENCY_BUCKETS, LatencyHistogram};
 pub use market::{Concentration, TRENDING_CALLS_MIN, concentration, growth, median};
 pub use sketch::{CallerSketch, SKETCH_EXACT_MAX};
+pub use window::{DAY_MS, HOUR_MS, MINUTE_MS, Window};

@@ -10,9 +10,7 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use crate::{Store, StoreError};
 
-pub const MINUTE_MS: i64 = 60_000;
-pub const HOUR_MS: i64 = 3_600_000;
-pub const DAY_MS: i64 = 86_400_000;
+pub use analytics::{DAY_MS, HOUR_MS, MINUTE_MS};
 /// Bucket widths kept in `usage_rollups`.
 pub const GRANULARITIES: [i64; 3] = [MINUTE_MS, HOUR_MS, DAY_MS];
 

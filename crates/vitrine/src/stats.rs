@@ -121,10 +121,13 @@ pub async fn run_stats(client: &Client, json: bool, command: StatsCommand) -> an
                     output::cell(&i["model"]),
                     output::cell(&i["calls"]),
                     output::cell(&i["previous_calls"]),
+                    format!("{:.1}", i["baseline_calls"].as_f64().unwrap_or(0.0)),
                     format!("{:+.0}%", i["growth"].as_f64().unwrap_or(0.0) * 100.0),
                 ]
             });
-            output::table(&["model", "calls", "previous", "growth"], &rows);
+            // Growth compares against the baseline (the mean of the three
+            // windows before), not the one window before.
+            output::table(&["model", "calls", "previous", "baseline", "growth"], &rows);
             println!("(at least {} calls in the window to be listed)", output::cell(&view["calls_min"]));
             Ok(())
         }

@@ -329,7 +329,8 @@ async fn trending_ranks_growth_against_previous_windows_with_a_minimum_volume() 
     let day = 86_400_000;
     for days_ago in 1..=3 {
         let at = Some(now - days_ago * day - 3_600_000);
-        calls(&api, &bob, "alice/t1", "", 4, at).await;
+        // 2, 4 and 6 calls: the window before has 2, the baseline (their mean) is 4.
+        calls(&api, &bob, "alice/t1", "", 2 * days_ago as usize, at).await;
         calls(&api, &bob, "alice/t2", "", 10, at).await;
         calls(&api, &bob, "alice/t4", "", 30, at).await;
     }
@@ -338,7 +339,7 @@ async fn trending_ranks_growth_against_previous_windows_with_a_minimum_volume() 
     calls(&api, &bob, "alice/t3", "", 5, None).await; // below the minimum volume
     calls(&api, &bob, "alice/t4", "", 15, None).await; // (15 − 30) / 30 = −0.5
     let trending = api.get("/v1/stats/trending?window=24h", None).await.ok(200).clone();
-    let items: Vec<(&str, u64, u64, f64)> = trending["items"]
+    let items: Vec<(&str, u64, u64, f64, f64)> = trending["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -347,11 +348,15 @@ async fn trending_ranks_growth_against_previous_windows_with_a_minimum_volume() 
                 i["model"].as_str().unwrap(),
                 i["calls"].as_u64().unwrap(),
                 i["previous_calls"].as_u64().unwrap(),
+                i["baseline_calls"].as_f64().unwrap(),
                 i["growth"].as_f64().unwrap(),
             )
         })
         .collect();
-    assert_eq!(items, [("alice/t1", 12, 4, 2.0), ("alice/t2", 20, 10, 1.0), ("alice/t4", 15, 30, -0.5)]);
+    assert_eq!(
+        items,
+        [("alice/t1", 12, 2, 4.0, 2.0), ("alice/t2", 20, 10, 10.0, 1.0), ("alice/t4", 15, 30, 30.0, -0.5)]
+    );
     assert_eq!(trending["calls_min"], 10);
     let catalogue = api.get("/v1/models?sort=trending&window=24h", None).await.ok(200).clone();
     let order: Vec<&str> = catalogue["items"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
