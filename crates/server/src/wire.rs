@@ -419,7 +419,8 @@ pub struct TensorIn {
     pub dtype: String,
     #[schema(example = json!([1, 4]))]
     pub shape: Vec<usize>,
-    /// Numbers (or booleans for `bool`).
+    /// Numbers (or booleans for `bool`); for `f32` and `f64`, the strings
+    /// `"NaN"`, `"Infinity"` and `"-Infinity"` stand for the non-finite values.
     #[schema(value_type = Vec<serde_json::Value>, example = json!([0.1, 0.2, 0.3, 0.4]))]
     pub data: Box<RawValue>,
 }
@@ -444,8 +445,14 @@ impl TensorIn {
             ApiError::invalid_input(format!("input '{name}': data is not a flat array of {dtype} values ({e})"))
         };
         let data = match dtype {
-            domain::Dtype::F32 => TensorData::F32(serde_json::from_str(text).map_err(bad)?),
-            domain::Dtype::F64 => TensorData::F64(serde_json::from_str(text).map_err(bad)?),
+            domain::Dtype::F32 => {
+                let values: Vec<JsonFloat> = serde_json::from_str(text).map_err(bad)?;
+                TensorData::F32(values.into_iter().map(|v| v.0 as f32).collect())
+            }
+            domain::Dtype::F64 => {
+                let values: Vec<JsonFloat> = serde_json::from_str(text).map_err(bad)?;
+                TensorData::F64(values.into_iter().map(|v| v.0).collect())
+            }
             domain::Dtype::I8 => TensorData::I8(serde_json::from_str(text).map_err(bad)?),
             domain::Dtype::I16 => TensorData::I16(serde_json::from_str(text).map_err(bad)?),
             domain::Dtype::I32 => TensorData::I32(serde_json::from_str(text).map_err(bad)?),
@@ -460,8 +467,8 @@ impl TensorIn {
     }
 }
 
-/// A tensor in a response. Non-finite floats (NaN, ±inf) have no JSON
-/// number form and are written as `null`.
+/// A tensor in a response. Non-finite floats have no JSON number form and
+/// are written as the strings `"NaN"`, `"Infinity"` and `"-Infinity"`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TensorOut {
     pub dtype: &'static str,
@@ -476,8 +483,8 @@ pub struct TensorDataOut(#[serde(serialize_with = "serialize_data")] TensorData)
 
 fn serialize_data<S: serde::Serializer>(data: &TensorData, serializer: S) -> Result<S::Ok, S::Error> {
     match data {
-        TensorData::F32(v) => v.serialize(serializer),
-        TensorData::F64(v) => v.serialize(serializer),
+        TensorData::F32(v) => serializer.collect_seq(v.iter().map(|&x| JsonFloat(f64::from(x)))),
+        TensorData::F64(v) => serializer.collect_seq(v.iter().map(|&x| JsonFloat(x))),
         TensorData::I8(v) => v.serialize(serializer),
         TensorData::I16(v) => v.serialize(serializer),
         TensorData::I32(v) => v.serialize(serializer),
@@ -487,6 +494,52 @@ fn serialize_data<S: serde::Serializer>(data: &TensorData, serializer: S) -> Res
         TensorData::U32(v) => v.serialize(serializer),
         TensorData::U64(v) => v.serialize(serializer),
         TensorData::Bool(v) => v.serialize(serializer),
+    }
+}
+
+/// A float as the API writes it: a JSON number, or for the values JSON has
+/// no number for, the strings `"NaN"`, `"Infinity"` and `"-Infinity"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct JsonFloat(f64);
+
+impl Serialize for JsonFloat {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            x if x.is_finite() => serializer.serialize_f64(x),
+            x if x.is_nan() => serializer.serialize_str("NaN"),
+            x if x > 0.0 => serializer.serialize_str("Infinity"),
+            _ => serializer.serialize_str("-Infinity"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonFloat {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<JsonFloat, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = JsonFloat;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number, or \"NaN\", \"Infinity\" or \"-Infinity\"")
+            }
+            fn visit_f64<E>(self, x: f64) -> Result<JsonFloat, E> {
+                Ok(JsonFloat(x))
+            }
+            fn visit_i64<E>(self, x: i64) -> Result<JsonFloat, E> {
+                Ok(JsonFloat(x as f64))
+            }
+            fn visit_u64<E>(self, x: u64) -> Result<JsonFloat, E> {
+                Ok(JsonFloat(x as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<JsonFloat, E> {
+                match text {
+                    "NaN" => Ok(JsonFloat(f64::NAN)),
+                    "Infinity" => Ok(JsonFloat(f64::INFINITY)),
+                    "-Infinity" => Ok(JsonFloat(f64::NEG_INFINITY)),
+                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 

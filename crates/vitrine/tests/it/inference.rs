@@ -157,3 +157,35 @@ async fn an_inference_past_its_time_limit_gets_504_while_others_are_served() {
     fast.await.ok(200);
     api.get("/v1/health", None).await.ok(200);
 }
+
+#[tokio::test]
+async fn non_finite_floats_are_the_strings_nan_and_infinity_both_ways() {
+    let server = TestServer::start();
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    api.model_with_version(&alice, "alice", "linear", "linear").await;
+    let linear = "/v1/models/alice/linear/infer";
+    let y = |answer: &Value| answer["outputs"]["y"]["data"].clone();
+
+    let nan = api.post(linear, Some(&alice), linear_input(json!([1, 4]), json!(["NaN", 1, 2, 3]))).await;
+    assert_eq!(y(nan.ok(200)), json!(["NaN"]));
+    // One infinite input and zeros: the output is infinite, of the weight's sign.
+    let infinite =
+        api.post(linear, Some(&alice), linear_input(json!([2, 4]), json!(["Infinity", 0, 0, 0, "-Infinity", 0, 0, 0])));
+    let data = y(infinite.await.ok(200));
+    let signs: Vec<&str> = data.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(signs == ["Infinity", "-Infinity"] || signs == ["-Infinity", "Infinity"], "{data}");
+    // Finite values stay numbers beside them.
+    let mixed = api.post(linear, Some(&alice), linear_input(json!([2, 4]), json!(["NaN", 0, 0, 0, 1, 2, 3, 4]))).await;
+    let data = y(mixed.ok(200));
+    assert_eq!(data[0], "NaN");
+    assert!(data[1].is_f64(), "{data}");
+    // Only those three spellings, and only for floats.
+    for wrong in [json!(["nan", 1, 2, 3]), json!(["inf", 1, 2, 3]), json!(["1.5", 1, 2, 3])] {
+        let answer = api.post(linear, Some(&alice), linear_input(json!([1, 4]), wrong)).await;
+        answer.error(422, "invalid_input");
+    }
+    api.model_with_version(&alice, "alice", "embedding", "embedding").await;
+    let ids = json!({"inputs": {"ids": {"dtype": "i64", "shape": [1, 1], "data": ["NaN"]}}});
+    api.post("/v1/models/alice/embedding/infer", Some(&alice), ids).await.error(422, "invalid_input");
+}
