@@ -83,6 +83,9 @@ fn main() -> std::process::ExitCode {
         // Before any runtime starts threads: a worker is one confined thread.
         return std::process::ExitCode::from(sandbox::worker_main().clamp(0, 255) as u8);
     }
+    if !matches!(cli.command, Command::Serve(_) | Command::Bench(_) | Command::Demo(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -108,4 +111,23 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A client command piped into `head` and the like: when the reader goes
+/// away, `println!` panics on the broken pipe (Rust ignores SIGPIPE). That
+/// is the reader's choice, not an error: end quietly, as a filter should.
+fn end_quietly_on_a_closed_pipe() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
 }

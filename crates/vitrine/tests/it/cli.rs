@@ -141,6 +141,31 @@ fn cli_errors_are_one_clear_line_and_a_non_zero_exit() {
     assert!(failure(&unreachable).contains("cannot reach the server"));
 }
 
+/// `vitrine models | head -0`: the reader is gone before the table is
+/// printed; the command ends quietly instead of panicking.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("client.toml");
+    success(&vitrine(&server, &config, &["signup", "alice"]));
+    success(&vitrine(&server, &config, &["model", "create", "m", "--task", "other"]));
+    let mut child = Command::new(BINARY)
+        .env("VITRINE_URL", &server.url)
+        .env("VITRINE_CLIENT_CONFIG", &config)
+        .args(["models"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the only reader before the command has its answer to print.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// The benchmark runs end to end (its figures are for people, not asserted).
 #[test]
 fn the_benchmark_runs_and_reports_its_ratios() {
