@@ -506,6 +506,24 @@ async fn load_state(
     Ok((state, names))
 }
 
+/// Completes the item's idempotency key with the answer a retry replays.
+async fn remember_answer(
+    tx: &mut Transaction<'static, Sqlite>,
+    item: &BatchItem,
+    log_index: Option<i64>,
+) -> Result<(), StoreError> {
+    if let Some((account_id, key, response)) = &item.idempotency {
+        sqlx::query("UPDATE idempotency_keys SET response = ?, log_index = ? WHERE account_id = ? AND key = ?")
+            .bind(response)
+            .bind(log_index)
+            .bind(account_id)
+            .bind(key)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 async fn apply_item(
     tx: &mut Transaction<'static, Sqlite>,
     state: &mut LedgerState,
@@ -525,6 +543,8 @@ async fn apply_item(
         }
     }
     let Some(command) = &item.command else {
+        // A record without money (a free call): its answer is kept all the same.
+        remember_answer(tx, item, None).await?;
         return Ok(Ok(BatchOutcome::default()));
     };
     let effects = match state.execute(command.clone(), now) {
@@ -594,15 +614,7 @@ async fn apply_item(
             created_at_ms: recorded_at,
         });
     }
-    if let Some((account_id, key, response)) = &item.idempotency {
-        sqlx::query("UPDATE idempotency_keys SET response = ?, log_index = ? WHERE account_id = ? AND key = ?")
-            .bind(response)
-            .bind(log_index)
-            .bind(account_id)
-            .bind(key)
-            .execute(&mut **tx)
-            .await?;
-    }
+    remember_answer(tx, item, log_index).await?;
     let payout = match &item.payout {
         None => None,
         Some(PayoutChange::Request { account_id, amount }) => {

@@ -119,14 +119,9 @@ async fn infer(
             .await
             .map(json_response);
     };
-    let fingerprint = format!(
-        "{}/{}@{version}\n{}",
-        model.owner,
-        model.name,
-        serde_json::to_string(&request).map_err(ApiError::internal)?
-    );
+    let fingerprint = idempotency_fingerprint(&call, &request)?;
     let window_ms = state.config.idempotency_window_ms as i64;
-    match state.store.begin_idempotent(caller.id, &key, &Sha256::digest(fingerprint.as_bytes()), window_ms).await? {
+    match state.store.begin_idempotent(caller.id, &key, &fingerprint, window_ms).await? {
         IdempotencyStart::Replay(body, log_index) => {
             let receipt = match log_index {
                 Some(index) => {
@@ -152,6 +147,24 @@ async fn infer(
         state.store.abandon_idempotent(caller.id, &key).await?;
     }
     result.map(json_response)
+}
+
+/// What an Idempotency-Key stands for: the model, the version the call
+/// resolved to, the app tag, and the inputs in a canonical JSON form (inputs
+/// by name, each tensor's fields in one order, its data re-serialised), so
+/// the same request sent with other key order or whitespace is the same.
+fn idempotency_fingerprint(call: &Call<'_>, request: &InferRequest) -> ApiResult<Sha256> {
+    let mut canonical = format!("{}/{}@{}\napp={}\n", call.model.owner, call.model.name, call.version, call.app);
+    for (name, tensor) in &request.inputs {
+        // Data that is not JSON is refused later, when the inputs are read;
+        // until then its text stands for it.
+        let data = serde_json::from_str::<serde_json::Value>(tensor.data.get())
+            .map(|value| value.to_string())
+            .unwrap_or_else(|_| tensor.data.get().to_owned());
+        let entry = serde_json::to_string(&(name, &tensor.dtype, &tensor.shape)).map_err(ApiError::internal)?;
+        canonical.push_str(&format!("{entry}\n{data}\n"));
+    }
+    Ok(Sha256::digest(canonical.as_bytes()))
 }
 
 fn json_response(body: String) -> Response {

@@ -236,6 +236,37 @@ async fn an_idempotency_key_charges_once_and_returns_the_first_answer() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_stands_for_the_model_version_app_and_inputs_not_their_spelling() {
+    let server = TestServer::start();
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    api.model_with_version(&alice, "alice", "linear", "linear").await;
+    let call = |key: &str, app: Option<&str>, body: &str| {
+        let request = api
+            .request(reqwest::Method::POST, "/v1/models/alice/linear/infer", Some(&alice))
+            .header("Idempotency-Key", key)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        match app {
+            Some(app) => request.header("X-App", app),
+            None => request,
+        }
+    };
+    let body = r#"{"inputs": {"x": {"dtype": "f32", "shape": [1, 4], "data": [1, 2, 3, 4]}}}"#;
+    // A free call keeps its answer too: the retry replays it.
+    let first = api.send(call("free-1", None, body)).await.ok(200).clone();
+    assert_eq!(api.send(call("free-1", None, body)).await.ok(200), &first);
+    // The same request spelled otherwise (key order, whitespace) is the same request.
+    let respelled = r#"{"inputs":{"x":{"data":[1,2,3,4],"shape":[1,4],"dtype":"f32"}}}"#;
+    assert_eq!(api.send(call("free-1", None, respelled)).await.ok(200), &first);
+    // Another app is another request.
+    api.send(call("free-1", Some("other-app"), body)).await.error(422, "invalid_request");
+    // Only the first call ran: one usage event.
+    let series = api.get("/v1/stats/models/alice/linear?bucket=hour", None).await.ok(200).clone();
+    assert_eq!(series["total"]["calls"], 1, "{series}");
+}
+
+#[tokio::test]
 async fn a_retry_while_the_first_call_runs_gets_409() {
     let server = TestServer::start_with(&[
         ("inference_threads", "2"),
