@@ -41,7 +41,10 @@ pub enum AccountKind {
 }
 
 /// An account's running totals, in minor units. Totals only grow, so a
-/// balance is always recomputable from them.
+/// balance is always recomputable from them. Each stays at most
+/// [`Amount::MAX`] (what a signed 64-bit database integer holds): a command
+/// that would take one past it is refused with [`LedgerError::Overflow`], so
+/// no amount the ledger accepted can later fail to be stored or summed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccountState {
     pub kind: AccountKind,
@@ -193,7 +196,7 @@ pub enum LedgerError {
     HoldExpired(HoldId),
     #[error("the legs add up to {legs} but the hold is {held}")]
     LegsDoNotMatchHold { legs: u64, held: u64 },
-    #[error("the amount would overflow an account's totals")]
+    #[error("the amount would take an account's running total past the ledger's limit of {} minor units", Amount::MAX)]
     Overflow,
     #[error("'{0}' was already used for a different transfer")]
     IdReused(String),
@@ -276,7 +279,7 @@ impl LedgerState {
         }
         let account = self.accounts.get_mut(&hold.account).ok_or(LedgerError::UnknownAccount(hold.account))?;
         ensure_can_spend(hold.account, account, amount)?;
-        account.debits_pending = account.debits_pending.checked_add(amount).ok_or(LedgerError::Overflow)?;
+        account.debits_pending = add_to_total(account.debits_pending, amount)?;
         self.holds.insert(hold.id, hold.clone());
         Ok(Effects { hold_placed: Some(hold), ..Effects::default() })
     }
@@ -308,9 +311,9 @@ impl LedgerState {
             }
             let debit = touched.get_mut(&transfer.debit).expect("inserted above");
             ensure_can_spend(transfer.debit, debit, amount)?;
-            debit.debits_posted = debit.debits_posted.checked_add(amount).ok_or(LedgerError::Overflow)?;
+            debit.debits_posted = add_to_total(debit.debits_posted, amount)?;
             let credit = touched.get_mut(&transfer.credit).expect("inserted above");
-            credit.credits_posted = credit.credits_posted.checked_add(amount).ok_or(LedgerError::Overflow)?;
+            credit.credits_posted = add_to_total(credit.credits_posted, amount)?;
         }
         self.accounts.extend(touched);
         let hold_resolved = hold.map(|h| {
@@ -343,6 +346,10 @@ impl LedgerState {
             if account.kind == AccountKind::Regular && account.available() < 0 {
                 return Err(format!("account {id} is below zero: {account:?}"));
             }
+            let max = Amount::MAX.minor_units();
+            if account.debits_posted > max || account.credits_posted > max || account.debits_pending > max {
+                return Err(format!("account {id} has a running total past {max}: {account:?}"));
+            }
             let held = pending.get(id).copied().unwrap_or(0);
             if held != account.debits_pending {
                 return Err(format!("account {id} has {} pending but holds of {held}", account.debits_pending));
@@ -350,6 +357,11 @@ impl LedgerState {
         }
         Ok(())
     }
+}
+
+/// A running total plus `amount`, if it stays within [`Amount::MAX`].
+fn add_to_total(total: u64, amount: u64) -> Result<u64, LedgerError> {
+    total.checked_add(amount).filter(|&sum| sum <= Amount::MAX.minor_units()).ok_or(LedgerError::Overflow)
 }
 
 /// The one balance rule: only the issuer may spend (or hold) more than it

@@ -70,7 +70,10 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     let user = 0..USERS.len();
-    let units = 1u64..2_000;
+    // Mostly small amounts, and some at the very top of what the ledger
+    // holds, so that running totals reach their limit and must be refused.
+    let max = Amount::MAX.minor_units();
+    let units = prop_oneof![8 => 1u64..2_000, 1 => Just(max), 1 => (max - 2_000)..max];
     let hold = 1i64..12;
     prop_oneof![
         (user.clone(), units.clone()).prop_map(|(user, units)| Step::Deposit { user, units }),
@@ -129,7 +132,8 @@ proptest! {
                 Step::RetryDeposit { nth, same } => deposits.get(*nth).map(|(id, transfer)| {
                     let mut transfer = transfer.clone();
                     if !same {
-                        transfer.amount = amount(transfer.amount.minor_units() + 1);
+                        let units = transfer.amount.minor_units();
+                        transfer.amount = amount(if units == Amount::MAX.minor_units() { units - 1 } else { units + 1 });
                     }
                     Command::Once { id: id.clone(), transfer }
                 }),
@@ -151,7 +155,7 @@ proptest! {
                 }).or(Some(Command::Post { hold: *hold, legs: vec![], reference: String::new() })),
                 Step::PostWrongAmount { hold } => state.holds.get(hold).map(|placed| Command::Post {
                     hold: *hold,
-                    legs: vec![Leg { credit: NODE, amount: amount(placed.amount.minor_units() + 1), kind: TransferKind::InferenceNode }],
+                    legs: vec![Leg { credit: NODE, amount: amount(placed.amount.minor_units() ^ 1), kind: TransferKind::InferenceNode }],
                     reference: String::new(),
                 }),
                 Step::Void { hold } => Some(Command::Void { hold: *hold }),

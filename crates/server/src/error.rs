@@ -69,6 +69,10 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
+    /// An amount that would take a running total past what the ledger holds.
+    pub fn amount_too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "amount_too_large", message)
+    }
     pub fn insufficient_balance(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::PAYMENT_REQUIRED, "insufficient_balance", message)
     }

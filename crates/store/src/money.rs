@@ -262,28 +262,44 @@ impl Store {
     }
 
     /// Sums over the whole ledger from one consistent snapshot (one
-    /// statement), for the bank check.
+    /// statement), for the bank check. Every stored total and amount is at
+    /// most `i64::MAX`, but a sum of them need not be, and SQLite's `SUM`
+    /// fails on overflow: each sum is taken in two halves (`x >> 31` and
+    /// `x & (2^31 - 1)`, each summing safely over up to 2^31 rows) and put
+    /// together here in 128 bits.
     pub async fn ledger_totals(&self) -> Result<LedgerTotals, StoreError> {
-        let row = sqlx::query(
-            "SELECT (SELECT COALESCE(SUM(debits_posted), 0) FROM accounts), \
-                    (SELECT COALESCE(SUM(credits_posted), 0) FROM accounts), \
-                    (SELECT COALESCE(SUM(credits_posted - debits_posted), 0) FROM accounts WHERE kind = 'issuer'), \
-                    (SELECT COALESCE(SUM(credits_posted - debits_posted), 0) FROM accounts WHERE kind <> 'issuer'), \
-                    (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE kind IN ('deposit', 'faucet')), \
-                    (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE kind = 'payout_complete'), \
-                    (SELECT COALESCE(SUM(debits_pending), 0) FROM accounts)",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        let get = |i: usize| -> Result<i128, StoreError> { Ok(row.try_get::<i64, _>(i)? as i128) };
+        let halves = |column: &str, from: &str| {
+            format!(
+                "(SELECT COALESCE(SUM({column} >> 31), 0) FROM {from}), \
+                 (SELECT COALESCE(SUM({column} & 2147483647), 0) FROM {from})"
+            )
+        };
+        let sql = [
+            halves("debits_posted", "accounts"),
+            halves("credits_posted", "accounts"),
+            halves("debits_posted", "accounts WHERE kind = 'issuer'"),
+            halves("credits_posted", "accounts WHERE kind = 'issuer'"),
+            halves("amount", "transfers WHERE kind IN ('deposit', 'faucet')"),
+            halves("amount", "transfers WHERE kind = 'payout_complete'"),
+            halves("debits_pending", "accounts"),
+        ]
+        .join(", ");
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {sql}"))).fetch_one(&self.pool).await?;
+        let sum = |i: usize| -> Result<i128, StoreError> {
+            let (high, low) = (row.try_get::<i64, _>(2 * i)?, row.try_get::<i64, _>(2 * i + 1)?);
+            Ok(((high as i128) << 31) + low as i128)
+        };
+        let (debits, credits) = (sum(0)?, sum(1)?);
+        let issuer_balance = sum(3)? - sum(2)?;
         Ok(LedgerTotals {
-            debits: get(0)?,
-            credits: get(1)?,
-            issuer_balance: get(2)?,
-            balances: get(3)?,
-            deposited: get(4)?,
-            paid_out: get(5)?,
-            held: get(6)?,
+            debits,
+            credits,
+            issuer_balance,
+            // Everyone's balance but the issuer's; with debits = credits, minus its.
+            balances: (credits - debits) - issuer_balance,
+            deposited: sum(4)?,
+            paid_out: sum(5)?,
+            held: sum(6)?,
         })
     }
 

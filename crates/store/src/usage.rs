@@ -93,8 +93,8 @@ impl Rollup {
     fn add(&mut self, event: &UsageEvent) {
         self.calls += 1;
         if event.status == "ok" {
-            self.revenue += event.price;
-            self.creator_revenue += event.creator_share;
+            self.revenue = self.revenue.saturating_add(event.price);
+            self.creator_revenue = self.creator_revenue.saturating_add(event.creator_share);
             self.latency.record(event.latency_us);
         } else {
             self.errors += 1;
@@ -103,10 +103,12 @@ impl Rollup {
     }
 
     pub fn merge(&mut self, other: &Rollup) {
-        self.calls += other.calls;
-        self.errors += other.errors;
-        self.revenue += other.revenue;
-        self.creator_revenue += other.creator_revenue;
+        // Each account's totals are bounded, but a sum over many accounts
+        // (a node's revenue) is not: it stops at the top instead of wrapping.
+        self.calls = self.calls.saturating_add(other.calls);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.revenue = self.revenue.saturating_add(other.revenue);
+        self.creator_revenue = self.creator_revenue.saturating_add(other.creator_revenue);
         self.latency.merge(&other.latency);
         self.callers.merge(&other.callers);
     }

@@ -55,6 +55,9 @@ pub(crate) fn item_error(error: ItemError) -> ApiError {
         ItemError::Ledger(LedgerError::IdReused(_)) | ItemError::PayoutNotRequested(_) => {
             ApiError::conflict(error.to_string())
         }
+        // A deposit, price or payout too large for some account's totals:
+        // refused, so that the ledger never holds a number it cannot store.
+        ItemError::Ledger(LedgerError::Overflow) => ApiError::amount_too_large(error.to_string()),
         ItemError::Ledger(other) => ApiError::internal(other),
     }
 }
@@ -103,7 +106,7 @@ pub async fn list_transfers(
         (status = 403, body = ErrorBody),
         (status = 404, description = "no such account", body = ErrorBody),
         (status = 409, description = "the reference was used for another deposit", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 422, description = "an invalid amount or reference, or an amount that would take a running total past the ledger's limit (amount_too_large)", body = ErrorBody),
     ))]
 pub async fn deposit(
     State(state): State<AppState>,

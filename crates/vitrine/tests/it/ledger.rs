@@ -434,3 +434,37 @@ async fn a_reader_never_sees_the_bank_out_of_balance() {
     assert_eq!(view["deposited_total"], "4000");
     assert_eq!(view["held_total"], "0");
 }
+
+/// The largest amounts the API accepts can all be moved, and one unit more
+/// than a running total can hold is refused: the market never holds a
+/// number it cannot store or sum, and restarts.
+#[tokio::test]
+async fn amounts_at_the_limit_move_and_one_more_is_refused_not_a_brick() {
+    const MAX: u64 = i64::MAX as u64;
+    let server = TestServer::start();
+    let (api, op) = (server.api(), server.operator_key.clone());
+    let alice = api.signup("alice").await;
+    let bob = api.signup("bob").await;
+    priced_model(&api, &alice, "alice", "linear", MAX).await;
+    deposit(&api, &op, "bob", MAX, "all-of-it").await;
+    // The issuer's lifetime deposits are at the limit: one more unit is refused.
+    let one_more = json!({"account": "alice", "amount": "1", "reference": "one-more"});
+    let message = api.post("/v1/admin/deposits", Some(&op), one_more).await.error(422, "amount_too_large");
+    assert!(message.contains(&MAX.to_string()), "{message}");
+    // The largest price, paid once: every share fits.
+    let answer = api.post("/v1/models/alice/linear/infer", Some(&bob), linear_call()).await;
+    assert_eq!(answer.ok(200)["price"], MAX.to_string());
+    assert_eq!(units(&api, &op, "bob", "balance").await, 0);
+    // Sums over accounts pass i64: the bank check, the views and the metrics still answer.
+    let view = ledger(&api, &op).await;
+    assert_eq!(view["debits_total"], view["credits_total"], "{view}");
+    assert_eq!(view["debits_total"], (2 * MAX as u128).to_string(), "{view}");
+    assert_eq!(view["circulating"], MAX.to_string(), "{view}");
+    let metrics = reqwest::get(format!("{}/metrics", api.url)).await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    // And the server starts again on it.
+    let server = server.restart();
+    let api = server.api();
+    let creator_share = MAX as i128 - MAX as i128 * 1500 / 10_000 - MAX as i128 * 500 / 10_000;
+    assert_eq!(units(&api, &op, "alice", "earned_total").await, creator_share);
+}
