@@ -6,7 +6,7 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use domain::{AccountName, Sha256, Visibility};
+use domain::{AccountName, Visibility};
 use serde_json::{Value, json};
 use store::{Store, StoredCheckpoint};
 use tlog::{Checkpoint, NoteKey, ReceiptLeaf};
@@ -89,10 +89,10 @@ pub async fn sign_checkpoint_if_grown(store: &Store, keys: &LogKeys) -> Result<O
 /// How a model is named in the public log: `owner/name`, except that a
 /// private model's name is replaced by `~` and the first 16 hex digits of its
 /// SHA-256, so the log does not reveal it (its owner can map it back).
-pub fn log_model_label(owner: &AccountName, name: &str, visibility: Visibility) -> String {
+pub fn log_model_label(keys: &LogKeys, owner: &AccountName, name: &str, visibility: Visibility) -> String {
     match visibility {
         Visibility::Public => format!("{owner}/{name}"),
-        Visibility::Private => format!("{owner}/~{}", &Sha256::digest(name.as_bytes()).to_hex()[..16]),
+        Visibility::Private => tlog::private_model_label(&keys.pseudonym, owner.as_str(), name),
     }
 }
 

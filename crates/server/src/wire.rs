@@ -270,6 +270,23 @@ pub struct ModelView {
     pub latest_version: Option<i64>,
     pub created_at: String,
     pub updated_at: String,
+    /// How a private model is named in the public log (`owner/~…`), shown to
+    /// its owner only; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_label: Option<String>,
+}
+
+impl ModelView {
+    /// The model as `viewer` sees it: its owner also sees its log label.
+    pub fn for_viewer(model: &ModelRecord, viewer: Option<&Account>, keys: &crate::log::LogKeys) -> ModelView {
+        let own_private =
+            model.visibility == domain::Visibility::Private && viewer.is_some_and(|v| v.id == model.owner_id);
+        ModelView {
+            log_label: own_private
+                .then(|| crate::log::log_model_label(keys, &model.owner, model.name.as_str(), model.visibility)),
+            ..ModelView::from(model)
+        }
+    }
 }
 
 impl From<&ModelRecord> for ModelView {
@@ -286,6 +303,7 @@ impl From<&ModelRecord> for ModelView {
             latest_version: model.latest_version,
             created_at: timestamp(model.created_at_ms),
             updated_at: timestamp(model.updated_at_ms),
+            log_label: None,
         }
     }
 }

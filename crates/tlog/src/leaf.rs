@@ -165,6 +165,17 @@ pub fn caller_secret(server_key: &[u8; 32], account_id: i64) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// A private model's name in the public log: `owner/~` and 16 hex digits of
+/// `HMAC-SHA256(server key, "vitrine-model-v1\n" || owner/name)`. Keyed, so
+/// no dictionary of likely names recovers it; the server shows it to the
+/// model's owner, who alone maps it back.
+pub fn private_model_label(server_key: &[u8; 32], owner: &str, name: &str) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(server_key).expect("HMAC takes any key length");
+    mac.update(format!("vitrine-model-v1\n{owner}/{name}").as_bytes());
+    let digest: [u8; 32] = mac.finalize().into_bytes().into();
+    format!("{owner}/~{}", &hex::encode(digest)[..16])
+}
+
 /// The pseudonym in the log: `SHA-256("vitrine-caller-v1" || secret)`. The
 /// same caller always has the same pseudonym, so distinct callers can be
 /// counted; nobody can tell who it is without the secret; and the caller can

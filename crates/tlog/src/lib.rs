@@ -14,7 +14,7 @@ pub mod leaf;
 pub mod merkle;
 pub mod note;
 
-pub use leaf::{LeafError, ReceiptLeaf, caller_pseudonym, caller_secret};
+pub use leaf::{LeafError, ReceiptLeaf, caller_pseudonym, caller_secret, private_model_label};
 pub use merkle::{
     Frontier, Hash, MemoryTree, NodeSource, consistency_proof, empty_root, inclusion_proof, leaf_hash, node_hash, root,
     verify_consistency, verify_inclusion,

@@ -247,11 +247,25 @@ async fn audit_creator(
     };
     let mut labels: HashMap<String, String> = HashMap::new();
     if me.is_some() {
-        let models = own.send_json(own.request(Method::GET, &format!("/v1/models?owner={creator}&limit=100"))).await?;
-        for model in models["items"].as_array().into_iter().flatten() {
-            let name = model["name"].as_str().unwrap_or_default();
-            let hash = domain::Sha256::digest(name.as_bytes()).to_hex();
-            labels.insert(format!("{creator}/~{}", &hash[..16]), format!("{creator}/{name}"));
+        let mut page_token: Option<String> = None;
+        loop {
+            let mut query = vec![("owner", creator.to_owned()), ("limit", "100".to_owned())];
+            query.extend(page_token.take().map(|token| ("page_token", token)));
+            let models = own.send_json(own.request(Method::GET, "/v1/models").query(&query)).await?;
+            for model in models["items"].as_array().into_iter().flatten() {
+                let name = model["name"].as_str().unwrap_or_default();
+                // The server shows the owner each private model's keyed log label;
+                // leaves written before labels were keyed used SHA-256(name).
+                if let Some(label) = model["log_label"].as_str() {
+                    labels.insert(label.to_owned(), format!("{creator}/{name}"));
+                }
+                let legacy = domain::Sha256::digest(name.as_bytes()).to_hex();
+                labels.insert(format!("{creator}/~{}", &legacy[..16]), format!("{creator}/{name}"));
+            }
+            match models["next_page_token"].as_str() {
+                Some(token) => page_token = Some(token.to_owned()),
+                None => break,
+            }
         }
     }
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();

@@ -349,7 +349,7 @@ async fn charge_and_run(
     };
     let leaf = ReceiptLeaf {
         created_at_ms: usage.created_at_ms,
-        model: log_model_label(&model.owner, model.name.as_str(), model.visibility),
+        model: log_model_label(&state.log_keys, &model.owner, model.name.as_str(), model.visibility),
         version: u32::try_from(version.version).map_err(ApiError::internal)?,
         blob_sha256: version.blob_sha256,
         caller: Sha256::from_bytes(usage.caller),

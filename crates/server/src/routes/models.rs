@@ -88,7 +88,7 @@ pub async fn create_model(
     };
     let record = state.store.create_model(&caller, &model).await?;
     tracing::info!(model = %format!("{}/{}", record.owner, record.name), "model created");
-    Ok((StatusCode::CREATED, Json(ModelView::from(&record))))
+    Ok((StatusCode::CREATED, Json(ModelView::for_viewer(&record, Some(&caller), &state.log_keys))))
 }
 
 /// Lists the models the caller may see: newest first, by name, or by usage
@@ -142,11 +142,12 @@ pub async fn list_models(
             },
             None => None,
         },
-        viewer_id: viewer.map(|v| v.id),
+        viewer_id: viewer.as_ref().map(|v| v.id),
     };
     if let Some(order) = usage_order {
         return list_models_by_usage(
             &state,
+            viewer.as_ref(),
             &filter,
             order,
             query.window.as_deref(),
@@ -164,7 +165,7 @@ pub async fn list_models(
     };
     let (models, next) = state.store.list_models(&filter, sort, cursor.as_ref(), limit).await?;
     Ok(Json(ModelPage {
-        items: models.iter().map(ModelView::from).collect(),
+        items: models.iter().map(|m| ModelView::for_viewer(m, viewer.as_ref(), &state.log_keys)).collect(),
         next_page_token: next.map(|c| c.encode()),
     }))
 }
@@ -184,6 +185,7 @@ const USAGE_SORT_MODELS_MAX: usize = 100_000;
 /// (`u<offset>`) into that ranking; ties go to the newer model.
 async fn list_models_by_usage(
     state: &AppState,
+    viewer: Option<&Account>,
     filter: &ModelFilter,
     order: UsageOrder,
     window: Option<&str>,
@@ -221,7 +223,12 @@ async fn list_models_by_usage(
     };
     // `models` is newest first; a stable sort keeps that order among ties.
     models.sort_by(|a, b| score(b.id).total_cmp(&score(a.id)));
-    let page: Vec<ModelView> = models.iter().skip(offset).take(limit as usize).map(ModelView::from).collect();
+    let page: Vec<ModelView> = models
+        .iter()
+        .skip(offset)
+        .take(limit as usize)
+        .map(|m| ModelView::for_viewer(m, viewer, &state.log_keys))
+        .collect();
     let next_offset = offset + page.len();
     let next_page_token = (next_offset < models.len()).then(|| format!("u{next_offset}"));
     Ok(Json(ModelPage { items: page, next_page_token }))
@@ -236,7 +243,7 @@ pub async fn get_model(
     Path((owner, name)): Path<(String, String)>,
 ) -> ApiResult<Json<ModelView>> {
     let model = visible_model(&state, &owner, &name, viewer.as_ref()).await?;
-    Ok(Json(ModelView::from(&model)))
+    Ok(Json(ModelView::for_viewer(&model, viewer.as_ref(), &state.log_keys)))
 }
 
 /// Changes any of the create fields but the name. A new price applies to
@@ -270,7 +277,7 @@ pub async fn update_model(
     state.store.update_model(model.id, &patch).await?;
     let updated =
         state.store.model(&model.owner, &model.name).await?.ok_or_else(|| ApiError::internal("model vanished"))?;
-    Ok(Json(ModelView::from(&updated)))
+    Ok(Json(ModelView::for_viewer(&updated, Some(&caller), &state.log_keys)))
 }
 
 /// Uploads an ONNX file as the model's next version. The body streams to

@@ -134,6 +134,15 @@ async fn paid_calls_return_signed_receipts_included_in_signed_checkpoints() {
     let own = paid_call(&api, &alice, "secret", None).await;
     let label = own["receipt"]["model"].as_str().unwrap().to_owned();
     assert!(label.starts_with("alice/~") && !label.contains("secret"), "{label}");
+    // Keyed by the server: no dictionary of names finds it; the owner is shown it.
+    let unkeyed = format!("alice/~{}", &domain::Sha256::digest(b"secret").to_hex()[..16]);
+    assert_ne!(label, unkeyed);
+    let own_view = api.get("/v1/models/alice/secret", Some(&alice)).await.ok(200).clone();
+    assert_eq!(own_view["log_label"], label.as_str());
+    let listed = api.get("/v1/models?owner=alice", Some(&alice)).await.ok(200).clone();
+    assert!(listed["items"].as_array().unwrap().iter().any(|m| m["log_label"] == label.as_str()));
+    let public_view = api.get("/v1/models/alice/linear", Some(&alice)).await.ok(200).clone();
+    assert!(public_view.get("log_label").is_none(), "public models are named as they are: {public_view}");
     assert_eq!(own["receipt"]["creator_share"], "0", "a creator calling their own model pays no creator share");
 
     // Free calls have no receipt and add no leaf.
