@@ -4,14 +4,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use domain::{Amount, DEFAULT_DECIMALS, DEFAULT_TOKEN_SYMBOL, ModelRef};
+use domain::{Amount, DEFAULT_DECIMALS, ModelRef};
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use crate::Command;
 use crate::client::{Client, ClientArgs, ClientConfig};
-use crate::output;
+use crate::output::{self, tokens};
 
 #[derive(Debug, Args)]
 pub struct SignupArgs {
@@ -716,12 +716,6 @@ fn model_fields(fields: &ModelFieldsArgs) -> anyhow::Result<Map<String, Value>> 
 }
 
 /// Minor units as a decimal with the token's symbol: "0.002 OPG".
-fn tokens(value: &Value) -> String {
-    match value.as_str().and_then(|s| Amount::parse_minor_units(s).ok()) {
-        Some(amount) => format!("{} {DEFAULT_TOKEN_SYMBOL}", amount.to_decimal_string(DEFAULT_DECIMALS)),
-        None => output::cell(value),
-    }
-}
 
 fn print_model(json: bool, model: &Value, versions: Option<&Value>) {
     if json {

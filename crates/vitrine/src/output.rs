@@ -1,5 +1,6 @@
 //! Terminal output: aligned tables for people, raw JSON for scripts.
 
+use domain::{Amount, DEFAULT_DECIMALS, DEFAULT_TOKEN_SYMBOL};
 use serde_json::Value;
 
 /// Prints rows under a header, each column as wide as its widest cell.
@@ -55,5 +56,14 @@ pub fn preview(data: &Value, shown: usize) -> String {
         format!("[{}, … {} more]", head.join(", "), items.len() - shown)
     } else {
         format!("[{}]", head.join(", "))
+    }
+}
+
+/// An amount of minor units (a JSON string) in tokens with the symbol, as
+/// people read it: `"2110900000"` is `2.1109 OPG`. Anything else as is.
+pub fn tokens(value: &Value) -> String {
+    match value.as_str().and_then(|s| Amount::parse_minor_units(s).ok()) {
+        Some(amount) => format!("{} {DEFAULT_TOKEN_SYMBOL}", amount.to_decimal_string(DEFAULT_DECIMALS)),
+        None => cell(value),
     }
 }

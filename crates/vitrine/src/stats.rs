@@ -99,7 +99,7 @@ pub async fn run_stats(client: &Client, json: bool, command: StatsCommand) -> an
                     output::cell(&p["t"]),
                     output::cell(&p["calls"]),
                     output::cell(&p["errors"]),
-                    output::cell(&p["revenue"]),
+                    output::tokens(&p["revenue"]),
                     output::cell(&p["unique_callers"]),
                     milliseconds(&p["latency_ms_p50"]),
                     milliseconds(&p["latency_ms_p99"]),
@@ -142,10 +142,10 @@ pub async fn run_stats(client: &Client, json: bool, command: StatsCommand) -> an
                 vec![
                     output::cell(&i["task"]),
                     output::cell(&i["calls"]),
-                    output::cell(&i["revenue"]),
+                    output::tokens(&i["revenue"]),
                     output::cell(&i["unique_callers"]),
                     output::cell(&i["models"]),
-                    output::cell(&i["median_price"]),
+                    output::tokens(&i["median_price"]),
                     format!("{:.1}", i["calls_per_model"].as_f64().unwrap_or(0.0)),
                 ]
             });
@@ -166,7 +166,7 @@ async fn market(client: &Client, json: bool, window: &str, by: &str) -> anyhow::
         vec![
             output::cell(&i["key"]),
             output::cell(&i["calls"]),
-            output::cell(&i["revenue"]),
+            output::tokens(&i["revenue"]),
             format!("{:.1}%", i["share"].as_f64().unwrap_or(0.0) * 100.0),
         ]
     });
@@ -234,11 +234,11 @@ pub async fn run_account_series(
         if kind.failed {
             row.push(output::cell(&p["errors"]));
         }
-        row.push(output::cell(&p[kind.amount]));
+        row.push(output::tokens(&p[kind.amount]));
         row
     });
     output::table(kind.columns, &rows);
-    println!("total {}: {} minor units", kind.amount, output::cell(&view["total"]));
+    println!("total {}: {}", kind.amount, output::tokens(&view["total"]));
     Ok(())
 }
 

@@ -285,12 +285,15 @@ async fn scripted_traffic_gives_exact_market_measures_and_reconciles() {
     };
     let market = cli(&["stats", "market"]);
     assert!(market.contains("alice/a") && market.contains("63.6%") && market.contains("HHI 0.488"), "{market}");
-    assert!(cli(&["stats", "model", "alice/a"]).contains("600"));
+    // Amounts in tokens with the symbol, as everywhere else in the CLI.
+    let series = cli(&["stats", "model", "alice/a"]);
+    assert!(series.contains("0.0000006 OPG"), "{series}");
     assert!(cli(&["stats", "tasks", "--sort", "opportunity"]).lines().nth(1).unwrap().starts_with("classification"));
     assert!(cli(&["stats", "apps", "--window", "24h"]).contains("shop"));
     assert!(cli(&["stats", "nodes"]).contains("node-local"));
     assert!(cli(&["stats", "trending"]).contains("at least 10 calls"));
-    assert!(cli(&["earnings"]).contains("total earned: 507"));
+    let earnings = cli(&["earnings"]);
+    assert!(earnings.contains("total earned: 0.000000507 OPG"), "{earnings}");
     assert!(cli(&["spending"]).contains("total spent: "));
     assert!(cli(&["earnings", "--csv", "--group-by", "app"]).starts_with("t,group,calls,earned\n"));
 
