@@ -28,6 +28,12 @@ pub struct Config {
     pub tensor_elements_max: u64,
     /// Wall time of one inference, waiting for a slot included (504 past it).
     pub inference_timeout_ms: u64,
+    /// Calls (inferences and uploads) one API key may have running at once
+    /// (429 above it); 0: no limit.
+    pub calls_per_key_concurrent_max: u32,
+    /// Calls one API key may start per minute, a minute's worth at once at
+    /// most (429 above it); 0: no limit.
+    pub calls_per_key_per_minute_max: u32,
     /// Inferences running at once (worker processes, with isolation); 0
     /// means one per CPU core.
     pub inference_threads: usize,
@@ -120,6 +126,8 @@ impl Default for Config {
             tensor_elements_max: 1_000_000,
             inference_timeout_ms: 10_000,
             inference_threads: 0,
+            calls_per_key_concurrent_max: 32,
+            calls_per_key_per_minute_max: 60_000,
             model_cache_bytes_max: 512 * MIB,
             isolation: IsolationSetting::Process,
             worker_memory_bytes_max: 2048 * MIB,

@@ -95,6 +95,13 @@ impl ApiError {
     pub fn model_quarantined(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model_quarantined", message)
     }
+    /// Too many calls from one key, at once or per minute.
+    pub fn rate_limited(message: impl Into<String>, retry_after_s: u64) -> ApiError {
+        ApiError {
+            retry_after_s: Some(retry_after_s),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
     pub fn unavailable(message: impl Into<String>, retry_after_s: u64) -> ApiError {
         ApiError {
             retry_after_s: Some(retry_after_s),

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod error;
 mod extract;
+mod limits;
 pub mod log;
 mod quarantine;
 mod routes;
@@ -32,7 +33,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use config::Config;
-use error::ApiError;
+use error::{ApiError, ApiResult};
 
 /// What every handler shares. Cheap to clone: everything is behind an `Arc`
 /// or is itself a handle.
@@ -46,12 +47,32 @@ pub struct AppState {
     pub executor: Arc<Executor>,
     /// Recent crashes per version, towards quarantine.
     pub strikes: Arc<quarantine::Strikes>,
+    /// Calls per key, at once and per minute.
+    pub call_limits: Arc<limits::CallLimits>,
     /// The one writer of the ledger.
     pub sequencer: sequencer::Sequencer,
     pub fee_split: ledger::FeeSplit,
     /// The ledger's own accounts.
     pub system: SystemAccounts,
     pub log_keys: Arc<log::LogKeys>,
+}
+
+impl AppState {
+    /// Starts a call (an inference or an upload) for `account` within its
+    /// key's limits; the call ends when the permit is dropped.
+    pub fn start_call(&self, account: i64) -> ApiResult<limits::CallPermit> {
+        use limits::Refusal;
+        self.call_limits.start(account, std::time::Instant::now()).map_err(|refusal| match refusal {
+            Refusal::TooManyAtOnce { max } => ApiError::rate_limited(
+                format!("this key already has {max} calls running, the limit calls_per_key_concurrent_max"),
+                1,
+            ),
+            Refusal::TooManyPerMinute { max, retry_after_s } => ApiError::rate_limited(
+                format!("this key made {max} calls in the last minute, the limit calls_per_key_per_minute_max"),
+                retry_after_s,
+            ),
+        })
+    }
 }
 
 /// Account ids of the ledger's own accounts, created at start.
@@ -116,6 +137,10 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         system,
         executor: Arc::new(executor),
         strikes: Arc::new(quarantine::Strikes::new(config.quarantine_strikes, config.quarantine_window_ms)),
+        call_limits: Arc::new(limits::CallLimits::new(
+            config.calls_per_key_concurrent_max,
+            config.calls_per_key_per_minute_max,
+        )),
         config: Arc::new(config),
         store,
         blobs,

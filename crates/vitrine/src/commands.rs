@@ -715,8 +715,6 @@ fn model_fields(fields: &ModelFieldsArgs) -> anyhow::Result<Map<String, Value>> 
     Ok(body)
 }
 
-/// Minor units as a decimal with the token's symbol: "0.002 OPG".
-
 fn print_model(json: bool, model: &Value, versions: Option<&Value>) {
     if json {
         match versions {

@@ -42,6 +42,7 @@ const APP_TAG_CHARS_MAX: usize = 64;
         (status = 404, body = ErrorBody),
         (status = 409, description = "a call with this Idempotency-Key is still running", body = ErrorBody),
         (status = 413, description = "more elements than tensor_elements_max", body = ErrorBody),
+        (status = 429, description = "too many calls from this key at once or per minute (rate_limited, with Retry-After)", body = ErrorBody),
         (status = 422, description = "inputs that do not fit the model (invalid_input), an Idempotency-Key reused for another request (invalid_request), more memory than worker_memory_bytes_max (model_out_of_memory), or outputs larger than output_elements_max (output_too_large)", body = ErrorBody),
         (status = 502, description = "the worker running the model died (model_crashed); nothing was charged", body = ErrorBody),
         (status = 503, description = "the version is quarantined (model_quarantined), or no worker is available (unavailable)", body = ErrorBody),
@@ -77,6 +78,7 @@ pub async fn infer_latest(
         (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody),
         (status = 502, body = ErrorBody),
         (status = 503, body = ErrorBody),
         (status = 504, body = ErrorBody),
@@ -105,6 +107,8 @@ async fn infer(
     request: InferRequest,
     started: Instant,
 ) -> ApiResult<Response> {
+    // Held until the call is answered, whichever way.
+    let _permit = state.start_call(caller.id)?;
     let call = Call {
         caller,
         model,

@@ -294,6 +294,7 @@ pub async fn update_model(
         (status = 404, body = ErrorBody),
         (status = 413, description = "larger than upload_bytes_max", body = ErrorBody),
         (status = 422, description = "not a model the runtime can serve (invalid_model): refused by the runtime, or loading it needs more memory or time than a worker may have", body = ErrorBody),
+        (status = 429, description = "too many calls or uploads from this key (rate_limited, with Retry-After)", body = ErrorBody),
         (status = 503, description = "no model worker is available to validate it", body = ErrorBody),
     ))]
 pub async fn upload_version(
@@ -304,6 +305,8 @@ pub async fn upload_version(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<VersionView>)> {
     let model = owned_model(&state, &owner, &name, &caller).await?;
+    // Validating takes a model worker, like a call.
+    let _permit = state.start_call(caller.id)?;
     let content_type = headers.get(header::CONTENT_TYPE);
     if content_type.is_some_and(|value| value.as_bytes() != b"application/octet-stream") {
         return Err(ApiError::bad_request(

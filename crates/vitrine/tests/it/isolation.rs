@@ -19,6 +19,12 @@ fn linear_call() -> Value {
     json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 4], "data": [1, 2, 3, 4]}}})
 }
 
+/// Minutes of one core (40 products of 2048 x 2048 matrices): it never ends
+/// before a test's deadline, however fast the machine.
+fn endless_model() -> Vec<u8> {
+    std::fs::read(fixture_path("hostile/matmul_chain.onnx")).unwrap()
+}
+
 fn slow_call() -> Value {
     json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 1], "data": [0.5]}}})
 }
@@ -200,7 +206,7 @@ async fn a_timed_out_call_frees_its_slot_at_once_and_records_its_cpu_time() {
     let server = TestServer::start_with(&[("inference_threads", "1"), ("inference_timeout_ms", "1500")]);
     let api = server.api();
     let alice = api.signup("alice").await;
-    api.model_with_version(&alice, "alice", "slow", "slow").await;
+    priced_model(&api, &alice, "alice", "slow", endless_model(), 0).await;
     api.model_with_version(&alice, "alice", "linear", "linear").await;
     api.post("/v1/models/alice/linear/infer", Some(&alice), linear_call()).await.ok(200);
 
@@ -236,7 +242,7 @@ async fn a_worker_killed_mid_call_charges_nothing_and_the_next_call_succeeds() {
     let op = server.operator_key.clone();
     let alice = api.signup("alice").await;
     let bob = api.signup("bob").await;
-    priced_model(&api, &alice, "alice", "slow", crate::support::fixture("slow.onnx"), 100).await;
+    priced_model(&api, &alice, "alice", "slow", endless_model(), 100).await;
     priced_model(&api, &alice, "alice", "linear", crate::support::fixture("linear.onnx"), 10).await;
     deposit(&api, &op, "bob", 1000).await;
 
@@ -395,4 +401,54 @@ async fn workers_dying_in_a_loop_leak_nothing_in_the_server() {
         resident_before / MIB,
         resident_after / MIB
     );
+}
+
+/// One key cannot hold every worker: its calls at once and per minute are
+/// bounded (429 with Retry-After) while other keys are served.
+#[tokio::test]
+async fn one_key_is_limited_in_calls_at_once_and_per_minute_while_others_go_on() {
+    let server = TestServer::start_with(&[
+        ("calls_per_key_concurrent_max", "1"),
+        ("calls_per_key_per_minute_max", "6"),
+        ("inference_timeout_ms", "1500"),
+        ("inference_threads", "2"),
+    ]);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    let bob = api.signup("bob").await;
+    priced_model(&api, &alice, "alice", "slow", endless_model(), 0).await;
+    api.model_with_version(&alice, "alice", "linear", "linear").await;
+    let linear = "/v1/models/alice/linear/infer";
+
+    // At once: bob's second call waits for nobody, it is refused.
+    let slow = {
+        let (api, bob) = (api.clone(), bob.clone());
+        tokio::spawn(async move { api.post("/v1/models/alice/slow/infer", Some(&bob), slow_call()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = reqwest::Client::new()
+        .post(format!("{}{linear}", api.url))
+        .bearer_auth(&bob)
+        .json(&linear_call())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(body["error"]["message"].as_str().unwrap().contains("calls_per_key_concurrent_max"), "{body}");
+    // Another key is served meanwhile.
+    api.post(linear, Some(&alice), linear_call()).await.ok(200);
+    slow.await.unwrap().error(504, "inference_timeout");
+    api.post(linear, Some(&bob), linear_call()).await.ok(200);
+
+    // Per minute: bob has made 2 calls of 6 (the refused one took none).
+    for _ in 0..4 {
+        api.post(linear, Some(&bob), linear_call()).await.ok(200);
+    }
+    let message = api.post(linear, Some(&bob), linear_call()).await.error(429, "rate_limited");
+    assert!(message.contains("calls_per_key_per_minute_max"), "{message}");
+    // alice (2 uploads, 1 call) still has room.
+    api.post(linear, Some(&alice), linear_call()).await.ok(200);
 }
