@@ -57,14 +57,14 @@ async fn paid_call(api: &Api, key: &str, model: &str, app: Option<&str>) -> Valu
     api.send(request).await.ok(200).clone()
 }
 
-async fn verified_checkpoint(api: &Api) -> Checkpoint {
+pub(crate) async fn verified_checkpoint(api: &Api) -> Checkpoint {
     let key = api.get("/v1/log/key", None).await.ok(200).clone();
     let verifier = NoteVerifier::from_vkey(key["vkey"].as_str().unwrap()).unwrap();
     let note = reqwest::get(format!("{}/v1/log/checkpoint", api.url)).await.unwrap().text().await.unwrap();
     Checkpoint::parse(verifier.verify_note(&note).unwrap()).unwrap()
 }
 
-fn hashes(value: &Value) -> Vec<tlog::Hash> {
+pub(crate) fn hashes(value: &Value) -> Vec<tlog::Hash> {
     value.as_array().unwrap().iter().map(|h| hex::decode(h.as_str().unwrap()).unwrap().try_into().unwrap()).collect()
 }
 

@@ -1,6 +1,8 @@
-use serde_json::json;
+use runtime::synthetic::Seeded;
+use serde_json::{Value, json};
 
-use crate::support::{TestServer, fixture};
+use crate::log::{hashes, verified_checkpoint};
+use crate::support::{Api, TestServer, fixture};
 
 #[tokio::test]
 async fn a_restart_keeps_accounts_models_versions_and_blobs() {
@@ -59,15 +61,22 @@ async fn sigterm_lets_requests_in_flight_finish() {
     assert!(server.terminate_wait().success());
 }
 
-/// Paid calls under load, the server killed with SIGKILL mid-run, restarted:
-/// the ledger balances, no hold survives, and every call is charged exactly
-/// once, whether or not its answer reached the client (each call carries an
-/// Idempotency-Key, and each is retried after the restart).
+/// Paid calls under load, the server killed with SIGKILL at a random moment,
+/// restarted, again and again (`SERVER_CRASH_LOOP_KILLS` times, 3 by default;
+/// `scripts/server-crash-loop` runs it long). After every restart: the ledger
+/// balances and holds nothing, every call is charged exactly once whether or
+/// not its answer reached the client (each carries an Idempotency-Key and is
+/// retried), every acknowledged receipt is in the log, and the new checkpoint
+/// is consistent with the one before the kill.
 #[tokio::test]
 async fn sigkill_mid_load_loses_no_charge_and_repeats_none() {
     const PRICE: i128 = 10;
-    const DEPOSIT: i128 = 1_000_000;
-    let server = TestServer::start_with(&[("inference_threads", "2")]);
+    const DEPOSIT: i128 = 1_000_000_000_000;
+    let kills: u64 = std::env::var("SERVER_CRASH_LOOP_KILLS").ok().and_then(|n| n.parse().ok()).unwrap_or(3);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("crash loop: {kills} kills, seed {seed}");
+    let mut random = Seeded::new(seed);
+    let mut server = TestServer::start_with(&[("inference_threads", "2")]);
     let (api, op) = (server.api(), server.operator_key.clone());
     let alice = api.signup("alice").await;
     let bob = api.signup("bob").await;
@@ -77,54 +86,14 @@ async fn sigkill_mid_load_loses_no_charge_and_repeats_none() {
     api.post("/v1/admin/deposits", Some(&op), body).await.ok(201);
 
     let call_body = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 4], "data": [1, 2, 3, 4]}}});
-    let call = move |api: &crate::support::Api, key: String| {
+    let call = move |api: &Api, key: String| {
         let request = api
             .request(reqwest::Method::POST, "/v1/models/alice/linear/infer", Some(&bob))
             .header("Idempotency-Key", key)
             .json(&call_body);
         async move { request.send().await }
     };
-    // Eight clients call in a loop until the server dies under them.
-    let mut clients = vec![];
-    for client in 0..8 {
-        let api = api.clone();
-        let call = call.clone();
-        clients.push(tokio::spawn(async move {
-            let mut answered = vec![];
-            let mut unanswered = vec![];
-            for n in 0.. {
-                let key = format!("k-{client}-{n}");
-                match call(&api, key.clone()).await {
-                    Ok(response) if response.status() == 200 => match response.text().await {
-                        Ok(body) => answered.push((key, body)),
-                        Err(_) => {
-                            unanswered.push(key);
-                            break;
-                        }
-                    },
-                    Ok(response) => panic!("{key}: HTTP {}", response.status()),
-                    Err(_) => {
-                        unanswered.push(key);
-                        break;
-                    }
-                }
-            }
-            (answered, unanswered)
-        }));
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    let server = server.kill_and_restart();
-    let api = server.api();
-    let mut answered = vec![];
-    let mut unanswered = vec![];
-    for client in clients {
-        let (a, u) = client.await.unwrap();
-        answered.extend(a);
-        unanswered.extend(u);
-    }
-    assert!(answered.len() >= 8, "the load ran before the kill: {} answered", answered.len());
-
-    let balance = |api: crate::support::Api| {
+    let balance = |api: Api| {
         let op = op.clone();
         async move {
             let view = api.get("/v1/admin/accounts/bob", Some(&op)).await;
@@ -132,30 +101,97 @@ async fn sigkill_mid_load_loses_no_charge_and_repeats_none() {
             (number("balance"), number("held"))
         }
     };
-    let ledger = api.get("/v1/admin/ledger", Some(&op)).await.ok(200).clone();
-    assert_eq!(ledger["debits_total"], ledger["credits_total"]);
-    assert_eq!(ledger["held_total"], "0", "every hold of a killed call is released at start");
-    assert_eq!(ledger["circulating"], DEPOSIT.to_string());
-    let (after_kill, held) = balance(api.clone()).await;
-    assert_eq!(held, 0);
-    let charged = (DEPOSIT - after_kill) / PRICE;
-    assert!(
-        answered.len() as i128 <= charged && charged <= (answered.len() + unanswered.len()) as i128,
-        "{} answered, {} unanswered, {charged} charged",
-        answered.len(),
-        unanswered.len()
-    );
-    // Every answered call is in the ledger already: its retry replays the answer and pays nothing.
-    for (key, first) in &answered {
-        let retry = call(&api, key.clone()).await.unwrap();
-        assert_eq!(retry.status(), 200);
-        assert_eq!(&retry.text().await.unwrap(), first, "{key}");
+    let mut calls_charged: i128 = 0;
+    let mut checkpoint = verified_checkpoint(&server.api()).await;
+    for round in 0..kills {
+        let api = server.api();
+        // Eight clients call in a loop until the server dies under them.
+        let mut clients = vec![];
+        for client in 0..8 {
+            let api = api.clone();
+            let call = call.clone();
+            clients.push(tokio::spawn(async move {
+                let mut answered = vec![];
+                let mut unanswered = vec![];
+                for n in 0.. {
+                    let key = format!("k-{round}-{client}-{n}");
+                    match call(&api, key.clone()).await {
+                        Ok(response) if response.status() == 200 => match response.text().await {
+                            Ok(body) => answered.push((key, body)),
+                            Err(_) => {
+                                unanswered.push(key);
+                                break;
+                            }
+                        },
+                        Ok(response) => panic!("{key}: HTTP {}", response.status()),
+                        Err(_) => {
+                            unanswered.push(key);
+                            break;
+                        }
+                    }
+                }
+                (answered, unanswered)
+            }));
+        }
+        let delay_ms = 150 + random.next_u64() % 650;
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        server = server.kill_and_restart();
+        let api = server.api();
+        let mut answered = vec![];
+        let mut unanswered = vec![];
+        for client in clients {
+            let (a, u) = client.await.unwrap();
+            answered.extend(a);
+            unanswered.extend(u);
+        }
+        assert!(!answered.is_empty(), "round {round}: the load ran before the kill");
+
+        let ledger = api.get("/v1/admin/ledger", Some(&op)).await.ok(200).clone();
+        assert_eq!(ledger["debits_total"], ledger["credits_total"], "round {round}");
+        assert_eq!(ledger["held_total"], "0", "round {round}: every hold of a killed call is released at start");
+        assert_eq!(ledger["circulating"], DEPOSIT.to_string(), "round {round}");
+        let (after_kill, held) = balance(api.clone()).await;
+        assert_eq!(held, 0);
+        let charged = (DEPOSIT - after_kill) / PRICE - calls_charged;
+        assert!(
+            answered.len() as i128 <= charged && charged <= (answered.len() + unanswered.len()) as i128,
+            "round {round}: {} answered, {} unanswered, {charged} charged",
+            answered.len(),
+            unanswered.len()
+        );
+        // The log after the restart extends the one before the kill.
+        let now = verified_checkpoint(&api).await;
+        let proof = api
+            .get(&format!("/v1/log/proof/consistency?from={}&to={}", checkpoint.size, now.size), None)
+            .await
+            .ok(200)
+            .clone();
+        assert!(
+            tlog::verify_consistency(checkpoint.size, now.size, &checkpoint.root, &now.root, &hashes(&proof["hashes"])),
+            "round {round}: checkpoint {} is not consistent with {}",
+            now.size,
+            checkpoint.size
+        );
+        // Every answered call is in the ledger and the log already: its
+        // retry replays the answer and pays nothing.
+        for (key, first) in &answered {
+            let receipt = &serde_json::from_str::<Value>(first).unwrap()["receipt"];
+            let index = receipt["log_index"].as_u64().unwrap();
+            assert!(index < now.size, "{key}: receipt {index} past the checkpoint of size {}", now.size);
+            let entry = api.get(&format!("/v1/log/entries?start={index}&end={}", index + 1), None).await;
+            assert_eq!(entry.ok(200)["items"][0]["leaf_hash"], receipt["leaf_hash"], "{key}");
+            let retry = call(&api, key.clone()).await.unwrap();
+            assert_eq!(retry.status(), 200);
+            assert_eq!(&retry.text().await.unwrap(), first, "{key}");
+        }
+        assert_eq!(balance(api.clone()).await.0, after_kill);
+        // Every unanswered call is charged at most once: before the kill, or now.
+        for key in &unanswered {
+            assert_eq!(call(&api, key.clone()).await.unwrap().status(), 200, "{key}");
+        }
+        calls_charged += (answered.len() + unanswered.len()) as i128;
+        assert_eq!(balance(api.clone()).await.0, DEPOSIT - calls_charged * PRICE, "round {round}");
+        checkpoint = verified_checkpoint(&api).await;
     }
-    assert_eq!(balance(api.clone()).await.0, after_kill);
-    // Every unanswered call is charged at most once: before the kill, or now.
-    for key in &unanswered {
-        assert_eq!(call(&api, key.clone()).await.unwrap().status(), 200, "{key}");
-    }
-    let total_calls = (answered.len() + unanswered.len()) as i128;
-    assert_eq!(balance(api.clone()).await.0, DEPOSIT - total_calls * PRICE);
+    eprintln!("crash loop: {kills} kills, {calls_charged} calls, each charged once");
 }
