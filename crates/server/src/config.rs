@@ -34,6 +34,12 @@ pub struct Config {
     /// Calls one API key may start per minute, a minute's worth at once at
     /// most (429 above it); 0: no limit.
     pub calls_per_key_per_minute_max: u32,
+    /// Accounts one network address may create per hour (429 above it); 0: no limit.
+    pub signups_per_address_per_hour: u32,
+    /// Requests with a wrong API key one network address may make per
+    /// minute; past it, every keyed request from there is refused (429)
+    /// until the minute refills; 0: no limit.
+    pub failed_auth_per_address_per_minute: u32,
     /// Inferences running at once (worker processes, with isolation); 0
     /// means one per CPU core.
     pub inference_threads: usize,
@@ -128,6 +134,8 @@ impl Default for Config {
             inference_threads: 0,
             calls_per_key_concurrent_max: 32,
             calls_per_key_per_minute_max: 60_000,
+            signups_per_address_per_hour: 100,
+            failed_auth_per_address_per_minute: 60,
             model_cache_bytes_max: 512 * MIB,
             isolation: IsolationSetting::Process,
             worker_memory_bytes_max: 2048 * MIB,

@@ -2,7 +2,10 @@
 //! strings, and the caller's identity from `Authorization: Bearer <key>`.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -77,16 +80,40 @@ impl FromRequestParts<AppState> for MaybeCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<MaybeCaller, ApiError> {
         let Some(header) = parts.headers.get(AUTHORIZATION) else { return Ok(MaybeCaller(None)) };
-        let invalid = || ApiError::unauthorized("the API key is not valid");
-        let text = header.to_str().map_err(|_| invalid())?;
-        let token = text
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| ApiError::unauthorized("send the API key as 'Authorization: Bearer <key>'"))?;
-        let key = ApiKey::parse(token.trim())
-            .map_err(|e| ApiError::unauthorized(format!("the API key is not valid: {e}")))?;
-        let account = state.store.account_for_key(&key).await?.ok_or_else(invalid)?;
-        Ok(MaybeCaller(Some(account)))
+        // An address that sent too many wrong keys waits before trying more.
+        let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        let failed_auth = &state.address_limits.failed_auth;
+        if let Some(address) = address {
+            failed_auth.check(address, Instant::now()).map_err(too_many_failures)?;
+        }
+        let found = match header.to_str().ok().and_then(|text| text.strip_prefix("Bearer ")) {
+            None => Err(ApiError::unauthorized("send the API key as 'Authorization: Bearer <key>'")),
+            Some(token) => match ApiKey::parse(token.trim()) {
+                Err(e) => Err(ApiError::unauthorized(format!("the API key is not valid: {e}"))),
+                Ok(key) => state
+                    .store
+                    .account_for_key(&key)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthorized("the API key is not valid")),
+            },
+        };
+        match found {
+            Ok(account) => Ok(MaybeCaller(Some(account))),
+            Err(refusal) => {
+                if let Some(address) = address {
+                    failed_auth.take(address, Instant::now()).map_err(too_many_failures)?;
+                }
+                Err(refusal)
+            }
+        }
     }
+}
+
+fn too_many_failures(retry_after_s: u64) -> ApiError {
+    ApiError::rate_limited(
+        "too many requests with a wrong API key from this address (failed_auth_per_address_per_minute)",
+        retry_after_s,
+    )
 }
 
 impl FromRequestParts<AppState> for Caller {

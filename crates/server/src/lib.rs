@@ -49,6 +49,8 @@ pub struct AppState {
     pub strikes: Arc<quarantine::Strikes>,
     /// Calls per key, at once and per minute.
     pub call_limits: Arc<limits::CallLimits>,
+    /// Sign-ups and failed authentications per network address.
+    pub address_limits: Arc<limits::AddressLimits>,
     /// The one writer of the ledger.
     pub sequencer: sequencer::Sequencer,
     pub fee_split: ledger::FeeSplit,
@@ -141,6 +143,13 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
             config.calls_per_key_concurrent_max,
             config.calls_per_key_per_minute_max,
         )),
+        address_limits: Arc::new(limits::AddressLimits {
+            signups: limits::Buckets::new(config.signups_per_address_per_hour, std::time::Duration::from_secs(3600)),
+            failed_auth: limits::Buckets::new(
+                config.failed_auth_per_address_per_minute,
+                std::time::Duration::from_secs(60),
+            ),
+        }),
         config: Arc::new(config),
         store,
         blobs,
@@ -339,7 +348,9 @@ pub async fn serve(
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     on_listening(address);
     let store = state.store.clone();
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())?;
+    // Each connection's address reaches the handlers, for per-address limits.
+    let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())?;
     store.close().await;
     Ok(())
 }

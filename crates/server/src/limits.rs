@@ -1,33 +1,26 @@
-//! Per-key limits on the work a caller can ask for: calls (inference and
-//! uploads, which both take a model worker) running at once, and calls per
-//! minute (a token bucket). Past either, 429 `rate_limited` with
+//! Limits on strangers. Per key: calls (inference and uploads, which both
+//! take a model worker) running at once, and calls per minute. Per network
+//! address: sign-ups per hour and failed authentications per minute. Each
+//! rate is a token bucket; past any limit, 429 `rate_limited` with
 //! `Retry-After`, before anything is charged or run.
 
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Entries idle this long hold a full bucket and no call: they can go.
-const IDLE_ENTRY_AGE: Duration = Duration::from_secs(120);
-/// Above this many entries, idle ones are pruned.
+/// Above this many buckets, those idle for a whole period (full again) are pruned.
 const ENTRIES_BEFORE_PRUNING: usize = 10_000;
 
 #[derive(Debug)]
 pub struct CallLimits {
     /// `calls_per_key_concurrent_max`; 0: no limit.
     concurrent_max: u32,
-    /// `calls_per_key_per_minute_max`; 0: no limit.
-    per_minute_max: u32,
-    keys: Mutex<HashMap<i64, KeyState>>,
-}
-
-#[derive(Debug)]
-struct KeyState {
-    in_flight: u32,
-    /// Calls that may start now; refilled at `per_minute_max` per minute,
-    /// up to `per_minute_max` (a minute's worth may come at once).
-    tokens: f64,
-    refilled_at: Instant,
+    /// `calls_per_key_per_minute_max`, a minute's worth at once at most.
+    per_minute: Buckets<i64>,
+    /// Calls running, by account; an account is here only while it has some.
+    in_flight: Mutex<HashMap<i64, u32>>,
 }
 
 /// Why a call may not start now, and when to try again.
@@ -46,49 +39,107 @@ pub struct CallPermit {
 
 impl CallLimits {
     pub fn new(concurrent_max: u32, per_minute_max: u32) -> CallLimits {
-        CallLimits { concurrent_max, per_minute_max, keys: Mutex::new(HashMap::new()) }
+        CallLimits {
+            concurrent_max,
+            per_minute: Buckets::new(per_minute_max, Duration::from_secs(60)),
+            in_flight: Mutex::new(HashMap::new()),
+        }
     }
 
-    /// Starts a call for `account` at `now`, or says why not.
+    /// Starts a call for `account` at `now`, or says why not. A call refused
+    /// for being one too many at once takes nothing from the minute's budget.
     pub fn start(self: &Arc<Self>, account: i64, now: Instant) -> Result<CallPermit, Refusal> {
-        let mut keys = self.lock();
-        if keys.len() > ENTRIES_BEFORE_PRUNING {
-            keys.retain(|_, key| key.in_flight > 0 || now.duration_since(key.refilled_at) < IDLE_ENTRY_AGE);
-        }
-        let capacity = f64::from(self.per_minute_max);
-        let key = keys.entry(account).or_insert(KeyState { in_flight: 0, tokens: capacity, refilled_at: now });
-        if self.concurrent_max > 0 && key.in_flight >= self.concurrent_max {
+        let mut in_flight = self.lock();
+        let running = in_flight.get(&account).copied().unwrap_or(0);
+        if self.concurrent_max > 0 && running >= self.concurrent_max {
             return Err(Refusal::TooManyAtOnce { max: self.concurrent_max });
         }
-        if self.per_minute_max > 0 {
-            let elapsed = now.duration_since(key.refilled_at).as_secs_f64();
-            key.tokens = (key.tokens + elapsed * capacity / 60.0).min(capacity);
-            key.refilled_at = now;
-            if key.tokens < 1.0 {
-                let wait_s = (1.0 - key.tokens) * 60.0 / capacity;
-                return Err(Refusal::TooManyPerMinute {
-                    max: self.per_minute_max,
-                    retry_after_s: wait_s.ceil() as u64,
-                });
-            }
-            key.tokens -= 1.0;
-        }
-        key.in_flight += 1;
+        self.per_minute
+            .take(account, now)
+            .map_err(|retry_after_s| Refusal::TooManyPerMinute { max: self.per_minute.capacity, retry_after_s })?;
+        in_flight.insert(account, running + 1);
         Ok(CallPermit { limits: self.clone(), account })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, KeyState>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, u32>> {
         // Every update under this lock completes before anything that could panic.
-        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Drop for CallPermit {
     fn drop(&mut self) {
-        if let Some(key) = self.limits.lock().get_mut(&self.account) {
-            key.in_flight = key.in_flight.saturating_sub(1);
+        let mut in_flight = self.limits.lock();
+        if let Some(running) = in_flight.get_mut(&self.account) {
+            *running -= 1;
+            if *running == 0 {
+                in_flight.remove(&self.account);
+            }
         }
     }
+}
+
+/// Token buckets by key: `capacity` tokens refilled evenly over `period`.
+#[derive(Debug)]
+pub struct Buckets<K> {
+    /// 0: no limit.
+    capacity: u32,
+    period: Duration,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+impl<K: Hash + Eq + Copy> Buckets<K> {
+    pub fn new(capacity: u32, period: Duration) -> Buckets<K> {
+        Buckets { capacity, period, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes a token for `key`, or says in how many seconds one comes back.
+    pub fn take(&self, key: K, now: Instant) -> Result<(), u64> {
+        self.with_bucket(key, now, |bucket| bucket.tokens -= 1.0)
+    }
+
+    /// Whether `key` has a token left, without taking it.
+    pub fn check(&self, key: K, now: Instant) -> Result<(), u64> {
+        self.with_bucket(key, now, |_| {})
+    }
+
+    fn with_bucket(&self, key: K, now: Instant, on_token: impl FnOnce(&mut Bucket)) -> Result<(), u64> {
+        if self.capacity == 0 {
+            return Ok(());
+        }
+        let capacity = f64::from(self.capacity);
+        let per_second = capacity / self.period.as_secs_f64();
+        // Every update under this lock completes before anything that could panic.
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > ENTRIES_BEFORE_PRUNING {
+            // A bucket idle for a whole period is full again: forgetting it changes nothing.
+            buckets.retain(|_, bucket| now.duration_since(bucket.refilled_at) < self.period);
+        }
+        let bucket = buckets.entry(key).or_insert(Bucket { tokens: capacity, refilled_at: now });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.refilled_at).as_secs_f64() * per_second).min(capacity);
+        bucket.refilled_at = now;
+        if bucket.tokens < 1.0 {
+            return Err(((1.0 - bucket.tokens) / per_second).ceil().max(1.0) as u64);
+        }
+        on_token(bucket);
+        Ok(())
+    }
+}
+
+/// Per network address: sign-ups and failed authentications.
+#[derive(Debug)]
+pub struct AddressLimits {
+    /// `signups_per_address_per_hour`.
+    pub signups: Buckets<IpAddr>,
+    /// `failed_auth_per_address_per_minute`.
+    pub failed_auth: Buckets<IpAddr>,
 }
 
 #[cfg(test)]
@@ -126,5 +177,22 @@ mod tests {
         }
         assert!(limits.start(1, later).is_err());
         assert!(Arc::new(CallLimits::new(0, 0)).start(1, start).is_ok(), "0 is no limit");
+    }
+
+    #[test]
+    fn buckets_take_and_check_per_key() {
+        let buckets = Buckets::new(2, Duration::from_secs(60));
+        let now = Instant::now();
+        buckets.take("a", now).unwrap();
+        buckets.check("a", now).unwrap();
+        buckets.take("a", now).unwrap();
+        assert_eq!(buckets.check("a", now), Err(30), "one token every 30 s");
+        assert_eq!(buckets.take("a", now), Err(30));
+        buckets.take("b", now).unwrap();
+        buckets.take("a", now + Duration::from_secs(30)).unwrap();
+        let unlimited = Buckets::new(0, Duration::from_secs(60));
+        for _ in 0..100 {
+            unlimited.take("a", now).unwrap();
+        }
     }
 }

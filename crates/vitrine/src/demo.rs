@@ -68,7 +68,16 @@ pub async fn populate(config: &server::Config, size: &DemoSize) -> anyhow::Resul
     let data_dir = config.data_dir.clone();
     let mut nodes = vec![];
     for node in NODES {
-        let config = server::Config { listen: "127.0.0.1:0".into(), node_id: node.into(), dev: true, ..config.clone() };
+        // The demo's own traffic all comes from one address and few keys.
+        let config = server::Config {
+            listen: "127.0.0.1:0".into(),
+            node_id: node.into(),
+            dev: true,
+            signups_per_address_per_hour: 0,
+            calls_per_key_per_minute_max: 0,
+            calls_per_key_concurrent_max: 0,
+            ..config.clone()
+        };
         // One at a time: the first creates the schema and the operator.
         let (state, _) = server::open_state(config).await.context("cannot start a demo node")?;
         nodes.push(server::RunningServer::start(state).await?);

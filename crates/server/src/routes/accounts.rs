@@ -1,7 +1,10 @@
 //! Sign-up and the caller's own account.
 
 use axum::Json;
-use axum::extract::State;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use domain::{AccountName, ApiKey};
 
@@ -17,11 +20,19 @@ use crate::wire::{AccountSummary, AccountView, CreateAccountRequest, CreatedAcco
         (status = 201, body = CreatedAccount),
         (status = 409, description = "the name is taken", body = ErrorBody),
         (status = 422, description = "the name is not valid", body = ErrorBody),
+        (status = 429, description = "too many sign-ups from this address (rate_limited, with Retry-After)", body = ErrorBody),
     ))]
 pub async fn create_account(
     State(state): State<AppState>,
+    ConnectInfo(address): ConnectInfo<SocketAddr>,
     ApiJson(request): ApiJson<CreateAccountRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedAccount>)> {
+    state.address_limits.signups.take(address.ip(), Instant::now()).map_err(|retry_after_s| {
+        ApiError::rate_limited(
+            "too many accounts created from this address (signups_per_address_per_hour)",
+            retry_after_s,
+        )
+    })?;
     let name = AccountName::parse_new(&request.name).map_err(|e| ApiError::invalid_request(e.to_string()))?;
     let key = ApiKey::generate();
     let account = state.store.create_account(&name, false, &key).await?;

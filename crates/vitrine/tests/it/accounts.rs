@@ -104,3 +104,37 @@ async fn unknown_routes_and_methods_answer_json_errors() {
     api.send(api.request(reqwest::Method::DELETE, "/v1/accounts", None)).await.error(405, "method_not_allowed");
     assert_eq!(api.get("/v1/health", None).await.ok(200)["status"], "ok");
 }
+
+/// One address cannot sign up without end nor guess keys without end: past
+/// `signups_per_address_per_hour` and `failed_auth_per_address_per_minute`
+/// it gets 429 with Retry-After.
+#[tokio::test]
+async fn an_address_is_limited_in_sign_ups_and_wrong_keys() {
+    let server =
+        TestServer::start_with(&[("signups_per_address_per_hour", "3"), ("failed_auth_per_address_per_minute", "4")]);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    api.signup("bob").await;
+    api.signup("carol").await;
+    let refused = reqwest::Client::new()
+        .post(format!("{}/v1/accounts", api.url))
+        .json(&serde_json::json!({"name": "dave"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    // One sign-up comes back every 20 minutes.
+    assert_eq!(refused.headers()["retry-after"], "1200");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+
+    let wrong = "vtr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    for _ in 0..4 {
+        api.get("/v1/account", Some(wrong)).await.error(401, "unauthorized");
+    }
+    let message = api.get("/v1/account", Some(wrong)).await.error(429, "rate_limited");
+    assert!(message.contains("failed_auth_per_address_per_minute"), "{message}");
+    // While the address is locked out, keyed requests from it wait; keyless public reads do not.
+    api.get("/v1/account", Some(&alice)).await.error(429, "rate_limited");
+    api.get("/v1/models", None).await.ok(200);
+}
