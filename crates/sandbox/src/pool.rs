@@ -127,7 +127,6 @@ impl WorkerPool {
         };
         let holds_model = lease.worker.as_ref().is_some_and(|w| w.loaded.contains(&digest));
         let model = if holds_model { None } else { Some(fetch().await?) };
-        let sent_model = model.is_some();
         let mut request = Request::Run { digest, model, inputs };
         let mut answer = lease.call(&request.encode(), deadline).await;
         if let Ok(Response::NeedModel) = answer {
@@ -137,6 +136,7 @@ impl WorkerPool {
             }
             answer = lease.call(&request.encode(), deadline).await;
         }
+        let sent_model = matches!(&request, Request::Run { model: Some(_), .. });
         match answer {
             Ok(Response::Ran { outputs, cpu_us, evicted }) => {
                 lease.note_loaded(digest, &evicted);
