@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 mod extract;
 mod limits;
+mod listen;
 pub mod log;
 mod quarantine;
 mod routes;
@@ -348,9 +349,9 @@ pub async fn serve(
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     on_listening(address);
     let store = state.store.clone();
-    // Each connection's address reaches the handlers, for per-address limits.
-    let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())?;
+    let (connections_max, header_read_timeout) =
+        (state.config.connections_max, std::time::Duration::from_millis(state.config.header_read_timeout_ms));
+    listen::serve_connections(listener, router(state), connections_max, header_read_timeout, shutdown).await;
     store.close().await;
     Ok(())
 }

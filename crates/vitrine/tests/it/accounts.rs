@@ -138,3 +138,39 @@ async fn an_address_is_limited_in_sign_ups_and_wrong_keys() {
     api.get("/v1/account", Some(&alice)).await.error(429, "rate_limited");
     api.get("/v1/models", None).await.ok(200);
 }
+
+/// Connections are bounded in number, and one that does not send a whole
+/// request's headers in time is closed: idle and slow-header connections
+/// cannot hold the server.
+#[tokio::test]
+async fn idle_and_slow_header_connections_are_closed_and_connections_are_bounded() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    let server = TestServer::start_with(&[("connections_max", "3"), ("header_read_timeout_ms", "800")]);
+    let address = server.url.trim_start_matches("http://").to_owned();
+    // Three connections that send part of a request's headers, and no more.
+    let mut slow: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&address).unwrap();
+            stream.write_all(b"GET /v1/health HTTP/1.1\r\nHost: vitrine\r\n").unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // All three slots are taken: a fourth connection waits for one.
+    let waiting = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    assert!(waiting.get(format!("{}/v1/health", server.url)).send().await.is_err(), "served past connections_max");
+    // The server closes each slow connection at its header deadline...
+    let started = Instant::now();
+    for stream in &mut slow {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buffer = [0u8; 512];
+        let read = stream.read(&mut buffer).unwrap_or(0);
+        let answer = String::from_utf8_lossy(&buffer[..read]);
+        assert!(read == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(4), "closed only after {:?}", started.elapsed());
+    // ...and then serves others.
+    server.api().get("/v1/health", None).await.ok(200);
+}
