@@ -143,6 +143,10 @@ where
     let mut flags = toml::Table::new();
     flags.insert("data_dir".into(), data_dir.display().to_string().into());
     flags.insert("listen".into(), "127.0.0.1:0".into());
+    // The bench's clients are one key from one address, by design.
+    for limit in ["calls_per_key_concurrent_max", "calls_per_key_per_minute_max", "signups_per_address_per_hour"] {
+        flags.insert(limit.into(), 0.into());
+    }
     for (key, value) in settings {
         flags.insert((*key).into(), value.clone());
     }
@@ -399,6 +403,10 @@ async fn usage_bench(data_dir: &std::path::Path, count: u64) -> anyhow::Result<(
     let mut flags = toml::Table::new();
     flags.insert("data_dir".into(), data_dir.display().to_string().into());
     flags.insert("listen".into(), "127.0.0.1:0".into());
+    // The bench's clients are one key from one address, by design.
+    for limit in ["calls_per_key_concurrent_max", "calls_per_key_per_minute_max", "signups_per_address_per_hour"] {
+        flags.insert(limit.into(), 0.into());
+    }
     let config = server::Config::load(None, std::iter::empty(), flags)?;
     let (state, _) = server::open_state(config).await?;
     let store = state.store.clone();
