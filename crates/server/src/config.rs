@@ -39,6 +39,9 @@ pub struct Config {
     /// Time a connection has to send a request's headers, from its first
     /// byte (or from the last response); then it is closed.
     pub header_read_timeout_ms: u64,
+    /// Time a request's body may stall between two pieces; then the request
+    /// fails (400).
+    pub request_body_idle_timeout_ms: u64,
     /// Accounts one network address may create per hour (429 above it); 0: no limit.
     pub signups_per_address_per_hour: u32,
     /// Requests with a wrong API key one network address may make per
@@ -141,6 +144,7 @@ impl Default for Config {
             calls_per_key_per_minute_max: 60_000,
             connections_max: 1024,
             header_read_timeout_ms: 10_000,
+            request_body_idle_timeout_ms: 30_000,
             signups_per_address_per_hour: 100,
             failed_auth_per_address_per_minute: 60,
             model_cache_bytes_max: 512 * MIB,
@@ -233,8 +237,10 @@ impl Config {
         if self.worker_memory_bytes_max < WORKER_MEMORY_BYTES_MIN {
             return invalid("worker_memory_bytes_max must be at least 64 MiB (67108864)");
         }
-        if self.connections_max == 0 || self.header_read_timeout_ms == 0 {
-            return invalid("connections_max and header_read_timeout_ms must be positive");
+        if self.connections_max == 0 || self.header_read_timeout_ms == 0 || self.request_body_idle_timeout_ms == 0 {
+            return invalid(
+                "connections_max, header_read_timeout_ms and request_body_idle_timeout_ms must be positive",
+            );
         }
         if self.model_load_timeout_ms == 0 || self.output_elements_max == 0 || self.quarantine_window_ms == 0 {
             return invalid("model_load_timeout_ms, output_elements_max and quarantine_window_ms must be positive");

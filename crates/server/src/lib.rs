@@ -349,9 +349,12 @@ pub async fn serve(
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     on_listening(address);
     let store = state.store.clone();
-    let (connections_max, header_read_timeout) =
-        (state.config.connections_max, std::time::Duration::from_millis(state.config.header_read_timeout_ms));
-    listen::serve_connections(listener, router(state), connections_max, header_read_timeout, shutdown).await;
+    let limits = listen::ConnectionLimits {
+        connections_max: state.config.connections_max,
+        header_read_timeout: std::time::Duration::from_millis(state.config.header_read_timeout_ms),
+        body_idle_timeout: std::time::Duration::from_millis(state.config.request_body_idle_timeout_ms),
+    };
+    listen::serve_connections(listener, router(state), limits, shutdown).await;
     store.close().await;
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! Accepting connections, with limits on strangers that `axum::serve` does
 //! not give: at most `connections_max` open connections (more wait in the
-//! kernel's backlog until one closes), and a deadline for a request's headers
+//! kernel's backlog until one closes), a deadline for a request's headers
 //! (`header_read_timeout_ms`), so idle and slow-header ("slowloris")
-//! connections are closed instead of held forever. Each request carries its
+//! connections are closed instead of held forever, and a deadline for each
+//! piece of a request's body (`request_body_idle_timeout_ms`): a body that
+//! stalls fails its request with 400. Each request carries its
 //! connection's address (`ConnectInfo`) for the per-address limits. On
 //! shutdown, connections finish the request in flight and close.
 
@@ -18,16 +20,25 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
+use tower_http::timeout::TimeoutBody;
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets the
 /// connections finish their requests in flight and returns when all are closed.
+/// The limits `serve_connections` keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub connections_max: usize,
+    pub header_read_timeout: Duration,
+    pub body_idle_timeout: Duration,
+}
+
 pub async fn serve_connections(
     listener: TcpListener,
     router: Router,
-    connections_max: usize,
-    header_read_timeout: Duration,
+    limits: ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    let ConnectionLimits { connections_max, header_read_timeout, body_idle_timeout } = limits;
     let connections = Arc::new(Semaphore::new(connections_max));
     // Dropped when shutdown begins: every connection task watches for it.
     let (stop, stopping) = watch::channel(());
@@ -52,7 +63,7 @@ pub async fn serve_connections(
             () = &mut shutdown => break,
         };
         let service = router.clone().map_request(move |request: hyper::Request<Incoming>| {
-            let mut request = request.map(Body::new);
+            let mut request = request.map(|body| Body::new(TimeoutBody::new(body_idle_timeout, body)));
             request.extensions_mut().insert(ConnectInfo(address));
             request
         });

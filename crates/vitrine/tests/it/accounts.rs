@@ -174,3 +174,35 @@ async fn idle_and_slow_header_connections_are_closed_and_connections_are_bounded
     // ...and then serves others.
     server.api().get("/v1/health", None).await.ok(200);
 }
+
+/// A request whose body stalls past `request_body_idle_timeout_ms` fails
+/// with a clear error instead of holding its connection.
+#[tokio::test]
+async fn a_stalled_request_body_fails_the_request() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    let server = TestServer::start_with(&[("request_body_idle_timeout_ms", "500")]);
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .write_all(b"POST /v1/accounts HTTP/1.1\r\nHost: vitrine\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\":")
+        .unwrap();
+    let started = Instant::now();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while let Ok(read) = stream.read(&mut buffer) {
+        if read == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..read]);
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("invalid_request"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(4), "answered only after {:?}", started.elapsed());
+}
