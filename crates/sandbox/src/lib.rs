@@ -19,7 +19,7 @@ mod confine;
 mod inprocess;
 mod pool;
 mod process;
-pub mod protocol;
+mod protocol;
 mod worker;
 
 use std::future::Future;
@@ -211,13 +211,6 @@ impl Executor {
         match &self.kind {
             Kind::Isolated(pool) => pool.run(digest, inputs, deadline, model_bytes).await,
             Kind::InProcess(in_process) => in_process.run(digest, inputs, deadline, model_bytes).await,
-        }
-    }
-
-    pub fn isolation(&self) -> Isolation {
-        match self.kind {
-            Kind::Isolated(_) => Isolation::Process,
-            Kind::InProcess(_) => Isolation::None,
         }
     }
 

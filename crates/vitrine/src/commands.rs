@@ -296,21 +296,13 @@ async fn run_quarantine(client: &Client, json: bool, command: QuarantineCommand)
                 output::json(&list);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = list["items"]
-                .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .map(|q| {
-                            vec![
-                                format!("{}@{}", output::cell(&q["model"]), output::cell(&q["version"])),
-                                output::cell(&q["since"]),
-                                output::cell(&q["reason"]),
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let rows = output::rows(&list["items"], |q| {
+                vec![
+                    format!("{}@{}", output::cell(&q["model"]), output::cell(&q["version"])),
+                    output::cell(&q["since"]),
+                    output::cell(&q["reason"]),
+                ]
+            });
             output::table(&["version", "since", "reason"], &rows);
             return Ok(());
         }
@@ -353,24 +345,16 @@ async fn run_payout(client: &Client, json: bool, command: PayoutCommand) -> anyh
                 output::json(&list);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = list["items"]
-                .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .map(|p| {
-                            vec![
-                                output::cell(&p["id"]),
-                                output::cell(&p["account"]),
-                                tokens(&p["amount"]),
-                                output::cell(&p["state"]),
-                                output::cell(&p["reference"]),
-                                output::cell(&p["created_at"]),
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let rows = output::rows(&list["items"], |p| {
+                vec![
+                    output::cell(&p["id"]),
+                    output::cell(&p["account"]),
+                    tokens(&p["amount"]),
+                    output::cell(&p["state"]),
+                    output::cell(&p["reference"]),
+                    output::cell(&p["created_at"]),
+                ]
+            });
             output::table(&["id", "account", "amount", "state", "reference", "requested"], &rows);
             return Ok(());
         }
@@ -398,25 +382,17 @@ async fn run_payout(client: &Client, json: bool, command: PayoutCommand) -> anyh
 }
 
 fn print_transfers(items: &Value) {
-    let rows: Vec<Vec<String>> = items
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|t| {
-                    vec![
-                        output::cell(&t["id"]),
-                        output::cell(&t["kind"]),
-                        tokens(&t["amount"]),
-                        output::cell(&t["debit_account"]),
-                        output::cell(&t["credit_account"]),
-                        output::cell(&t["reference"]),
-                        output::cell(&t["created_at"]),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows = output::rows(items, |t| {
+        vec![
+            output::cell(&t["id"]),
+            output::cell(&t["kind"]),
+            tokens(&t["amount"]),
+            output::cell(&t["debit_account"]),
+            output::cell(&t["credit_account"]),
+            output::cell(&t["reference"]),
+            output::cell(&t["created_at"]),
+        ]
+    });
     output::table(&["id", "kind", "amount", "from", "to", "reference", "time"], &rows);
 }
 
@@ -466,23 +442,15 @@ async fn run_models(client: &Client, json: bool, list: ListModelsArgs) -> anyhow
         output::json(&page);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = page["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|m| {
-                    vec![
-                        format!("{}/{}", output::cell(&m["owner"]), output::cell(&m["name"])),
-                        output::cell(&m["task"]),
-                        tokens(&m["price_per_inference"]),
-                        output::cell(&m["latest_version"]),
-                        output::cell(&m["visibility"]),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows = output::rows(&page["items"], |m| {
+        vec![
+            format!("{}/{}", output::cell(&m["owner"]), output::cell(&m["name"])),
+            output::cell(&m["task"]),
+            tokens(&m["price_per_inference"]),
+            output::cell(&m["latest_version"]),
+            output::cell(&m["visibility"]),
+        ]
+    });
     output::table(&["model", "task", "price", "version", "visibility"], &rows);
     if let Some(token) = page["next_page_token"].as_str() {
         println!("more: --page-token {token}");
@@ -744,27 +712,19 @@ fn print_model(json: bool, model: &Value, versions: Option<&Value>) {
 }
 
 fn print_versions(versions: &Value) {
-    let rows: Vec<Vec<String>> = versions["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|v| {
-                    vec![
-                        output::cell(&v["version"]),
-                        output::cell(&v["size_bytes"]),
-                        specs(&v["inputs"]),
-                        specs(&v["outputs"]),
-                        output::cell(&v["blob_sha256"]),
-                        match v["quarantine"]["reason"].as_str() {
-                            Some(reason) => format!("quarantined: {reason}"),
-                            None => "serving".to_owned(),
-                        },
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows = output::rows(&versions["items"], |v| {
+        vec![
+            output::cell(&v["version"]),
+            output::cell(&v["size_bytes"]),
+            specs(&v["inputs"]),
+            specs(&v["outputs"]),
+            output::cell(&v["blob_sha256"]),
+            match v["quarantine"]["reason"].as_str() {
+                Some(reason) => format!("quarantined: {reason}"),
+                None => "serving".to_owned(),
+            },
+        ]
+    });
     output::table(&["version", "bytes", "inputs", "outputs", "sha256", "state"], &rows);
 }
 

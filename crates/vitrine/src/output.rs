@@ -67,3 +67,8 @@ pub fn tokens(value: &Value) -> String {
         None => cell(value),
     }
 }
+
+/// One table row per item of a JSON array (none if it is not an array).
+pub fn rows(items: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    items.as_array().map(|items| items.iter().map(row).collect()).unwrap_or_default()
+}

@@ -94,7 +94,7 @@ pub async fn run_stats(client: &Client, json: bool, command: StatsCommand) -> an
                 output::json(&view);
                 return Ok(());
             }
-            let rows = rows(&view["series"], |p| {
+            let rows = output::rows(&view["series"], |p| {
                 vec![
                     output::cell(&p["t"]),
                     output::cell(&p["calls"]),
@@ -116,7 +116,7 @@ pub async fn run_stats(client: &Client, json: bool, command: StatsCommand) -> an
                 output::json(&view);
                 return Ok(());
             }
-            let rows = rows(&view["items"], |i| {
+            let rows = output::rows(&view["items"], |i| {
                 vec![
                     output::cell(&i["model"]),
                     output::cell(&i["calls"]),
@@ -138,7 +138,7 @@ pub async fn run_stats(client: &Client, json: bool, command: StatsCommand) -> an
                 output::json(&view);
                 return Ok(());
             }
-            let rows = rows(&view["items"], |i| {
+            let rows = output::rows(&view["items"], |i| {
                 vec![
                     output::cell(&i["task"]),
                     output::cell(&i["calls"]),
@@ -162,7 +162,7 @@ async fn market(client: &Client, json: bool, window: &str, by: &str) -> anyhow::
         output::json(&view);
         return Ok(());
     }
-    let rows = rows(&view["items"], |i| {
+    let rows = output::rows(&view["items"], |i| {
         vec![
             output::cell(&i["key"]),
             output::cell(&i["calls"]),
@@ -229,7 +229,7 @@ pub async fn run_account_series(
         output::json(&view);
         return Ok(());
     }
-    let rows = rows(&view["series"], |p| {
+    let rows = output::rows(&view["series"], |p| {
         let mut row = vec![output::cell(&p["t"]), output::cell(&p["group"]), output::cell(&p["calls"])];
         if kind.failed {
             row.push(output::cell(&p["errors"]));
@@ -240,10 +240,6 @@ pub async fn run_account_series(
     output::table(kind.columns, &rows);
     println!("total {}: {}", kind.amount, output::tokens(&view["total"]));
     Ok(())
-}
-
-fn rows(items: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
-    items.as_array().map(|items| items.iter().map(row).collect()).unwrap_or_default()
 }
 
 fn milliseconds(value: &Value) -> String {
