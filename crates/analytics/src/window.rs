@@ -33,6 +33,14 @@ impl Window {
         self.bucket_ms * self.buckets
     }
 
+    /// Every day from the one holding `first_ms` (the market's first usage)
+    /// to the one holding `now_ms`: the window named `all`.
+    pub fn since(first_ms: i64, now_ms: i64) -> Window {
+        let first_day = first_ms.min(now_ms).div_euclid(DAY_MS);
+        let current_day = now_ms.div_euclid(DAY_MS);
+        Window { name: "all", bucket_ms: DAY_MS, buckets: current_day - first_day + 1 }
+    }
+
     /// Bucket starts `[from, to)` of this window and the `previous` windows
     /// before it, the last bucket being the one that holds `now_ms`.
     pub fn range(&self, previous: i64, now_ms: i64) -> (i64, i64) {
@@ -90,6 +98,17 @@ mod tests {
         assert_eq!(Window::WEEK.range(3, now), (11 * DAY_MS - 28 * DAY_MS, 11 * DAY_MS));
         // Exactly on a bucket's start, that bucket is the current one.
         assert_eq!(Window::WEEK.range(0, 7 * DAY_MS), (DAY_MS, 8 * DAY_MS));
+    }
+
+    #[test]
+    fn all_time_is_every_day_since_the_first_usage() {
+        let now = 10 * DAY_MS + 5 * HOUR_MS;
+        let all = Window::since(3 * DAY_MS + 7, now);
+        assert_eq!((all.name, all.bucket_ms, all.buckets), ("all", DAY_MS, 8));
+        assert_eq!(all.range(0, now), (3 * DAY_MS, 11 * DAY_MS));
+        // Usage only today, or a clock that went back: one day.
+        assert_eq!(Window::since(now, now).buckets, 1);
+        assert_eq!(Window::since(now + DAY_MS, now).buckets, 1);
     }
 
     #[test]

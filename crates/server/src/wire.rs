@@ -323,8 +323,8 @@ pub struct ListModelsQuery {
     pub q: Option<String>,
     pub task: Option<String>,
     pub owner: Option<String>,
-    /// `recent` (default), `name`, or by usage over `window`: `popular`
-    /// (calls), `revenue`, `trending` (growth).
+    /// `recent` (default), `name`, `price` (cheapest first), or by usage
+    /// over `window`: `popular` (calls), `revenue`, `trending` (growth).
     pub sort: Option<String>,
     /// For the usage sorts: 24h, 7d (default) or 30d.
     pub window: Option<String>,

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_usage.sql")),
     (5, include_str!("migrations/0005_nodes.sql")),
     (6, include_str!("migrations/0006_isolation.sql")),
+    (7, include_str!("migrations/0007_dashboard.sql")),
 ];
 
 /// Connections in the pool. SQLite allows one writer at a time anyway; more

@@ -297,6 +297,44 @@ impl Store {
         Ok(out)
     }
 
+    /// The start of the first day with any usage, public or private; `None`
+    /// before the first call.
+    pub async fn first_usage_day_ms(&self) -> Result<Option<i64>, StoreError> {
+        let first: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(bucket) FROM usage_rollups WHERE dimension = 'model' AND granularity = ?")
+                .bind(DAY_MS)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(first)
+    }
+
+    /// One model's calls, errors and revenue per app over `[from, to)`, from
+    /// the events (rollups are not kept per model and app).
+    pub async fn model_usage_by_app(
+        &self,
+        model_id: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<BTreeMap<String, (u64, u64, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT app, COUNT(*) AS calls, SUM(status <> 'ok') AS errors, \
+               SUM(CASE WHEN status = 'ok' THEN price ELSE 0 END) AS revenue \
+             FROM usage_events INDEXED BY usage_events_by_model \
+             WHERE model_id = ? AND created_at >= ? AND created_at < ? GROUP BY app",
+        )
+        .bind(model_id)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = BTreeMap::new();
+        for row in &rows {
+            let count = |column: &str| -> Result<u64, StoreError> { Ok(row.try_get::<i64, _>(column)? as u64) };
+            out.insert(row.try_get("app")?, (count("calls")?, count("errors")?, count("revenue")?));
+        }
+        Ok(out)
+    }
+
     /// Records usage events with no ledger command, in one transaction: for
     /// benchmarks and imports (calls record theirs through `apply_batch`).
     pub async fn record_usage(&self, events: &[UsageEvent]) -> Result<(), StoreError> {

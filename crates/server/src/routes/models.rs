@@ -105,18 +105,19 @@ pub async fn list_models(
         Some("popular") => Some(UsageOrder::Calls),
         Some("revenue") => Some(UsageOrder::Revenue),
         Some("trending") => Some(UsageOrder::Growth),
+        Some("price") => Some(UsageOrder::Price),
         _ => None,
     };
     let sort = match query.sort.as_deref() {
-        None | Some("recent") | Some("popular" | "revenue" | "trending") => ModelSort::Recent,
+        None | Some("recent") | Some("popular" | "revenue" | "trending" | "price") => ModelSort::Recent,
         Some("name") => ModelSort::Name,
         Some(other) => {
             return Err(ApiError::bad_request(format!(
-                "sort is recent, name, popular, revenue or trending, not '{other}'"
+                "sort is recent, name, popular, revenue, trending or price, not '{other}'"
             )));
         }
     };
-    if query.window.is_some() && usage_order.is_none() {
+    if query.window.is_some() && matches!(usage_order, None | Some(UsageOrder::Price)) {
         return Err(ApiError::bad_request("window applies to the usage sorts: popular, revenue and trending"));
     }
     let limit = query.limit.unwrap_or(state.config.page_size_default);
@@ -175,6 +176,8 @@ enum UsageOrder {
     Calls,
     Revenue,
     Growth,
+    /// Cheapest first; not a usage sort, but ranked the same way.
+    Price,
 }
 
 /// Models matched by one usage sort at most; past this the catalogue is too
@@ -213,16 +216,17 @@ async fn list_models_by_usage(
             None => break,
         }
     }
-    let score = |id: i64| -> f64 {
-        let usage = usage.get(&id).copied().unwrap_or_default();
+    let score = |model: &ModelRecord| -> f64 {
+        let usage = usage.get(&model.id).copied().unwrap_or_default();
         match order {
             UsageOrder::Calls => usage.calls as f64,
             UsageOrder::Revenue => usage.revenue as f64,
             UsageOrder::Growth => usage.growth.unwrap_or(f64::NEG_INFINITY),
+            UsageOrder::Price => -(model.price_per_inference.minor_units() as f64),
         }
     };
     // `models` is newest first; a stable sort keeps that order among ties.
-    models.sort_by(|a, b| score(b.id).total_cmp(&score(a.id)));
+    models.sort_by(|a, b| score(b).total_cmp(&score(a)));
     let page: Vec<ModelView> = models
         .iter()
         .skip(offset)

@@ -431,3 +431,120 @@ async fn the_demo_fills_a_market_that_adds_up() {
         .unwrap();
     assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
 }
+
+/// What the dashboard reads: the headline against the window before, demand
+/// over time by task, concentration per bucket, a creator's share, a model's
+/// apps and share of its task, opportunities per task, and price order.
+#[tokio::test]
+async fn the_dashboard_routes_break_demand_down_by_time_task_creator_and_app() {
+    let server = TestServer::start_with(&[("dev", "true")]);
+    let (api, op) = (server.api(), server.operator_key.clone());
+    let alice = api.signup("alice").await;
+    let bob = api.signup("bob").await;
+    model(&api, &alice, "alice", "a", "classification", 100, "public").await;
+    model(&api, &alice, "alice", "b", "regression", 10, "public").await;
+    model(&api, &bob, "bob", "c", "classification", 0, "public").await;
+    let (c1, c2) = (api.signup("c1").await, api.signup("c2").await);
+    for caller in ["c1", "c2"] {
+        let deposit = json!({"account": caller, "amount": "100000", "reference": format!("d-{caller}")});
+        api.post("/v1/admin/deposits", Some(&op), deposit).await.ok(201);
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let eight_days_ago = Some(now - 8 * 86_400_000);
+    calls(&api, &c1, "alice/a", "shop", 10, eight_days_ago).await;
+    calls(&api, &c1, "bob/c", "shop", 2, eight_days_ago).await;
+    calls(&api, &c1, "alice/a", "shop", 3, None).await;
+    calls(&api, &c2, "alice/a", "lab", 2, None).await;
+    calls(&api, &c1, "alice/b", "shop", 1, None).await;
+    calls(&api, &c2, "bob/c", "lab", 1, None).await;
+    let bad = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 3], "data": [1, 2, 3]}}});
+    let request =
+        api.request(reqwest::Method::POST, "/v1/models/alice/a/infer", Some(&c2)).header("X-App", "lab").json(&bad);
+    api.send(request).await.error(422, "invalid_input");
+
+    // The headline, and the same figures for the week before.
+    let market = api.get("/v1/stats/market?window=7d", None).await.ok(200).clone();
+    let headline = |v: &Value| {
+        (
+            v["calls"].as_u64().unwrap(),
+            v["revenue"].as_str().unwrap().to_owned(),
+            v["active_models"].as_u64().unwrap(),
+            v["active_creators"].as_u64().unwrap(),
+            v["unique_callers"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(headline(&market), (8, "510".into(), 3, 2, 2));
+    assert_eq!(headline(&market["previous"]), (12, "1000".into(), 2, 2, 1));
+    assert_eq!(market["previous"]["errors"], 0);
+    let all = api.get("/v1/stats/market?window=all", None).await.ok(200).clone();
+    assert_eq!((all["window"].as_str(), all["calls"].as_u64()), (Some("all"), Some(20)));
+    api.get("/v1/stats/market?window=1y", None).await.error(400, "invalid_request");
+
+    // Demand over time by task: today's bucket holds this week's calls.
+    let by_task = api.get("/v1/stats/market/series?window=7d&by=task", None).await.ok(200).clone();
+    assert_eq!((by_task["bucket"].as_str(), by_task["buckets"].as_array().unwrap().len()), (Some("day"), 7));
+    let series: Vec<(&str, Vec<u64>)> = by_task["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["key"].as_str().unwrap(), s["calls"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect()))
+        .collect();
+    assert_eq!(series, [("classification", vec![0, 0, 0, 0, 0, 0, 7]), ("regression", vec![0, 0, 0, 0, 0, 0, 1])]);
+    assert_eq!(by_task["total"]["revenue"][6], "510");
+    let today = &by_task["concentration"][6];
+    assert_eq!((today["calls"].as_u64(), today["active"].as_u64()), (Some(8), Some(2)));
+    assert!(close(&today["hhi"], 50.0 / 64.0), "{today}");
+    assert_eq!(by_task["concentration"][0]["calls"], 0);
+    // The rest beyond `top` is summed, and nothing is lost.
+    let by_model = api.get("/v1/stats/market/series?window=30d&by=model&top=1", None).await.ok(200).clone();
+    let sum = |s: &Value| s["calls"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum::<u64>();
+    assert_eq!(by_model["series"][0]["key"], "alice/a");
+    assert_eq!((sum(&by_model["series"][0]), sum(&by_model["other"]), sum(&by_model["total"])), (16, 4, 20));
+    api.get("/v1/stats/market/series?top=101", None).await.error(400, "invalid_request");
+
+    // A creator's models and share of the market.
+    let creator = api.get("/v1/stats/creators/alice?window=30d", None).await.ok(200).clone();
+    assert_eq!((creator["calls"].as_u64(), creator["revenue"].as_str()), (Some(17), Some("1510")));
+    assert!(close(&creator["share"], 17.0 / 20.0));
+    let models: Vec<(&str, u64)> = creator["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["model"].as_str().unwrap(), m["calls"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(models, [("alice/a", 16), ("alice/b", 1)]);
+    let last = creator["series"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["calls"].as_u64(), last["market_calls"].as_u64()), (Some(7), Some(8)));
+    api.get("/v1/stats/creators/nobody", None).await.error(404, "not_found");
+
+    // A model's apps and its share of its task.
+    let demand = api.get("/v1/stats/models/alice/a/demand?window=7d", None).await.ok(200).clone();
+    assert_eq!(
+        (demand["calls"].as_u64(), demand["errors"].as_u64(), demand["revenue"].as_str()),
+        (Some(6), Some(1), Some("500"))
+    );
+    let apps: Vec<(&str, u64, u64)> = demand["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["app"].as_str().unwrap(), a["calls"].as_u64().unwrap(), a["errors"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(apps, [("lab", 3, 1), ("shop", 3, 0)]);
+    assert_eq!((demand["task_calls"].as_u64(), demand["task_rank"].as_u64()), (Some(7), Some(1)));
+    assert!(close(&demand["task_share"], 6.0 / 7.0));
+
+    // Opportunities: growth against the window before, and failing demand.
+    let tasks = api.get("/v1/stats/tasks?window=7d", None).await.ok(200).clone();
+    let classification = tasks["items"].as_array().unwrap().iter().find(|t| t["task"] == "classification").unwrap();
+    assert_eq!(
+        (classification["calls"].as_u64(), classification["previous_calls"].as_u64(), classification["errors"].as_u64()),
+        (Some(7), Some(12), Some(1))
+    );
+    assert!(classification["growth"].is_null(), "below the minimum volume");
+    assert!(close(&classification["error_rate"], 1.0 / 7.0));
+
+    // The catalogue, cheapest first.
+    let cheapest = api.get("/v1/models?sort=price", None).await.ok(200).clone();
+    let order: Vec<&str> = cheapest["items"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(order, ["c", "b", "a"]);
+}

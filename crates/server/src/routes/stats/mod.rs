@@ -1,12 +1,15 @@
 //! Usage made visible: the market's demand distribution (`market.rs`), a
 //! model's series (`series.rs`), trending models (`trending.rs`), demand and
-//! supply per task (`tasks.rs`), an account's earnings and spending
+//! supply per task (`tasks.rs`), a creator's demand (`creator.rs`), a model's
+//! demand by app and task share (`demand.rs`), an account's earnings and spending
 //! (`account.rs`), and Prometheus metrics (`metrics.rs`). Everything reads
 //! `usage_rollups`; private models count only in their owner's views. What
 //! they share (windows, bucket ranges, key names) is here; the window maths
 //! itself is `analytics::Window`.
 
 mod account;
+mod creator;
+mod demand;
 mod market;
 mod metrics;
 mod series;
@@ -14,6 +17,8 @@ mod tasks;
 mod trending;
 
 pub use account::*;
+pub use creator::*;
+pub use demand::*;
 pub use market::*;
 pub use metrics::*;
 pub use series::*;
@@ -38,6 +43,25 @@ fn window(text: Option<&str>, default: Window) -> ApiResult<Window> {
             Window::parse(name).ok_or_else(|| ApiError::bad_request(format!("window is 24h, 7d or 30d, not '{name}'")))
         }
     }
+}
+
+/// A window named by a query (`24h`, `7d`, `30d` or `all`: every day since
+/// the market's first call), or `default`.
+async fn window_or_all(state: &AppState, text: Option<&str>, default: Window) -> ApiResult<Window> {
+    if text != Some("all") {
+        return window(text, default)
+            .map_err(|_| ApiError::bad_request(format!("window is 24h, 7d, 30d or all, not '{}'", text.unwrap_or(""))));
+    }
+    let now = store::now_ms();
+    let first = state.store.first_usage_day_ms().await?.unwrap_or(now);
+    let all = Window::since(first, now);
+    if all.buckets as u64 > state.config.stats_series_points_max {
+        return Err(ApiError::bad_request(format!(
+            "the market has {} days of usage, more than stats_series_points_max = {}; ask for a shorter window",
+            all.buckets, state.config.stats_series_points_max
+        )));
+    }
+    Ok(all)
 }
 
 fn require_rollups(state: &AppState) -> ApiResult<()> {

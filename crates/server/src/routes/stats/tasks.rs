@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use analytics::{Window, median};
+use analytics::{Window, growth, median};
 use axum::Json;
 use axum::extract::State;
 use domain::Task;
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use store::{Dimension, RollupQuery};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{require_rollups, total, window};
+use super::{require_rollups, window_or_all};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::ApiQuery;
@@ -19,7 +19,7 @@ use crate::extract::ApiQuery;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct TasksQuery {
-    /// 24h, 7d or 30d (default).
+    /// 24h, 7d, 30d (default) or all.
     pub window: Option<String>,
     /// calls (default) or opportunity: most calls per model first, where a
     /// new model would find the most demand per competitor.
@@ -30,6 +30,14 @@ pub struct TasksQuery {
 pub struct TaskItem {
     pub task: String,
     pub calls: u64,
+    /// Calls in the window just before.
+    pub previous_calls: u64,
+    /// (calls − previous_calls) / max(previous_calls, 1); `null` below 10 calls.
+    pub growth: Option<f64>,
+    /// Calls that failed: demand the task's models did not meet.
+    pub errors: u64,
+    /// errors / calls; 0 without calls.
+    pub error_rate: f64,
     pub revenue: String,
     pub unique_callers: u64,
     /// Public models of this task with at least one version.
@@ -51,13 +59,13 @@ pub struct TasksView {
     responses((status = 200, body = TasksView), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn tasks(State(state): State<AppState>, ApiQuery(query): ApiQuery<TasksQuery>) -> ApiResult<Json<TasksView>> {
     require_rollups(&state)?;
-    let window = window(query.window.as_deref(), Window::MONTH)?;
+    let window = window_or_all(&state, query.window.as_deref(), Window::MONTH).await?;
     let by_opportunity = match query.sort.as_deref() {
         None | Some("calls") => false,
         Some("opportunity") => true,
         Some(other) => return Err(ApiError::bad_request(format!("sort is calls or opportunity, not '{other}'"))),
     };
-    let (from_ms, to_ms) = window.range(0, store::now_ms());
+    let (from_ms, to_ms) = window.range(1, store::now_ms());
     let rollups = state
         .store
         .rollups(&RollupQuery {
@@ -77,12 +85,23 @@ pub async fn tasks(State(state): State<AppState>, ApiQuery(query): ApiQuery<Task
     let mut items: Vec<TaskItem> = Task::ALL
         .iter()
         .map(|task| {
-            let sum = rollups.get(task.as_str()).map(total).unwrap_or_default();
+            // Window 0 is the one asked for, 1 the one before.
+            let mut sums = [store::Rollup::default(), store::Rollup::default()];
+            for (&t, rollup) in rollups.get(task.as_str()).into_iter().flatten() {
+                if let Some(sum) = sums.get_mut(window.age(t, to_ms) as usize) {
+                    sum.merge(rollup);
+                }
+            }
+            let [sum, previous] = sums;
             let task_prices = prices.get(task.as_str()).cloned().unwrap_or_default();
             let models = task_prices.len() as u64;
             TaskItem {
                 task: task.as_str().to_owned(),
                 calls: sum.calls,
+                previous_calls: previous.calls,
+                growth: growth(sum.calls, &[previous.calls]),
+                errors: sum.errors,
+                error_rate: if sum.calls == 0 { 0.0 } else { sum.errors as f64 / sum.calls as f64 },
                 revenue: sum.revenue.to_string(),
                 unique_callers: sum.callers.estimate(),
                 models,
