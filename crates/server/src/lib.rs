@@ -10,6 +10,7 @@ mod extract;
 mod limits;
 mod listen;
 pub mod log;
+mod pages;
 mod quarantine;
 mod routes;
 mod sequencer;
@@ -294,6 +295,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::money::ledger_view))
         .routes(routes!(routes::money::account_view))
         .routes(routes!(routes::log::checkpoint))
+        .routes(routes!(routes::log::checkpoints))
         .routes(routes!(routes::log::key))
         .routes(routes!(routes::log::entries))
         .routes(routes!(routes::log::inclusion))
@@ -324,6 +326,7 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     let document = Arc::new(document);
     api.route("/v1/openapi.json", axum::routing::get(move || async move { axum::Json(document.as_ref().clone()) }))
+        .merge(pages::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))

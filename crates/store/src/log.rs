@@ -124,6 +124,33 @@ impl Store {
         .transpose()
     }
 
+    /// Checkpoints smaller than `before` (all, if `None`), largest first, at
+    /// most `limit`, each with when it was signed (ms).
+    pub async fn checkpoints(
+        &self,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<(StoredCheckpoint, i64)>, StoreError> {
+        let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
+        let rows = sqlx::query(
+            "SELECT size, root, note, created_at FROM log_checkpoints WHERE size < ? ORDER BY size DESC LIMIT ?",
+        )
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let checkpoint = StoredCheckpoint {
+                    size: row.try_get::<i64, _>("size")? as u64,
+                    root: to_hash(&row.try_get::<Vec<u8>, _>("root")?)?,
+                    note: row.try_get("note")?,
+                };
+                Ok((checkpoint, row.try_get("created_at")?))
+            })
+            .collect()
+    }
+
     pub async fn insert_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
         // Nodes sharing the log may sign the same size at once: the same
         // stored tree gives the same root and (Ed25519 is deterministic) the

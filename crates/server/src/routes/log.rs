@@ -86,6 +86,35 @@ pub struct ConsistencyProof {
     pub hashes: Vec<String>,
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CheckpointsQuery {
+    /// Only checkpoints of fewer leaves than this (the next page).
+    pub before: Option<u64>,
+    /// At most this many (default 20, at most page_size_max).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointView {
+    /// Leaves in the tree.
+    pub size: u64,
+    /// The tree's root hash, base64 (as in the note).
+    pub root: String,
+    pub created_at: String,
+    /// The signed note, as `GET /v1/log/checkpoint` serves it.
+    pub note: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointList {
+    /// Largest first.
+    pub items: Vec<CheckpointView>,
+    /// `before` for the next page; `null` on the last.
+    pub next_before: Option<u64>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PseudonymView {
     /// How the caller appears in the log (hex).
@@ -104,6 +133,36 @@ fn hex_list(hashes: Vec<tlog::Hash>) -> Vec<String> {
 pub async fn checkpoint(State(state): State<AppState>) -> ApiResult<Response> {
     let latest = state.store.latest_checkpoint().await?.ok_or_else(|| ApiError::unavailable("no checkpoint yet", 1))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], latest.note).into_response())
+}
+
+/// The checkpoints signed so far, largest first: the log's history, each
+/// consistent with every earlier one (`/v1/log/proof/consistency` proves it).
+#[utoipa::path(get, path = "/v1/log/checkpoints", tag = "log",
+    params(CheckpointsQuery),
+    responses((status = 200, body = CheckpointList), (status = 400, body = ErrorBody)))]
+pub async fn checkpoints(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<CheckpointsQuery>,
+) -> ApiResult<Json<CheckpointList>> {
+    let limit = query.limit.unwrap_or(20);
+    if limit == 0 || limit > state.config.page_size_max {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and page_size_max = {}",
+            state.config.page_size_max
+        )));
+    }
+    let rows = state.store.checkpoints(query.before, limit).await?;
+    let next_before = (rows.len() == limit as usize).then(|| rows.last().map(|(c, _)| c.size)).flatten();
+    let items = rows
+        .into_iter()
+        .map(|(c, at)| CheckpointView {
+            size: c.size,
+            root: BASE64.encode(c.root),
+            created_at: crate::wire::timestamp(at),
+            note: c.note,
+        })
+        .collect();
+    Ok(Json(CheckpointList { items, next_before }))
 }
 
 /// The log's public key, and the nodes' receipt keys.

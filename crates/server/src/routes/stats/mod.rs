@@ -47,7 +47,7 @@ fn window(text: Option<&str>, default: Window) -> ApiResult<Window> {
 
 /// A window named by a query (`24h`, `7d`, `30d` or `all`: every day since
 /// the market's first call), or `default`.
-async fn window_or_all(state: &AppState, text: Option<&str>, default: Window) -> ApiResult<Window> {
+pub(crate) async fn window_or_all(state: &AppState, text: Option<&str>, default: Window) -> ApiResult<Window> {
     if text != Some("all") {
         return window(text, default)
             .map_err(|_| ApiError::bad_request(format!("window is 24h, 7d, 30d or all, not '{}'", text.unwrap_or(""))));

@@ -1,0 +1,192 @@
+//! My account: the page is a frame; the visitor's key, kept in the tab's
+//! session storage, fetches the panel (`/account/panel`, an HTML fragment
+//! of the API's figures for that key) and runs the verify panel in the
+//! browser.
+
+use axum::extract::State;
+use dashboard::chart::{Chart, Kind, Series};
+use dashboard::format::Token;
+use dashboard::layout::{self, Section, headline, window_picker};
+use dashboard::Markup;
+use maud::html;
+use serde_json::Value;
+
+use super::{Html, Query, WINDOWS, WindowQuery, bucket_label, token, when};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiQuery, Caller};
+use crate::routes::{accounts, money, stats};
+use crate::wire::{PageQuery as ListPage, PayoutQuery};
+
+pub(super) async fn account(State(state): State<AppState>) -> Html {
+    let token = token(&state);
+    let body = html! {
+        h1 { "My account" }
+        form #key-form {
+            label { "API key " input type="password" name="key" autocomplete="off" required; }
+            button type="submit" { "Open" }
+            button type="button" #forget { "Forget the key" }
+        }
+        p.small { "The key stays in this tab's session storage; it is sent only to this server's API, in the Authorization header, and is gone when the tab closes." }
+        div #account-panel aria-live="polite" {}
+        section #verify aria-labelledby="verify-title" {
+            h2 id="verify-title" { "Verify" }
+            p { "Checks, in this browser and without trusting this page's server: the latest checkpoint's Ed25519 signature against the log's public key, then for each of your recent receipts its leaf hash and its inclusion proof up to the checkpoint's root (SHA-256, RFC 9162)." }
+            button type="button" #verify-run disabled { "Verify my recent receipts" }
+            div #verify-result role="status" aria-live="polite" {}
+        }
+    };
+    Html(layout::page("My account", Section::Account, &token, body))
+}
+
+/// Receipts the verify panel checks at most.
+const RECENT_TRANSFERS: u32 = 20;
+
+/// The panel for the key in the `Authorization` header: balance, earnings
+/// by model and by app, transfers and payouts. An error is a fragment too.
+pub(super) async fn panel(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Query(query): Query<WindowQuery>,
+) -> (axum::http::StatusCode, Html) {
+    let result = match caller {
+        Ok(caller) => panel_for(&state, caller, query.window.unwrap_or_else(|| "30d".to_owned())).await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(markup) => (axum::http::StatusCode::OK, Html(markup)),
+        Err(error) => (error.status, Html(layout::notice(&error.message))),
+    }
+}
+
+async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResult<Markup> {
+    let token = token(state);
+    let account = caller.0.clone();
+    let caller = || Caller(account.clone());
+    let view = accounts::get_account(State(state.clone()), caller()).await?.0;
+    let transfers = money::list_transfers(
+        State(state.clone()),
+        caller(),
+        ApiQuery(ListPage { limit: Some(RECENT_TRANSFERS), page_token: None }),
+    )
+    .await?
+    .0;
+    let payouts = money::list_payouts(State(state.clone()), caller(), ApiQuery(PayoutQuery { state: None })).await?.0;
+    let (from, bucket, starts) = super::series_buckets(state, &window).await?;
+    let mut charts = vec![];
+    for group_by in ["model", "app"] {
+        let query = stats::AccountSeriesQuery {
+            from: Some(from.clone()),
+            to: None,
+            bucket: Some(bucket.to_owned()),
+            group_by: Some(group_by.to_owned()),
+            format: None,
+        };
+        let response = stats::earnings(State(state.clone()), caller(), ApiQuery(query)).await?;
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.map_err(ApiError::internal)?;
+        let earnings: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+        let csv = format!("/v1/account/earnings?group_by={group_by}&bucket={bucket}&from={from}&format=csv");
+        charts.push(earnings_chart(group_by, &earnings, &starts, bucket, &token, csv));
+    }
+    let symbol = &token.symbol;
+    Ok(html! {
+        div.heading {
+            h2 { (view.name) }
+            (window_picker(&window, &WINDOWS, |w| format!("/account?window={w}")))
+        }
+        dl.headline {
+            (headline("Balance", &token.amount(&view.balance), None, Some("balance")))
+            (headline("Held by calls running", &token.amount(&view.held), None, None))
+            (headline("Earned in all", &token.amount(&view.earned_total), None, None))
+        }
+        section.charts { @for chart in &charts { (chart) } }
+        section aria-labelledby="transfers-title" {
+            h2 id="transfers-title" { "Recent transfers" }
+            p.more { a href="/v1/account/transfers" data-download="transfers.json" { "Download as JSON" } }
+            div.table-wrap {
+                table #transfers {
+                    thead { tr { th scope="col" { "When" } th scope="col" { "Kind" } th scope="col" { "From" } th scope="col" { "To" } th.num scope="col" { "Amount (" (symbol) ")" } th scope="col" { "Reference" } th scope="col" { "Receipt" } } }
+                    tbody {
+                        @for t in &transfers.items {
+                            tr {
+                                td { (when(&t.created_at)) }
+                                td { (t.kind) }
+                                td { (t.debit_account) }
+                                td { (t.credit_account) }
+                                td.num data-value=(t.amount) { (token.number(&t.amount)) }
+                                td { (t.reference) }
+                                td { @if let Some(index) = t.log_index { a href=(format!("/log?receipt={index}")) data-log-index=(index) { "#" (index) } } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="payouts-title" {
+            h2 id="payouts-title" { "Payouts" }
+            @if payouts.items.is_empty() { (layout::notice("No payout requested yet.")) } @else {
+                div.table-wrap {
+                    table #payouts {
+                        thead { tr { th scope="col" { "Requested" } th.num scope="col" { "Amount (" (symbol) ")" } th scope="col" { "State" } th scope="col" { "Reference" } th scope="col" { "Resolved" } } }
+                        tbody {
+                            @for p in &payouts.items {
+                                tr {
+                                    td { (when(&p.created_at)) }
+                                    td.num data-value=(p.amount) { (token.number(&p.amount)) }
+                                    td { (p.state) }
+                                    td { (p.reference) }
+                                    td { (p.resolved_at.as_deref().map(when).unwrap_or_default()) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Earnings per bucket, one layer per model (or app), from the API's points
+/// (which list only non-empty buckets).
+fn earnings_chart(group_by: &str, earnings: &Value, starts: &[String], bucket: &str, token: &Token, csv: String) -> Markup {
+    let mut groups: Vec<String> = vec![];
+    let mut values: Vec<Vec<u128>> = vec![];
+    for point in earnings["series"].as_array().into_iter().flatten() {
+        let group = point["group"].as_str().unwrap_or_default().to_owned();
+        let Some(i) = starts.iter().position(|t| Some(t.as_str()) == point["t"].as_str()) else { continue };
+        let g = match groups.iter().position(|g| *g == group) {
+            Some(g) => g,
+            None => {
+                groups.push(group);
+                values.push(vec![0; starts.len()]);
+                groups.len() - 1
+            }
+        };
+        values[g][i] += point["earned"].as_str().and_then(|e| e.parse::<u128>().ok()).unwrap_or(0);
+    }
+    let chart = Chart {
+        id: format!("earnings-by-{group_by}"),
+        title: format!("Earnings by {group_by}"),
+        x_label: if bucket == "hour" { "hour (UTC)" } else { "day (UTC)" }.into(),
+        y_label: token.symbol.clone(),
+        x: starts.iter().map(|t| bucket_label(t, bucket)).collect(),
+        series: groups
+            .iter()
+            .zip(&values)
+            .map(|(g, v)| Series::new(if g.is_empty() { "untagged" } else { g }, v.iter().map(|m| token.approximate(&m.to_string()))))
+            .collect(),
+        kind: Kind::StackedBars,
+        format: |v| format!("{v:.4}"),
+        y_max: None,
+        download: None,
+    };
+    html! {
+        div.earnings {
+            (chart.render())
+            p.more {
+                "Total " strong data-value=(earnings["total"].as_str().unwrap_or("0")) { (token.amount(earnings["total"].as_str().unwrap_or("0"))) }
+                " · " a href=(csv) data-download=(format!("earnings-by-{group_by}.csv")) { "Download CSV" }
+            }
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! The catalogue, a model's page and a creator's page.
+
+use axum::extract::{Path, State};
+use dashboard::chart::{Chart, Kind, Series, sparkline};
+use dashboard::format::{count, milliseconds, percent};
+use dashboard::layout::{self, Section, headline, window_picker};
+use dashboard::{Markup, markdown};
+use maud::html;
+use domain::Task;
+use serde::Deserialize;
+
+use super::{Query, PageResult, WINDOWS, WindowQuery, bucket_label, model_link, percent_or_dash, render, token, when};
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::extract::{ApiQuery, MaybeCaller};
+use crate::routes::{models, stats};
+use crate::wire::{DimView, ListModelsQuery, TensorSpecView};
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct CatalogueQuery {
+    q: Option<String>,
+    task: Option<String>,
+    sort: Option<String>,
+    window: Option<String>,
+    page_token: Option<String>,
+}
+
+const SORTS: [(&str, &str); 5] =
+    [("popular", "Popular"), ("trending", "Trending"), ("revenue", "Revenue"), ("recent", "New"), ("price", "Price")];
+/// The catalogue ranks over these (a usage sort needs whole windows).
+const CATALOGUE_WINDOWS: [&str; 3] = ["24h", "7d", "30d"];
+const CARDS_PER_PAGE: u32 = 24;
+
+pub(super) async fn catalogue(State(state): State<AppState>, Query(query): Query<CatalogueQuery>) -> PageResult {
+    render(&state, catalogue_page(&state, query)).await
+}
+
+/// A model's usage per bucket over `window`.
+async fn model_series(state: &AppState, owner: &str, name: &str, window: &str) -> ApiResult<stats::SeriesView> {
+    let (from, bucket, _) = super::series_buckets(state, window).await?;
+    let query = stats::SeriesQuery { from: Some(from), to: None, bucket: Some(bucket.to_owned()) };
+    let path = Path((owner.to_owned(), name.to_owned()));
+    Ok(stats::model_series(State(state.clone()), MaybeCaller(None), path, ApiQuery(query)).await?.0)
+}
+
+async fn catalogue_page(state: &AppState, query: CatalogueQuery) -> ApiResult<Markup> {
+    let token = token(state);
+    let sort = query.sort.clone().unwrap_or_else(|| "popular".to_owned());
+    let window = query.window.clone().unwrap_or_else(|| "7d".to_owned());
+    let usage_sort = ["popular", "trending", "revenue"].contains(&sort.as_str());
+    let list = ListModelsQuery {
+        q: query.q.clone().filter(|q| !q.is_empty()),
+        task: query.task.clone().filter(|t| !t.is_empty()),
+        owner: None,
+        sort: Some(sort.clone()),
+        window: usage_sort.then(|| window.clone()),
+        limit: Some(CARDS_PER_PAGE),
+        page_token: query.page_token.clone(),
+    };
+    let page = models::list_models(State(state.clone()), MaybeCaller(None), ApiQuery(list)).await?.0;
+    let mut cards = vec![];
+    for model in &page.items {
+        let series = model_series(state, &model.owner, &model.name, &window).await?;
+        cards.push((model, series));
+    }
+    let href = |window: &str| {
+        let mut href = format!("/catalogue?sort={sort}&window={window}");
+        if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
+            href.push_str(&format!("&q={}", url_escape(q)));
+        }
+        if let Some(task) = query.task.as_deref().filter(|t| !t.is_empty()) {
+            href.push_str(&format!("&task={task}"));
+        }
+        href
+    };
+    let next = page.next_page_token.as_ref().map(|t| format!("{}&page_token={}", href(&window), url_escape(t)));
+    let body = html! {
+        div.heading {
+            h1 { "Catalogue" }
+            (window_picker(&window, &CATALOGUE_WINDOWS, href))
+        }
+        form.filters method="get" action="/catalogue" role="search" {
+            label { "Search " input type="search" name="q" value=[query.q.as_deref()] placeholder="name, description or tag"; }
+            label { "Task "
+                select name="task" {
+                    option value="" { "any" }
+                    @for task in Task::ALL { option value=(task.as_str()) selected[query.task.as_deref() == Some(task.as_str())] { (task.as_str()) } }
+                }
+            }
+            label { "Sort by "
+                select name="sort" {
+                    @for (value, label) in SORTS { option value=(value) selected[sort == value] { (label) } }
+                }
+            }
+            input type="hidden" name="window" value=(window);
+            button type="submit" { "Show" }
+        }
+        @if cards.is_empty() {
+            (layout::notice("No public model matches."))
+        }
+        ul.cards {
+            @for (model, series) in &cards {
+                @let full = format!("{}/{}", model.owner, model.name);
+                li.card data-model=(full) {
+                    h2 { (model_link(&full)) }
+                    p.meta { (model.task) " · by " a href=(format!("/creators/{}", model.owner)) { (model.owner) } }
+                    p.description { (first_line(&model.description)) }
+                    dl.facts {
+                        div { dt { "Price" } dd data-value=(model.price_per_inference) { (token.amount(&model.price_per_inference)) } }
+                        div { dt { "Calls, " (layout::window_name(&window)) } dd data-value=(series.total.calls) { (count(series.total.calls)) } }
+                    }
+                    (sparkline(&series.series.iter().map(|p| p.calls).collect::<Vec<_>>(), &format!("calls of {full} per {}", series.bucket)))
+                }
+            }
+        }
+        @if let Some(next) = next { p.more { a href=(next) rel="next" { "More models" } } }
+    };
+    Ok(layout::page("Catalogue", Section::Catalogue, &token, body))
+}
+
+/// The first line of a Markdown description, as plain text for a card.
+fn first_line(description: &str) -> String {
+    let line = description.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let plain = line.trim_start_matches('#').trim();
+    if plain.chars().count() > 140 { format!("{}…", plain.chars().take(139).collect::<String>()) } else { plain.to_owned() }
+}
+
+/// Escapes text for a query string.
+fn url_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub(super) async fn model(
+    State(state): State<AppState>,
+    Path((owner, name)): Path<(String, String)>,
+    Query(query): Query<WindowQuery>,
+) -> PageResult {
+    let window = query.window.unwrap_or_else(|| "7d".to_owned());
+    render(&state, model_page(&state, owner, name, window)).await
+}
+
+async fn model_page(state: &AppState, owner: String, name: String, window: String) -> ApiResult<Markup> {
+    let token = token(state);
+    let path = || Path((owner.clone(), name.clone()));
+    let model = models::get_model(State(state.clone()), MaybeCaller(None), path()).await?.0;
+    let versions = models::list_versions(State(state.clone()), MaybeCaller(None), path()).await?.0;
+    let series = model_series(state, &owner, &name, &window).await?;
+    let demand_query = stats::DemandQuery { window: Some(window.clone()) };
+    let demand = stats::model_demand(State(state.clone()), MaybeCaller(None), path(), ApiQuery(demand_query)).await?.0;
+    let full = format!("{owner}/{name}");
+    let x: Vec<String> = series.series.iter().map(|p| bucket_label(&p.t, &series.bucket)).collect();
+    let x_label = if series.bucket == "hour" { "hour (UTC)" } else { "day (UTC)" };
+    let json = format!("/v1/stats/models/{full}?bucket={}&from={}", series.bucket, series.series.first().map_or("", |p| p.t.as_str()));
+    let chart = |id: &str, title: &str, y_label: &str, series: Vec<Series>, kind: Kind, format: fn(f64) -> String| Chart {
+        id: id.into(),
+        title: title.into(),
+        x_label: x_label.into(),
+        y_label: y_label.into(),
+        x: x.clone(),
+        series,
+        kind,
+        format,
+        y_max: None,
+        download: Some((json.clone(), "JSON".into())),
+    };
+    let points = &series.series;
+    let calls = chart(
+        "calls",
+        "Calls and failed calls",
+        "calls",
+        vec![
+            Series::new("calls", points.iter().map(|p| p.calls as f64)),
+            Series::new("failed", points.iter().map(|p| p.errors as f64)),
+        ],
+        Kind::Lines,
+        |v| count(v as u64),
+    );
+    let revenue = chart(
+        "revenue",
+        "Revenue",
+        &token.symbol,
+        vec![Series::new("revenue", points.iter().map(|p| token.approximate(&p.revenue)))],
+        Kind::StackedBars,
+        |v| format!("{v:.4}"),
+    );
+    let latency = chart(
+        "latency",
+        "Latency of successful calls",
+        "milliseconds",
+        vec![
+            Series { name: "p50".into(), values: points.iter().map(|p| p.latency_ms_p50).collect() },
+            Series { name: "p95".into(), values: points.iter().map(|p| p.latency_ms_p95).collect() },
+            Series { name: "p99".into(), values: points.iter().map(|p| p.latency_ms_p99).collect() },
+        ],
+        Kind::Lines,
+        milliseconds,
+    );
+    let callers = chart(
+        "callers",
+        "Distinct callers",
+        "callers",
+        vec![Series::new("callers", points.iter().map(|p| p.unique_callers as f64))],
+        Kind::Lines,
+        |v| count(v as u64),
+    );
+    let latest = versions.items.iter().max_by_key(|v| v.version);
+    let total = &series.total;
+    let body = html! {
+        div.heading {
+            h1 { (full) }
+            (window_picker(&window, &WINDOWS, |w| format!("/models/{full}?window={w}")))
+        }
+        p.meta {
+            (model.task) " · by " a href=(format!("/creators/{owner}")) { (owner) } " · licence " (model.license)
+            @for tag in &model.tags { " " span.tag { (tag) } }
+        }
+        dl.headline {
+            (headline("Price per call", &token.amount(&model.price_per_inference), None, None))
+            (headline("Calls", &count(total.calls), None, Some("calls")))
+            (headline("Revenue", &token.amount(&total.revenue), None, None))
+            (headline("Failed calls", &count(total.errors), None, None))
+            (headline("Distinct callers", &count(total.unique_callers), None, None))
+            (headline("Latency p50 / p95 / p99", &[total.latency_ms_p50, total.latency_ms_p95, total.latency_ms_p99].iter().map(|l| l.map_or("–".to_owned(), milliseconds)).collect::<Vec<_>>().join(" / "), None, None))
+            (headline(&format!("Share of {} demand", model.task), &percent_or_dash(demand.task_share), None, None))
+            (headline("Rank in its task", &demand.task_rank.map_or("–".to_owned(), |r| format!("#{r}")), None, None))
+        }
+        section.card-text aria-label="Model card" { (markdown::card(&model.description)) }
+        section.charts {
+            (calls.render())
+            (revenue.render())
+            (latency.render())
+            (callers.render())
+        }
+        section aria-labelledby="apps-title" {
+            h2 id="apps-title" { "Top apps" }
+            @if demand.apps.is_empty() { (layout::notice("No calls in this window.")) } @else {
+                div.table-wrap {
+                    table #apps {
+                        thead { tr { th scope="col" { "App" } th.num scope="col" { "Calls" } th.num scope="col" { "Share" } th.num scope="col" { "Failed" } th.num scope="col" { "Revenue" } } }
+                        tbody {
+                            @for app in &demand.apps {
+                                tr {
+                                    td { @if app.app.is_empty() { em { "untagged" } } @else { (app.app) } }
+                                    td.num data-value=(app.calls) { (count(app.calls)) }
+                                    td.num data-value=(app.share) { (percent(app.share)) }
+                                    td.num data-value=(app.errors) { (count(app.errors)) }
+                                    td.num data-value=(app.revenue) { (token.amount(&app.revenue)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="versions-title" {
+            h2 id="versions-title" { "Versions" }
+            div.table-wrap {
+                table #versions {
+                    thead { tr { th scope="col" { "Version" } th scope="col" { "Inputs" } th scope="col" { "Outputs" } th.num scope="col" { "Size" } th scope="col" { "Uploaded" } th scope="col" { "File" } } }
+                    tbody {
+                        @for version in versions.items.iter().rev() {
+                            tr {
+                                td { (version.version) @if version.quarantine.is_some() { " " span.tag.warn { "quarantined" } } }
+                                td { (signature(&version.inputs)) }
+                                td { (signature(&version.outputs)) }
+                                td.num { (count(version.size_bytes)) " B" }
+                                td { (when(&version.created_at)) }
+                                td { a.hash href=(format!("/v1/blobs/{}", version.blob_sha256)) title=(version.blob_sha256) { (version.blob_sha256[..12]) "…" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(version) = latest { (try_it(&full, version, &model.price_per_inference, &token)) }
+    };
+    Ok(layout::page(&full, Section::Elsewhere, &token, body))
+}
+
+/// Tensors as `name: dtype[dims]`.
+fn signature(specs: &[TensorSpecView]) -> Markup {
+    html! {
+        ul.signature {
+            @for spec in specs { li { code { (spec.name) ": " (spec.dtype) "[" (dims(&spec.shape)) "]" } } }
+        }
+    }
+}
+
+fn dims(shape: &[DimView]) -> String {
+    shape
+        .iter()
+        .map(|d| match d {
+            DimView::Fixed(n) => n.to_string(),
+            DimView::Symbol(s) => s.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An example input of the right shape: symbolic dimensions as 1, zeros.
+fn example_input(spec: &TensorSpecView) -> String {
+    let shape: Vec<u64> = spec
+        .shape
+        .iter()
+        .map(|d| match d {
+            DimView::Fixed(n) => *n,
+            DimView::Symbol(_) => 1,
+        })
+        .collect();
+    let elements: u64 = shape.iter().product();
+    // Large inputs are left for the visitor to paste: the form shows the shape.
+    let data = if elements <= 64 { vec!["0"; elements as usize].join(", ") } else { String::new() };
+    let shape = shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    format!("{{\"dtype\": \"{}\", \"shape\": [{shape}], \"data\": [{data}]}}", spec.dtype)
+}
+
+/// The form the page's script runs a call from, with the visitor's key.
+fn try_it(model: &str, version: &crate::wire::VersionView, price: &str, token: &dashboard::format::Token) -> Markup {
+    html! {
+        section.try-it aria-labelledby="try-title" {
+            h2 id="try-title" { "Try it" }
+            p { "Runs version " (version.version) " with your API key; a call costs " strong { (token.amount(price)) } ", paid from your balance. The key stays in this tab." }
+            form #try-it data-model=(model) data-version=(version.version) {
+                label { "API key " input type="password" name="key" autocomplete="off" required; }
+                label { "App tag (optional) " input type="text" name="app" maxlength="64"; }
+                @for spec in &version.inputs {
+                    label.input {
+                        code { (spec.name) } " (" (spec.dtype) "[" (dims(&spec.shape)) "])"
+                        textarea name=(format!("input:{}", spec.name)) rows="3" spellcheck="false" { (example_input(spec)) }
+                    }
+                }
+                button type="submit" { "Run" }
+            }
+            div #try-result role="status" aria-live="polite" {}
+        }
+    }
+}
+
+pub(super) async fn creator(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<WindowQuery>,
+) -> PageResult {
+    let window = query.window.unwrap_or_else(|| "30d".to_owned());
+    render(&state, creator_page(&state, name, window)).await
+}
+
+async fn creator_page(state: &AppState, name: String, window: String) -> ApiResult<Markup> {
+    let token = token(state);
+    let query = stats::CreatorQuery { window: Some(window.clone()) };
+    let view = stats::creator(State(state.clone()), Path(name.clone()), ApiQuery(query)).await?.0;
+    let x: Vec<String> = view.series.iter().map(|p| bucket_label(&p.t, &view.bucket)).collect();
+    let x_label = if view.bucket == "hour" { "hour (UTC)" } else { "day (UTC)" };
+    let json = format!("/v1/stats/creators/{name}?window={window}");
+    let share = Chart {
+        id: "creator-share".into(),
+        title: "Share of all calls in the market".into(),
+        x_label: x_label.into(),
+        y_label: "share of calls".into(),
+        x: x.clone(),
+        series: vec![Series::new("share", view.series.iter().map(|p| p.share))],
+        kind: Kind::Lines,
+        format: percent,
+        y_max: None,
+        download: Some((json.clone(), "JSON".into())),
+    };
+    let calls = Chart {
+        id: "creator-calls".into(),
+        title: "Calls".into(),
+        x_label: x_label.into(),
+        y_label: "calls".into(),
+        x,
+        series: vec![Series::new("calls", view.series.iter().map(|p| p.calls as f64))],
+        kind: Kind::StackedBars,
+        format: |v| count(v as u64),
+        y_max: None,
+        download: Some((json, "JSON".into())),
+    };
+    let body = html! {
+        div.heading {
+            h1 { (view.creator) }
+            (window_picker(&window, &WINDOWS, |w| format!("/creators/{name}?window={w}")))
+        }
+        dl.headline {
+            (headline("Calls", &count(view.calls), None, None))
+            (headline("Revenue", &token.amount(&view.revenue), None, None))
+            (headline("Share of the market", &percent(view.share), None, None))
+            (headline("Public models", &count(view.models.len() as u64), None, None))
+        }
+        section.charts { (share.render()) (calls.render()) }
+        section aria-labelledby="models-title" {
+            h2 id="models-title" { "Models" }
+            div.table-wrap {
+                table #creator-models {
+                    thead { tr { th scope="col" { "Model" } th scope="col" { "Task" } th.num scope="col" { "Price" } th.num scope="col" { "Calls" } th.num scope="col" { "Share of the creator's calls" } th.num scope="col" { "Revenue" } } }
+                    tbody {
+                        @for model in &view.models {
+                            tr {
+                                td { (model_link(&model.model)) }
+                                td { (model.task) }
+                                td.num data-value=(model.price_per_inference) { (token.amount(&model.price_per_inference)) }
+                                td.num data-value=(model.calls) { (count(model.calls)) }
+                                td.num data-value=(model.share) { (percent(model.share)) }
+                                td.num data-value=(model.revenue) { (token.amount(&model.revenue)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout::page(&view.creator, Section::Elsewhere, &token, body))
+}

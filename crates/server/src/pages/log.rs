@@ -1,0 +1,170 @@
+//! The log: the latest checkpoint and its history, an entry browser, and a
+//! receipt's inclusion proof.
+
+use axum::extract::State;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use dashboard::format::count;
+use dashboard::layout::{self, Section};
+use dashboard::Markup;
+use maud::html;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Query, PageResult, model_link, render, token, when};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiQuery;
+use crate::routes::log as routes;
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct LogQuery {
+    /// The first entry shown.
+    start: Option<u64>,
+    /// A receipt's log index, to show with its proof.
+    receipt: Option<String>,
+}
+
+/// Entries on one page of the browser.
+const ENTRIES_PER_PAGE: u64 = 20;
+
+pub(super) async fn log(State(state): State<AppState>, Query(query): Query<LogQuery>) -> PageResult {
+    render(&state, log_page(&state, query)).await
+}
+
+async fn log_page(state: &AppState, query: LogQuery) -> ApiResult<Markup> {
+    let token = token(state);
+    let key = routes::key(State(state.clone())).await?.0;
+    let history = routes::checkpoints(
+        State(state.clone()),
+        ApiQuery(routes::CheckpointsQuery { before: None, limit: Some(ENTRIES_PER_PAGE as u32) }),
+    )
+    .await?
+    .0;
+    let latest = history.items.first();
+    let size = state.store.tree_size().await?;
+    let start = query.start.unwrap_or(size.saturating_sub(ENTRIES_PER_PAGE)).min(size.saturating_sub(1));
+    let end = (start + ENTRIES_PER_PAGE).min(size);
+    let entries = if start < end {
+        let query = routes::EntriesQuery { start, end };
+        routes::entries(State(state.clone()), ApiQuery(query)).await?.0.items
+    } else {
+        vec![]
+    };
+    let mut rows = vec![];
+    for entry in entries.iter().rev() {
+        let leaf = BASE64.decode(&entry.leaf).map_err(ApiError::internal)?;
+        let signature = BASE64.decode(&entry.signature).map_err(ApiError::internal)?;
+        rows.push(crate::log::receipt_json(entry.index, &leaf, &signature)?);
+    }
+    let receipt = match query.receipt.as_deref().filter(|r| !r.is_empty()) {
+        None => None,
+        Some(index) => Some(match routes::receipt(State(state.clone()), axum::extract::Path(index.to_owned())).await {
+            Ok(receipt) => Ok(receipt.0),
+            Err(error) => Err(error.message),
+        }),
+    };
+    let body = html! {
+        h1 { "The log" }
+        p.lede { "Every paid call's receipt is a leaf of an append-only Merkle tree (RFC 6962). Each checkpoint signs the tree's size and root; anyone can check a receipt's inclusion and that every checkpoint extends the ones before." }
+        section aria-labelledby="checkpoint-title" {
+            h2 id="checkpoint-title" { "Latest checkpoint" }
+            @match latest {
+                Some(checkpoint) => {
+                    dl.headline {
+                        (layout::headline("Leaves", &count(checkpoint.size), None, None))
+                        (layout::headline("Signed", &when(&checkpoint.created_at), None, None))
+                    }
+                    pre #checkpoint-note { (checkpoint.note) }
+                }
+                None => (layout::notice("No checkpoint signed yet.")),
+            }
+            p.small { "Log key " code #log-vkey { (key.vkey) } " · " a href="/v1/log/checkpoint" { "checkpoint" } " · " a href="/v1/log/key" { "keys" } }
+        }
+        section aria-labelledby="history-title" {
+            h2 id="history-title" { "History" }
+            div.table-wrap {
+                table #checkpoints {
+                    thead { tr { th.num scope="col" { "Leaves" } th scope="col" { "Root" } th scope="col" { "Signed" } th scope="col" { "Proof it extends the one before" } } }
+                    tbody {
+                        @for (i, checkpoint) in history.items.iter().enumerate() {
+                            tr {
+                                td.num { (count(checkpoint.size)) }
+                                td { code.hash { (checkpoint.root) } }
+                                td { (when(&checkpoint.created_at)) }
+                                td { @if let Some(before) = history.items.get(i + 1).filter(|b| b.size > 0) {
+                                    a href=(format!("/v1/log/proof/consistency?from={}&to={}", before.size, checkpoint.size)) { "from " (count(before.size)) }
+                                } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="lookup-title" {
+            h2 id="lookup-title" { "Find a receipt" }
+            form.filters method="get" action="/log" {
+                label { "Log index " input type="number" name="receipt" min="0" value=[query.receipt.as_deref()] required; }
+                button type="submit" { "Show its proof" }
+            }
+            @match &receipt {
+                None => {}
+                Some(Err(message)) => (layout::notice(message)),
+                Some(Ok(receipt)) => (receipt_view(receipt, &token)),
+            }
+        }
+        section aria-labelledby="entries-title" {
+            h2 id="entries-title" { "Entries " (count(start)) "–" (count(end.saturating_sub(1))) " of " (count(size)) }
+            div.table-wrap {
+                table #entries {
+                    thead { tr { th.num scope="col" { "Index" } th scope="col" { "Model" } th scope="col" { "App" } th scope="col" { "Node" } th.num scope="col" { "Price (" (token.symbol) ")" } th scope="col" { "When" } } }
+                    tbody {
+                        @for row in &rows {
+                            tr {
+                                td.num { a href=(format!("/log?receipt={}", row["log_index"])) { (row["log_index"]) } }
+                                td { (model_cell(row["model"].as_str().unwrap_or(""))) }
+                                td { (row["app"].as_str().unwrap_or("")) }
+                                td { (row["node"].as_str().unwrap_or("")) }
+                                td.num data-value=(row["price"].as_str().unwrap_or("0")) { (token.number(row["price"].as_str().unwrap_or("0"))) }
+                                td { (when(row["created_at"].as_str().unwrap_or(""))) }
+                            }
+                        }
+                    }
+                }
+            }
+            nav.pages aria-label="Entries" {
+                @if end < size { a href=(format!("/log?start={}", end)) { "Newer" } }
+                @if start > 0 { " " a href=(format!("/log?start={}", start.saturating_sub(ENTRIES_PER_PAGE))) { "Older" } }
+            }
+        }
+    };
+    Ok(layout::page("Log", Section::Log, &token, body))
+}
+
+/// A model in the log: public ones link to their page; private ones are a
+/// keyed label (`owner/~…`) that names nothing.
+fn model_cell(model: &str) -> Markup {
+    if model.contains("/~") { html! { code { (model) } } } else { model_link(model) }
+}
+
+fn receipt_view(receipt: &Value, token: &dashboard::format::Token) -> Markup {
+    let text = |key: &str| receipt[key].as_str().unwrap_or("").to_owned();
+    html! {
+        div #receipt {
+            dl.facts {
+                div { dt { "Log index" } dd { (receipt["log_index"]) } }
+                div { dt { "Model" } dd { (model_cell(&text("model"))) " version " (receipt["version"]) } }
+                div { dt { "Price" } dd { (token.amount(&text("price"))) " (creator " (token.number(&text("creator_share"))) ", node " (token.number(&text("node_share"))) ", treasury " (token.number(&text("treasury_share"))) ")" } }
+                div { dt { "App, node" } dd { (text("app")) ", " (text("node")) } }
+                div { dt { "When" } dd { (when(&text("created_at"))) } }
+                div { dt { "Leaf hash" } dd { code.hash { (text("leaf_hash")) } } }
+                div { dt { "Input, output SHA-256" } dd { code.hash { (text("input_sha256")) } " " code.hash { (text("output_sha256")) } } }
+            }
+            h3 { "Inclusion proof in the tree of " (receipt["inclusion"]["size"]) " leaves" }
+            ol.proof {
+                @for hash in receipt["inclusion"]["hashes"].as_array().into_iter().flatten() { li { code.hash { (hash.as_str().unwrap_or("")) } } }
+            }
+            p.more { a href=(format!("/v1/receipts/{}", receipt["log_index"])) { "The receipt as JSON" } }
+        }
+    }
+}
