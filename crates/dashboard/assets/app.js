@@ -219,7 +219,7 @@ async function verifyReceipts(panel) {
     const keys = await (await api('/v1/log/key', { key: '' })).json();
     const note = await (await api('/v1/log/checkpoint', { key: '' })).text();
     const checkpoint = await verifyCheckpoint(note, keys.name, fromBase64(keys.public_key));
-    say(true, `Checkpoint of ${count(checkpoint.size)} leaves: signed by ${keys.name}`);
+    say(true, `Checkpoint of ${count(checkpoint.size)} leaves: signed by the log key ${keys.vkey}`);
     const indices = [...new Set([...panel.querySelectorAll('[data-log-index]')].map((a) => Number(a.dataset.logIndex)))]
       .filter((i) => i < checkpoint.size);
     for (const index of indices) {

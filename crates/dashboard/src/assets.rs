@@ -50,7 +50,10 @@ pub fn find(path: &str) -> Option<Asset> {
 
 /// The hashed path of the asset whose name starts `stem.`.
 pub fn path_of(stem: &str) -> &'static str {
-    all().iter().find(|a| a.path.strip_prefix("/assets/").is_some_and(|p| p.starts_with(&format!("{stem}.")))).map_or("", |a| a.path)
+    all()
+        .iter()
+        .find(|a| a.path.strip_prefix("/assets/").is_some_and(|p| p.starts_with(&format!("{stem}."))))
+        .map_or("", |a| a.path)
 }
 
 #[cfg(test)]

@@ -47,7 +47,20 @@ mod tests {
         ];
         for text in hostile {
             let html = card(text).into_string().to_lowercase();
-            for banned in ["<script", "onerror", "onclick", "javascript:", "<iframe", "style=", "<form", "<input", "data:", "<object", "<embed", "<meta"] {
+            for banned in [
+                "<script",
+                "onerror",
+                "onclick",
+                "javascript:",
+                "<iframe",
+                "style=",
+                "<form",
+                "<input",
+                "data:",
+                "<object",
+                "<embed",
+                "<meta",
+            ] {
                 assert!(!html.contains(banned), "{text:?} gave {html:?}");
             }
         }

@@ -4,10 +4,10 @@
 //! browser.
 
 use axum::extract::State;
+use dashboard::Markup;
 use dashboard::chart::{Chart, Kind, Series};
 use dashboard::format::Token;
 use dashboard::layout::{self, Section, headline, window_picker};
-use dashboard::Markup;
 use maud::html;
 use serde_json::Value;
 
@@ -31,7 +31,7 @@ pub(super) async fn account(State(state): State<AppState>) -> Html {
         div #account-panel aria-live="polite" {}
         section #verify aria-labelledby="verify-title" {
             h2 id="verify-title" { "Verify" }
-            p { "Checks, in this browser and without trusting this page's server: the latest checkpoint's Ed25519 signature against the log's public key, then for each of your recent receipts its leaf hash and its inclusion proof up to the checkpoint's root (SHA-256, RFC 9162)." }
+            p { "Checks, in this browser with its own cryptography (WebCrypto): the latest checkpoint's Ed25519 signature by the log's key, then for each of your recent receipts its leaf hash, the serving node's signature, and its inclusion proof up to the checkpoint's root (SHA-256, RFC 9162). Compare the log key it names with one you trust; " code { "vitrine audit" } " pins it." }
             button type="button" #verify-run disabled { "Verify my recent receipts" }
             div #verify-result role="status" aria-live="polite" {}
         }
@@ -148,7 +148,14 @@ async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResul
 
 /// Earnings per bucket, one layer per model (or app), from the API's points
 /// (which list only non-empty buckets).
-fn earnings_chart(group_by: &str, earnings: &Value, starts: &[String], bucket: &str, token: &Token, csv: String) -> Markup {
+fn earnings_chart(
+    group_by: &str,
+    earnings: &Value,
+    starts: &[String],
+    bucket: &str,
+    token: &Token,
+    csv: String,
+) -> Markup {
     let mut groups: Vec<String> = vec![];
     let mut values: Vec<Vec<u128>> = vec![];
     for point in earnings["series"].as_array().into_iter().flatten() {
@@ -173,7 +180,12 @@ fn earnings_chart(group_by: &str, earnings: &Value, starts: &[String], bucket: &
         series: groups
             .iter()
             .zip(&values)
-            .map(|(g, v)| Series::new(if g.is_empty() { "untagged" } else { g }, v.iter().map(|m| token.approximate(&m.to_string()))))
+            .map(|(g, v)| {
+                Series::new(
+                    if g.is_empty() { "untagged" } else { g },
+                    v.iter().map(|m| token.approximate(&m.to_string())),
+                )
+            })
             .collect(),
         kind: Kind::StackedBars,
         format: |v| format!("{v:.4}"),

@@ -5,11 +5,11 @@ use dashboard::chart::{Chart, Kind, Series, sparkline};
 use dashboard::format::{count, milliseconds, percent};
 use dashboard::layout::{self, Section, headline, window_picker};
 use dashboard::{Markup, markdown};
-use maud::html;
 use domain::Task;
+use maud::html;
 use serde::Deserialize;
 
-use super::{Query, PageResult, WINDOWS, WindowQuery, bucket_label, model_link, percent_or_dash, render, token, when};
+use super::{PageResult, Query, WINDOWS, WindowQuery, bucket_label, model_link, percent_or_dash, render, token, when};
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{ApiQuery, MaybeCaller};
@@ -122,7 +122,11 @@ async fn catalogue_page(state: &AppState, query: CatalogueQuery) -> ApiResult<Ma
 fn first_line(description: &str) -> String {
     let line = description.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
     let plain = line.trim_start_matches('#').trim();
-    if plain.chars().count() > 140 { format!("{}…", plain.chars().take(139).collect::<String>()) } else { plain.to_owned() }
+    if plain.chars().count() > 140 {
+        format!("{}…", plain.chars().take(139).collect::<String>())
+    } else {
+        plain.to_owned()
+    }
 }
 
 /// Escapes text for a query string.
@@ -155,19 +159,24 @@ async fn model_page(state: &AppState, owner: String, name: String, window: Strin
     let full = format!("{owner}/{name}");
     let x: Vec<String> = series.series.iter().map(|p| bucket_label(&p.t, &series.bucket)).collect();
     let x_label = if series.bucket == "hour" { "hour (UTC)" } else { "day (UTC)" };
-    let json = format!("/v1/stats/models/{full}?bucket={}&from={}", series.bucket, series.series.first().map_or("", |p| p.t.as_str()));
-    let chart = |id: &str, title: &str, y_label: &str, series: Vec<Series>, kind: Kind, format: fn(f64) -> String| Chart {
-        id: id.into(),
-        title: title.into(),
-        x_label: x_label.into(),
-        y_label: y_label.into(),
-        x: x.clone(),
-        series,
-        kind,
-        format,
-        y_max: None,
-        download: Some((json.clone(), "JSON".into())),
-    };
+    let json = format!(
+        "/v1/stats/models/{full}?bucket={}&from={}",
+        series.bucket,
+        series.series.first().map_or("", |p| p.t.as_str())
+    );
+    let chart =
+        |id: &str, title: &str, y_label: &str, series: Vec<Series>, kind: Kind, format: fn(f64) -> String| Chart {
+            id: id.into(),
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            x: x.clone(),
+            series,
+            kind,
+            format,
+            y_max: None,
+            download: Some((json.clone(), "JSON".into())),
+        };
     let points = &series.series;
     let calls = chart(
         "calls",

@@ -4,14 +4,14 @@
 use axum::extract::State;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use dashboard::Markup;
 use dashboard::format::count;
 use dashboard::layout::{self, Section};
-use dashboard::Markup;
 use maud::html;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Query, PageResult, model_link, render, token, when};
+use super::{PageResult, Query, model_link, render, token, when};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiQuery;
@@ -144,7 +144,11 @@ async fn log_page(state: &AppState, query: LogQuery) -> ApiResult<Markup> {
 /// A model in the log: public ones link to their page; private ones are a
 /// keyed label (`owner/~…`) that names nothing.
 fn model_cell(model: &str) -> Markup {
-    if model.contains("/~") { html! { code { (model) } } } else { model_link(model) }
+    if model.contains("/~") {
+        html! { code { (model) } }
+    } else {
+        model_link(model)
+    }
 }
 
 fn receipt_view(receipt: &Value, token: &dashboard::format::Token) -> Markup {

@@ -1,17 +1,19 @@
 //! The market (the home page) and opportunities per task.
 
 use axum::extract::State;
+use dashboard::Markup;
 use dashboard::chart::{Chart, Kind, Series, lorenz, sparkline};
 use dashboard::format::{Token, change, count, percent};
 use dashboard::layout::{self, Section, headline, window_picker};
-use dashboard::Markup;
 use maud::html;
 
-use super::{Query, PageResult, WINDOWS, WindowQuery, bucket_label, model_link, percent_or_dash, render, token};
+use super::{PageResult, Query, WINDOWS, WindowQuery, bucket_label, model_link, percent_or_dash, render, token};
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::ApiQuery;
-use crate::routes::stats::{self, MarketItem, MarketQuery, MarketSeriesQuery, MarketSeriesView, TasksQuery, TrendingQuery};
+use crate::routes::stats::{
+    self, MarketItem, MarketQuery, MarketSeriesQuery, MarketSeriesView, TasksQuery, TrendingQuery,
+};
 
 pub(super) async fn market(State(state): State<AppState>, Query(query): Query<WindowQuery>) -> PageResult {
     let window = query.window.unwrap_or_else(|| "7d".to_owned());
@@ -175,10 +177,7 @@ async fn market_page(state: &AppState, window: String) -> ApiResult<Markup> {
 
 /// Each model's growth over `window` against the windows before it (as
 /// trending computes it), by `owner/name`; `None` below the volume it takes.
-async fn growth_by_model(
-    state: &AppState,
-    window: &str,
-) -> ApiResult<std::collections::HashMap<String, Option<f64>>> {
+async fn growth_by_model(state: &AppState, window: &str) -> ApiResult<std::collections::HashMap<String, Option<f64>>> {
     if window == "all" {
         return Ok(Default::default());
     }
@@ -217,10 +216,7 @@ fn share_table(id: &str, title: &str, column: &str, items: &[MarketItem], token:
     }
 }
 
-pub(super) async fn opportunities(
-    State(state): State<AppState>,
-    Query(query): Query<WindowQuery>,
-) -> PageResult {
+pub(super) async fn opportunities(State(state): State<AppState>, Query(query): Query<WindowQuery>) -> PageResult {
     let window = query.window.unwrap_or_else(|| "30d".to_owned());
     render(&state, opportunities_page(&state, window)).await
 }

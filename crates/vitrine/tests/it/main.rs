@@ -3,6 +3,7 @@
 
 mod accounts;
 mod cli;
+mod dashboard;
 mod inference;
 mod isolation;
 mod ledger;

@@ -168,7 +168,7 @@ async fn listing_filters_searches_and_pages() {
     assert_eq!(names(nobody.ok(200)), Vec::<String>::new());
 
     for bad in
-        ["limit=4", "limit=0", "sort=price", "task=vision", "page_token=zzz", "sort=name&page_token=r5", "limit=x"]
+        ["limit=4", "limit=0", "sort=cost", "sort=price&window=7d", "task=vision", "page_token=zzz", "sort=name&page_token=r5", "limit=x"]
     {
         let message = api.get(&format!("/v1/models?{bad}"), None).await.error(400, "invalid_request");
         assert!(!message.is_empty());

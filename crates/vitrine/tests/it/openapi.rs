@@ -65,6 +65,7 @@ async fn every_documented_route_answers_as_documented() {
             operations.insert((method.clone(), path.clone()));
             let concrete = path
                 .replace("/v1/admin/accounts/{name}", "/v1/admin/accounts/alice")
+                .replace("/v1/stats/creators/{name}", "/v1/stats/creators/alice")
                 .replace("{owner}", "alice")
                 .replace("{name}", if method == "post" && path == "/v1/models/{owner}/{name}" { "x" } else { "linear" })
                 .replace("{version}", "1")

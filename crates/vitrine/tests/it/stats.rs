@@ -487,7 +487,9 @@ async fn the_dashboard_routes_break_demand_down_by_time_task_creator_and_app() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["key"].as_str().unwrap(), s["calls"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect()))
+        .map(|s| {
+            (s["key"].as_str().unwrap(), s["calls"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect())
+        })
         .collect();
     assert_eq!(series, [("classification", vec![0, 0, 0, 0, 0, 0, 7]), ("regression", vec![0, 0, 0, 0, 0, 0, 1])]);
     assert_eq!(by_task["total"]["revenue"][6], "510");
@@ -537,7 +539,11 @@ async fn the_dashboard_routes_break_demand_down_by_time_task_creator_and_app() {
     let tasks = api.get("/v1/stats/tasks?window=7d", None).await.ok(200).clone();
     let classification = tasks["items"].as_array().unwrap().iter().find(|t| t["task"] == "classification").unwrap();
     assert_eq!(
-        (classification["calls"].as_u64(), classification["previous_calls"].as_u64(), classification["errors"].as_u64()),
+        (
+            classification["calls"].as_u64(),
+            classification["previous_calls"].as_u64(),
+            classification["errors"].as_u64()
+        ),
         (Some(7), Some(12), Some(1))
     );
     assert!(classification["growth"].is_null(), "below the minimum volume");

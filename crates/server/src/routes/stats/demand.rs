@@ -108,7 +108,7 @@ pub async fn model_demand(
         })
         .filter(|&(_, c)| c > 0)
         .collect();
-    task_models.sort_by(|a, b| b.1.cmp(&a.1));
+    task_models.sort_by_key(|&(id, calls)| (std::cmp::Reverse(calls), id));
     let task_calls: u64 = task_models.iter().map(|m| m.1).sum();
     let public = labels.get(&model.id).is_some_and(|l| l.public);
     let own_calls = task_models.iter().find(|m| m.0 == model.id).map_or(0, |m| m.1);

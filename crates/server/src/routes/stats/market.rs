@@ -163,7 +163,8 @@ pub async fn market(
 }
 
 fn dimension(by: Option<&str>) -> ApiResult<Dimension> {
-    Dimension::parse(by.unwrap_or("model")).ok_or_else(|| ApiError::bad_request("by is model, creator, task, app or node"))
+    Dimension::parse(by.unwrap_or("model"))
+        .ok_or_else(|| ApiError::bad_request("by is model, creator, task, app or node"))
 }
 
 /// The headline figures of `window` and of the window before it.

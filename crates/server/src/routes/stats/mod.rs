@@ -49,8 +49,9 @@ fn window(text: Option<&str>, default: Window) -> ApiResult<Window> {
 /// the market's first call), or `default`.
 pub(crate) async fn window_or_all(state: &AppState, text: Option<&str>, default: Window) -> ApiResult<Window> {
     if text != Some("all") {
-        return window(text, default)
-            .map_err(|_| ApiError::bad_request(format!("window is 24h, 7d, 30d or all, not '{}'", text.unwrap_or(""))));
+        return window(text, default).map_err(|_| {
+            ApiError::bad_request(format!("window is 24h, 7d, 30d or all, not '{}'", text.unwrap_or("")))
+        });
     }
     let now = store::now_ms();
     let first = state.store.first_usage_day_ms().await?.unwrap_or(now);
