@@ -17,12 +17,14 @@
 //!
 //! This crate knows nothing about SQL or HTTP.
 
+mod charge;
 mod split;
 
 use std::collections::HashMap;
 
 use domain::Amount;
 
+pub use charge::{ChargeParties, charge_transfers, charged};
 pub use split::{FeeSplit, FeeSplitError, Shares};
 
 /// An account's number, shared with the store's account rows.

@@ -5,7 +5,8 @@
 
 use domain::Amount;
 use ledger::{
-    AccountKind, AccountState, Command, FeeSplit, Hold, LedgerError, LedgerState, Leg, Transfer, TransferKind,
+    AccountKind, AccountState, ChargeParties, Command, FeeSplit, Hold, LedgerError, LedgerState, Leg, Transfer,
+    TransferKind, charge_transfers, charged,
 };
 use proptest::prelude::*;
 
@@ -263,4 +264,57 @@ fn linked_transfers_are_all_or_nothing() {
         state.execute(transfer(USERS[0], 99, 1, TransferKind::Deposit), 0),
         Err(LedgerError::UnknownAccount(99))
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// A paid call's transfers: all from the caller, none of zero, none to
+    /// the caller, one per share otherwise; the caller pays the whole price,
+    /// or, calling their own model, the price less their own share; applied
+    /// to a ledger, every account moves by exactly its share.
+    #[test]
+    fn a_charge_pays_each_share_once_and_a_creator_never_pays_themselves(
+        price in prop_oneof![0u64..1_000, 0u64..=Amount::MAX.minor_units()],
+        creator_bps in 0u32..=10_000,
+        node_fraction in 0u32..=10_000,
+        own_model in any::<bool>(),
+        balance_extra in 0u64..1_000,
+    ) {
+        let node_bps = (10_000 - creator_bps) * node_fraction / 10_000;
+        let split = FeeSplit::new(creator_bps, node_bps, 10_000 - creator_bps - node_bps).unwrap();
+        let shares = split.split(amount(price));
+        let (caller, creator) = if own_model { (USERS[0], USERS[0]) } else { (USERS[0], USERS[1]) };
+        let parties = ChargeParties { caller, creator, node: NODE, treasury: TREASURY };
+        let transfers = charge_transfers(parties, shares, "m@1");
+        let expected = if own_model { price - shares.creator.minor_units() } else { price };
+        prop_assert_eq!(charged(&transfers), expected);
+        for t in &transfers {
+            prop_assert_eq!(t.debit, caller);
+            prop_assert!(t.credit != caller && t.amount > Amount::ZERO);
+        }
+        let mut credits: Vec<i64> = transfers.iter().map(|t| t.credit).collect();
+        credits.dedup();
+        prop_assert_eq!(credits.len(), transfers.len(), "one transfer per party");
+
+        // Applied: the caller can pay exactly that, and each party gets its share.
+        let mut state = fresh();
+        let funded = expected.saturating_add(balance_extra).min(Amount::MAX.minor_units());
+        if funded > 0 {
+            state.execute(transfer(ISSUER, caller, funded, TransferKind::Deposit), 0).unwrap();
+        }
+        let before = state.clone();
+        if transfers.is_empty() {
+            prop_assert_eq!(expected, 0);
+        } else {
+            state.execute(Command::Linked(transfers.clone()), 0).unwrap();
+            let gained = |id: i64| state.accounts[&id].balance() - before.accounts[&id].balance();
+            prop_assert_eq!(gained(caller), -(expected as i128));
+            prop_assert_eq!(gained(NODE), shares.node.minor_units() as i128);
+            prop_assert_eq!(gained(TREASURY), shares.treasury.minor_units() as i128);
+            if !own_model {
+                prop_assert_eq!(gained(creator), shares.creator.minor_units() as i128);
+            }
+        }
+    }
 }

@@ -12,6 +12,7 @@ mod listen;
 pub mod log;
 mod pages;
 mod quarantine;
+mod reserve;
 mod routes;
 mod sequencer;
 mod wire;
@@ -55,6 +56,9 @@ pub struct AppState {
     pub address_limits: Arc<limits::AddressLimits>,
     /// The one writer of the ledger.
     pub sequencer: sequencer::Sequencer,
+    /// Prices of paid calls in flight, reserved in memory before their
+    /// models run.
+    pub reservations: Arc<reserve::Reservations>,
     pub fee_split: ledger::FeeSplit,
     /// The ledger's own accounts.
     pub system: SystemAccounts,
@@ -133,10 +137,13 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     let executor = Executor::start(executor_settings(&config))
         .await
         .map_err(|e| format!("cannot start the model workers: {e}"))?;
-    spawn_maintenance(store.clone(), log_keys.clone(), &config);
+    let reservations = Arc::new(reserve::Reservations::default());
+    let sequencer = sequencer::Sequencer::start(store.clone(), config.ledger_batch_max, reservations.clone());
+    spawn_maintenance(store.clone(), sequencer.clone(), log_keys.clone(), &config);
     let state = AppState {
         log_keys,
-        sequencer: sequencer::Sequencer::start(store.clone(), config.ledger_batch_max),
+        sequencer,
+        reservations,
         fee_split: config.fee_split().map_err(|e| e.to_string())?,
         system,
         executor: Arc::new(executor),
@@ -191,7 +198,7 @@ async fn ensure_system_accounts(store: &Store, config: &Config) -> Result<System
 /// Signs a checkpoint every `checkpoint_interval_ms` while leaves arrive,
 /// voids expired holds every second and forgets old idempotency keys every
 /// minute.
-fn spawn_maintenance(store: Store, log_keys: Arc<log::LogKeys>, config: &Config) {
+fn spawn_maintenance(store: Store, sequencer: sequencer::Sequencer, log_keys: Arc<log::LogKeys>, config: &Config) {
     let idempotency_window_ms = config.idempotency_window_ms;
     let interval = std::time::Duration::from_millis(config.checkpoint_interval_ms);
     tokio::spawn(async move {
@@ -214,10 +221,18 @@ fn spawn_maintenance(store: Store, log_keys: Arc<log::LogKeys>, config: &Config)
             }
             last_housekeeping = std::time::Instant::now();
             ticks += 1;
-            if let Err(error) = store.expire_holds(store::now_ms()).await
-                && !store.is_closed()
-            {
-                tracing::warn!(%error, "expiring holds failed");
+            // Expired holds are voided by the one writer, like everything else.
+            match store.expired_holds(store::now_ms()).await {
+                Ok(holds) => {
+                    for hold in holds {
+                        let void = store::BatchItem::new(ledger::Command::Void { hold });
+                        if let Ok(Err(error)) = sequencer.submit(void).await {
+                            tracing::warn!(hold, %error, "voiding an expired hold failed");
+                        }
+                    }
+                }
+                Err(error) if !store.is_closed() => tracing::warn!(%error, "reading expired holds failed"),
+                Err(_) => {}
             }
             if ticks.is_multiple_of(60)
                 && let Err(error) = store.purge_idempotency_keys(idempotency_window_ms as i64).await

@@ -1,7 +1,9 @@
 //! The sequencer: the one writer of the ledger. Requests queue on a channel;
 //! the sequencer takes whatever has queued (up to `ledger_batch_max`) and
 //! writes it as one transaction with one fsync (group commit), then answers
-//! each request. Nobody is answered before their batch is durable.
+//! each request. Nobody is answered before their batch is durable, and
+//! before the batch's account states are recorded in the in-memory
+//! reservations (`reserve.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,7 +44,7 @@ struct Request {
 
 impl Sequencer {
     /// Starts the sequencer task; it ends when every handle is dropped.
-    pub fn start(store: Store, batch_max: usize) -> Sequencer {
+    pub fn start(store: Store, batch_max: usize, reservations: Arc<crate::reserve::Reservations>) -> Sequencer {
         let (queue, mut receiver) = mpsc::channel::<Request>(QUEUE_CAPACITY);
         let stats = Arc::new(SequencerStats::default());
         let task_stats = stats.clone();
@@ -52,8 +54,9 @@ impl Sequencer {
                 let requests: Vec<Request> = std::mem::take(&mut batch);
                 let items: Vec<BatchItem> = requests.iter().map(|r| r.item.clone()).collect();
                 task_stats.record(items.len() as u64);
-                match store.apply_batch(&items).await {
-                    Ok(outcomes) => {
+                match store.apply_batch_reporting(&items).await {
+                    Ok((outcomes, accounts)) => {
+                        reservations.committed(&accounts);
                         for (request, outcome) in requests.into_iter().zip(outcomes) {
                             let _ = request.reply.send(Ok(outcome));
                         }

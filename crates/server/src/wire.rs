@@ -59,12 +59,14 @@ pub struct AccountView {
 }
 
 impl AccountView {
-    pub fn new(account: &Account, totals: &ledger::AccountState, earned_total: u64) -> AccountView {
+    /// `reserved`: what calls in flight reserved in memory, on top of the
+    /// ledger's own holds.
+    pub fn new(account: &Account, totals: &ledger::AccountState, reserved: u64, earned_total: u64) -> AccountView {
         AccountView {
             id: account.id,
             name: account.name.to_string(),
             balance: totals.balance().to_string(),
-            held: totals.debits_pending.to_string(),
+            held: (totals.debits_pending as u128 + reserved as u128).to_string(),
             earned_total: earned_total.to_string(),
             created_at: timestamp(account.created_at_ms),
         }

@@ -192,6 +192,16 @@ impl Store {
     /// item succeeds or fails on its own; the batch as a whole fails only on
     /// a database fault or a broken invariant, and then nothing is written.
     pub async fn apply_batch(&self, items: &[BatchItem]) -> Result<Vec<Result<BatchOutcome, ItemError>>, StoreError> {
+        Ok(self.apply_batch_reporting(items).await?.0)
+    }
+
+    /// [`Store::apply_batch`], also giving the state after the batch of every
+    /// account it loaded (each account a command names): what the
+    /// sequencer's view of balances is kept current with.
+    pub async fn apply_batch_reporting(
+        &self,
+        items: &[BatchItem],
+    ) -> Result<(Vec<Result<BatchOutcome, ItemError>>, HashMap<AccountId, AccountState>), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let (mut state, names) = load_state(&mut tx, items).await?;
@@ -231,14 +241,19 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok(outcomes)
+        Ok((outcomes, state.accounts))
+    }
+
+    /// The holds that expired by `now_ms`.
+    pub async fn expired_holds(&self, now_ms: i64) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM holds WHERE expires_at <= ?").bind(now_ms).fetch_all(&self.pool).await?)
     }
 
     /// Voids every hold that expired by `now_ms` (all of them with
-    /// `i64::MAX`, as at start-up, when no request from before is alive).
+    /// `i64::MAX`, as at start-up, before the sequencer starts, when no
+    /// request from before is alive).
     pub async fn expire_holds(&self, now_ms: i64) -> Result<usize, StoreError> {
-        let ids: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM holds WHERE expires_at <= ?").bind(now_ms).fetch_all(&self.pool).await?;
+        let ids = self.expired_holds(now_ms).await?;
         if ids.is_empty() {
             return Ok(0);
         }

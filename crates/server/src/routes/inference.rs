@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::Visibility;
 use domain::{Amount, Sha256};
-use ledger::{Command, Hold, Leg, TransferKind};
+use ledger::{ChargeParties, Command};
 use runtime::{InputError, Signature, Tensor};
 use sandbox::{Failure, RunFailure};
 use store::{Account, BatchItem, IdempotencyStart, ModelRecord, UsageEvent, Version};
@@ -304,31 +304,27 @@ async fn charge_and_run(
     let inputs = signature.check_inputs(inputs, state.config.tensor_elements_max).map_err(input_error)?;
 
     // The price is the one read when the call started; a later change
-    // applies to later calls.
+    // applies to later calls. Who pays whom is the ledger's rule.
     let shares = state.fee_split.split(model.price_per_inference);
     let pays_self = model.owner_id == caller.id;
-    let mut legs = vec![
-        Leg { credit: state.system.node, amount: shares.node, kind: TransferKind::InferenceNode },
-        Leg { credit: state.system.treasury, amount: shares.treasury, kind: TransferKind::InferenceTreasury },
-    ];
-    // A creator calling their own model would pay their share to themselves:
-    // that leg is left out, and so is its amount from the hold.
-    if !pays_self {
-        legs.insert(0, Leg { credit: model.owner_id, amount: shares.creator, kind: TransferKind::InferenceCreator });
-    }
-    let charged = legs.iter().map(|l| l.amount.minor_units()).sum::<u64>();
-    let charged = Amount::from_minor_units(charged).map_err(ApiError::internal)?;
-    let hold = if charged > Amount::ZERO { Some(place_hold(state, caller, charged).await?) } else { None };
-
-    let outputs = match run_model(state, call, &version, inputs).await {
-        Ok(outputs) => outputs,
-        Err(error) => {
-            if let Some(hold) = hold {
-                void_hold(state, hold).await;
-            }
-            return Err(error);
-        }
+    let parties = ChargeParties {
+        caller: caller.id,
+        creator: model.owner_id,
+        node: state.system.node,
+        treasury: state.system.treasury,
     };
+    let reference = format!("{}/{}@{}", model.owner, model.name, version.version);
+    let transfers = ledger::charge_transfers(parties, shares, &reference);
+    let charged = Amount::from_minor_units(ledger::charged(&transfers)).map_err(ApiError::internal)?;
+    // Reserved in memory (402 here, before the model runs), charged below in
+    // one batch, released when this call is over, whatever its end.
+    let _reservation = if charged > Amount::ZERO {
+        Some(state.reservations.reserve(&state.store, caller.id, charged.minor_units()).await?)
+    } else {
+        None
+    };
+
+    let outputs = run_model(state, call, &version, inputs).await?;
     let outputs: BTreeMap<String, TensorOut> =
         outputs.into_iter().map(|(name, tensor)| (name, TensorOut::from(tensor))).collect();
     let output_sha256 = Sha256::digest(serde_json::to_string(&outputs).map_err(ApiError::internal)?.as_bytes());
@@ -345,12 +341,12 @@ async fn charge_and_run(
     let remember = idempotency_key.map(|key| (caller.id, key.to_owned(), stored.clone()));
     let creator_share = if pays_self { 0 } else { shares.creator.minor_units() };
     let usage = call.usage(state, charged.minor_units(), creator_share, "ok");
-    let Some(hold) = hold else {
+    if transfers.is_empty() {
         // A free call moves no money: its usage event is its whole record.
         let item = BatchItem { at_ms: call.at_ms, idempotency: remember, ..BatchItem::usage_only(usage) };
         state.sequencer.submit(item).await?.map_err(item_error)?;
         return with_receipt(&stored, None);
-    };
+    }
     let leaf = ReceiptLeaf {
         created_at_ms: usage.created_at_ms,
         model: log_model_label(&state.log_keys, &model.owner, model.name.as_str(), model.visibility),
@@ -369,49 +365,20 @@ async fn charge_and_run(
     };
     let leaf = leaf.encode().map_err(ApiError::internal)?;
     let signature = state.log_keys.node.sign(&leaf).to_vec();
-    let reference = format!("{}/{}@{}", model.owner, model.name, version.version);
+    // One batch, one durable commit: the charge, the receipt leaf, the usage
+    // event and the idempotency answer. A charge the durable balance cannot
+    // cover (changed behind this node's back) fails here, charging nothing.
     let item = BatchItem {
         model_id: Some(model.id),
         idempotency: remember,
         leaf: Some((leaf.clone(), signature.clone())),
         usage: Some(usage),
         at_ms: call.at_ms,
-        ..BatchItem::new(Command::Post { hold, legs, reference })
+        ..BatchItem::new(Command::Linked(transfers))
     };
-    let outcome = match state.sequencer.submit(item).await?.map_err(item_error) {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            void_hold(state, hold).await;
-            return Err(error);
-        }
-    };
+    let outcome = state.sequencer.submit(item).await?.map_err(item_error)?;
     let index = outcome.log_index.ok_or_else(|| ApiError::internal("a paid call was not logged"))?;
     with_receipt(&stored, Some(receipt_json(index, &leaf, &signature)?))
-}
-
-async fn place_hold(state: &AppState, caller: &Account, amount: Amount) -> ApiResult<i64> {
-    let id = random_hold_id()?;
-    let expires_at_ms = store::now_ms() + state.config.hold_expiry_ms as i64;
-    let hold = Hold { id, account: caller.id, amount, expires_at_ms };
-    state.sequencer.submit(BatchItem::new(Command::Reserve(hold))).await?.map_err(item_error)?;
-    Ok(id)
-}
-
-/// Releases a hold after a failed call. If this fails too, the hold still
-/// expires after hold_expiry_ms, so no token stays locked for good.
-async fn void_hold(state: &AppState, hold: i64) {
-    match state.sequencer.submit(BatchItem::new(Command::Void { hold })).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => tracing::warn!(hold, %error, "voiding a hold failed"),
-        Err(error) => tracing::warn!(hold, ?error, "voiding a hold failed"),
-    }
-}
-
-/// Hold ids are random, so nodes sharing one database never collide.
-fn random_hold_id() -> ApiResult<i64> {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(ApiError::internal)?;
-    Ok((u64::from_le_bytes(bytes) >> 1) as i64)
 }
 
 /// Runs the model in a worker within `inference_timeout_ms` of the call's

@@ -127,8 +127,45 @@ async fn more_concurrent_calls_than_the_balance_covers_charge_exactly_the_afford
     assert_eq!(units(&api, &op, "alice", "balance").await, calls * shares.0);
     assert_eq!(units(&api, &op, "node-local", "balance").await, calls * shares.1);
     assert_eq!(units(&api, &op, "treasury", "balance").await, calls * shares.2);
+    // One durable write per call: the sequencer took one item for each (a
+    // charge with its receipt and usage event, or a refusal's usage event;
+    // no hold, no release), and one per deposit.
     let sequencer = &ledger(&api, &op).await["sequencer"];
-    assert!(sequencer["items"].as_u64().unwrap() >= 60, "{sequencer}");
+    assert_eq!(sequencer["items"], 60 + 4, "{sequencer}");
+}
+
+#[tokio::test]
+async fn a_running_call_holds_its_price_until_it_is_charged_or_fails() {
+    let server = TestServer::start();
+    let (api, op) = (server.api(), server.operator_key.clone());
+    let alice = api.signup("alice").await;
+    let create = json!({"name": "slow", "task": "other", "price_per_inference": "1000"});
+    api.post("/v1/models", Some(&alice), create).await.ok(201);
+    api.upload("/v1/models/alice/slow/versions", Some(&alice), crate::support::fixture("slow.onnx")).await.ok(201);
+    let bob = api.signup("bob").await;
+    deposit(&api, &op, "bob", 1500, "d-bob").await;
+    let slow_call = || {
+        let (api, bob) = (api.clone(), bob.clone());
+        tokio::spawn(async move {
+            let body = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 1], "data": [0.001]}}});
+            api.post("/v1/models/alice/slow/infer", Some(&bob), body).await
+        })
+    };
+    let first = slow_call();
+    // While it runs, its price is held, and a second call does not fit.
+    let mut held = 0;
+    for _ in 0..100 {
+        held = units(&api, &op, "bob", "held").await;
+        if held > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(held, 1000);
+    let message = slow_call().await.unwrap().error(402, "insufficient_balance");
+    assert!(message.contains("500 minor units"), "{message}");
+    first.await.unwrap().ok(200);
+    assert_eq!((units(&api, &op, "bob", "balance").await, units(&api, &op, "bob", "held").await), (500, 0));
 }
 
 /// (creator, node, treasury) of a price under the default 80/15/5 split.

@@ -167,9 +167,16 @@ async fn listing_filters_searches_and_pages() {
     let nobody = api.get("/v1/models?owner=nobody", None).await;
     assert_eq!(names(nobody.ok(200)), Vec::<String>::new());
 
-    for bad in
-        ["limit=4", "limit=0", "sort=cost", "sort=price&window=7d", "task=vision", "page_token=zzz", "sort=name&page_token=r5", "limit=x"]
-    {
+    for bad in [
+        "limit=4",
+        "limit=0",
+        "sort=cost",
+        "sort=price&window=7d",
+        "task=vision",
+        "page_token=zzz",
+        "sort=name&page_token=r5",
+        "limit=x",
+    ] {
         let message = api.get(&format!("/v1/models?{bad}"), None).await.error(400, "invalid_request");
         assert!(!message.is_empty());
     }
