@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use tlog::Hash;
 use tlog::merkle::{Frontier, NodeRecorder};
 
@@ -103,9 +103,11 @@ impl Store {
         let mut frontier = load_frontier(&mut tx).await?;
         let first = frontier.size();
         let now = now_ms();
+        let mut rows = LogRows::default();
         for (leaf, signature) in leaves {
-            append_leaf(&mut tx, &mut frontier, leaf, signature, now).await?;
+            rows.append(&mut frontier, leaf, signature, now);
         }
+        rows.write(&mut tx).await?;
         tx.commit().await?;
         Ok(first)
     }
@@ -214,30 +216,53 @@ pub(crate) async fn load_frontier(tx: &mut Transaction<'static, Sqlite>) -> Resu
 
 /// Appends one leaf at the frontier's end: the leaf row and every node it
 /// completes. Returns the leaf's index.
-pub(crate) async fn append_leaf(
-    tx: &mut Transaction<'static, Sqlite>,
-    frontier: &mut Frontier,
-    leaf: &[u8],
-    signature: &[u8],
-    now: i64,
-) -> Result<u64, StoreError> {
-    let index = frontier.size();
-    sqlx::query("INSERT INTO log_leaves (idx, leaf, signature, created_at) VALUES (?, ?, ?, ?)")
-        .bind(index as i64)
-        .bind(leaf)
-        .bind(signature)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    for (level, node_index, hash) in frontier.append(tlog::leaf_hash(leaf)) {
-        sqlx::query("INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)")
-            .bind(level as i64)
-            .bind(node_index as i64)
-            .bind(hash.as_slice())
-            .execute(&mut **tx)
-            .await?;
+/// Rows a statement inserts at most: well under SQLite's limit of bound
+/// variables per statement (32 766) for every table written in batches.
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+
+/// The leaves a batch appends and the subtree hashes they complete, kept
+/// until the batch's end and then written a statement per table: most of a
+/// batch's cost was one statement per row.
+#[derive(Debug, Default)]
+pub(crate) struct LogRows {
+    /// (index, leaf, signature, created at).
+    leaves: Vec<(i64, Vec<u8>, Vec<u8>, i64)>,
+    /// (level, index, hash).
+    nodes: Vec<(i64, i64, Hash)>,
+}
+
+impl LogRows {
+    /// Appends a leaf to `frontier` and keeps its rows; returns its index.
+    pub(crate) fn append(&mut self, frontier: &mut Frontier, leaf: &[u8], signature: &[u8], now: i64) -> u64 {
+        let index = frontier.size();
+        self.leaves.push((index as i64, leaf.to_vec(), signature.to_vec(), now));
+        for (level, node_index, hash) in frontier.append(tlog::leaf_hash(leaf)) {
+            self.nodes.push((level as i64, node_index as i64, hash));
+        }
+        index
     }
-    Ok(index)
+
+    pub(crate) async fn write(self, tx: &mut Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+        for chunk in self.leaves.chunks(ROWS_PER_STATEMENT) {
+            QueryBuilder::<Sqlite>::new("INSERT INTO log_leaves (idx, leaf, signature, created_at) ")
+                .push_values(chunk, |mut row, (index, leaf, signature, at)| {
+                    row.push_bind(*index).push_bind(leaf.clone()).push_bind(signature.clone()).push_bind(*at);
+                })
+                .build()
+                .execute(&mut **tx)
+                .await?;
+        }
+        for chunk in self.nodes.chunks(ROWS_PER_STATEMENT) {
+            QueryBuilder::<Sqlite>::new("INSERT INTO log_nodes (level, idx, hash) ")
+                .push_values(chunk, |mut row, (level, index, hash)| {
+                    row.push_bind(*level).push_bind(*index).push_bind(hash.to_vec());
+                })
+                .build()
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 fn to_hash(bytes: &[u8]) -> Result<Hash, StoreError> {

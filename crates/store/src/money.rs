@@ -208,18 +208,20 @@ impl Store {
         let before = state.accounts.clone();
         let mut outcomes = Vec::with_capacity(items.len());
         let mut resolved_payouts = HashSet::new();
+        let mut rows = BatchRows::default();
         // The log's edge is read once, and only by batches that append.
-        let mut frontier =
-            if items.iter().any(|i| i.leaf.is_some()) { Some(crate::log::load_frontier(&mut tx).await?) } else { None };
+        if items.iter().any(|i| i.leaf.is_some()) {
+            rows.frontier = Some(crate::log::load_frontier(&mut tx).await?);
+        }
         let mut events = vec![];
         for item in items {
-            let outcome =
-                apply_item(&mut tx, &mut state, &names, item, now, &mut resolved_payouts, frontier.as_mut()).await?;
+            let outcome = apply_item(&mut tx, &mut state, &names, item, now, &mut resolved_payouts, &mut rows).await?;
             if let (Ok(done), Some(event)) = (&outcome, &item.usage) {
                 events.push((event.clone(), done.log_index));
             }
             outcomes.push(outcome);
         }
+        rows.write(&mut tx).await?;
         crate::usage::record(&mut tx, &events, self.rollups).await?;
         // Invariant 1 at the batch's edge: the batch moved as much in as out,
         // and no account it touched is below zero or mismatches its holds.
@@ -537,6 +539,76 @@ async fn load_state(
     Ok((state, names))
 }
 
+/// The rows a batch inserts in bulk at its end (`log::LogRows` says why).
+#[derive(Debug, Default)]
+struct BatchRows {
+    /// The log's right edge, for batches that append.
+    frontier: Option<tlog::Frontier>,
+    log: crate::log::LogRows,
+    transfers: TransferRows,
+}
+
+impl BatchRows {
+    async fn write(&mut self, tx: &mut Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+        std::mem::take(&mut self.log).write(tx).await?;
+        self.transfers.write(tx).await
+    }
+}
+
+#[derive(Debug)]
+struct TransferRow {
+    id: i64,
+    transfer: ledger::Transfer,
+    model_id: Option<i64>,
+    external_id: Option<String>,
+    log_index: Option<i64>,
+    created_at_ms: i64,
+}
+
+/// Transfers not written yet, with their ids: given here, one after the last
+/// stored (the batch holds the database's write lock, so nobody else takes one).
+#[derive(Debug, Default)]
+struct TransferRows {
+    next: Option<i64>,
+    rows: Vec<TransferRow>,
+}
+
+impl TransferRows {
+    async fn next_id(&mut self, tx: &mut Transaction<'static, Sqlite>) -> Result<i64, StoreError> {
+        let next = match self.next {
+            Some(next) => next,
+            None => sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM transfers").fetch_one(&mut **tx).await?,
+        };
+        self.next = Some(next + 1);
+        Ok(next)
+    }
+
+    async fn write(&mut self, tx: &mut Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+        for chunk in std::mem::take(&mut self.rows).chunks(crate::log::ROWS_PER_STATEMENT) {
+            sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, kind, reference, model_id, \
+                 external_id, log_index, created_at) ",
+            )
+            .push_values(chunk, |mut row, t| {
+                row.push_bind(t.id)
+                    .push_bind(t.transfer.debit)
+                    .push_bind(t.transfer.credit)
+                    .push_bind(t.transfer.amount.minor_units() as i64)
+                    .push_bind(t.transfer.kind.as_str())
+                    .push_bind(t.transfer.reference.clone())
+                    .push_bind(t.model_id)
+                    .push_bind(t.external_id.clone())
+                    .push_bind(t.log_index)
+                    .push_bind(t.created_at_ms);
+            })
+            .build()
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
 /// Completes the item's idempotency key with the answer a retry replays.
 async fn remember_answer(
     tx: &mut Transaction<'static, Sqlite>,
@@ -562,7 +634,7 @@ async fn apply_item(
     item: &BatchItem,
     now: i64,
     resolved_payouts: &mut HashSet<i64>,
-    frontier: Option<&mut tlog::Frontier>,
+    rows: &mut BatchRows,
 ) -> Result<Result<BatchOutcome, ItemError>, StoreError> {
     if let Some(PayoutChange::Resolve { payout_id, .. }) = &item.payout {
         let current: Option<String> = sqlx::query_scalar("SELECT state FROM payouts WHERE id = ?")
@@ -589,6 +661,8 @@ async fn apply_item(
     };
     if effects.replayed {
         let id = external_id.expect("only Once commands replay");
+        // The first application may be earlier in this very batch.
+        rows.transfers.write(tx).await?;
         let row = sqlx::query(TRANSFER_SELECT_BY_EXTERNAL_ID).bind(id).fetch_one(&mut **tx).await?;
         return Ok(Ok(BatchOutcome {
             transfers: vec![transfer_from_row(&row)?],
@@ -597,9 +671,9 @@ async fn apply_item(
             replayed: true,
         }));
     }
-    let log_index = match (&item.leaf, frontier) {
+    let log_index = match (&item.leaf, rows.frontier.as_mut()) {
         (Some((leaf, signature)), Some(frontier)) => {
-            Some(crate::log::append_leaf(tx, frontier, leaf, signature, recorded_at).await? as i64)
+            Some(rows.log.append(frontier, leaf, signature, recorded_at) as i64)
         }
         _ => None,
     };
@@ -618,21 +692,15 @@ async fn apply_item(
     }
     let mut transfers = Vec::with_capacity(effects.transfers.len());
     for transfer in &effects.transfers {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO transfers (debit_account_id, credit_account_id, amount, kind, reference, model_id, external_id, log_index, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(transfer.debit)
-        .bind(transfer.credit)
-        .bind(transfer.amount.minor_units() as i64)
-        .bind(transfer.kind.as_str())
-        .bind(&transfer.reference)
-        .bind(item.model_id)
-        .bind(external_id)
-        .bind(log_index)
-        .bind(recorded_at)
-        .fetch_one(&mut **tx)
-        .await?;
+        let id = rows.transfers.next_id(tx).await?;
+        rows.transfers.rows.push(TransferRow {
+            id,
+            transfer: transfer.clone(),
+            model_id: item.model_id,
+            external_id: external_id.map(str::to_owned),
+            log_index,
+            created_at_ms: recorded_at,
+        });
         let name = |id: &AccountId| names.get(id).cloned().unwrap_or_default();
         transfers.push(TransferRecord {
             id,

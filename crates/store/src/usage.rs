@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use analytics::{CallerSketch, LatencyHistogram};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::{Store, StoreError};
 
@@ -122,26 +122,29 @@ pub(crate) async fn record(
     events: &[(UsageEvent, Option<u64>)],
     rollups: bool,
 ) -> Result<(), StoreError> {
-    for (event, log_index) in events {
-        sqlx::query(
+    for chunk in events.chunks(crate::log::ROWS_PER_STATEMENT) {
+        QueryBuilder::<Sqlite>::new(
             "INSERT INTO usage_events (created_at, model_id, version, owner_id, task, public, caller, app, node, price, \
-             creator_share, latency_us, cpu_us, status, log_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             creator_share, latency_us, cpu_us, status, log_index) ",
         )
-        .bind(event.created_at_ms)
-        .bind(event.model_id)
-        .bind(event.version)
-        .bind(event.owner_id)
-        .bind(&event.task)
-        .bind(event.public)
-        .bind(event.caller.as_slice())
-        .bind(&event.app)
-        .bind(&event.node)
-        .bind(event.price as i64)
-        .bind(event.creator_share as i64)
-        .bind(event.latency_us as i64)
-        .bind(event.cpu_us as i64)
-        .bind(&event.status)
-        .bind(log_index.map(|i| i as i64))
+        .push_values(chunk, |mut row, (event, log_index)| {
+            row.push_bind(event.created_at_ms)
+                .push_bind(event.model_id)
+                .push_bind(event.version)
+                .push_bind(event.owner_id)
+                .push_bind(event.task.clone())
+                .push_bind(event.public)
+                .push_bind(event.caller.to_vec())
+                .push_bind(event.app.clone())
+                .push_bind(event.node.clone())
+                .push_bind(event.price as i64)
+                .push_bind(event.creator_share as i64)
+                .push_bind(event.latency_us as i64)
+                .push_bind(event.cpu_us as i64)
+                .push_bind(event.status.clone())
+                .push_bind(log_index.map(|i| i as i64));
+        })
+        .build()
         .execute(&mut **tx)
         .await?;
     }
