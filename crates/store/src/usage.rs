@@ -161,38 +161,50 @@ pub(crate) async fn record(
             }
         }
     }
-    for ((dimension, key, granularity, public, bucket), added) in batch {
-        let existing = sqlx::query(
-            "SELECT calls, errors, revenue, creator_revenue, latency, callers FROM usage_rollups \
-             WHERE dimension = ? AND granularity = ? AND public = ? AND bucket = ? AND key = ?",
-        )
-        .bind(dimension.as_str())
-        .bind(granularity)
-        .bind(public)
-        .bind(bucket)
-        .bind(&key)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let mut rollup = match existing {
-            Some(row) => rollup_from_row(&row)?,
-            None => Rollup::default(),
-        };
-        rollup.merge(&added);
-        sqlx::query(
+    // The rows the batch adds to, read in one statement per chunk, merged
+    // in memory, and written back the same way.
+    let keys: Vec<(RollupKey, Rollup)> = batch.into_iter().collect();
+    let mut merged: HashMap<RollupKey, Rollup> = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(crate::log::ROWS_PER_STATEMENT) {
+        let mut select = QueryBuilder::<Sqlite>::new(
+            "SELECT dimension, key, granularity, public, bucket, calls, errors, revenue, creator_revenue, latency, callers \
+             FROM usage_rollups WHERE (dimension, granularity, public, bucket, key) IN (",
+        );
+        select.push_values(chunk, |mut row, ((dimension, key, granularity, public, bucket), _)| {
+            row.push_bind(dimension.as_str()).push_bind(*granularity).push_bind(*public).push_bind(*bucket).push_bind(key.clone());
+        });
+        select.push(")");
+        for row in select.build().fetch_all(&mut **tx).await? {
+            let dimension: String = row.try_get("dimension")?;
+            let dimension = Dimension::parse(&dimension)
+                .ok_or_else(|| StoreError::Corrupt(format!("a usage rollup has the dimension '{dimension}'")))?;
+            let key = (dimension, row.try_get("key")?, row.try_get("granularity")?, row.try_get("public")?, row.try_get("bucket")?);
+            merged.insert(key, rollup_from_row(&row)?);
+        }
+    }
+    for (key, added) in &keys {
+        merged.entry(key.clone()).or_default().merge(added);
+    }
+    let rows: Vec<(RollupKey, Rollup)> = merged.into_iter().collect();
+    for chunk in rows.chunks(crate::log::ROWS_PER_STATEMENT) {
+        QueryBuilder::<Sqlite>::new(
             "INSERT OR REPLACE INTO usage_rollups (dimension, key, granularity, public, bucket, calls, errors, revenue, \
-             creator_revenue, latency, callers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             creator_revenue, latency, callers) ",
         )
-        .bind(dimension.as_str())
-        .bind(&key)
-        .bind(granularity)
-        .bind(public)
-        .bind(bucket)
-        .bind(rollup.calls as i64)
-        .bind(rollup.errors as i64)
-        .bind(rollup.revenue as i64)
-        .bind(rollup.creator_revenue as i64)
-        .bind(rollup.latency.to_bytes())
-        .bind(rollup.callers.to_bytes())
+        .push_values(chunk, |mut row, ((dimension, key, granularity, public, bucket), rollup)| {
+            row.push_bind(dimension.as_str())
+                .push_bind(key.clone())
+                .push_bind(*granularity)
+                .push_bind(*public)
+                .push_bind(*bucket)
+                .push_bind(rollup.calls as i64)
+                .push_bind(rollup.errors as i64)
+                .push_bind(rollup.revenue as i64)
+                .push_bind(rollup.creator_revenue as i64)
+                .push_bind(rollup.latency.to_bytes())
+                .push_bind(rollup.callers.to_bytes());
+        })
+        .build()
         .execute(&mut **tx)
         .await?;
     }
