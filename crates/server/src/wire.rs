@@ -580,7 +580,8 @@ pub struct InferResponse {
     /// calling their own model pays only the node and treasury shares).
     pub price: String,
     pub latency_ms: f64,
-    /// The signed receipt of a paid call; `null` for free models.
+    /// The signed receipt of a paid call; `null` for free models. The last
+    /// field: `routes::inference::with_receipt` splices it into the answer.
     #[schema(value_type = Option<Object>)]
     pub receipt: Option<serde_json::Value>,
 }

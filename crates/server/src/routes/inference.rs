@@ -235,12 +235,17 @@ fn dev_time(state: &AppState, headers: &HeaderMap) -> ApiResult<Option<i64>> {
         .ok_or_else(|| ApiError::bad_request("X-Vitrine-Time is a Unix time in milliseconds, not in the future"))
 }
 
-/// The answer kept for replays has `"receipt": null`; the receipt is rebuilt
-/// from the log, so a replay is byte for byte the first answer.
+/// The answer, serialised once, ends with `"receipt":null}` (the receipt is
+/// `InferResponse`'s last field) and is kept so for replays; the receipt,
+/// rebuilt from the log, is spliced in there. So a replay is byte for byte
+/// the first answer, and no answer is parsed again.
 fn with_receipt(stored: &str, receipt: Option<serde_json::Value>) -> ApiResult<String> {
-    let mut body: serde_json::Value = serde_json::from_str(stored).map_err(ApiError::internal)?;
-    body["receipt"] = receipt.unwrap_or(serde_json::Value::Null);
-    serde_json::to_string(&body).map_err(ApiError::internal)
+    let Some(receipt) = receipt else { return Ok(stored.to_owned()) };
+    let head = stored
+        .strip_suffix("\"receipt\":null}")
+        .ok_or_else(|| ApiError::internal("a stored answer does not end with its receipt"))?;
+    let receipt = serde_json::to_string(&receipt).map_err(ApiError::internal)?;
+    Ok(format!("{head}\"receipt\":{receipt}}}"))
 }
 
 /// `X-App`: which application made the call, for attribution. Free text
