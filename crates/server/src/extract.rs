@@ -91,8 +91,8 @@ impl FromRequestParts<AppState> for MaybeCaller {
             Some(token) => match ApiKey::parse(token.trim()) {
                 Err(e) => Err(ApiError::unauthorized(format!("the API key is not valid: {e}"))),
                 Ok(key) => state
-                    .store
-                    .account_for_key(&key)
+                    .known_keys
+                    .account(&state.store, &key)
                     .await?
                     .ok_or_else(|| ApiError::unauthorized("the API key is not valid")),
             },

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod error;
 mod extract;
+mod known_keys;
 mod limits;
 mod listen;
 pub mod log;
@@ -59,6 +60,8 @@ pub struct AppState {
     /// Prices of paid calls in flight, reserved in memory before their
     /// models run.
     pub reservations: Arc<reserve::Reservations>,
+    /// API keys already seen, and their accounts.
+    pub known_keys: Arc<known_keys::KnownKeys>,
     pub fee_split: ledger::FeeSplit,
     /// The ledger's own accounts.
     pub system: SystemAccounts,
@@ -144,6 +147,7 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         log_keys,
         sequencer,
         reservations,
+        known_keys: Arc::default(),
         fee_split: config.fee_split().map_err(|e| e.to_string())?,
         system,
         executor: Arc::new(executor),

@@ -171,14 +171,24 @@ pub(crate) async fn record(
              FROM usage_rollups WHERE (dimension, granularity, public, bucket, key) IN (",
         );
         select.push_values(chunk, |mut row, ((dimension, key, granularity, public, bucket), _)| {
-            row.push_bind(dimension.as_str()).push_bind(*granularity).push_bind(*public).push_bind(*bucket).push_bind(key.clone());
+            row.push_bind(dimension.as_str())
+                .push_bind(*granularity)
+                .push_bind(*public)
+                .push_bind(*bucket)
+                .push_bind(key.clone());
         });
         select.push(")");
         for row in select.build().fetch_all(&mut **tx).await? {
             let dimension: String = row.try_get("dimension")?;
             let dimension = Dimension::parse(&dimension)
                 .ok_or_else(|| StoreError::Corrupt(format!("a usage rollup has the dimension '{dimension}'")))?;
-            let key = (dimension, row.try_get("key")?, row.try_get("granularity")?, row.try_get("public")?, row.try_get("bucket")?);
+            let key = (
+                dimension,
+                row.try_get("key")?,
+                row.try_get("granularity")?,
+                row.try_get("public")?,
+                row.try_get("bucket")?,
+            );
             merged.insert(key, rollup_from_row(&row)?);
         }
     }
