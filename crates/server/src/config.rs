@@ -85,7 +85,10 @@ pub struct Config {
     pub token_symbol: String,
     /// Decimal places of the token: amounts are integers of 10^-decimals tokens.
     pub token_decimals: u32,
-    /// A hold not posted or voided by then is voided; above inference_timeout_ms.
+    /// A ledger hold not posted or voided by then is voided; above
+    /// inference_timeout_ms. Calls no longer place ledger holds (their
+    /// prices are reserved in memory); this bounds holds left in a database
+    /// by an older version, and is kept so configuration files still load.
     pub hold_expiry_ms: u64,
     /// How long an Idempotency-Key is remembered.
     pub idempotency_window_ms: u64,
