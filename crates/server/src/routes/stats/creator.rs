@@ -6,10 +6,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use domain::AccountName;
 use serde::{Deserialize, Serialize};
-use store::{Dimension, RollupQuery};
+use store::Dimension;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{require_rollups, total, window_or_all};
+use super::{public_rollups, require_rollups, total, window_or_all};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::ApiQuery;
@@ -78,17 +78,8 @@ pub async fn creator(
     let account = state.store.account_by_name(&account_name).await?.ok_or_else(not_found)?;
     let window = window_or_all(&state, query.window.as_deref(), Window::MONTH).await?;
     let (from_ms, to_ms) = window.range(0, store::now_ms());
-    let query_of = |dimension| RollupQuery {
-        dimension,
-        granularity: window.bucket_ms,
-        from_ms,
-        to_ms,
-        keys: None,
-        include_private: false,
-        detail: false,
-    };
     // Every creator's buckets: the market's total per bucket, and this one's.
-    let creators = state.store.rollups(&query_of(Dimension::Creator)).await?;
+    let creators = public_rollups(&state, Dimension::Creator, window.bucket_ms, (from_ms, to_ms), false).await?;
     let own = creators.get(&account.id.to_string()).cloned().unwrap_or_default();
     let series: Vec<CreatorPoint> = (0..window.buckets)
         .map(|i| {
@@ -107,7 +98,7 @@ pub async fn creator(
     let sum = total(&own);
     let market_calls: u64 = series.iter().map(|p| p.market_calls).sum();
 
-    let models_usage = state.store.rollups(&query_of(Dimension::Model)).await?;
+    let models_usage = public_rollups(&state, Dimension::Model, window.bucket_ms, (from_ms, to_ms), false).await?;
     let mut models: Vec<CreatorModel> = state
         .store
         .model_labels()

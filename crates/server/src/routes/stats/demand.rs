@@ -5,10 +5,10 @@ use analytics::Window;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
-use store::{Dimension, RollupQuery};
+use store::Dimension;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{require_rollups, total, window_or_all};
+use super::{public_rollups, require_rollups, total, window_or_all};
 use crate::AppState;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{ApiQuery, MaybeCaller};
@@ -87,18 +87,7 @@ pub async fn model_demand(
     // The task's public models, by calls in the window.
     let task = model.task.as_str();
     let labels = state.store.model_labels().await?;
-    let usage = state
-        .store
-        .rollups(&RollupQuery {
-            dimension: Dimension::Model,
-            granularity: window.bucket_ms,
-            from_ms,
-            to_ms,
-            keys: None,
-            include_private: false,
-            detail: false,
-        })
-        .await?;
+    let usage = public_rollups(&state, Dimension::Model, window.bucket_ms, (from_ms, to_ms), false).await?;
     let mut task_models: Vec<(i64, u64)> = usage
         .iter()
         .filter_map(|(key, buckets)| {

@@ -7,10 +7,10 @@ use analytics::{Window, concentration};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use store::{Dimension, Rollup, RollupQuery};
+use store::{Dimension, Rollup};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{key_names, require_rollups, total, window_or_all};
+use super::{key_names, public_rollups, require_rollups, total, window_or_all};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::ApiQuery;
@@ -102,18 +102,7 @@ pub async fn market(
     let now = store::now_ms();
     let (current, previous) = market_totals(&state, window, now).await?;
     let (from_ms, to_ms) = window.range(0, now);
-    let rollups = state
-        .store
-        .rollups(&RollupQuery {
-            dimension,
-            granularity: window.bucket_ms,
-            from_ms,
-            to_ms,
-            keys: None,
-            include_private: false,
-            detail: false,
-        })
-        .await?;
+    let rollups = public_rollups(&state, dimension, window.bucket_ms, (from_ms, to_ms), false).await?;
     let names = key_names(&state, dimension).await?;
     let mut items: Vec<(String, u64, u64)> = rollups
         .iter()
@@ -170,18 +159,7 @@ fn dimension(by: Option<&str>) -> ApiResult<Dimension> {
 /// The headline figures of `window` and of the window before it.
 async fn market_totals(state: &AppState, window: Window, now_ms: i64) -> ApiResult<(MarketTotals, MarketTotals)> {
     let (from_ms, to_ms) = window.range(1, now_ms);
-    let rollups = state
-        .store
-        .rollups(&RollupQuery {
-            dimension: Dimension::Model,
-            granularity: window.bucket_ms,
-            from_ms,
-            to_ms,
-            keys: None,
-            include_private: false,
-            detail: true,
-        })
-        .await?;
+    let rollups = public_rollups(&state, Dimension::Model, window.bucket_ms, (from_ms, to_ms), true).await?;
     let labels = state.store.model_labels().await?;
     #[derive(Default)]
     struct Sums {
@@ -289,18 +267,7 @@ pub async fn market_series(
         return Err(ApiError::bad_request(format!("top is at most {MARKET_SERIES_TOP_MAX}")));
     }
     let (from_ms, to_ms) = window.range(0, store::now_ms());
-    let rollups = state
-        .store
-        .rollups(&RollupQuery {
-            dimension,
-            granularity: window.bucket_ms,
-            from_ms,
-            to_ms,
-            keys: None,
-            include_private: false,
-            detail: false,
-        })
-        .await?;
+    let rollups = public_rollups(&state, dimension, window.bucket_ms, (from_ms, to_ms), false).await?;
     let names = key_names(&state, dimension).await?;
     let starts: Vec<i64> = (0..window.buckets).map(|i| from_ms + i * window.bucket_ms).collect();
     let aligned = |buckets: &BTreeMap<i64, Rollup>| -> Vec<(u64, u64)> {

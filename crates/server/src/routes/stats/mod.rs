@@ -28,7 +28,7 @@ pub use trending::*;
 use std::collections::{BTreeMap, HashMap};
 
 use analytics::Window;
-use store::{DAY_MS, Dimension, HOUR_MS, Rollup};
+use store::{DAY_MS, Dimension, HOUR_MS, Rollup, RollupQuery};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -70,6 +70,20 @@ fn require_rollups(state: &AppState) -> ApiResult<()> {
         return Err(ApiError::unavailable("usage rollups are off on this server (analytics_rollups = false)", 3600));
     }
     Ok(())
+}
+
+/// Every key's public rollups of `dimension` in buckets of `bucket_ms` over
+/// `[from_ms, to_ms)`; `detail` decodes latencies and caller sketches too.
+async fn public_rollups(
+    state: &AppState,
+    dimension: Dimension,
+    bucket_ms: i64,
+    (from_ms, to_ms): (i64, i64),
+    detail: bool,
+) -> ApiResult<BTreeMap<String, BTreeMap<i64, Rollup>>> {
+    let query =
+        RollupQuery { dimension, granularity: bucket_ms, from_ms, to_ms, keys: None, include_private: false, detail };
+    Ok(state.store.rollups(&query).await?)
 }
 
 fn total(buckets: &BTreeMap<i64, Rollup>) -> Rollup {

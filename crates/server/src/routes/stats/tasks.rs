@@ -7,10 +7,10 @@ use axum::Json;
 use axum::extract::State;
 use domain::Task;
 use serde::{Deserialize, Serialize};
-use store::{Dimension, RollupQuery};
+use store::Dimension;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{require_rollups, window_or_all};
+use super::{public_rollups, require_rollups, window_or_all};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::ApiQuery;
@@ -66,18 +66,7 @@ pub async fn tasks(State(state): State<AppState>, ApiQuery(query): ApiQuery<Task
         Some(other) => return Err(ApiError::bad_request(format!("sort is calls or opportunity, not '{other}'"))),
     };
     let (from_ms, to_ms) = window.range(1, store::now_ms());
-    let rollups = state
-        .store
-        .rollups(&RollupQuery {
-            dimension: Dimension::Task,
-            granularity: window.bucket_ms,
-            from_ms,
-            to_ms,
-            keys: None,
-            include_private: false,
-            detail: true,
-        })
-        .await?;
+    let rollups = public_rollups(&state, Dimension::Task, window.bucket_ms, (from_ms, to_ms), true).await?;
     let mut prices: HashMap<String, Vec<u64>> = HashMap::new();
     for model in state.store.model_labels().await?.into_values().filter(|m| m.public && m.has_version) {
         prices.entry(model.task).or_default().push(model.price);

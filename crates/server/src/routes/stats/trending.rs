@@ -7,10 +7,10 @@ use analytics::{Window, growth};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use store::{Dimension, RollupQuery};
+use store::Dimension;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{key_names, require_rollups, window};
+use super::{key_names, public_rollups, require_rollups, window};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::ApiQuery;
@@ -95,17 +95,8 @@ pub(crate) async fn usage_by_model(state: &AppState, window_name: Option<&str>) 
     require_rollups(state)?;
     let window = window(window_name, Window::WEEK)?;
     let (from_ms, to_ms) = window.range(TRENDING_PREVIOUS_WINDOWS, store::now_ms());
-    let query = RollupQuery {
-        dimension: Dimension::Model,
-        granularity: window.bucket_ms,
-        from_ms,
-        to_ms,
-        keys: None,
-        include_private: false,
-        detail: false,
-    };
     let mut usage = HashMap::new();
-    for (key, buckets) in state.store.rollups(&query).await? {
+    for (key, buckets) in public_rollups(state, Dimension::Model, window.bucket_ms, (from_ms, to_ms), false).await? {
         let Ok(id) = key.parse::<i64>() else { continue };
         // Window 0 is the current one; 1..=3 precede it.
         let calls = window.calls_per_window(
