@@ -138,6 +138,8 @@ impl Chart {
                         }
                     }
                 }
+                // On a narrow screen the plot keeps a readable width and scrolls on its own.
+                div.plot {
                 svg viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img" aria-labelledby=(title_id) preserveAspectRatio="xMidYMid meet" {
                     // Grid and the vertical axis's ticks.
                     @for tick in &ticks {
@@ -172,6 +174,7 @@ impl Chart {
                             }
                         }
                     }
+                }
                 }
                 (self.table())
             }
