@@ -229,7 +229,7 @@ fn spawn_maintenance(store: Store, sequencer: sequencer::Sequencer, log_keys: Ar
             match store.expired_holds(store::now_ms()).await {
                 Ok(holds) => {
                     for hold in holds {
-                        let void = store::BatchItem::new(ledger::Command::Void { hold });
+                        let void = store::BatchItem::command(ledger::Command::Void { hold });
                         if let Ok(Err(error)) = sequencer.submit(void).await {
                             tracing::warn!(hold, %error, "voiding an expired hold failed");
                         }

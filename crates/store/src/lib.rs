@@ -19,8 +19,8 @@ pub use db::{
 };
 pub use log::{LogEntry, StoredCheckpoint};
 pub use money::{
-    BatchItem, BatchOutcome, IdempotencyStart, ItemError, LedgerTotals, PayoutChange, PayoutRecord, PayoutState,
-    TransferRecord,
+    BatchItem, BatchOutcome, Charge, IdempotencyAnswer, IdempotencyStart, ItemError, LedgerTotals, PayoutChange,
+    PayoutRecord, PayoutState, TransferRecord,
 };
 pub use usage::{DAY_MS, Dimension, GRANULARITIES, HOUR_MS, MINUTE_MS, ModelLabel, Rollup, RollupQuery, UsageEvent};
 

@@ -13,44 +13,96 @@ use sqlx::{Row, Sqlite, Transaction};
 use crate::db::{AccountKind, parse_column};
 use crate::{Account, Store, StoreError, now_ms};
 
-/// One command for the sequencer's batch, with the rows that must change in
-/// the same transaction as its transfers.
+/// One thing the sequencer's batch writes, as what really happens.
 #[derive(Debug, Clone)]
-pub struct BatchItem {
-    /// The ledger command; `None` for an item that only records usage.
-    pub command: Option<Command>,
-    /// The model an inference charge pays for.
-    pub model_id: Option<i64>,
-    /// Completes an idempotency key with the answer to replay: (account, key, response).
-    pub idempotency: Option<(i64, String, String)>,
-    pub payout: Option<PayoutChange>,
-    /// A receipt leaf and its signature, appended to the log if the command
-    /// succeeds; its index goes on the item's transfers and idempotency key.
-    pub leaf: Option<(Vec<u8>, Vec<u8>)>,
-    /// The call's usage event, recorded if the command succeeds.
-    pub usage: Option<crate::UsageEvent>,
+pub enum BatchItem {
+    /// A paid call: its transfers (all or none), its receipt leaf, its usage
+    /// event and its idempotency answer, together or not at all.
+    Charge(Charge),
+    /// A call that moves no money (free, or failed): its usage event and, for
+    /// a free call with an Idempotency-Key, the answer a retry replays.
+    RecordOnly {
+        usage: crate::UsageEvent,
+        answer: Option<IdempotencyAnswer>,
+        /// Back-dating on development servers, as for [`Charge::at_ms`].
+        at_ms: Option<i64>,
+    },
+    /// Any other ledger command (a deposit, a void), with the payout it is
+    /// part of, if any.
+    Ledger { command: Command, payout: Option<PayoutChange> },
+}
+
+/// A paid call's writes.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    /// From the caller, as `ledger::charge_transfers` gives them.
+    pub transfers: Vec<ledger::Transfer>,
+    /// The model the call paid for.
+    pub model_id: i64,
+    /// The receipt leaf and the node's signature of it; its log index goes
+    /// on the transfers and the idempotency answer.
+    pub leaf: Vec<u8>,
+    pub signature: Vec<u8>,
+    pub usage: crate::UsageEvent,
+    pub answer: Option<IdempotencyAnswer>,
     /// The time recorded on the item's rows instead of now: development
     /// servers back-date demo traffic with it. Ledger rules (hold expiry)
     /// always use the real time.
     pub at_ms: Option<i64>,
 }
 
+/// Completes an Idempotency-Key with the answer a retry replays.
+#[derive(Debug, Clone)]
+pub struct IdempotencyAnswer {
+    pub account_id: i64,
+    pub key: String,
+    pub response: String,
+}
+
 impl BatchItem {
-    pub fn new(command: Command) -> BatchItem {
-        BatchItem {
-            command: Some(command),
-            model_id: None,
-            idempotency: None,
-            payout: None,
-            leaf: None,
-            usage: None,
-            at_ms: None,
+    /// A ledger command on its own.
+    pub fn command(command: Command) -> BatchItem {
+        BatchItem::Ledger { command, payout: None }
+    }
+
+    /// The ledger command the item runs; `None` for a record without money.
+    fn ledger_command(&self) -> Option<Command> {
+        match self {
+            BatchItem::Charge(charge) => Some(Command::Linked(charge.transfers.clone())),
+            BatchItem::RecordOnly { .. } => None,
+            BatchItem::Ledger { command, .. } => Some(command.clone()),
         }
     }
 
-    /// An item that only records a usage event (a free or failed call).
-    pub fn usage_only(event: crate::UsageEvent) -> BatchItem {
-        BatchItem { command: None, usage: Some(event), ..BatchItem::new(Command::Void { hold: 0 }) }
+    fn usage(&self) -> Option<&crate::UsageEvent> {
+        match self {
+            BatchItem::Charge(charge) => Some(&charge.usage),
+            BatchItem::RecordOnly { usage, .. } => Some(usage),
+            BatchItem::Ledger { .. } => None,
+        }
+    }
+
+    fn answer(&self) -> Option<&IdempotencyAnswer> {
+        match self {
+            BatchItem::Charge(charge) => charge.answer.as_ref(),
+            BatchItem::RecordOnly { answer, .. } => answer.as_ref(),
+            BatchItem::Ledger { .. } => None,
+        }
+    }
+
+    fn payout(&self) -> Option<&PayoutChange> {
+        match self {
+            BatchItem::Ledger { payout, .. } => payout.as_ref(),
+            _ => None,
+        }
+    }
+
+    fn at_ms(&self) -> Option<i64> {
+        match self {
+            BatchItem::Charge(charge) => charge.at_ms,
+            BatchItem::RecordOnly { at_ms, .. } => *at_ms,
+            BatchItem::Ledger { .. } => None,
+        }
     }
 }
 
@@ -210,13 +262,13 @@ impl Store {
         let mut resolved_payouts = HashSet::new();
         let mut rows = BatchRows::default();
         // The log's edge is read once, and only by batches that append.
-        if items.iter().any(|i| i.leaf.is_some()) {
+        if items.iter().any(|i| matches!(i, BatchItem::Charge(_))) {
             rows.frontier = Some(crate::log::load_frontier(&mut tx).await?);
         }
         let mut events = vec![];
         for item in items {
             let outcome = apply_item(&mut tx, &mut state, &names, item, now, &mut resolved_payouts, &mut rows).await?;
-            if let (Ok(done), Some(event)) = (&outcome, &item.usage) {
+            if let (Ok(done), Some(event)) = (&outcome, item.usage()) {
                 events.push((event.clone(), done.log_index));
             }
             outcomes.push(outcome);
@@ -259,7 +311,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        let items: Vec<BatchItem> = ids.iter().map(|&hold| BatchItem::new(Command::Void { hold })).collect();
+        let items: Vec<BatchItem> = ids.iter().map(|&hold| BatchItem::command(Command::Void { hold })).collect();
         let outcomes = self.apply_batch(&items).await?;
         Ok(outcomes.iter().filter(|o| o.is_ok()).count())
     }
@@ -469,8 +521,8 @@ async fn load_state(
     let mut hold_ids: HashSet<HoldId> = HashSet::new();
     let mut external_ids: HashSet<String> = HashSet::new();
     for item in items {
-        let Some(command) = &item.command else { continue };
-        match command {
+        let Some(command) = item.ledger_command() else { continue };
+        match &command {
             Command::Transfer(t) => account_ids.extend([t.debit, t.credit]),
             Command::Once { id, transfer: t } => {
                 account_ids.extend([t.debit, t.credit]);
@@ -615,12 +667,12 @@ async fn remember_answer(
     item: &BatchItem,
     log_index: Option<i64>,
 ) -> Result<(), StoreError> {
-    if let Some((account_id, key, response)) = &item.idempotency {
+    if let Some(answer) = item.answer() {
         sqlx::query("UPDATE idempotency_keys SET response = ?, log_index = ? WHERE account_id = ? AND key = ?")
-            .bind(response)
+            .bind(&answer.response)
             .bind(log_index)
-            .bind(account_id)
-            .bind(key)
+            .bind(answer.account_id)
+            .bind(&answer.key)
             .execute(&mut **tx)
             .await?;
     }
@@ -636,7 +688,7 @@ async fn apply_item(
     resolved_payouts: &mut HashSet<i64>,
     rows: &mut BatchRows,
 ) -> Result<Result<BatchOutcome, ItemError>, StoreError> {
-    if let Some(PayoutChange::Resolve { payout_id, .. }) = &item.payout {
+    if let Some(PayoutChange::Resolve { payout_id, .. }) = item.payout() {
         let current: Option<String> = sqlx::query_scalar("SELECT state FROM payouts WHERE id = ?")
             .bind(payout_id)
             .fetch_optional(&mut **tx)
@@ -645,20 +697,20 @@ async fn apply_item(
             return Ok(Err(ItemError::PayoutNotRequested(*payout_id)));
         }
     }
-    let Some(command) = &item.command else {
+    let Some(command) = item.ledger_command() else {
         // A record without money (a free call): its answer is kept all the same.
         remember_answer(tx, item, None).await?;
         return Ok(Ok(BatchOutcome::default()));
     };
-    let effects = match state.execute(command.clone(), now) {
+    let external_id = match &command {
+        Command::Once { id, .. } => Some(id.clone()),
+        _ => None,
+    };
+    let effects = match state.execute(command, now) {
         Ok(effects) => effects,
         Err(error) => return Ok(Err(ItemError::Ledger(error))),
     };
-    let recorded_at = item.at_ms.unwrap_or(now);
-    let external_id = match command {
-        Command::Once { id, .. } => Some(id.as_str()),
-        _ => None,
-    };
+    let recorded_at = item.at_ms().unwrap_or(now);
     if effects.replayed {
         let id = external_id.expect("only Once commands replay");
         // The first application may be earlier in this very batch.
@@ -671,9 +723,9 @@ async fn apply_item(
             replayed: true,
         }));
     }
-    let log_index = match (&item.leaf, rows.frontier.as_mut()) {
-        (Some((leaf, signature)), Some(frontier)) => {
-            Some(rows.log.append(frontier, leaf, signature, recorded_at) as i64)
+    let log_index = match (item, rows.frontier.as_mut()) {
+        (BatchItem::Charge(charge), Some(frontier)) => {
+            Some(rows.log.append(frontier, &charge.leaf, &charge.signature, recorded_at) as i64)
         }
         _ => None,
     };
@@ -696,8 +748,11 @@ async fn apply_item(
         rows.transfers.rows.push(TransferRow {
             id,
             transfer: transfer.clone(),
-            model_id: item.model_id,
-            external_id: external_id.map(str::to_owned),
+            model_id: match item {
+                BatchItem::Charge(charge) => Some(charge.model_id),
+                _ => None,
+            },
+            external_id: external_id.clone(),
             log_index,
             created_at_ms: recorded_at,
         });
@@ -714,7 +769,7 @@ async fn apply_item(
         });
     }
     remember_answer(tx, item, log_index).await?;
-    let payout = match &item.payout {
+    let payout = match item.payout() {
         None => None,
         Some(PayoutChange::Request { account_id, amount }) => {
             let id: i64 = sqlx::query_scalar(

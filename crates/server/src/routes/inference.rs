@@ -9,10 +9,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::Visibility;
 use domain::{Amount, Sha256};
-use ledger::{ChargeParties, Command};
+use ledger::ChargeParties;
 use runtime::{InputError, Signature, Tensor};
 use sandbox::{Failure, RunFailure};
-use store::{Account, BatchItem, IdempotencyStart, ModelRecord, UsageEvent, Version};
+use store::{Account, BatchItem, Charge, IdempotencyAnswer, IdempotencyStart, ModelRecord, UsageEvent, Version};
 use tlog::ReceiptLeaf;
 
 use crate::AppState;
@@ -215,7 +215,8 @@ async fn record_failure(state: &AppState, call: &Call<'_>, result: ApiResult<Str
     if let Err(error) = &result
         && error.code != "not_found"
     {
-        let item = BatchItem { at_ms: call.at_ms, ..BatchItem::usage_only(call.usage(state, 0, 0, error.code)) };
+        let item =
+            BatchItem::RecordOnly { usage: call.usage(state, 0, 0, error.code), answer: None, at_ms: call.at_ms };
         if let Err(failure) = state.sequencer.submit(item).await {
             tracing::warn!(?failure, "recording a failed call's usage failed");
         }
@@ -343,12 +344,16 @@ async fn charge_and_run(
     };
     // Kept for replays without the receipt, which is rebuilt from the log.
     let stored = serde_json::to_string(&response).map_err(ApiError::internal)?;
-    let remember = idempotency_key.map(|key| (caller.id, key.to_owned(), stored.clone()));
+    let remember = idempotency_key.map(|key| IdempotencyAnswer {
+        account_id: caller.id,
+        key: key.to_owned(),
+        response: stored.clone(),
+    });
     let creator_share = if pays_self { 0 } else { shares.creator.minor_units() };
     let usage = call.usage(state, charged.minor_units(), creator_share, "ok");
     if transfers.is_empty() {
         // A free call moves no money: its usage event is its whole record.
-        let item = BatchItem { at_ms: call.at_ms, idempotency: remember, ..BatchItem::usage_only(usage) };
+        let item = BatchItem::RecordOnly { usage, answer: remember, at_ms: call.at_ms };
         state.sequencer.submit(item).await?.map_err(item_error)?;
         return with_receipt(&stored, None);
     }
@@ -373,14 +378,15 @@ async fn charge_and_run(
     // One batch, one durable commit: the charge, the receipt leaf, the usage
     // event and the idempotency answer. A charge the durable balance cannot
     // cover (changed behind this node's back) fails here, charging nothing.
-    let item = BatchItem {
-        model_id: Some(model.id),
-        idempotency: remember,
-        leaf: Some((leaf.clone(), signature.clone())),
-        usage: Some(usage),
+    let item = BatchItem::Charge(Charge {
+        transfers,
+        model_id: model.id,
+        leaf: leaf.clone(),
+        signature: signature.clone(),
+        usage,
+        answer: remember,
         at_ms: call.at_ms,
-        ..BatchItem::new(Command::Linked(transfers))
-    };
+    });
     let outcome = state.sequencer.submit(item).await?.map_err(item_error)?;
     let index = outcome.log_index.ok_or_else(|| ApiError::internal("a paid call was not logged"))?;
     with_receipt(&stored, Some(receipt_json(index, &leaf, &signature)?))

@@ -120,7 +120,8 @@ pub async fn deposit(
     let id = format!("deposit:{reference}");
     let transfer =
         Transfer { debit: state.system.issuer, credit: account, amount, kind: TransferKind::Deposit, reference };
-    let outcome = state.sequencer.submit(BatchItem::new(Command::Once { id, transfer })).await?.map_err(item_error)?;
+    let outcome =
+        state.sequencer.submit(BatchItem::command(Command::Once { id, transfer })).await?.map_err(item_error)?;
     let record = outcome.transfers.first().ok_or_else(|| ApiError::internal("a deposit recorded no transfer"))?;
     Ok((StatusCode::CREATED, Json(TransferView::from(record))))
 }
@@ -157,7 +158,7 @@ pub async fn faucet(
         kind: TransferKind::Faucet,
         reference: "faucet".into(),
     };
-    let outcome = state.sequencer.submit(BatchItem::new(Command::Transfer(transfer))).await?.map_err(item_error)?;
+    let outcome = state.sequencer.submit(BatchItem::command(Command::Transfer(transfer))).await?.map_err(item_error)?;
     let record = outcome.transfers.first().ok_or_else(|| ApiError::internal("the faucet recorded no transfer"))?;
     Ok((StatusCode::CREATED, Json(TransferView::from(record))))
 }
@@ -186,9 +187,9 @@ pub async fn request_payout(
         kind: TransferKind::PayoutRequest,
         reference: "payout requested".into(),
     };
-    let item = BatchItem {
+    let item = BatchItem::Ledger {
+        command: Command::Transfer(transfer),
         payout: Some(PayoutChange::Request { account_id: caller.id, amount }),
-        ..BatchItem::new(Command::Transfer(transfer))
     };
     let outcome = state.sequencer.submit(item).await?.map_err(item_error)?;
     let payout = outcome.payout.ok_or_else(|| ApiError::internal("a payout request recorded no payout"))?;
@@ -283,9 +284,9 @@ async fn resolve_payout(state: &AppState, id: &str, to: PayoutState, text: &str)
         kind,
         reference: format!("payout {payout_id}: {reference}"),
     };
-    let item = BatchItem {
+    let item = BatchItem::Ledger {
+        command: Command::Transfer(transfer),
         payout: Some(PayoutChange::Resolve { payout_id, to, reference }),
-        ..BatchItem::new(Command::Transfer(transfer))
     };
     let outcome = state.sequencer.submit(item).await?.map_err(item_error)?;
     let payout = outcome.payout.ok_or_else(|| ApiError::internal("a payout resolution recorded no payout"))?;

@@ -159,7 +159,7 @@ fn dimension(by: Option<&str>) -> ApiResult<Dimension> {
 /// The headline figures of `window` and of the window before it.
 async fn market_totals(state: &AppState, window: Window, now_ms: i64) -> ApiResult<(MarketTotals, MarketTotals)> {
     let (from_ms, to_ms) = window.range(1, now_ms);
-    let rollups = public_rollups(&state, Dimension::Model, window.bucket_ms, (from_ms, to_ms), true).await?;
+    let rollups = public_rollups(state, Dimension::Model, window.bucket_ms, (from_ms, to_ms), true).await?;
     let labels = state.store.model_labels().await?;
     #[derive(Default)]
     struct Sums {
