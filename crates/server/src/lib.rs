@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 mod extract;
 mod known_keys;
+mod known_models;
 mod limits;
 mod listen;
 pub mod log;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub reservations: Arc<reserve::Reservations>,
     /// API keys already seen, and their accounts.
     pub known_keys: Arc<known_keys::KnownKeys>,
+    /// Models and versions calls read recently.
+    pub known_models: Arc<known_models::KnownModels>,
     pub fee_split: ledger::FeeSplit,
     /// The ledger's own accounts.
     pub system: SystemAccounts,
@@ -148,6 +151,7 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         sequencer,
         reservations,
         known_keys: Arc::default(),
+        known_models: Arc::default(),
         fee_split: config.fee_split().map_err(|e| e.to_string())?,
         system,
         executor: Arc::new(executor),

@@ -19,7 +19,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, Caller};
 use crate::log::{log_model_label, receipt_json};
-use crate::routes::models::visible_model;
+use crate::routes::models::callable_model;
 use crate::routes::money::item_error;
 use crate::wire::{InferRequest, InferResponse, TensorOut};
 
@@ -56,7 +56,7 @@ pub async fn infer_latest(
     ApiJson(request): ApiJson<InferRequest>,
 ) -> ApiResult<Response> {
     let started = Instant::now();
-    let model = visible_model(&state, &owner, &name, Some(&caller)).await?;
+    let model = callable_model(&state, &owner, &name, &caller).await?;
     let Some(latest) = model.latest_version else {
         return Err(ApiError::not_found(format!("model '{owner}/{name}' has no versions yet")));
     };
@@ -91,7 +91,7 @@ pub async fn infer_version(
     ApiJson(request): ApiJson<InferRequest>,
 ) -> ApiResult<Response> {
     let started = Instant::now();
-    let model = visible_model(&state, &owner, &name, Some(&caller)).await?;
+    let model = callable_model(&state, &owner, &name, &caller).await?;
     let version = version.parse::<i64>().map_err(|_| ApiError::not_found(format!("version '{version}' not found")))?;
     infer(&state, &caller, &model, version, &headers, request, started).await
 }
@@ -287,8 +287,8 @@ async fn charge_and_run(
     let (caller, model, version, started) = (call.caller, call.model, call.version, call.started);
     let input_sha256 = Sha256::digest(serde_json::to_string(&request.inputs).map_err(ApiError::internal)?.as_bytes());
     let version: Version = state
-        .store
-        .version(model.id, version)
+        .known_models
+        .version(&state.store, model.id, version)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("'{}/{}' has no version {version}", model.owner, model.name)))?;
     if let Some(quarantine) = &version.quarantine {
@@ -436,7 +436,9 @@ async fn strike(state: &AppState, model: &ModelRecord, version: i64, failure: &F
             other => other.to_string(),
         }
     );
-    match state.store.quarantine_version(model.id, version, &reason, store::now_ms()).await {
+    let quarantined = state.store.quarantine_version(model.id, version, &reason, store::now_ms()).await;
+    state.known_models.forget_version(model.id, version);
+    match quarantined {
         Ok(_) => tracing::warn!(model = %label, %reason, "version quarantined"),
         Err(error) => tracing::error!(model = %label, %error, "quarantining a version failed"),
     }

@@ -28,14 +28,42 @@ pub(crate) async fn visible_model(
     name: &str,
     viewer: Option<&Account>,
 ) -> ApiResult<ModelRecord> {
-    let not_found = || ApiError::not_found(format!("model '{owner}/{name}' not found"));
-    let (Ok(owner_name), Ok(model_name)) = (owner.parse::<AccountName>(), name.parse::<ModelName>()) else {
-        return Err(not_found());
-    };
-    let model = state.store.model(&owner_name, &model_name).await?.ok_or_else(not_found)?;
+    let (owner_name, model_name) = model_names(owner, name)?;
+    let found = state.store.model(&owner_name, &model_name).await?;
+    visible_to(found, viewer, owner, name)
+}
+
+/// [`visible_model`] for a call: from memory when this node read it within
+/// the last second (`known_models.rs`), else from the database.
+pub(crate) async fn callable_model(
+    state: &AppState,
+    owner: &str,
+    name: &str,
+    caller: &Account,
+) -> ApiResult<ModelRecord> {
+    let (owner_name, model_name) = model_names(owner, name)?;
+    let found = state.known_models.model(&state.store, &owner_name, &model_name).await?;
+    visible_to(found, Some(caller), owner, name)
+}
+
+fn model_not_found(owner: &str, name: &str) -> ApiError {
+    ApiError::not_found(format!("model '{owner}/{name}' not found"))
+}
+
+/// Names that cannot exist name no model: 404, as for a missing one.
+fn model_names(owner: &str, name: &str) -> ApiResult<(AccountName, ModelName)> {
+    match (owner.parse::<AccountName>(), name.parse::<ModelName>()) {
+        (Ok(owner_name), Ok(model_name)) => Ok((owner_name, model_name)),
+        _ => Err(model_not_found(owner, name)),
+    }
+}
+
+/// A private model is its owner's alone: to everyone else it does not exist.
+fn visible_to(found: Option<ModelRecord>, viewer: Option<&Account>, owner: &str, name: &str) -> ApiResult<ModelRecord> {
+    let model = found.ok_or_else(|| model_not_found(owner, name))?;
     let is_owner = viewer.is_some_and(|v| v.id == model.owner_id);
     if model.visibility == Visibility::Private && !is_owner {
-        return Err(not_found());
+        return Err(model_not_found(owner, name));
     }
     Ok(model)
 }
@@ -279,6 +307,7 @@ pub async fn update_model(
         price_per_inference: request.price_per_inference.as_deref().map(parse_price).transpose()?,
     };
     state.store.update_model(model.id, &patch).await?;
+    state.known_models.forget_model(&model.owner, &model.name);
     let updated =
         state.store.model(&model.owner, &model.name).await?.ok_or_else(|| ApiError::internal("model vanished"))?;
     Ok(Json(ModelView::for_viewer(&updated, Some(&caller), &state.log_keys)))
@@ -349,6 +378,7 @@ pub async fn upload_version(
     let (sha256, size_bytes) = (finished.sha256, finished.size_bytes);
     finished.commit(&state.blobs).await?;
     let version = state.store.add_version(model.id, &sha256, size_bytes, &signature.inputs, &signature.outputs).await?;
+    state.known_models.forget_model(&model.owner, &model.name);
     tracing::info!(model = %format!("{}/{}", model.owner, model.name), version = version.version, %sha256, size_bytes, "version uploaded");
     Ok((StatusCode::CREATED, Json(VersionView::from(&version))))
 }
