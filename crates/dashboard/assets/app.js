@@ -50,7 +50,7 @@ function element(tag, attributes = {}, ...children) {
 // ---- Live figures on the market page --------------------------------------
 
 function startLiveMarket(section) {
-  const window = section.dataset.liveMarket;
+  const period = section.dataset.liveMarket;
   const status = section.querySelector('[data-live="status"]');
   const render = {
     calls: (v) => count(v.calls),
@@ -61,7 +61,7 @@ function startLiveMarket(section) {
   };
   async function refresh() {
     try {
-      const view = await (await api(`/v1/stats/market?window=${encodeURIComponent(window)}`, { key: '' })).json();
+      const view = await (await api(`/v1/stats/market?window=${encodeURIComponent(period)}`, { key: '' })).json();
       for (const [name, format] of Object.entries(render)) {
         const target = section.querySelector(`[data-live="${name}"]`);
         const text = format(view);
@@ -95,7 +95,7 @@ function startAccount() {
   const panel = document.getElementById('account-panel');
   const verifyButton = document.getElementById('verify-run');
   const params = new URLSearchParams(location.search);
-  let window = params.get('window') || '30d';
+  let period = params.get('window') || '30d';
 
   async function load() {
     if (!storedKey()) {
@@ -105,7 +105,7 @@ function startAccount() {
     }
     panel.setAttribute('aria-busy', 'true');
     try {
-      const response = await fetch(`/account/panel?window=${encodeURIComponent(window)}`, {
+      const response = await fetch(`/account/panel?window=${encodeURIComponent(period)}`, {
         headers: { Authorization: `Bearer ${storedKey()}` },
       });
       // The fragment is this server's own HTML, escaped where it was made.
@@ -137,7 +137,7 @@ function startAccount() {
       download(link).catch((error) => alert(`Download failed: ${error.message}`));
     } else if (link.closest('.windows')) {
       event.preventDefault();
-      window = new URL(link.href).searchParams.get('window');
+      period = new URL(link.href).searchParams.get('window');
       history.replaceState(null, '', link.href);
       load();
     }
