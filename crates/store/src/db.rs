@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/0005_nodes.sql")),
     (6, include_str!("migrations/0006_isolation.sql")),
     (7, include_str!("migrations/0007_dashboard.sql")),
+    (8, include_str!("migrations/0008_writer_epoch.sql")),
 ];
 
 /// Connections in the pool. SQLite allows one writer at a time anyway; more
@@ -34,6 +35,10 @@ pub struct Store {
     pub(crate) pool: SqlitePool,
     /// Whether ledger batches also update `usage_rollups` (events are always written).
     pub(crate) rollups: bool,
+    /// The one writer's lock and memory (`writer.rs`).
+    pub(crate) writer: crate::writer::Writer,
+    /// The log's upper levels, once read (`log.rs`).
+    pub(crate) upper: crate::log::UpperNodes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,8 +234,14 @@ impl Store {
             // Writers queue for SQLite's one write lock; several nodes
             // sharing a file under load can wait seconds for their turn.
             .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new().max_connections(POOL_CONNECTIONS_MAX).connect_with(options).await?;
-        let store = Store { pool, rollups: true };
+        // No ping before each use: a SQLite connection is a file handle in this
+        // process, and the ping was a round trip to its thread per query.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(POOL_CONNECTIONS_MAX)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
+        let store = Store { pool, rollups: true, writer: Default::default(), upper: Default::default() };
         store.migrate().await?;
         Ok(store)
     }

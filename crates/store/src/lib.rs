@@ -11,6 +11,7 @@ mod log;
 mod money;
 mod signature;
 mod usage;
+mod writer;
 
 pub use blobs::{BlobStore, BlobWriter, FinishedBlob};
 pub use db::{

@@ -12,6 +12,15 @@ use tlog::merkle::{Frontier, NodeRecorder};
 
 use crate::{Store, StoreError, now_ms};
 
+/// The lowest level of the log's nodes kept in memory once read. A node at
+/// level 8 covers 256 leaves: a million leaves keep about 8 thousand hashes
+/// (256 KiB) there, and a proof reads at most 8 nodes from the database.
+pub(crate) const UPPER_LEVEL: u32 = 8;
+
+/// The log's nodes from [`UPPER_LEVEL`] up, per level from the first: what
+/// has been read of them (a prefix, as nodes are only ever appended).
+pub(crate) type UpperNodes = std::sync::Arc<std::sync::RwLock<Vec<Vec<Hash>>>>;
+
 /// A stored leaf.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
@@ -71,7 +80,9 @@ impl Store {
     }
 
     /// Runs `plan` against a recorder to learn which nodes it reads (they do
-    /// not depend on the hashes), then fetches exactly those.
+    /// not depend on the hashes), then gets exactly those: nodes from
+    /// [`UPPER_LEVEL`] up from memory (read once, nodes never change), the
+    /// few below in one statement.
     async fn fetch_for(
         &self,
         plan: impl Fn(&NodeRecorder) -> Result<(), std::convert::Infallible>,
@@ -81,34 +92,89 @@ impl Store {
         let mut wanted = recorder.wanted.into_inner();
         wanted.sort_unstable();
         wanted.dedup();
-        let mut connection = self.pool.acquire().await?;
-        let mut nodes = HashMap::with_capacity(wanted.len());
-        for (level, index) in wanted {
-            let hash: Option<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM log_nodes WHERE level = ? AND idx = ?")
-                .bind(level as i64)
-                .bind(index as i64)
-                .fetch_optional(&mut *connection)
-                .await?;
-            let hash = hash.ok_or_else(|| StoreError::Corrupt(format!("log node ({level}, {index}) is missing")))?;
-            nodes.insert((level, index), to_hash(&hash)?);
+        let (upper, lower): (Vec<_>, Vec<_>) = wanted.into_iter().partition(|(level, _)| *level >= UPPER_LEVEL);
+        let mut nodes = HashMap::with_capacity(upper.len() + lower.len());
+        self.upper_nodes(&upper, &mut nodes).await?;
+        for chunk in lower.chunks(ROWS_PER_STATEMENT) {
+            let mut select = QueryBuilder::<Sqlite>::new("SELECT level, idx, hash FROM log_nodes WHERE ");
+            for (n, (level, index)) in chunk.iter().enumerate() {
+                select.push(if n == 0 { "(level = " } else { " OR (level = " });
+                select.push_bind(*level as i64).push(" AND idx = ").push_bind(*index as i64).push(")");
+            }
+            for row in select.build().fetch_all(&self.pool).await? {
+                let key = (row.try_get::<i64, _>("level")? as u32, row.try_get::<i64, _>("idx")? as u64);
+                nodes.insert(key, to_hash(&row.try_get::<Vec<u8>, _>("hash")?)?);
+            }
+        }
+        if let Some((level, index)) = lower.iter().find(|key| !nodes.contains_key(key)) {
+            return Err(StoreError::Corrupt(format!("log node ({level}, {index}) is missing")));
         }
         Ok(nodes)
+    }
+
+    /// Nodes at [`UPPER_LEVEL`] and above, from memory; a level is read on
+    /// from where memory ends when a node past it is wanted.
+    async fn upper_nodes(
+        &self,
+        wanted: &[(u32, u64)],
+        nodes: &mut HashMap<(u32, u64), Hash>,
+    ) -> Result<(), StoreError> {
+        for &(level, index) in wanted {
+            let slot = (level - UPPER_LEVEL) as usize;
+            let known = {
+                let upper = self.upper.read().expect("the log's upper levels are never poisoned");
+                upper.get(slot).and_then(|hashes| hashes.get(index as usize).copied())
+            };
+            let hash = match known {
+                Some(hash) => hash,
+                None => {
+                    let from = self.upper.read().expect("never poisoned").get(slot).map_or(0, Vec::len);
+                    let rows = sqlx::query("SELECT idx, hash FROM log_nodes WHERE level = ? AND idx >= ? ORDER BY idx")
+                        .bind(level as i64)
+                        .bind(from as i64)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    let mut upper = self.upper.write().expect("never poisoned");
+                    if upper.len() <= slot {
+                        upper.resize_with(slot + 1, Vec::new);
+                    }
+                    let hashes = &mut upper[slot];
+                    for row in rows {
+                        // Only the next node extends the prefix (another
+                        // reader may have extended it meanwhile).
+                        if row.try_get::<i64, _>("idx")? as usize == hashes.len() {
+                            hashes.push(to_hash(&row.try_get::<Vec<u8>, _>("hash")?)?);
+                        }
+                    }
+                    hashes
+                        .get(index as usize)
+                        .copied()
+                        .ok_or_else(|| StoreError::Corrupt(format!("log node ({level}, {index}) is missing")))?
+                }
+            };
+            nodes.insert((level, index), hash);
+        }
+        Ok(())
     }
 
     /// Appends leaves without any ledger command, in one transaction: for
     /// benchmarks and tools (paid calls append through `apply_batch`).
     /// Returns the index of the first.
     pub async fn append_leaves(&self, leaves: &[(Vec<u8>, Vec<u8>)]) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut frontier = load_frontier(&mut tx).await?;
+        let mut write = self.begin_write().await?;
+        let mut frontier = match write.memory.frontier.take() {
+            Some(frontier) => frontier,
+            None => load_frontier(&mut write.tx).await?,
+        };
         let first = frontier.size();
         let now = now_ms();
         let mut rows = LogRows::default();
         for (leaf, signature) in leaves {
             rows.append(&mut frontier, leaf, signature, now);
         }
-        rows.write(&mut tx).await?;
-        tx.commit().await?;
+        rows.write(&mut write.tx).await?;
+        write.memory.frontier = Some(frontier);
+        write.commit().await?;
         Ok(first)
     }
 

@@ -255,46 +255,61 @@ impl Store {
         items: &[BatchItem],
     ) -> Result<(Vec<Result<BatchOutcome, ItemError>>, HashMap<AccountId, AccountState>), StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let (mut state, names) = load_state(&mut tx, items).await?;
+        let mut write = self.begin_write().await?;
+        let tx = &mut write.tx;
+        let (mut state, names) = load_state(tx, items).await?;
         let before = state.accounts.clone();
         let mut outcomes = Vec::with_capacity(items.len());
         let mut resolved_payouts = HashSet::new();
         let mut rows = BatchRows::default();
-        // The log's edge is read once, and only by batches that append.
+        rows.transfers.next = write.memory.next_transfer_id;
+        // The log's edge is read only by batches that append, and only when
+        // the writer does not remember it.
         if items.iter().any(|i| matches!(i, BatchItem::Charge(_))) {
-            rows.frontier = Some(crate::log::load_frontier(&mut tx).await?);
+            rows.frontier = Some(match write.memory.frontier.take() {
+                Some(frontier) => frontier,
+                None => crate::log::load_frontier(tx).await?,
+            });
         }
         let mut events = vec![];
         for item in items {
-            let outcome = apply_item(&mut tx, &mut state, &names, item, now, &mut resolved_payouts, &mut rows).await?;
+            let outcome = apply_item(tx, &mut state, &names, item, now, &mut resolved_payouts, &mut rows).await?;
             if let (Ok(done), Some(event)) = (&outcome, item.usage()) {
                 events.push((event.clone(), done.log_index));
             }
             outcomes.push(outcome);
         }
-        rows.write(&mut tx).await?;
-        crate::usage::record(&mut tx, &events, self.rollups).await?;
+        rows.write(tx).await?;
+        crate::usage::record(tx, &events, self.rollups, &mut write.memory.rollups).await?;
         // Invariant 1 at the batch's edge: the batch moved as much in as out,
         // and no account it touched is below zero or mismatches its holds.
         let net = ledger::net_change(&before, &state.accounts);
         if net != 0 {
             return Err(StoreError::Corrupt(format!("a ledger batch is unbalanced by {net}")));
         }
-        for (id, account) in &state.accounts {
-            if before.get(id) != Some(account) {
-                sqlx::query(
-                    "UPDATE accounts SET debits_posted = ?, credits_posted = ?, debits_pending = ? WHERE id = ?",
-                )
-                .bind(account.debits_posted as i64)
-                .bind(account.credits_posted as i64)
-                .bind(account.debits_pending as i64)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            }
+        let changed: Vec<(&AccountId, &AccountState)> =
+            state.accounts.iter().filter(|(id, account)| before.get(id) != Some(account)).collect();
+        for chunk in changed.chunks(crate::log::ROWS_PER_STATEMENT) {
+            let mut update = sqlx::QueryBuilder::<Sqlite>::new(
+                "UPDATE accounts SET debits_posted = v.column2, credits_posted = v.column3, debits_pending = v.column4 \
+                 FROM (",
+            );
+            update.push_values(chunk, |mut row, (id, account)| {
+                row.push_bind(**id)
+                    .push_bind(account.debits_posted as i64)
+                    .push_bind(account.credits_posted as i64)
+                    .push_bind(account.debits_pending as i64);
+            });
+            update.push(") AS v WHERE accounts.id = v.column1");
+            update.build().execute(&mut **tx).await?;
         }
-        tx.commit().await?;
+        if rows.frontier.is_some() {
+            write.memory.frontier = rows.frontier.take();
+        }
+        if rows.transfers.next.is_some() {
+            write.memory.next_transfer_id = rows.transfers.next;
+        }
+        write.commit().await?;
         Ok((outcomes, state.accounts))
     }
 
@@ -542,53 +557,64 @@ async fn load_state(
         }
     }
     let mut state = LedgerState::default();
-    for id in hold_ids {
-        let row = sqlx::query("SELECT account_id, amount, expires_at FROM holds WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if let Some(row) = row {
-            let account: i64 = row.try_get("account_id")?;
-            account_ids.insert(account);
-            let amount = amount_from(row.try_get("amount")?)?;
-            state.holds.insert(id, Hold { id, account, amount, expires_at_ms: row.try_get("expires_at")? });
-        }
+    let hold_ids: Vec<HoldId> = hold_ids.into_iter().collect();
+    for row in select_in(tx, "SELECT id, account_id, amount, expires_at FROM holds WHERE id IN ", &hold_ids).await? {
+        let id: HoldId = row.try_get("id")?;
+        let account: i64 = row.try_get("account_id")?;
+        account_ids.insert(account);
+        let amount = amount_from(row.try_get("amount")?)?;
+        state.holds.insert(id, Hold { id, account, amount, expires_at_ms: row.try_get("expires_at")? });
     }
-    for id in external_ids {
-        let row = sqlx::query(
-            "SELECT debit_account_id, credit_account_id, amount, kind, reference FROM transfers WHERE external_id = ?",
-        )
-        .bind(&id)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(row) = row {
-            let kind: String = row.try_get("kind")?;
-            let transfer = ledger::Transfer {
-                debit: row.try_get("debit_account_id")?,
-                credit: row.try_get("credit_account_id")?,
-                amount: amount_from(row.try_get("amount")?)?,
-                kind: TransferKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("transfer kind {kind}")))?,
-                reference: row.try_get("reference")?,
-            };
-            state.applied.insert(id, transfer);
-        }
+    let external_ids: Vec<String> = external_ids.into_iter().collect();
+    let select = "SELECT external_id, debit_account_id, credit_account_id, amount, kind, reference FROM transfers \
+                  WHERE external_id IN ";
+    for row in select_in(tx, select, &external_ids).await? {
+        let kind: String = row.try_get("kind")?;
+        let transfer = ledger::Transfer {
+            debit: row.try_get("debit_account_id")?,
+            credit: row.try_get("credit_account_id")?,
+            amount: amount_from(row.try_get("amount")?)?,
+            kind: TransferKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("transfer kind {kind}")))?,
+            reference: row.try_get("reference")?,
+        };
+        state.applied.insert(row.try_get("external_id")?, transfer);
     }
     let mut names = HashMap::new();
-    for id in account_ids {
-        let row =
-            sqlx::query("SELECT name, kind, debits_posted, credits_posted, debits_pending FROM accounts WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&mut **tx)
-                .await?;
-        if let Some(row) = row {
-            names.insert(id, row.try_get::<String, _>("name")?);
-            state.accounts.insert(id, account_state(&row)?);
-        }
+    let account_ids: Vec<AccountId> = account_ids.into_iter().collect();
+    let select = "SELECT id, name, kind, debits_posted, credits_posted, debits_pending FROM accounts WHERE id IN ";
+    for row in select_in(tx, select, &account_ids).await? {
+        let id: AccountId = row.try_get("id")?;
+        names.insert(id, row.try_get::<String, _>("name")?);
+        state.accounts.insert(id, account_state(&row)?);
     }
     // The ledger's pending totals must match the holds loaded with them;
     // holds of accounts in this batch that this batch does not touch are
     // not loaded, so only the per-account checks that hold regardless run.
     Ok((state, names))
+}
+
+/// The rows of `select` (ending in `IN `) for `values`, a statement per
+/// [`crate::log::ROWS_PER_STATEMENT`] values.
+async fn select_in<T>(
+    tx: &mut Transaction<'static, Sqlite>,
+    select: &str,
+    values: &[T],
+) -> Result<Vec<SqliteRow>, StoreError>
+where
+    T: for<'q> sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite> + Clone + Send + 'static,
+{
+    let mut rows = vec![];
+    for chunk in values.chunks(crate::log::ROWS_PER_STATEMENT) {
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new(select);
+        query.push("(");
+        let mut list = query.separated(", ");
+        for value in chunk {
+            list.push_bind(value.clone());
+        }
+        query.push(")");
+        rows.extend(query.build().fetch_all(&mut **tx).await?);
+    }
+    Ok(rows)
 }
 
 /// The rows a batch inserts in bulk at its end (`log::LogRows` says why).

@@ -114,13 +114,17 @@ impl Rollup {
     }
 }
 
-type RollupKey = (Dimension, String, i64, bool, i64);
+/// (dimension, key, granularity, public, bucket).
+pub(crate) type RollupKey = (Dimension, String, i64, bool, i64);
 
-/// Inserts the events, and (with `rollups`) merges them into their rollups.
+/// Inserts the events, and (with `rollups`) merges them into their rollups:
+/// the rows the writer remembers (`remembered`, kept current here) are not
+/// read again; the others are read in one statement per chunk.
 pub(crate) async fn record(
     tx: &mut Transaction<'static, Sqlite>,
     events: &[(UsageEvent, Option<u64>)],
     rollups: bool,
+    remembered: &mut HashMap<RollupKey, Rollup>,
 ) -> Result<(), StoreError> {
     for chunk in events.chunks(crate::log::ROWS_PER_STATEMENT) {
         QueryBuilder::<Sqlite>::new(
@@ -161,16 +165,57 @@ pub(crate) async fn record(
             }
         }
     }
-    // The rows the batch adds to, read in one statement per chunk, merged
-    // in memory, and written back the same way.
-    let keys: Vec<(RollupKey, Rollup)> = batch.into_iter().collect();
-    let mut merged: HashMap<RollupKey, Rollup> = HashMap::with_capacity(keys.len());
+    let unknown: Vec<&RollupKey> = batch.keys().filter(|key| !remembered.contains_key(*key)).collect();
+    let mut stored = read_rollups(tx, &unknown).await?;
+    let mut rows: Vec<(RollupKey, Rollup)> = Vec::with_capacity(batch.len());
+    for (key, added) in batch {
+        let mut row = remembered.remove(&key).or_else(|| stored.remove(&key)).unwrap_or_default();
+        row.merge(&added);
+        rows.push((key, row));
+    }
+    for chunk in rows.chunks(crate::log::ROWS_PER_STATEMENT) {
+        // An upsert updates a row in place; its key and so its index entry
+        // stay (a REPLACE would delete and insert both).
+        let mut upsert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO usage_rollups (dimension, key, granularity, public, bucket, calls, errors, revenue, \
+             creator_revenue, latency, callers) ",
+        );
+        upsert.push_values(chunk, |mut row, ((dimension, key, granularity, public, bucket), rollup)| {
+            row.push_bind(dimension.as_str())
+                .push_bind(key.clone())
+                .push_bind(*granularity)
+                .push_bind(*public)
+                .push_bind(*bucket)
+                .push_bind(rollup.calls as i64)
+                .push_bind(rollup.errors as i64)
+                .push_bind(rollup.revenue as i64)
+                .push_bind(rollup.creator_revenue as i64)
+                .push_bind(rollup.latency.to_bytes())
+                .push_bind(rollup.callers.to_bytes());
+        });
+        upsert.push(
+            " ON CONFLICT (dimension, granularity, public, bucket, key) DO UPDATE SET calls = excluded.calls, \
+             errors = excluded.errors, revenue = excluded.revenue, creator_revenue = excluded.creator_revenue, \
+             latency = excluded.latency, callers = excluded.callers",
+        );
+        upsert.build().execute(&mut **tx).await?;
+    }
+    remembered.extend(rows);
+    Ok(())
+}
+
+/// The stored rollup rows of `keys` (rows not stored yet are absent).
+async fn read_rollups(
+    tx: &mut Transaction<'static, Sqlite>,
+    keys: &[&RollupKey],
+) -> Result<HashMap<RollupKey, Rollup>, StoreError> {
+    let mut stored = HashMap::with_capacity(keys.len());
     for chunk in keys.chunks(crate::log::ROWS_PER_STATEMENT) {
         let mut select = QueryBuilder::<Sqlite>::new(
             "SELECT dimension, key, granularity, public, bucket, calls, errors, revenue, creator_revenue, latency, callers \
              FROM usage_rollups WHERE (dimension, granularity, public, bucket, key) IN (",
         );
-        select.push_values(chunk, |mut row, ((dimension, key, granularity, public, bucket), _)| {
+        select.push_values(chunk, |mut row, (dimension, key, granularity, public, bucket)| {
             row.push_bind(dimension.as_str())
                 .push_bind(*granularity)
                 .push_bind(*public)
@@ -189,36 +234,10 @@ pub(crate) async fn record(
                 row.try_get("public")?,
                 row.try_get("bucket")?,
             );
-            merged.insert(key, rollup_from_row(&row)?);
+            stored.insert(key, rollup_from_row(&row)?);
         }
     }
-    for (key, added) in &keys {
-        merged.entry(key.clone()).or_default().merge(added);
-    }
-    let rows: Vec<(RollupKey, Rollup)> = merged.into_iter().collect();
-    for chunk in rows.chunks(crate::log::ROWS_PER_STATEMENT) {
-        QueryBuilder::<Sqlite>::new(
-            "INSERT OR REPLACE INTO usage_rollups (dimension, key, granularity, public, bucket, calls, errors, revenue, \
-             creator_revenue, latency, callers) ",
-        )
-        .push_values(chunk, |mut row, ((dimension, key, granularity, public, bucket), rollup)| {
-            row.push_bind(dimension.as_str())
-                .push_bind(key.clone())
-                .push_bind(*granularity)
-                .push_bind(*public)
-                .push_bind(*bucket)
-                .push_bind(rollup.calls as i64)
-                .push_bind(rollup.errors as i64)
-                .push_bind(rollup.revenue as i64)
-                .push_bind(rollup.creator_revenue as i64)
-                .push_bind(rollup.latency.to_bytes())
-                .push_bind(rollup.callers.to_bytes());
-        })
-        .build()
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
+    Ok(stored)
 }
 
 fn rollup_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Rollup, StoreError> {
@@ -363,10 +382,10 @@ impl Store {
     /// Records usage events with no ledger command, in one transaction: for
     /// benchmarks and imports (calls record theirs through `apply_batch`).
     pub async fn record_usage(&self, events: &[UsageEvent]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut write = self.begin_write().await?;
         let events: Vec<(UsageEvent, Option<u64>)> = events.iter().map(|e| (e.clone(), None)).collect();
-        record(&mut tx, &events, self.rollups).await?;
-        tx.commit().await?;
+        record(&mut write.tx, &events, self.rollups, &mut write.memory.rollups).await?;
+        write.commit().await?;
         Ok(())
     }
 
