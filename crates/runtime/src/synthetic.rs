@@ -145,6 +145,52 @@ pub fn model_for_task(task: Task, seed: u64) -> SyntheticModel {
     }
 }
 
+/// A multilayer perceptron `widths[0] → widths[1] → … → widths[last]`
+/// (MatMul, Add, and Relu between layers), its weights from `seed`: a model
+/// whose cost per call is chosen by its widths (about `Σ wᵢ·wᵢ₊₁`
+/// multiply-adds per row), for benchmarks that need milliseconds per call.
+pub fn mlp(widths: &[usize], seed: u64) -> SyntheticModel {
+    assert!(widths.len() >= 2, "an MLP has an input and an output width");
+    let mut rng = Seeded::new(seed);
+    let mut nodes = vec![];
+    let mut initializers = vec![];
+    let mut input = "x".to_string();
+    let layers = widths.len() - 1;
+    for (layer, pair) in widths.windows(2).enumerate() {
+        let (w, b) = (format!("w{layer}"), format!("b{layer}"));
+        // Weights scaled by 1/√fan-in keep activations finite through the layers.
+        let scale = 1.0 / (pair[0] as f32).sqrt();
+        let weights = rng.weights(pair[0] * pair[1]).into_iter().map(|v| v * scale).collect();
+        initializers.push(tensor(&w, &[pair[0], pair[1]], weights));
+        initializers.push(tensor(&b, &[pair[1]], rng.weights(pair[1])));
+        let (product, sum) = (format!("xw{layer}"), format!("z{layer}"));
+        nodes.push(node("MatMul", &[&input, &w], &product, &[]));
+        let last = layer + 1 == layers;
+        nodes.push(node("Add", &[&product, &b], if last { "y" } else { &sum }, &[]));
+        if !last {
+            let activated = format!("h{layer}");
+            nodes.push(node("Relu", &[&sum], &activated, &[]));
+            input = activated;
+        }
+    }
+    let graph = GraphProto {
+        name: format!("mlp-{seed}"),
+        node: nodes,
+        initializer: initializers,
+        input: vec![value_info("x", DataType::Float, &[None, Some(widths[0])])],
+        output: vec![value_info("y", DataType::Float, &[None, Some(widths[layers])])],
+        ..GraphProto::default()
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        producer_name: "vitrine-synthetic".into(),
+        graph: Some(graph),
+        ..ModelProto::default()
+    };
+    SyntheticModel { bytes: model.encode_to_vec(), input: "x".into(), dtype: "f32", width: widths[0], vocabulary: None }
+}
+
 fn node(op: &str, inputs: &[&str], output: &str, ints: &[(&str, i64)]) -> NodeProto {
     NodeProto {
         op_type: op.into(),
@@ -220,5 +266,35 @@ mod tests {
             }
         }
         assert_ne!(model_for_task(Task::Regression, 1).bytes, model_for_task(Task::Regression, 2).bytes);
+    }
+
+    /// The generated MLP computes what its weights say: checked against a
+    /// plain matrix product written here from the same generator.
+    #[test]
+    fn an_mlp_computes_relu_layers_of_its_weights() {
+        let widths = [5, 7, 3];
+        let synthetic = mlp(&widths, 9);
+        let limits = ModelLimits { nodes_max: 100, initializer_bytes_max: 1 << 20 };
+        let model = load_model(&synthetic.bytes, &limits).expect("the MLP loads");
+        let x: Vec<f32> = (0..5).map(|i| i as f32 / 5.0 - 0.4).collect();
+        let outputs = model.run(vec![Tensor { shape: vec![1, 5], data: TensorData::F32(x.clone()) }], u64::MAX);
+        let TensorData::F32(y) = &outputs.expect("it runs")[0].1.data else { panic!("f32 out") };
+        let mut rng = Seeded::new(9);
+        let mut h = x;
+        for (layer, pair) in widths.windows(2).enumerate() {
+            let scale = 1.0 / (pair[0] as f32).sqrt();
+            let w: Vec<f32> = rng.weights(pair[0] * pair[1]).into_iter().map(|v| v * scale).collect();
+            let b = rng.weights(pair[1]);
+            let mut next: Vec<f32> =
+                (0..pair[1]).map(|j| b[j] + (0..pair[0]).map(|i| h[i] * w[i * pair[1] + j]).sum::<f32>()).collect();
+            if layer + 2 < widths.len() {
+                next.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            h = next;
+        }
+        assert_eq!(y.len(), 3);
+        for (got, want) in y.iter().zip(&h) {
+            assert!((got - want).abs() < 1e-4, "{y:?} against {h:?}");
+        }
     }
 }

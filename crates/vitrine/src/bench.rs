@@ -1,11 +1,16 @@
 //! `vitrine bench`: the paid-inference path measured end to end on this
 //! machine. Starts a server on a fresh data directory, then compares in one
-//! run: the raw model (tract alone, no HTTP), free calls over HTTP, and paid
-//! calls over HTTP (holds, posts, group commit). Ratios between these are
-//! what to compare across machines; absolute figures vary with the machine.
+//! run: the raw model (tract alone, no HTTP), free and paid calls over HTTP,
+//! paid calls through the server's router in this process (no sockets), the
+//! latency at half the paid rate, and a realistic model (milliseconds per
+//! call) against the same model run raw on every thread. Ratios between these
+//! are what to compare across machines; absolute figures vary with the
+//! machine. `--figures FILE` writes every figure as JSON; `--cores 1,2,4` runs the whole
+//! comparison again pinned to that many cores (`taskset`), one child process
+//! each, and tabulates how it scales.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -25,6 +30,17 @@ pub struct BenchArgs {
     /// Where the server keeps its data [default: a fresh temporary folder, removed after].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Also write every figure to this file, as JSON.
+    #[arg(long, value_name = "FILE")]
+    figures: Option<PathBuf>,
+    /// Run the comparison pinned to each of these core counts (e.g. `1,2,4,8`),
+    /// each in a child process under `taskset`, and tabulate the scaling.
+    #[arg(long, value_delimiter = ',')]
+    cores: Vec<usize>,
+    /// Layer widths of the realistic model (an MLP generated from a seed; the
+    /// default takes about a millisecond per call, bound by memory bandwidth).
+    #[arg(long, value_delimiter = ',', default_value = "64,2048,2048,2048,10")]
+    realistic_widths: Vec<usize>,
     /// Instead: measure the log alone, appending this many leaves, then
     /// timing proofs at that size.
     #[arg(long)]
@@ -37,26 +53,58 @@ pub struct BenchArgs {
 
 /// A model the bench calls, with one call's input.
 struct BenchModel {
-    name: &'static str,
-    bytes: &'static [u8],
+    name: String,
+    bytes: Vec<u8>,
     /// Elements of the one input `x`, shape `[1, width]`.
     width: usize,
 }
 
-/// A tiny model: where the cost around the model shows most.
-const TINY: BenchModel =
-    BenchModel { name: "linear 4-1", bytes: include_bytes!("../../../fixtures/models/linear.onnx"), width: 4 };
-/// A realistic small classifier (MNIST-sized MLP, 400 KB of weights).
-const REALISTIC: BenchModel =
-    BenchModel { name: "MLP 784-128-10", bytes: include_bytes!("../../../fixtures/models/mnist_mlp.onnx"), width: 784 };
-
 impl BenchModel {
+    /// A tiny model: where the cost around the model shows most.
+    fn tiny() -> BenchModel {
+        BenchModel {
+            name: "linear 4-1".into(),
+            bytes: include_bytes!("../../../fixtures/models/linear.onnx").to_vec(),
+            width: 4,
+        }
+    }
+
+    /// An MLP of `widths`, generated: milliseconds per call at the default.
+    fn realistic(widths: &[usize]) -> anyhow::Result<BenchModel> {
+        if widths.len() < 2 || widths.contains(&0) {
+            bail!("--realistic-widths needs two or more widths above 0");
+        }
+        let name = format!("MLP {}", widths.iter().map(usize::to_string).collect::<Vec<_>>().join("-"));
+        let model = runtime::synthetic::mlp(widths, 1);
+        Ok(BenchModel { name, bytes: model.bytes, width: widths[0] })
+    }
+
     fn input(&self) -> Vec<f32> {
         (0..self.width).map(|i| (i % 10) as f32 / 10.0).collect()
     }
 
     fn call(&self) -> Value {
         json!({"inputs": {"x": {"dtype": "f32", "shape": [1, self.width], "data": self.input()}}})
+    }
+}
+
+/// Every figure of a run, by dotted name, for `--figures` and `--cores`.
+#[derive(Debug, Clone, Default)]
+struct Report(Arc<Mutex<serde_json::Map<String, Value>>>);
+
+impl Report {
+    fn set(&self, name: &str, value: impl Into<Value>) {
+        self.0.lock().expect("the report is never poisoned").insert(name.into(), value.into());
+    }
+
+    fn phase(&self, name: &str, phase: &Phase) {
+        self.set(&format!("{name}.per_second"), phase.per_second);
+        self.set(&format!("{name}.p50_ms"), phase.p50_ms);
+        self.set(&format!("{name}.p99_ms"), phase.p99_ms);
+    }
+
+    fn value(&self) -> Value {
+        Value::Object(self.0.lock().expect("never poisoned").clone())
     }
 }
 
@@ -80,43 +128,64 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         return result;
     }
-    let result = compare(&args, &data_dir).await;
+    let report = Report::default();
+    let result = if args.cores.is_empty() { compare(&args, &data_dir, &report).await } else { scaling(&args, &report) };
     if temporary {
-        let _ = std::fs::remove_dir_all(&data_dir);
-        let _ = std::fs::remove_dir_all(data_dir.with_extension("no-rollups"));
+        for suffix in ["", "no-rollups", "isolation-process", "isolation-none", "realistic"] {
+            let _ = std::fs::remove_dir_all(if suffix.is_empty() {
+                data_dir.clone()
+            } else {
+                data_dir.with_extension(suffix)
+            });
+        }
     }
-    result
+    result?;
+    if let Some(path) = &args.figures {
+        let text = serde_json::to_string_pretty(&report.value())?;
+        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
-/// The whole comparison: the raw model, free and paid calls, then paid calls
-/// again on a second fresh server without usage rollups, then the cost of
-/// isolation: paid calls with models in worker processes (the default)
-/// against models in the server's process, for a tiny and a realistic model.
-async fn compare(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Result<()> {
-    let paid =
-        with_server(data_dir, &[], |url, key| async move { measure(args, &url, &key, &TINY, true).await }).await?;
-    let unrolled = with_server(
-        &data_dir.with_extension("no-rollups"),
-        &[("analytics_rollups", false.into())],
-        |url, key| async move { measure(args, &url, &key, &TINY, false).await },
-    )
+/// The whole comparison: the tiny model raw, free, paid and paid without
+/// HTTP, then at half the paid rate; paid calls without usage rollups; the
+/// cost of isolation (models in worker processes, the default, against
+/// models in the server's process); and the realistic model paid over HTTP
+/// against the same model raw on as many threads as this process may use.
+async fn compare(args: &BenchArgs, data_dir: &std::path::Path, report: &Report) -> anyhow::Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    report.set("cores", threads as u64);
+    report.set("clients", args.clients as u64);
+    println!("{threads} cores available, {} clients, {} s per phase", args.clients, args.seconds);
+    let (tiny, realistic) = (BenchModel::tiny(), BenchModel::realistic(&args.realistic_widths)?);
+    let (tiny, realistic) = (&tiny, &realistic);
+    let paid = with_server(data_dir, &[], |server| async move {
+        let setup = Setup::new(&server, tiny).await?;
+        full_comparison(args, &server, &setup, tiny, report).await
+    })
     .await?;
+    let unrolled =
+        with_server(&data_dir.with_extension("no-rollups"), &[("analytics_rollups", false.into())], |s| async move {
+            let setup = Setup::new(&s, tiny).await?;
+            Ok(setup.phase(args, "paid").await?.per_second)
+        })
+        .await?;
+    report.set("tiny.paid_without_rollups.per_second", unrolled);
     println!("paid calls without usage rollups: {unrolled:.0} calls/s; with / without = {:.2}", paid / unrolled);
-    for model in [&TINY, &REALISTIC] {
+    for (label, model) in [("tiny", tiny), ("realistic", realistic)] {
         let mut rates = Vec::new();
         for isolation in ["process", "none"] {
             let directory = data_dir.with_extension(format!("isolation-{isolation}"));
             let settings = [("isolation", isolation.into())];
-            let rate =
-                with_server(
-                    &directory,
-                    &settings,
-                    |url, key| async move { measure(args, &url, &key, model, false).await },
-                )
-                .await;
+            let rate = with_server(&directory, &settings, |server| async move {
+                let setup = Setup::new(&server, model).await?;
+                Ok(setup.phase(args, "paid").await?.per_second)
+            })
+            .await;
             let _ = std::fs::remove_dir_all(&directory);
             rates.push(rate?);
         }
+        report.set(&format!("{label}.isolated_over_in_process"), rates[0] / rates[1]);
         println!(
             "isolation, {}: paid calls {:.0}/s in worker processes, {:.0}/s in the server's process; isolated / in-process = {:.2}",
             model.name,
@@ -125,20 +194,48 @@ async fn compare(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Result
             rates[0] / rates[1]
         );
     }
+    // The realistic model: what a buyer of inference pays around the model.
+    let single = raw_calls_per_second(realistic, 1, Duration::from_secs(args.seconds.min(3)))?;
+    let raw = raw_calls_per_second(realistic, threads, Duration::from_secs(args.seconds))?;
+    let paid = with_server(&data_dir.with_extension("realistic"), &[], |server| async move {
+        let setup = Setup::new(&server, realistic).await?;
+        setup.phase(args, "paid").await
+    })
+    .await?;
+    report.set("realistic.model", realistic.name.clone());
+    report.set("realistic.ms_per_call", 1e3 / single);
+    report.set("realistic.raw_threads", threads as u64);
+    report.set("realistic.raw.per_second", raw);
+    report.phase("realistic.paid", &paid);
+    report.set("realistic.paid_over_raw", paid.per_second / raw);
+    println!(
+        "realistic model, {} ({:.2} ms per call on one thread): raw on {threads} threads {raw:.0} calls/s; paid over HTTP {}; paid / raw = {:.2}",
+        realistic.name,
+        1e3 / single,
+        paid.describe(),
+        paid.per_second / raw
+    );
     Ok(())
+}
+
+/// A running server for one phase: its URL, operator key and router.
+struct BenchServer {
+    url: String,
+    operator_key: String,
+    router: axum::Router,
 }
 
 /// Runs `work` against a fresh in-process server on `data_dir`, with
 /// `VITRINE_*` settings applied (so a run can vary one, e.g.
 /// `VITRINE_LEDGER_BATCH_MAX=1`) and then `settings`.
-async fn with_server<F, Fut>(
+async fn with_server<T, F, Fut>(
     data_dir: &std::path::Path,
     settings: &[(&str, toml::Value)],
     work: F,
-) -> anyhow::Result<f64>
+) -> anyhow::Result<T>
 where
-    F: FnOnce(String, String) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<f64>>,
+    F: FnOnce(BenchServer) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     let mut flags = toml::Table::new();
     flags.insert("data_dir".into(), data_dir.display().to_string().into());
@@ -153,61 +250,84 @@ where
     let config = server::Config::load(None, std::env::vars(), flags)?;
     let (state, operator_key) = server::open_state(config).await.context("cannot start the server")?;
     let operator_key = operator_key.context("the bench needs a fresh data directory")?;
+    let router = server::router(state.clone());
     let running = server::RunningServer::start(state).await?;
-    let result = work(running.url.clone(), operator_key.expose().to_owned()).await;
+    let server = BenchServer { url: running.url.clone(), operator_key: operator_key.expose().to_owned(), router };
+    let result = work(server).await;
     running.stop().await?;
     result
 }
 
-/// Sets up a creator, a caller and two copies of `model` (free and paid),
-/// then measures; returns the paid calls per second. With `full`, also the
-/// raw model and free calls.
-async fn measure(
-    args: &BenchArgs,
-    url: &str,
-    operator_key: &str,
-    model: &BenchModel,
-    full: bool,
-) -> anyhow::Result<f64> {
-    let anonymous = Client::new(url.to_owned(), None)?;
-    let signup = |name: &'static str| {
-        let anonymous = anonymous.clone();
-        async move {
-            let created = anonymous
-                .send_json(anonymous.request(reqwest::Method::POST, "/v1/accounts").json(&json!({"name": name})))
-                .await?;
-            anyhow::Ok(Client::new(url.to_owned(), created["api_key"].as_str().map(str::to_owned))?)
-        }
-    };
-    let creator = signup("creator").await?;
-    let caller = signup("caller").await?;
-    let operator = Client::new(url.to_owned(), Some(operator_key.to_owned()))?;
-    for (name, price) in [("free", "0"), ("paid", "1000")] {
-        let body = json!({"name": name, "task": "regression", "price_per_inference": price});
-        creator.send_json(creator.request(reqwest::Method::POST, "/v1/models").json(&body)).await?;
-        let path = format!("/v1/models/creator/{name}/versions");
-        let upload = creator
-            .request(reqwest::Method::POST, &path)
-            .header("content-type", "application/octet-stream")
-            .body(model.bytes);
-        creator.send_json(upload).await?;
-    }
-    let deposit = json!({"account": "caller", "amount": "1000000000000000", "reference": "bench"});
-    operator.send_json(operator.request(reqwest::Method::POST, "/v1/admin/deposits").json(&deposit)).await?;
+/// A creator with two copies of a model (free and paid), and a caller with
+/// a balance.
+struct Setup {
+    caller: Client,
+    caller_key: String,
+    operator: Client,
+    call: Value,
+}
 
-    let call = model.call();
-    let phase = |name| http_phase(&caller, name, &call, args.clients, Duration::from_secs(args.seconds));
-    if !full {
-        return Ok(phase("paid").await?.per_second);
+impl Setup {
+    async fn new(server: &BenchServer, model: &BenchModel) -> anyhow::Result<Setup> {
+        let url = server.url.clone();
+        let anonymous = Client::new(url.clone(), None)?;
+        let signup = |name: &'static str| {
+            let anonymous = anonymous.clone();
+            async move {
+                let body = json!({"name": name});
+                let created =
+                    anonymous.send_json(anonymous.request(reqwest::Method::POST, "/v1/accounts").json(&body)).await?;
+                let key = created["api_key"].as_str().context("a new account's key")?.to_owned();
+                anyhow::Ok(key)
+            }
+        };
+        let creator = Client::new(url.clone(), Some(signup("creator").await?))?;
+        let caller_key = signup("caller").await?;
+        let caller = Client::new(url.clone(), Some(caller_key.clone()))?;
+        let operator = Client::new(url, Some(server.operator_key.clone()))?;
+        for (name, price) in [("free", "0"), ("paid", "1000")] {
+            let body = json!({"name": name, "task": "regression", "price_per_inference": price});
+            creator.send_json(creator.request(reqwest::Method::POST, "/v1/models").json(&body)).await?;
+            let path = format!("/v1/models/creator/{name}/versions");
+            let upload = creator
+                .request(reqwest::Method::POST, &path)
+                .header("content-type", "application/octet-stream")
+                .body(model.bytes.clone());
+            creator.send_json(upload).await?;
+        }
+        let deposit = json!({"account": "caller", "amount": "1000000000000000", "reference": "bench"});
+        operator.send_json(operator.request(reqwest::Method::POST, "/v1/admin/deposits").json(&deposit)).await?;
+        Ok(Setup { caller, caller_key, operator, call: model.call() })
     }
-    let raw = raw_model_calls_per_second(model, Duration::from_secs(args.seconds))?;
+
+    /// Calls `model` ("free" or "paid") over HTTP from every client, back to back.
+    async fn phase(&self, args: &BenchArgs, model: &str) -> anyhow::Result<Phase> {
+        let pace = Pace { clients: args.clients, duration: Duration::from_secs(args.seconds), per_second: None };
+        http_phase(&self.caller, model, &self.call, pace).await
+    }
+}
+
+/// The tiny model's full comparison on one server; returns its paid rate.
+async fn full_comparison(
+    args: &BenchArgs,
+    server: &BenchServer,
+    setup: &Setup,
+    model: &BenchModel,
+    report: &Report,
+) -> anyhow::Result<f64> {
+    let duration = Duration::from_secs(args.seconds);
+    let raw = raw_calls_per_second(model, 1, duration)?;
+    report.set("tiny.raw_one_thread.per_second", raw);
     println!("raw model (tract, one thread, no HTTP): {raw:.0} calls/s");
-    let free = phase("free").await?;
+    let free = setup.phase(args, "free").await?;
+    report.phase("tiny.free", &free);
     println!("free calls over HTTP ({} clients):      {}", args.clients, free.describe());
-    let before = ledger_items(&operator).await?;
-    let paid = phase("paid").await?;
-    let after = ledger_items(&operator).await?;
+    let before = ledger_items(&setup.operator).await?;
+    let paid = setup.phase(args, "paid").await?;
+    let after = ledger_items(&setup.operator).await?;
+    report.phase("tiny.paid", &paid);
     println!("paid calls over HTTP ({} clients):      {}", args.clients, paid.describe());
+    report.set("tiny.paid_over_free", paid.per_second / free.per_second);
     println!(
         "ratios: paid / free = {:.2}, free / raw = {:.3}",
         paid.per_second / free.per_second,
@@ -215,6 +335,8 @@ async fn measure(
     );
     let batches = after.0 - before.0;
     let items = after.1 - before.1;
+    report.set("ledger.group_commits_per_second", batches as f64 / args.seconds as f64);
+    report.set("ledger.mean_batch", items as f64 / batches.max(1) as f64);
     println!(
         "ledger: {items} commands in {batches} group commits (mean batch {:.1}, largest {}); {:.0} commits/s",
         items as f64 / batches.max(1) as f64,
@@ -222,6 +344,20 @@ async fn measure(
         batches as f64 / args.seconds as f64
     );
     println!("batch sizes (upper bound: batches): {}", after.3);
+    let direct = router_phase(server, setup, args.clients, duration).await?;
+    report.phase("tiny.paid_without_http", &direct);
+    report.set("tiny.paid_over_paid_without_http", paid.per_second / direct.per_second);
+    println!(
+        "paid calls through the router, no sockets ({} tasks): {}; over HTTP / without = {:.2}",
+        args.clients,
+        direct.describe(),
+        paid.per_second / direct.per_second
+    );
+    // Latency where a server should run: at half the rate it can take.
+    let pace = Pace { clients: args.clients, duration, per_second: Some(paid.per_second / 2.0) };
+    let half = http_phase(&setup.caller, "paid", &setup.call, pace).await?;
+    report.phase("tiny.paid_at_half_rate", &half);
+    println!("paid calls at half that rate ({:.0}/s offered): {}", paid.per_second / 2.0, half.describe());
     Ok(paid.per_second)
 }
 
@@ -239,28 +375,57 @@ impl Phase {
             self.per_second, self.calls, self.p50_ms, self.p99_ms
         )
     }
+
+    fn from_latencies(mut latencies: Vec<f64>, elapsed: f64) -> anyhow::Result<Phase> {
+        if latencies.is_empty() {
+            bail!("no call finished");
+        }
+        latencies.sort_by(f64::total_cmp);
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+        Ok(Phase {
+            calls: latencies.len() as u64,
+            per_second: latencies.len() as f64 / elapsed,
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+        })
+    }
 }
 
-async fn http_phase(
-    caller: &Client,
-    model: &str,
-    call: &Value,
+/// How a phase sends: `clients` at once for `duration`, back to back, or
+/// together at `per_second` (each client on its own schedule, so a slow
+/// answer does not lower the rate offered: latency is measured from when
+/// the call was due).
+#[derive(Debug, Clone, Copy)]
+struct Pace {
     clients: usize,
     duration: Duration,
-) -> anyhow::Result<Phase> {
+    per_second: Option<f64>,
+}
+
+async fn http_phase(caller: &Client, model: &str, call: &Value, pace: Pace) -> anyhow::Result<Phase> {
     let body = Arc::new(call.clone());
     let path = Arc::new(format!("/v1/models/creator/{model}/infer"));
     let started = Instant::now();
-    let deadline = started + duration;
+    let deadline = started + pace.duration;
+    let interval = pace.per_second.map(|rate| Duration::from_secs_f64(pace.clients as f64 / rate.max(1e-3)));
     let mut tasks = vec![];
-    for _ in 0..clients {
+    for client in 0..pace.clients {
         let (caller, body, path) = (caller.clone(), body.clone(), path.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = vec![];
-            while Instant::now() < deadline {
-                let sent = Instant::now();
+            // Paced clients start spread over one interval.
+            let mut due = started + interval.map_or(Duration::ZERO, |i| i.mul_f64(client as f64 / pace.clients as f64));
+            while due < deadline {
+                if interval.is_some() {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let sent = if interval.is_some() { due } else { Instant::now() };
                 caller.send_json(caller.request(reqwest::Method::POST, &path).json(&*body)).await?;
                 latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+                due = match interval {
+                    Some(interval) => due + interval,
+                    None => Instant::now(),
+                };
             }
             anyhow::Ok(latencies)
         }));
@@ -269,31 +434,140 @@ async fn http_phase(
     for task in tasks {
         latencies.extend(task.await??);
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    if latencies.is_empty() {
-        bail!("no call finished");
-    }
-    latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-    Ok(Phase {
-        calls: latencies.len() as u64,
-        per_second: latencies.len() as f64 / elapsed,
-        p50_ms: at(0.5),
-        p99_ms: at(0.99),
-    })
+    Phase::from_latencies(latencies, started.elapsed().as_secs_f64())
 }
 
-fn raw_model_calls_per_second(model: &BenchModel, duration: Duration) -> anyhow::Result<f64> {
+/// Paid calls handed to the server's router in this process: everything a
+/// call costs but the sockets and HTTP parsing.
+async fn router_phase(server: &BenchServer, setup: &Setup, tasks: usize, duration: Duration) -> anyhow::Result<Phase> {
+    use tower::ServiceExt;
+    let body = axum::body::Bytes::from(serde_json::to_vec(&setup.call)?);
+    let authorization = format!("Bearer {}", setup.caller_key);
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut handles = vec![];
+    for _ in 0..tasks {
+        let (router, body, authorization) = (server.router.clone(), body.clone(), authorization.clone());
+        handles.push(tokio::spawn(async move {
+            let mut latencies = vec![];
+            while Instant::now() < deadline {
+                let mut request = axum::http::Request::post("/v1/models/creator/paid/infer")
+                    .header("authorization", &authorization)
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body.clone()))?;
+                request.extensions_mut().insert(axum::extract::ConnectInfo(address));
+                let sent = Instant::now();
+                let response = router.clone().oneshot(request).await?;
+                let status = response.status();
+                let answer = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+                if !status.is_success() {
+                    bail!("a paid call answered {status}: {}", String::from_utf8_lossy(&answer));
+                }
+                latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = vec![];
+    for handle in handles {
+        latencies.extend(handle.await??);
+    }
+    Phase::from_latencies(latencies, started.elapsed().as_secs_f64())
+}
+
+/// The model run by tract alone on `threads` threads, each with its own
+/// copy, back to back: calls per second, all threads together.
+fn raw_calls_per_second(model: &BenchModel, threads: usize, duration: Duration) -> anyhow::Result<f64> {
     let limits = runtime::ModelLimits { nodes_max: 10_000, initializer_bytes_max: 1 << 30 };
     let input = runtime::Tensor { shape: vec![1, model.width], data: runtime::TensorData::F32(model.input()) };
-    let model = runtime::load_model(model.bytes, &limits)?;
+    let loaded = (0..threads).map(|_| runtime::load_model(&model.bytes, &limits)).collect::<Result<Vec<_>, _>>()?;
     let started = Instant::now();
-    let mut calls = 0u64;
-    while started.elapsed() < duration {
-        model.run(vec![input.clone()], u64::MAX)?;
-        calls += 1;
-    }
+    let calls: u64 = std::thread::scope(|scope| {
+        let workers: Vec<_> = loaded
+            .iter()
+            .map(|model| {
+                let input = input.clone();
+                scope.spawn(move || {
+                    let mut calls = 0u64;
+                    while started.elapsed() < duration {
+                        model.run(vec![input.clone()], u64::MAX)?;
+                        calls += 1;
+                    }
+                    anyhow::Ok(calls)
+                })
+            })
+            .collect();
+        let mut calls = 0;
+        for worker in workers {
+            calls += worker.join().map_err(|_| anyhow::anyhow!("a raw thread panicked"))??;
+        }
+        anyhow::Ok(calls)
+    })?;
     Ok(calls as f64 / started.elapsed().as_secs_f64())
+}
+
+/// `--cores`: the comparison again in a child process per core count,
+/// pinned with `taskset` to the first that many cores, then a table.
+fn scaling(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let exe = std::env::current_exe()?;
+    let mut rows = vec![];
+    for &cores in &args.cores {
+        if cores == 0 || cores > available {
+            println!("{cores} cores: skipped ({available} available)");
+            continue;
+        }
+        let json = std::env::temp_dir().join(format!("vitrine-bench-{}-{cores}.json", std::process::id()));
+        let widths = args.realistic_widths.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        println!("— {cores} cores —");
+        let status = std::process::Command::new("taskset")
+            .arg("-c")
+            .arg(format!("0-{}", cores - 1))
+            .arg(&exe)
+            .args(["bench", "--clients", &args.clients.to_string(), "--seconds", &args.seconds.to_string()])
+            .args(["--realistic-widths", &widths, "--figures"])
+            .arg(&json)
+            .status()
+            .context("cannot run taskset (util-linux)")?;
+        if !status.success() {
+            bail!("the bench on {cores} cores failed: {status}");
+        }
+        let figures: Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+        let _ = std::fs::remove_file(&json);
+        rows.push((cores, figures));
+    }
+    println!(
+        "\ncores  tiny free/s  tiny paid/s  paid/free  p99 at half (ms)  realistic raw/s  realistic paid/s  paid/raw"
+    );
+    let figure = |figures: &Value, name: &str| figures[name].as_f64().unwrap_or(f64::NAN);
+    for (cores, figures) in &rows {
+        println!(
+            "{cores:>5}  {:>11.0}  {:>11.0}  {:>9.2}  {:>16.2}  {:>15.0}  {:>16.0}  {:>8.2}",
+            figure(figures, "tiny.free.per_second"),
+            figure(figures, "tiny.paid.per_second"),
+            figure(figures, "tiny.paid_over_free"),
+            figure(figures, "tiny.paid_at_half_rate.p99_ms"),
+            figure(figures, "realistic.raw.per_second"),
+            figure(figures, "realistic.paid.per_second"),
+            figure(figures, "realistic.paid_over_raw"),
+        );
+    }
+    if let [(first_cores, first), .., (last_cores, last)] = rows.as_slice() {
+        let speedup = figure(last, "tiny.paid.per_second") / figure(first, "tiny.paid.per_second");
+        let ideal = *last_cores as f64 / *first_cores as f64;
+        report.set("scaling.tiny_paid_speedup", speedup);
+        report.set("scaling.tiny_paid_fraction_of_linear", speedup / ideal);
+        println!(
+            "tiny paid, {first_cores} → {last_cores} cores: ×{speedup:.2} (linear would be ×{ideal:.0}; {:.2} of linear)",
+            speedup / ideal
+        );
+    }
+    report.set(
+        "scaling.runs",
+        Value::Array(rows.into_iter().map(|(cores, f)| json!({"cores": cores, "figures": f})).collect()),
+    );
+    Ok(())
 }
 
 /// (batches, items, largest batch, histogram text) from the operator's ledger view.

@@ -166,13 +166,40 @@ fn a_closed_pipe_ends_a_command_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// The benchmark runs end to end (its figures are for people, not asserted).
+/// The benchmark runs end to end, here pinned to one core in a child
+/// process (`--cores 1`), and writes its figures as JSON (their values are
+/// for people, not asserted: only that each was measured).
 #[test]
 fn the_benchmark_runs_and_reports_its_ratios() {
-    let output =
-        Command::new(BINARY).args(["bench", "--seconds", "1", "--clients", "4"]).output().expect("run vitrine bench");
+    let folder = tempfile::tempdir().unwrap();
+    let figures = folder.path().join("figures.json");
+    let output = Command::new(BINARY)
+        .args(["bench", "--seconds", "1", "--clients", "4", "--realistic-widths", "8,32,4", "--cores", "1"])
+        .arg("--figures")
+        .arg(&figures)
+        .output()
+        .expect("run vitrine bench");
     let stdout = success(&output);
-    for needle in ["raw model", "free calls over HTTP", "paid calls over HTTP", "paid / free", "group commits"] {
+    for needle in
+        ["raw model", "free calls over HTTP", "paid calls over HTTP", "paid / free", "group commits", "no sockets"]
+    {
         assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("realistic raw/s"), "the scaling table is missing from:\n{stdout}");
+    let figures: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&figures).unwrap()).unwrap();
+    let run = &figures["scaling.runs"][0];
+    assert_eq!(run["cores"], 1, "{figures}");
+    assert_eq!(run["figures"]["cores"], 1, "the child saw one core: {figures}");
+    for name in [
+        "tiny.free.per_second",
+        "tiny.paid.per_second",
+        "tiny.paid_without_http.per_second",
+        "tiny.paid_at_half_rate.p99_ms",
+        "realistic.raw.per_second",
+        "realistic.paid.per_second",
+        "realistic.paid_over_raw",
+    ] {
+        let value = run["figures"][name].as_f64().unwrap_or(0.0);
+        assert!(value > 0.0, "{name} is {value} in {figures}");
     }
 }
