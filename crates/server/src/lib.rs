@@ -4,6 +4,7 @@
 //! its input through the extractors in `extract.rs`, answers with the wire
 //! types of `wire.rs`, and fails with the one [`error::ApiError`].
 
+mod claims;
 pub mod config;
 pub mod error;
 mod extract;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub known_keys: Arc<known_keys::KnownKeys>,
     /// Models and versions calls read recently.
     pub known_models: Arc<known_models::KnownModels>,
+    /// Idempotency-Keys of calls running on this node.
+    pub idempotency_claims: Arc<claims::IdempotencyClaims>,
     pub fee_split: ledger::FeeSplit,
     /// The ledger's own accounts.
     pub system: SystemAccounts,
@@ -152,6 +155,7 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         reservations,
         known_keys: Arc::default(),
         known_models: Arc::default(),
+        idempotency_claims: Arc::default(),
         fee_split: config.fee_split().map_err(|e| e.to_string())?,
         system,
         executor: Arc::new(executor),

@@ -56,6 +56,8 @@ pub struct Charge {
 pub struct IdempotencyAnswer {
     pub account_id: i64,
     pub key: String,
+    /// What the key stands for (the request's fingerprint).
+    pub request: Sha256,
     pub response: String,
 }
 
@@ -187,6 +189,11 @@ pub enum ItemError {
     Ledger(#[from] LedgerError),
     #[error("payout {0} is not waiting to be resolved")]
     PayoutNotRequested(i64),
+    /// Another call with the same Idempotency-Key (on another node sharing
+    /// the database) was answered first: this one charged nothing, and the
+    /// first answer is the one to give.
+    #[error("this Idempotency-Key was answered by another call")]
+    AlreadyAnswered,
 }
 
 /// The whole ledger's sums, read at one instant.
@@ -209,13 +216,12 @@ pub struct LedgerTotals {
 /// How a call with an Idempotency-Key starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyStart {
-    /// The key is new: run the call.
+    /// The key has no answer: run the call (unless this node is running
+    /// it already: the server's claims).
     Started,
     /// The same request finished before: here is its answer, and the log
     /// index of its receipt if it was paid.
     Replay(String, Option<u64>),
-    /// The same request is still running.
-    InProgress,
     /// The key was used for a different request.
     Mismatch,
 }
@@ -437,77 +443,46 @@ impl Store {
         rows.iter().map(payout_from_row).collect()
     }
 
-    /// Claims an Idempotency-Key for a request. Keys older than `window_ms`
-    /// are forgotten first.
-    pub async fn begin_idempotent(
+    /// What an Idempotency-Key already stands for. Nothing is written for a
+    /// new key: the call's batch writes the key with its answer, in the
+    /// transaction of its charge, and a call running meanwhile is known only
+    /// to its node (the server's claims). A key older than `window_ms` is
+    /// forgotten here.
+    pub async fn idempotency_lookup(
         &self,
         account_id: i64,
         key: &str,
         request: &Sha256,
         window_ms: i64,
     ) -> Result<IdempotencyStart, StoreError> {
-        let now = now_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("DELETE FROM idempotency_keys WHERE account_id = ? AND key = ? AND created_at < ?")
-            .bind(account_id)
-            .bind(key)
-            .bind(now - window_ms)
-            .execute(&mut *tx)
-            .await?;
-        let existing = sqlx::query(
-            "SELECT request_sha256, response, log_index FROM idempotency_keys WHERE account_id = ? AND key = ?",
+        let row = sqlx::query(
+            "SELECT request_sha256, response, log_index, created_at FROM idempotency_keys \
+             WHERE account_id = ? AND key = ?",
         )
         .bind(account_id)
         .bind(key)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?;
-        let start = match existing {
-            Some(row) => {
-                let stored: String = row.try_get("request_sha256")?;
-                let response: Option<String> = row.try_get("response")?;
-                let log_index: Option<i64> = row.try_get("log_index")?;
-                match (stored == request.to_hex(), response) {
-                    (false, _) => IdempotencyStart::Mismatch,
-                    (true, Some(response)) => IdempotencyStart::Replay(response, log_index.map(|i| i as u64)),
-                    (true, None) => IdempotencyStart::InProgress,
-                }
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO idempotency_keys (account_id, key, request_sha256, created_at) VALUES (?, ?, ?, ?)",
-                )
+        let Some(row) = row else { return Ok(IdempotencyStart::Started) };
+        let created_at: i64 = row.try_get("created_at")?;
+        let response: Option<String> = row.try_get("response")?;
+        // A row without an answer is a claim an earlier version of the
+        // server made durable; start-up forgets those, and a batch replaces it.
+        let Some(response) = response.filter(|_| created_at >= now_ms() - window_ms) else {
+            sqlx::query("DELETE FROM idempotency_keys WHERE account_id = ? AND key = ? AND created_at = ?")
                 .bind(account_id)
                 .bind(key)
-                .bind(request.to_hex())
-                .bind(now)
-                .execute(&mut *tx)
+                .bind(created_at)
+                .execute(&self.pool)
                 .await?;
-                IdempotencyStart::Started
-            }
+            return Ok(IdempotencyStart::Started);
         };
-        tx.commit().await?;
-        Ok(start)
-    }
-
-    /// Records the answer of a call that moved no money (a free model).
-    pub async fn finish_idempotent(&self, account_id: i64, key: &str, response: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE idempotency_keys SET response = ? WHERE account_id = ? AND key = ?")
-            .bind(response)
-            .bind(account_id)
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Forgets a key whose call failed, so that a retry runs again.
-    pub async fn abandon_idempotent(&self, account_id: i64, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE account_id = ? AND key = ? AND response IS NULL")
-            .bind(account_id)
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let stored: String = row.try_get("request_sha256")?;
+        if stored != request.to_hex() {
+            return Ok(IdempotencyStart::Mismatch);
+        }
+        let log_index: Option<i64> = row.try_get("log_index")?;
+        Ok(IdempotencyStart::Replay(response, log_index.map(|i| i as u64)))
     }
 
     /// Forgets every key whose call never finished: at start-up no call from
@@ -687,20 +662,43 @@ impl TransferRows {
     }
 }
 
-/// Completes the item's idempotency key with the answer a retry replays.
+/// Whether another call already answered the item's Idempotency-Key (on a
+/// node sharing the database): checked under the write lock, before the
+/// item's charge, so a key is charged once whichever nodes its calls reach.
+async fn answered_before(tx: &mut Transaction<'static, Sqlite>, item: &BatchItem) -> Result<bool, StoreError> {
+    let Some(answer) = item.answer() else { return Ok(false) };
+    let answered: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM idempotency_keys WHERE account_id = ? AND key = ? AND response IS NOT NULL")
+            .bind(answer.account_id)
+            .bind(&answer.key)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(answered.is_some())
+}
+
+/// Writes the item's idempotency key with the answer a retry replays (over
+/// an expired or unanswered row of the same key).
 async fn remember_answer(
     tx: &mut Transaction<'static, Sqlite>,
     item: &BatchItem,
     log_index: Option<i64>,
+    now: i64,
 ) -> Result<(), StoreError> {
     if let Some(answer) = item.answer() {
-        sqlx::query("UPDATE idempotency_keys SET response = ?, log_index = ? WHERE account_id = ? AND key = ?")
-            .bind(&answer.response)
-            .bind(log_index)
-            .bind(answer.account_id)
-            .bind(&answer.key)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO idempotency_keys (account_id, key, request_sha256, response, log_index, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, key) DO UPDATE SET \
+             request_sha256 = excluded.request_sha256, response = excluded.response, \
+             log_index = excluded.log_index, created_at = excluded.created_at",
+        )
+        .bind(answer.account_id)
+        .bind(&answer.key)
+        .bind(answer.request.to_hex())
+        .bind(&answer.response)
+        .bind(log_index)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
@@ -723,9 +721,12 @@ async fn apply_item(
             return Ok(Err(ItemError::PayoutNotRequested(*payout_id)));
         }
     }
+    if answered_before(tx, item).await? {
+        return Ok(Err(ItemError::AlreadyAnswered));
+    }
     let Some(command) = item.ledger_command() else {
         // A record without money (a free call): its answer is kept all the same.
-        remember_answer(tx, item, None).await?;
+        remember_answer(tx, item, None, now).await?;
         return Ok(Ok(BatchOutcome::default()));
     };
     let external_id = match &command {
@@ -794,7 +795,7 @@ async fn apply_item(
             created_at_ms: recorded_at,
         });
     }
-    remember_answer(tx, item, log_index).await?;
+    remember_answer(tx, item, log_index, now).await?;
     let payout = match item.payout() {
         None => None,
         Some(PayoutChange::Request { account_id, amount }) => {

@@ -125,7 +125,36 @@ async fn infer(
     };
     let fingerprint = idempotency_fingerprint(&call, &request)?;
     let window_ms = state.config.idempotency_window_ms as i64;
-    match state.store.begin_idempotent(caller.id, &key, &fingerprint, window_ms).await? {
+    if let Some(answer) = idempotency_answer(state, caller, &key, &fingerprint, window_ms).await? {
+        return answer;
+    }
+    let Some(_claim) = state.idempotency_claims.claim(caller.id, &key) else {
+        return Err(ApiError::conflict("a call with this Idempotency-Key is still running; retry when it is done"));
+    };
+    let result =
+        record_failure(state, &call, charge_and_run(state, &call, request, Some((key.as_str(), fingerprint))).await)
+            .await;
+    if result.is_err() {
+        // Another node sharing the database may have answered the key while
+        // this call ran (its charge was then refused): that answer stands.
+        if let Some(answer) = idempotency_answer(state, caller, &key, &fingerprint, window_ms).await? {
+            return answer;
+        }
+    }
+    result.map(json_response)
+}
+
+/// The answer an Idempotency-Key already has: the first call's (with its
+/// receipt rebuilt from the log), or a refusal when the key stood for
+/// another request. `None` for a key without an answer.
+async fn idempotency_answer(
+    state: &AppState,
+    caller: &Account,
+    key: &str,
+    fingerprint: &Sha256,
+    window_ms: i64,
+) -> ApiResult<Option<ApiResult<Response>>> {
+    match state.store.idempotency_lookup(caller.id, key, fingerprint, window_ms).await? {
         IdempotencyStart::Replay(body, log_index) => {
             let receipt = match log_index {
                 Some(index) => {
@@ -135,22 +164,13 @@ async fn infer(
                 }
                 None => None,
             };
-            return Ok(json_response(with_receipt(&body, receipt)?));
-        }
-        IdempotencyStart::InProgress => {
-            return Err(ApiError::conflict("a call with this Idempotency-Key is still running; retry when it is done"));
+            Ok(Some(Ok(json_response(with_receipt(&body, receipt)?))))
         }
         IdempotencyStart::Mismatch => {
-            return Err(ApiError::invalid_request("this Idempotency-Key was used for a different request"));
+            Ok(Some(Err(ApiError::invalid_request("this Idempotency-Key was used for a different request"))))
         }
-        IdempotencyStart::Started => {}
+        IdempotencyStart::Started => Ok(None),
     }
-    let result = record_failure(state, &call, charge_and_run(state, &call, request, Some(&key)).await).await;
-    if result.is_err() {
-        // A failed call charged nothing; let a retry run it again.
-        state.store.abandon_idempotent(caller.id, &key).await?;
-    }
-    result.map(json_response)
 }
 
 /// What an Idempotency-Key stands for: the model, the version the call
@@ -274,15 +294,16 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     }
 }
 
-/// Checks the inputs, holds the price on the caller (402 before the model
-/// runs), runs the model, then posts the hold as the split transfers and
-/// appends the signed receipt leaf in the same transaction, or voids the
-/// hold if the call fails. Returns the answer's JSON once both are durable.
+/// Checks the inputs, reserves the price in memory (402 before the model
+/// runs), runs the model, then writes the call in one batch: the split
+/// transfers, the signed receipt leaf, the usage event and the answer of its
+/// Idempotency-Key (with the request's fingerprint), if any. Returns the
+/// answer's JSON once that is durable; a failed call writes no charge.
 async fn charge_and_run(
     state: &AppState,
     call: &Call<'_>,
     request: InferRequest,
-    idempotency_key: Option<&str>,
+    idempotency_key: Option<(&str, Sha256)>,
 ) -> ApiResult<String> {
     let (caller, model, version, started) = (call.caller, call.model, call.version, call.started);
     let input_sha256 = Sha256::digest(serde_json::to_string(&request.inputs).map_err(ApiError::internal)?.as_bytes());
@@ -344,9 +365,10 @@ async fn charge_and_run(
     };
     // Kept for replays without the receipt, which is rebuilt from the log.
     let stored = serde_json::to_string(&response).map_err(ApiError::internal)?;
-    let remember = idempotency_key.map(|key| IdempotencyAnswer {
+    let remember = idempotency_key.map(|(key, request)| IdempotencyAnswer {
         account_id: caller.id,
         key: key.to_owned(),
+        request,
         response: stored.clone(),
     });
     let creator_share = if pays_self { 0 } else { shares.creator.minor_units() };
@@ -371,7 +393,7 @@ async fn charge_and_run(
         treasury_share: shares.treasury.minor_units(),
         input_sha256,
         output_sha256,
-        idempotency_key_sha256: idempotency_key.map(|k| Sha256::digest(k.as_bytes())),
+        idempotency_key_sha256: idempotency_key.map(|(k, _)| Sha256::digest(k.as_bytes())),
     };
     let leaf = leaf.encode().map_err(ApiError::internal)?;
     let signature = state.log_keys.node.sign(&leaf).to_vec();

@@ -52,7 +52,7 @@ pub(crate) fn item_error(error: ItemError) -> ApiError {
                 available.max(0)
             ))
         }
-        ItemError::Ledger(LedgerError::IdReused(_)) | ItemError::PayoutNotRequested(_) => {
+        ItemError::Ledger(LedgerError::IdReused(_)) | ItemError::PayoutNotRequested(_) | ItemError::AlreadyAnswered => {
             ApiError::conflict(error.to_string())
         }
         // A deposit, price or payout too large for some account's totals:

@@ -272,6 +272,52 @@ async fn an_idempotency_key_charges_once_and_returns_the_first_answer() {
     api.send(bad_key).await.error(400, "invalid_request");
 }
 
+/// A key is claimed in memory while its call runs and written only with its
+/// answer, in the batch of the charge: so two servers on one database (one
+/// data directory here) must still charge a key once, when a retry reaches
+/// the other server and when both get the key at the same moment.
+#[tokio::test]
+async fn an_idempotency_key_is_charged_once_across_servers_sharing_a_database() {
+    let first = TestServer::start_with(&[("inference_threads", "2")]);
+    let (api, op) = (first.api(), first.operator_key.clone());
+    let alice = api.signup("alice").await;
+    let bob = api.signup("bob").await;
+    priced_model(&api, &alice, "alice", "linear", 100).await;
+    deposit(&api, &op, "bob", 100_000, "bank-1").await;
+    let second = TestServer::on_data_dir(first.data_dir.clone());
+    let apis = [first.api(), second.api()];
+    let call = |api: &Api, key: &str| {
+        api.request(reqwest::Method::POST, "/v1/models/alice/linear/infer", Some(&bob))
+            .header("Idempotency-Key", key)
+            .json(&linear_call())
+    };
+    // A retry on the other server replays the first answer, receipt included.
+    let answer = apis[0].send(call(&apis[0], "retry")).await.ok(200).clone();
+    let replay = apis[1].send(call(&apis[1], "retry")).await.ok(200).clone();
+    assert_eq!(answer, replay);
+    assert_eq!(units(&api, &op, "bob", "balance").await, 100_000 - 100);
+    // Both servers at once, for many keys: whichever answers first, every
+    // answer of a key is the same, and each key is paid for once.
+    let keys: Vec<String> = (0..24).map(|i| format!("both-{i}")).collect();
+    let answers = futures_util::future::join_all(
+        keys.iter().flat_map(|key| apis.iter().map(move |api| async move { (key, api.send(call(api, key)).await) })),
+    )
+    .await;
+    let mut first_answers: HashMap<&String, Value> = HashMap::new();
+    for (key, answer) in answers {
+        if answer.status == 409 {
+            continue; // the key's call was still running on the same server
+        }
+        let body = answer.ok(200).clone();
+        assert_eq!(first_answers.entry(key).or_insert_with(|| body.clone()), &body, "{key}");
+    }
+    assert_eq!(first_answers.len(), keys.len(), "every key was answered by one server or both");
+    assert_eq!(units(&api, &op, "bob", "balance").await, 100_000 - 100 * (1 + keys.len() as i128));
+    let receipts: std::collections::HashSet<u64> =
+        first_answers.values().map(|body| body["receipt"]["log_index"].as_u64().expect("a receipt")).collect();
+    assert_eq!(receipts.len(), keys.len(), "one receipt per key");
+}
+
 #[tokio::test]
 async fn an_idempotency_key_stands_for_the_model_version_app_and_inputs_not_their_spelling() {
     let server = TestServer::start();
