@@ -129,15 +129,8 @@ pub fn model_for_task(task: Task, seed: u64) -> SyntheticModel {
     } else {
         graph
     };
-    let model = ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
-        producer_name: "vitrine-synthetic".into(),
-        graph: Some(graph),
-        ..ModelProto::default()
-    };
     SyntheticModel {
-        bytes: model.encode_to_vec(),
+        bytes: encode(graph),
         input: "x".into(),
         dtype: if task == Task::Embedding { "i64" } else { "f32" },
         width,
@@ -181,6 +174,11 @@ pub fn mlp(widths: &[usize], seed: u64) -> SyntheticModel {
         output: vec![value_info("y", DataType::Float, &[None, Some(widths[layers])])],
         ..GraphProto::default()
     };
+    SyntheticModel { bytes: encode(graph), input: "x".into(), dtype: "f32", width: widths[0], vocabulary: None }
+}
+
+/// The ONNX file of `graph` (opset 17).
+fn encode(graph: GraphProto) -> Vec<u8> {
     let model = ModelProto {
         ir_version: 8,
         opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
@@ -188,7 +186,7 @@ pub fn mlp(widths: &[usize], seed: u64) -> SyntheticModel {
         graph: Some(graph),
         ..ModelProto::default()
     };
-    SyntheticModel { bytes: model.encode_to_vec(), input: "x".into(), dtype: "f32", width: widths[0], vocabulary: None }
+    model.encode_to_vec()
 }
 
 fn node(op: &str, inputs: &[&str], output: &str, ints: &[(&str, i64)]) -> NodeProto {
