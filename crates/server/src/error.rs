@@ -137,6 +137,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<store::SequencerError> for ApiError {
+    fn from(error: store::SequencerError) -> ApiError {
+        match error {
+            store::SequencerError::Stopped => ApiError::unavailable("the server is shutting down", 1),
+            batch => ApiError::internal(batch),
+        }
+    }
+}
+
 impl From<std::io::Error> for ApiError {
     fn from(error: std::io::Error) -> ApiError {
         ApiError::internal(error)

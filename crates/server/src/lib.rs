@@ -17,7 +17,6 @@ mod pages;
 mod quarantine;
 mod reserve;
 mod routes;
-mod sequencer;
 mod wire;
 
 use std::net::SocketAddr;
@@ -58,7 +57,7 @@ pub struct AppState {
     /// Sign-ups and failed authentications per network address.
     pub address_limits: Arc<limits::AddressLimits>,
     /// The one writer of the ledger.
-    pub sequencer: sequencer::Sequencer,
+    pub sequencer: store::Sequencer,
     /// Prices of paid calls in flight, reserved in memory before their
     /// models run.
     pub reservations: Arc<reserve::Reservations>,
@@ -147,7 +146,11 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         .await
         .map_err(|e| format!("cannot start the model workers: {e}"))?;
     let reservations = Arc::new(reserve::Reservations::default());
-    let sequencer = sequencer::Sequencer::start(store.clone(), config.ledger_batch_max, reservations.clone());
+    let committed = {
+        let reservations = reservations.clone();
+        move |accounts: &std::collections::HashMap<i64, ledger::AccountState>| reservations.committed(accounts)
+    };
+    let sequencer = store::Sequencer::start(store.clone(), config.ledger_batch_max, committed);
     spawn_maintenance(store.clone(), sequencer.clone(), log_keys.clone(), &config);
     let state = AppState {
         log_keys,
@@ -210,7 +213,7 @@ async fn ensure_system_accounts(store: &Store, config: &Config) -> Result<System
 /// Signs a checkpoint every `checkpoint_interval_ms` while leaves arrive,
 /// voids expired holds every second and forgets old idempotency keys every
 /// minute.
-fn spawn_maintenance(store: Store, sequencer: sequencer::Sequencer, log_keys: Arc<log::LogKeys>, config: &Config) {
+fn spawn_maintenance(store: Store, sequencer: store::Sequencer, log_keys: Arc<log::LogKeys>, config: &Config) {
     let idempotency_window_ms = config.idempotency_window_ms;
     let interval = std::time::Duration::from_millis(config.checkpoint_interval_ms);
     tokio::spawn(async move {

@@ -9,6 +9,7 @@ mod blobs;
 mod db;
 mod log;
 mod money;
+mod sequencer;
 mod signature;
 mod usage;
 mod writer;
@@ -23,6 +24,7 @@ pub use money::{
     BatchItem, BatchOutcome, Charge, IdempotencyAnswer, IdempotencyStart, ItemError, LedgerTotals, PayoutChange,
     PayoutRecord, PayoutState, TransferRecord,
 };
+pub use sequencer::{BATCH_SIZE_BUCKETS, Reply, Sequencer, SequencerError, SequencerStats};
 pub use usage::{DAY_MS, Dimension, GRANULARITIES, HOUR_MS, MINUTE_MS, ModelLabel, Rollup, RollupQuery, UsageEvent};
 
 /// What went wrong in the store. `Conflict` and `NotFound` are answers; the

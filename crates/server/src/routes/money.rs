@@ -14,11 +14,11 @@ use store::{BatchItem, ItemError, PayoutChange, PayoutState};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, Caller, Operator};
-use crate::sequencer::BATCH_SIZE_BUCKETS;
 use crate::wire::{
     AccountView, AmountRequest, DepositRequest, FeeSplitView, LedgerView, PageQuery, PayoutList, PayoutQuery,
     PayoutView, ResolvePayoutRequest, SequencerView, TransferPage, TransferView,
 };
+use store::BATCH_SIZE_BUCKETS;
 
 /// References are free text from outside; bounded like every such field.
 const REFERENCE_CHARS_MAX: usize = 256;

@@ -1,17 +1,18 @@
-//! The sequencer: the one writer of the ledger. Requests queue on a channel;
-//! the sequencer takes whatever has queued (up to `ledger_batch_max`) and
-//! writes it as one transaction with one fsync (group commit), then answers
-//! each request. Nobody is answered before their batch is durable, and
-//! before the batch's account states are recorded in the in-memory
-//! reservations (`reserve.rs`).
+//! The sequencer: the one writer of the ledger, beside `apply_batch`.
+//! Requests queue on a channel; the sequencer takes whatever has queued (up
+//! to its batch size) and writes it as one transaction with one fsync (group
+//! commit), then answers each request. Nobody is answered before their
+//! batch is durable, and before the batch's account states are handed to
+//! `committed` (the server's in-memory reservations).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use store::{BatchItem, BatchOutcome, ItemError, Store};
+use ledger::{AccountId, AccountState};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::ApiError;
+use crate::{BatchItem, BatchOutcome, ItemError, Store};
 
 /// Requests waiting for the sequencer at most; past this, callers wait to queue.
 const QUEUE_CAPACITY: usize = 4096;
@@ -34,7 +35,21 @@ pub struct SequencerStats {
     pub batch_sizes: [AtomicU64; 8],
 }
 
-type Reply = Result<Result<BatchOutcome, ItemError>, ApiError>;
+/// Why a request got no outcome of its own.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SequencerError {
+    /// The whole batch failed (a database fault or a broken invariant) and
+    /// wrote nothing; every request in it gets this.
+    #[error("a ledger batch of {size} failed: {message}")]
+    Batch { size: usize, message: String },
+    /// The sequencer is gone: the server is shutting down.
+    #[error("the ledger's sequencer has stopped")]
+    Stopped,
+}
+
+/// A request's outcome: its own (done, or refused by the ledger's rules),
+/// or its batch's failure.
+pub type Reply = Result<Result<BatchOutcome, ItemError>, SequencerError>;
 
 #[derive(Debug)]
 struct Request {
@@ -43,8 +58,14 @@ struct Request {
 }
 
 impl Sequencer {
-    /// Starts the sequencer task; it ends when every handle is dropped.
-    pub fn start(store: Store, batch_max: usize, reservations: Arc<crate::reserve::Reservations>) -> Sequencer {
+    /// Starts the sequencer on a thread of its own; it ends when every
+    /// handle is dropped. `committed` sees the state, after each batch, of
+    /// every account the batch loaded, before anyone in it is answered.
+    pub fn start(
+        store: Store,
+        batch_max: usize,
+        committed: impl Fn(&HashMap<AccountId, AccountState>) + Send + 'static,
+    ) -> Sequencer {
         let (queue, mut receiver) = mpsc::channel::<Request>(QUEUE_CAPACITY);
         let stats = Arc::new(SequencerStats::default());
         let task_stats = stats.clone();
@@ -61,13 +82,14 @@ impl Sequencer {
                 task_stats.record(items.len() as u64);
                 match store.apply_batch_reporting(&items).await {
                     Ok((outcomes, accounts)) => {
-                        reservations.committed(&accounts);
+                        committed(&accounts);
                         for (request, outcome) in requests.into_iter().zip(outcomes) {
                             let _ = request.reply.send(Ok(outcome));
                         }
                     }
                     Err(error) => {
-                        let error = ApiError::internal(format!("ledger batch of {} failed: {error}", items.len()));
+                        tracing::error!(size = items.len(), %error, "a ledger batch failed");
+                        let error = SequencerError::Batch { size: items.len(), message: error.to_string() };
                         for request in requests {
                             let _ = request.reply.send(Err(error.clone()));
                         }
@@ -93,11 +115,8 @@ impl Sequencer {
     /// Queues one command and waits until its batch is durable.
     pub async fn submit(&self, item: BatchItem) -> Reply {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Request { item, reply })
-            .await
-            .map_err(|_| ApiError::unavailable("the server is shutting down", 1))?;
-        answer.await.map_err(|_| ApiError::unavailable("the server is shutting down", 1))?
+        self.queue.send(Request { item, reply }).await.map_err(|_| SequencerError::Stopped)?;
+        answer.await.map_err(|_| SequencerError::Stopped)?
     }
 }
 
