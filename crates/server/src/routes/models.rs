@@ -123,7 +123,7 @@ pub async fn create_model(
 /// over a window (`popular`, `revenue`, `trending`).
 #[utoipa::path(get, path = "/v1/models", tag = "models",
     params(ListModelsQuery),
-    responses((status = 200, body = ModelPage), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = ModelPage), (status = 400, body = ErrorBody), (status = 401, description = "A key was sent and is not valid", body = ErrorBody)))]
 pub async fn list_models(
     State(state): State<AppState>,
     MaybeCaller(viewer): MaybeCaller,
@@ -268,7 +268,7 @@ async fn list_models_by_usage(
 
 #[utoipa::path(get, path = "/v1/models/{owner}/{name}", tag = "models",
     params(("owner" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = ModelView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ModelView), (status = 401, description = "A key was sent and is not valid", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_model(
     State(state): State<AppState>,
     MaybeCaller(viewer): MaybeCaller,
@@ -408,7 +408,7 @@ fn load_error(state: &AppState, failure: LoadFailure) -> ApiError {
 
 #[utoipa::path(get, path = "/v1/models/{owner}/{name}/versions", tag = "models",
     params(("owner" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = VersionList), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = VersionList), (status = 401, description = "A key was sent and is not valid", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list_versions(
     State(state): State<AppState>,
     MaybeCaller(viewer): MaybeCaller,
@@ -424,6 +424,7 @@ pub async fn list_versions(
     params(("sha256" = String, Path, description = "64 lowercase hex digits")),
     responses(
         (status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 401, description = "A key was sent and is not valid", body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
 pub async fn get_blob(

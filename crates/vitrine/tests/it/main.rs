@@ -2,6 +2,7 @@
 //! server, HTTP or the CLI as a user would. One test binary for the crate.
 
 mod accounts;
+mod authorization;
 mod cli;
 mod dashboard;
 mod inference;
