@@ -37,6 +37,11 @@ pub struct BenchArgs {
     /// each in a child process under `taskset`, and tabulate the scaling.
     #[arg(long, value_delimiter = ',')]
     cores: Vec<usize>,
+    /// Also measure a peer serving the tiny model at Vitrine's inference
+    /// route (`bench/python-peer/compare` starts one), with the same clients
+    /// and body as the paid calls.
+    #[arg(long, value_name = "URL")]
+    peer: Option<String>,
     /// Layer widths of the realistic model (an MLP generated from a seed; the
     /// default takes about a millisecond per call, bound by memory bandwidth).
     #[arg(long, value_delimiter = ',', default_value = "64,2048,2048,2048,10")]
@@ -344,6 +349,15 @@ async fn full_comparison(
         batches as f64 / args.seconds as f64
     );
     println!("batch sizes (upper bound: batches): {}", after.3);
+    if let Some(url) = &args.peer {
+        let peer = Client::new(url.trim_end_matches('/').to_owned(), None)?;
+        let pace = Pace { clients: args.clients, duration, per_second: None };
+        let peer = http_phase(&peer, "peer", &setup.call, pace).await?;
+        report.phase("tiny.peer", &peer);
+        report.set("tiny.paid_over_peer", paid.per_second / peer.per_second);
+        println!("the peer at {url} ({} clients):  {}", args.clients, peer.describe());
+        println!("paid / peer = {:.2}", paid.per_second / peer.per_second);
+    }
     let direct = router_phase(server, setup, args.clients, duration).await?;
     report.phase("tiny.paid_without_http", &direct);
     report.set("tiny.paid_over_paid_without_http", paid.per_second / direct.per_second);
