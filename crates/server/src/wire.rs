@@ -591,4 +591,15 @@ pub struct Health {
     #[schema(example = "ok")]
     pub status: &'static str,
     pub version: &'static str,
+    /// The market's token: clients show amounts (minor units on the wire)
+    /// in tokens with its symbol.
+    pub token: TokenView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenView {
+    #[schema(example = "OPG")]
+    pub symbol: String,
+    /// Amounts are integers of 10^-decimals tokens.
+    pub decimals: u32,
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use domain::{Amount, DEFAULT_DECIMALS, ModelRef};
+use domain::{Amount, ModelRef};
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
@@ -178,6 +178,15 @@ pub struct InferArgs {
 
 pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
     let client = args.client()?;
+    // Amounts are shown and read in the server's token. A server that does
+    // not say (or cannot be reached: the command itself will say so) leaves
+    // the defaults.
+    if let Ok(health) = client.send_json(client.request(Method::GET, "/v1/health")).await
+        && let (Some(symbol), Some(decimals)) =
+            (health["token"]["symbol"].as_str(), health["token"]["decimals"].as_u64())
+    {
+        output::set_token(symbol.to_owned(), decimals as u32);
+    }
     match command {
         Command::Serve(_)
         | Command::Bench(_)
@@ -398,7 +407,7 @@ fn print_transfers(items: &Value) {
 
 /// Tokens typed by a person, as a decimal, in minor units.
 fn decimal_tokens(text: &str, what: &str) -> anyhow::Result<Amount> {
-    Amount::parse_decimal(text, DEFAULT_DECIMALS).map_err(|e| anyhow::anyhow!("{what}: {e}"))
+    Amount::parse_decimal(text, output::token_decimals()).map_err(|e| anyhow::anyhow!("{what}: {e}"))
 }
 
 async fn run_signup(client: &Client, args: &ClientArgs, signup: SignupArgs) -> anyhow::Result<()> {

@@ -59,11 +59,26 @@ pub fn preview(data: &Value, shown: usize) -> String {
     }
 }
 
+/// The server's token (symbol, decimals), once a command has asked it
+/// (`/v1/health`); the defaults until then.
+static TOKEN: std::sync::OnceLock<(String, u32)> = std::sync::OnceLock::new();
+
+/// Sets the token amounts are shown and read in, for this process.
+pub fn set_token(symbol: String, decimals: u32) {
+    let _ = TOKEN.set((symbol, decimals));
+}
+
+/// Decimal places of the server's token.
+pub fn token_decimals() -> u32 {
+    TOKEN.get().map_or(DEFAULT_DECIMALS, |(_, decimals)| *decimals)
+}
+
 /// An amount of minor units (a JSON string) in tokens with the symbol, as
 /// people read it: `"2110900000"` is `2.1109 OPG`. Anything else as is.
 pub fn tokens(value: &Value) -> String {
+    let symbol = TOKEN.get().map_or(DEFAULT_TOKEN_SYMBOL, |(symbol, _)| symbol.as_str());
     match value.as_str().and_then(|s| Amount::parse_minor_units(s).ok()) {
-        Some(amount) => format!("{} {DEFAULT_TOKEN_SYMBOL}", amount.to_decimal_string(DEFAULT_DECIMALS)),
+        Some(amount) => format!("{} {symbol}", amount.to_decimal_string(token_decimals())),
         None => cell(value),
     }
 }

@@ -1,11 +1,14 @@
 //! Health and the API's own description.
 
 use axum::Json;
+use axum::extract::State;
 
-use crate::wire::Health;
+use crate::AppState;
+use crate::wire::{Health, TokenView};
 
 /// Answers while the server is up.
 #[utoipa::path(get, path = "/v1/health", tag = "meta", responses((status = 200, body = Health)))]
-pub async fn health() -> Json<Health> {
-    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION") })
+pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    let token = TokenView { symbol: state.config.token_symbol.clone(), decimals: state.config.token_decimals };
+    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION"), token })
 }

@@ -203,3 +203,23 @@ fn the_benchmark_runs_and_reports_its_ratios() {
         assert!(value > 0.0, "{name} is {value} in {figures}");
     }
 }
+
+/// Amounts are read and shown in the server's own token: a market of 6
+/// decimals called XYZ is not an OPG market of 9 (the CLI asks `/v1/health`).
+#[tokio::test]
+async fn the_cli_speaks_the_servers_token() {
+    let server = TestServer::start_with(&[("token_symbol", "XYZ"), ("token_decimals", "6")]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("client.toml");
+    let run = |args: &[&str]| vitrine(&server, &config, args);
+    success(&run(&["signup", "alice"]));
+    let deposited = success(&run(&["--key", &server.operator_key, "deposit", "alice", "1.5", "--reference", "wire-1"]));
+    assert!(deposited.contains("deposited 1.5 XYZ to alice"), "{deposited}");
+    let account = server.api().get("/v1/admin/accounts/alice", Some(&server.operator_key)).await;
+    assert_eq!(account.ok(200)["balance"], "1500000", "1.5 tokens of 6 decimals");
+    assert!(success(&run(&["balance"])).contains("1.5 XYZ"));
+    let created = success(&run(&["model", "create", "linear", "--task", "regression", "--price", "0.25"]));
+    assert!(created.contains("0.25 XYZ"), "{created}");
+    let model = server.api().get("/v1/models/alice/linear", None).await;
+    assert_eq!(model.ok(200)["price_per_inference"], "250000");
+}
