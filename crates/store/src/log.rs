@@ -280,8 +280,6 @@ pub(crate) async fn load_frontier(tx: &mut Transaction<'static, Sqlite>) -> Resu
     Frontier::new(size as u64, hashes).ok_or_else(|| StoreError::Corrupt("the log's frontier is incomplete".into()))
 }
 
-/// Appends one leaf at the frontier's end: the leaf row and every node it
-/// completes. Returns the leaf's index.
 /// Rows a statement inserts at most: well under SQLite's limit of bound
 /// variables per statement (32 766) for every table written in batches.
 pub(crate) const ROWS_PER_STATEMENT: usize = 500;

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
+use crate::ledger::linear_call;
 use crate::support::{Api, TestServer, fixture};
 
 /// Who calls: nobody, a key that does not exist, the owner of the models
@@ -23,10 +24,6 @@ enum Body {
 
 /// (method, path as in the document, the path called, body, status per role).
 type Row = (&'static str, &'static str, String, Option<Body>, [u16; 5]);
-
-fn linear_call() -> Value {
-    json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 4], "data": [1, 2, 3, 4]}}})
-}
 
 #[tokio::test]
 async fn every_route_answers_every_role_as_the_matrix_says() {

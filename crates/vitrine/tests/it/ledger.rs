@@ -9,7 +9,7 @@ use crate::support::{Api, TestServer};
 
 const X: &str = r#"{"inputs": {"x": {"dtype": "f32", "shape": [1, 4], "data": [1, 2, 3, 4]}}}"#;
 
-fn linear_call() -> Value {
+pub(crate) fn linear_call() -> Value {
     serde_json::from_str(X).unwrap()
 }
 
