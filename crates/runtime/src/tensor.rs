@@ -48,41 +48,123 @@ pub enum InputError {
     TooManyElements { given: u64, limit: u64 },
 }
 
-impl Tensor {
+impl TensorData {
+    /// Appends the elements as little-endian bytes (a bool is one byte, 0 or 1).
+    pub fn write_le(&self, out: &mut Vec<u8>) {
+        out.reserve(self.len() * dtype_width(self.dtype()));
+        match self {
+            Self::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::I8(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::I16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::U8(v) => out.extend_from_slice(v),
+            Self::U16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::U32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::U64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::Bool(v) => v.iter().for_each(|&x| out.push(u8::from(x))),
+        }
+    }
+
     pub fn dtype(&self) -> Dtype {
-        match &self.data {
-            TensorData::F32(_) => Dtype::F32,
-            TensorData::F64(_) => Dtype::F64,
-            TensorData::I8(_) => Dtype::I8,
-            TensorData::I16(_) => Dtype::I16,
-            TensorData::I32(_) => Dtype::I32,
-            TensorData::I64(_) => Dtype::I64,
-            TensorData::U8(_) => Dtype::U8,
-            TensorData::U16(_) => Dtype::U16,
-            TensorData::U32(_) => Dtype::U32,
-            TensorData::U64(_) => Dtype::U64,
-            TensorData::Bool(_) => Dtype::Bool,
+        match self {
+            Self::F32(_) => Dtype::F32,
+            Self::F64(_) => Dtype::F64,
+            Self::I8(_) => Dtype::I8,
+            Self::I16(_) => Dtype::I16,
+            Self::I32(_) => Dtype::I32,
+            Self::I64(_) => Dtype::I64,
+            Self::U8(_) => Dtype::U8,
+            Self::U16(_) => Dtype::U16,
+            Self::U32(_) => Dtype::U32,
+            Self::U64(_) => Dtype::U64,
+            Self::Bool(_) => Dtype::Bool,
         }
     }
 
     pub fn len(&self) -> usize {
-        match &self.data {
-            TensorData::F32(v) => v.len(),
-            TensorData::F64(v) => v.len(),
-            TensorData::I8(v) => v.len(),
-            TensorData::I16(v) => v.len(),
-            TensorData::I32(v) => v.len(),
-            TensorData::I64(v) => v.len(),
-            TensorData::U8(v) => v.len(),
-            TensorData::U16(v) => v.len(),
-            TensorData::U32(v) => v.len(),
-            TensorData::U64(v) => v.len(),
-            TensorData::Bool(v) => v.len(),
+        match self {
+            Self::F32(v) => v.len(),
+            Self::F64(v) => v.len(),
+            Self::I8(v) => v.len(),
+            Self::I16(v) => v.len(),
+            Self::I32(v) => v.len(),
+            Self::I64(v) => v.len(),
+            Self::U8(v) => v.len(),
+            Self::U16(v) => v.len(),
+            Self::U32(v) => v.len(),
+            Self::U64(v) => v.len(),
+            Self::Bool(v) => v.len(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Bytes per element in [`Tensor::write_le`]'s form.
+pub fn dtype_width(dtype: Dtype) -> usize {
+    match dtype {
+        Dtype::I8 | Dtype::U8 | Dtype::Bool => 1,
+        Dtype::I16 | Dtype::U16 => 2,
+        Dtype::F32 | Dtype::I32 | Dtype::U32 => 4,
+        Dtype::F64 | Dtype::I64 | Dtype::U64 => 8,
+    }
+}
+
+impl Tensor {
+    pub fn dtype(&self) -> Dtype {
+        self.data.dtype()
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the elements as little-endian bytes (a bool is one byte, 0 or 1).
+    pub fn write_le(&self, out: &mut Vec<u8>) {
+        self.data.write_le(out);
+    }
+
+    /// Reads [`Tensor::write_le`]'s bytes back: exactly the shape's elements
+    /// of `dtype`, bools 0 or 1. The error says what did not fit.
+    pub fn from_le(dtype: Dtype, shape: Vec<usize>, data: &[u8]) -> Result<Tensor, String> {
+        let width = dtype_width(dtype);
+        let elements = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        if elements.and_then(|n| n.checked_mul(width)) != Some(data.len()) {
+            return Err(format!("shape {shape:?} of {dtype} does not fit {} bytes", data.len()));
+        }
+        fn le<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
+            data.chunks_exact(N).map(|chunk| from(chunk.try_into().expect("chunks of N"))).collect()
+        }
+        let data = match dtype {
+            Dtype::F32 => TensorData::F32(le(data, f32::from_le_bytes)),
+            Dtype::F64 => TensorData::F64(le(data, f64::from_le_bytes)),
+            Dtype::I8 => TensorData::I8(le(data, i8::from_le_bytes)),
+            Dtype::I16 => TensorData::I16(le(data, i16::from_le_bytes)),
+            Dtype::I32 => TensorData::I32(le(data, i32::from_le_bytes)),
+            Dtype::I64 => TensorData::I64(le(data, i64::from_le_bytes)),
+            Dtype::U8 => TensorData::U8(data.to_vec()),
+            Dtype::U16 => TensorData::U16(le(data, u16::from_le_bytes)),
+            Dtype::U32 => TensorData::U32(le(data, u32::from_le_bytes)),
+            Dtype::U64 => TensorData::U64(le(data, u64::from_le_bytes)),
+            Dtype::Bool => TensorData::Bool(
+                data.iter()
+                    .map(|&b| match b {
+                        0 => Ok(false),
+                        1 => Ok(true),
+                        other => Err(format!("a bool is the byte 0 or 1, not {other}")),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        Ok(Tensor { shape, data })
     }
 
     pub(crate) fn into_tract(self) -> TractResult<tract_onnx::prelude::Tensor> {

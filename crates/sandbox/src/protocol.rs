@@ -23,7 +23,7 @@
 use std::io::{self, Read, Write};
 
 use domain::{Dim, Dtype, Sha256, TensorSpec};
-use runtime::{Tensor, TensorData};
+use runtime::{Tensor, dtype_width};
 
 /// The server's first frame to a new worker: its bounds. The worker applies
 /// them to itself before it reads anything else.
@@ -377,33 +377,8 @@ impl Encoder {
         for &size in &tensor.shape {
             self.u64(size as u64);
         }
-        let width = dtype_width(tensor.dtype());
-        self.u64((tensor.len() * width) as u64);
-        self.0.reserve(tensor.len() * width);
-        let out = &mut self.0;
-        match &tensor.data {
-            TensorData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::I8(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::I16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::U8(v) => out.extend_from_slice(v),
-            TensorData::U16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::U32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::U64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::Bool(v) => v.iter().for_each(|&x| out.push(u8::from(x))),
-        }
-    }
-}
-
-/// Bytes per element on the wire.
-fn dtype_width(dtype: Dtype) -> usize {
-    match dtype {
-        Dtype::I8 | Dtype::U8 | Dtype::Bool => 1,
-        Dtype::I16 | Dtype::U16 => 2,
-        Dtype::F32 | Dtype::I32 | Dtype::U32 => 4,
-        Dtype::F64 | Dtype::I64 | Dtype::U64 => 8,
+        self.u64((tensor.len() * dtype_width(tensor.dtype())) as u64);
+        tensor.write_le(&mut self.0);
     }
 }
 
@@ -502,36 +477,8 @@ impl<'a> Decoder<'a> {
         let rank = self.count(8)?;
         let shape = (0..rank).map(|_| self.length()).collect::<io::Result<Vec<usize>>>()?;
         let data = self.bytes()?;
-        let width = dtype_width(dtype);
-        let elements = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-        if elements.and_then(|n| n.checked_mul(width)) != Some(data.len()) {
-            return Err(invalid(format!("tensor '{name}' of shape {shape:?} with {} bytes of {dtype}", data.len())));
-        }
-        fn le<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
-            data.chunks_exact(N).map(|chunk| from(chunk.try_into().expect("chunks of N"))).collect()
-        }
-        let data = match dtype {
-            Dtype::F32 => TensorData::F32(le(data, f32::from_le_bytes)),
-            Dtype::F64 => TensorData::F64(le(data, f64::from_le_bytes)),
-            Dtype::I8 => TensorData::I8(le(data, i8::from_le_bytes)),
-            Dtype::I16 => TensorData::I16(le(data, i16::from_le_bytes)),
-            Dtype::I32 => TensorData::I32(le(data, i32::from_le_bytes)),
-            Dtype::I64 => TensorData::I64(le(data, i64::from_le_bytes)),
-            Dtype::U8 => TensorData::U8(data.to_vec()),
-            Dtype::U16 => TensorData::U16(le(data, u16::from_le_bytes)),
-            Dtype::U32 => TensorData::U32(le(data, u32::from_le_bytes)),
-            Dtype::U64 => TensorData::U64(le(data, u64::from_le_bytes)),
-            Dtype::Bool => TensorData::Bool(
-                data.iter()
-                    .map(|&b| match b {
-                        0 => Ok(false),
-                        1 => Ok(true),
-                        other => Err(invalid(format!("bool byte {other}"))),
-                    })
-                    .collect::<io::Result<_>>()?,
-            ),
-        };
-        Ok((name, Tensor { shape, data }))
+        let tensor = Tensor::from_le(dtype, shape, data).map_err(|e| invalid(format!("tensor '{name}': {e}")))?;
+        Ok((name, tensor))
     }
 }
 
@@ -541,6 +488,8 @@ fn invalid(message: impl Into<String>) -> io::Error {
 
 #[cfg(test)]
 mod tests {
+    use runtime::TensorData;
+
     use super::*;
 
     fn every_dtype() -> Vec<Tensor> {

@@ -18,6 +18,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Bytes of one uploaded model file (413 above it).
     pub upload_bytes_max: u64,
+    /// Bytes the models of one account may store, each distinct file of a
+    /// model that is not deleted counted once (413 above it); 0: no limit.
+    pub account_storage_bytes_max: u64,
     /// Nodes in one model graph, subgraphs included (422 above it).
     pub model_nodes_max: usize,
     /// Bytes of weights and constants in one model (422 above it).
@@ -137,6 +140,7 @@ impl Default for Config {
             data_dir: PathBuf::from("vitrine-data"),
             log_format: LogFormat::Text,
             upload_bytes_max: 64 * MIB,
+            account_storage_bytes_max: 10 * 1024 * MIB,
             model_nodes_max: 10_000,
             model_initializer_bytes_max: 64 * MIB,
             request_body_bytes_max: 16 * MIB as usize,

@@ -91,6 +91,15 @@ impl ApiError {
     pub fn output_too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "output_too_large", message)
     }
+    /// A deleted or taken-down model, or a yanked version: it was here and
+    /// will not answer again (until restored or un-yanked).
+    pub fn gone(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::GONE, "gone", message)
+    }
+    /// An upload past its owner's storage quota.
+    pub fn storage_quota_exceeded(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "storage_quota_exceeded", message)
+    }
     /// The version is out of service until the operator lifts its quarantine.
     pub fn model_quarantined(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model_quarantined", message)

@@ -46,6 +46,40 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
+/// An inference request's body: JSON (`InferRequest`), or with
+/// `Content-Type: application/octet-stream` the binary tensor body
+/// (`tensor_body.rs`). Both are bounded by `request_body_bytes_max` (413).
+#[derive(Debug)]
+pub enum InferBody {
+    Json(crate::wire::InferRequest),
+    /// The inputs read from the binary body, and the SHA-256 of its bytes.
+    Binary(std::collections::BTreeMap<String, runtime::Tensor>, domain::Sha256),
+}
+
+impl<S: Send + Sync> FromRequest<S> for InferBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<InferBody, ApiError> {
+        let binary = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes() == crate::tensor_body::MEDIA_TYPE.as_bytes());
+        if !binary {
+            let ApiJson(request) = ApiJson::from_request(request, state).await?;
+            return Ok(InferBody::Json(request));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large("the request body is larger than the limit request_body_bytes_max")
+            } else {
+                ApiError::bad_request(rejection.body_text())
+            }
+        })?;
+        let inputs = crate::tensor_body::decode(&bytes)?;
+        Ok(InferBody::Binary(inputs, domain::Sha256::digest(&bytes)))
+    }
+}
+
 /// A query string; one that does not parse is 400.
 #[derive(Debug)]
 pub struct ApiQuery<T>(pub T);
@@ -131,7 +165,7 @@ impl FromRequestParts<AppState> for Caller {
 
 /// The operator (401 without a key, 403 with another account's key).
 #[derive(Debug, Clone)]
-pub struct Operator;
+pub struct Operator(pub Account);
 
 impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
@@ -141,6 +175,6 @@ impl FromRequestParts<AppState> for Operator {
         if !account.is_operator {
             return Err(ApiError::forbidden("this route needs the operator's key"));
         }
-        Ok(Operator)
+        Ok(Operator(account))
     }
 }

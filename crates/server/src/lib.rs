@@ -17,6 +17,7 @@ mod pages;
 mod quarantine;
 mod reserve;
 mod routes;
+mod tensor_body;
 mod wire;
 
 use std::net::SocketAddr;
@@ -71,9 +72,19 @@ pub struct AppState {
     /// The ledger's own accounts.
     pub system: SystemAccounts,
     pub log_keys: Arc<log::LogKeys>,
+    /// Uploads hold it shared from putting their file in the blob folder
+    /// until their version is recorded; deleting a model holds it alone
+    /// while it removes files no model uses any more, so it never removes
+    /// a file an upload is about to use.
+    pub blob_removal: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl AppState {
+    /// `account_storage_bytes_max`, `None` when it is 0 (no limit).
+    pub fn storage_quota(&self) -> Option<u64> {
+        Some(self.config.account_storage_bytes_max).filter(|&max| max > 0)
+    }
+
     /// Starts a call (an inference or an upload) for `account` within its
     /// key's limits; the call ends when the permit is dropped.
     pub fn start_call(&self, account: i64) -> ApiResult<limits::CallPermit> {
@@ -159,6 +170,7 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         known_keys: Arc::default(),
         known_models: Arc::default(),
         idempotency_claims: Arc::default(),
+        blob_removal: Arc::default(),
         fee_split: config.fee_split().map_err(|e| e.to_string())?,
         system,
         executor: Arc::new(executor),
@@ -343,8 +355,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::stats::spending))
         .routes(routes!(routes::stats::metrics))
         .routes(routes!(routes::models::create_model, routes::models::list_models))
-        .routes(routes!(routes::models::get_model, routes::models::update_model))
+        .routes(routes!(routes::models::get_model, routes::models::update_model, routes::models::delete_model))
         .routes(routes!(routes::models::list_versions))
+        .routes(routes!(routes::models::get_version, routes::models::yank_version))
+        .routes(routes!(routes::takedown::take_down, routes::takedown::restore))
         .routes(routes!(routes::inference::infer_latest))
         .routes(routes!(routes::inference::infer_version))
         .routes(routes!(routes::models::get_blob))

@@ -56,12 +56,23 @@ pub struct AccountView {
     /// Minor units earned as a creator, over all time.
     pub earned_total: String,
     pub created_at: String,
+    /// Bytes this account's models store (each distinct file of a model
+    /// that is not deleted, once).
+    pub storage_bytes: u64,
+    /// The most they may store (`account_storage_bytes_max`); `null`: no limit.
+    pub storage_bytes_max: Option<u64>,
 }
 
 impl AccountView {
     /// `reserved`: what calls in flight reserved in memory, on top of the
     /// ledger's own holds.
-    pub fn new(account: &Account, totals: &ledger::AccountState, reserved: u64, earned_total: u64) -> AccountView {
+    pub fn new(
+        account: &Account,
+        totals: &ledger::AccountState,
+        reserved: u64,
+        earned_total: u64,
+        storage: (u64, Option<u64>),
+    ) -> AccountView {
         AccountView {
             id: account.id,
             name: account.name.to_string(),
@@ -69,6 +80,8 @@ impl AccountView {
             held: (totals.debits_pending as u128 + reserved as u128).to_string(),
             earned_total: earned_total.to_string(),
             created_at: timestamp(account.created_at_ms),
+            storage_bytes: storage.0,
+            storage_bytes_max: storage.1,
         }
     }
 }
@@ -255,6 +268,9 @@ pub struct UpdateModelRequest {
     pub tags: Option<Vec<String>>,
     pub visibility: Option<String>,
     pub price_per_inference: Option<String>,
+    /// `false` hides the model from listings and search; it stays callable
+    /// by its name.
+    pub listed: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -276,6 +292,18 @@ pub struct ModelView {
     /// its owner only; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_label: Option<String>,
+    /// Shown in listings and search (an unlisted model is reachable by name).
+    pub listed: bool,
+    /// Set while the operator has taken the model down (its calls answer
+    /// 410); only its owner and the operator still see the model then.
+    pub takedown: Option<ReasonView>,
+}
+
+/// Why, and since when.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReasonView {
+    pub reason: String,
+    pub since: String,
 }
 
 impl ModelView {
@@ -306,6 +334,11 @@ impl From<&ModelRecord> for ModelView {
             created_at: timestamp(model.created_at_ms),
             updated_at: timestamp(model.updated_at_ms),
             log_label: None,
+            listed: model.listed,
+            takedown: model
+                .takedown
+                .as_ref()
+                .map(|t| ReasonView { reason: t.reason.clone(), since: timestamp(t.since_ms) }),
         }
     }
 }
@@ -375,6 +408,9 @@ pub struct VersionView {
     /// Set while the version is out of service (its calls answer 503
     /// `model_quarantined`) until the operator lifts it.
     pub quarantine: Option<QuarantineView>,
+    /// Set while its owner has yanked it: its calls answer 410 `gone` and
+    /// the model's latest version skips it.
+    pub yank: Option<ReasonView>,
 }
 
 impl From<&Version> for VersionView {
@@ -387,6 +423,7 @@ impl From<&Version> for VersionView {
             outputs: version.outputs.iter().map(Into::into).collect(),
             created_at: timestamp(version.created_at_ms),
             quarantine: version.quarantine.as_ref().map(QuarantineView::from),
+            yank: version.yank.as_ref().map(|y| ReasonView { reason: y.reason.clone(), since: timestamp(y.since_ms) }),
         }
     }
 }
@@ -423,6 +460,32 @@ pub struct QuarantineList {
 #[serde(deny_unknown_fields)]
 pub struct QuarantineRequest {
     pub reason: String,
+}
+
+/// A model just deleted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedModelView {
+    /// `owner/name`.
+    pub model: String,
+    pub deleted_at: String,
+    /// Bytes the owner's models store now.
+    pub storage_bytes: u64,
+}
+
+/// The operator's reason for taking a model down.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TakedownRequest {
+    pub reason: String,
+}
+
+/// Yanks a version (`"yanked": true`, with an optional reason its callers
+/// see) or puts it back.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct YankRequest {
+    pub yanked: bool,
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -560,6 +623,13 @@ impl<'de> Deserialize<'de> for JsonFloat {
             }
         }
         deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl TensorOut {
+    /// Its name's entry in a binary answer: shape and elements.
+    pub fn parts(&self) -> (&[usize], &TensorData) {
+        (&self.shape, &self.data.0)
     }
 }
 

@@ -77,6 +77,17 @@ impl BlobStore {
         fs::read(self.path(sha256)).await
     }
 
+    /// Removes a blob's file, if it is there; its folder is fsynced so the
+    /// removal is durable.
+    pub async fn remove(&self, sha256: &Sha256) -> std::io::Result<()> {
+        let path = self.path(sha256);
+        match fs::remove_file(&path).await {
+            Ok(()) => sync_folder(path.parent().expect("blob paths have a folder")).await,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     pub async fn open_blob(&self, sha256: &Sha256) -> std::io::Result<File> {
         File::open(self.path(sha256)).await
     }

@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("migrations/0006_isolation.sql")),
     (7, include_str!("migrations/0007_dashboard.sql")),
     (8, include_str!("migrations/0008_writer_epoch.sql")),
+    (9, include_str!("migrations/0009_lifecycle.sql")),
 ];
 
 /// Connections in the pool. SQLite allows one writer at a time anyway; more
@@ -109,10 +110,42 @@ pub struct ModelRecord {
     pub tags: Tags,
     pub visibility: Visibility,
     pub price_per_inference: Amount,
-    /// `None` until the first version is uploaded.
+    /// The newest version that is not yanked; `None` until the first
+    /// version is uploaded, or while every version is yanked.
     pub latest_version: Option<i64>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// Shown in listings and search; an unlisted model is still reachable by name.
+    pub listed: bool,
+    /// When its owner deleted it: it answers 410 from then on.
+    pub deleted_at_ms: Option<i64>,
+    /// Set while the operator has taken it down.
+    pub takedown: Option<Takedown>,
+}
+
+/// Why and since when the operator took a model down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Takedown {
+    pub reason: String,
+    pub since_ms: i64,
+}
+
+/// Why and since when the owner yanked a version (the reason may be empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Yank {
+    pub reason: String,
+    pub since_ms: i64,
+}
+
+/// An upload refused because its owner's models would store more than
+/// their quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaExceeded {
+    /// Bytes the owner's models store now.
+    pub used_bytes: u64,
+    /// Bytes the upload would add.
+    pub adding_bytes: u64,
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +168,7 @@ pub struct ModelPatch {
     pub tags: Option<Tags>,
     pub visibility: Option<Visibility>,
     pub price_per_inference: Option<Amount>,
+    pub listed: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +181,8 @@ pub struct Version {
     pub created_at_ms: i64,
     /// Set while the version is out of service; its calls are refused.
     pub quarantine: Option<Quarantine>,
+    /// Set while its owner has yanked it; its calls are refused (410).
+    pub yank: Option<Yank>,
 }
 
 /// Why and since when a version is quarantined.
@@ -216,8 +252,18 @@ impl Cursor {
 }
 
 const MODEL_COLUMNS: &str = "m.id, m.owner_id, a.name AS owner, m.name, m.description, m.task, m.license, m.tags, \
-     m.visibility, m.price_per_inference, m.created_at, m.updated_at, \
-     (SELECT MAX(version) FROM model_versions v WHERE v.model_id = m.id) AS latest_version";
+     m.visibility, m.price_per_inference, m.created_at, m.updated_at, m.listed, m.deleted_at, \
+     m.takedown_at, m.takedown_reason, \
+     (SELECT MAX(version) FROM model_versions v WHERE v.model_id = m.id AND v.yanked_at IS NULL) AS latest_version";
+
+const VERSION_COLUMNS: &str = "v.version, v.blob_sha256, b.size_bytes, v.signature, v.created_at, v.quarantined_at, \
+     v.quarantine_reason, v.yanked_at, v.yank_reason";
+
+/// The bytes an owner's models store: each distinct file of a model that is
+/// not deleted, once (uploading one file twice takes no more room).
+const STORAGE_USED: &str = "SELECT COALESCE(SUM(b.size_bytes), 0) FROM blobs b WHERE b.sha256 IN \
+     (SELECT v.blob_sha256 FROM model_versions v JOIN models m ON m.id = v.model_id \
+      WHERE m.owner_id = ? AND m.deleted_at IS NULL)";
 
 impl Store {
     /// Opens (creating if needed) the database at `path` in WAL mode with
@@ -390,7 +436,8 @@ impl Store {
             "UPDATE models SET \
                description = COALESCE(?, description), task = COALESCE(?, task), license = COALESCE(?, license), \
                tags = COALESCE(?, tags), visibility = COALESCE(?, visibility), \
-               price_per_inference = COALESCE(?, price_per_inference), updated_at = ? \
+               price_per_inference = COALESCE(?, price_per_inference), listed = COALESCE(?, listed), \
+               updated_at = ? \
              WHERE id = ?",
         )
         .bind(patch.description.as_ref().map(Description::as_str))
@@ -399,6 +446,7 @@ impl Store {
         .bind(patch.tags.as_ref().map(|t| t.as_slice().join(",")))
         .bind(patch.visibility.map(Visibility::as_str))
         .bind(patch.price_per_inference.map(amount_column))
+        .bind(patch.listed)
         .bind(now_ms())
         .bind(model_id)
         .execute(&self.pool)
@@ -416,7 +464,10 @@ impl Store {
     ) -> Result<(Vec<ModelRecord>, Option<Cursor>), StoreError> {
         // One static statement per order; the filters are all bound
         // parameters that switch themselves off when NULL.
-        const FILTERS: &str = "WHERE (m.visibility = 'public' OR m.owner_id = ?) \
+        // Deleted models are in no listing, unlisted and taken-down ones
+        // only in their owner's.
+        const FILTERS: &str = "WHERE m.deleted_at IS NULL \
+             AND ((m.visibility = 'public' AND m.listed = 1 AND m.takedown_at IS NULL) OR m.owner_id = ?) \
              AND (? IS NULL OR m.task = ?) \
              AND (? IS NULL OR a.name = ?) \
              AND (? IS NULL OR instr(lower(m.name || ' ' || m.description || ' ' || m.tags), lower(?)) > 0)";
@@ -464,7 +515,9 @@ impl Store {
 
     /// Records a blob (once per digest) and adds it as the model's next
     /// version, in one transaction. The version number is computed inside the
-    /// insert, so concurrent uploads get distinct numbers.
+    /// insert, so concurrent uploads get distinct numbers. With a quota, the
+    /// owner's stored bytes are counted in the same transaction, so two
+    /// uploads at once cannot both slip under it.
     pub async fn add_version(
         &self,
         model_id: i64,
@@ -472,9 +525,33 @@ impl Store {
         size_bytes: u64,
         inputs: &[TensorSpec],
         outputs: &[TensorSpec],
-    ) -> Result<Version, StoreError> {
+        quota_bytes: Option<u64>,
+    ) -> Result<Result<Version, QuotaExceeded>, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
+        // A write first, so this transaction holds the write lock before it
+        // counts: nothing changes the count until it commits.
+        let owner_id: i64 = sqlx::query_scalar("UPDATE models SET updated_at = ? WHERE id = ? RETURNING owner_id")
+            .bind(now)
+            .bind(model_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if let Some(max_bytes) = quota_bytes {
+            let used: i64 = sqlx::query_scalar(STORAGE_USED).bind(owner_id).fetch_one(&mut *tx).await?;
+            let stored_already: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM model_versions v JOIN models m ON m.id = v.model_id \
+                 WHERE v.blob_sha256 = ? AND m.owner_id = ? AND m.deleted_at IS NULL LIMIT 1",
+            )
+            .bind(blob_sha256.to_hex())
+            .bind(owner_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let adding_bytes = if stored_already.is_some() { 0 } else { size_bytes };
+            let used_bytes = used as u64;
+            if used_bytes.saturating_add(adding_bytes) > max_bytes {
+                return Ok(Err(QuotaExceeded { used_bytes, adding_bytes, max_bytes }));
+            }
+        }
         sqlx::query(
             "INSERT INTO blobs (sha256, size_bytes, created_at) VALUES (?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
         )
@@ -495,9 +572,8 @@ impl Store {
         .bind(model_id)
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query("UPDATE models SET updated_at = ? WHERE id = ?").bind(now).bind(model_id).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Version {
+        Ok(Ok(Version {
             version,
             blob_sha256: *blob_sha256,
             size_bytes,
@@ -505,33 +581,99 @@ impl Store {
             outputs: outputs.to_vec(),
             created_at_ms: now,
             quarantine: None,
-        })
+            yank: None,
+        }))
+    }
+
+    /// The bytes the account's models store (see [`STORAGE_USED`]).
+    pub async fn storage_used(&self, owner_id: i64) -> Result<u64, StoreError> {
+        let used: i64 = sqlx::query_scalar(STORAGE_USED).bind(owner_id).fetch_one(&self.pool).await?;
+        Ok(used as u64)
     }
 
     /// All versions of a model, oldest first.
     pub async fn versions(&self, model_id: i64) -> Result<Vec<Version>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT v.version, v.blob_sha256, b.size_bytes, v.signature, v.created_at, v.quarantined_at, \
-             v.quarantine_reason FROM model_versions v JOIN blobs b ON b.sha256 = v.blob_sha256 \
-             WHERE v.model_id = ? ORDER BY v.version",
-        )
-        .bind(model_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM model_versions v JOIN blobs b ON b.sha256 = v.blob_sha256 \
+             WHERE v.model_id = ? ORDER BY v.version"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model_id).fetch_all(&self.pool).await?;
         rows.iter().map(version_from_row).collect()
     }
 
     pub async fn version(&self, model_id: i64, version: i64) -> Result<Option<Version>, StoreError> {
-        let row = sqlx::query(
-            "SELECT v.version, v.blob_sha256, b.size_bytes, v.signature, v.created_at, v.quarantined_at, \
-             v.quarantine_reason FROM model_versions v JOIN blobs b ON b.sha256 = v.blob_sha256 \
-             WHERE v.model_id = ? AND v.version = ?",
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM model_versions v JOIN blobs b ON b.sha256 = v.blob_sha256 \
+             WHERE v.model_id = ? AND v.version = ?"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model_id).bind(version).fetch_optional(&self.pool).await?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    /// Yanks a version (`Some(reason)`) or puts it back (`None`). Returns
+    /// false if the version does not exist. Yanking again keeps the first
+    /// time and takes the new reason.
+    pub async fn set_yank(&self, model_id: i64, version: i64, yank: Option<&str>) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "UPDATE model_versions SET yanked_at = CASE WHEN ? THEN COALESCE(yanked_at, ?) END, yank_reason = ? \
+             WHERE model_id = ? AND version = ? RETURNING version",
         )
+        .bind(yank.is_some())
+        .bind(now_ms())
+        .bind(yank)
         .bind(model_id)
         .bind(version)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(version_from_row).transpose()
+        Ok(found.is_some())
+    }
+
+    /// Deletes a model: marks it (rows stay for history, receipts and
+    /// usage) and returns the files its versions used; those no other model
+    /// uses ([`Store::blob_in_use`]) may be removed from the blob folder.
+    pub async fn delete_model(&self, model_id: i64) -> Result<Vec<Sha256>, StoreError> {
+        let now = now_ms();
+        sqlx::query("UPDATE models SET deleted_at = COALESCE(deleted_at, ?), updated_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(now)
+            .bind(model_id)
+            .execute(&self.pool)
+            .await?;
+        let used: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT blob_sha256 FROM model_versions WHERE model_id = ?")
+                .bind(model_id)
+                .fetch_all(&self.pool)
+                .await?;
+        used.iter().map(|hex| hex.parse().map_err(|_| StoreError::Corrupt(format!("blob digest {hex:?}")))).collect()
+    }
+
+    /// Whether a version of a model that is not deleted uses the file.
+    pub async fn blob_in_use(&self, sha256: &Sha256) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM model_versions v JOIN models m ON m.id = v.model_id \
+             WHERE v.blob_sha256 = ? AND m.deleted_at IS NULL LIMIT 1",
+        )
+        .bind(sha256.to_hex())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// Takes a model down (`Some(reason)`) or restores it (`None`). A model
+    /// taken down again keeps its first time and takes the new reason.
+    pub async fn set_takedown(&self, model_id: i64, takedown: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE models SET takedown_at = CASE WHEN ? THEN COALESCE(takedown_at, ?) END, takedown_reason = ?, \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(takedown.is_some())
+        .bind(now_ms())
+        .bind(takedown)
+        .bind(now_ms())
+        .bind(model_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Takes a version out of service with a reason. Returns false if it
@@ -597,7 +739,8 @@ impl Store {
     pub async fn blob_visible(&self, sha256: &Sha256, viewer_id: Option<i64>) -> Result<bool, StoreError> {
         let visible: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM model_versions v JOIN models m ON m.id = v.model_id \
-             WHERE v.blob_sha256 = ? AND (m.visibility = 'public' OR m.owner_id = ?) LIMIT 1",
+             WHERE v.blob_sha256 = ? AND m.deleted_at IS NULL \
+               AND ((m.visibility = 'public' AND m.takedown_at IS NULL) OR m.owner_id = ?) LIMIT 1",
         )
         .bind(sha256.to_hex())
         .bind(viewer_id.unwrap_or(-1))
@@ -671,6 +814,12 @@ fn model_from_row(row: &SqliteRow) -> Result<ModelRecord, StoreError> {
         latest_version: row.try_get("latest_version")?,
         created_at_ms: row.try_get("created_at")?,
         updated_at_ms: row.try_get("updated_at")?,
+        listed: row.try_get("listed")?,
+        deleted_at_ms: row.try_get("deleted_at")?,
+        takedown: row
+            .try_get::<Option<i64>, _>("takedown_at")?
+            .map(|since_ms| Ok::<_, StoreError>(Takedown { reason: row.try_get("takedown_reason")?, since_ms }))
+            .transpose()?,
     })
 }
 
@@ -685,6 +834,15 @@ fn version_from_row(row: &SqliteRow) -> Result<Version, StoreError> {
         outputs,
         created_at_ms: row.try_get("created_at")?,
         quarantine: quarantine_from_row(row)?,
+        yank: row
+            .try_get::<Option<i64>, _>("yanked_at")?
+            .map(|since_ms| {
+                Ok::<_, StoreError>(Yank {
+                    reason: row.try_get::<Option<String>, _>("yank_reason")?.unwrap_or_default(),
+                    since_ms,
+                })
+            })
+            .transpose()?,
     })
 }
 

@@ -17,7 +17,7 @@ mod writer;
 pub use blobs::{BlobStore, BlobWriter, FinishedBlob};
 pub use db::{
     Account, AccountKind, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel, Quarantine,
-    QuarantinedVersion, Store, Version,
+    QuarantinedVersion, QuotaExceeded, Store, Takedown, Version, Yank,
 };
 pub use log::{LogEntry, StoredCheckpoint};
 pub use money::{

@@ -14,8 +14,8 @@
 //! | … | 1 + a | `app`: the `X-App` tag, empty if none |
 //! | … | 1 + n | `node`: the serving node's account name |
 //! | … | 8 × 4 | `price`, `creator_share`, `node_share`, `treasury_share`, minor units |
-//! | … | 32 | `input_sha256`: SHA-256 of the inputs' JSON as the server read it |
-//! | … | 32 | `output_sha256`: SHA-256 of the outputs' JSON as the server sent it |
+//! | … | 32 | `input_sha256`: SHA-256 of the inputs' JSON as the server read it, or of the binary tensor body (safetensors) as sent |
+//! | … | 32 | `output_sha256`: SHA-256 of the outputs' JSON as the server writes it (for a binary answer too) |
 //! | … | 32 | `idempotency_key_sha256`: SHA-256 of the Idempotency-Key, zeros if none |
 //!
 //! Nothing follows. A decoder refuses trailing bytes, another version, bad

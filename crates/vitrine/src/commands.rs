@@ -55,6 +55,28 @@ pub enum ModelCommand {
     Price { model: String, price: String },
     /// List a model's versions.
     Versions { model: String },
+    /// Hide a model from listings and search; it still answers by its name.
+    Unlist { model: String },
+    /// Show an unlisted model in listings and search again.
+    Relist { model: String },
+    /// Delete a model for good: it answers 410 from then on and its name is
+    /// not given out again; its receipts, usage and earnings stay.
+    Delete {
+        model: String,
+        /// Deleting cannot be undone: say so.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Yank a version: its calls answer 410 and "latest" skips it.
+    Yank {
+        model: String,
+        version: i64,
+        /// Shown to its callers.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Put a yanked version back.
+    Unyank { model: String, version: i64 },
     /// Download a version's .onnx file.
     Download {
         model: String,
@@ -131,6 +153,24 @@ pub enum QuarantineCommand {
         /// owner/name
         model: String,
         version: i64,
+    },
+}
+
+/// Models taken down by the operator (operator key).
+#[derive(Debug, Subcommand)]
+pub enum TakedownCommand {
+    /// Take a model down: it answers 410 to everyone with the reason; its
+    /// owner still sees it.
+    Add {
+        /// owner/name
+        model: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Restore a model taken down.
+    Restore {
+        /// owner/name
+        model: String,
     },
 }
 
@@ -286,6 +326,7 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
         }
         Command::Payout(payout) => run_payout(&client, args.json, payout).await,
         Command::Quarantine(quarantine) => run_quarantine(&client, args.json, quarantine).await,
+        Command::Takedown(takedown) => run_takedown(&client, args.json, takedown).await,
         Command::Stats(stats) => crate::stats::run_stats(&client, args.json, stats).await,
         Command::Earnings(series) => {
             crate::stats::run_account_series(&client, args.json, &crate::stats::EARNINGS, series).await
@@ -294,6 +335,34 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
             crate::stats::run_account_series(&client, args.json, &crate::stats::SPENDING, series).await
         }
     }
+}
+
+/// Sends a request with a JSON body, if there is one, and reads the answer.
+async fn send_with_body(client: &Client, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let mut request = client.request(method, path);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    client.send_json(request).await
+}
+
+async fn run_takedown(client: &Client, json: bool, command: TakedownCommand) -> anyhow::Result<()> {
+    client.require_key()?;
+    let (model, method, body) = match command {
+        TakedownCommand::Add { model, reason } => (model, Method::POST, Some(json!({"reason": reason}))),
+        TakedownCommand::Restore { model } => (model, Method::DELETE, None),
+    };
+    let model_ref = parse_model(&model)?;
+    let path = format!("/v1/admin/models/{}/{}/takedown", model_ref.owner, model_ref.name);
+    let shown = send_with_body(client, method, &path, body).await?;
+    if json {
+        output::json(&shown);
+    } else if shown["takedown"].is_null() {
+        println!("{model_ref} is restored");
+    } else {
+        println!("{model_ref} is taken down: {}", output::cell(&shown["takedown"]["reason"]));
+    }
+    Ok(())
 }
 
 async fn run_quarantine(client: &Client, json: bool, command: QuarantineCommand) -> anyhow::Result<()> {
@@ -322,11 +391,7 @@ async fn run_quarantine(client: &Client, json: bool, command: QuarantineCommand)
     };
     let model_ref = parse_model(&model)?;
     let path = format!("/v1/models/{}/{}/versions/{version}/quarantine", model_ref.owner, model_ref.name);
-    let mut request = client.request(method, &path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let shown = client.send_json(request).await?;
+    let shown = send_with_body(client, method, &path, body).await?;
     if json {
         output::json(&shown);
     } else if shown["quarantine"].is_null() {
@@ -532,6 +597,31 @@ async fn run_model(client: &Client, json: bool, command: ModelCommand) -> anyhow
                 print_versions(&versions);
             }
         }
+        ModelCommand::Unlist { model } => set_listed(client, json, &model, false).await?,
+        ModelCommand::Relist { model } => set_listed(client, json, &model, true).await?,
+        ModelCommand::Delete { model, yes } => {
+            client.require_key()?;
+            let model_ref = parse_model(&model)?;
+            if !yes {
+                bail!("deleting {model_ref} cannot be undone (its name is not given out again): add --yes");
+            }
+            let path = format!("/v1/models/{}/{}", model_ref.owner, model_ref.name);
+            let deleted = client.send_json(client.request(Method::DELETE, &path)).await?;
+            if json {
+                output::json(&deleted);
+            } else {
+                println!(
+                    "deleted {model_ref}; your models now store {} bytes",
+                    output::cell(&deleted["storage_bytes"])
+                );
+            }
+        }
+        ModelCommand::Yank { model, version, reason } => {
+            yank(client, json, &model, version, json!({"yanked": true, "reason": reason})).await?;
+        }
+        ModelCommand::Unyank { model, version } => {
+            yank(client, json, &model, version, json!({"yanked": false})).await?;
+        }
         ModelCommand::Download { model, version, output: target } => {
             let model_ref = parse_model(&model)?;
             let path = format!("/v1/models/{}/{}/versions", model_ref.owner, model_ref.name);
@@ -707,10 +797,14 @@ fn print_model(json: bool, model: &Value, versions: Option<&Value>) {
         ("license", output::cell(&model["license"])),
         ("tags", tags.join(", ")),
         ("visibility", output::cell(&model["visibility"])),
+        ("listed", output::cell(&model["listed"])),
         ("price", tokens(&model["price_per_inference"])),
         ("latest version", output::cell(&model["latest_version"])),
         ("created", output::cell(&model["created_at"])),
     ]);
+    if let Some(reason) = model["takedown"]["reason"].as_str() {
+        println!("taken down by the operator since {}: {reason}", output::cell(&model["takedown"]["since"]));
+    }
     if let Some(description) = model["description"].as_str().filter(|d| !d.is_empty()) {
         println!("\n{description}");
     }
@@ -718,6 +812,36 @@ fn print_model(json: bool, model: &Value, versions: Option<&Value>) {
         println!();
         print_versions(versions);
     }
+}
+
+async fn set_listed(client: &Client, json: bool, model: &str, listed: bool) -> anyhow::Result<()> {
+    client.require_key()?;
+    let model_ref = parse_model(model)?;
+    let path = format!("/v1/models/{}/{}", model_ref.owner, model_ref.name);
+    let updated = client.send_json(client.request(Method::PATCH, &path).json(&json!({"listed": listed}))).await?;
+    if json {
+        output::json(&updated);
+    } else if listed {
+        println!("{model_ref} is listed");
+    } else {
+        println!("{model_ref} is unlisted: in no listing or search, still callable by its name");
+    }
+    Ok(())
+}
+
+async fn yank(client: &Client, json: bool, model: &str, version: i64, body: Value) -> anyhow::Result<()> {
+    client.require_key()?;
+    let model_ref = parse_model(model)?;
+    let path = format!("/v1/models/{}/{}/versions/{version}", model_ref.owner, model_ref.name);
+    let shown = client.send_json(client.request(Method::PATCH, &path).json(&body)).await?;
+    if json {
+        output::json(&shown);
+    } else if shown["yank"].is_null() {
+        println!("{model_ref}@{version} is back");
+    } else {
+        println!("{model_ref}@{version} is yanked: its calls answer 410 and latest skips it");
+    }
+    Ok(())
 }
 
 fn print_versions(versions: &Value) {
@@ -728,9 +852,11 @@ fn print_versions(versions: &Value) {
             specs(&v["inputs"]),
             specs(&v["outputs"]),
             output::cell(&v["blob_sha256"]),
-            match v["quarantine"]["reason"].as_str() {
-                Some(reason) => format!("quarantined: {reason}"),
-                None => "serving".to_owned(),
+            match (v["quarantine"]["reason"].as_str(), v["yank"]["reason"].as_str()) {
+                (Some(reason), _) => format!("quarantined: {reason}"),
+                (None, Some("")) => "yanked".to_owned(),
+                (None, Some(reason)) => format!("yanked: {reason}"),
+                (None, None) => "serving".to_owned(),
             },
         ]
     });

@@ -71,6 +71,9 @@ enum Command {
     /// Quarantined model versions: list them, take one out of service, lift one (operator key).
     #[command(subcommand)]
     Quarantine(commands::QuarantineCommand),
+    /// Models taken down: take one down with a reason, restore one (operator key).
+    #[command(subcommand)]
+    Takedown(commands::TakedownCommand),
     /// A model worker: started by `vitrine serve`, speaking its binary
     /// protocol on standard input and output. Not for people.
     #[command(hide = true)]

@@ -50,5 +50,6 @@ pub async fn create_account(
     responses((status = 200, body = AccountView), (status = 401, body = ErrorBody)))]
 pub async fn get_account(State(state): State<AppState>, Caller(account): Caller) -> ApiResult<Json<AccountView>> {
     let (totals, earned) = state.store.balances(account.id).await?;
-    Ok(Json(AccountView::new(&account, &totals, state.reservations.reserved(account.id), earned)))
+    let storage = (state.store.storage_used(account.id).await?, state.storage_quota());
+    Ok(Json(AccountView::new(&account, &totals, state.reservations.reserved(account.id), earned, storage)))
 }

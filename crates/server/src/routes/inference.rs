@@ -17,7 +17,7 @@ use tlog::ReceiptLeaf;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, Caller};
+use crate::extract::{Caller, InferBody};
 use crate::log::{log_model_label, receipt_json};
 use crate::routes::models::callable_model;
 use crate::routes::money::item_error;
@@ -34,13 +34,20 @@ const APP_TAG_CHARS_MAX: usize = 64;
     params(("owner" = String, Path), ("name" = String, Path),
         ("Idempotency-Key" = Option<String>, Header, description = "retries with the same key are charged once"),
         ("X-App" = Option<String>, Header, description = "the calling application, for attribution")),
-    request_body = InferRequest,
+    request_body(content(
+        (InferRequest = "application/json"),
+        (Vec<u8> = "application/octet-stream"),
+    ), description = "the inputs: JSON, or with Content-Type: application/octet-stream a safetensors file of them"),
     responses(
-        (status = 200, body = InferResponse),
+        (status = 200, content(
+            (InferResponse = "application/json"),
+            (Vec<u8> = "application/octet-stream"),
+        ), description = "the outputs; with Accept: application/octet-stream, a safetensors file of them whose __metadata__ holds model, version, price, latency_ms and receipt (JSON)"),
         (status = 401, body = ErrorBody),
         (status = 402, description = "the balance cannot cover the price", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "a call with this Idempotency-Key is still running", body = ErrorBody),
+        (status = 410, description = "the model was deleted or taken down, or the version (every version, for the latest) is yanked", body = ErrorBody),
         (status = 413, description = "more elements than tensor_elements_max", body = ErrorBody),
         (status = 429, description = "too many calls from this key at once or per minute (rate_limited, with Retry-After)", body = ErrorBody),
         (status = 422, description = "inputs that do not fit the model (invalid_input), an Idempotency-Key reused for another request (invalid_request), more memory than worker_memory_bytes_max (model_out_of_memory), or outputs larger than output_elements_max (output_too_large)", body = ErrorBody),
@@ -53,14 +60,17 @@ pub async fn infer_latest(
     Caller(caller): Caller,
     Path((owner, name)): Path<(String, String)>,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<InferRequest>,
+    body: InferBody,
 ) -> ApiResult<Response> {
     let started = Instant::now();
     let model = callable_model(&state, &owner, &name, &caller).await?;
     let Some(latest) = model.latest_version else {
-        return Err(ApiError::not_found(format!("model '{owner}/{name}' has no versions yet")));
+        if state.store.versions(model.id).await?.is_empty() {
+            return Err(ApiError::not_found(format!("model '{owner}/{name}' has no versions yet")));
+        }
+        return Err(ApiError::gone(format!("every version of '{owner}/{name}' is yanked by its owner")));
     };
-    infer(&state, &caller, &model, latest, &headers, request, started).await
+    infer(&state, &caller, &model, latest, &headers, body, started).await
 }
 
 /// Runs one version of the model.
@@ -69,13 +79,20 @@ pub async fn infer_latest(
     params(("owner" = String, Path), ("name" = String, Path), ("version" = i64, Path),
         ("Idempotency-Key" = Option<String>, Header, description = "retries with the same key are charged once"),
         ("X-App" = Option<String>, Header, description = "the calling application, for attribution")),
-    request_body = InferRequest,
+    request_body(content(
+        (InferRequest = "application/json"),
+        (Vec<u8> = "application/octet-stream"),
+    ), description = "the inputs: JSON, or with Content-Type: application/octet-stream a safetensors file of them"),
     responses(
-        (status = 200, body = InferResponse),
+        (status = 200, content(
+            (InferResponse = "application/json"),
+            (Vec<u8> = "application/octet-stream"),
+        ), description = "the outputs; with Accept: application/octet-stream, a safetensors file of them whose __metadata__ holds model, version, price, latency_ms and receipt (JSON)"),
         (status = 401, body = ErrorBody),
         (status = 402, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody),
+        (status = 410, body = ErrorBody),
         (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody),
         (status = 429, body = ErrorBody),
@@ -88,12 +105,12 @@ pub async fn infer_version(
     Caller(caller): Caller,
     Path((owner, name, version)): Path<(String, String, String)>,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<InferRequest>,
+    body: InferBody,
 ) -> ApiResult<Response> {
     let started = Instant::now();
     let model = callable_model(&state, &owner, &name, &caller).await?;
     let version = version.parse::<i64>().map_err(|_| ApiError::not_found(format!("version '{version}' not found")))?;
-    infer(&state, &caller, &model, version, &headers, request, started).await
+    infer(&state, &caller, &model, version, &headers, body, started).await
 }
 
 /// The paid inference path. With an Idempotency-Key, a retry of a finished
@@ -104,7 +121,7 @@ async fn infer(
     model: &ModelRecord,
     version: i64,
     headers: &HeaderMap,
-    request: InferRequest,
+    body: InferBody,
     started: Instant,
 ) -> ApiResult<Response> {
     // Held until the call is answered, whichever way.
@@ -118,30 +135,97 @@ async fn infer(
         started,
         cpu_us: AtomicU64::new(0),
     };
+    let format = AnswerFormat::accepted(headers);
     let Some(key) = idempotency_key(headers)? else {
-        return record_failure(state, &call, charge_and_run(state, &call, request, None).await)
-            .await
-            .map(json_response);
+        return record_failure(state, &call, charge_and_run(state, &call, body, None, format).await).await;
     };
-    let fingerprint = idempotency_fingerprint(&call, &request)?;
+    let fingerprint = idempotency_fingerprint(&call, &body)?;
     let window_ms = state.config.idempotency_window_ms as i64;
-    if let Some(answer) = idempotency_answer(state, caller, &key, &fingerprint, window_ms).await? {
+    if let Some(answer) = idempotency_answer(state, caller, &key, &fingerprint, window_ms, format).await? {
         return answer;
     }
     let Some(_claim) = state.idempotency_claims.claim(caller.id, &key) else {
         return Err(ApiError::conflict("a call with this Idempotency-Key is still running; retry when it is done"));
     };
-    let result =
-        record_failure(state, &call, charge_and_run(state, &call, request, Some((key.as_str(), fingerprint))).await)
-            .await;
+    let remember = Some((key.as_str(), fingerprint));
+    let result = record_failure(state, &call, charge_and_run(state, &call, body, remember, format).await).await;
     if result.is_err() {
         // Another node sharing the database may have answered the key while
         // this call ran (its charge was then refused): that answer stands.
-        if let Some(answer) = idempotency_answer(state, caller, &key, &fingerprint, window_ms).await? {
+        if let Some(answer) = idempotency_answer(state, caller, &key, &fingerprint, window_ms, format).await? {
             return answer;
         }
     }
-    result.map(json_response)
+    result
+}
+
+/// How the caller wants its answer: JSON, or with `Accept:
+/// application/octet-stream` the binary tensor body (`tensor_body.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AnswerFormat {
+    Json,
+    Binary,
+}
+
+impl AnswerFormat {
+    fn accepted(headers: &HeaderMap) -> AnswerFormat {
+        let accepts = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok());
+        let binary = accepts
+            .flat_map(|v| v.split(','))
+            .any(|media| media.split(';').next().unwrap_or_default().trim() == crate::tensor_body::MEDIA_TYPE);
+        if binary { AnswerFormat::Binary } else { AnswerFormat::Json }
+    }
+}
+
+/// What a binary answer carries beside its outputs, as strings.
+fn binary_metadata(
+    model: &str,
+    version: i64,
+    price: &str,
+    latency_ms: f64,
+    receipt: Option<&serde_json::Value>,
+) -> BTreeMap<&'static str, String> {
+    let mut metadata = BTreeMap::from([
+        ("model", model.to_owned()),
+        ("version", version.to_string()),
+        ("price", price.to_owned()),
+        ("latency_ms", latency_ms.to_string()),
+    ]);
+    if let Some(receipt) = receipt {
+        metadata.insert("receipt", receipt.to_string());
+    }
+    metadata
+}
+
+fn binary_response(body: Vec<u8>) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, crate::tensor_body::MEDIA_TYPE)], body).into_response()
+}
+
+/// A stored answer (JSON, its receipt spliced in) in the format asked for:
+/// a binary replay reads the outputs back from the JSON.
+fn replay(format: AnswerFormat, answer: String) -> ApiResult<Response> {
+    if format == AnswerFormat::Json {
+        return Ok(json_response(answer));
+    }
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        model: String,
+        outputs: BTreeMap<String, crate::wire::TensorIn>,
+        version: i64,
+        price: String,
+        latency_ms: f64,
+        receipt: Option<serde_json::Value>,
+    }
+    let stored: Stored = serde_json::from_str(&answer).map_err(ApiError::internal)?;
+    let outputs = stored
+        .outputs
+        .into_iter()
+        .map(|(name, tensor)| tensor.into_tensor(&name).map(|t| (name, t)))
+        .collect::<ApiResult<Vec<(String, Tensor)>>>()?;
+    let metadata =
+        binary_metadata(&stored.model, stored.version, &stored.price, stored.latency_ms, stored.receipt.as_ref());
+    let parts = outputs.iter().map(|(name, t)| (name.as_str(), t.shape.as_slice(), &t.data));
+    Ok(binary_response(crate::tensor_body::encode(parts, &metadata)))
 }
 
 /// The answer an Idempotency-Key already has: the first call's (with its
@@ -153,6 +237,7 @@ async fn idempotency_answer(
     key: &str,
     fingerprint: &Sha256,
     window_ms: i64,
+    format: AnswerFormat,
 ) -> ApiResult<Option<ApiResult<Response>>> {
     match state.store.idempotency_lookup(caller.id, key, fingerprint, window_ms).await? {
         IdempotencyStart::Replay(body, log_index) => {
@@ -164,7 +249,7 @@ async fn idempotency_answer(
                 }
                 None => None,
             };
-            Ok(Some(Ok(json_response(with_receipt(&body, receipt)?))))
+            Ok(Some(replay(format, with_receipt(&body, receipt)?)))
         }
         IdempotencyStart::Mismatch => {
             Ok(Some(Err(ApiError::invalid_request("this Idempotency-Key was used for a different request"))))
@@ -176,9 +261,25 @@ async fn idempotency_answer(
 /// What an Idempotency-Key stands for: the model, the version the call
 /// resolved to, the app tag, and the inputs in a canonical JSON form (inputs
 /// by name, each tensor's fields in one order, its data re-serialised), so
-/// the same request sent with other key order or whitespace is the same.
-fn idempotency_fingerprint(call: &Call<'_>, request: &InferRequest) -> ApiResult<Sha256> {
+/// the same request sent with other key order or whitespace is the same; a
+/// binary body stands for its tensors (name, dtype, shape, the digest of
+/// their bytes), whatever the order of its header.
+fn idempotency_fingerprint(call: &Call<'_>, body: &InferBody) -> ApiResult<Sha256> {
     let mut canonical = format!("{}/{}@{}\napp={}\n", call.model.owner, call.model.name, call.version, call.app);
+    let request = match body {
+        InferBody::Json(request) => request,
+        InferBody::Binary(inputs, _) => {
+            canonical.push_str("binary\n");
+            for (name, tensor) in inputs {
+                let mut bytes = vec![];
+                tensor.write_le(&mut bytes);
+                let entry = serde_json::to_string(&(name, tensor.dtype().as_str(), &tensor.shape))
+                    .map_err(ApiError::internal)?;
+                canonical.push_str(&format!("{entry}\n{}\n", Sha256::digest(&bytes)));
+            }
+            return Ok(Sha256::digest(canonical.as_bytes()));
+        }
+    };
     for (name, tensor) in &request.inputs {
         // Data that is not JSON is refused later, when the inputs are read;
         // until then its text stands for it.
@@ -230,10 +331,10 @@ impl Call<'_> {
 }
 
 /// A failed call is usage too: it is recorded with its error code (a call to
-/// a version that does not exist is not a call to the model).
-async fn record_failure(state: &AppState, call: &Call<'_>, result: ApiResult<String>) -> ApiResult<String> {
+/// a version that does not exist, or is yanked, is not a call to the model).
+async fn record_failure<T>(state: &AppState, call: &Call<'_>, result: ApiResult<T>) -> ApiResult<T> {
     if let Err(error) = &result
-        && error.code != "not_found"
+        && !matches!(error.code, "not_found" | "gone")
     {
         let item =
             BatchItem::RecordOnly { usage: call.usage(state, 0, 0, error.code), answer: None, at_ms: call.at_ms };
@@ -302,16 +403,34 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 async fn charge_and_run(
     state: &AppState,
     call: &Call<'_>,
-    request: InferRequest,
+    body: InferBody,
     idempotency_key: Option<(&str, Sha256)>,
-) -> ApiResult<String> {
+    format: AnswerFormat,
+) -> ApiResult<Response> {
     let (caller, model, version, started) = (call.caller, call.model, call.version, call.started);
-    let input_sha256 = Sha256::digest(serde_json::to_string(&request.inputs).map_err(ApiError::internal)?.as_bytes());
+    // The receipt's input digest: of the JSON inputs as re-serialised, or
+    // of the binary body's bytes as sent.
+    let input_sha256 = match &body {
+        InferBody::Json(request) => {
+            Sha256::digest(serde_json::to_string(&request.inputs).map_err(ApiError::internal)?.as_bytes())
+        }
+        InferBody::Binary(_, digest) => *digest,
+    };
     let version: Version = state
         .known_models
         .version(&state.store, model.id, version)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("'{}/{}' has no version {version}", model.owner, model.name)))?;
+    if let Some(yank) = &version.yank {
+        let why = if yank.reason.is_empty() { String::new() } else { format!(": {}", yank.reason) };
+        return Err(ApiError::gone(format!(
+            "version {} of '{}/{}' was yanked by its owner on {}{why}",
+            version.version,
+            model.owner,
+            model.name,
+            crate::wire::timestamp(yank.since_ms)
+        )));
+    }
     if let Some(quarantine) = &version.quarantine {
         return Err(ApiError::model_quarantined(format!(
             "version {} of '{}/{}' is quarantined since {} until the operator lifts it: {}",
@@ -322,11 +441,14 @@ async fn charge_and_run(
             quarantine.reason
         )));
     }
-    let inputs = request
-        .inputs
-        .into_iter()
-        .map(|(name, tensor)| tensor.into_tensor(&name).map(|t| (name, t)))
-        .collect::<ApiResult<BTreeMap<String, Tensor>>>()?;
+    let inputs = match body {
+        InferBody::Json(request) => request
+            .inputs
+            .into_iter()
+            .map(|(name, tensor)| tensor.into_tensor(&name).map(|t| (name, t)))
+            .collect::<ApiResult<BTreeMap<String, Tensor>>>()?,
+        InferBody::Binary(inputs, _) => inputs,
+    };
     let signature = Signature { inputs: version.inputs.clone(), outputs: version.outputs.clone() };
     let inputs = signature.check_inputs(inputs, state.config.tensor_elements_max).map_err(input_error)?;
 
@@ -377,7 +499,7 @@ async fn charge_and_run(
         // A free call moves no money: its usage event is its whole record.
         let item = BatchItem::RecordOnly { usage, answer: remember, at_ms: call.at_ms };
         state.sequencer.submit(item).await?.map_err(item_error)?;
-        return with_receipt(&stored, None);
+        return answer(format, &stored, &response, None);
     }
     let leaf = ReceiptLeaf {
         created_at_ms: usage.created_at_ms,
@@ -411,7 +533,34 @@ async fn charge_and_run(
     });
     let outcome = state.sequencer.submit(item).await?.map_err(item_error)?;
     let index = outcome.log_index.ok_or_else(|| ApiError::internal("a paid call was not logged"))?;
-    with_receipt(&stored, Some(receipt_json(index, &leaf, &signature)?))
+    answer(format, &stored, &response, Some(receipt_json(index, &leaf, &signature)?))
+}
+
+/// The call's answer in the format asked for: the stored JSON with the
+/// receipt spliced in, or the outputs' bytes with the rest as metadata.
+fn answer(
+    format: AnswerFormat,
+    stored: &str,
+    response: &InferResponse,
+    receipt: Option<serde_json::Value>,
+) -> ApiResult<Response> {
+    match format {
+        AnswerFormat::Json => Ok(json_response(with_receipt(stored, receipt)?)),
+        AnswerFormat::Binary => {
+            let metadata = binary_metadata(
+                &response.model,
+                response.version,
+                &response.price,
+                response.latency_ms,
+                receipt.as_ref(),
+            );
+            let parts = response.outputs.iter().map(|(name, tensor)| {
+                let (shape, elements) = tensor.parts();
+                (name.as_str(), shape, elements)
+            });
+            Ok(binary_response(crate::tensor_body::encode(parts, &metadata)))
+        }
+    }
 }
 
 /// Runs the model in a worker within `inference_timeout_ms` of the call's

@@ -9,3 +9,4 @@ pub mod models;
 pub mod money;
 pub mod quarantine;
 pub mod stats;
+pub mod takedown;

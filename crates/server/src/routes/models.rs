@@ -16,12 +16,15 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, Caller, MaybeCaller};
 use crate::wire::{
-    CreateModelRequest, ListModelsQuery, ModelPage, ModelView, UpdateModelRequest, VersionList, VersionView,
+    CreateModelRequest, DeletedModelView, ListModelsQuery, ModelPage, ModelView, UpdateModelRequest, VersionList,
+    VersionView, YankRequest,
 };
 
 /// Finds a model the viewer may see. A private model of someone else is
 /// reported exactly like a missing one (404), so its existence does not leak;
-/// so is a name that cannot exist.
+/// so is a name that cannot exist. A deleted model is gone (410) for
+/// everyone; a model taken down is gone for all but its owner and the
+/// operator, who still see it (with the reason).
 pub(crate) async fn visible_model(
     state: &AppState,
     owner: &str,
@@ -30,11 +33,18 @@ pub(crate) async fn visible_model(
 ) -> ApiResult<ModelRecord> {
     let (owner_name, model_name) = model_names(owner, name)?;
     let found = state.store.model(&owner_name, &model_name).await?;
-    visible_to(found, viewer, owner, name)
+    let model = visible_to(found, viewer, owner, name)?;
+    check_deleted(&model)?;
+    let owner_or_operator = viewer.is_some_and(|v| v.id == model.owner_id || v.is_operator);
+    if !owner_or_operator {
+        check_taken_down(&model)?;
+    }
+    Ok(model)
 }
 
 /// [`visible_model`] for a call: from memory when this node read it within
-/// the last second (`known_models.rs`), else from the database.
+/// the last second (`known_models.rs`), else from the database. A model
+/// deleted or taken down answers no call, its owner's included.
 pub(crate) async fn callable_model(
     state: &AppState,
     owner: &str,
@@ -43,11 +53,39 @@ pub(crate) async fn callable_model(
 ) -> ApiResult<ModelRecord> {
     let (owner_name, model_name) = model_names(owner, name)?;
     let found = state.known_models.model(&state.store, &owner_name, &model_name).await?;
-    visible_to(found, Some(caller), owner, name)
+    let model = visible_to(found, Some(caller), owner, name)?;
+    check_deleted(&model)?;
+    check_taken_down(&model)?;
+    Ok(model)
 }
 
 fn model_not_found(owner: &str, name: &str) -> ApiError {
     ApiError::not_found(format!("model '{owner}/{name}' not found"))
+}
+
+fn check_deleted(model: &ModelRecord) -> ApiResult<()> {
+    match model.deleted_at_ms {
+        Some(at) => Err(ApiError::gone(format!(
+            "'{}/{}' was deleted by its owner on {}",
+            model.owner,
+            model.name,
+            crate::wire::timestamp(at)
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn check_taken_down(model: &ModelRecord) -> ApiResult<()> {
+    match &model.takedown {
+        Some(takedown) => Err(ApiError::gone(format!(
+            "'{}/{}' was taken down by the operator on {}: {}",
+            model.owner,
+            model.name,
+            crate::wire::timestamp(takedown.since_ms),
+            takedown.reason
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Names that cannot exist name no model: 404, as for a missing one.
@@ -92,7 +130,7 @@ fn parse_price(text: &str) -> ApiResult<Amount> {
     responses(
         (status = 201, body = ModelView),
         (status = 401, body = ErrorBody),
-        (status = 409, description = "the caller has a model of that name", body = ErrorBody),
+        (status = 409, description = "the caller has a model of that name, or had one and deleted it", body = ErrorBody),
         (status = 422, body = ErrorBody),
     ))]
 pub async fn create_model(
@@ -114,7 +152,20 @@ pub async fn create_model(
             .transpose()?
             .unwrap_or(Amount::ZERO),
     };
-    let record = state.store.create_model(&caller, &model).await?;
+    let record = match state.store.create_model(&caller, &model).await {
+        Err(store::StoreError::Conflict(what)) => {
+            let existing = state.store.model(&caller.name, &model.name).await?;
+            if existing.is_some_and(|m| m.deleted_at_ms.is_some()) {
+                return Err(ApiError::conflict(format!(
+                    "'{}/{}' was deleted, and a deleted model's name is not given out again \
+                     (its receipts and history still name it)",
+                    caller.name, model.name
+                )));
+            }
+            return Err(store::StoreError::Conflict(what).into());
+        }
+        other => other?,
+    };
     tracing::info!(model = %format!("{}/{}", record.owner, record.name), "model created");
     Ok((StatusCode::CREATED, Json(ModelView::for_viewer(&record, Some(&caller), &state.log_keys))))
 }
@@ -268,7 +319,8 @@ async fn list_models_by_usage(
 
 #[utoipa::path(get, path = "/v1/models/{owner}/{name}", tag = "models",
     params(("owner" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = ModelView), (status = 401, description = "A key was sent and is not valid", body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ModelView), (status = 401, description = "A key was sent and is not valid", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 410, description = "deleted by its owner, or taken down by the operator (its owner and the operator still see it)", body = ErrorBody)))]
 pub async fn get_model(
     State(state): State<AppState>,
     MaybeCaller(viewer): MaybeCaller,
@@ -289,6 +341,7 @@ pub async fn get_model(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 410, description = "the model was deleted", body = ErrorBody),
         (status = 422, body = ErrorBody),
     ))]
 pub async fn update_model(
@@ -305,6 +358,7 @@ pub async fn update_model(
         tags: request.tags.as_deref().map(Tags::parse).transpose().map_err(invalid)?,
         visibility: request.visibility.as_deref().map(str::parse::<Visibility>).transpose().map_err(invalid)?,
         price_per_inference: request.price_per_inference.as_deref().map(parse_price).transpose()?,
+        listed: request.listed,
     };
     state.store.update_model(model.id, &patch).await?;
     state.known_models.forget_model(&model.owner, &model.name);
@@ -325,7 +379,8 @@ pub async fn update_model(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 413, description = "larger than upload_bytes_max", body = ErrorBody),
+        (status = 410, description = "the model was deleted or taken down", body = ErrorBody),
+        (status = 413, description = "larger than upload_bytes_max (payload_too_large), or more than the owner's models may store, account_storage_bytes_max (storage_quota_exceeded)", body = ErrorBody),
         (status = 422, description = "not a model the runtime can serve (invalid_model): refused by the runtime, or loading it needs more memory or time than a worker may have", body = ErrorBody),
         (status = 429, description = "too many calls or uploads from this key (rate_limited, with Retry-After)", body = ErrorBody),
         (status = 503, description = "no model worker is available to validate it", body = ErrorBody),
@@ -338,6 +393,7 @@ pub async fn upload_version(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<VersionView>)> {
     let model = owned_model(&state, &owner, &name, &caller).await?;
+    check_taken_down(&model)?;
     // Validating takes a model worker, like a call.
     let _permit = state.start_call(caller.id)?;
     let content_type = headers.get(header::CONTENT_TYPE);
@@ -354,13 +410,32 @@ pub async fn upload_version(
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
+    // Checked before and while the file streams in, so an upload past the
+    // quota stops early; decided in the transaction that records it.
+    let quota = state.storage_quota();
+    let used = match quota {
+        Some(_) => state.store.storage_used(caller.id).await?,
+        None => 0,
+    };
+    let over_quota = |adding: u64| {
+        let max_bytes = quota?;
+        (used.saturating_add(adding) > max_bytes)
+            .then(|| quota_error(store::QuotaExceeded { used_bytes: used, adding_bytes: adding, max_bytes }))
+    };
+    if let Some(error) = declared.and_then(over_quota) {
+        return Err(error);
+    }
 
     let mut writer = state.blobs.writer().await?;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
-        if writer.size_bytes() + chunk.len() as u64 > limit {
+        let size = writer.size_bytes() + chunk.len() as u64;
+        if size > limit {
             return Err(too_large());
+        }
+        if let Some(error) = over_quota(size) {
+            return Err(error);
         }
         writer.write(&chunk).await?;
     }
@@ -376,11 +451,29 @@ pub async fn upload_version(
         state.executor.load(finished.sha256, bytes, deadline).await.map_err(|failure| load_error(&state, failure))?;
 
     let (sha256, size_bytes) = (finished.sha256, finished.size_bytes);
+    let no_removal = state.blob_removal.read().await;
     finished.commit(&state.blobs).await?;
-    let version = state.store.add_version(model.id, &sha256, size_bytes, &signature.inputs, &signature.outputs).await?;
+    let added =
+        state.store.add_version(model.id, &sha256, size_bytes, &signature.inputs, &signature.outputs, quota).await?;
+    drop(no_removal);
+    let version = match added {
+        Ok(version) => version,
+        Err(refused) => {
+            remove_unused_blobs(&state, &[sha256]).await;
+            return Err(quota_error(refused));
+        }
+    };
     state.known_models.forget_model(&model.owner, &model.name);
     tracing::info!(model = %format!("{}/{}", model.owner, model.name), version = version.version, %sha256, size_bytes, "version uploaded");
     Ok((StatusCode::CREATED, Json(VersionView::from(&version))))
+}
+
+fn quota_error(refused: store::QuotaExceeded) -> ApiError {
+    ApiError::storage_quota_exceeded(format!(
+        "your models store {} bytes; this upload would add {} and pass the limit account_storage_bytes_max = {} \
+         (delete models you no longer need, or ask the operator)",
+        refused.used_bytes, refused.adding_bytes, refused.max_bytes
+    ))
 }
 
 /// A refused upload: the model's fault is 422 `invalid_model` with the
@@ -408,7 +501,8 @@ fn load_error(state: &AppState, failure: LoadFailure) -> ApiError {
 
 #[utoipa::path(get, path = "/v1/models/{owner}/{name}/versions", tag = "models",
     params(("owner" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = VersionList), (status = 401, description = "A key was sent and is not valid", body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = VersionList), (status = 401, description = "A key was sent and is not valid", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 410, description = "the model was deleted or taken down", body = ErrorBody)))]
 pub async fn list_versions(
     State(state): State<AppState>,
     MaybeCaller(viewer): MaybeCaller,
@@ -446,4 +540,116 @@ pub async fn get_blob(
         (header::ETAG, format!("\"{digest}\"")),
     ];
     Ok((headers, body).into_response())
+}
+
+/// Removes from the blob folder those of `digests` that no model still
+/// uses. Failures are logged, not answered: the file is only disk space.
+pub(crate) async fn remove_unused_blobs(state: &AppState, digests: &[Sha256]) {
+    let _alone = state.blob_removal.write().await;
+    for digest in digests {
+        let removed = match state.store.blob_in_use(digest).await {
+            Ok(true) => continue,
+            Ok(false) => state.blobs.remove(digest).await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = removed {
+            tracing::warn!(%digest, %error, "removing an unused model file failed");
+        }
+    }
+}
+
+/// Deletes a model (its owner only). From then on it answers 410 `gone`
+/// and appears in no listing; its name is not given out again. Its history
+/// stays: receipts, usage and earnings still name it. Files no other model
+/// uses are removed, and no longer count against the owner's storage.
+#[utoipa::path(delete, path = "/v1/models/{owner}/{name}", tag = "models",
+    security(("api_key" = [])),
+    params(("owner" = String, Path), ("name" = String, Path)),
+    responses(
+        (status = 200, body = DeletedModelView),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 410, description = "deleted already", body = ErrorBody),
+    ))]
+pub async fn delete_model(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> ApiResult<Json<DeletedModelView>> {
+    let model = owned_model(&state, &owner, &name, &caller).await?;
+    let used = state.store.delete_model(model.id).await?;
+    state.known_models.forget_model(&model.owner, &model.name);
+    remove_unused_blobs(&state, &used).await;
+    tracing::info!(model = %format!("{}/{}", model.owner, model.name), "model deleted");
+    Ok(Json(DeletedModelView {
+        model: format!("{}/{}", model.owner, model.name),
+        deleted_at: crate::wire::timestamp(store::now_ms()),
+        storage_bytes: state.store.storage_used(caller.id).await?,
+    }))
+}
+
+/// One version of a model.
+#[utoipa::path(get, path = "/v1/models/{owner}/{name}/versions/{version}", tag = "models",
+    params(("owner" = String, Path), ("name" = String, Path), ("version" = i64, Path)),
+    responses(
+        (status = 200, body = VersionView),
+        (status = 401, description = "A key was sent and is not valid", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 410, description = "the model was deleted or taken down", body = ErrorBody),
+    ))]
+pub async fn get_version(
+    State(state): State<AppState>,
+    MaybeCaller(viewer): MaybeCaller,
+    Path((owner, name, version)): Path<(String, String, String)>,
+) -> ApiResult<Json<VersionView>> {
+    let model = visible_model(&state, &owner, &name, viewer.as_ref()).await?;
+    let version = find_version(&state, &model, &version).await?;
+    Ok(Json(VersionView::from(&version)))
+}
+
+async fn find_version(state: &AppState, model: &ModelRecord, version: &str) -> ApiResult<store::Version> {
+    let not_found = || ApiError::not_found(format!("'{}/{}' has no version {version}", model.owner, model.name));
+    let number = version.parse::<i64>().map_err(|_| not_found())?;
+    state.store.version(model.id, number).await?.ok_or_else(not_found)
+}
+
+/// Yanks a version, or puts it back (its owner only). A yanked version
+/// answers its calls 410 `gone` with the reason, and the model's latest
+/// version is the newest one not yanked; the file stays, as do its
+/// receipts and usage.
+#[utoipa::path(patch, path = "/v1/models/{owner}/{name}/versions/{version}", tag = "models",
+    security(("api_key" = [])),
+    params(("owner" = String, Path), ("name" = String, Path), ("version" = i64, Path)),
+    request_body = YankRequest,
+    responses(
+        (status = 200, body = VersionView),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 410, description = "the model was deleted", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+pub async fn yank_version(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((owner, name, version)): Path<(String, String, String)>,
+    ApiJson(request): ApiJson<YankRequest>,
+) -> ApiResult<Json<VersionView>> {
+    let model = owned_model(&state, &owner, &name, &caller).await?;
+    let found = find_version(&state, &model, &version).await?;
+    let reason = match (request.yanked, request.reason.as_deref().map(str::trim)) {
+        (false, Some(reason)) if !reason.is_empty() => {
+            return Err(ApiError::invalid_request("a reason goes with \"yanked\": true only"));
+        }
+        (false, _) => None,
+        (true, reason) => Some(crate::routes::quarantine::check_reason(reason.unwrap_or(""), true)?),
+    };
+    state.store.set_yank(model.id, found.version, reason).await?;
+    state.known_models.forget_version(model.id, found.version);
+    state.known_models.forget_model(&model.owner, &model.name);
+    let label = format!("{}/{}@{}", model.owner, model.name, found.version);
+    tracing::info!(model = %label, yanked = request.yanked, "version yank changed");
+    let version = find_version(&state, &model, &version).await?;
+    Ok(Json(VersionView::from(&version)))
 }

@@ -342,7 +342,8 @@ pub async fn account_view(
     let account_name: AccountName = name.parse().map_err(|_| not_found())?;
     let account = state.store.account_by_name(&account_name).await?.ok_or_else(not_found)?;
     let (totals, earned) = state.store.balances(account.id).await?;
-    Ok(Json(AccountView::new(&account, &totals, state.reservations.reserved(account.id), earned)))
+    let storage = (state.store.storage_used(account.id).await?, state.storage_quota());
+    Ok(Json(AccountView::new(&account, &totals, state.reservations.reserved(account.id), earned, storage)))
 }
 
 fn payout_state(text: Option<&str>) -> ApiResult<Option<PayoutState>> {

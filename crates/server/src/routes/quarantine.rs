@@ -57,10 +57,7 @@ pub async fn quarantine_version(
     Path((owner, name, version)): Path<(String, String, String)>,
     ApiJson(request): ApiJson<QuarantineRequest>,
 ) -> ApiResult<Json<VersionView>> {
-    let reason = request.reason.trim();
-    if reason.is_empty() || reason.chars().count() > REASON_CHARS_MAX || reason.chars().any(char::is_control) {
-        return Err(ApiError::invalid_request(format!("reason must be 1 to {REASON_CHARS_MAX} printable characters")));
-    }
+    let reason = check_reason(&request.reason, false)?;
     let (model, version) = model_version(&state, &owner, &name, &version).await?;
     state.store.quarantine_version(model.id, version, reason, store::now_ms()).await?;
     state.known_models.forget_version(model.id, version);
@@ -93,12 +90,30 @@ pub async fn lift_quarantine(
     version_view(&state, &model, version).await
 }
 
-async fn model_version(state: &AppState, owner: &str, name: &str, version: &str) -> ApiResult<(ModelRecord, i64)> {
+/// A reason for people: trimmed, printable, at most `REASON_CHARS_MAX`
+/// characters; empty only where `may_be_empty`.
+pub(crate) fn check_reason(reason: &str, may_be_empty: bool) -> ApiResult<&str> {
+    let reason = reason.trim();
+    let fits = (may_be_empty || !reason.is_empty()) && reason.chars().count() <= REASON_CHARS_MAX;
+    if !fits || reason.chars().any(char::is_control) {
+        let least = if may_be_empty { 0 } else { 1 };
+        return Err(ApiError::invalid_request(format!(
+            "reason must be {least} to {REASON_CHARS_MAX} printable characters"
+        )));
+    }
+    Ok(reason)
+}
+
+pub(crate) async fn any_model(state: &AppState, owner: &str, name: &str) -> ApiResult<ModelRecord> {
     // The operator sees every model, private ones included.
-    let model = match state.store.model(&parse(owner)?, &parse(name)?).await? {
-        Some(model) => model,
-        None => return Err(ApiError::not_found(format!("model '{owner}/{name}' not found"))),
-    };
+    match state.store.model(&parse(owner)?, &parse(name)?).await? {
+        Some(model) => Ok(model),
+        None => Err(ApiError::not_found(format!("model '{owner}/{name}' not found"))),
+    }
+}
+
+async fn model_version(state: &AppState, owner: &str, name: &str, version: &str) -> ApiResult<(ModelRecord, i64)> {
+    let model = any_model(state, owner, name).await?;
     let version = version.parse::<i64>().map_err(|_| ApiError::not_found(format!("version '{version}' not found")))?;
     Ok((model, version))
 }

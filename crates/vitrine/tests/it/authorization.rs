@@ -37,6 +37,8 @@ async fn every_route_answers_every_role_as_the_matrix_says() {
     api.model_with_version(&alice, "alice", "secret", "linear").await;
     api.patch("/v1/models/alice/secret", Some(&alice), json!({"visibility": "private"})).await.ok(200);
     api.model_with_version(&alice, "alice", "held", "linear").await;
+    api.model_with_version(&alice, "alice", "doomed", "linear").await;
+    api.model_with_version(&alice, "alice", "disputed", "linear").await;
     let operator_name = api.get("/v1/account", Some(&op)).await.ok(200)["name"].as_str().unwrap().to_owned();
     for account in ["alice", "bob", operator_name.as_str()] {
         let body = json!({"account": account, "amount": "1000000", "reference": format!("matrix-{account}")});
@@ -97,6 +99,20 @@ async fn every_route_answers_every_role_as_the_matrix_says() {
             admin,
         ),
         ("GET", "/v1/admin/quarantines", "/v1/admin/quarantines".into(), None, admin),
+        (
+            "POST",
+            "/v1/admin/models/{owner}/{name}/takedown",
+            "/v1/admin/models/alice/disputed/takedown".into(),
+            json(json!({"reason": "a row of the matrix"})),
+            admin,
+        ),
+        (
+            "DELETE",
+            "/v1/admin/models/{owner}/{name}/takedown",
+            "/v1/admin/models/alice/disputed/takedown".into(),
+            None,
+            admin,
+        ),
         ("GET", "/v1/blobs/{sha256}", format!("/v1/blobs/{blob}"), None, public_for_anyone_valid),
         // Only development servers (`serve --dev`) have a faucet; a caller is checked first.
         ("POST", "/v1/dev/faucet", "/v1/dev/faucet".into(), json(json!({"amount": "1"})), [401, 401, 404, 404, 404]),
@@ -147,6 +163,27 @@ async fn every_route_answers_every_role_as_the_matrix_says() {
         ),
         ("GET", "/v1/models/{owner}/{name}/versions", "/v1/models/alice/secret/versions".into(), None, owner_only),
         (
+            "GET",
+            "/v1/models/{owner}/{name}/versions/{version}",
+            "/v1/models/alice/linear/versions/1".into(),
+            None,
+            public_for_anyone_valid,
+        ),
+        (
+            "GET",
+            "/v1/models/{owner}/{name}/versions/{version}",
+            "/v1/models/alice/secret/versions/1".into(),
+            None,
+            owner_only,
+        ),
+        (
+            "PATCH",
+            "/v1/models/{owner}/{name}/versions/{version}",
+            "/v1/models/alice/linear/versions/1".into(),
+            json(json!({"yanked": false})),
+            [401, 401, 200, 403, 403],
+        ),
+        (
             "POST",
             "/v1/models/{owner}/{name}/versions/{version}/infer",
             "/v1/models/alice/linear/versions/1/infer".into(),
@@ -190,6 +227,8 @@ async fn every_route_answers_every_role_as_the_matrix_says() {
         ),
         ("GET", "/v1/stats/tasks", "/v1/stats/tasks".into(), None, public),
         ("GET", "/v1/stats/trending", "/v1/stats/trending".into(), None, public),
+        // Last: once its owner deleted it, the model is gone for the rest.
+        ("DELETE", "/v1/models/{owner}/{name}", "/v1/models/alice/doomed".into(), None, [401, 401, 200, 410, 410]),
     ];
 
     // Every route of the document has a row.

@@ -223,3 +223,48 @@ async fn the_cli_speaks_the_servers_token() {
     let model = server.api().get("/v1/models/alice/linear", None).await;
     assert_eq!(model.ok(200)["price_per_inference"], "250000");
 }
+
+#[test]
+fn owners_and_the_operator_manage_a_models_life_from_the_cli() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("client.toml");
+    let run = |args: &[&str]| vitrine(&server, &config, args);
+    let operator_run = |args: &[&str]| {
+        let mut all = vec!["--key", server.operator_key.as_str()];
+        all.extend_from_slice(args);
+        vitrine(&server, &config, &all)
+    };
+    success(&run(&["signup", "alice"]));
+    success(&run(&["model", "create", "m", "--task", "other"]));
+    let linear = fixture_path("linear.onnx");
+    success(&run(&["model", "push", "alice/m", linear.to_str().unwrap()]));
+    success(&run(&["model", "push", "alice/m", linear.to_str().unwrap()]));
+    let input = r#"x={"dtype":"f32","shape":[1,4],"data":[1,2,3,4]}"#;
+
+    assert!(success(&run(&["model", "unlist", "alice/m"])).contains("unlisted"));
+    // Others no longer find it; its owner still sees it among their own.
+    assert!(!success(&operator_run(&["models"])).contains("alice/m"));
+    assert!(success(&run(&["model", "show", "alice/m"])).contains("listed          false"));
+    success(&run(&["model", "relist", "alice/m"]));
+    assert!(success(&operator_run(&["models"])).contains("alice/m"));
+
+    assert!(success(&run(&["model", "yank", "alice/m", "2", "--reason", "bad weights"])).contains("yanked"));
+    assert!(success(&run(&["model", "versions", "alice/m"])).contains("yanked: bad weights"));
+    assert!(failure(&run(&["infer", "alice/m@2", "-i", input])).contains("(gone, HTTP 410)"));
+    let ran: Value = serde_json::from_str(&success(&run(&["--json", "infer", "alice/m", "-i", input]))).unwrap();
+    assert_eq!(ran["version"], 1);
+    success(&run(&["model", "unyank", "alice/m", "2"]));
+
+    let down = success(&operator_run(&["takedown", "add", "alice/m", "--reason", "reported"]));
+    assert!(down.contains("taken down: reported"), "{down}");
+    assert!(success(&run(&["model", "show", "alice/m"])).contains("taken down by the operator"));
+    assert!(failure(&run(&["infer", "alice/m", "-i", input])).contains("reported"));
+    assert!(failure(&run(&["takedown", "restore", "alice/m"])).contains("forbidden"));
+    assert!(success(&operator_run(&["takedown", "restore", "alice/m"])).contains("restored"));
+    success(&run(&["infer", "alice/m", "-i", input]));
+
+    assert!(failure(&run(&["model", "delete", "alice/m"])).contains("--yes"));
+    assert!(success(&run(&["model", "delete", "alice/m", "--yes"])).contains("store 0 bytes"));
+    assert!(failure(&run(&["model", "show", "alice/m"])).contains("(gone, HTTP 410)"));
+}

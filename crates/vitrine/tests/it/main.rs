@@ -3,11 +3,13 @@
 
 mod accounts;
 mod authorization;
+mod binary;
 mod cli;
 mod dashboard;
 mod inference;
 mod isolation;
 mod ledger;
+mod lifecycle;
 mod log;
 mod models;
 mod openapi;

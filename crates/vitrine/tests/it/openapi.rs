@@ -39,6 +39,8 @@ async fn every_documented_route_answers_as_documented() {
     let alice = api.signup("alice").await;
     let version = api.model_with_version(&alice, "alice", "linear", "linear").await;
     let sha = version["blob_sha256"].as_str().unwrap().to_owned();
+    // Deleting gets a model of its own: the rest still use alice/linear.
+    api.model_with_version(&alice, "alice", "doomed", "linear").await;
     let deposit = json!({"account": "alice", "amount": "1000", "reference": "setup"});
     api.post("/v1/admin/deposits", Some(&operator), deposit).await.ok(201);
     // One paid call, so that the log has a leaf.
@@ -67,7 +69,15 @@ async fn every_documented_route_answers_as_documented() {
                 .replace("/v1/admin/accounts/{name}", "/v1/admin/accounts/alice")
                 .replace("/v1/stats/creators/{name}", "/v1/stats/creators/alice")
                 .replace("{owner}", "alice")
-                .replace("{name}", if method == "post" && path == "/v1/models/{owner}/{name}" { "x" } else { "linear" })
+                .replace(
+                    "{name}",
+                    match (method.as_str(), path.as_str()) {
+                        ("post", "/v1/models/{owner}/{name}") => "x",
+                        ("delete", "/v1/models/{owner}/{name}") => "doomed",
+                        (_, "/v1/admin/models/{owner}/{name}/takedown") => "doomed",
+                        _ => "linear",
+                    },
+                )
                 .replace("{version}", "1")
                 .replace("{sha256}", &sha)
                 .replace("{id}", &payouts[usize::from(path.ends_with("/reject"))].to_string())
@@ -81,8 +91,8 @@ async fn every_documented_route_answers_as_documented() {
             };
             let for_operator = path.starts_with("/v1/admin/") || path.ends_with("/quarantine");
             let key = if for_operator { &operator } else { &alice };
-            if (method.as_str(), path.ends_with("/quarantine")) == ("delete", true) {
-                // Lifting needs a quarantine to lift.
+            if method == "delete" && (path.ends_with("/quarantine") || path.ends_with("/takedown")) {
+                // Lifting needs a quarantine to lift, restoring a take-down.
                 let body = json!({"reason": "for the lift"});
                 api.post(&concrete, Some(&operator), body).await.ok(200);
             }
@@ -94,7 +104,10 @@ async fn every_documented_route_answers_as_documented() {
                 }
                 ("post", "/v1/dev/faucet") | ("post", "/v1/payouts") => request.json(&json!({"amount": "3"})),
                 ("post", p) if p.starts_with("/v1/admin/payouts/") => request.json(&json!({"reference": "bank-1"})),
-                ("post", p) if p.ends_with("/quarantine") => request.json(&json!({"reason": "taken down"})),
+                ("post", p) if p.ends_with("/quarantine") || p.ends_with("/takedown") => {
+                    request.json(&json!({"reason": "taken down"}))
+                }
+                ("patch", p) if p.ends_with("/{version}") => request.json(&json!({"yanked": false})),
                 ("post", "/v1/models") => request.json(&json!({"name": "fresh", "task": "other"})),
                 ("patch", _) => request.json(&json!({"description": "patched"})),
                 ("post", p) if p.ends_with("/versions") => request
