@@ -14,6 +14,7 @@ mod limits;
 mod listen;
 pub mod log;
 mod pages;
+pub mod parsers;
 mod quarantine;
 mod reserve;
 mod routes;
@@ -320,6 +321,40 @@ impl utoipa::Modify for SecurityAddon {
     }
 }
 
+/// Answers that any route of a kind can give, documented on each: a route
+/// with a body answers 400 to one that is not what it takes (not JSON, or
+/// not sent as JSON) and 413 past its size limit; a route that reads a key
+/// answers 429 once an address sent too many wrong keys
+/// (`failed_auth_per_address_per_minute`).
+fn with_common_responses(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |description: &str| {
+        let body = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+        ResponseBuilder::new().description(description).content("application/json", body).build()
+    };
+    for item in document.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+        for operation in operations.into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            if operation.request_body.is_some() {
+                responses.entry("400".into()).or_insert_with(|| {
+                    error("the body is not what the route takes: not JSON, or not sent as application/json").into()
+                });
+                responses
+                    .entry("413".into())
+                    .or_insert_with(|| error("the body is larger than the route's limit").into());
+            }
+            if responses.contains_key("401") {
+                responses.entry("429".into()).or_insert_with(|| {
+                    error("too many requests with a wrong API key from this address (rate_limited, with Retry-After)")
+                        .into()
+                });
+            }
+        }
+    }
+    document
+}
+
 /// Every route, and the OpenAPI document describing exactly those routes.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.request_body_bytes_max;
@@ -368,7 +403,7 @@ pub fn router(state: AppState) -> Router {
         // Uploads stream to disk under their own limit, upload_bytes_max.
         .merge(OpenApiRouter::new().routes(routes!(routes::models::upload_version)).layer(DefaultBodyLimit::disable()))
         .split_for_parts();
-    let document = Arc::new(document);
+    let document = Arc::new(with_common_responses(document));
     api.route("/v1/openapi.json", axum::routing::get(move || async move { axum::Json(document.as_ref().clone()) }))
         .merge(pages::routes())
         .fallback(|| async { ApiError::not_found("no such route") })

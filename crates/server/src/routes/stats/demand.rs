@@ -57,7 +57,7 @@ pub struct ModelDemandView {
 /// One model's demand by app, and its share of its task's demand.
 #[utoipa::path(get, path = "/v1/stats/models/{owner}/{name}/demand", tag = "stats",
     params(("owner" = String, Path), ("name" = String, Path), DemandQuery),
-    responses((status = 200, body = ModelDemandView), (status = 400, body = ErrorBody), (status = 401, description = "A key was sent and is not valid", body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = ModelDemandView), (status = 400, body = ErrorBody), (status = 401, description = "A key was sent and is not valid", body = ErrorBody), (status = 404, body = ErrorBody), (status = 410, description = "the model was deleted or taken down", body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn model_demand(
     State(state): State<AppState>,
     MaybeCaller(viewer): MaybeCaller,

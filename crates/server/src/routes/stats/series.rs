@@ -50,7 +50,7 @@ pub struct SeriesView {
 /// A model's usage over time, one point per bucket (empty buckets included).
 #[utoipa::path(get, path = "/v1/stats/models/{owner}/{name}", tag = "stats",
     params(("owner" = String, Path), ("name" = String, Path), SeriesQuery),
-    responses((status = 200, body = SeriesView), (status = 400, body = ErrorBody), (status = 401, description = "A key was sent and is not valid", body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = SeriesView), (status = 400, body = ErrorBody), (status = 401, description = "A key was sent and is not valid", body = ErrorBody), (status = 404, body = ErrorBody), (status = 410, description = "the model was deleted or taken down", body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn model_series(
     State(state): State<AppState>,
     MaybeCaller(viewer): MaybeCaller,
