@@ -12,6 +12,7 @@
 //!
 //! This crate knows nothing about money, storage or HTTP.
 
+pub mod archive;
 mod cache;
 mod inspect;
 pub mod synthetic;
@@ -42,8 +43,13 @@ pub struct ModelLimits {
 pub enum ModelError {
     #[error("the file is not an ONNX model: {0}")]
     NotOnnx(String),
-    #[error("the model keeps tensors in external data files ({0}); embed all weights in the .onnx file")]
+    #[error(
+        "the model keeps tensors in external data files ({0}); push the .onnx file with its data files as one \
+         tar archive (vitrine model push owner/name FOLDER)"
+    )]
     ExternalData(String),
+    #[error("the archive's external data does not fit the model: {0}")]
+    ArchiveData(String),
     #[error("the model uses operators the runtime does not implement: {}", .0.join(", "))]
     UnsupportedOperators(Vec<String>),
     #[error("the model has {count} nodes, more than the limit model_nodes_max = {limit}")]
@@ -118,7 +124,15 @@ fn load_model_unguarded(bytes: &[u8], limits: &ModelLimits) -> Result<LoadedMode
     if bytes.is_empty() {
         return Err(ModelError::NotOnnx("the file is empty".into()));
     }
-    let proto = onnx.proto_model_for_read(&mut &*bytes).map_err(|e| ModelError::NotOnnx(short_error(&e)))?;
+    let proto = if archive::is_archive(bytes) {
+        let archive = archive::read(bytes)?;
+        let mut proto =
+            onnx.proto_model_for_read(&mut &*archive.model).map_err(|e| ModelError::NotOnnx(short_error(&e)))?;
+        archive.inline_external_data(&mut proto, limits.initializer_bytes_max)?;
+        proto
+    } else {
+        onnx.proto_model_for_read(&mut &*bytes).map_err(|e| ModelError::NotOnnx(short_error(&e)))?
+    };
     let inspected = inspect::inspect(&proto, &onnx, limits)?;
     let model = onnx.model_for_proto_model(&proto).map_err(|e| ModelError::Rejected(short_error(&e)))?;
     let model = model.into_optimized().map_err(|e| ModelError::Rejected(short_error(&e)))?;

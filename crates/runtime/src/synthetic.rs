@@ -177,6 +177,31 @@ pub fn mlp(widths: &[usize], seed: u64) -> SyntheticModel {
     SyntheticModel { bytes: encode(graph), input: "x".into(), dtype: "f32", width: widths[0], vocabulary: None }
 }
 
+/// Moves every initializer of an ONNX file into one external data file named
+/// `location` (the ONNX external-data layout: `location`, `offset` and
+/// `length` on each tensor). Returns the new `.onnx` file and the data file,
+/// which must sit beside it, as in a model archive.
+pub fn with_external_data(model: &[u8], location: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut model = ModelProto::decode(model).expect("a generated model decodes");
+    let mut data = vec![];
+    let graph = model.graph.as_mut().expect("a generated model has a graph");
+    for tensor in &mut graph.initializer {
+        let offset = data.len();
+        for value in std::mem::take(&mut tensor.float_data) {
+            data.extend_from_slice(&value.to_le_bytes());
+        }
+        data.append(&mut std::mem::take(&mut tensor.raw_data));
+        let entry = |key: &str, value: String| pb::StringStringEntryProto { key: key.into(), value };
+        tensor.external_data = vec![
+            entry("location", location.into()),
+            entry("offset", offset.to_string()),
+            entry("length", (data.len() - offset).to_string()),
+        ];
+        tensor.data_location = Some(pb::tensor_proto::DataLocation::External as i32);
+    }
+    (model.encode_to_vec(), data)
+}
+
 /// The ONNX file of `graph` (opset 17).
 fn encode(graph: GraphProto) -> Vec<u8> {
     let model = ModelProto {

@@ -139,10 +139,12 @@ impl Default for Config {
             listen: "127.0.0.1:8080".to_owned(),
             data_dir: PathBuf::from("vitrine-data"),
             log_format: LogFormat::Text,
-            upload_bytes_max: 64 * MIB,
+            // Real models: a single .onnx file reaches protobuf's 2 GiB limit;
+            // an archive with external data may hold more.
+            upload_bytes_max: 4096 * MIB,
             account_storage_bytes_max: 10 * 1024 * MIB,
             model_nodes_max: 10_000,
-            model_initializer_bytes_max: 64 * MIB,
+            model_initializer_bytes_max: 4096 * MIB,
             request_body_bytes_max: 16 * MIB as usize,
             tensor_elements_max: 1_000_000,
             inference_timeout_ms: 10_000,
@@ -154,9 +156,11 @@ impl Default for Config {
             request_body_idle_timeout_ms: 30_000,
             signups_per_address_per_hour: 100,
             failed_auth_per_address_per_minute: 60,
-            model_cache_bytes_max: 512 * MIB,
+            model_cache_bytes_max: 4096 * MIB,
             isolation: IsolationSetting::Process,
-            worker_memory_bytes_max: 2048 * MIB,
+            // Loading holds the file, its parsed weights and the optimised
+            // plan at once: about three times the weights.
+            worker_memory_bytes_max: 16384 * MIB,
             model_load_timeout_ms: 30_000,
             output_elements_max: 4_000_000,
             quarantine_strikes: 3,

@@ -43,10 +43,12 @@ pub enum ModelCommand {
     Create(ModelFieldsArgs),
     /// Change a model's description, task, licence, tags, visibility or price.
     Update(ModelFieldsArgs),
-    /// Upload an .onnx file as the model's next version.
+    /// Upload an .onnx file as the model's next version; or a folder (or a
+    /// .tar of one) holding one .onnx file and its external data files.
     Push {
         /// owner/name
         model: String,
+        /// An .onnx file, a folder, or a .tar archive.
         file: PathBuf,
     },
     /// Show a model and its versions.
@@ -646,7 +648,19 @@ async fn run_model(client: &Client, json: bool, command: ModelCommand) -> anyhow
 }
 
 /// Streams the file to the server with a progress bar on a terminal.
-async fn push(client: &Client, model: &ModelRef, file: &PathBuf) -> anyhow::Result<Value> {
+/// A folder is packed into a tar archive (a temporary file) first; a file
+/// ending in `.tar` goes as an archive as it is.
+async fn push(client: &Client, model: &ModelRef, file: &std::path::Path) -> anyhow::Result<Value> {
+    let packed;
+    let (file, content_type) = if file.is_dir() {
+        packed = pack_folder(file)?;
+        (packed.path().to_path_buf(), "application/x-tar")
+    } else if file.extension().is_some_and(|e| e == "tar") {
+        (file.to_path_buf(), "application/x-tar")
+    } else {
+        (file.to_path_buf(), "application/octet-stream")
+    };
+    let file = &file;
     let handle = tokio::fs::File::open(file).await.with_context(|| format!("cannot open {}", file.display()))?;
     let size = handle.metadata().await?.len();
     let progress = indicatif::ProgressBar::with_draw_target(Some(size), indicatif::ProgressDrawTarget::stderr());
@@ -663,12 +677,25 @@ async fn push(client: &Client, model: &ModelRef, file: &PathBuf) -> anyhow::Resu
     let path = format!("/v1/models/{}/{}/versions", model.owner, model.name);
     let request = client
         .request(Method::POST, &path)
-        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .header(reqwest::header::CONTENT_TYPE, content_type)
         .header(reqwest::header::CONTENT_LENGTH, size)
         .body(reqwest::Body::wrap_stream(stream));
     let result = client.send_json(request).await;
     progress.finish_and_clear();
     result
+}
+
+/// The folder's files (symbolic links refused) as a tar archive in a
+/// temporary file, paths relative to the folder.
+fn pack_folder(folder: &std::path::Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    let archive = tempfile::NamedTempFile::new().context("cannot create a temporary file to pack the folder")?;
+    let mut builder = tar::Builder::new(archive.as_file());
+    builder.follow_symlinks(false);
+    builder
+        .append_dir_all(".", folder)
+        .with_context(|| format!("cannot pack the folder {} into an archive", folder.display()))?;
+    builder.into_inner().context("cannot finish the archive")?;
+    Ok(archive)
 }
 
 async fn run_infer(client: &Client, json: bool, args: InferArgs) -> anyhow::Result<()> {

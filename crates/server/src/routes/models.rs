@@ -373,7 +373,10 @@ pub async fn update_model(
 #[utoipa::path(post, path = "/v1/models/{owner}/{name}/versions", tag = "models",
     security(("api_key" = [])),
     params(("owner" = String, Path), ("name" = String, Path)),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the .onnx file"),
+    request_body(content(
+        (Vec<u8> = "application/octet-stream"),
+        (Vec<u8> = "application/x-tar"),
+    ), description = "the .onnx file; or a tar archive of one .onnx file and the files its tensors keep their data in (ONNX external data), locations relative to the .onnx file"),
     responses(
         (status = 201, body = VersionView),
         (status = 401, body = ErrorBody),
@@ -397,9 +400,13 @@ pub async fn upload_version(
     // Validating takes a model worker, like a call.
     let _permit = state.start_call(caller.id)?;
     let content_type = headers.get(header::CONTENT_TYPE);
-    if content_type.is_some_and(|value| value.as_bytes() != b"application/octet-stream") {
+    let accepted = |value: &axum::http::HeaderValue| {
+        matches!(value.as_bytes(), b"application/octet-stream" | b"application/x-tar")
+    };
+    if content_type.is_some_and(|value| !accepted(value)) {
         return Err(ApiError::bad_request(
-            "send the .onnx file as the body with Content-Type: application/octet-stream",
+            "send the .onnx file as the body with Content-Type: application/octet-stream, or a tar archive of \
+             it and its external data files with Content-Type: application/x-tar",
         ));
     }
     let limit = state.config.upload_bytes_max;

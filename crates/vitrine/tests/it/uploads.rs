@@ -106,3 +106,53 @@ async fn a_streamed_upload_past_the_limit_is_cut_off() {
     // A fresh client: the cut-off connection is not reused.
     server.api().upload("/v1/models/alice/m/versions", Some(&alice), fixture("linear.onnx")).await.ok(201);
 }
+
+/// Real models by default: a model of about 68 MB (a sentence-embedding
+/// model's size) loads with the default limits, and a model whose weights
+/// are external data files is pushed as a folder, packed by the CLI.
+#[tokio::test]
+async fn real_sized_models_and_folders_with_external_data_load_by_default() {
+    let server = TestServer::start();
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    let big = runtime::synthetic::mlp(&[64, 4096, 4096], 3).bytes;
+    assert!(big.len() > 64 << 20, "{} bytes", big.len());
+    api.post("/v1/models", Some(&alice), json!({"name": "big", "task": "other"})).await.ok(201);
+    let version = api.upload("/v1/models/alice/big/versions", Some(&alice), big).await;
+    assert!(version.ok(201)["size_bytes"].as_u64().unwrap() > 64 << 20);
+    let call = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 64], "data": vec![0.5; 64]}}});
+    let answer = api.post("/v1/models/alice/big/infer", Some(&alice), call).await;
+    assert_eq!(answer.ok(200)["outputs"]["y"]["shape"], json!([1, 4096]));
+
+    // The same small model twice: one file, and a folder with external data.
+    let single = runtime::synthetic::mlp(&[4, 32, 2], 8).bytes;
+    let (onnx, data) = runtime::synthetic::with_external_data(&single, "weights/all.bin");
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("model");
+    std::fs::create_dir_all(folder.join("weights")).unwrap();
+    std::fs::write(folder.join("model.onnx"), &onnx).unwrap();
+    std::fs::write(folder.join("weights/all.bin"), &data).unwrap();
+    let lone = dir.path().join("lone.onnx");
+    std::fs::write(&lone, &onnx).unwrap();
+    let config = dir.path().join("client.toml");
+    let run = |args: &[&str]| crate::cli::vitrine(&server, &config, args);
+    let key = crate::cli::success(&run(&["signup", "bob"]));
+    assert!(key.contains("api key"));
+    crate::cli::success(&run(&["model", "create", "split", "--task", "other"]));
+    // The .onnx file alone is refused, saying how to push it.
+    let alone = run(&["model", "push", "bob/split", lone.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&alone.stderr).contains("tar archive"), "{alone:?}");
+    let pushed = crate::cli::success(&run(&["model", "push", "bob/split", folder.to_str().unwrap()]));
+    assert!(pushed.contains("version 1"), "{pushed}");
+    crate::cli::success(&run(&["model", "create", "whole", "--task", "other"]));
+    let whole = dir.path().join("whole.onnx");
+    std::fs::write(&whole, &single).unwrap();
+    crate::cli::success(&run(&["model", "push", "bob/whole", whole.to_str().unwrap()]));
+    let input = r#"x={"dtype":"f32","shape":[2,4],"data":[1,2,3,4,5,6,7,8]}"#;
+    let outputs = |model: &str| {
+        let answer: serde_json::Value =
+            serde_json::from_str(&crate::cli::success(&run(&["--json", "infer", model, "-i", input]))).unwrap();
+        answer["outputs"].clone()
+    };
+    assert_eq!(outputs("bob/split"), outputs("bob/whole"));
+}
