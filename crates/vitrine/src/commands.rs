@@ -629,11 +629,21 @@ async fn run_model(client: &Client, json: bool, command: ModelCommand) -> anyhow
             let path = format!("/v1/models/{}/{}/versions", model_ref.owner, model_ref.name);
             let versions = client.send_json(client.request(Method::GET, &path)).await?;
             let items = versions["items"].as_array().cloned().unwrap_or_default();
-            let chosen = match version {
-                Some(n) => items.iter().find(|v| v["version"] == json!(n)),
-                None => items.last(),
-            }
-            .with_context(|| format!("{model_ref} has no such version"))?;
+            // Without --version, the model's latest: the newest version not yanked.
+            let version = match version {
+                Some(n) => Some(n),
+                None => {
+                    let shown = client
+                        .send_json(
+                            client.request(Method::GET, &format!("/v1/models/{}/{}", model_ref.owner, model_ref.name)),
+                        )
+                        .await?;
+                    shown["latest_version"].as_i64()
+                }
+            };
+            let chosen = version
+                .and_then(|n| items.iter().find(|v| v["version"] == json!(n)))
+                .with_context(|| format!("{model_ref} has no such version"))?;
             let sha = chosen["blob_sha256"].as_str().context("the version has no blob_sha256")?;
             let response = client.send(client.request(Method::GET, &format!("/v1/blobs/{sha}"))).await?;
             let bytes = response.bytes().await.context("the download broke off")?;

@@ -239,7 +239,10 @@ fn owners_and_the_operator_manage_a_models_life_from_the_cli() {
     success(&run(&["model", "create", "m", "--task", "other"]));
     let linear = fixture_path("linear.onnx");
     success(&run(&["model", "push", "alice/m", linear.to_str().unwrap()]));
-    success(&run(&["model", "push", "alice/m", linear.to_str().unwrap()]));
+    // Version 2: another file with the same signature (x: f32[N, 4] → y: f32[N, 1]).
+    let other = dir.path().join("other.onnx");
+    std::fs::write(&other, runtime::synthetic::mlp(&[4, 3, 1], 1).bytes).unwrap();
+    success(&run(&["model", "push", "alice/m", other.to_str().unwrap()]));
     let input = r#"x={"dtype":"f32","shape":[1,4],"data":[1,2,3,4]}"#;
 
     assert!(success(&run(&["model", "unlist", "alice/m"])).contains("unlisted"));
@@ -254,6 +257,10 @@ fn owners_and_the_operator_manage_a_models_life_from_the_cli() {
     assert!(failure(&run(&["infer", "alice/m@2", "-i", input])).contains("(gone, HTTP 410)"));
     let ran: Value = serde_json::from_str(&success(&run(&["--json", "infer", "alice/m", "-i", input]))).unwrap();
     assert_eq!(ran["version"], 1);
+    // Without --version, download takes the latest: version 2 is yanked, so 1.
+    let downloaded = dir.path().join("latest.onnx");
+    success(&run(&["model", "download", "alice/m", "-o", downloaded.to_str().unwrap()]));
+    assert_eq!(std::fs::read(&downloaded).unwrap(), std::fs::read(&linear).unwrap());
     success(&run(&["model", "unyank", "alice/m", "2"]));
 
     let down = success(&operator_run(&["takedown", "add", "alice/m", "--reason", "reported"]));
