@@ -83,7 +83,12 @@ struct PageError {
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let status = self.error.status;
-        let title = if status == StatusCode::NOT_FOUND { "Not found" } else { "Something went wrong" };
+        let title = match status {
+            StatusCode::NOT_FOUND => "Not found",
+            // A deleted model, or one the operator took down: the message says which.
+            StatusCode::GONE => "No longer here",
+            _ => "Something went wrong",
+        };
         let body = html! {
             h1 { (title) }
             (layout::notice(&self.error.message))

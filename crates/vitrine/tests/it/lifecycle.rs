@@ -129,6 +129,11 @@ async fn a_deleted_model_is_gone_but_its_history_stays() {
     delete(&api, "/v1/models/alice/paid", &alice).await.error(410, "gone");
     api.get(&format!("/v1/blobs/{}", blob.as_str().unwrap()), None).await.error(404, "not_found");
     assert_eq!(server.blob_files(), files_before - 1, "the file no model uses any more is removed");
+    // Its dashboard page says so, with the same status.
+    let page = reqwest::get(format!("{}/models/alice/paid", api.url)).await.unwrap();
+    assert_eq!(page.status(), 410);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("No longer here") && html.contains("deleted by its owner"), "{html}");
     // The name is not given out again.
     let again = api.post("/v1/models", Some(&alice), json!({"name": "paid", "task": "other"})).await;
     assert!(again.error(409, "conflict").contains("deleted"));
