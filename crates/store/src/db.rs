@@ -1,4 +1,5 @@
-//! The SQLite database: schema migrations and every query.
+//! The registry's queries (accounts, keys, models, versions, blobs) and the
+//! schema migrations, on either database (`backend.rs`).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -7,33 +8,44 @@ use std::time::Duration;
 use domain::{
     AccountName, Amount, ApiKey, Description, License, ModelName, Sha256, Tags, Task, TensorSpec, Visibility,
 };
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+use crate::backend::{Columns, Pool, contains_pattern, on_pool};
 use crate::{StoreError, now_ms, signature};
 
 /// Schema migrations, applied in order at start, each in one transaction.
 /// Append only: a migration that has shipped is never edited.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("migrations/0001_registry.sql")),
-    (2, include_str!("migrations/0002_ledger.sql")),
-    (3, include_str!("migrations/0003_log.sql")),
-    (4, include_str!("migrations/0004_usage.sql")),
-    (5, include_str!("migrations/0005_nodes.sql")),
-    (6, include_str!("migrations/0006_isolation.sql")),
-    (7, include_str!("migrations/0007_dashboard.sql")),
-    (8, include_str!("migrations/0008_writer_epoch.sql")),
-    (9, include_str!("migrations/0009_lifecycle.sql")),
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/sqlite/0001_registry.sql")),
+    (2, include_str!("migrations/sqlite/0002_ledger.sql")),
+    (3, include_str!("migrations/sqlite/0003_log.sql")),
+    (4, include_str!("migrations/sqlite/0004_usage.sql")),
+    (5, include_str!("migrations/sqlite/0005_nodes.sql")),
+    (6, include_str!("migrations/sqlite/0006_isolation.sql")),
+    (7, include_str!("migrations/sqlite/0007_dashboard.sql")),
+    (8, include_str!("migrations/sqlite/0008_writer_epoch.sql")),
+    (9, include_str!("migrations/sqlite/0009_lifecycle.sql")),
 ];
+
+/// PostgreSQL's migrations: its first is SQLite's nine at once.
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_market.sql"))];
+
+/// The key of the advisory lock that nodes starting together on one
+/// PostgreSQL database take while migrating, so one of them migrates.
+const MIGRATION_LOCK: i64 = 0x7669_7472_696e_6501;
 
 /// Connections in the pool. SQLite allows one writer at a time anyway; more
 /// connections only serve concurrent reads.
 const POOL_CONNECTIONS_MAX: u32 = 8;
 
+/// Connections to PostgreSQL per node: each is a server process there.
+const POSTGRES_CONNECTIONS_MAX: u32 = 16;
+
 /// The database of one data directory.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: Pool,
     /// Whether ledger batches also update `usage_rollups` (events are always written).
     pub(crate) rollups: bool,
     /// The one writer's lock and memory (`writer.rs`).
@@ -261,9 +273,9 @@ const VERSION_COLUMNS: &str = "v.version, v.blob_sha256, b.size_bytes, v.signatu
 
 /// The bytes an owner's models store: each distinct file of a model that is
 /// not deleted, once (uploading one file twice takes no more room).
-const STORAGE_USED: &str = "SELECT COALESCE(SUM(b.size_bytes), 0) FROM blobs b WHERE b.sha256 IN \
+const STORAGE_USED: &str = "SELECT CAST(COALESCE(SUM(b.size_bytes), 0) AS BIGINT) FROM blobs b WHERE b.sha256 IN \
      (SELECT v.blob_sha256 FROM model_versions v JOIN models m ON m.id = v.model_id \
-      WHERE m.owner_id = ? AND m.deleted_at IS NULL)";
+      WHERE m.owner_id = $1 AND m.deleted_at IS NULL)";
 
 impl Store {
     /// Opens (creating if needed) the database at `path` in WAL mode with
@@ -287,35 +299,67 @@ impl Store {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
+        Store::with_pool(Pool::Sqlite(pool)).await
+    }
+
+    /// Connects to the PostgreSQL database at `url`
+    /// (`postgres://user@host:port/database`) and applies pending
+    /// migrations. Several nodes may open one database at once: one of them
+    /// migrates while the others wait.
+    ///
+    /// So far the registry (accounts, keys, models, versions, blobs) runs on
+    /// PostgreSQL; the ledger's batches, the log and usage answer
+    /// [`StoreError::NotOnPostgresYet`], so `vitrine serve` does not offer it yet.
+    pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let pool = PgPoolOptions::new().max_connections(POSTGRES_CONNECTIONS_MAX).connect(url).await?;
+        Store::with_pool(Pool::Postgres(pool)).await
+    }
+
+    async fn with_pool(pool: Pool) -> Result<Store, StoreError> {
         let store = Store { pool, rollups: true, writer: Default::default(), upper: Default::default() };
         store.migrate().await?;
         Ok(store)
     }
 
+    /// Whether the store is on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await?;
-        for &(version, sql) in MIGRATIONS {
-            let mut tx = self.pool.begin().await?;
-            let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if applied.is_some() {
-                continue;
+        let migrations = match self.pool {
+            Pool::Sqlite(_) => SQLITE_MIGRATIONS,
+            Pool::Postgres(_) => POSTGRES_MIGRATIONS,
+        };
+        on_pool!(&self.pool, pool => {
+            sqlx::raw_sql(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+            )
+            .execute(pool)
+            .await?;
+            for &(version, sql) in migrations {
+                let mut tx = pool.begin().await?;
+                if self.is_postgres() {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
+                }
+                let applied: Option<i64> =
+                    sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                        .bind(version)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if applied.is_some() {
+                    continue;
+                }
+                tracing::info!(version, "applying schema migration");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                    .bind(version)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
             }
-            tracing::info!(version, "applying schema migration");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
-                .bind(version)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        }
+        });
         Ok(())
     }
 
@@ -344,53 +388,60 @@ impl Store {
         key: &ApiKey,
     ) -> Result<Account, StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
         let kind = if is_operator { AccountKind::Operator } else { AccountKind::User };
-        let inserted =
-            sqlx::query("INSERT INTO accounts (name, is_operator, kind, created_at) VALUES (?, ?, ?, ?) RETURNING id")
-                .bind(name.as_str())
-                .bind(is_operator)
-                .bind(kind.as_str())
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| conflict_or(e, format!("account '{name}'")))?;
-        let id: i64 = inserted.get(0);
-        sqlx::query("INSERT INTO api_keys (key_id, account_id, key_hash, created_at) VALUES (?, ?, ?, ?)")
-            .bind(key.key_id())
-            .bind(id)
-            .bind(key.hash().to_hex())
+        let id: i64 = on_pool!(&self.pool, pool => {
+            let mut tx = pool.begin().await?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO accounts (name, is_operator, kind, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(name.as_str())
+            .bind(i64::from(is_operator))
+            .bind(kind.as_str())
             .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, format!("account '{name}'")))?;
+            sqlx::query("INSERT INTO api_keys (key_id, account_id, key_hash, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(key.key_id())
+                .bind(id)
+                .bind(key.hash().to_hex())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            id
+        });
         Ok(Account { id, name: name.clone(), is_operator, kind, created_at_ms: now })
     }
 
     /// The account a key belongs to, if the key is real. The hash comparison
     /// is constant-time ([`ApiKey::matches`]).
     pub async fn account_for_key(&self, key: &ApiKey) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query(
-            "SELECT a.id, a.name, a.is_operator, a.kind, a.created_at, k.key_hash \
-             FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_id = ?",
-        )
-        .bind(key.key_id())
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let stored: Sha256 = parse_column(&row, "key_hash")?;
-        if !key.matches(&stored) {
-            return Ok(None);
-        }
-        Ok(Some(account_from_row(&row)?))
+        on_pool!(&self.pool, pool => {
+            let row = sqlx::query(
+                "SELECT a.id, a.name, a.is_operator, a.kind, a.created_at, k.key_hash \
+                 FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_id = $1",
+            )
+            .bind(key.key_id())
+            .fetch_optional(pool)
+            .await?;
+            let Some(row) = row else { return Ok(None) };
+            let stored: Sha256 = parse_column(&row, "key_hash")?;
+            if !key.matches(&stored) {
+                return Ok(None);
+            }
+            Ok(Some(account_from_row(&row)?))
+        })
     }
 
     pub async fn account_by_name(&self, name: &AccountName) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query("SELECT id, name, is_operator, kind, created_at FROM accounts WHERE name = ?")
-            .bind(name.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(account_from_row).transpose()
+        on_pool!(&self.pool, pool => {
+            let row = sqlx::query("SELECT id, name, is_operator, kind, created_at FROM accounts WHERE name = $1")
+                .bind(name.as_str())
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(account_from_row).transpose()
+        })
     }
 
     // --- models ---
@@ -398,23 +449,25 @@ impl Store {
     /// Creates a model repository. `Conflict` if the owner has one of that name.
     pub async fn create_model(&self, owner: &Account, model: &NewModel) -> Result<ModelRecord, StoreError> {
         let now = now_ms();
-        sqlx::query(
-            "INSERT INTO models (owner_id, name, description, task, license, tags, visibility, price_per_inference, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(owner.id)
-        .bind(model.name.as_str())
-        .bind(model.description.as_str())
-        .bind(model.task.as_str())
-        .bind(model.license.as_str())
-        .bind(model.tags.as_slice().join(","))
-        .bind(model.visibility.as_str())
-        .bind(amount_column(model.price_per_inference))
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| conflict_or(e, format!("model '{}/{}'", owner.name, model.name)))?;
+        on_pool!(&self.pool, pool => {
+            sqlx::query(
+                "INSERT INTO models (owner_id, name, description, task, license, tags, visibility, price_per_inference, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(owner.id)
+            .bind(model.name.as_str())
+            .bind(model.description.as_str())
+            .bind(model.task.as_str())
+            .bind(model.license.as_str())
+            .bind(model.tags.as_slice().join(","))
+            .bind(model.visibility.as_str())
+            .bind(amount_column(model.price_per_inference))
+            .bind(now)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map_err(|e| conflict_or(e, format!("model '{}/{}'", owner.name, model.name)))?;
+        });
         self.model(&owner.name, &model.name)
             .await?
             .ok_or_else(|| StoreError::Corrupt("model vanished after insert".into()))
@@ -422,35 +475,39 @@ impl Store {
 
     /// A model by its full name, whatever its visibility: callers decide who may see it.
     pub async fn model(&self, owner: &AccountName, name: &ModelName) -> Result<Option<ModelRecord>, StoreError> {
-        let sql = const_format_model_query("WHERE a.name = ? AND m.name = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(owner.as_str())
-            .bind(name.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(model_from_row).transpose()
+        let sql = const_format_model_query("WHERE a.name = $1 AND m.name = $2");
+        on_pool!(&self.pool, pool => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(owner.as_str())
+                .bind(name.as_str())
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(model_from_row).transpose()
+        })
     }
 
     pub async fn update_model(&self, model_id: i64, patch: &ModelPatch) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE models SET \
-               description = COALESCE(?, description), task = COALESCE(?, task), license = COALESCE(?, license), \
-               tags = COALESCE(?, tags), visibility = COALESCE(?, visibility), \
-               price_per_inference = COALESCE(?, price_per_inference), listed = COALESCE(?, listed), \
-               updated_at = ? \
-             WHERE id = ?",
-        )
-        .bind(patch.description.as_ref().map(Description::as_str))
-        .bind(patch.task.map(Task::as_str))
-        .bind(patch.license.as_ref().map(License::as_str))
-        .bind(patch.tags.as_ref().map(|t| t.as_slice().join(",")))
-        .bind(patch.visibility.map(Visibility::as_str))
-        .bind(patch.price_per_inference.map(amount_column))
-        .bind(patch.listed)
-        .bind(now_ms())
-        .bind(model_id)
-        .execute(&self.pool)
-        .await?;
+        on_pool!(&self.pool, pool => {
+            sqlx::query(
+                "UPDATE models SET \
+                   description = COALESCE($1, description), task = COALESCE($2, task), license = COALESCE($3, license), \
+                   tags = COALESCE($4, tags), visibility = COALESCE($5, visibility), \
+                   price_per_inference = COALESCE($6, price_per_inference), listed = COALESCE($7, listed), \
+                   updated_at = $8 \
+                 WHERE id = $9",
+            )
+            .bind(patch.description.as_ref().map(Description::as_str))
+            .bind(patch.task.map(Task::as_str))
+            .bind(patch.license.as_ref().map(License::as_str))
+            .bind(patch.tags.as_ref().map(|t| t.as_slice().join(",")))
+            .bind(patch.visibility.map(Visibility::as_str))
+            .bind(patch.price_per_inference.map(amount_column))
+            .bind(patch.listed.map(i64::from))
+            .bind(now_ms())
+            .bind(model_id)
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
@@ -467,38 +524,40 @@ impl Store {
         // Deleted models are in no listing, unlisted and taken-down ones
         // only in their owner's.
         const FILTERS: &str = "WHERE m.deleted_at IS NULL \
-             AND ((m.visibility = 'public' AND m.listed = 1 AND m.takedown_at IS NULL) OR m.owner_id = ?) \
-             AND (? IS NULL OR m.task = ?) \
-             AND (? IS NULL OR a.name = ?) \
-             AND (? IS NULL OR instr(lower(m.name || ' ' || m.description || ' ' || m.tags), lower(?)) > 0)";
+             AND ((m.visibility = 'public' AND m.listed = 1 AND m.takedown_at IS NULL) OR m.owner_id = $1) \
+             AND ($2 IS NULL OR m.task = $2) \
+             AND ($3 IS NULL OR a.name = $3) \
+             AND ($4 IS NULL OR lower(m.name || ' ' || m.description || ' ' || m.tags) LIKE lower($4) ESCAPE '\\')";
         let sql = match sort {
-            ModelSort::Recent => {
-                const_format_model_query(&format!("{FILTERS} AND (? IS NULL OR m.id < ?) ORDER BY m.id DESC LIMIT ?"))
-            }
+            ModelSort::Recent => const_format_model_query(&format!(
+                "{FILTERS} AND ($5 IS NULL OR m.id < $5) ORDER BY m.id DESC LIMIT $6"
+            )),
             ModelSort::Name => const_format_model_query(&format!(
-                "{FILTERS} AND (? IS NULL OR (m.name, m.id) > (?, ?)) ORDER BY m.name, m.id LIMIT ?"
+                "{FILTERS} AND ($5 IS NULL OR (m.name, m.id) > ($6, $5)) ORDER BY m.name, m.id LIMIT $7"
             )),
         };
         let task = filter.task.map(Task::as_str);
         let owner = filter.owner.as_ref().map(AccountName::as_str);
-        let query = filter.query.as_deref();
-        let mut statement = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(filter.viewer_id.unwrap_or(-1))
-            .bind(task)
-            .bind(task)
-            .bind(owner)
-            .bind(owner)
-            .bind(query)
-            .bind(query);
-        statement = match (sort, after) {
-            (ModelSort::Recent, Some(Cursor::Recent { id })) => statement.bind(1).bind(*id),
-            (ModelSort::Name, Some(Cursor::Name { name, id })) => statement.bind(1).bind(name.clone()).bind(*id),
-            (ModelSort::Recent, _) => statement.bind(None::<i64>).bind(None::<i64>),
-            (ModelSort::Name, _) => statement.bind(None::<i64>).bind(None::<String>).bind(None::<i64>),
-        };
+        let pattern = filter.query.as_deref().map(contains_pattern);
         // One extra row says whether there is a next page.
-        let rows = statement.bind(limit as i64 + 1).fetch_all(&self.pool).await?;
-        let mut models = rows.iter().map(model_from_row).collect::<Result<Vec<_>, _>>()?;
+        let rows_max = limit as i64 + 1;
+        let mut models = on_pool!(&self.pool, pool => {
+            let statement = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(filter.viewer_id.unwrap_or(-1))
+                .bind(task)
+                .bind(owner)
+                .bind(pattern.as_deref());
+            let statement = match (sort, after) {
+                (ModelSort::Recent, Some(Cursor::Recent { id })) => statement.bind(Some(*id)).bind(rows_max),
+                (ModelSort::Name, Some(Cursor::Name { name, id })) => {
+                    statement.bind(Some(*id)).bind(name.clone()).bind(rows_max)
+                }
+                (ModelSort::Recent, _) => statement.bind(None::<i64>).bind(rows_max),
+                (ModelSort::Name, _) => statement.bind(None::<i64>).bind(None::<String>).bind(rows_max),
+            };
+            let rows = statement.fetch_all(pool).await?;
+            rows.iter().map(model_from_row).collect::<Result<Vec<_>, _>>()?
+        });
         let next = if models.len() > limit as usize {
             models.truncate(limit as usize);
             models.last().map(|last| match sort {
@@ -528,51 +587,65 @@ impl Store {
         quota_bytes: Option<u64>,
     ) -> Result<Result<Version, QuotaExceeded>, StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        // A write first, so this transaction holds the write lock before it
-        // counts: nothing changes the count until it commits.
-        let owner_id: i64 = sqlx::query_scalar("UPDATE models SET updated_at = ? WHERE id = ? RETURNING owner_id")
-            .bind(now)
-            .bind(model_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if let Some(max_bytes) = quota_bytes {
-            let used: i64 = sqlx::query_scalar(STORAGE_USED).bind(owner_id).fetch_one(&mut *tx).await?;
-            let stored_already: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM model_versions v JOIN models m ON m.id = v.model_id \
-                 WHERE v.blob_sha256 = ? AND m.owner_id = ? AND m.deleted_at IS NULL LIMIT 1",
+        let postgres = self.is_postgres();
+        let version: i64 = on_pool!(&self.pool, pool => {
+            let mut tx = pool.begin().await?;
+            // A write first: on SQLite the transaction holds the database's
+            // write lock from here, so nothing changes the count below until
+            // it commits; on PostgreSQL it holds the model's row, which
+            // orders uploads of one model.
+            let owner_id: i64 =
+                sqlx::query_scalar("UPDATE models SET updated_at = $1 WHERE id = $2 RETURNING owner_id")
+                    .bind(now)
+                    .bind(model_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if let Some(max_bytes) = quota_bytes {
+                if postgres {
+                    // Uploads to the owner's other models, on any node,
+                    // wait here until this one commits.
+                    sqlx::query("SELECT id FROM accounts WHERE id = $1 FOR UPDATE")
+                        .bind(owner_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let used: i64 = sqlx::query_scalar(STORAGE_USED).bind(owner_id).fetch_one(&mut *tx).await?;
+                let stored_already: Option<i64> = sqlx::query_scalar(
+                    "SELECT CAST(1 AS BIGINT) FROM model_versions v JOIN models m ON m.id = v.model_id \
+                     WHERE v.blob_sha256 = $1 AND m.owner_id = $2 AND m.deleted_at IS NULL LIMIT 1",
+                )
+                .bind(blob_sha256.to_hex())
+                .bind(owner_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let adding_bytes = if stored_already.is_some() { 0 } else { size_bytes };
+                let used_bytes = used as u64;
+                if used_bytes.saturating_add(adding_bytes) > max_bytes {
+                    return Ok(Err(QuotaExceeded { used_bytes, adding_bytes, max_bytes }));
+                }
+            }
+            sqlx::query(
+                "INSERT INTO blobs (sha256, size_bytes, created_at) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING",
             )
             .bind(blob_sha256.to_hex())
-            .bind(owner_id)
-            .fetch_optional(&mut *tx)
+            .bind(size_bytes as i64)
+            .bind(now)
+            .execute(&mut *tx)
             .await?;
-            let adding_bytes = if stored_already.is_some() { 0 } else { size_bytes };
-            let used_bytes = used as u64;
-            if used_bytes.saturating_add(adding_bytes) > max_bytes {
-                return Ok(Err(QuotaExceeded { used_bytes, adding_bytes, max_bytes }));
-            }
-        }
-        sqlx::query(
-            "INSERT INTO blobs (sha256, size_bytes, created_at) VALUES (?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
-        )
-        .bind(blob_sha256.to_hex())
-        .bind(size_bytes as i64)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let version: i64 = sqlx::query_scalar(
-            "INSERT INTO model_versions (model_id, version, blob_sha256, signature, created_at) \
-             SELECT ?, COALESCE(MAX(version), 0) + 1, ?, ?, ? FROM model_versions WHERE model_id = ? \
-             RETURNING version",
-        )
-        .bind(model_id)
-        .bind(blob_sha256.to_hex())
-        .bind(signature::encode(inputs, outputs))
-        .bind(now)
-        .bind(model_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
+            let version: i64 = sqlx::query_scalar(
+                "INSERT INTO model_versions (model_id, version, blob_sha256, signature, created_at) \
+                 SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4 FROM model_versions WHERE model_id = $1 \
+                 RETURNING version",
+            )
+            .bind(model_id)
+            .bind(blob_sha256.to_hex())
+            .bind(signature::encode(inputs, outputs))
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            version
+        });
         Ok(Ok(Version {
             version,
             blob_sha256: *blob_sha256,
@@ -587,7 +660,8 @@ impl Store {
 
     /// The bytes the account's models store (see [`STORAGE_USED`]).
     pub async fn storage_used(&self, owner_id: i64) -> Result<u64, StoreError> {
-        let used: i64 = sqlx::query_scalar(STORAGE_USED).bind(owner_id).fetch_one(&self.pool).await?;
+        let used: i64 =
+            on_pool!(&self.pool, pool => sqlx::query_scalar(STORAGE_USED).bind(owner_id).fetch_one(pool).await?);
         Ok(used as u64)
     }
 
@@ -595,36 +669,43 @@ impl Store {
     pub async fn versions(&self, model_id: i64) -> Result<Vec<Version>, StoreError> {
         let sql = format!(
             "SELECT {VERSION_COLUMNS} FROM model_versions v JOIN blobs b ON b.sha256 = v.blob_sha256 \
-             WHERE v.model_id = ? ORDER BY v.version"
+             WHERE v.model_id = $1 ORDER BY v.version"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model_id).fetch_all(&self.pool).await?;
-        rows.iter().map(version_from_row).collect()
+        on_pool!(&self.pool, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model_id).fetch_all(pool).await?;
+            rows.iter().map(version_from_row).collect()
+        })
     }
 
     pub async fn version(&self, model_id: i64, version: i64) -> Result<Option<Version>, StoreError> {
         let sql = format!(
             "SELECT {VERSION_COLUMNS} FROM model_versions v JOIN blobs b ON b.sha256 = v.blob_sha256 \
-             WHERE v.model_id = ? AND v.version = ?"
+             WHERE v.model_id = $1 AND v.version = $2"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model_id).bind(version).fetch_optional(&self.pool).await?;
-        row.as_ref().map(version_from_row).transpose()
+        on_pool!(&self.pool, pool => {
+            let row =
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model_id).bind(version).fetch_optional(pool).await?;
+            row.as_ref().map(version_from_row).transpose()
+        })
     }
 
     /// Yanks a version (`Some(reason)`) or puts it back (`None`). Returns
     /// false if the version does not exist. Yanking again keeps the first
     /// time and takes the new reason.
     pub async fn set_yank(&self, model_id: i64, version: i64, yank: Option<&str>) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "UPDATE model_versions SET yanked_at = CASE WHEN ? THEN COALESCE(yanked_at, ?) END, yank_reason = ? \
-             WHERE model_id = ? AND version = ? RETURNING version",
-        )
-        .bind(yank.is_some())
-        .bind(now_ms())
-        .bind(yank)
-        .bind(model_id)
-        .bind(version)
-        .fetch_optional(&self.pool)
-        .await?;
+        let since = yank.map(|_| now_ms());
+        let found: Option<i64> = on_pool!(&self.pool, pool => {
+            sqlx::query_scalar(
+                "UPDATE model_versions SET yanked_at = CASE WHEN $1 IS NULL THEN NULL ELSE COALESCE(yanked_at, $1) END, \
+                 yank_reason = $2 WHERE model_id = $3 AND version = $4 RETURNING version",
+            )
+            .bind(since)
+            .bind(yank)
+            .bind(model_id)
+            .bind(version)
+            .fetch_optional(pool)
+            .await?
+        });
         Ok(found.is_some())
     }
 
@@ -633,46 +714,51 @@ impl Store {
     /// uses ([`Store::blob_in_use`]) may be removed from the blob folder.
     pub async fn delete_model(&self, model_id: i64) -> Result<Vec<Sha256>, StoreError> {
         let now = now_ms();
-        sqlx::query("UPDATE models SET deleted_at = COALESCE(deleted_at, ?), updated_at = ? WHERE id = ?")
-            .bind(now)
-            .bind(now)
-            .bind(model_id)
-            .execute(&self.pool)
-            .await?;
-        let used: Vec<String> =
-            sqlx::query_scalar("SELECT DISTINCT blob_sha256 FROM model_versions WHERE model_id = ?")
+        let used: Vec<String> = on_pool!(&self.pool, pool => {
+            sqlx::query("UPDATE models SET deleted_at = COALESCE(deleted_at, $1), updated_at = $1 WHERE id = $2")
+                .bind(now)
                 .bind(model_id)
-                .fetch_all(&self.pool)
+                .execute(pool)
                 .await?;
+            sqlx::query_scalar("SELECT DISTINCT blob_sha256 FROM model_versions WHERE model_id = $1")
+                .bind(model_id)
+                .fetch_all(pool)
+                .await?
+        });
         used.iter().map(|hex| hex.parse().map_err(|_| StoreError::Corrupt(format!("blob digest {hex:?}")))).collect()
     }
 
     /// Whether a version of a model that is not deleted uses the file.
     pub async fn blob_in_use(&self, sha256: &Sha256) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM model_versions v JOIN models m ON m.id = v.model_id \
-             WHERE v.blob_sha256 = ? AND m.deleted_at IS NULL LIMIT 1",
-        )
-        .bind(sha256.to_hex())
-        .fetch_optional(&self.pool)
-        .await?;
+        let found: Option<i64> = on_pool!(&self.pool, pool => {
+            sqlx::query_scalar(
+                "SELECT CAST(1 AS BIGINT) FROM model_versions v JOIN models m ON m.id = v.model_id \
+                 WHERE v.blob_sha256 = $1 AND m.deleted_at IS NULL LIMIT 1",
+            )
+            .bind(sha256.to_hex())
+            .fetch_optional(pool)
+            .await?
+        });
         Ok(found.is_some())
     }
 
     /// Takes a model down (`Some(reason)`) or restores it (`None`). A model
     /// taken down again keeps its first time and takes the new reason.
     pub async fn set_takedown(&self, model_id: i64, takedown: Option<&str>) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE models SET takedown_at = CASE WHEN ? THEN COALESCE(takedown_at, ?) END, takedown_reason = ?, \
-             updated_at = ? WHERE id = ?",
-        )
-        .bind(takedown.is_some())
-        .bind(now_ms())
-        .bind(takedown)
-        .bind(now_ms())
-        .bind(model_id)
-        .execute(&self.pool)
-        .await?;
+        let now = now_ms();
+        let since = takedown.map(|_| now);
+        on_pool!(&self.pool, pool => {
+            sqlx::query(
+                "UPDATE models SET takedown_at = CASE WHEN $1 IS NULL THEN NULL ELSE COALESCE(takedown_at, $1) END, \
+                 takedown_reason = $2, updated_at = $3 WHERE id = $4",
+            )
+            .bind(since)
+            .bind(takedown)
+            .bind(now)
+            .bind(model_id)
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
@@ -685,79 +771,91 @@ impl Store {
         reason: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "UPDATE model_versions SET quarantined_at = COALESCE(quarantined_at, ?), \
-             quarantine_reason = COALESCE(quarantine_reason, ?) WHERE model_id = ? AND version = ? RETURNING version",
-        )
-        .bind(now_ms)
-        .bind(reason)
-        .bind(model_id)
-        .bind(version)
-        .fetch_optional(&self.pool)
-        .await?;
+        let found: Option<i64> = on_pool!(&self.pool, pool => {
+            sqlx::query_scalar(
+                "UPDATE model_versions SET quarantined_at = COALESCE(quarantined_at, $1), \
+                 quarantine_reason = COALESCE(quarantine_reason, $2) WHERE model_id = $3 AND version = $4 \
+                 RETURNING version",
+            )
+            .bind(now_ms)
+            .bind(reason)
+            .bind(model_id)
+            .bind(version)
+            .fetch_optional(pool)
+            .await?
+        });
         Ok(found.is_some())
     }
 
     /// Puts a quarantined version back in service. Returns false if it was
     /// not quarantined (or does not exist).
     pub async fn lift_quarantine(&self, model_id: i64, version: i64) -> Result<bool, StoreError> {
-        let lifted = sqlx::query(
-            "UPDATE model_versions SET quarantined_at = NULL, quarantine_reason = NULL \
-             WHERE model_id = ? AND version = ? AND quarantined_at IS NOT NULL",
-        )
-        .bind(model_id)
-        .bind(version)
-        .execute(&self.pool)
-        .await?;
-        Ok(lifted.rows_affected() == 1)
+        let lifted = on_pool!(&self.pool, pool => {
+            sqlx::query(
+                "UPDATE model_versions SET quarantined_at = NULL, quarantine_reason = NULL \
+                 WHERE model_id = $1 AND version = $2 AND quarantined_at IS NOT NULL",
+            )
+            .bind(model_id)
+            .bind(version)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(lifted == 1)
     }
 
     /// Every quarantined version, most recent first.
     pub async fn quarantined_versions(&self) -> Result<Vec<QuarantinedVersion>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT a.name AS owner, m.name AS model, v.version, v.quarantined_at, v.quarantine_reason \
-             FROM model_versions v JOIN models m ON m.id = v.model_id JOIN accounts a ON a.id = m.owner_id \
-             WHERE v.quarantined_at IS NOT NULL ORDER BY v.quarantined_at DESC, m.id, v.version",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(QuarantinedVersion {
-                    owner: row.try_get("owner")?,
-                    model: row.try_get("model")?,
-                    version: row.try_get("version")?,
-                    quarantine: quarantine_from_row(row)?
-                        .ok_or_else(|| StoreError::Corrupt("a quarantine without its time".into()))?,
+        on_pool!(&self.pool, pool => {
+            let rows = sqlx::query(
+                "SELECT a.name AS owner, m.name AS model, v.version, v.quarantined_at, v.quarantine_reason \
+                 FROM model_versions v JOIN models m ON m.id = v.model_id JOIN accounts a ON a.id = m.owner_id \
+                 WHERE v.quarantined_at IS NOT NULL ORDER BY v.quarantined_at DESC, m.id, v.version",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(QuarantinedVersion {
+                        owner: row.get("owner")?,
+                        model: row.get("model")?,
+                        version: row.get("version")?,
+                        quarantine: quarantine_from_row(row)?
+                            .ok_or_else(|| StoreError::Corrupt("a quarantine without its time".into()))?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Whether `viewer` may download a blob: some version of a model they can
     /// see uses it. Blobs of private models stay private.
     pub async fn blob_visible(&self, sha256: &Sha256, viewer_id: Option<i64>) -> Result<bool, StoreError> {
-        let visible: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM model_versions v JOIN models m ON m.id = v.model_id \
-             WHERE v.blob_sha256 = ? AND m.deleted_at IS NULL \
-               AND ((m.visibility = 'public' AND m.takedown_at IS NULL) OR m.owner_id = ?) LIMIT 1",
-        )
-        .bind(sha256.to_hex())
-        .bind(viewer_id.unwrap_or(-1))
-        .fetch_optional(&self.pool)
-        .await?;
+        let visible: Option<i64> = on_pool!(&self.pool, pool => {
+            sqlx::query_scalar(
+                "SELECT CAST(1 AS BIGINT) FROM model_versions v JOIN models m ON m.id = v.model_id \
+                 WHERE v.blob_sha256 = $1 AND m.deleted_at IS NULL \
+                   AND ((m.visibility = 'public' AND m.takedown_at IS NULL) OR m.owner_id = $2) LIMIT 1",
+            )
+            .bind(sha256.to_hex())
+            .bind(viewer_id.unwrap_or(-1))
+            .fetch_optional(pool)
+            .await?
+        });
         Ok(visible.is_some())
     }
 
     /// Counts of stored rows, for tests and metrics: (accounts, models, versions, blobs).
     pub async fn counts(&self) -> Result<(i64, i64, i64, i64), StoreError> {
-        let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM models), \
-                    (SELECT COUNT(*) FROM model_versions), (SELECT COUNT(*) FROM blobs)",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((row.get(0), row.get(1), row.get(2), row.get(3)))
+        on_pool!(&self.pool, pool => {
+            let row = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM models), \
+                        (SELECT COUNT(*) FROM model_versions), (SELECT COUNT(*) FROM blobs)",
+            )
+            .fetch_one(pool)
+            .await?;
+            Ok((row.at(0)?, row.at(1)?, row.at(2)?, row.at(3)?))
+        })
     }
 }
 
@@ -779,66 +877,66 @@ fn amount_column(amount: Amount) -> i64 {
 
 /// Reads a text column through a domain parser; a failure means the stored
 /// data is corrupt (every value was parsed before it was written).
-pub(crate) fn parse_column<T: FromStr>(row: &SqliteRow, column: &str) -> Result<T, StoreError> {
-    let text: String = row.try_get(column)?;
+pub(crate) fn parse_column<T: FromStr>(row: &impl Columns, column: &str) -> Result<T, StoreError> {
+    let text: String = row.get(column)?;
     text.parse().map_err(|_| StoreError::Corrupt(format!("column {column} holds {text:?}")))
 }
 
-pub(crate) fn account_from_row(row: &SqliteRow) -> Result<Account, StoreError> {
+pub(crate) fn account_from_row(row: &impl Columns) -> Result<Account, StoreError> {
     Ok(Account {
-        id: row.try_get("id")?,
+        id: row.get("id")?,
         name: parse_column(row, "name")?,
-        is_operator: row.try_get("is_operator")?,
+        is_operator: row.get::<i64>("is_operator")? != 0,
         kind: parse_column(row, "kind")?,
-        created_at_ms: row.try_get("created_at")?,
+        created_at_ms: row.get("created_at")?,
     })
 }
 
-fn model_from_row(row: &SqliteRow) -> Result<ModelRecord, StoreError> {
+fn model_from_row(row: &impl Columns) -> Result<ModelRecord, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("model row has a bad {what}"));
-    let tags: String = row.try_get("tags")?;
+    let tags: String = row.get("tags")?;
     let tags: Vec<&str> = if tags.is_empty() { vec![] } else { tags.split(',').collect() };
-    let price: i64 = row.try_get("price_per_inference")?;
+    let price: i64 = row.get("price_per_inference")?;
     Ok(ModelRecord {
-        id: row.try_get("id")?,
-        owner_id: row.try_get("owner_id")?,
+        id: row.get("id")?,
+        owner_id: row.get("owner_id")?,
         owner: parse_column(row, "owner")?,
         name: parse_column(row, "name")?,
-        description: Description::parse(row.try_get("description")?).map_err(|_| corrupt("description"))?,
+        description: Description::parse(&row.get::<String>("description")?).map_err(|_| corrupt("description"))?,
         task: parse_column(row, "task")?,
-        license: License::parse(row.try_get("license")?).map_err(|_| corrupt("license"))?,
+        license: License::parse(&row.get::<String>("license")?).map_err(|_| corrupt("license"))?,
         tags: Tags::parse(&tags).map_err(|_| corrupt("tags"))?,
         visibility: parse_column(row, "visibility")?,
         price_per_inference: Amount::from_minor_units(u64::try_from(price).map_err(|_| corrupt("price"))?)
             .map_err(|_| corrupt("price"))?,
-        latest_version: row.try_get("latest_version")?,
-        created_at_ms: row.try_get("created_at")?,
-        updated_at_ms: row.try_get("updated_at")?,
-        listed: row.try_get("listed")?,
-        deleted_at_ms: row.try_get("deleted_at")?,
+        latest_version: row.get("latest_version")?,
+        created_at_ms: row.get("created_at")?,
+        updated_at_ms: row.get("updated_at")?,
+        listed: row.get::<i64>("listed")? != 0,
+        deleted_at_ms: row.get("deleted_at")?,
         takedown: row
-            .try_get::<Option<i64>, _>("takedown_at")?
-            .map(|since_ms| Ok::<_, StoreError>(Takedown { reason: row.try_get("takedown_reason")?, since_ms }))
+            .get::<Option<i64>>("takedown_at")?
+            .map(|since_ms| Ok::<_, StoreError>(Takedown { reason: row.get("takedown_reason")?, since_ms }))
             .transpose()?,
     })
 }
 
-fn version_from_row(row: &SqliteRow) -> Result<Version, StoreError> {
-    let (inputs, outputs) = signature::decode(row.try_get("signature")?)?;
-    let size: i64 = row.try_get("size_bytes")?;
+fn version_from_row(row: &impl Columns) -> Result<Version, StoreError> {
+    let (inputs, outputs) = signature::decode(&row.get::<String>("signature")?)?;
+    let size: i64 = row.get("size_bytes")?;
     Ok(Version {
-        version: row.try_get("version")?,
+        version: row.get("version")?,
         blob_sha256: parse_column(row, "blob_sha256")?,
         size_bytes: size as u64,
         inputs,
         outputs,
-        created_at_ms: row.try_get("created_at")?,
+        created_at_ms: row.get("created_at")?,
         quarantine: quarantine_from_row(row)?,
         yank: row
-            .try_get::<Option<i64>, _>("yanked_at")?
+            .get::<Option<i64>>("yanked_at")?
             .map(|since_ms| {
                 Ok::<_, StoreError>(Yank {
-                    reason: row.try_get::<Option<String>, _>("yank_reason")?.unwrap_or_default(),
+                    reason: row.get::<Option<String>>("yank_reason")?.unwrap_or_default(),
                     since_ms,
                 })
             })
@@ -846,8 +944,8 @@ fn version_from_row(row: &SqliteRow) -> Result<Version, StoreError> {
     })
 }
 
-fn quarantine_from_row(row: &SqliteRow) -> Result<Option<Quarantine>, StoreError> {
-    let since_ms: Option<i64> = row.try_get("quarantined_at")?;
-    let reason: Option<String> = row.try_get("quarantine_reason")?;
+fn quarantine_from_row(row: &impl Columns) -> Result<Option<Quarantine>, StoreError> {
+    let since_ms: Option<i64> = row.get("quarantined_at")?;
+    let reason: Option<String> = row.get("quarantine_reason")?;
     Ok(since_ms.map(|since_ms| Quarantine { reason: reason.unwrap_or_default(), since_ms }))
 }

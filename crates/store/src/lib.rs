@@ -1,10 +1,11 @@
-//! Persistence: the SQLite database (embedded, the default) and the
-//! content-addressed blob folder, both under one data directory.
+//! Persistence: the database (SQLite, embedded, the default; or PostgreSQL,
+//! see `backend.rs`) and the content-addressed blob folder.
 //!
 //! The rest of the server sees plain records ([`Account`], [`Model`],
 //! [`Version`]) and typed errors; SQL stays in this crate. This crate knows
 //! nothing about HTTP.
 
+mod backend;
 mod blobs;
 mod db;
 mod log;
@@ -41,6 +42,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("file system error: {0}")]
     Io(#[from] std::io::Error),
+    /// A part of the store that runs on SQLite only so far (issue 12).
+    #[error("{0} does not run on PostgreSQL yet")]
+    NotOnPostgresYet(&'static str),
 }
 
 /// Now, in Unix milliseconds, the store's unit of time.

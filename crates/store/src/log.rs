@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
 use tlog::Hash;
 use tlog::merkle::{Frontier, NodeRecorder};
 
+use crate::backend::{Columns, on_pool};
 use crate::{Store, StoreError, now_ms};
 
 /// The lowest level of the log's nodes kept in memory once read. A node at
@@ -40,27 +41,31 @@ pub struct StoredCheckpoint {
 impl Store {
     /// Leaves in the log.
     pub async fn tree_size(&self) -> Result<u64, StoreError> {
-        let size: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_leaves").fetch_one(&self.pool).await?;
+        let size: i64 = on_pool!(&self.pool, pool => {
+            sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_leaves").fetch_one(pool).await?
+        });
         Ok(size as u64)
     }
 
     /// Leaves `[start, end)`.
     pub async fn log_entries(&self, start: u64, end: u64) -> Result<Vec<LogEntry>, StoreError> {
-        let rows = sqlx::query("SELECT idx, leaf, signature FROM log_leaves WHERE idx >= ? AND idx < ? ORDER BY idx")
-            .bind(start as i64)
-            .bind(end as i64)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(LogEntry {
-                    index: row.try_get::<i64, _>("idx")? as u64,
-                    leaf: row.try_get("leaf")?,
-                    signature: row.try_get("signature")?,
+        on_pool!(&self.pool, pool => {
+            let rows =
+                sqlx::query("SELECT idx, leaf, signature FROM log_leaves WHERE idx >= $1 AND idx < $2 ORDER BY idx")
+                    .bind(start as i64)
+                    .bind(end as i64)
+                    .fetch_all(pool)
+                    .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(LogEntry {
+                        index: row.get::<i64>("idx")? as u64,
+                        leaf: row.get("leaf")?,
+                        signature: row.get("signature")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// The root of the first `size` leaves, from stored hashes.
@@ -96,15 +101,17 @@ impl Store {
         let mut nodes = HashMap::with_capacity(upper.len() + lower.len());
         self.upper_nodes(&upper, &mut nodes).await?;
         for chunk in lower.chunks(ROWS_PER_STATEMENT) {
-            let mut select = QueryBuilder::<Sqlite>::new("SELECT level, idx, hash FROM log_nodes WHERE ");
-            for (n, (level, index)) in chunk.iter().enumerate() {
-                select.push(if n == 0 { "(level = " } else { " OR (level = " });
-                select.push_bind(*level as i64).push(" AND idx = ").push_bind(*index as i64).push(")");
-            }
-            for row in select.build().fetch_all(&self.pool).await? {
-                let key = (row.try_get::<i64, _>("level")? as u32, row.try_get::<i64, _>("idx")? as u64);
-                nodes.insert(key, to_hash(&row.try_get::<Vec<u8>, _>("hash")?)?);
-            }
+            on_pool!(&self.pool, pool => {
+                let mut select = QueryBuilder::new("SELECT level, idx, hash FROM log_nodes WHERE ");
+                for (n, (level, index)) in chunk.iter().enumerate() {
+                    select.push(if n == 0 { "(level = " } else { " OR (level = " });
+                    select.push_bind(*level as i64).push(" AND idx = ").push_bind(*index as i64).push(")");
+                }
+                for row in select.build().fetch_all(pool).await? {
+                    let key = (row.get::<i64>("level")? as u32, row.get::<i64>("idx")? as u64);
+                    nodes.insert(key, to_hash(&row.get::<Vec<u8>>("hash")?)?);
+                }
+            });
         }
         if let Some((level, index)) = lower.iter().find(|key| !nodes.contains_key(key)) {
             return Err(StoreError::Corrupt(format!("log node ({level}, {index}) is missing")));
@@ -129,21 +136,23 @@ impl Store {
                 Some(hash) => hash,
                 None => {
                     let from = self.upper.read().expect("never poisoned").get(slot).map_or(0, Vec::len);
-                    let rows = sqlx::query("SELECT idx, hash FROM log_nodes WHERE level = ? AND idx >= ? ORDER BY idx")
-                        .bind(level as i64)
-                        .bind(from as i64)
-                        .fetch_all(&self.pool)
-                        .await?;
+                    let rows: Vec<(i64, Vec<u8>)> = on_pool!(&self.pool, pool => {
+                        sqlx::query_as("SELECT idx, hash FROM log_nodes WHERE level = $1 AND idx >= $2 ORDER BY idx")
+                            .bind(level as i64)
+                            .bind(from as i64)
+                            .fetch_all(pool)
+                            .await?
+                    });
                     let mut upper = self.upper.write().expect("never poisoned");
                     if upper.len() <= slot {
                         upper.resize_with(slot + 1, Vec::new);
                     }
                     let hashes = &mut upper[slot];
-                    for row in rows {
+                    for (index, hash) in rows {
                         // Only the next node extends the prefix (another
                         // reader may have extended it meanwhile).
-                        if row.try_get::<i64, _>("idx")? as usize == hashes.len() {
-                            hashes.push(to_hash(&row.try_get::<Vec<u8>, _>("hash")?)?);
+                        if index as usize == hashes.len() {
+                            hashes.push(to_hash(&hash)?);
                         }
                     }
                     hashes
@@ -179,17 +188,7 @@ impl Store {
     }
 
     pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        let row = sqlx::query("SELECT size, root, note FROM log_checkpoints ORDER BY size DESC LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| {
-            Ok(StoredCheckpoint {
-                size: row.try_get::<i64, _>("size")? as u64,
-                root: to_hash(&row.try_get::<Vec<u8>, _>("root")?)?,
-                note: row.try_get("note")?,
-            })
-        })
-        .transpose()
+        Ok(self.checkpoints(None, 1).await?.into_iter().next().map(|(checkpoint, _)| checkpoint))
     }
 
     /// Checkpoints smaller than `before` (all, if `None`), largest first, at
@@ -200,21 +199,18 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<(StoredCheckpoint, i64)>, StoreError> {
         let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
-        let rows = sqlx::query(
-            "SELECT size, root, note, created_at FROM log_checkpoints WHERE size < ? ORDER BY size DESC LIMIT ?",
-        )
-        .bind(before)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let checkpoint = StoredCheckpoint {
-                    size: row.try_get::<i64, _>("size")? as u64,
-                    root: to_hash(&row.try_get::<Vec<u8>, _>("root")?)?,
-                    note: row.try_get("note")?,
-                };
-                Ok((checkpoint, row.try_get("created_at")?))
+        let rows: Vec<(i64, Vec<u8>, String, i64)> = on_pool!(&self.pool, pool => {
+            sqlx::query_as(
+                "SELECT size, root, note, created_at FROM log_checkpoints WHERE size < $1 ORDER BY size DESC LIMIT $2",
+            )
+            .bind(before)
+            .bind(limit as i64)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(size, root, note, created_at)| {
+                Ok((StoredCheckpoint { size: size as u64, root: to_hash(&root)?, note }, created_at))
             })
             .collect()
     }
@@ -223,15 +219,18 @@ impl Store {
         // Nodes sharing the log may sign the same size at once: the same
         // stored tree gives the same root and (Ed25519 is deterministic) the
         // same note, so the second insert has nothing to add.
-        sqlx::query(
-            "INSERT INTO log_checkpoints (size, root, note, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (size) DO NOTHING",
-        )
+        on_pool!(&self.pool, pool => {
+            sqlx::query(
+                "INSERT INTO log_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (size) DO NOTHING",
+            )
             .bind(checkpoint.size as i64)
             .bind(checkpoint.root.as_slice())
             .bind(&checkpoint.note)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
+        });
         Ok(())
     }
 }
@@ -241,16 +240,17 @@ impl Store {
     /// different key under a known name is refused (`Conflict`), since the
     /// leaves it signed would no longer verify.
     pub async fn register_node(&self, name: &str, public_key: &[u8; 32]) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO nodes (name, public_key, registered_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(public_key.as_slice())
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        let stored: Vec<u8> =
-            sqlx::query_scalar("SELECT public_key FROM nodes WHERE name = ?").bind(name).fetch_one(&self.pool).await?;
+        let stored: Vec<u8> = on_pool!(&self.pool, pool => {
+            sqlx::query(
+                "INSERT INTO nodes (name, public_key, registered_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(public_key.as_slice())
+            .bind(now_ms())
+            .execute(pool)
+            .await?;
+            sqlx::query_scalar("SELECT public_key FROM nodes WHERE name = $1").bind(name).fetch_one(pool).await?
+        });
         if stored != public_key {
             return Err(StoreError::Conflict(format!("node '{name}' with another key")));
         }
@@ -259,8 +259,9 @@ impl Store {
 
     /// Every node's receipt key, by name.
     pub async fn node_keys(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let rows = sqlx::query("SELECT name, public_key FROM nodes ORDER BY name").fetch_all(&self.pool).await?;
-        rows.iter().map(|row| Ok((row.try_get("name")?, row.try_get("public_key")?))).collect()
+        Ok(on_pool!(&self.pool, pool => {
+            sqlx::query_as("SELECT name, public_key FROM nodes ORDER BY name").fetch_all(pool).await?
+        }))
     }
 }
 

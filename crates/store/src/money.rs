@@ -233,7 +233,7 @@ impl Store {
             .bind(name.as_str())
             .bind(kind.as_str())
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(self.pool.sqlite("the ledger")?)
             .await?;
         let account =
             self.account_by_name(name).await?.ok_or_else(|| StoreError::Corrupt("system account vanished".into()))?;
@@ -321,7 +321,10 @@ impl Store {
 
     /// The holds that expired by `now_ms`.
     pub async fn expired_holds(&self, now_ms: i64) -> Result<Vec<i64>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT id FROM holds WHERE expires_at <= ?").bind(now_ms).fetch_all(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT id FROM holds WHERE expires_at <= ?")
+            .bind(now_ms)
+            .fetch_all(self.pool.sqlite("the ledger")?)
+            .await?)
     }
 
     /// Voids every hold that expired by `now_ms` (all of them with
@@ -345,7 +348,7 @@ impl Store {
              FROM accounts a WHERE id = ?",
         )
         .bind(account_id)
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool.sqlite("the ledger")?)
         .await?;
         let earned: i64 = row.try_get("earned")?;
         Ok((account_state(&row)?, earned as u64))
@@ -374,7 +377,9 @@ impl Store {
             halves("debits_pending", "accounts"),
         ]
         .join(", ");
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {sql}"))).fetch_one(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {sql}")))
+            .fetch_one(self.pool.sqlite("the ledger")?)
+            .await?;
         let sum = |i: usize| -> Result<i128, StoreError> {
             let (high, low) = (row.try_get::<i64, _>(2 * i)?, row.try_get::<i64, _>(2 * i + 1)?);
             Ok(((high as i128) << 31) + low as i128)
@@ -408,7 +413,7 @@ impl Store {
         .bind(account_id)
         .bind(before_id.unwrap_or(i64::MAX))
         .bind(limit as i64 + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool.sqlite("the ledger")?)
         .await?;
         let mut transfers = rows.iter().map(transfer_from_row).collect::<Result<Vec<_>, _>>()?;
         let next = if transfers.len() > limit as usize {
@@ -421,7 +426,8 @@ impl Store {
     }
 
     pub async fn payout(&self, payout_id: i64) -> Result<Option<PayoutRecord>, StoreError> {
-        let row = sqlx::query(PAYOUT_SELECT_BY_ID).bind(payout_id).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query(PAYOUT_SELECT_BY_ID).bind(payout_id).fetch_optional(self.pool.sqlite("the ledger")?).await?;
         row.as_ref().map(payout_from_row).transpose()
     }
 
@@ -438,7 +444,7 @@ impl Store {
         )
         .bind(account_id)
         .bind(state.map(PayoutState::as_str))
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool.sqlite("the ledger")?)
         .await?;
         rows.iter().map(payout_from_row).collect()
     }
@@ -461,7 +467,7 @@ impl Store {
         )
         .bind(account_id)
         .bind(key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool.sqlite("the ledger")?)
         .await?;
         let Some(row) = row else { return Ok(IdempotencyStart::Started) };
         let created_at: i64 = row.try_get("created_at")?;
@@ -473,7 +479,7 @@ impl Store {
                 .bind(account_id)
                 .bind(key)
                 .bind(created_at)
-                .execute(&self.pool)
+                .execute(self.pool.sqlite("the ledger")?)
                 .await?;
             return Ok(IdempotencyStart::Started);
         };
@@ -488,7 +494,9 @@ impl Store {
     /// Forgets every key whose call never finished: at start-up no call from
     /// before is alive, and its hold has been voided, so a retry must run.
     pub async fn abandon_unfinished_idempotency_keys(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE response IS NULL").execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE response IS NULL")
+            .execute(self.pool.sqlite("the ledger")?)
+            .await?;
         Ok(done.rows_affected())
     }
 
@@ -496,7 +504,7 @@ impl Store {
     pub async fn purge_idempotency_keys(&self, window_ms: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
             .bind(now_ms() - window_ms)
-            .execute(&self.pool)
+            .execute(self.pool.sqlite("the ledger")?)
             .await?;
         Ok(done.rows_affected())
     }

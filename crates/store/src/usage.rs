@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use analytics::{CallerSketch, LatencyHistogram};
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
+use crate::backend::on_pool;
 use crate::{Store, StoreError};
 
 pub use analytics::{DAY_MS, HOUR_MS, MINUTE_MS};
@@ -297,8 +298,12 @@ impl Store {
         if let Some(key) = &single {
             statement = statement.bind(key.clone());
         }
-        let rows =
-            statement.bind(query.granularity).bind(query.from_ms).bind(query.to_ms).fetch_all(&self.pool).await?;
+        let rows = statement
+            .bind(query.granularity)
+            .bind(query.from_ms)
+            .bind(query.to_ms)
+            .fetch_all(self.pool.sqlite("usage")?)
+            .await?;
         let mut out: BTreeMap<String, BTreeMap<i64, Rollup>> = BTreeMap::new();
         for row in &rows {
             let key: String = row.try_get("key")?;
@@ -330,7 +335,7 @@ impl Store {
         .bind(owner_id)
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool.sqlite("usage")?)
         .await?;
         let mut out: BTreeMap<String, BTreeMap<i64, (u64, u64)>> = BTreeMap::new();
         for row in &rows {
@@ -347,7 +352,7 @@ impl Store {
         let first: Option<i64> =
             sqlx::query_scalar("SELECT MIN(bucket) FROM usage_rollups WHERE dimension = 'model' AND granularity = ?")
                 .bind(DAY_MS)
-                .fetch_one(&self.pool)
+                .fetch_one(self.pool.sqlite("usage")?)
                 .await?;
         Ok(first)
     }
@@ -369,7 +374,7 @@ impl Store {
         .bind(model_id)
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool.sqlite("usage")?)
         .await?;
         let mut out = BTreeMap::new();
         for row in &rows {
@@ -412,7 +417,7 @@ impl Store {
             .bind(caller.as_slice())
             .bind(from_ms)
             .bind(to_ms)
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool.sqlite("usage")?)
             .await?;
         let mut out: BTreeMap<String, BTreeMap<i64, (u64, u64, u64)>> = BTreeMap::new();
         for row in &rows {
@@ -425,7 +430,7 @@ impl Store {
 
     /// Events stored (for tests and metrics).
     pub async fn usage_event_count(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_events").fetch_one(&self.pool).await?;
+        let count: i64 = on_pool!(&self.pool, pool => sqlx::query_scalar("SELECT COUNT(*) FROM usage_events").fetch_one(pool).await?);
         Ok(count as u64)
     }
 }
@@ -444,34 +449,29 @@ pub struct ModelLabel {
 impl Store {
     /// Every model's name, visibility, task and price, by id.
     pub async fn model_labels(&self) -> Result<HashMap<i64, ModelLabel>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT m.id, a.name AS owner, m.name, m.visibility, m.task, m.price_per_inference, \
-               EXISTS (SELECT 1 FROM model_versions v WHERE v.model_id = m.id) AS has_version \
-             FROM models m JOIN accounts a ON a.id = m.owner_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let visibility: String = row.try_get("visibility")?;
-                Ok((
-                    row.try_get("id")?,
-                    ModelLabel {
-                        owner: row.try_get("owner")?,
-                        name: row.try_get("name")?,
-                        public: visibility == "public",
-                        task: row.try_get("task")?,
-                        price: row.try_get::<i64, _>("price_per_inference")? as u64,
-                        has_version: row.try_get("has_version")?,
-                    },
-                ))
+        type Label = (i64, String, String, String, String, i64, i64);
+        let rows: Vec<Label> = on_pool!(&self.pool, pool => {
+            sqlx::query_as(
+                "SELECT m.id, a.name, m.name, m.visibility, m.task, m.price_per_inference, \
+                   CASE WHEN EXISTS (SELECT 1 FROM model_versions v WHERE v.model_id = m.id) THEN CAST(1 AS BIGINT) ELSE 0 END \
+                 FROM models m JOIN accounts a ON a.id = m.owner_id",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, owner, name, visibility, task, price, has_version)| {
+                let public = visibility == "public";
+                (id, ModelLabel { owner, name, public, task, price: price as u64, has_version: has_version != 0 })
             })
-            .collect()
+            .collect())
     }
 
     /// Account names by id.
     pub async fn account_names(&self) -> Result<HashMap<i64, String>, StoreError> {
-        let rows = sqlx::query("SELECT id, name FROM accounts").fetch_all(&self.pool).await?;
-        rows.iter().map(|row| Ok((row.try_get("id")?, row.try_get("name")?))).collect()
+        Ok(on_pool!(&self.pool, pool => sqlx::query_as("SELECT id, name FROM accounts").fetch_all(pool).await?)
+            .into_iter()
+            .collect())
     }
 }

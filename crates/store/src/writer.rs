@@ -54,7 +54,7 @@ impl Store {
     /// is taken now, not at the first write) and claims the next epoch.
     pub(crate) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
         let mut guard = self.writer.0.clone().lock_owned().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool.sqlite("the ledger")?.begin_with("BEGIN IMMEDIATE").await?;
         let epoch: i64 = sqlx::query_scalar("UPDATE writer_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch")
             .fetch_one(&mut *tx)
             .await?;
@@ -183,8 +183,10 @@ mod tests {
             let calls: u64 = rollups.values().flat_map(|buckets| buckets.values()).map(|r| r.calls).sum();
             assert_eq!(calls, 24, "every event of both writers is in the rollups");
         }
-        let ids: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM transfers ORDER BY id").fetch_all(&stores[0].pool).await.expect("ids");
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM transfers ORDER BY id")
+            .fetch_all(stores[0].pool.sqlite("test").expect("sqlite"))
+            .await
+            .expect("ids");
         assert_eq!(ids, (1..=12).collect::<Vec<i64>>());
     }
 }
