@@ -15,7 +15,7 @@
 
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Decode, PgPool, Postgres, Row, Sqlite, SqlitePool, Type};
+use sqlx::{Decode, Encode, FromRow, PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction, Type};
 
 /// A store's connections.
 #[derive(Debug, Clone)]
@@ -32,17 +32,79 @@ impl Pool {
     pub(crate) async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
     }
+}
 
-    /// The SQLite pool, for the parts of the store that run on SQLite only
-    /// so far (the ledger's batches, the log and usage: issue 12 moves them
-    /// behind [`on_pool!`] next). On PostgreSQL they answer
-    /// [`StoreError::NotOnPostgresYet`](crate::StoreError::NotOnPostgresYet).
-    pub(crate) fn sqlite(&self, what: &'static str) -> Result<&SqlitePool, crate::StoreError> {
+/// A transaction on either database.
+#[derive(Debug)]
+pub(crate) enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            Pool::Sqlite(pool) => Ok(pool),
-            Pool::Postgres(_) => Err(crate::StoreError::NotOnPostgresYet(what)),
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
         }
     }
+}
+
+/// Runs `$body` with `$tx` bound to the transaction of either database (use
+/// it as `&mut **$tx`).
+macro_rules! on_tx {
+    ($store_tx:expr, $tx:ident => $body:expr) => {
+        match $store_tx {
+            $crate::backend::Tx::Sqlite($tx) => $body,
+            $crate::backend::Tx::Postgres($tx) => $body,
+        }
+    };
+}
+pub(crate) use on_tx;
+
+/// A value both databases take as a parameter.
+pub(crate) trait Param:
+    for<'q> Encode<'q, Sqlite> + Type<Sqlite> + for<'q> Encode<'q, Postgres> + Type<Postgres> + Clone + Send + 'static
+{
+}
+
+impl<T> Param for T where
+    T: for<'q> Encode<'q, Sqlite>
+        + Type<Sqlite>
+        + for<'q> Encode<'q, Postgres>
+        + Type<Postgres>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A row type both databases read (tuples of [`Column`]s).
+pub(crate) trait Record: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
+
+impl<T> Record for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
+
+/// The rows of `select` (ending in `IN `) for `values`, a statement per
+/// [`crate::log::ROWS_PER_STATEMENT`] values.
+pub(crate) async fn select_in<O: Record, T: Param>(
+    tx: &mut Tx,
+    select: &str,
+    values: &[T],
+) -> Result<Vec<O>, sqlx::Error> {
+    let mut rows = vec![];
+    for chunk in values.chunks(crate::log::ROWS_PER_STATEMENT) {
+        on_tx!(tx, tx => {
+            let mut query = sqlx::QueryBuilder::new(select);
+            query.push("(");
+            let mut list = query.separated(", ");
+            for value in chunk {
+                list.push_bind(value.clone());
+            }
+            query.push(")");
+            rows.extend(query.build_query_as::<O>().fetch_all(&mut **tx).await?);
+        });
+    }
+    Ok(rows)
 }
 
 /// Runs `$body` with `$pool` bound to the store's SQLite or PostgreSQL pool.

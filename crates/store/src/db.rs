@@ -306,13 +306,30 @@ impl Store {
     /// (`postgres://user@host:port/database`) and applies pending
     /// migrations. Several nodes may open one database at once: one of them
     /// migrates while the others wait.
-    ///
-    /// So far the registry (accounts, keys, models, versions, blobs) runs on
-    /// PostgreSQL; the ledger's batches, the log and usage answer
-    /// [`StoreError::NotOnPostgresYet`], so `vitrine serve` does not offer it yet.
     pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
         let pool = PgPoolOptions::new().max_connections(POSTGRES_CONNECTIONS_MAX).connect(url).await?;
         Store::with_pool(Pool::Postgres(pool)).await
+    }
+
+    /// Another store on the same database, with connections and a writer
+    /// memory of its own: what another node sharing the database has.
+    pub async fn reopen(&self) -> Result<Store, StoreError> {
+        let pool = match &self.pool {
+            Pool::Sqlite(pool) => Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(POOL_CONNECTIONS_MAX)
+                    .test_before_acquire(false)
+                    .connect_with((*pool.connect_options()).clone())
+                    .await?,
+            ),
+            Pool::Postgres(pool) => Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(POSTGRES_CONNECTIONS_MAX)
+                    .connect_with((*pool.connect_options()).clone())
+                    .await?,
+            ),
+        };
+        Ok(Store { rollups: self.rollups, ..Store::with_pool(pool).await? })
     }
 
     async fn with_pool(pool: Pool) -> Result<Store, StoreError> {

@@ -42,9 +42,6 @@ pub enum StoreError {
     Corrupt(String),
     #[error("file system error: {0}")]
     Io(#[from] std::io::Error),
-    /// A part of the store that runs on SQLite only so far (issue 12).
-    #[error("{0} does not run on PostgreSQL yet")]
-    NotOnPostgresYet(&'static str),
 }
 
 /// Now, in Unix milliseconds, the store's unit of time.

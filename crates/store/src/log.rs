@@ -6,11 +6,11 @@
 
 use std::collections::HashMap;
 
-use sqlx::{QueryBuilder, Sqlite, Transaction};
+use sqlx::QueryBuilder;
 use tlog::Hash;
 use tlog::merkle::{Frontier, NodeRecorder};
 
-use crate::backend::{Columns, on_pool};
+use crate::backend::{Columns, Tx, on_pool, on_tx};
 use crate::{Store, StoreError, now_ms};
 
 /// The lowest level of the log's nodes kept in memory once read. A node at
@@ -266,16 +266,20 @@ impl Store {
 }
 
 /// The log's right edge, read inside a batch's transaction.
-pub(crate) async fn load_frontier(tx: &mut Transaction<'static, Sqlite>) -> Result<Frontier, StoreError> {
-    let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_leaves").fetch_one(&mut **tx).await?;
+pub(crate) async fn load_frontier(tx: &mut Tx) -> Result<Frontier, StoreError> {
+    let size: i64 = on_tx!(&mut *tx, tx => {
+        sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_leaves").fetch_one(&mut **tx).await?
+    });
     let mut hashes = vec![];
     for (level, index) in Frontier::positions(size as u64) {
-        let hash: Vec<u8> = sqlx::query_scalar("SELECT hash FROM log_nodes WHERE level = ? AND idx = ?")
-            .bind(level as i64)
-            .bind(index as i64)
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("log node ({level}, {index}) is missing")))?;
+        let hash: Option<Vec<u8>> = on_tx!(&mut *tx, tx => {
+            sqlx::query_scalar("SELECT hash FROM log_nodes WHERE level = $1 AND idx = $2")
+                .bind(level as i64)
+                .bind(index as i64)
+                .fetch_optional(&mut **tx)
+                .await?
+        });
+        let hash = hash.ok_or_else(|| StoreError::Corrupt(format!("log node ({level}, {index}) is missing")))?;
         hashes.push(to_hash(&hash)?);
     }
     Frontier::new(size as u64, hashes).ok_or_else(|| StoreError::Corrupt("the log's frontier is incomplete".into()))
@@ -307,24 +311,28 @@ impl LogRows {
         index
     }
 
-    pub(crate) async fn write(self, tx: &mut Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+    pub(crate) async fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
         for chunk in self.leaves.chunks(ROWS_PER_STATEMENT) {
-            QueryBuilder::<Sqlite>::new("INSERT INTO log_leaves (idx, leaf, signature, created_at) ")
-                .push_values(chunk, |mut row, (index, leaf, signature, at)| {
-                    row.push_bind(*index).push_bind(leaf.clone()).push_bind(signature.clone()).push_bind(*at);
-                })
-                .build()
-                .execute(&mut **tx)
-                .await?;
+            on_tx!(&mut *tx, tx => {
+                QueryBuilder::new("INSERT INTO log_leaves (idx, leaf, signature, created_at) ")
+                    .push_values(chunk, |mut row, (index, leaf, signature, at)| {
+                        row.push_bind(*index).push_bind(leaf.clone()).push_bind(signature.clone()).push_bind(*at);
+                    })
+                    .build()
+                    .execute(&mut **tx)
+                    .await?;
+            });
         }
         for chunk in self.nodes.chunks(ROWS_PER_STATEMENT) {
-            QueryBuilder::<Sqlite>::new("INSERT INTO log_nodes (level, idx, hash) ")
-                .push_values(chunk, |mut row, (level, index, hash)| {
-                    row.push_bind(*level).push_bind(*index).push_bind(hash.to_vec());
-                })
-                .build()
-                .execute(&mut **tx)
-                .await?;
+            on_tx!(&mut *tx, tx => {
+                QueryBuilder::new("INSERT INTO log_nodes (level, idx, hash) ")
+                    .push_values(chunk, |mut row, (level, index, hash)| {
+                        row.push_bind(*level).push_bind(*index).push_bind(hash.to_vec());
+                    })
+                    .build()
+                    .execute(&mut **tx)
+                    .await?;
+            });
         }
         Ok(())
     }

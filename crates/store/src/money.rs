@@ -5,13 +5,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use domain::{AccountName, Amount, Sha256};
-use ledger::{AccountId, AccountState, Command, Hold, HoldId, LedgerError, LedgerState, TransferKind};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
-
+use crate::backend::{Columns, Tx, on_pool, on_tx, select_in};
 use crate::db::{AccountKind, parse_column};
 use crate::{Account, Store, StoreError, now_ms};
+use domain::{AccountName, Amount, Sha256};
+use ledger::{AccountId, AccountState, Command, Hold, HoldId, LedgerError, LedgerState, TransferKind};
 
 /// One thing the sequencer's batch writes, as what really happens.
 #[derive(Debug, Clone)]
@@ -229,12 +227,17 @@ pub enum IdempotencyStart {
 impl Store {
     /// Creates one of the ledger's own accounts if it does not exist.
     pub async fn ensure_system_account(&self, name: &AccountName, kind: AccountKind) -> Result<Account, StoreError> {
-        sqlx::query("INSERT INTO accounts (name, is_operator, kind, created_at) VALUES (?, 0, ?, ?) ON CONFLICT (name) DO NOTHING")
+        on_pool!(&self.pool, pool => {
+            sqlx::query(
+                "INSERT INTO accounts (name, is_operator, kind, created_at) VALUES ($1, 0, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
             .bind(name.as_str())
             .bind(kind.as_str())
             .bind(now_ms())
-            .execute(self.pool.sqlite("the ledger")?)
+            .execute(pool)
             .await?;
+        });
         let account =
             self.account_by_name(name).await?.ok_or_else(|| StoreError::Corrupt("system account vanished".into()))?;
         if account.kind != kind {
@@ -296,18 +299,20 @@ impl Store {
         let changed: Vec<(&AccountId, &AccountState)> =
             state.accounts.iter().filter(|(id, account)| before.get(id) != Some(account)).collect();
         for chunk in changed.chunks(crate::log::ROWS_PER_STATEMENT) {
-            let mut update = sqlx::QueryBuilder::<Sqlite>::new(
-                "UPDATE accounts SET debits_posted = v.column2, credits_posted = v.column3, debits_pending = v.column4 \
-                 FROM (",
-            );
-            update.push_values(chunk, |mut row, (id, account)| {
-                row.push_bind(**id)
-                    .push_bind(account.debits_posted as i64)
-                    .push_bind(account.credits_posted as i64)
-                    .push_bind(account.debits_pending as i64);
+            on_tx!(&mut *tx, tx => {
+                let mut update = sqlx::QueryBuilder::new(
+                    "UPDATE accounts SET debits_posted = v.column2, credits_posted = v.column3, \
+                     debits_pending = v.column4 FROM (",
+                );
+                update.push_values(chunk, |mut row, (id, account)| {
+                    row.push_bind(**id)
+                        .push_bind(account.debits_posted as i64)
+                        .push_bind(account.credits_posted as i64)
+                        .push_bind(account.debits_pending as i64);
+                });
+                update.push(") AS v WHERE accounts.id = v.column1");
+                update.build().execute(&mut **tx).await?;
             });
-            update.push(") AS v WHERE accounts.id = v.column1");
-            update.build().execute(&mut **tx).await?;
         }
         if rows.frontier.is_some() {
             write.memory.frontier = rows.frontier.take();
@@ -321,10 +326,9 @@ impl Store {
 
     /// The holds that expired by `now_ms`.
     pub async fn expired_holds(&self, now_ms: i64) -> Result<Vec<i64>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT id FROM holds WHERE expires_at <= ?")
-            .bind(now_ms)
-            .fetch_all(self.pool.sqlite("the ledger")?)
-            .await?)
+        Ok(on_pool!(&self.pool, pool => {
+            sqlx::query_scalar("SELECT id FROM holds WHERE expires_at <= $1").bind(now_ms).fetch_all(pool).await?
+        }))
     }
 
     /// Voids every hold that expired by `now_ms` (all of them with
@@ -342,16 +346,19 @@ impl Store {
 
     /// The ledger totals of one account and what it earned from inferences.
     pub async fn balances(&self, account_id: i64) -> Result<(AccountState, u64), StoreError> {
-        let row = sqlx::query(
-            "SELECT kind, debits_posted, credits_posted, debits_pending, \
-               (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE credit_account_id = a.id AND kind = 'inference_creator') AS earned \
-             FROM accounts a WHERE id = ?",
-        )
-        .bind(account_id)
-        .fetch_one(self.pool.sqlite("the ledger")?)
-        .await?;
-        let earned: i64 = row.try_get("earned")?;
-        Ok((account_state(&row)?, earned as u64))
+        on_pool!(&self.pool, pool => {
+            let row = sqlx::query(
+                "SELECT kind, debits_posted, credits_posted, debits_pending, \
+                   (SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM transfers \
+                    WHERE credit_account_id = a.id AND kind = 'inference_creator') AS earned \
+                 FROM accounts a WHERE id = $1",
+            )
+            .bind(account_id)
+            .fetch_one(pool)
+            .await?;
+            let earned: i64 = row.get("earned")?;
+            Ok((account_state(&row)?, earned as u64))
+        })
     }
 
     /// Sums over the whole ledger from one consistent snapshot (one
@@ -363,8 +370,8 @@ impl Store {
     pub async fn ledger_totals(&self) -> Result<LedgerTotals, StoreError> {
         let halves = |column: &str, from: &str| {
             format!(
-                "(SELECT COALESCE(SUM({column} >> 31), 0) FROM {from}), \
-                 (SELECT COALESCE(SUM({column} & 2147483647), 0) FROM {from})"
+                "(SELECT CAST(COALESCE(SUM({column} >> 31), 0) AS BIGINT) FROM {from}), \
+                 (SELECT CAST(COALESCE(SUM({column} & 2147483647), 0) AS BIGINT) FROM {from})"
             )
         };
         let sql = [
@@ -377,11 +384,12 @@ impl Store {
             halves("debits_pending", "accounts"),
         ]
         .join(", ");
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {sql}")))
-            .fetch_one(self.pool.sqlite("the ledger")?)
-            .await?;
+        let halves: Vec<i64> = on_pool!(&self.pool, pool => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {sql}"))).fetch_one(pool).await?;
+            (0..14).map(|i| row.at(i)).collect::<Result<_, _>>()?
+        });
         let sum = |i: usize| -> Result<i128, StoreError> {
-            let (high, low) = (row.try_get::<i64, _>(2 * i)?, row.try_get::<i64, _>(2 * i + 1)?);
+            let (high, low) = (halves[2 * i], halves[2 * i + 1]);
             Ok(((high as i128) << 31) + low as i128)
         };
         let (debits, credits) = (sum(0)?, sum(1)?);
@@ -405,17 +413,20 @@ impl Store {
         before_id: Option<i64>,
         limit: u32,
     ) -> Result<(Vec<TransferRecord>, Option<i64>), StoreError> {
-        let rows = sqlx::query(
-            "SELECT t.id, d.name AS debit_name, c.name AS credit_name, t.amount, t.kind, t.reference, t.log_index, t.created_at \
-             FROM transfers t JOIN accounts d ON d.id = t.debit_account_id JOIN accounts c ON c.id = t.credit_account_id \
-             WHERE (t.debit_account_id = ?1 OR t.credit_account_id = ?1) AND t.id < ?2 ORDER BY t.id DESC LIMIT ?3",
-        )
-        .bind(account_id)
-        .bind(before_id.unwrap_or(i64::MAX))
-        .bind(limit as i64 + 1)
-        .fetch_all(self.pool.sqlite("the ledger")?)
-        .await?;
-        let mut transfers = rows.iter().map(transfer_from_row).collect::<Result<Vec<_>, _>>()?;
+        let mut transfers = on_pool!(&self.pool, pool => {
+            let rows = sqlx::query(
+                "SELECT t.id, d.name AS debit_name, c.name AS credit_name, t.amount, t.kind, t.reference, t.log_index, \
+                   t.created_at \
+                 FROM transfers t JOIN accounts d ON d.id = t.debit_account_id JOIN accounts c ON c.id = t.credit_account_id \
+                 WHERE (t.debit_account_id = $1 OR t.credit_account_id = $1) AND t.id < $2 ORDER BY t.id DESC LIMIT $3",
+            )
+            .bind(account_id)
+            .bind(before_id.unwrap_or(i64::MAX))
+            .bind(limit as i64 + 1)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(transfer_from_row).collect::<Result<Vec<_>, _>>()?
+        });
         let next = if transfers.len() > limit as usize {
             transfers.truncate(limit as usize);
             transfers.last().map(|t| t.id)
@@ -426,9 +437,10 @@ impl Store {
     }
 
     pub async fn payout(&self, payout_id: i64) -> Result<Option<PayoutRecord>, StoreError> {
-        let row =
-            sqlx::query(PAYOUT_SELECT_BY_ID).bind(payout_id).fetch_optional(self.pool.sqlite("the ledger")?).await?;
-        row.as_ref().map(payout_from_row).transpose()
+        on_pool!(&self.pool, pool => {
+            let row = sqlx::query(PAYOUT_SELECT_BY_ID).bind(payout_id).fetch_optional(pool).await?;
+            row.as_ref().map(payout_from_row).transpose()
+        })
     }
 
     /// Payouts, newest first: one account's, or everyone's; optionally in one state.
@@ -437,16 +449,18 @@ impl Store {
         account_id: Option<i64>,
         state: Option<PayoutState>,
     ) -> Result<Vec<PayoutRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT p.id, p.account_id, a.name, p.amount, p.state, p.reference, p.created_at, p.resolved_at \
-             FROM payouts p JOIN accounts a ON a.id = p.account_id \
-             WHERE (?1 IS NULL OR p.account_id = ?1) AND (?2 IS NULL OR p.state = ?2) ORDER BY p.id DESC LIMIT 1000",
-        )
-        .bind(account_id)
-        .bind(state.map(PayoutState::as_str))
-        .fetch_all(self.pool.sqlite("the ledger")?)
-        .await?;
-        rows.iter().map(payout_from_row).collect()
+        on_pool!(&self.pool, pool => {
+            let rows = sqlx::query(
+                "SELECT p.id, p.account_id, a.name, p.amount, p.state, p.reference, p.created_at, p.resolved_at \
+                 FROM payouts p JOIN accounts a ON a.id = p.account_id \
+                 WHERE ($1 IS NULL OR p.account_id = $1) AND ($2 IS NULL OR p.state = $2) ORDER BY p.id DESC LIMIT 1000",
+            )
+            .bind(account_id)
+            .bind(state.map(PayoutState::as_str))
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(payout_from_row).collect()
+        })
     }
 
     /// What an Idempotency-Key already stands for. Nothing is written for a
@@ -461,60 +475,58 @@ impl Store {
         request: &Sha256,
         window_ms: i64,
     ) -> Result<IdempotencyStart, StoreError> {
-        let row = sqlx::query(
-            "SELECT request_sha256, response, log_index, created_at FROM idempotency_keys \
-             WHERE account_id = ? AND key = ?",
-        )
-        .bind(account_id)
-        .bind(key)
-        .fetch_optional(self.pool.sqlite("the ledger")?)
-        .await?;
-        let Some(row) = row else { return Ok(IdempotencyStart::Started) };
-        let created_at: i64 = row.try_get("created_at")?;
-        let response: Option<String> = row.try_get("response")?;
+        let row: Option<(String, Option<String>, Option<i64>, i64)> = on_pool!(&self.pool, pool => {
+            sqlx::query_as(
+                "SELECT request_sha256, response, log_index, created_at FROM idempotency_keys \
+                 WHERE account_id = $1 AND key = $2",
+            )
+            .bind(account_id)
+            .bind(key)
+            .fetch_optional(pool)
+            .await?
+        });
+        let Some((stored, response, log_index, created_at)) = row else { return Ok(IdempotencyStart::Started) };
         // A row without an answer is a claim an earlier version of the
         // server made durable; start-up forgets those, and a batch replaces it.
         let Some(response) = response.filter(|_| created_at >= now_ms() - window_ms) else {
-            sqlx::query("DELETE FROM idempotency_keys WHERE account_id = ? AND key = ? AND created_at = ?")
-                .bind(account_id)
-                .bind(key)
-                .bind(created_at)
-                .execute(self.pool.sqlite("the ledger")?)
-                .await?;
+            on_pool!(&self.pool, pool => {
+                sqlx::query("DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND created_at = $3")
+                    .bind(account_id)
+                    .bind(key)
+                    .bind(created_at)
+                    .execute(pool)
+                    .await?;
+            });
             return Ok(IdempotencyStart::Started);
         };
-        let stored: String = row.try_get("request_sha256")?;
         if stored != request.to_hex() {
             return Ok(IdempotencyStart::Mismatch);
         }
-        let log_index: Option<i64> = row.try_get("log_index")?;
         Ok(IdempotencyStart::Replay(response, log_index.map(|i| i as u64)))
     }
 
     /// Forgets every key whose call never finished: at start-up no call from
     /// before is alive, and its hold has been voided, so a retry must run.
     pub async fn abandon_unfinished_idempotency_keys(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE response IS NULL")
-            .execute(self.pool.sqlite("the ledger")?)
-            .await?;
-        Ok(done.rows_affected())
+        Ok(on_pool!(&self.pool, pool => {
+            sqlx::query("DELETE FROM idempotency_keys WHERE response IS NULL").execute(pool).await?.rows_affected()
+        }))
     }
 
     /// Deletes every key older than `window_ms`; returns how many.
     pub async fn purge_idempotency_keys(&self, window_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
-            .bind(now_ms() - window_ms)
-            .execute(self.pool.sqlite("the ledger")?)
-            .await?;
-        Ok(done.rows_affected())
+        Ok(on_pool!(&self.pool, pool => {
+            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+                .bind(now_ms() - window_ms)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }))
     }
 }
 
 /// Loads every account and hold the batch's commands name.
-async fn load_state(
-    tx: &mut Transaction<'static, Sqlite>,
-    items: &[BatchItem],
-) -> Result<(LedgerState, HashMap<AccountId, String>), StoreError> {
+async fn load_state(tx: &mut Tx, items: &[BatchItem]) -> Result<(LedgerState, HashMap<AccountId, String>), StoreError> {
     let mut account_ids: HashSet<AccountId> = HashSet::new();
     let mut hold_ids: HashSet<HoldId> = HashSet::new();
     let mut external_ids: HashSet<String> = HashSet::new();
@@ -541,63 +553,39 @@ async fn load_state(
     }
     let mut state = LedgerState::default();
     let hold_ids: Vec<HoldId> = hold_ids.into_iter().collect();
-    for row in select_in(tx, "SELECT id, account_id, amount, expires_at FROM holds WHERE id IN ", &hold_ids).await? {
-        let id: HoldId = row.try_get("id")?;
-        let account: i64 = row.try_get("account_id")?;
+    let select = "SELECT id, account_id, amount, expires_at FROM holds WHERE id IN ";
+    for (id, account, amount, expires_at_ms) in select_in::<(i64, i64, i64, i64), _>(tx, select, &hold_ids).await? {
         account_ids.insert(account);
-        let amount = amount_from(row.try_get("amount")?)?;
-        state.holds.insert(id, Hold { id, account, amount, expires_at_ms: row.try_get("expires_at")? });
+        state.holds.insert(id, Hold { id, account, amount: amount_from(amount)?, expires_at_ms });
     }
     let external_ids: Vec<String> = external_ids.into_iter().collect();
     let select = "SELECT external_id, debit_account_id, credit_account_id, amount, kind, reference FROM transfers \
                   WHERE external_id IN ";
-    for row in select_in(tx, select, &external_ids).await? {
-        let kind: String = row.try_get("kind")?;
+    type Applied = (String, i64, i64, i64, String, String);
+    for (external_id, debit, credit, amount, kind, reference) in
+        select_in::<Applied, _>(tx, select, &external_ids).await?
+    {
         let transfer = ledger::Transfer {
-            debit: row.try_get("debit_account_id")?,
-            credit: row.try_get("credit_account_id")?,
-            amount: amount_from(row.try_get("amount")?)?,
+            debit,
+            credit,
+            amount: amount_from(amount)?,
             kind: TransferKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("transfer kind {kind}")))?,
-            reference: row.try_get("reference")?,
+            reference,
         };
-        state.applied.insert(row.try_get("external_id")?, transfer);
+        state.applied.insert(external_id, transfer);
     }
     let mut names = HashMap::new();
     let account_ids: Vec<AccountId> = account_ids.into_iter().collect();
     let select = "SELECT id, name, kind, debits_posted, credits_posted, debits_pending FROM accounts WHERE id IN ";
-    for row in select_in(tx, select, &account_ids).await? {
-        let id: AccountId = row.try_get("id")?;
-        names.insert(id, row.try_get::<String, _>("name")?);
-        state.accounts.insert(id, account_state(&row)?);
+    type Loaded = (i64, String, String, i64, i64, i64);
+    for (id, name, kind, debits, credits, pending) in select_in::<Loaded, _>(tx, select, &account_ids).await? {
+        names.insert(id, name);
+        state.accounts.insert(id, account_state_of(&kind, debits, credits, pending)?);
     }
     // The ledger's pending totals must match the holds loaded with them;
     // holds of accounts in this batch that this batch does not touch are
     // not loaded, so only the per-account checks that hold regardless run.
     Ok((state, names))
-}
-
-/// The rows of `select` (ending in `IN `) for `values`, a statement per
-/// [`crate::log::ROWS_PER_STATEMENT`] values.
-async fn select_in<T>(
-    tx: &mut Transaction<'static, Sqlite>,
-    select: &str,
-    values: &[T],
-) -> Result<Vec<SqliteRow>, StoreError>
-where
-    T: for<'q> sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite> + Clone + Send + 'static,
-{
-    let mut rows = vec![];
-    for chunk in values.chunks(crate::log::ROWS_PER_STATEMENT) {
-        let mut query = sqlx::QueryBuilder::<Sqlite>::new(select);
-        query.push("(");
-        let mut list = query.separated(", ");
-        for value in chunk {
-            list.push_bind(value.clone());
-        }
-        query.push(")");
-        rows.extend(query.build().fetch_all(&mut **tx).await?);
-    }
-    Ok(rows)
 }
 
 /// The rows a batch inserts in bulk at its end (`log::LogRows` says why).
@@ -610,7 +598,7 @@ struct BatchRows {
 }
 
 impl BatchRows {
-    async fn write(&mut self, tx: &mut Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+    async fn write(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
         std::mem::take(&mut self.log).write(tx).await?;
         self.transfers.write(tx).await
     }
@@ -635,36 +623,40 @@ struct TransferRows {
 }
 
 impl TransferRows {
-    async fn next_id(&mut self, tx: &mut Transaction<'static, Sqlite>) -> Result<i64, StoreError> {
+    async fn next_id(&mut self, tx: &mut Tx) -> Result<i64, StoreError> {
         let next = match self.next {
             Some(next) => next,
-            None => sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM transfers").fetch_one(&mut **tx).await?,
+            None => on_tx!(tx, tx => {
+                sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM transfers").fetch_one(&mut **tx).await?
+            }),
         };
         self.next = Some(next + 1);
         Ok(next)
     }
 
-    async fn write(&mut self, tx: &mut Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+    async fn write(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
         for chunk in std::mem::take(&mut self.rows).chunks(crate::log::ROWS_PER_STATEMENT) {
-            sqlx::QueryBuilder::<Sqlite>::new(
-                "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, kind, reference, model_id, \
-                 external_id, log_index, created_at) ",
-            )
-            .push_values(chunk, |mut row, t| {
-                row.push_bind(t.id)
-                    .push_bind(t.transfer.debit)
-                    .push_bind(t.transfer.credit)
-                    .push_bind(t.transfer.amount.minor_units() as i64)
-                    .push_bind(t.transfer.kind.as_str())
-                    .push_bind(t.transfer.reference.clone())
-                    .push_bind(t.model_id)
-                    .push_bind(t.external_id.clone())
-                    .push_bind(t.log_index)
-                    .push_bind(t.created_at_ms);
-            })
-            .build()
-            .execute(&mut **tx)
-            .await?;
+            on_tx!(&mut *tx, tx => {
+                sqlx::QueryBuilder::new(
+                    "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, kind, reference, \
+                     model_id, external_id, log_index, created_at) ",
+                )
+                .push_values(chunk, |mut row, t| {
+                    row.push_bind(t.id)
+                        .push_bind(t.transfer.debit)
+                        .push_bind(t.transfer.credit)
+                        .push_bind(t.transfer.amount.minor_units() as i64)
+                        .push_bind(t.transfer.kind.as_str())
+                        .push_bind(t.transfer.reference.clone())
+                        .push_bind(t.model_id)
+                        .push_bind(t.external_id.clone())
+                        .push_bind(t.log_index)
+                        .push_bind(t.created_at_ms);
+                })
+                .build()
+                .execute(&mut **tx)
+                .await?;
+            });
         }
         Ok(())
     }
@@ -673,46 +665,46 @@ impl TransferRows {
 /// Whether another call already answered the item's Idempotency-Key (on a
 /// node sharing the database): checked under the write lock, before the
 /// item's charge, so a key is charged once whichever nodes its calls reach.
-async fn answered_before(tx: &mut Transaction<'static, Sqlite>, item: &BatchItem) -> Result<bool, StoreError> {
+async fn answered_before(tx: &mut Tx, item: &BatchItem) -> Result<bool, StoreError> {
     let Some(answer) = item.answer() else { return Ok(false) };
-    let answered: Option<i64> =
-        sqlx::query_scalar("SELECT 1 FROM idempotency_keys WHERE account_id = ? AND key = ? AND response IS NOT NULL")
-            .bind(answer.account_id)
-            .bind(&answer.key)
-            .fetch_optional(&mut **tx)
-            .await?;
+    let answered: Option<i64> = on_tx!(tx, tx => {
+        sqlx::query_scalar(
+            "SELECT account_id FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND response IS NOT NULL",
+        )
+        .bind(answer.account_id)
+        .bind(&answer.key)
+        .fetch_optional(&mut **tx)
+        .await?
+    });
     Ok(answered.is_some())
 }
 
 /// Writes the item's idempotency key with the answer a retry replays (over
 /// an expired or unanswered row of the same key).
-async fn remember_answer(
-    tx: &mut Transaction<'static, Sqlite>,
-    item: &BatchItem,
-    log_index: Option<i64>,
-    now: i64,
-) -> Result<(), StoreError> {
+async fn remember_answer(tx: &mut Tx, item: &BatchItem, log_index: Option<i64>, now: i64) -> Result<(), StoreError> {
     if let Some(answer) = item.answer() {
-        sqlx::query(
-            "INSERT INTO idempotency_keys (account_id, key, request_sha256, response, log_index, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, key) DO UPDATE SET \
-             request_sha256 = excluded.request_sha256, response = excluded.response, \
-             log_index = excluded.log_index, created_at = excluded.created_at",
-        )
-        .bind(answer.account_id)
-        .bind(&answer.key)
-        .bind(answer.request.to_hex())
-        .bind(&answer.response)
-        .bind(log_index)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+        on_tx!(tx, tx => {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (account_id, key, request_sha256, response, log_index, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id, key) DO UPDATE SET \
+                 request_sha256 = excluded.request_sha256, response = excluded.response, \
+                 log_index = excluded.log_index, created_at = excluded.created_at",
+            )
+            .bind(answer.account_id)
+            .bind(&answer.key)
+            .bind(answer.request.to_hex())
+            .bind(&answer.response)
+            .bind(log_index)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        });
     }
     Ok(())
 }
 
 async fn apply_item(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     state: &mut LedgerState,
     names: &HashMap<AccountId, String>,
     item: &BatchItem,
@@ -721,10 +713,9 @@ async fn apply_item(
     rows: &mut BatchRows,
 ) -> Result<Result<BatchOutcome, ItemError>, StoreError> {
     if let Some(PayoutChange::Resolve { payout_id, .. }) = item.payout() {
-        let current: Option<String> = sqlx::query_scalar("SELECT state FROM payouts WHERE id = ?")
-            .bind(payout_id)
-            .fetch_optional(&mut **tx)
-            .await?;
+        let current: Option<String> = on_tx!(&mut *tx, tx => {
+            sqlx::query_scalar("SELECT state FROM payouts WHERE id = $1").bind(payout_id).fetch_optional(&mut **tx).await?
+        });
         if current.as_deref() != Some("requested") || resolved_payouts.contains(payout_id) {
             return Ok(Err(ItemError::PayoutNotRequested(*payout_id)));
         }
@@ -750,13 +741,10 @@ async fn apply_item(
         let id = external_id.expect("only Once commands replay");
         // The first application may be earlier in this very batch.
         rows.transfers.write(tx).await?;
-        let row = sqlx::query(TRANSFER_SELECT_BY_EXTERNAL_ID).bind(id).fetch_one(&mut **tx).await?;
-        return Ok(Ok(BatchOutcome {
-            transfers: vec![transfer_from_row(&row)?],
-            payout: None,
-            log_index: None,
-            replayed: true,
-        }));
+        let transfer = on_tx!(&mut *tx, tx => {
+            transfer_from_row(&sqlx::query(TRANSFER_SELECT_BY_EXTERNAL_ID).bind(id).fetch_one(&mut **tx).await?)?
+        });
+        return Ok(Ok(BatchOutcome { transfers: vec![transfer], payout: None, log_index: None, replayed: true }));
     }
     let log_index = match (item, rows.frontier.as_mut()) {
         (BatchItem::Charge(charge), Some(frontier)) => {
@@ -765,7 +753,10 @@ async fn apply_item(
         _ => None,
     };
     if let Some(hold) = &effects.hold_placed {
-        sqlx::query("INSERT INTO holds (id, account_id, amount, expires_at, created_at) VALUES (?, ?, ?, ?, ?)")
+        on_tx!(&mut *tx, tx => {
+            sqlx::query(
+                "INSERT INTO holds (id, account_id, amount, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
             .bind(hold.id)
             .bind(hold.account)
             .bind(hold.amount.minor_units() as i64)
@@ -773,9 +764,12 @@ async fn apply_item(
             .bind(now)
             .execute(&mut **tx)
             .await?;
+        });
     }
     if let Some(hold) = effects.hold_resolved {
-        sqlx::query("DELETE FROM holds WHERE id = ?").bind(hold).execute(&mut **tx).await?;
+        on_tx!(&mut *tx, tx => {
+            sqlx::query("DELETE FROM holds WHERE id = $1").bind(hold).execute(&mut **tx).await?;
+        });
     }
     let mut transfers = Vec::with_capacity(effects.transfers.len());
     for transfer in &effects.transfers {
@@ -807,25 +801,30 @@ async fn apply_item(
     let payout = match item.payout() {
         None => None,
         Some(PayoutChange::Request { account_id, amount }) => {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO payouts (account_id, amount, state, created_at) VALUES (?, ?, 'requested', ?) RETURNING id",
-            )
-            .bind(account_id)
-            .bind(amount.minor_units() as i64)
-            .bind(now)
-            .fetch_one(&mut **tx)
-            .await?;
+            let id: i64 = on_tx!(&mut *tx, tx => {
+                sqlx::query_scalar(
+                    "INSERT INTO payouts (account_id, amount, state, created_at) VALUES ($1, $2, 'requested', $3) \
+                     RETURNING id",
+                )
+                .bind(account_id)
+                .bind(amount.minor_units() as i64)
+                .bind(now)
+                .fetch_one(&mut **tx)
+                .await?
+            });
             Some(fetch_payout(tx, id).await?)
         }
         Some(PayoutChange::Resolve { payout_id, to, reference }) => {
             resolved_payouts.insert(*payout_id);
-            sqlx::query("UPDATE payouts SET state = ?, reference = ?, resolved_at = ? WHERE id = ?")
-                .bind(to.as_str())
-                .bind(reference)
-                .bind(now)
-                .bind(payout_id)
-                .execute(&mut **tx)
-                .await?;
+            on_tx!(&mut *tx, tx => {
+                sqlx::query("UPDATE payouts SET state = $1, reference = $2, resolved_at = $3 WHERE id = $4")
+                    .bind(to.as_str())
+                    .bind(reference)
+                    .bind(now)
+                    .bind(payout_id)
+                    .execute(&mut **tx)
+                    .await?;
+            });
             Some(fetch_payout(tx, *payout_id).await?)
         }
     };
@@ -834,14 +833,13 @@ async fn apply_item(
 
 const TRANSFER_SELECT_BY_EXTERNAL_ID: &str = "SELECT t.id, d.name AS debit_name, c.name AS credit_name, t.amount, t.kind, t.reference, t.log_index, t.created_at \
      FROM transfers t JOIN accounts d ON d.id = t.debit_account_id JOIN accounts c ON c.id = t.credit_account_id \
-     WHERE t.external_id = ?";
+     WHERE t.external_id = $1";
 
 const PAYOUT_SELECT_BY_ID: &str = "SELECT p.id, p.account_id, a.name, p.amount, p.state, p.reference, p.created_at, p.resolved_at \
-     FROM payouts p JOIN accounts a ON a.id = p.account_id WHERE p.id = ?";
+     FROM payouts p JOIN accounts a ON a.id = p.account_id WHERE p.id = $1";
 
-async fn fetch_payout(tx: &mut Transaction<'static, Sqlite>, id: i64) -> Result<PayoutRecord, StoreError> {
-    let row = sqlx::query(PAYOUT_SELECT_BY_ID).bind(id).fetch_one(&mut **tx).await?;
-    payout_from_row(&row)
+async fn fetch_payout(tx: &mut Tx, id: i64) -> Result<PayoutRecord, StoreError> {
+    on_tx!(tx, tx => payout_from_row(&sqlx::query(PAYOUT_SELECT_BY_ID).bind(id).fetch_one(&mut **tx).await?))
 }
 
 fn amount_from(units: i64) -> Result<Amount, StoreError> {
@@ -851,43 +849,47 @@ fn amount_from(units: i64) -> Result<Amount, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("amount {units} out of range")))
 }
 
-fn account_state(row: &SqliteRow) -> Result<AccountState, StoreError> {
-    let kind: AccountKind = parse_column(row, "kind")?;
-    let total = |column: &str| -> Result<u64, StoreError> {
-        let value: i64 = row.try_get(column)?;
+fn account_state(row: &impl Columns) -> Result<AccountState, StoreError> {
+    let kind: String = row.get("kind")?;
+    account_state_of(&kind, row.get("debits_posted")?, row.get("credits_posted")?, row.get("debits_pending")?)
+}
+
+fn account_state_of(kind: &str, debits: i64, credits: i64, pending: i64) -> Result<AccountState, StoreError> {
+    let kind: AccountKind = kind.parse().map_err(|_| StoreError::Corrupt(format!("account kind {kind:?}")))?;
+    let total = |value: i64, column: &str| -> Result<u64, StoreError> {
         u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column} is negative")))
     };
     Ok(AccountState {
         kind: if kind == AccountKind::Issuer { ledger::AccountKind::Issuer } else { ledger::AccountKind::Regular },
-        debits_posted: total("debits_posted")?,
-        credits_posted: total("credits_posted")?,
-        debits_pending: total("debits_pending")?,
+        debits_posted: total(debits, "debits_posted")?,
+        credits_posted: total(credits, "credits_posted")?,
+        debits_pending: total(pending, "debits_pending")?,
     })
 }
 
-fn transfer_from_row(row: &SqliteRow) -> Result<TransferRecord, StoreError> {
-    let kind: String = row.try_get("kind")?;
+fn transfer_from_row(row: &impl Columns) -> Result<TransferRecord, StoreError> {
+    let kind: String = row.get("kind")?;
     Ok(TransferRecord {
-        id: row.try_get("id")?,
-        debit_account: row.try_get("debit_name")?,
-        credit_account: row.try_get("credit_name")?,
-        amount: amount_from(row.try_get("amount")?)?,
+        id: row.get("id")?,
+        debit_account: row.get("debit_name")?,
+        credit_account: row.get("credit_name")?,
+        amount: amount_from(row.get("amount")?)?,
         kind: TransferKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("transfer kind {kind}")))?,
-        reference: row.try_get("reference")?,
-        log_index: row.try_get::<Option<i64>, _>("log_index")?.map(|i| i as u64),
-        created_at_ms: row.try_get("created_at")?,
+        reference: row.get("reference")?,
+        log_index: row.get::<Option<i64>>("log_index")?.map(|i| i as u64),
+        created_at_ms: row.get("created_at")?,
     })
 }
 
-fn payout_from_row(row: &SqliteRow) -> Result<PayoutRecord, StoreError> {
+fn payout_from_row(row: &impl Columns) -> Result<PayoutRecord, StoreError> {
     Ok(PayoutRecord {
-        id: row.try_get("id")?,
-        account_id: row.try_get("account_id")?,
+        id: row.get("id")?,
+        account_id: row.get("account_id")?,
         account: parse_column(row, "name")?,
-        amount: amount_from(row.try_get("amount")?)?,
+        amount: amount_from(row.get("amount")?)?,
         state: parse_column(row, "state")?,
-        reference: row.try_get("reference")?,
-        created_at_ms: row.try_get("created_at")?,
-        resolved_at_ms: row.try_get("resolved_at")?,
+        reference: row.get("reference")?,
+        created_at_ms: row.get("created_at")?,
+        resolved_at_ms: row.get("resolved_at")?,
     })
 }

@@ -6,9 +6,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use analytics::{CallerSketch, LatencyHistogram};
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::QueryBuilder;
 
-use crate::backend::on_pool;
+use crate::backend::{Columns, Pool, Tx, on_pool, on_tx};
 use crate::{Store, StoreError};
 
 pub use analytics::{DAY_MS, HOUR_MS, MINUTE_MS};
@@ -122,13 +122,14 @@ pub(crate) type RollupKey = (Dimension, String, i64, bool, i64);
 /// the rows the writer remembers (`remembered`, kept current here) are not
 /// read again; the others are read in one statement per chunk.
 pub(crate) async fn record(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     events: &[(UsageEvent, Option<u64>)],
     rollups: bool,
     remembered: &mut HashMap<RollupKey, Rollup>,
 ) -> Result<(), StoreError> {
     for chunk in events.chunks(crate::log::ROWS_PER_STATEMENT) {
-        QueryBuilder::<Sqlite>::new(
+        on_tx!(&mut *tx, tx => {
+        QueryBuilder::new(
             "INSERT INTO usage_events (created_at, model_id, version, owner_id, task, public, caller, app, node, price, \
              creator_share, latency_us, cpu_us, status, log_index) ",
         )
@@ -138,7 +139,7 @@ pub(crate) async fn record(
                 .push_bind(event.version)
                 .push_bind(event.owner_id)
                 .push_bind(event.task.clone())
-                .push_bind(event.public)
+                .push_bind(i64::from(event.public))
                 .push_bind(event.caller.to_vec())
                 .push_bind(event.app.clone())
                 .push_bind(event.node.clone())
@@ -152,6 +153,7 @@ pub(crate) async fn record(
         .build()
         .execute(&mut **tx)
         .await?;
+        });
     }
     if !rollups || events.is_empty() {
         return Ok(());
@@ -177,7 +179,8 @@ pub(crate) async fn record(
     for chunk in rows.chunks(crate::log::ROWS_PER_STATEMENT) {
         // An upsert updates a row in place; its key and so its index entry
         // stay (a REPLACE would delete and insert both).
-        let mut upsert = QueryBuilder::<Sqlite>::new(
+        on_tx!(&mut *tx, tx => {
+        let mut upsert = QueryBuilder::new(
             "INSERT INTO usage_rollups (dimension, key, granularity, public, bucket, calls, errors, revenue, \
              creator_revenue, latency, callers) ",
         );
@@ -185,7 +188,7 @@ pub(crate) async fn record(
             row.push_bind(dimension.as_str())
                 .push_bind(key.clone())
                 .push_bind(*granularity)
-                .push_bind(*public)
+                .push_bind(i64::from(*public))
                 .push_bind(*bucket)
                 .push_bind(rollup.calls as i64)
                 .push_bind(rollup.errors as i64)
@@ -200,58 +203,57 @@ pub(crate) async fn record(
              latency = excluded.latency, callers = excluded.callers",
         );
         upsert.build().execute(&mut **tx).await?;
+        });
     }
     remembered.extend(rows);
     Ok(())
 }
 
 /// The stored rollup rows of `keys` (rows not stored yet are absent).
-async fn read_rollups(
-    tx: &mut Transaction<'static, Sqlite>,
-    keys: &[&RollupKey],
-) -> Result<HashMap<RollupKey, Rollup>, StoreError> {
+async fn read_rollups(tx: &mut Tx, keys: &[&RollupKey]) -> Result<HashMap<RollupKey, Rollup>, StoreError> {
     let mut stored = HashMap::with_capacity(keys.len());
     for chunk in keys.chunks(crate::log::ROWS_PER_STATEMENT) {
-        let mut select = QueryBuilder::<Sqlite>::new(
-            "SELECT dimension, key, granularity, public, bucket, calls, errors, revenue, creator_revenue, latency, callers \
-             FROM usage_rollups WHERE (dimension, granularity, public, bucket, key) IN (",
-        );
-        select.push_values(chunk, |mut row, (dimension, key, granularity, public, bucket)| {
-            row.push_bind(dimension.as_str())
-                .push_bind(*granularity)
-                .push_bind(*public)
-                .push_bind(*bucket)
-                .push_bind(key.clone());
-        });
-        select.push(")");
-        for row in select.build().fetch_all(&mut **tx).await? {
-            let dimension: String = row.try_get("dimension")?;
-            let dimension = Dimension::parse(&dimension)
-                .ok_or_else(|| StoreError::Corrupt(format!("a usage rollup has the dimension '{dimension}'")))?;
-            let key = (
-                dimension,
-                row.try_get("key")?,
-                row.try_get("granularity")?,
-                row.try_get("public")?,
-                row.try_get("bucket")?,
+        on_tx!(&mut *tx, tx => {
+            let mut select = QueryBuilder::new(
+                "SELECT dimension, key, granularity, public, bucket, calls, errors, revenue, creator_revenue, latency, \
+                 callers FROM usage_rollups WHERE (dimension, granularity, public, bucket, key) IN (",
             );
-            stored.insert(key, rollup_from_row(&row)?);
-        }
+            select.push_values(chunk, |mut row, (dimension, key, granularity, public, bucket)| {
+                row.push_bind(dimension.as_str())
+                    .push_bind(*granularity)
+                    .push_bind(i64::from(*public))
+                    .push_bind(*bucket)
+                    .push_bind(key.clone());
+            });
+            select.push(")");
+            for row in select.build().fetch_all(&mut **tx).await? {
+                let dimension: String = row.get("dimension")?;
+                let dimension = Dimension::parse(&dimension)
+                    .ok_or_else(|| StoreError::Corrupt(format!("a usage rollup has the dimension '{dimension}'")))?;
+                let key = (
+                    dimension,
+                    row.get("key")?,
+                    row.get("granularity")?,
+                    row.get::<i64>("public")? != 0,
+                    row.get("bucket")?,
+                );
+                stored.insert(key, rollup_from_row(&row)?);
+            }
+        });
     }
     Ok(stored)
 }
 
-fn rollup_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Rollup, StoreError> {
+fn rollup_from_row(row: &impl Columns) -> Result<Rollup, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("a usage rollup has a bad {what}"));
-    let count = |column: &str| -> Result<u64, StoreError> { Ok(row.try_get::<i64, _>(column)? as u64) };
+    let count = |column: &str| -> Result<u64, StoreError> { Ok(row.get::<i64>(column)? as u64) };
     Ok(Rollup {
         calls: count("calls")?,
         errors: count("errors")?,
         revenue: count("revenue")?,
         creator_revenue: count("creator_revenue")?,
-        latency: LatencyHistogram::from_bytes(&row.try_get::<Vec<u8>, _>("latency")?)
-            .ok_or_else(|| corrupt("histogram"))?,
-        callers: CallerSketch::from_bytes(&row.try_get::<Vec<u8>, _>("callers")?).ok_or_else(|| corrupt("sketch"))?,
+        latency: LatencyHistogram::from_bytes(&row.get::<Vec<u8>>("latency")?).ok_or_else(|| corrupt("histogram"))?,
+        callers: CallerSketch::from_bytes(&row.get::<Vec<u8>>("callers")?).ok_or_else(|| corrupt("sketch"))?,
     })
 }
 
@@ -278,41 +280,49 @@ impl Store {
         // Static statements, so each can use its index: the range of buckets
         // over all keys (the primary key), or one key's buckets (by_key).
         // Without `detail` the sketches and histograms stay undecoded.
-        const COLUMNS_DETAIL: &str = "key, bucket, calls, errors, revenue, creator_revenue, latency, callers";
-        const COLUMNS_COUNTS: &str =
-            "key, bucket, calls, errors, revenue, creator_revenue, x'' AS latency, x'' AS callers";
-        let columns = if query.detail { COLUMNS_DETAIL } else { COLUMNS_COUNTS };
+        // (SQLite's blob literal and index hint; PostgreSQL's bytea literal,
+        // and its planner needs no hint.)
+        let (empty, by_key) = match self.pool {
+            Pool::Sqlite(_) => ("x''", "INDEXED BY usage_rollups_by_key"),
+            Pool::Postgres(_) => ("'\\x'::bytea", ""),
+        };
+        let columns = if query.detail {
+            "key, bucket, calls, errors, revenue, creator_revenue, latency, callers".to_owned()
+        } else {
+            format!("key, bucket, calls, errors, revenue, creator_revenue, {empty} AS latency, {empty} AS callers")
+        };
         let visibility = if query.include_private { "public IN (0, 1)" } else { "public = 1" };
         let single = query.keys.as_ref().filter(|keys| keys.len() == 1).map(|keys| keys[0].clone());
         let sql = match &single {
             Some(_) => format!(
-                "SELECT {columns} FROM usage_rollups INDEXED BY usage_rollups_by_key \
-                 WHERE dimension = ? AND key = ? AND granularity = ? AND bucket >= ? AND bucket < ? AND {visibility}"
+                "SELECT {columns} FROM usage_rollups {by_key} \
+                 WHERE dimension = $1 AND granularity = $2 AND bucket >= $3 AND bucket < $4 AND {visibility} \
+                 AND key = $5"
             ),
             None => format!(
                 "SELECT {columns} FROM usage_rollups \
-                 WHERE dimension = ? AND granularity = ? AND {visibility} AND bucket >= ? AND bucket < ?"
+                 WHERE dimension = $1 AND granularity = $2 AND {visibility} AND bucket >= $3 AND bucket < $4"
             ),
         };
-        let mut statement = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(query.dimension.as_str());
-        if let Some(key) = &single {
-            statement = statement.bind(key.clone());
-        }
-        let rows = statement
-            .bind(query.granularity)
-            .bind(query.from_ms)
-            .bind(query.to_ms)
-            .fetch_all(self.pool.sqlite("usage")?)
-            .await?;
         let mut out: BTreeMap<String, BTreeMap<i64, Rollup>> = BTreeMap::new();
-        for row in &rows {
-            let key: String = row.try_get("key")?;
-            if query.keys.as_ref().is_some_and(|keys| !keys.contains(&key)) {
-                continue;
+        on_pool!(&self.pool, pool => {
+            let mut statement = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(query.dimension.as_str())
+                .bind(query.granularity)
+                .bind(query.from_ms)
+                .bind(query.to_ms);
+            if let Some(key) = &single {
+                statement = statement.bind(key.clone());
             }
-            let bucket: i64 = row.try_get("bucket")?;
-            out.entry(key).or_default().entry(bucket).or_default().merge(&rollup_from_row(row)?);
-        }
+            for row in &statement.fetch_all(pool).await? {
+                let key: String = row.get("key")?;
+                if query.keys.as_ref().is_some_and(|keys| !keys.contains(&key)) {
+                    continue;
+                }
+                let bucket: i64 = row.get("bucket")?;
+                out.entry(key).or_default().entry(bucket).or_default().merge(&rollup_from_row(row)?);
+            }
+        });
         Ok(out)
     }
 
@@ -325,23 +335,23 @@ impl Store {
         to_ms: i64,
         granularity: i64,
     ) -> Result<BTreeMap<String, BTreeMap<i64, (u64, u64)>>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT app, (created_at / ?) * ? AS bucket, COUNT(*) AS calls, SUM(creator_share) AS earned FROM usage_events \
-             WHERE owner_id = ? AND created_at >= ? AND created_at < ? AND status = 'ok' AND creator_share > 0 \
-             GROUP BY app, bucket",
-        )
-        .bind(granularity)
-        .bind(granularity)
-        .bind(owner_id)
-        .bind(from_ms)
-        .bind(to_ms)
-        .fetch_all(self.pool.sqlite("usage")?)
-        .await?;
+        let rows: Vec<(String, i64, i64, i64)> = on_pool!(&self.pool, pool => {
+            sqlx::query_as(
+                "SELECT app, (created_at / $1) * $1 AS bucket, COUNT(*) AS calls, \
+                   CAST(SUM(creator_share) AS BIGINT) AS earned FROM usage_events \
+                 WHERE owner_id = $2 AND created_at >= $3 AND created_at < $4 AND status = 'ok' AND creator_share > 0 \
+                 GROUP BY app, bucket",
+            )
+            .bind(granularity)
+            .bind(owner_id)
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(pool)
+            .await?
+        });
         let mut out: BTreeMap<String, BTreeMap<i64, (u64, u64)>> = BTreeMap::new();
-        for row in &rows {
-            let calls: i64 = row.try_get("calls")?;
-            let earned: i64 = row.try_get("earned")?;
-            out.entry(row.try_get("app")?).or_default().insert(row.try_get("bucket")?, (calls as u64, earned as u64));
+        for (app, bucket, calls, earned) in rows {
+            out.entry(app).or_default().insert(bucket, (calls as u64, earned as u64));
         }
         Ok(out)
     }
@@ -349,12 +359,12 @@ impl Store {
     /// The start of the first day with any usage, public or private; `None`
     /// before the first call.
     pub async fn first_usage_day_ms(&self) -> Result<Option<i64>, StoreError> {
-        let first: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(bucket) FROM usage_rollups WHERE dimension = 'model' AND granularity = ?")
+        Ok(on_pool!(&self.pool, pool => {
+            sqlx::query_scalar("SELECT MIN(bucket) FROM usage_rollups WHERE dimension = 'model' AND granularity = $1")
                 .bind(DAY_MS)
-                .fetch_one(self.pool.sqlite("usage")?)
-                .await?;
-        Ok(first)
+                .fetch_one(pool)
+                .await?
+        }))
     }
 
     /// One model's calls, errors and revenue per app over `[from, to)`, from
@@ -365,23 +375,23 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<BTreeMap<String, (u64, u64, u64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT app, COUNT(*) AS calls, SUM(status <> 'ok') AS errors, \
-               SUM(CASE WHEN status = 'ok' THEN price ELSE 0 END) AS revenue \
-             FROM usage_events INDEXED BY usage_events_by_model \
-             WHERE model_id = ? AND created_at >= ? AND created_at < ? GROUP BY app",
-        )
-        .bind(model_id)
-        .bind(from_ms)
-        .bind(to_ms)
-        .fetch_all(self.pool.sqlite("usage")?)
-        .await?;
-        let mut out = BTreeMap::new();
-        for row in &rows {
-            let count = |column: &str| -> Result<u64, StoreError> { Ok(row.try_get::<i64, _>(column)? as u64) };
-            out.insert(row.try_get("app")?, (count("calls")?, count("errors")?, count("revenue")?));
-        }
-        Ok(out)
+        let by_model = match self.pool {
+            Pool::Sqlite(_) => "INDEXED BY usage_events_by_model",
+            Pool::Postgres(_) => "",
+        };
+        let sql = format!(
+            "SELECT app, COUNT(*) AS calls, CAST(SUM(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END) AS BIGINT) AS errors, \
+               CAST(SUM(CASE WHEN status = 'ok' THEN price ELSE 0 END) AS BIGINT) AS revenue \
+             FROM usage_events {by_model} \
+             WHERE model_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY app"
+        );
+        let rows: Vec<(String, i64, i64, i64)> = on_pool!(&self.pool, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(model_id).bind(from_ms).bind(to_ms).fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(app, calls, errors, revenue)| (app, (calls as u64, errors as u64, revenue as u64)))
+            .collect())
     }
 
     /// Records usage events with no ledger command, in one transaction: for
@@ -404,26 +414,33 @@ impl Store {
         to_ms: i64,
         granularity: i64,
     ) -> Result<BTreeMap<String, BTreeMap<i64, (u64, u64, u64)>>, StoreError> {
-        const BY_MODEL: &str = "SELECT a.name || '/' || m.name AS grp, (e.created_at / ?) * ? AS bucket, COUNT(*) AS calls, \
-               SUM(e.status <> 'ok') AS errors, SUM(e.price) AS spent \
-             FROM usage_events e JOIN models m ON m.id = e.model_id JOIN accounts a ON a.id = e.owner_id \
-             WHERE e.caller = ? AND e.created_at >= ? AND e.created_at < ? GROUP BY grp, bucket";
-        const BY_APP: &str = "SELECT e.app AS grp, (e.created_at / ?) * ? AS bucket, COUNT(*) AS calls, \
-               SUM(e.status <> 'ok') AS errors, SUM(e.price) AS spent \
-             FROM usage_events e WHERE e.caller = ? AND e.created_at >= ? AND e.created_at < ? GROUP BY grp, bucket";
-        let rows = sqlx::query(if by_app { BY_APP } else { BY_MODEL })
-            .bind(granularity)
-            .bind(granularity)
-            .bind(caller.as_slice())
-            .bind(from_ms)
-            .bind(to_ms)
-            .fetch_all(self.pool.sqlite("usage")?)
-            .await?;
+        const MEASURES: &str = "(e.created_at / $1) * $1 AS bucket, COUNT(*) AS calls, \
+               CAST(SUM(CASE WHEN e.status <> 'ok' THEN 1 ELSE 0 END) AS BIGINT) AS errors, \
+               CAST(SUM(e.price) AS BIGINT) AS spent";
+        let sql = if by_app {
+            format!(
+                "SELECT e.app AS grp, {MEASURES} FROM usage_events e \
+                 WHERE e.caller = $2 AND e.created_at >= $3 AND e.created_at < $4 GROUP BY grp, bucket"
+            )
+        } else {
+            format!(
+                "SELECT a.name || '/' || m.name AS grp, {MEASURES} \
+                 FROM usage_events e JOIN models m ON m.id = e.model_id JOIN accounts a ON a.id = e.owner_id \
+                 WHERE e.caller = $2 AND e.created_at >= $3 AND e.created_at < $4 GROUP BY grp, bucket"
+            )
+        };
+        let rows: Vec<(String, i64, i64, i64, i64)> = on_pool!(&self.pool, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(granularity)
+                .bind(caller.as_slice())
+                .bind(from_ms)
+                .bind(to_ms)
+                .fetch_all(pool)
+                .await?
+        });
         let mut out: BTreeMap<String, BTreeMap<i64, (u64, u64, u64)>> = BTreeMap::new();
-        for row in &rows {
-            let count = |column: &str| -> Result<u64, StoreError> { Ok(row.try_get::<i64, _>(column)? as u64) };
-            let value = (count("calls")?, count("errors")?, count("spent")?);
-            out.entry(row.try_get("grp")?).or_default().insert(row.try_get("bucket")?, value);
+        for (group, bucket, calls, errors, spent) in rows {
+            out.entry(group).or_default().insert(bucket, (calls as u64, errors as u64, spent as u64));
         }
         Ok(out)
     }

@@ -14,9 +14,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::{Sqlite, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use crate::backend::{Pool, Tx};
 use crate::usage::{Rollup, RollupKey};
 use crate::{Store, StoreError};
 
@@ -43,21 +43,33 @@ pub(crate) struct Writer(Arc<Mutex<WriterMemory>>);
 /// A writing transaction with the writer's memory: [`WriteTx::commit`] makes
 /// both durable and current; dropping it rolls back and forgets.
 pub(crate) struct WriteTx {
-    pub(crate) tx: Transaction<'static, Sqlite>,
+    pub(crate) tx: Tx,
     pub(crate) memory: WriterMemory,
     epoch: i64,
     guard: OwnedMutexGuard<WriterMemory>,
 }
 
 impl Store {
-    /// Begins a writing transaction (`BEGIN IMMEDIATE`: SQLite's write lock
-    /// is taken now, not at the first write) and claims the next epoch.
+    /// Begins a writing transaction and claims the next epoch. On SQLite
+    /// `BEGIN IMMEDIATE` takes the database's write lock now, not at the
+    /// first write; on PostgreSQL the epoch's row lock is the write lock:
+    /// writers on every node sharing the database take turns on it, so the
+    /// log's order, transfer ids and rollups are decided one batch at a time.
     pub(crate) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        const BUMP: &str = "UPDATE writer_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch";
         let mut guard = self.writer.0.clone().lock_owned().await;
-        let mut tx = self.pool.sqlite("the ledger")?.begin_with("BEGIN IMMEDIATE").await?;
-        let epoch: i64 = sqlx::query_scalar("UPDATE writer_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch")
-            .fetch_one(&mut *tx)
-            .await?;
+        let (tx, epoch) = match &self.pool {
+            Pool::Sqlite(pool) => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let epoch: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
+                (Tx::Sqlite(tx), epoch)
+            }
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let epoch: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
+                (Tx::Postgres(tx), epoch)
+            }
+        };
         let remembered = std::mem::take(&mut *guard);
         let memory = if remembered.epoch == Some(epoch - 1) { remembered } else { WriterMemory::default() };
         Ok(WriteTx { tx, memory, epoch, guard })
@@ -184,7 +196,10 @@ mod tests {
             assert_eq!(calls, 24, "every event of both writers is in the rollups");
         }
         let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM transfers ORDER BY id")
-            .fetch_all(stores[0].pool.sqlite("test").expect("sqlite"))
+            .fetch_all(match &stores[0].pool {
+                crate::backend::Pool::Sqlite(pool) => pool,
+                crate::backend::Pool::Postgres(_) => unreachable!("opened on SQLite"),
+            })
             .await
             .expect("ids");
         assert_eq!(ids, (1..=12).collect::<Vec<i64>>());

@@ -3,8 +3,8 @@
 //! `postgres://postgres@127.0.0.1:5432/test`; required when `CI` is set).
 //! Each PostgreSQL test creates a database of its own and drops it after.
 //!
-//! So far the registry (issue 12 moves the ledger, the log and usage over
-//! next, and their contracts with them).
+//! The registry, the ledger's batches, the log and usage; the server's
+//! tests run every route on SQLite.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,8 +12,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use domain::{
     AccountName, Amount, ApiKey, Description, Dim, Dtype, License, Sha256, Tags, Task, TensorSpec, Visibility,
 };
+use ledger::{Command, Hold, Leg, Transfer, TransferKind};
 use sqlx::{Connection, PgConnection};
-use store::{Account, Cursor, ModelFilter, ModelPatch, ModelSort, NewModel, QuotaExceeded, Store, StoreError};
+use store::{
+    Account, AccountKind, BatchItem, Charge, Cursor, Dimension, IdempotencyAnswer, IdempotencyStart, ItemError,
+    ModelFilter, ModelPatch, ModelSort, NewModel, PayoutChange, PayoutState, QuotaExceeded, RollupQuery, Store,
+    StoreError, UsageEvent,
+};
 
 const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -416,6 +421,312 @@ async fn labels_name_every_model_for_the_stats() {
         assert_eq!((own.public, own.has_version, own.task.as_str()), (false, false, "embedding"));
         assert_eq!(store.account_names().await.expect("names")[&owner.id], "owner");
         assert_eq!(store.usage_event_count().await.expect("count"), 0);
+    })
+    .await;
+}
+
+fn tokens(units: u64) -> Amount {
+    Amount::from_minor_units(units).expect("an amount")
+}
+
+fn usage(model_id: i64, owner_id: i64, caller: u8, app: &str, price: u64, status: &str, at_ms: i64) -> UsageEvent {
+    UsageEvent {
+        created_at_ms: at_ms,
+        model_id,
+        version: 1,
+        owner_id,
+        task: "regression".into(),
+        public: true,
+        caller: [caller; 32],
+        app: app.into(),
+        node: "node-a".into(),
+        price,
+        creator_share: price * 8 / 10,
+        latency_us: 1_000,
+        cpu_us: 500,
+        status: status.into(),
+    }
+}
+
+/// A market: issuer, treasury, a node, a creator with a model and a caller
+/// holding 1,000 tokens.
+struct Market {
+    treasury: Account,
+    node: Account,
+    creator: Account,
+    caller: Account,
+    model_id: i64,
+}
+
+async fn market(store: &Store) -> Market {
+    let issuer = store.ensure_system_account(&AccountName::issuer(), AccountKind::Issuer).await.expect("issuer");
+    let treasury =
+        store.ensure_system_account(&AccountName::treasury(), AccountKind::Treasury).await.expect("treasury");
+    let node_name = AccountName::node("a").expect("a node account name");
+    let node = store.ensure_system_account(&node_name, AccountKind::Node).await.expect("node");
+    let again = store.ensure_system_account(&AccountName::issuer(), AccountKind::Issuer).await.expect("again");
+    assert_eq!(again, issuer);
+    let creator = account(store, "creator").await;
+    let caller = account(store, "caller").await;
+    let model_id = store.create_model(&creator, &public("lin")).await.expect("model").id;
+    let deposit = Transfer {
+        debit: issuer.id,
+        credit: caller.id,
+        amount: tokens(1_000),
+        kind: TransferKind::Deposit,
+        reference: "wire 1".into(),
+    };
+    let once = BatchItem::command(Command::Once { id: "wire-1".into(), transfer: deposit });
+    let outcomes = store.apply_batch(std::slice::from_ref(&once)).await.expect("deposit");
+    assert!(!outcomes[0].as_ref().expect("deposited").replayed);
+    // The same outside id again moves nothing and answers the original.
+    let outcomes = store.apply_batch(&[once]).await.expect("deposit again");
+    let replayed = outcomes[0].as_ref().expect("replayed");
+    assert!(replayed.replayed);
+    assert_eq!(replayed.transfers[0].amount, tokens(1_000));
+    Market { treasury, node, creator, caller, model_id }
+}
+
+fn charge(market: &Market, price: u64, leaf: &str, key: Option<&str>) -> BatchItem {
+    let leg = |credit: i64, amount: u64, kind| Transfer {
+        debit: market.caller.id,
+        credit,
+        amount: tokens(amount),
+        kind,
+        reference: leaf.into(),
+    };
+    BatchItem::Charge(Charge {
+        transfers: vec![
+            leg(market.creator.id, price * 8 / 10, TransferKind::InferenceCreator),
+            leg(market.node.id, price / 10, TransferKind::InferenceNode),
+            leg(market.treasury.id, price / 10, TransferKind::InferenceTreasury),
+        ],
+        model_id: market.model_id,
+        leaf: leaf.as_bytes().to_vec(),
+        signature: vec![7; 64],
+        usage: usage(market.model_id, market.creator.id, 1, "app-a", price, "ok", 1_700_000_000_000),
+        answer: key.map(|key| IdempotencyAnswer {
+            account_id: market.caller.id,
+            key: key.into(),
+            request: digest(key),
+            response: format!("answer of {key}"),
+        }),
+        at_ms: None,
+    })
+}
+
+#[tokio::test]
+async fn a_paid_call_is_charged_logged_and_counted_in_one_batch() {
+    on_every_database(|store| async move {
+        let market = market(&store).await;
+        let items = [
+            charge(&market, 100, "leaf 0", Some("key-1")),
+            charge(&market, 100, "leaf 1", None),
+            // More than the caller has left: refused alone, the batch goes on.
+            charge(&market, 900, "leaf x", None),
+            BatchItem::RecordOnly {
+                usage: usage(market.model_id, market.creator.id, 2, "app-b", 0, "model_failed", 1_700_000_000_000),
+                answer: None,
+                at_ms: None,
+            },
+        ];
+        let outcomes = store.apply_batch(&items).await.expect("a batch");
+        let logged: Vec<Option<u64>> = outcomes.iter().map(|o| o.as_ref().ok().and_then(|o| o.log_index)).collect();
+        assert_eq!(logged, [Some(0), Some(1), None, None]);
+        assert!(matches!(outcomes[2], Err(ItemError::Ledger(_))), "{:?}", outcomes[2]);
+        assert_eq!(outcomes[0].as_ref().expect("charged").transfers.len(), 3);
+
+        let (caller, _) = store.balances(market.caller.id).await.expect("balances");
+        assert_eq!(caller.balance(), 800);
+        let (_, earned) = store.balances(market.creator.id).await.expect("balances");
+        assert_eq!(earned, 160);
+        let totals = store.ledger_totals().await.expect("totals");
+        assert_eq!((totals.debits, totals.credits, totals.deposited, totals.balances), (1_200, 1_200, 1_000, 1_000));
+        let (page, next) = store.transfers_for(market.caller.id, None, 4).await.expect("transfers");
+        assert_eq!(page.len(), 4);
+        let (rest, end) = store.transfers_for(market.caller.id, next, 4).await.expect("transfers");
+        assert_eq!((rest.len(), end), (3, None));
+        assert_eq!(page[0].log_index, Some(1));
+
+        // The log: two leaves, the root and proofs the stored nodes give.
+        assert_eq!(store.tree_size().await.expect("size"), 2);
+        let entries = store.log_entries(0, 10).await.expect("entries");
+        assert_eq!(
+            entries.iter().map(|e| e.leaf.clone()).collect::<Vec<_>>(),
+            [b"leaf 0".to_vec(), b"leaf 1".to_vec()]
+        );
+        let mut tree = tlog::MemoryTree::new();
+        entries.iter().for_each(|e| tree.append(tlog::leaf_hash(&e.leaf)));
+        let root = store.log_root(2).await.expect("root");
+        assert_eq!(root, tree.root());
+        let proof = store.inclusion_proof(1, 2).await.expect("proof");
+        assert!(tlog::verify_inclusion(&tlog::leaf_hash(b"leaf 1"), 1, 2, &proof, &root));
+
+        // Usage: every call counted, paid or not.
+        assert_eq!(store.usage_event_count().await.expect("events"), 3);
+        let query = RollupQuery {
+            dimension: Dimension::App,
+            granularity: store::HOUR_MS,
+            from_ms: 0,
+            to_ms: i64::MAX,
+            keys: None,
+            include_private: false,
+            detail: true,
+        };
+        let rollups = store.rollups(&query).await.expect("rollups");
+        let app_a = rollups["app-a"].values().next().expect("a bucket");
+        assert_eq!((app_a.calls, app_a.errors, app_a.revenue, app_a.creator_revenue), (2, 0, 200, 160));
+        let app_b = rollups["app-b"].values().next().expect("a bucket");
+        assert_eq!((app_b.calls, app_b.errors), (1, 1));
+        let one = RollupQuery {
+            dimension: Dimension::Model,
+            keys: Some(vec![market.model_id.to_string()]),
+            detail: false,
+            ..query
+        };
+        let model = store.rollups(&one).await.expect("rollups");
+        assert_eq!(model[&market.model_id.to_string()].values().map(|r| r.calls).sum::<u64>(), 3);
+        assert_eq!(
+            store.first_usage_day_ms().await.expect("first day"),
+            Some(1_700_000_000_000 / store::DAY_MS * store::DAY_MS)
+        );
+        let by_app = store.model_usage_by_app(market.model_id, 0, i64::MAX).await.expect("by app");
+        assert_eq!(by_app["app-a"], (2, 0, 200));
+        assert_eq!(by_app["app-b"], (1, 1, 0));
+        let earnings = store.earnings_by_app(market.creator.id, 0, i64::MAX, store::DAY_MS).await.expect("earnings");
+        assert_eq!(earnings["app-a"].values().copied().collect::<Vec<_>>(), [(2, 160)]);
+        let spent = store.spending(&[1; 32], false, 0, i64::MAX, store::DAY_MS).await.expect("spending");
+        assert_eq!(spent["creator/lin"].values().copied().collect::<Vec<_>>(), [(2, 0, 200)]);
+        let spent = store.spending(&[2; 32], true, 0, i64::MAX, store::DAY_MS).await.expect("spending");
+        assert_eq!(spent["app-b"].values().copied().collect::<Vec<_>>(), [(1, 1, 0)]);
+
+        // The key answered: a retry replays it, another request is refused,
+        // and a second charge under the key (another node's) charges nothing.
+        let replay =
+            store.idempotency_lookup(market.caller.id, "key-1", &digest("key-1"), 60_000).await.expect("lookup");
+        assert_eq!(replay, IdempotencyStart::Replay("answer of key-1".into(), Some(0)));
+        let other =
+            store.idempotency_lookup(market.caller.id, "key-1", &digest("other"), 60_000).await.expect("lookup");
+        assert_eq!(other, IdempotencyStart::Mismatch);
+        let fresh =
+            store.idempotency_lookup(market.caller.id, "key-2", &digest("key-2"), 60_000).await.expect("lookup");
+        assert_eq!(fresh, IdempotencyStart::Started);
+        let outcomes = store.apply_batch(&[charge(&market, 100, "leaf 2", Some("key-1"))]).await.expect("a batch");
+        assert!(matches!(outcomes[0], Err(ItemError::AlreadyAnswered)), "{:?}", outcomes[0]);
+        assert_eq!(store.balances(market.caller.id).await.expect("balances").0.balance(), 800);
+        assert_eq!(store.tree_size().await.expect("size"), 2);
+        assert_eq!(store.purge_idempotency_keys(-60_000).await.expect("purge"), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn holds_reserve_post_and_expire_and_payouts_resolve_once() {
+    on_every_database(|store| async move {
+        let market = market(&store).await;
+        let now = store::now_ms();
+        let hold = |id: i64, amount: u64, expires_at_ms: i64| {
+            BatchItem::command(Command::Reserve(Hold {
+                id,
+                account: market.caller.id,
+                amount: tokens(amount),
+                expires_at_ms,
+            }))
+        };
+        let outcomes = store.apply_batch(&[hold(1, 300, now + 60_000), hold(2, 200, now - 1)]).await.expect("holds");
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        let (caller, _) = store.balances(market.caller.id).await.expect("balances");
+        assert_eq!((caller.balance(), caller.available()), (1_000, 500));
+        let post = Command::Post {
+            hold: 1,
+            legs: vec![
+                Leg { credit: market.creator.id, amount: tokens(200), kind: TransferKind::InferenceCreator },
+                Leg { credit: market.treasury.id, amount: tokens(100), kind: TransferKind::InferenceTreasury },
+            ],
+            reference: "a call".into(),
+        };
+        let outcomes = store.apply_batch(&[BatchItem::command(post)]).await.expect("post");
+        assert_eq!(outcomes[0].as_ref().expect("posted").transfers.len(), 2);
+        assert_eq!(store.expired_holds(now).await.expect("expired"), [2]);
+        assert_eq!(store.expire_holds(now).await.expect("expire"), 1);
+        let (caller, _) = store.balances(market.caller.id).await.expect("balances");
+        assert_eq!((caller.balance(), caller.available(), caller.debits_pending), (700, 700, 0));
+        assert_eq!(store.ledger_totals().await.expect("totals").held, 0);
+
+        let request = BatchItem::Ledger {
+            command: Command::Transfer(Transfer {
+                debit: market.creator.id,
+                credit: store
+                    .ensure_system_account(&AccountName::payouts(), AccountKind::Payouts)
+                    .await
+                    .expect("payouts")
+                    .id,
+                amount: tokens(150),
+                kind: TransferKind::PayoutRequest,
+                reference: "payout".into(),
+            }),
+            payout: Some(PayoutChange::Request { account_id: market.creator.id, amount: tokens(150) }),
+        };
+        let outcomes = store.apply_batch(&[request]).await.expect("request");
+        let payout = outcomes[0].as_ref().expect("requested").payout.clone().expect("a payout");
+        assert_eq!((payout.state, payout.amount), (PayoutState::Requested, tokens(150)));
+        let payouts_account = store.account_by_name(&AccountName::payouts()).await.expect("read").expect("payouts");
+        let reject = |reference: &str| BatchItem::Ledger {
+            command: Command::Transfer(Transfer {
+                debit: payouts_account.id,
+                credit: market.creator.id,
+                amount: tokens(150),
+                kind: TransferKind::PayoutReject,
+                reference: reference.into(),
+            }),
+            payout: Some(PayoutChange::Resolve {
+                payout_id: payout.id,
+                to: PayoutState::Rejected,
+                reference: reference.into(),
+            }),
+        };
+        // Resolved twice in one batch: the second is refused.
+        let outcomes = store.apply_batch(&[reject("no bank"), reject("again")]).await.expect("resolve");
+        assert_eq!(
+            outcomes[0].as_ref().expect("rejected").payout.as_ref().map(|p| p.state),
+            Some(PayoutState::Rejected)
+        );
+        assert!(matches!(outcomes[1], Err(ItemError::PayoutNotRequested(_))), "{:?}", outcomes[1]);
+        assert_eq!(store.payout(payout.id).await.expect("read").expect("the payout").reference, "no bank");
+        assert_eq!(store.payouts(Some(market.creator.id), None).await.expect("list").len(), 1);
+        assert!(store.payouts(None, Some(PayoutState::Requested)).await.expect("list").is_empty());
+        let totals = store.ledger_totals().await.expect("totals");
+        assert_eq!((totals.debits, totals.credits, totals.balances, totals.paid_out), (1_600, 1_600, 1_000, 0));
+    })
+    .await;
+}
+
+/// Two stores on one database (two nodes): each writes in turn, and every
+/// batch continues the other's log, transfer ids and rollups.
+#[tokio::test]
+async fn two_nodes_on_one_database_write_one_log_and_one_ledger() {
+    on_every_database(|first| async move {
+        let second = first.reopen().await.expect("a second store on the database");
+        let market = market(&first).await;
+        let mut tree = tlog::MemoryTree::new();
+        for round in 0..8 {
+            let store = if round % 3 == 0 { &first } else { &second };
+            let leaf = format!("leaf {round}");
+            tree.append(tlog::leaf_hash(leaf.as_bytes()));
+            let outcomes = store.apply_batch(&[charge(&market, 10, &leaf, None)]).await.expect("a batch");
+            assert_eq!(outcomes[0].as_ref().expect("charged").log_index, Some(round));
+        }
+        for store in [&first, &second] {
+            assert_eq!(store.log_root(8).await.expect("root"), tree.root());
+            assert_eq!(store.balances(market.caller.id).await.expect("balances").0.balance(), 920);
+            assert_eq!(store.usage_event_count().await.expect("events"), 8);
+        }
+        let (transfers, _) = first.transfers_for(market.caller.id, None, 100).await.expect("transfers");
+        let mut ids: Vec<i64> = transfers.iter().map(|t| t.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 25, "one deposit and three legs per call, each with an id of its own");
+        second.close().await;
     })
     .await;
 }
