@@ -12,8 +12,17 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Address to listen on; port 0 picks a free port (printed at start).
     pub listen: String,
-    /// Holds the database, the blob folder and the operator key.
+    /// Holds the database, the blob folder and the keys: the operator's
+    /// (on the node that created the market), this node's receipt key, and
+    /// on SQLite the log's and the pseudonyms'.
     pub data_dir: PathBuf,
+    /// Empty: the embedded SQLite database in `data_dir`. Otherwise a
+    /// PostgreSQL URL (`postgres://user@host:port/database`), which several
+    /// nodes (each with its own `data_dir` and `node_id`) may share.
+    pub database_url: String,
+    /// Where model files are kept; empty: `<data_dir>/blobs`. Nodes sharing
+    /// a PostgreSQL database share this folder too (a network file system).
+    pub blob_dir: PathBuf,
     /// `text` (for people) or `json` (for log collectors), on standard error.
     pub log_format: LogFormat,
     /// Bytes of one uploaded model file (413 above it).
@@ -138,6 +147,8 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".to_owned(),
             data_dir: PathBuf::from("vitrine-data"),
+            database_url: String::new(),
+            blob_dir: PathBuf::new(),
             log_format: LogFormat::Text,
             // Real models: a single .onnx file reaches protobuf's 2 GiB limit;
             // an archive with external data may hold more.
@@ -264,6 +275,11 @@ impl Config {
         if self.fee_split().is_err() {
             return invalid("creator_share_bps + node_share_bps + treasury_share_bps must be 10000");
         }
+        if !self.database_url.is_empty()
+            && !["postgres://", "postgresql://"].iter().any(|scheme| self.database_url.starts_with(scheme))
+        {
+            return invalid("database_url must be empty (SQLite in data_dir) or a postgres:// URL");
+        }
         if domain::AccountName::node(&self.node_id).is_err() {
             return invalid("node_id must be lowercase letters, digits and dashes (it names the account node-<id>)");
         }
@@ -290,6 +306,11 @@ impl Config {
 
     fn to_table(&self) -> toml::Table {
         toml::Table::try_from(self).expect("a Config always serialises")
+    }
+
+    /// The blob folder: `blob_dir`, or `<data_dir>/blobs`.
+    pub fn blob_dir(&self) -> PathBuf {
+        if self.blob_dir.as_os_str().is_empty() { self.data_dir.join("blobs") } else { self.blob_dir.clone() }
     }
 
     /// `inference_threads`, with 0 resolved to the number of cores.

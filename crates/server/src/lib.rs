@@ -124,17 +124,20 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create the data directory {}: {e}", data_dir.display()))?;
-    let store = Store::open(&data_dir.join(DATABASE_FILE))
-        .await
-        .map_err(|e| format!("cannot open the database: {e}"))?
-        .with_rollups(config.analytics_rollups);
-    let blobs =
-        BlobStore::open(data_dir.join("blobs")).await.map_err(|e| format!("cannot open the blob folder: {e}"))?;
+    let store = if config.database_url.is_empty() {
+        Store::open(&data_dir.join(DATABASE_FILE)).await
+    } else {
+        Store::open_postgres(&config.database_url).await
+    };
+    let store = store.map_err(|e| format!("cannot open the database: {e}"))?.with_rollups(config.analytics_rollups);
+    let blobs = BlobStore::open(config.blob_dir()).await.map_err(|e| format!("cannot open the blob folder: {e}"))?;
     let operator_key = ensure_operator(&store, &data_dir).await?;
     let system = ensure_system_accounts(&store, &config)
         .await
         .map_err(|e| format!("cannot create the ledger's accounts: {e}"))?;
     // No request from before this start is alive: release every hold.
+    // (Calls reserve in memory and place no holds: holds are only those an
+    // older version left, so no other node sharing the database has any.)
     let released = store.expire_holds(i64::MAX).await.map_err(|e| format!("cannot release old holds: {e}"))?;
     let forgotten =
         store.abandon_unfinished_idempotency_keys().await.map_err(|e| format!("cannot clear old keys: {e}"))?;
@@ -146,14 +149,16 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         return Err(StartError(format!("the ledger does not balance: {totals:?}")));
     }
     let node_name = AccountName::node(&config.node_id).map_err(|e| e.to_string())?;
-    let log_keys = Arc::new(log::LogKeys::load_or_create(&data_dir, &config.log_origin, &node_name)?);
+    let log_keys = Arc::new(log::LogKeys::load_or_create(&store, &data_dir, &config.log_origin, &node_name).await?);
     store
         .register_node(log_keys.node.name(), &log_keys.node.verifier().public_key())
         .await
         .map_err(|e| format!("cannot register this node's receipt key: {e}"))?;
     // A log always has a checkpoint to serve, the empty one at first; and
     // leaves appended before a stop get theirs now.
-    log::sign_checkpoint_if_grown(&store, &log_keys).await?;
+    if store.holds_signer_lease().await.map_err(|e| format!("cannot ask for the signer's lease: {e}"))? {
+        log::sign_checkpoint_if_grown(&store, &log_keys).await?;
+    }
     let executor = Executor::start(executor_settings(&config))
         .await
         .map_err(|e| format!("cannot start the model workers: {e}"))?;
@@ -239,7 +244,14 @@ fn spawn_maintenance(store: Store, sequencer: store::Sequencer, log_keys: Arc<lo
             if store.is_closed() {
                 break;
             }
-            if let Err(error) = log::sign_checkpoint_if_grown(&store, &log_keys).await
+            // One node at a time signs (on PostgreSQL); another takes over
+            // within a tick when it goes.
+            let signed = match store.holds_signer_lease().await {
+                Ok(true) => log::sign_checkpoint_if_grown(&store, &log_keys).await.map(|_| ()),
+                Ok(false) => Ok(()),
+                Err(error) => Err(format!("cannot ask for the signer's lease: {error}")),
+            };
+            if let Err(error) = signed
                 && !store.is_closed()
             {
                 tracing::error!(%error, "signing a checkpoint failed");
@@ -281,8 +293,16 @@ async fn ensure_operator(store: &Store, data_dir: &Path) -> Result<Option<ApiKey
     let key = ApiKey::generate();
     let path = data_dir.join(OPERATOR_KEY_FILE);
     write_secret(&path, key.expose()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    store.create_account(&operator, true, &key).await.map_err(|e| e.to_string())?;
-    Ok(Some(key))
+    match store.create_account(&operator, true, &key).await {
+        Ok(_) => Ok(Some(key)),
+        // Another node sharing the database created the market meanwhile:
+        // the operator's key is in that node's data directory.
+        Err(store::StoreError::Conflict(_)) => {
+            std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+            Ok(None)
+        }
+        Err(error) => Err(error.to_string().into()),
+    }
 }
 
 /// Writes a file only its owner can read (mode 0600 on Unix), fsynced: for

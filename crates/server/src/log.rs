@@ -29,15 +29,37 @@ pub const LOG_KEY_FILE: &str = "log.key";
 pub const PSEUDONYM_KEY_FILE: &str = "pseudonym.key";
 
 impl LogKeys {
-    /// Reads the seeds from the data directory, creating each at first start
-    /// (random, hex, mode 0600): `log.key`, `pseudonym.key`, and one
-    /// `<node account>.key` per node (several nodes may share a directory).
-    pub fn load_or_create(data_dir: &Path, origin: &str, node: &AccountName) -> Result<LogKeys, String> {
-        let log = NoteKey::from_seed(origin, &seed(data_dir, LOG_KEY_FILE)?).map_err(|e| e.to_string())?;
+    /// Reads the seeds, creating each at first start: this node's receipt
+    /// key from `<node account>.key` in the data directory (random, hex,
+    /// mode 0600; several nodes may share a directory); the market's log and
+    /// pseudonym keys from `log.key` and `pseudonym.key` there on SQLite, or
+    /// from the database on PostgreSQL, where nodes with directories of
+    /// their own must all sign and key alike.
+    pub async fn load_or_create(
+        store: &Store,
+        data_dir: &Path,
+        origin: &str,
+        node: &AccountName,
+    ) -> Result<LogKeys, String> {
+        let market_seed = async |name: &str| -> Result<[u8; 32], String> {
+            if store.is_postgres() {
+                let fresh = random_seed()?;
+                store.market_seed(name, fresh).await.map_err(|e| format!("cannot read the market's {name}: {e}"))
+            } else {
+                seed(data_dir, name)
+            }
+        };
+        let log = NoteKey::from_seed(origin, &market_seed(LOG_KEY_FILE).await?).map_err(|e| e.to_string())?;
         let node_file = format!("{node}.key");
         let node = NoteKey::from_seed(node.as_str(), &seed(data_dir, &node_file)?).map_err(|e| e.to_string())?;
-        Ok(LogKeys { log, node, pseudonym: seed(data_dir, PSEUDONYM_KEY_FILE)? })
+        Ok(LogKeys { log, node, pseudonym: market_seed(PSEUDONYM_KEY_FILE).await? })
     }
+}
+
+fn random_seed() -> Result<[u8; 32], String> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| format!("no random source: {e}"))?;
+    Ok(seed)
 }
 
 fn seed(data_dir: &Path, file: &str) -> Result<[u8; 32], String> {
@@ -50,8 +72,7 @@ fn seed(data_dir: &Path, file: &str) -> Result<[u8; 32], String> {
             Ok(seed)
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).map_err(|e| format!("no random source: {e}"))?;
+            let seed = random_seed()?;
             crate::write_secret(&path, &hex::encode(seed))
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             Ok(seed)

@@ -3,11 +3,13 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use domain::{
     AccountName, Amount, ApiKey, Description, License, ModelName, Sha256, Tags, Task, TensorSpec, Visibility,
 };
+use sqlx::Connection;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
@@ -26,6 +28,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("migrations/sqlite/0007_dashboard.sql")),
     (8, include_str!("migrations/sqlite/0008_writer_epoch.sql")),
     (9, include_str!("migrations/sqlite/0009_lifecycle.sql")),
+    (10, include_str!("migrations/sqlite/0010_market_secrets.sql")),
 ];
 
 /// PostgreSQL's migrations: its first is SQLite's nine at once.
@@ -34,6 +37,9 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postg
 /// The key of the advisory lock that nodes starting together on one
 /// PostgreSQL database take while migrating, so one of them migrates.
 const MIGRATION_LOCK: i64 = 0x7669_7472_696e_6501;
+
+/// The key of the advisory lock the node that signs checkpoints holds.
+const SIGNER_LOCK: i64 = 0x7669_7472_696e_6502;
 
 /// Connections in the pool. SQLite allows one writer at a time anyway; more
 /// connections only serve concurrent reads.
@@ -52,6 +58,15 @@ pub struct Store {
     pub(crate) writer: crate::writer::Writer,
     /// The log's upper levels, once read (`log.rs`).
     pub(crate) upper: crate::log::UpperNodes,
+    /// On PostgreSQL, this store's own connection that holds (or tries for)
+    /// the checkpoint signer's lock ([`Store::holds_signer_lease`]).
+    signer: Arc<tokio::sync::Mutex<Signer>>,
+}
+
+#[derive(Debug, Default)]
+struct Signer {
+    connection: Option<sqlx::PgConnection>,
+    leader: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,7 +348,13 @@ impl Store {
     }
 
     async fn with_pool(pool: Pool) -> Result<Store, StoreError> {
-        let store = Store { pool, rollups: true, writer: Default::default(), upper: Default::default() };
+        let store = Store {
+            pool,
+            rollups: true,
+            writer: Default::default(),
+            upper: Default::default(),
+            signer: Default::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -391,8 +412,59 @@ impl Store {
         self.pool.is_closed()
     }
 
+    /// Closes every connection; on PostgreSQL a signer's lease ends with it,
+    /// so another node signs from its next checkpoint on.
     pub async fn close(&self) {
+        if let Some(connection) = self.signer.lock().await.connection.take() {
+            let _ = connection.close().await;
+        }
         self.pool.close().await;
+    }
+
+    /// Whether this store may sign the log's checkpoints now. On SQLite,
+    /// always: nodes sharing a file share its one writer, and signing the
+    /// same size twice gives the same note. On PostgreSQL, while it holds a
+    /// session advisory lock on a connection of its own: one node at a time
+    /// signs, and when that node dies its connection closes, the lock goes
+    /// with it and the next node to ask takes over.
+    pub async fn holds_signer_lease(&self) -> Result<bool, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else { return Ok(true) };
+        let mut signer = self.signer.lock().await;
+        if let Some(connection) = signer.connection.as_mut()
+            && connection.ping().await.is_err()
+        {
+            // A lost connection lost its lock too.
+            *signer = Signer::default();
+        }
+        if signer.connection.is_none() {
+            signer.connection = Some(sqlx::PgConnection::connect_with(&pool.connect_options()).await?);
+        }
+        if !signer.leader {
+            let connection = signer.connection.as_mut().expect("connected above");
+            signer.leader = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(SIGNER_LOCK)
+                .fetch_one(&mut *connection)
+                .await?;
+        }
+        Ok(signer.leader)
+    }
+
+    /// A seed the whole market shares, by name: the one stored, or `fresh`
+    /// if none is (several nodes starting at once all get the first one
+    /// written).
+    pub async fn market_seed(&self, name: &str, fresh: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        let stored: Vec<u8> = on_pool!(&self.pool, pool => {
+            sqlx::query(
+                "INSERT INTO market_secrets (name, seed, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(fresh.as_slice())
+            .bind(now_ms())
+            .execute(pool)
+            .await?;
+            sqlx::query_scalar("SELECT seed FROM market_secrets WHERE name = $1").bind(name).fetch_one(pool).await?
+        });
+        stored.try_into().map_err(|_| StoreError::Corrupt(format!("the market's seed {name:?} is not 32 bytes")))
     }
 
     // --- accounts and keys ---

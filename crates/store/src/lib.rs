@@ -10,6 +10,7 @@ mod blobs;
 mod db;
 mod log;
 mod money;
+pub mod postgres;
 mod sequencer;
 mod signature;
 mod usage;
@@ -42,6 +43,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("file system error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0:?} is not a database name: lowercase letters, digits and underscores")]
+    DatabaseName(String),
 }
 
 /// Now, in Unix milliseconds, the store's unit of time.

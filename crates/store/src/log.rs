@@ -270,17 +270,27 @@ pub(crate) async fn load_frontier(tx: &mut Tx) -> Result<Frontier, StoreError> {
     let size: i64 = on_tx!(&mut *tx, tx => {
         sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_leaves").fetch_one(&mut **tx).await?
     });
-    let mut hashes = vec![];
-    for (level, index) in Frontier::positions(size as u64) {
-        let hash: Option<Vec<u8>> = on_tx!(&mut *tx, tx => {
-            sqlx::query_scalar("SELECT hash FROM log_nodes WHERE level = $1 AND idx = $2")
-                .bind(level as i64)
-                .bind(index as i64)
-                .fetch_optional(&mut **tx)
-                .await?
+    // The edge's nodes (one per set bit of the size) in one statement: a
+    // writer that starts cold (after another node's batch) reads them all.
+    let positions = Frontier::positions(size as u64);
+    let mut found: HashMap<(i64, i64), Vec<u8>> = HashMap::with_capacity(positions.len());
+    if !positions.is_empty() {
+        let rows: Vec<(i64, i64, Vec<u8>)> = on_tx!(&mut *tx, tx => {
+            let mut select = QueryBuilder::new("SELECT level, idx, hash FROM log_nodes WHERE ");
+            for (n, (level, index)) in positions.iter().enumerate() {
+                select.push(if n == 0 { "(level = " } else { " OR (level = " });
+                select.push_bind(*level as i64).push(" AND idx = ").push_bind(*index as i64).push(")");
+            }
+            select.build_query_as().fetch_all(&mut **tx).await?
         });
-        let hash = hash.ok_or_else(|| StoreError::Corrupt(format!("log node ({level}, {index}) is missing")))?;
-        hashes.push(to_hash(&hash)?);
+        found.extend(rows.into_iter().map(|(level, index, hash)| ((level, index), hash)));
+    }
+    let mut hashes = Vec::with_capacity(positions.len());
+    for (level, index) in positions {
+        let hash = found
+            .get(&(level as i64, index as i64))
+            .ok_or_else(|| StoreError::Corrupt(format!("log node ({level}, {index}) is missing")))?;
+        hashes.push(to_hash(hash)?);
     }
     Frontier::new(size as u64, hashes).ok_or_else(|| StoreError::Corrupt("the log's frontier is incomplete".into()))
 }

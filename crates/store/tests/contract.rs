@@ -730,3 +730,28 @@ async fn two_nodes_on_one_database_write_one_log_and_one_ledger() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_market_seeds_are_written_once_and_one_node_signs_at_a_time() {
+    on_every_database(|first| async move {
+        let second = first.reopen().await.expect("a second store on the database");
+        assert_eq!(first.market_seed("log", [1; 32]).await.expect("seed"), [1; 32]);
+        assert_eq!(second.market_seed("log", [2; 32]).await.expect("seed"), [1; 32], "the first seed stays");
+        assert_eq!(second.market_seed("pseudonym", [3; 32]).await.expect("seed"), [3; 32]);
+
+        let leaders =
+            [first.holds_signer_lease().await.expect("lease"), second.holds_signer_lease().await.expect("lease")];
+        if first.is_postgres() {
+            assert_eq!(leaders, [true, false], "one signer at a time");
+            assert!(first.holds_signer_lease().await.expect("lease"), "the signer keeps its lease");
+            assert!(!second.holds_signer_lease().await.expect("lease"));
+            // The signer goes: the other takes over on its next try.
+            first.close().await;
+            assert!(second.holds_signer_lease().await.expect("lease"));
+        } else {
+            assert_eq!(leaders, [true, true], "SQLite's nodes share its one writer and sign alike");
+        }
+        second.close().await;
+    })
+    .await;
+}

@@ -23,10 +23,10 @@ use crate::client::Client;
 pub struct BenchArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 32)]
-    clients: usize,
+    pub(crate) clients: usize,
     /// Seconds each HTTP phase runs.
     #[arg(long, default_value_t = 5)]
-    seconds: u64,
+    pub(crate) seconds: u64,
     /// Where the server keeps its data [default: a fresh temporary folder, removed after].
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -46,6 +46,14 @@ pub struct BenchArgs {
     /// default takes about a millisecond per call, bound by memory bandwidth).
     #[arg(long, value_delimiter = ',', default_value = "64,2048,2048,2048,10")]
     realistic_widths: Vec<usize>,
+    /// Instead: paid calls spread over this many nodes sharing one
+    /// PostgreSQL database, for each count (e.g. `1,2,3`); needs --postgres.
+    #[arg(long, value_delimiter = ',', requires = "postgres")]
+    pub(crate) nodes: Vec<usize>,
+    /// A PostgreSQL server where the bench creates (and then drops) a
+    /// database per node count, e.g. postgres://postgres@127.0.0.1:5432/test.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
     /// Instead: measure the log alone, appending this many leaves, then
     /// timing proofs at that size.
     #[arg(long)]
@@ -57,7 +65,7 @@ pub struct BenchArgs {
 }
 
 /// A model the bench calls, with one call's input.
-struct BenchModel {
+pub(crate) struct BenchModel {
     name: String,
     bytes: Vec<u8>,
     /// Elements of the one input `x`, shape `[1, width]`.
@@ -66,7 +74,7 @@ struct BenchModel {
 
 impl BenchModel {
     /// A tiny model: where the cost around the model shows most.
-    fn tiny() -> BenchModel {
+    pub(crate) fn tiny() -> BenchModel {
         BenchModel {
             name: "linear 4-1".into(),
             bytes: include_bytes!("../../../fixtures/models/linear.onnx").to_vec(),
@@ -95,14 +103,14 @@ impl BenchModel {
 
 /// Every figure of a run, by dotted name, for `--figures` and `--cores`.
 #[derive(Debug, Clone, Default)]
-struct Report(Arc<Mutex<serde_json::Map<String, Value>>>);
+pub(crate) struct Report(Arc<Mutex<serde_json::Map<String, Value>>>);
 
 impl Report {
-    fn set(&self, name: &str, value: impl Into<Value>) {
+    pub(crate) fn set(&self, name: &str, value: impl Into<Value>) {
         self.0.lock().expect("the report is never poisoned").insert(name.into(), value.into());
     }
 
-    fn phase(&self, name: &str, phase: &Phase) {
+    pub(crate) fn phase(&self, name: &str, phase: &Phase) {
         self.set(&format!("{name}.per_second"), phase.per_second);
         self.set(&format!("{name}.p50_ms"), phase.p50_ms);
         self.set(&format!("{name}.p99_ms"), phase.p99_ms);
@@ -134,6 +142,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return result;
     }
     let report = Report::default();
+    if let Some(postgres) = &args.postgres {
+        let result = crate::bench_nodes::run(&args, postgres, &data_dir, &report).await;
+        let _ = std::fs::remove_dir_all(&data_dir);
+        result?;
+        return write_figures(&args, &report);
+    }
     let result = if args.cores.is_empty() { compare(&args, &data_dir, &report).await } else { scaling(&args, &report) };
     if temporary {
         for suffix in ["", "no-rollups", "isolation-process", "isolation-none", "realistic"] {
@@ -145,6 +159,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     result?;
+    write_figures(&args, &report)
+}
+
+fn write_figures(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
     if let Some(path) = &args.figures {
         let text = serde_json::to_string_pretty(&report.value())?;
         std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
@@ -224,10 +242,10 @@ async fn compare(args: &BenchArgs, data_dir: &std::path::Path, report: &Report) 
 }
 
 /// A running server for one phase: its URL, operator key and router.
-struct BenchServer {
-    url: String,
-    operator_key: String,
-    router: axum::Router,
+pub(crate) struct BenchServer {
+    pub(crate) url: String,
+    pub(crate) operator_key: String,
+    pub(crate) router: axum::Router,
 }
 
 /// Runs `work` against a fresh in-process server on `data_dir`, with
@@ -265,15 +283,15 @@ where
 
 /// A creator with two copies of a model (free and paid), and a caller with
 /// a balance.
-struct Setup {
-    caller: Client,
-    caller_key: String,
-    operator: Client,
-    call: Value,
+pub(crate) struct Setup {
+    pub(crate) caller: Client,
+    pub(crate) caller_key: String,
+    pub(crate) operator: Client,
+    pub(crate) call: Value,
 }
 
 impl Setup {
-    async fn new(server: &BenchServer, model: &BenchModel) -> anyhow::Result<Setup> {
+    pub(crate) async fn new(server: &BenchServer, model: &BenchModel) -> anyhow::Result<Setup> {
         let url = server.url.clone();
         let anonymous = Client::new(url.clone(), None)?;
         let signup = |name: &'static str| {
@@ -308,7 +326,7 @@ impl Setup {
     /// Calls `model` ("free" or "paid") over HTTP from every client, back to back.
     async fn phase(&self, args: &BenchArgs, model: &str) -> anyhow::Result<Phase> {
         let pace = Pace { clients: args.clients, duration: Duration::from_secs(args.seconds), per_second: None };
-        http_phase(&self.caller, model, &self.call, pace).await
+        http_phase(std::slice::from_ref(&self.caller), model, &self.call, pace).await
     }
 }
 
@@ -352,7 +370,7 @@ async fn full_comparison(
     if let Some(url) = &args.peer {
         let peer = Client::new(url.trim_end_matches('/').to_owned(), None)?;
         let pace = Pace { clients: args.clients, duration, per_second: None };
-        let peer = http_phase(&peer, "peer", &setup.call, pace).await?;
+        let peer = http_phase(&[peer], "peer", &setup.call, pace).await?;
         report.phase("tiny.peer", &peer);
         report.set("tiny.paid_over_peer", paid.per_second / peer.per_second);
         println!("the peer at {url} ({} clients):  {}", args.clients, peer.describe());
@@ -369,21 +387,21 @@ async fn full_comparison(
     );
     // Latency where a server should run: at half the rate it can take.
     let pace = Pace { clients: args.clients, duration, per_second: Some(paid.per_second / 2.0) };
-    let half = http_phase(&setup.caller, "paid", &setup.call, pace).await?;
+    let half = http_phase(std::slice::from_ref(&setup.caller), "paid", &setup.call, pace).await?;
     report.phase("tiny.paid_at_half_rate", &half);
     println!("paid calls at half that rate ({:.0}/s offered): {}", paid.per_second / 2.0, half.describe());
     Ok(paid.per_second)
 }
 
-struct Phase {
-    calls: u64,
-    per_second: f64,
+pub(crate) struct Phase {
+    pub(crate) calls: u64,
+    pub(crate) per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
 
 impl Phase {
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "{:.0} calls/s ({} calls, p50 {:.2} ms, p99 {:.2} ms)",
             self.per_second, self.calls, self.p50_ms, self.p99_ms
@@ -410,13 +428,14 @@ impl Phase {
 /// answer does not lower the rate offered: latency is measured from when
 /// the call was due).
 #[derive(Debug, Clone, Copy)]
-struct Pace {
-    clients: usize,
-    duration: Duration,
-    per_second: Option<f64>,
+pub(crate) struct Pace {
+    pub(crate) clients: usize,
+    pub(crate) duration: Duration,
+    pub(crate) per_second: Option<f64>,
 }
 
-async fn http_phase(caller: &Client, model: &str, call: &Value, pace: Pace) -> anyhow::Result<Phase> {
+/// Client `i` sends through `callers[i % callers.len()]` (one per node).
+pub(crate) async fn http_phase(callers: &[Client], model: &str, call: &Value, pace: Pace) -> anyhow::Result<Phase> {
     let body = Arc::new(call.clone());
     let path = Arc::new(format!("/v1/models/creator/{model}/infer"));
     let started = Instant::now();
@@ -424,7 +443,7 @@ async fn http_phase(caller: &Client, model: &str, call: &Value, pace: Pace) -> a
     let interval = pace.per_second.map(|rate| Duration::from_secs_f64(pace.clients as f64 / rate.max(1e-3)));
     let mut tasks = vec![];
     for client in 0..pace.clients {
-        let (caller, body, path) = (caller.clone(), body.clone(), path.clone());
+        let (caller, body, path) = (callers[client % callers.len()].clone(), body.clone(), path.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = vec![];
             // Paced clients start spread over one interval.
@@ -585,7 +604,7 @@ fn scaling(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
 }
 
 /// (batches, items, largest batch, histogram text) from the operator's ledger view.
-async fn ledger_items(operator: &Client) -> anyhow::Result<(u64, u64, u64, String)> {
+pub(crate) async fn ledger_items(operator: &Client) -> anyhow::Result<(u64, u64, u64, String)> {
     let view: Value = operator.send_json(operator.request(reqwest::Method::GET, "/v1/admin/ledger")).await?;
     let sequencer = &view["sequencer"];
     let histogram: Vec<String> = sequencer["batch_sizes"]

@@ -4,6 +4,7 @@
 
 mod audit;
 mod bench;
+mod bench_nodes;
 mod client;
 mod commands;
 mod demo;

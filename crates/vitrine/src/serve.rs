@@ -17,6 +17,18 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free one [setting: listen].
     #[arg(long)]
     listen: Option<String>,
+    /// A PostgreSQL database several nodes share, instead of SQLite in the
+    /// data directory: postgres://user@host:port/database [setting: database_url].
+    #[arg(long)]
+    database_url: Option<String>,
+    /// This node's name among the nodes of one market; it is paid as the
+    /// account node-<id> [setting: node_id].
+    #[arg(long)]
+    node_id: Option<String>,
+    /// The folder of model files, shared by the nodes of one market
+    /// [setting: blob_dir; default: DATA_DIR/blobs].
+    #[arg(long)]
+    blob_dir: Option<PathBuf>,
     /// A TOML file of settings; environment variables (VITRINE_<SETTING>)
     /// and flags override it.
     #[arg(long)]
@@ -88,6 +100,15 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(listen) = &args.listen {
         flags.insert("listen".into(), listen.clone().into());
+    }
+    if let Some(url) = &args.database_url {
+        flags.insert("database_url".into(), url.clone().into());
+    }
+    if let Some(node_id) = &args.node_id {
+        flags.insert("node_id".into(), node_id.clone().into());
+    }
+    if let Some(dir) = &args.blob_dir {
+        flags.insert("blob_dir".into(), dir.display().to_string().into());
     }
     Ok(Config::load(args.config.as_deref(), std::env::vars(), flags)?)
 }

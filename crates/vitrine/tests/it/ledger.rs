@@ -14,18 +14,18 @@ pub(crate) fn linear_call() -> Value {
 }
 
 /// Minor units of an account's field, as an integer.
-async fn units(api: &Api, operator: &str, account: &str, field: &str) -> i128 {
+pub(crate) async fn units(api: &Api, operator: &str, account: &str, field: &str) -> i128 {
     let view = api.get(&format!("/v1/admin/accounts/{account}"), Some(operator)).await;
     view.ok(200)[field].as_str().unwrap().parse().unwrap()
 }
 
-async fn deposit(api: &Api, operator: &str, account: &str, amount: u64, reference: &str) -> Value {
+pub(crate) async fn deposit(api: &Api, operator: &str, account: &str, amount: u64, reference: &str) -> Value {
     let body = json!({"account": account, "amount": amount.to_string(), "reference": reference});
     api.post("/v1/admin/deposits", Some(operator), body).await.ok(201).clone()
 }
 
 /// Creates `creator/name` serving the linear fixture at `price` minor units.
-async fn priced_model(api: &Api, key: &str, creator: &str, name: &str, price: u64) {
+pub(crate) async fn priced_model(api: &Api, key: &str, creator: &str, name: &str, price: u64) {
     api.model_with_version(key, creator, name, "linear").await;
     let patch = json!({"price_per_inference": price.to_string()});
     api.patch(&format!("/v1/models/{creator}/{name}"), Some(key), patch).await.ok(200);

@@ -12,6 +12,7 @@ mod ledger;
 mod lifecycle;
 mod log;
 mod models;
+mod multinode;
 mod openapi;
 mod restart;
 mod stats;

@@ -73,8 +73,8 @@ impl TestServer {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let operator_key =
-            std::fs::read_to_string(data_dir.join("operator.key")).expect("operator.key").trim().to_owned();
+        // Only the node that created the market has the operator's key.
+        let operator_key = std::fs::read_to_string(data_dir.join("operator.key")).unwrap_or_default().trim().to_owned();
         TestServer { url, operator_key, data_dir, child, settings, _dir: dir }
     }
 
@@ -177,11 +177,22 @@ pub struct Api {
 
 impl Api {
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
-        let response = request.send().await.expect("the server answers");
+        self.try_send(request).await.expect("the server answers")
+    }
+
+    /// The answer, or `None` if the server did not give one (it is gone).
+    pub async fn try_send(&self, request: reqwest::RequestBuilder) -> Option<Answer> {
+        let response = request.send().await.ok()?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await.expect("read body");
+        let bytes = response.bytes().await.ok()?;
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer { status, body }
+        Some(Answer { status, body })
+    }
+
+    /// A plain-text answer's body (the log's checkpoint).
+    pub async fn text(&self, path: &str) -> String {
+        let response = self.request(reqwest::Method::GET, path, None).send().await.expect("the server answers");
+        response.text().await.expect("read body")
     }
 
     pub fn request(&self, method: reqwest::Method, path: &str, key: Option<&str>) -> reqwest::RequestBuilder {

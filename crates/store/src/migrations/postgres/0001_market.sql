@@ -181,3 +181,12 @@ CREATE TABLE writer_epoch (
     epoch BIGINT NOT NULL
 );
 INSERT INTO writer_epoch (id, epoch) VALUES (1, 0);
+
+-- Seeds every node of the market signs or keys with: the log's checkpoint
+-- key and the callers' pseudonym key. The first node to start writes them;
+-- the others read them. (On SQLite they are files in the data directory.)
+CREATE TABLE market_secrets (
+    name       TEXT   PRIMARY KEY,
+    seed       BYTEA  NOT NULL,
+    created_at BIGINT NOT NULL
+);

@@ -1,0 +1,270 @@
+//! Several `vitrine serve` nodes on one PostgreSQL database: one market, one
+//! ledger, one log. Runs where PostgreSQL is reachable
+//! (`VITRINE_TEST_POSTGRES`, by default `postgres://postgres@127.0.0.1:5432/test`),
+//! and must under `CI`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::{Connection, PgConnection};
+
+use crate::ledger::{deposit, linear_call, priced_model, units};
+use crate::support::{Api, BINARY, TestServer};
+
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database of its own on the PostgreSQL server, dropped at the end.
+struct Database {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    async fn create(test: &str) -> Option<Database> {
+        let server = std::env::var("VITRINE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.to_owned());
+        let mut admin = match PgConnection::connect(&server).await {
+            Ok(connection) => connection,
+            Err(error) if std::env::var_os("CI").is_none() => {
+                eprintln!("PostgreSQL at {server} is not reachable ({error}): skipping {test}");
+                return None;
+            }
+            Err(error) => panic!("CI runs the multi-node tests, and PostgreSQL at {server} is not reachable: {error}"),
+        };
+        let name = format!("vitrine_{test}_{}", std::process::id());
+        for statement in [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), format!("CREATE DATABASE {name}")] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut admin).await.expect("create a test database");
+        }
+        let base = server.rsplit_once('/').map_or(server.as_str(), |(base, _)| base);
+        Some(Database { url: format!("{base}/{name}"), server, name })
+    }
+
+    async fn drop(self) {
+        let mut admin = PgConnection::connect(&self.server).await.expect("reconnect");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {} WITH (FORCE)", self.name)))
+            .execute(&mut admin)
+            .await
+            .expect("drop the test database");
+    }
+}
+
+/// Three nodes on one database and one blob folder.
+fn start_nodes(database: &Database, blobs: &std::path::Path) -> Vec<TestServer> {
+    ["a", "b", "c"]
+        .into_iter()
+        .map(|node| {
+            TestServer::start_with(&[
+                ("database_url", database.url.as_str()),
+                ("node_id", node),
+                ("blob_dir", blobs.to_str().expect("a UTF-8 path")),
+                ("inference_threads", "1"),
+                ("checkpoint_interval_ms", "200"),
+            ])
+        })
+        .collect()
+}
+
+fn paid_call(api: &Api, key: &str, idempotency_key: Option<&str>) -> reqwest::RequestBuilder {
+    let request = api.request(reqwest::Method::POST, "/v1/models/alice/linear/infer", Some(key)).json(&linear_call());
+    match idempotency_key {
+        Some(idempotency_key) => request.header("Idempotency-Key", idempotency_key),
+        None => request,
+    }
+}
+
+/// The size in a node's checkpoint (its second line).
+async fn checkpoint_size(api: &Api) -> u64 {
+    let note = api.text("/v1/log/checkpoint").await;
+    note.lines().nth(1).and_then(|line| line.parse().ok()).unwrap_or_else(|| panic!("a checkpoint: {note}"))
+}
+
+/// Waits until every node serves a checkpoint of at least `size` leaves; the
+/// time it took.
+async fn checkpoints_reach(apis: &[Api], size: u64) -> Duration {
+    let start = Instant::now();
+    loop {
+        let mut reached = true;
+        for api in apis {
+            reached &= checkpoint_size(api).await >= size;
+        }
+        if reached {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no checkpoint of {size} leaves after 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `vitrine audit` against `node`, keeping its state (the pinned log
+/// key, the last verified checkpoint) in `folder`; asserts it passes.
+fn run_audit(node: &TestServer, folder: &std::path::Path, args: &[&str]) -> String {
+    let output = std::process::Command::new(BINARY)
+        .env_remove("VITRINE_KEY")
+        .env("VITRINE_URL", &node.url)
+        .env("VITRINE_CLIENT_CONFIG", folder.join("client.toml"))
+        .arg("audit")
+        .args(args)
+        .arg("--state")
+        .arg(folder.join("state.json"))
+        .output()
+        .expect("run the audit");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{text}");
+    text
+}
+
+#[tokio::test]
+async fn three_nodes_serve_one_market_with_one_ledger_and_one_log() {
+    let Some(database) = Database::create("three_nodes").await else { return };
+    let blobs = tempfile::tempdir().expect("a blob folder");
+    let mut nodes = start_nodes(&database, blobs.path());
+    let apis: Vec<Api> = nodes.iter().map(TestServer::api).collect();
+    let op = nodes[0].operator_key.clone();
+    assert!(!op.is_empty() && nodes[1].operator_key.is_empty(), "the first node created the market");
+
+    // Accounts, models and money made on one node are every node's.
+    let alice = apis[0].signup("alice").await;
+    let bob = apis[1].signup("bob").await;
+    let carol = apis[2].signup("carol").await;
+    priced_model(&apis[1], &alice, "alice", "linear", 100).await;
+    deposit(&apis[2], &op, "bob", 100_000, "bank-1").await;
+    deposit(&apis[0], &op, "carol", 1_000, "bank-2").await;
+
+    // Calls spread over the nodes at once: every one paid, each by its node.
+    let calls = futures_util::future::join_all((0..60).map(|i| {
+        let api = &apis[i % 3];
+        let bob = bob.clone();
+        async move { api.send(paid_call(api, &bob, None)).await }
+    }))
+    .await;
+    let mut served: HashMap<String, i128> = HashMap::new();
+    for answer in &calls {
+        let receipt = &answer.ok(200)["receipt"];
+        *served.entry(receipt["node"].as_str().expect("a node").to_owned()).or_default() += 1;
+    }
+    assert_eq!(served.len(), 3, "{served:?}");
+    assert_eq!(units(&apis[0], &op, "bob", "balance").await, 100_000 - 60 * 100);
+
+    // Carol can pay for ten calls: spread over three nodes, she pays for ten.
+    let tries = futures_util::future::join_all((0..30).map(|i| {
+        let api = &apis[i % 3];
+        let carol = carol.clone();
+        async move { api.send(paid_call(api, &carol, None)).await }
+    }))
+    .await;
+    let paid = tries.iter().filter(|answer| answer.status == 200).count() as i128;
+    for answer in tries.iter().filter(|answer| answer.status != 200) {
+        answer.error(402, "insufficient_balance");
+    }
+    assert!(paid <= 10, "carol had 1,000 and paid for {paid} calls of 100");
+    assert_eq!(units(&apis[1], &op, "carol", "balance").await, 1_000 - 100 * paid);
+    for answer in tries.iter().filter(|answer| answer.status == 200) {
+        let node = answer.body["receipt"]["node"].as_str().expect("a node").to_owned();
+        *served.entry(node).or_default() += 1;
+    }
+
+    // A retry on another node replays the first answer and pays nothing more.
+    let first = apis[0].send(paid_call(&apis[0], &bob, Some("retry-1"))).await.ok(200).clone();
+    let again = apis[2].send(paid_call(&apis[2], &bob, Some("retry-1"))).await.ok(200).clone();
+    assert_eq!(first, again);
+    *served.entry(first["receipt"]["node"].as_str().expect("a node").to_owned()).or_default() += 1;
+    assert_eq!(units(&apis[2], &op, "bob", "balance").await, 100_000 - 61 * 100);
+
+    // Node shares are exact (15% of 100 per call served), and the ledger balances.
+    for (node, count) in &served {
+        assert_eq!(units(&apis[0], &op, node, "balance").await, 15 * count, "{node}");
+    }
+    for api in &apis {
+        let ledger = api.get("/v1/admin/ledger", Some(&op)).await.ok(200).clone();
+        assert_eq!(ledger["debits_total"], ledger["credits_total"]);
+        assert_eq!(ledger["circulating"], "101000");
+    }
+
+    // One log: every node serves the same checkpoint, and the audit of any
+    // node verifies it, every leaf and alice's earnings.
+    let leaves = 61 + paid as u64;
+    checkpoints_reach(&apis, leaves).await;
+    let notes: Vec<String> =
+        futures_util::future::join_all(apis.iter().map(|api| api.text("/v1/log/checkpoint"))).await;
+    assert!(notes.iter().all(|note| note == &notes[0]), "{notes:?}");
+    let audit = tempfile::tempdir().expect("a folder");
+    let text = run_audit(&nodes[2], audit.path(), &["--creator", "alice", "--key", &alice]);
+    let earned = 80 * leaves as i128;
+    assert_eq!(units(&apis[1], &op, "alice", "balance").await, earned);
+    assert!(text.contains(&earned.to_string()), "{text}");
+
+    for node in &mut nodes {
+        assert!(node.terminate().success());
+    }
+    database.drop().await;
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_load_loses_no_receipt_and_another_signs_within_seconds() {
+    let Some(database) = Database::create("killed_node").await else { return };
+    let blobs = tempfile::tempdir().expect("a blob folder");
+    let nodes = start_nodes(&database, blobs.path());
+    let apis: Vec<Api> = nodes.iter().map(TestServer::api).collect();
+    let op = nodes[0].operator_key.clone();
+    let alice = apis[0].signup("alice").await;
+    let bob = apis[0].signup("bob").await;
+    priced_model(&apis[0], &alice, "alice", "linear", 100).await;
+    deposit(&apis[0], &op, "bob", 1_000_000, "bank-1").await;
+    apis[1].send(paid_call(&apis[1], &bob, None)).await.ok(200);
+    checkpoints_reach(&apis, 1).await;
+    // An auditor pins the log's key and checkpoint, from node c.
+    let audit = tempfile::tempdir().expect("a folder");
+    run_audit(&nodes[2], audit.path(), &[]);
+
+    // Load on every node; node a (the first started, the signer) is killed
+    // in the middle of it.
+    let victim = nodes[0].pid();
+    let load = futures_util::future::join_all((0..90).map(|i| {
+        let api = &apis[i % 3];
+        let bob = bob.clone();
+        async move {
+            if i == 45 {
+                crate::support::signal(victim, "KILL");
+            }
+            api.try_send(paid_call(api, &bob, None)).await
+        }
+    }));
+    let answers = load.await;
+    let receipts: Vec<u64> = answers
+        .iter()
+        .flatten()
+        .filter(|answer| answer.status == 200)
+        .map(|answer| answer.body["receipt"]["log_index"].as_u64().expect("a receipt"))
+        .collect();
+    // Every call to the surviving nodes was served.
+    for (i, answer) in answers.iter().enumerate() {
+        if i % 3 != 0 {
+            answer.as_ref().expect("a surviving node answers").ok(200);
+        }
+    }
+    // After the kill: more calls, and a checkpoint covering them signed by
+    // another node within 15 s.
+    let survivors = &apis[1..];
+    let mut last = 0;
+    for i in 0..10 {
+        let api = &survivors[i % 2];
+        last = api.send(paid_call(api, &bob, None)).await.ok(200)["receipt"]["log_index"].as_u64().expect("a receipt");
+    }
+    let waited = checkpoints_reach(survivors, last + 1).await;
+    assert!(waited < Duration::from_secs(15), "a checkpoint covering the later calls took {waited:?}");
+    // No receipt given out is lost: each is in the log, charged once.
+    for index in receipts {
+        survivors[0].get(&format!("/v1/receipts/{index}"), None).await.ok(200);
+    }
+    let paid = units(&apis[1], &op, "bob", "balance").await;
+    let size = checkpoint_size(&survivors[0]).await as i128;
+    assert_eq!(paid, 1_000_000 - 100 * size, "every leaf in the log was paid for once");
+    let ledger: Value = survivors[1].get("/v1/admin/ledger", Some(&op)).await.ok(200).clone();
+    assert_eq!(ledger["debits_total"], ledger["credits_total"]);
+    // The new signer signs with the market's key, consistently with the
+    // checkpoints the auditor saw before.
+    run_audit(&nodes[2], audit.path(), &[]);
+    drop(nodes);
+    database.drop().await;
+}
