@@ -56,6 +56,14 @@ impl LogKeys {
     }
 }
 
+/// A seed file of the data directory, if it is there.
+pub fn read_seed(data_dir: &Path, file: &str) -> Result<Option<[u8; 32]>, String> {
+    if !data_dir.join(file).exists() {
+        return Ok(None);
+    }
+    seed(data_dir, file).map(Some)
+}
+
 fn random_seed() -> Result<[u8; 32], String> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| format!("no random source: {e}"))?;

@@ -9,6 +9,7 @@ mod backend;
 mod blobs;
 mod db;
 mod log;
+mod migrate;
 mod money;
 pub mod postgres;
 mod sequencer;

@@ -755,3 +755,58 @@ async fn the_market_seeds_are_written_once_and_one_node_signs_at_a_time() {
     })
     .await;
 }
+
+/// A single node's SQLite market copied into a fresh database of each kind:
+/// every row, then the copy goes on where the source stopped.
+#[tokio::test]
+async fn a_market_copies_whole_into_another_database_and_goes_on_there() {
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let source = Store::open(&folder.path().join("source.sqlite")).await.expect("open the source");
+    let market = market(&source).await;
+    let items: Vec<BatchItem> =
+        (0..5).map(|i| charge(&market, 100, &format!("leaf {i}"), Some(&format!("key-{i}")))).collect();
+    source.apply_batch(&items).await.expect("calls");
+    source.register_node("node-a", &[4; 32]).await.expect("a node");
+    source.market_seed("log.key", [5; 32]).await.expect("a seed");
+    let checkpoint =
+        store::StoredCheckpoint { size: 5, root: source.log_root(5).await.expect("root"), note: "n".into() };
+    source.insert_checkpoint(&checkpoint).await.expect("a checkpoint");
+    on_every_database(|target| {
+        let (source, market, checkpoint) = (source.clone(), &market, checkpoint.clone());
+        async move {
+            let copied = source.copy_market_to(&target).await.expect("copy");
+            let rows = |table: &str| copied.iter().find(|(name, _)| *name == table).map(|(_, rows)| *rows);
+            assert_eq!((rows("accounts"), rows("transfers"), rows("log_leaves")), (Some(5), Some(16), Some(5)));
+            // A second copy into a market is refused.
+            assert!(matches!(source.copy_market_to(&target).await, Err(StoreError::Conflict(_))));
+            assert_eq!(target.counts().await.expect("counts"), source.counts().await.expect("counts"));
+            assert_eq!(target.ledger_totals().await.expect("totals"), source.ledger_totals().await.expect("totals"));
+            assert_eq!(target.log_root(5).await.expect("root"), checkpoint.root);
+            assert_eq!(target.latest_checkpoint().await.expect("latest"), Some(checkpoint.clone()));
+            assert_eq!(target.node_keys().await.expect("keys"), source.node_keys().await.expect("keys"));
+            assert_eq!(target.market_seed("log.key", [6; 32]).await.expect("seed"), [5; 32]);
+            let query = RollupQuery {
+                dimension: Dimension::Model,
+                granularity: store::DAY_MS,
+                from_ms: 0,
+                to_ms: i64::MAX,
+                keys: None,
+                include_private: true,
+                detail: true,
+            };
+            assert_eq!(target.rollups(&query).await.expect("rollups"), source.rollups(&query).await.expect("rollups"));
+            let replay = target.idempotency_lookup(market.caller.id, "key-3", &digest("key-3"), i64::MAX / 2).await;
+            assert_eq!(replay.expect("lookup"), IdempotencyStart::Replay("answer of key-3".into(), Some(3)));
+            // It goes on: new rows take ids after the copied ones, the log
+            // grows from its edge.
+            let newcomer = account(&target, "newcomer").await;
+            assert!(newcomer.id > market.caller.id);
+            let outcomes = target.apply_batch(&[charge(market, 100, "leaf 5", None)]).await.expect("a call");
+            assert_eq!(outcomes[0].as_ref().expect("charged").log_index, Some(5));
+            let mut tree = tlog::MemoryTree::new();
+            (0..6).for_each(|i| tree.append(tlog::leaf_hash(format!("leaf {i}").as_bytes())));
+            assert_eq!(target.log_root(6).await.expect("root"), tree.root());
+        }
+    })
+    .await;
+}

@@ -233,6 +233,7 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
         Command::Serve(_)
         | Command::Bench(_)
         | Command::Demo(_)
+        | Command::Migrate(_)
         | Command::Audit(_)
         | Command::Receipt(_)
         | Command::Worker => {

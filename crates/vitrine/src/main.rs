@@ -8,6 +8,7 @@ mod bench_nodes;
 mod client;
 mod commands;
 mod demo;
+mod migrate;
 mod output;
 mod serve;
 mod stats;
@@ -31,6 +32,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Fill a fresh data directory with a living demo market.
     Demo(demo::DemoArgs),
+    /// Move a single node's market from its SQLite database to PostgreSQL.
+    Migrate(migrate::MigrateArgs),
     /// Create an account and save its API key in the client configuration.
     Signup(commands::SignupArgs),
     /// Show the account of the current API key.
@@ -87,7 +90,7 @@ fn main() -> std::process::ExitCode {
         // Before any runtime starts threads: a worker is one confined thread.
         return std::process::ExitCode::from(sandbox::worker_main().clamp(0, 255) as u8);
     }
-    if !matches!(cli.command, Command::Serve(_) | Command::Bench(_) | Command::Demo(_)) {
+    if !matches!(cli.command, Command::Serve(_) | Command::Bench(_) | Command::Demo(_) | Command::Migrate(_)) {
         end_quietly_on_a_closed_pipe();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -102,6 +105,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Migrate(args) => migrate::run(args).await,
             Command::Audit(args) => audit::run_audit(args, &cli.client).await,
             Command::Receipt(command) => audit::run_receipt(command, &cli.client).await,
             command => commands::run(command, cli.client).await,

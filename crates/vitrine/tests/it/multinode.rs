@@ -268,3 +268,63 @@ async fn a_node_killed_mid_load_loses_no_receipt_and_another_signs_within_second
     drop(nodes);
     database.drop().await;
 }
+
+#[tokio::test]
+async fn a_single_node_market_moves_to_postgres_and_its_audit_still_passes() {
+    let Some(database) = Database::create("migrate").await else { return };
+    let mut single = TestServer::start_with(&[("inference_threads", "1"), ("checkpoint_interval_ms", "200")]);
+    let (api, op) = (single.api(), single.operator_key.clone());
+    let alice = api.signup("alice").await;
+    let bob = api.signup("bob").await;
+    priced_model(&api, &alice, "alice", "linear", 100).await;
+    deposit(&api, &op, "bob", 10_000, "bank-1").await;
+    let mut answers = vec![];
+    for i in 0..5 {
+        answers.push(api.send(paid_call(&api, &bob, Some(&format!("key-{i}")))).await.ok(200).clone());
+    }
+    checkpoints_reach(std::slice::from_ref(&api), 5).await;
+    let audit = tempfile::tempdir().expect("a folder");
+    run_audit(&single, audit.path(), &["--creator", "alice", "--key", &alice]);
+    assert!(single.terminate().success());
+
+    let output = std::process::Command::new(BINARY)
+        .args(["migrate", "--from"])
+        .arg(&single.data_dir)
+        .args(["--to", &database.url])
+        .output()
+        .expect("run vitrine migrate");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("log_leaves") && text.contains("transfers"), "{text}");
+    // Twice: the database has a market now.
+    let again = std::process::Command::new(BINARY)
+        .args(["migrate", "--from"])
+        .arg(&single.data_dir)
+        .args(["--to", &database.url])
+        .output()
+        .expect("run vitrine migrate");
+    assert!(!again.status.success());
+
+    let blobs = single.data_dir.join("blobs");
+    let moved = TestServer::on_data_dir_with(
+        single.data_dir.clone(),
+        &[
+            ("database_url", database.url.as_str()),
+            ("blob_dir", blobs.to_str().expect("a UTF-8 path")),
+            ("inference_threads", "1"),
+            ("checkpoint_interval_ms", "200"),
+        ],
+    );
+    let api = moved.api();
+    assert_eq!(units(&api, &op, "bob", "balance").await, 10_000 - 500);
+    // A retry replays its first answer; a new call goes on the same log.
+    assert_eq!(api.send(paid_call(&api, &bob, Some("key-3"))).await.ok(200), &answers[3]);
+    let next = api.send(paid_call(&api, &bob, None)).await.ok(200).clone();
+    assert_eq!(next["receipt"]["log_index"], 5);
+    checkpoints_reach(std::slice::from_ref(&api), 6).await;
+    // The auditor's pinned key and checkpoint still hold: same log, same key.
+    let text = run_audit(&moved, audit.path(), &["--creator", "alice", "--key", &alice]);
+    assert!(text.contains(&(80 * 6).to_string()), "{text}");
+    drop(moved);
+    database.drop().await;
+}

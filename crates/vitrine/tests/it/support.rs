@@ -49,6 +49,12 @@ impl TestServer {
         TestServer::spawn(data_dir, vec![], None)
     }
 
+    /// Starts on an existing data directory with extra settings.
+    pub fn on_data_dir_with(data_dir: PathBuf, settings: &[(&str, &str)]) -> TestServer {
+        let settings = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        TestServer::spawn(data_dir, settings, None)
+    }
+
     fn spawn(data_dir: PathBuf, settings: Vec<(String, String)>, dir: Option<tempfile::TempDir>) -> TestServer {
         let mut command = Command::new(BINARY);
         command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data_dir);
