@@ -67,6 +67,8 @@ pub struct AppState {
     pub known_keys: Arc<known_keys::KnownKeys>,
     /// Models and versions calls read recently.
     pub known_models: Arc<known_models::KnownModels>,
+    /// Full tiles of the log, as served (`routes/tiles.rs`).
+    pub tiles: Arc<routes::tiles::TileCache>,
     /// Idempotency-Keys of calls running on this node.
     pub idempotency_claims: Arc<claims::IdempotencyClaims>,
     pub fee_split: ledger::FeeSplit,
@@ -175,6 +177,7 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         reservations,
         known_keys: Arc::default(),
         known_models: Arc::default(),
+        tiles: Arc::default(),
         idempotency_claims: Arc::default(),
         blob_removal: Arc::default(),
         fee_split: config.fee_split().map_err(|e| e.to_string())?,
@@ -425,6 +428,7 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     let document = Arc::new(with_common_responses(document));
     api.route("/v1/openapi.json", axum::routing::get(move || async move { axum::Json(document.as_ref().clone()) }))
+        .route("/v1/log/tile/{*tile}", axum::routing::get(routes::tiles::tile))
         .merge(pages::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

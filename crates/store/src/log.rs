@@ -187,6 +187,27 @@ impl Store {
         Ok(first)
     }
 
+    /// The hashes of the complete subtrees at `level` with indices
+    /// `[start, start + count)`, in order: a tile's contents. `Corrupt` if
+    /// one is missing (ask only for what the tree has completed).
+    pub async fn level_hashes(&self, level: u32, start: u64, count: u64) -> Result<Vec<Hash>, StoreError> {
+        let end = start.checked_add(count).ok_or_else(|| StoreError::Corrupt("a tile past 2^64".into()))?;
+        let rows: Vec<(i64, Vec<u8>)> = on_pool!(&self.pool, pool => {
+            sqlx::query_as("SELECT idx, hash FROM log_nodes WHERE level = $1 AND idx >= $2 AND idx < $3 ORDER BY idx")
+                .bind(level as i64)
+                .bind(start as i64)
+                .bind(end as i64)
+                .fetch_all(pool)
+                .await?
+        });
+        if rows.len() as u64 != count
+            || rows.iter().zip(start..).any(|((index, _), expected)| *index as u64 != expected)
+        {
+            return Err(StoreError::Corrupt(format!("log nodes of level {level} from {start} are missing")));
+        }
+        rows.iter().map(|(_, hash)| to_hash(hash)).collect()
+    }
+
     pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
         Ok(self.checkpoints(None, 1).await?.into_iter().next().map(|(checkpoint, _)| checkpoint))
     }

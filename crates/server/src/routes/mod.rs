@@ -10,3 +10,4 @@ pub mod money;
 pub mod quarantine;
 pub mod stats;
 pub mod takedown;
+pub mod tiles;

@@ -17,4 +17,5 @@ mod openapi;
 mod restart;
 mod stats;
 mod support;
+mod tiles;
 mod uploads;

@@ -60,6 +60,7 @@ fn start_nodes(database: &Database, blobs: &std::path::Path) -> Vec<TestServer> 
                 ("blob_dir", blobs.to_str().expect("a UTF-8 path")),
                 ("inference_threads", "1"),
                 ("checkpoint_interval_ms", "200"),
+                ("calls_per_key_concurrent_max", "0"),
             ])
         })
         .collect()
