@@ -7,12 +7,14 @@
 //!   [`Frontier`] that appends leaves.
 //! - [`note`]: C2SP `tlog-checkpoint` bodies signed as C2SP `signed-note`s
 //!   with Ed25519, and receipt signatures.
+//! - [`proof`]: C2SP `tlog-proof`, a receipt verifiable offline.
 //!
 //! This crate knows nothing about SQL or HTTP.
 
 pub mod leaf;
 pub mod merkle;
 pub mod note;
+pub mod proof;
 
 pub use leaf::{LeafError, ReceiptLeaf, caller_pseudonym, caller_secret, private_model_label};
 pub use merkle::{
@@ -20,3 +22,4 @@ pub use merkle::{
     verify_consistency, verify_inclusion,
 };
 pub use note::{Checkpoint, NoteError, NoteKey, NoteVerifier};
+pub use proof::TlogProof;

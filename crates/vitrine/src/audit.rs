@@ -45,14 +45,30 @@ pub struct AuditArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ReceiptCommand {
-    /// Check a saved receipt (or a whole inference answer): its leaf, its
-    /// node's signature, and its inclusion in a signed checkpoint.
+    /// Check a saved receipt: a C2SP tlog-proof file (`receipt get`), with
+    /// no network, against the log's key (--log-key, or the one the audit
+    /// pinned); or a receipt or whole inference answer in JSON, online: its
+    /// leaf, its node's signature, and its inclusion in a signed checkpoint.
     Verify {
         file: PathBuf,
         #[arg(long)]
         server: Option<String>,
+        /// The log's verifier key (`name+id+key`).
         #[arg(long)]
         log_key: Option<String>,
+        /// The audit's state file, whose pinned log key an offline check
+        /// uses when --log-key is not given [default: beside the client
+        /// configuration, audit-state.json].
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Write receipt INDEX as a C2SP tlog-proof (the leaf, the node's
+    /// signature, its inclusion proof and the signed checkpoint) to standard
+    /// output, for `receipt verify` to check offline later.
+    Get {
+        index: u64,
+        #[arg(long)]
+        server: Option<String>,
     },
 }
 
@@ -455,9 +471,19 @@ fn hashes_from(value: &Value) -> anyhow::Result<Vec<tlog::Hash>> {
 }
 
 pub async fn run_receipt(command: ReceiptCommand, client_args: &ClientArgs) -> anyhow::Result<()> {
-    let ReceiptCommand::Verify { file, server, log_key } = command;
-    let client = server_client(client_args, server.as_deref())?;
+    let (file, server, log_key, state) = match command {
+        ReceiptCommand::Get { index, server } => return get_receipt(index, client_args, server.as_deref()).await,
+        ReceiptCommand::Verify { file, server, log_key, state } => (file, server, log_key, state),
+    };
     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    if text.starts_with("c2sp.org/tlog-proof@") {
+        let vkey = match log_key {
+            Some(vkey) => vkey,
+            None => pinned_log_key(client_args, state)?,
+        };
+        return verify_offline(&text, &vkey);
+    }
+    let client = server_client(client_args, server.as_deref())?;
     let json: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
     let receipt = if json.get("receipt").is_some() { json["receipt"].clone() } else { json };
     if receipt.is_null() {
@@ -523,6 +549,96 @@ pub async fn run_receipt(command: ReceiptCommand, client_args: &ClientArgs) -> a
         ),
         ("signature", format!("valid, node {}", leaf.node)),
         ("included", format!("in the checkpoint of {} leaves signed by {}", checkpoint.size, verifier.name)),
+    ]);
+    Ok(())
+}
+
+/// Receipt `index` as a C2SP tlog-proof, against the latest checkpoint.
+async fn get_receipt(index: u64, client_args: &ClientArgs, server: Option<&str>) -> anyhow::Result<()> {
+    let client = server_client(client_args, server)?;
+    // Asking for the receipt makes the server sign a checkpoint that covers it.
+    let receipt = client.send_json(client.request(Method::GET, &format!("/v1/receipts/{index}"))).await?;
+    let leaf = BASE64.decode(receipt["leaf"].as_str().unwrap_or_default()).context("the receipt's leaf")?;
+    let signature =
+        BASE64.decode(receipt["signature"].as_str().unwrap_or_default()).context("the receipt's signature")?;
+    let mut note = client.send(client.request(Method::GET, "/v1/log/checkpoint")).await?.text().await?;
+    let mut size = note_size(&note)?;
+    while size <= index {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        note = client.send(client.request(Method::GET, "/v1/log/checkpoint")).await?.text().await?;
+        size = note_size(&note)?;
+    }
+    let path = format!("/v1/log/proof/inclusion?index={index}&size={size}");
+    let proof = client.send_json(client.request(Method::GET, &path)).await?;
+    let proof = tlog::TlogProof {
+        extra: Some(tlog::proof::receipt_extra(&leaf, &signature).context("the leaf is too long for a proof")?),
+        index,
+        hashes: hashes_from(&proof["hashes"])?,
+        checkpoint: note,
+    };
+    print!("{}", proof.encode());
+    Ok(())
+}
+
+fn note_size(note: &str) -> anyhow::Result<u64> {
+    note.lines().nth(1).and_then(|line| line.parse().ok()).context("the checkpoint has no size line")
+}
+
+/// The log key the audit pinned, when it pinned exactly one.
+fn pinned_log_key(client_args: &ClientArgs, state: Option<PathBuf>) -> anyhow::Result<String> {
+    let path = match state {
+        Some(path) => path,
+        None => client_args.config_path()?.with_file_name("audit-state.json"),
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("checking a proof offline needs the log's key: --log-key, or a pinned one in {}", path.display())
+    })?;
+    let state: AuditState =
+        serde_json::from_str(&text).with_context(|| format!("{} is not an audit state", path.display()))?;
+    match state.logs.values().collect::<Vec<_>>().as_slice() {
+        [log] => Ok(log.vkey.clone()),
+        _ => bail!("{} pins {} logs: say which with --log-key", path.display(), state.logs.len()),
+    }
+}
+
+/// Checks a tlog-proof with nothing but the log's key: the checkpoint's
+/// signature and origin, the leaf in `extra` decoded, and its inclusion in
+/// the checkpoint's tree.
+fn verify_offline(text: &str, vkey: &str) -> anyhow::Result<()> {
+    let proof = tlog::TlogProof::parse(text)?;
+    let verifier = NoteVerifier::from_vkey(vkey).map_err(|e| anyhow::anyhow!("the log key: {e}"))?;
+    let body = verifier.verify_note(&proof.checkpoint).map_err(|e| anyhow::anyhow!("the checkpoint: {e}"))?;
+    let checkpoint = Checkpoint::parse(body).map_err(|e| anyhow::anyhow!("the checkpoint: {e}"))?;
+    if checkpoint.origin != verifier.name {
+        bail!("the checkpoint's origin {} is not the key's name {}", checkpoint.origin, verifier.name);
+    }
+    let extra = proof.extra.as_deref().context("the proof carries no receipt (no extra line)")?;
+    let (leaf_bytes, _signature) = tlog::proof::split_receipt_extra(extra)?;
+    if !tlog::verify_inclusion(
+        &tlog::leaf_hash(leaf_bytes),
+        proof.index,
+        checkpoint.size,
+        &proof.hashes,
+        &checkpoint.root,
+    ) {
+        bail!("leaf {} is not included in the checkpoint of {} leaves", proof.index, checkpoint.size);
+    }
+    let leaf = ReceiptLeaf::decode(leaf_bytes).map_err(|e| anyhow::anyhow!("the receipt's leaf: {e}"))?;
+    output::fields(&[
+        ("receipt", format!("log index {}, {} v{}", proof.index, leaf.model, leaf.version)),
+        (
+            "price",
+            format!(
+                "{} (creator {}, node {}, treasury {})",
+                leaf.price, leaf.creator_share, leaf.node_share, leaf.treasury_share
+            ),
+        ),
+        ("caller", leaf.caller.to_hex()),
+        ("node", leaf.node.clone()),
+        (
+            "included",
+            format!("in the checkpoint of {} leaves signed by {}, checked offline", checkpoint.size, verifier.name),
+        ),
     ]);
     Ok(())
 }

@@ -339,3 +339,69 @@ async fn a_saved_receipt_verifies_and_a_doctored_one_does_not() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_receipt_as_a_tlog_proof_verifies_offline_and_one_flipped_byte_fails() {
+    let Market { mut server, api, bob, .. } = market().await;
+    for _ in 0..3 {
+        paid_call(&api, &bob, "linear", Some("shop")).await;
+    }
+    let vkey = api.get("/v1/log/key", None).await.ok(200)["vkey"].as_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url.clone();
+    let cli = |args: &[&str]| {
+        let output = Command::new(BINARY)
+            .env_remove("VITRINE_KEY")
+            .env("VITRINE_URL", &url)
+            .env("VITRINE_CLIENT_CONFIG", dir.path().join("client.toml"))
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), text)
+    };
+    let (ok, proof, text) = cli(&["receipt", "get", "1"]);
+    assert!(ok && proof.starts_with("c2sp.org/tlog-proof@v1\nextra "), "{text}");
+    assert!(proof.contains("\nindex 1\n"), "{proof}");
+    let file = dir.path().join("r.tlog-proof");
+    std::fs::write(&file, &proof).unwrap();
+
+    // No server from here on: the check is offline.
+    assert!(server.terminate().success());
+    let (ok, _, text) = cli(&["receipt", "verify", file.to_str().unwrap(), "--log-key", &vkey]);
+    assert!(ok && text.contains("checked offline") && text.contains("log index 1"), "{text}");
+    // Without a key to check against, it says what it needs.
+    let (ok, _, text) = cli(&["receipt", "verify", file.to_str().unwrap()]);
+    assert!(!ok && text.contains("--log-key"), "{text}");
+    // One byte flipped anywhere that matters (the leaf, a proof hash, the
+    // checkpoint's root, its signature): refused.
+    let lines: Vec<&str> = proof.split('\n').collect();
+    let mut flipped_somewhere = 0;
+    for (n, line) in lines.iter().enumerate() {
+        // The base64 of each line: extra data, hashes, the root, signatures.
+        let payload = match line.strip_prefix("extra ") {
+            Some(extra) => extra,
+            None if line.starts_with('\u{2014}') => line.rsplit(' ').next().unwrap(),
+            None => line,
+        };
+        if payload.len() < 16 || payload.contains('.') || payload.starts_with("c2sp") {
+            continue;
+        }
+        let at = line.len() - payload.len() + payload.len() / 2;
+        let mut bytes = line.as_bytes().to_vec();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        let mut tampered = lines.clone();
+        let changed = String::from_utf8(bytes).unwrap();
+        tampered[n] = &changed;
+        std::fs::write(&file, tampered.join("\n")).unwrap();
+        let (ok, _, text) = cli(&["receipt", "verify", file.to_str().unwrap(), "--log-key", &vkey]);
+        assert!(!ok, "a byte flipped in line {n} ({line}) went unnoticed: {text}");
+        flipped_somewhere += 1;
+    }
+    assert!(flipped_somewhere >= 5, "the leaf, the proof's hashes, the root and the signature");
+    // Another log's key: refused.
+    std::fs::write(&file, &proof).unwrap();
+    let other = tlog::NoteKey::from_seed("vitrine.local/log", &[9; 32]).unwrap().verifier().vkey();
+    let (ok, _, text) = cli(&["receipt", "verify", file.to_str().unwrap(), "--log-key", &other]);
+    assert!(!ok, "{text}");
+}
