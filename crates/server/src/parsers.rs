@@ -24,3 +24,8 @@ pub fn tensor_body(body: &[u8]) -> Result<BTreeMap<String, Tensor>, ApiError> {
 pub fn write_tensor_body<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [usize], &'a TensorData)>) -> Vec<u8> {
     crate::tensor_body::encode(tensors, &BTreeMap::new())
 }
+
+/// A log tile's path (after `/v1/log/tile/`), read as the tile route reads it.
+pub fn tile_path(path: &str) -> Option<crate::routes::tiles::Tile> {
+    crate::routes::tiles::Tile::parse(path)
+}

@@ -270,7 +270,7 @@ impl Store {
         let before = state.accounts.clone();
         let mut outcomes = Vec::with_capacity(items.len());
         let mut resolved_payouts = HashSet::new();
-        let mut rows = BatchRows::default();
+        let mut rows = BatchRows { answered: answered_before(tx, items).await?, ..BatchRows::default() };
         rows.transfers.next = write.memory.next_transfer_id;
         // The log's edge is read only by batches that append, and only when
         // the writer does not remember it.
@@ -288,7 +288,7 @@ impl Store {
             }
             outcomes.push(outcome);
         }
-        rows.write(tx).await?;
+        rows.write(tx, now).await?;
         crate::usage::record(tx, &events, self.rollups, &mut write.memory.rollups).await?;
         // Invariant 1 at the batch's edge: the batch moved as much in as out,
         // and no account it touched is below zero or mismatches its holds.
@@ -595,12 +595,18 @@ struct BatchRows {
     frontier: Option<tlog::Frontier>,
     log: crate::log::LogRows,
     transfers: TransferRows,
+    /// The batch's Idempotency-Keys that have an answer: those another call
+    /// answered before the batch, then those its own items answer.
+    answered: HashSet<(i64, String)>,
+    /// Answers to write: (answer, its receipt's log index).
+    answers: Vec<(IdempotencyAnswer, Option<i64>)>,
 }
 
 impl BatchRows {
-    async fn write(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
+    async fn write(&mut self, tx: &mut Tx, now: i64) -> Result<(), StoreError> {
         std::mem::take(&mut self.log).write(tx).await?;
-        self.transfers.write(tx).await
+        self.transfers.write(tx).await?;
+        write_answers(tx, std::mem::take(&mut self.answers), now).await
     }
 }
 
@@ -662,45 +668,66 @@ impl TransferRows {
     }
 }
 
-/// Whether another call already answered the item's Idempotency-Key (on a
-/// node sharing the database): checked under the write lock, before the
-/// item's charge, so a key is charged once whichever nodes its calls reach.
-async fn answered_before(tx: &mut Tx, item: &BatchItem) -> Result<bool, StoreError> {
-    let Some(answer) = item.answer() else { return Ok(false) };
-    let answered: Option<i64> = on_tx!(tx, tx => {
-        sqlx::query_scalar(
-            "SELECT account_id FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND response IS NOT NULL",
-        )
-        .bind(answer.account_id)
-        .bind(&answer.key)
-        .fetch_optional(&mut **tx)
-        .await?
-    });
-    Ok(answered.is_some())
+/// Which of the batch's Idempotency-Keys another call already answered (on
+/// a node sharing the database): read under the write lock, in one
+/// statement, before any item's charge, so a key is charged once whichever
+/// nodes its calls reach.
+async fn answered_before(tx: &mut Tx, items: &[BatchItem]) -> Result<HashSet<(i64, String)>, StoreError> {
+    let keys: Vec<(i64, String)> =
+        items.iter().filter_map(BatchItem::answer).map(|a| (a.account_id, a.key.clone())).collect();
+    let mut answered = HashSet::new();
+    for chunk in keys.chunks(crate::log::ROWS_PER_STATEMENT) {
+        let rows: Vec<(i64, String)> = on_tx!(&mut *tx, tx => {
+            let mut select = sqlx::QueryBuilder::new(
+                "SELECT account_id, key FROM idempotency_keys WHERE response IS NOT NULL AND (account_id, key) IN ",
+            );
+            select.push_tuples(chunk, |mut row, (account, key)| {
+                row.push_bind(*account).push_bind(key.clone());
+            });
+            select.build_query_as().fetch_all(&mut **tx).await?
+        });
+        answered.extend(rows);
+    }
+    Ok(answered)
 }
 
-/// Writes the item's idempotency key with the answer a retry replays (over
-/// an expired or unanswered row of the same key).
-async fn remember_answer(tx: &mut Tx, item: &BatchItem, log_index: Option<i64>, now: i64) -> Result<(), StoreError> {
-    if let Some(answer) = item.answer() {
-        on_tx!(tx, tx => {
-            sqlx::query(
-                "INSERT INTO idempotency_keys (account_id, key, request_sha256, response, log_index, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id, key) DO UPDATE SET \
-                 request_sha256 = excluded.request_sha256, response = excluded.response, \
-                 log_index = excluded.log_index, created_at = excluded.created_at",
-            )
-            .bind(answer.account_id)
-            .bind(&answer.key)
-            .bind(answer.request.to_hex())
-            .bind(&answer.response)
-            .bind(log_index)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+/// Writes the batch's idempotency keys with the answers a retry replays
+/// (over expired or unanswered rows of the same keys), a statement per chunk.
+async fn write_answers(
+    tx: &mut Tx,
+    answers: Vec<(IdempotencyAnswer, Option<i64>)>,
+    now: i64,
+) -> Result<(), StoreError> {
+    for chunk in answers.chunks(crate::log::ROWS_PER_STATEMENT) {
+        on_tx!(&mut *tx, tx => {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO idempotency_keys (account_id, key, request_sha256, response, log_index, created_at) ",
+            );
+            insert.push_values(chunk, |mut row, (answer, log_index)| {
+                row.push_bind(answer.account_id)
+                    .push_bind(answer.key.clone())
+                    .push_bind(answer.request.to_hex())
+                    .push_bind(answer.response.clone())
+                    .push_bind(*log_index)
+                    .push_bind(now);
+            });
+            insert.push(
+                " ON CONFLICT (account_id, key) DO UPDATE SET request_sha256 = excluded.request_sha256, \
+                 response = excluded.response, log_index = excluded.log_index, created_at = excluded.created_at",
+            );
+            insert.build().execute(&mut **tx).await?;
         });
     }
     Ok(())
+}
+
+/// Keeps the item's answer for the batch's end, and counts its key as
+/// answered for the rest of the batch.
+fn remember_answer(rows: &mut BatchRows, item: &BatchItem, log_index: Option<i64>) {
+    if let Some(answer) = item.answer() {
+        rows.answered.insert((answer.account_id, answer.key.clone()));
+        rows.answers.push((answer.clone(), log_index));
+    }
 }
 
 async fn apply_item(
@@ -720,12 +747,12 @@ async fn apply_item(
             return Ok(Err(ItemError::PayoutNotRequested(*payout_id)));
         }
     }
-    if answered_before(tx, item).await? {
+    if item.answer().is_some_and(|a| rows.answered.contains(&(a.account_id, a.key.clone()))) {
         return Ok(Err(ItemError::AlreadyAnswered));
     }
     let Some(command) = item.ledger_command() else {
         // A record without money (a free call): its answer is kept all the same.
-        remember_answer(tx, item, None, now).await?;
+        remember_answer(rows, item, None);
         return Ok(Ok(BatchOutcome::default()));
     };
     let external_id = match &command {
@@ -797,7 +824,7 @@ async fn apply_item(
             created_at_ms: recorded_at,
         });
     }
-    remember_answer(tx, item, log_index, now).await?;
+    remember_answer(rows, item, log_index);
     let payout = match item.payout() {
         None => None,
         Some(PayoutChange::Request { account_id, amount }) => {

@@ -615,7 +615,13 @@ async fn a_paid_call_is_charged_logged_and_counted_in_one_batch() {
         assert!(matches!(outcomes[0], Err(ItemError::AlreadyAnswered)), "{:?}", outcomes[0]);
         assert_eq!(store.balances(market.caller.id).await.expect("balances").0.balance(), 800);
         assert_eq!(store.tree_size().await.expect("size"), 2);
-        assert_eq!(store.purge_idempotency_keys(-60_000).await.expect("purge"), 1);
+        // One key twice in a batch: the first answers it, the second charges nothing.
+        let twice = [charge(&market, 100, "leaf 2", Some("key-9")), charge(&market, 100, "leaf 3", Some("key-9"))];
+        let outcomes = store.apply_batch(&twice).await.expect("a batch");
+        assert_eq!(outcomes[0].as_ref().expect("charged").log_index, Some(2));
+        assert!(matches!(outcomes[1], Err(ItemError::AlreadyAnswered)), "{:?}", outcomes[1]);
+        assert_eq!(store.balances(market.caller.id).await.expect("balances").0.balance(), 700);
+        assert_eq!(store.purge_idempotency_keys(-60_000).await.expect("purge"), 2);
     })
     .await;
 }
