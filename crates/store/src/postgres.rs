@@ -49,3 +49,43 @@ impl crate::Store {
         Ok(Some(committed))
     }
 }
+
+/// The PostgreSQL server tests use: `VITRINE_TEST_POSTGRES`, or the one this
+/// project's machines start.
+pub const TEST_SERVER_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database of its own for one test, on the test server; dropped by
+/// [`TestDatabase::drop`].
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub url: String,
+    server: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// Creates a fresh database named after `test` on the test server.
+    /// `None` when that server is not reachable, so a test runs on SQLite
+    /// alone (or is skipped); under `CI` an unreachable server panics, since
+    /// CI runs every test on PostgreSQL.
+    pub async fn create(test: &str) -> Option<TestDatabase> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let server = std::env::var("VITRINE_TEST_POSTGRES").unwrap_or_else(|_| TEST_SERVER_DEFAULT.to_owned());
+        if let Err(error) = PgConnection::connect(&server).await {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI runs the tests on PostgreSQL too, and {server} is not reachable: {error}");
+            }
+            eprintln!("PostgreSQL at {server} is not reachable ({error}): {test} runs without it");
+            return None;
+        }
+        let name = format!("vitrine_{test}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        drop_database(&server, &name).await.expect("drop a stale test database");
+        let url = create_database(&server, &name).await.expect("create a test database");
+        Some(TestDatabase { url, server, name })
+    }
+
+    pub async fn drop(self) {
+        drop_database(&self.server, &self.name).await.expect("drop the test database");
+    }
+}

@@ -7,20 +7,17 @@
 //! tests run every route on SQLite.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use domain::{
     AccountName, Amount, ApiKey, Description, Dim, Dtype, License, Sha256, Tags, Task, TensorSpec, Visibility,
 };
 use ledger::{Command, Hold, Leg, Transfer, TransferKind};
-use sqlx::{Connection, PgConnection};
+use store::postgres::TestDatabase;
 use store::{
     Account, AccountKind, BatchItem, Charge, Cursor, Dimension, IdempotencyAnswer, IdempotencyStart, ItemError,
     ModelFilter, ModelPatch, ModelSort, NewModel, PayoutChange, PayoutState, QuotaExceeded, RollupQuery, Store,
     StoreError, UsageEvent,
 };
-
-const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// Runs `test` against a fresh SQLite store, then a fresh PostgreSQL one.
 async fn on_every_database<F, Fut>(test: F)
@@ -33,50 +30,12 @@ where
     test(sqlite.clone()).await;
     sqlite.close().await;
 
-    let Some(database) = TestDatabase::create().await else { return };
+    let Some(database) = TestDatabase::create("contract").await else { return };
     let postgres = Store::open_postgres(&database.url).await.expect("open PostgreSQL");
     assert!(postgres.is_postgres());
     test(postgres.clone()).await;
     postgres.close().await;
     database.drop().await;
-}
-
-/// A database of one test on the PostgreSQL server.
-struct TestDatabase {
-    server: String,
-    name: String,
-    url: String,
-}
-
-impl TestDatabase {
-    async fn create() -> Option<TestDatabase> {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let server = std::env::var("VITRINE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.to_owned());
-        let mut admin = match PgConnection::connect(&server).await {
-            Ok(connection) => connection,
-            Err(error) if std::env::var_os("CI").is_none() => {
-                eprintln!("PostgreSQL at {server} is not reachable ({error}): SQLite only");
-                return None;
-            }
-            Err(error) => panic!("CI runs the store's contract on PostgreSQL, and {server} is not reachable: {error}"),
-        };
-        let name = format!("vitrine_contract_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .expect("create a test database");
-        let base = server.rsplit_once('/').map_or(server.as_str(), |(base, _)| base);
-        let url = format!("{base}/{name}");
-        Some(TestDatabase { server, name, url })
-    }
-
-    async fn drop(self) {
-        let mut admin = PgConnection::connect(&self.server).await.expect("reconnect");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {} WITH (FORCE)", self.name)))
-            .execute(&mut admin)
-            .await
-            .expect("drop the test database");
-    }
 }
 
 fn name(text: &str) -> AccountName {

@@ -7,47 +7,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sqlx::{Connection, PgConnection};
+use store::postgres::TestDatabase as Database;
 
 use crate::ledger::{deposit, linear_call, priced_model, units};
 use crate::support::{Api, BINARY, TestServer};
-
-const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A database of its own on the PostgreSQL server, dropped at the end.
-struct Database {
-    server: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn create(test: &str) -> Option<Database> {
-        let server = std::env::var("VITRINE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.to_owned());
-        let mut admin = match PgConnection::connect(&server).await {
-            Ok(connection) => connection,
-            Err(error) if std::env::var_os("CI").is_none() => {
-                eprintln!("PostgreSQL at {server} is not reachable ({error}): skipping {test}");
-                return None;
-            }
-            Err(error) => panic!("CI runs the multi-node tests, and PostgreSQL at {server} is not reachable: {error}"),
-        };
-        let name = format!("vitrine_{test}_{}", std::process::id());
-        for statement in [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), format!("CREATE DATABASE {name}")] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut admin).await.expect("create a test database");
-        }
-        let base = server.rsplit_once('/').map_or(server.as_str(), |(base, _)| base);
-        Some(Database { url: format!("{base}/{name}"), server, name })
-    }
-
-    async fn drop(self) {
-        let mut admin = PgConnection::connect(&self.server).await.expect("reconnect");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {} WITH (FORCE)", self.name)))
-            .execute(&mut admin)
-            .await
-            .expect("drop the test database");
-    }
-}
 
 /// Three nodes on one database and one blob folder.
 fn start_nodes(database: &Database, blobs: &std::path::Path) -> Vec<TestServer> {
