@@ -13,6 +13,8 @@
 //! store has: the block is compiled once per database, so sqlx's types
 //! stay concrete. [`Columns`] reads a row of either database.
 
+use std::borrow::Cow;
+
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Decode, Encode, FromRow, PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction, Type};
@@ -105,6 +107,128 @@ pub(crate) async fn select_in<O: Record, T: Param>(
         });
     }
     Ok(rows)
+}
+
+/// One value of a row to write, whatever its column's type.
+#[derive(Debug, Clone)]
+pub(crate) enum Cell {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Bytes(Option<Vec<u8>>),
+}
+
+impl From<i64> for Cell {
+    fn from(value: i64) -> Cell {
+        Cell::Int(Some(value))
+    }
+}
+
+impl From<Option<i64>> for Cell {
+    fn from(value: Option<i64>) -> Cell {
+        Cell::Int(value)
+    }
+}
+
+impl From<String> for Cell {
+    fn from(value: String) -> Cell {
+        Cell::Text(Some(value))
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(value: &str) -> Cell {
+        Cell::Text(Some(value.to_owned()))
+    }
+}
+
+impl From<Option<String>> for Cell {
+    fn from(value: Option<String>) -> Cell {
+        Cell::Text(value)
+    }
+}
+
+impl From<Vec<u8>> for Cell {
+    fn from(value: Vec<u8>) -> Cell {
+        Cell::Bytes(Some(value))
+    }
+}
+
+/// Rows for one multi-row statement: `head`, then `VALUES (…), (…)`, then
+/// `tail` (an `ON CONFLICT` clause, or the end of an `UPDATE … FROM (`).
+#[derive(Debug)]
+pub(crate) struct Piece {
+    pub(crate) head: Cow<'static, str>,
+    pub(crate) rows: Vec<Vec<Cell>>,
+    pub(crate) tail: Cow<'static, str>,
+}
+
+/// Bound values one PostgreSQL statement carries at most here (its protocol
+/// allows 65,535).
+const POSTGRES_BINDS_MAX: usize = 60_000;
+
+/// The writes a batch keeps for its end. On SQLite each piece is a
+/// statement per [`crate::log::ROWS_PER_STATEMENT`] rows; on PostgreSQL all
+/// of them are one statement of data-modifying `WITH` clauses (one round
+/// trip instead of one per table: each waits on the server), unless that
+/// would bind too many values.
+#[derive(Debug, Default)]
+pub(crate) struct Writes(Vec<Piece>);
+
+impl Writes {
+    pub(crate) fn push(&mut self, piece: Piece) {
+        if !piece.rows.is_empty() {
+            self.0.push(piece);
+        }
+    }
+
+    pub(crate) async fn flush(self, tx: &mut Tx) -> Result<(), sqlx::Error> {
+        let binds: usize = self.0.iter().map(|piece| piece.rows.iter().map(Vec::len).sum::<usize>()).sum();
+        if let Tx::Postgres(tx) = tx
+            && binds <= POSTGRES_BINDS_MAX
+            && self.0.len() > 1
+        {
+            let mut query = sqlx::QueryBuilder::new("WITH ");
+            for (n, piece) in self.0.into_iter().enumerate() {
+                query.push(if n == 0 { "" } else { ", " }).push(format!("w{n} AS ("));
+                push_piece(&mut query, piece);
+                query.push(")");
+            }
+            query.push(" SELECT 1");
+            query.build().execute(&mut **tx).await?;
+            return Ok(());
+        }
+        for piece in self.0 {
+            let Piece { head, rows, tail } = piece;
+            for chunk in rows.chunks(crate::log::ROWS_PER_STATEMENT) {
+                on_tx!(&mut *tx, tx => {
+                    let mut query = sqlx::QueryBuilder::new("");
+                    push_piece(&mut query, Piece { head: head.clone(), rows: chunk.to_vec(), tail: tail.clone() });
+                    query.build().execute(&mut **tx).await?;
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn push_piece<DB>(query: &mut sqlx::QueryBuilder<DB>, piece: Piece)
+where
+    DB: sqlx::Database,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<Vec<u8>>: Encode<'t, DB> + Type<DB>,
+{
+    query.push(&piece.head);
+    query.push_values(piece.rows, |mut values, cells| {
+        for cell in cells {
+            match cell {
+                Cell::Int(value) => values.push_bind(value),
+                Cell::Text(value) => values.push_bind(value),
+                Cell::Bytes(value) => values.push_bind(value),
+            };
+        }
+    });
+    query.push(&piece.tail);
 }
 
 /// Runs `$body` with `$pool` bound to the store's SQLite or PostgreSQL pool.

@@ -10,7 +10,7 @@ use sqlx::QueryBuilder;
 use tlog::Hash;
 use tlog::merkle::{Frontier, NodeRecorder};
 
-use crate::backend::{Columns, Tx, on_pool, on_tx};
+use crate::backend::{Columns, Piece, Tx, Writes, on_pool, on_tx};
 use crate::{Store, StoreError, now_ms};
 
 /// The lowest level of the log's nodes kept in memory once read. A node at
@@ -181,7 +181,9 @@ impl Store {
         for (leaf, signature) in leaves {
             rows.append(&mut frontier, leaf, signature, now);
         }
-        rows.write(&mut write.tx).await?;
+        let mut writes = Writes::default();
+        rows.pieces(&mut writes);
+        writes.flush(&mut write.tx).await?;
         write.memory.frontier = Some(frontier);
         write.commit().await?;
         Ok(first)
@@ -342,30 +344,26 @@ impl LogRows {
         index
     }
 
-    pub(crate) async fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
-        for chunk in self.leaves.chunks(ROWS_PER_STATEMENT) {
-            on_tx!(&mut *tx, tx => {
-                QueryBuilder::new("INSERT INTO log_leaves (idx, leaf, signature, created_at) ")
-                    .push_values(chunk, |mut row, (index, leaf, signature, at)| {
-                        row.push_bind(*index).push_bind(leaf.clone()).push_bind(signature.clone()).push_bind(*at);
-                    })
-                    .build()
-                    .execute(&mut **tx)
-                    .await?;
-            });
-        }
-        for chunk in self.nodes.chunks(ROWS_PER_STATEMENT) {
-            on_tx!(&mut *tx, tx => {
-                QueryBuilder::new("INSERT INTO log_nodes (level, idx, hash) ")
-                    .push_values(chunk, |mut row, (level, index, hash)| {
-                        row.push_bind(*level).push_bind(*index).push_bind(hash.to_vec());
-                    })
-                    .build()
-                    .execute(&mut **tx)
-                    .await?;
-            });
-        }
-        Ok(())
+    /// Adds the rows to the batch's writes.
+    pub(crate) fn pieces(self, writes: &mut Writes) {
+        writes.push(Piece {
+            head: "INSERT INTO log_leaves (idx, leaf, signature, created_at) ".into(),
+            rows: self
+                .leaves
+                .into_iter()
+                .map(|(index, leaf, signature, at)| vec![index.into(), leaf.into(), signature.into(), at.into()])
+                .collect(),
+            tail: "".into(),
+        });
+        writes.push(Piece {
+            head: "INSERT INTO log_nodes (level, idx, hash) ".into(),
+            rows: self
+                .nodes
+                .into_iter()
+                .map(|(level, index, hash)| vec![level.into(), index.into(), hash.to_vec().into()])
+                .collect(),
+            tail: "".into(),
+        });
     }
 }
 

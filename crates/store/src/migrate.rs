@@ -4,9 +4,8 @@
 //! transaction of the target, so the target has all of it or none.
 
 use futures_util::TryStreamExt;
-use sqlx::QueryBuilder;
 
-use crate::backend::{Columns, Pool, Tx, on_tx};
+use crate::backend::{Cell, Columns, Piece, Pool, Tx, Writes, on_tx};
 use crate::{Store, StoreError};
 
 /// How a column is read and written.
@@ -161,22 +160,12 @@ const GENERATED_IDS: &[&str] = &["accounts", "models", "payouts", "usage_events"
 /// Rows written per statement.
 const ROWS_PER_INSERT: usize = 200;
 
-/// One value of a row, whatever its column.
-#[derive(Debug, Clone)]
-enum Cell {
-    Int(Option<i64>),
-    Text(Option<String>),
-    Bytes(Option<Vec<u8>>),
-}
-
-impl Cell {
-    fn read(row: &impl Columns, index: usize, kind: Kind) -> Result<Cell, sqlx::Error> {
-        Ok(match kind {
-            Int => Cell::Int(row.at(index)?),
-            Text => Cell::Text(row.at(index)?),
-            Bytes => Cell::Bytes(row.at(index)?),
-        })
-    }
+fn read(row: &impl Columns, index: usize, kind: Kind) -> Result<Cell, sqlx::Error> {
+    Ok(match kind {
+        Int => Cell::Int(row.at(index)?),
+        Text => Cell::Text(row.at(index)?),
+        Bytes => Cell::Bytes(row.at(index)?),
+    })
 }
 
 impl Store {
@@ -201,7 +190,7 @@ impl Store {
                     let cells = columns
                         .iter()
                         .enumerate()
-                        .map(|(index, (_, kind))| Cell::read(&row, index, *kind))
+                        .map(|(index, (_, kind))| read(&row, index, *kind))
                         .collect::<Result<Vec<_>, _>>()?;
                     pending.push(cells);
                     count += 1;
@@ -242,23 +231,9 @@ impl Store {
 }
 
 async fn insert_rows(tx: &mut Tx, insert: &str, rows: Vec<Vec<Cell>>) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    on_tx!(tx, tx => {
-        let mut query = QueryBuilder::new(insert);
-        query.push_values(rows, |mut values, cells| {
-            for cell in cells {
-                match cell {
-                    Cell::Int(value) => values.push_bind(value),
-                    Cell::Text(value) => values.push_bind(value),
-                    Cell::Bytes(value) => values.push_bind(value),
-                };
-            }
-        });
-        query.build().execute(&mut **tx).await?;
-    });
-    Ok(())
+    let mut writes = Writes::default();
+    writes.push(Piece { head: insert.to_owned().into(), rows, tail: "".into() });
+    Ok(writes.flush(tx).await?)
 }
 
 #[cfg(test)]

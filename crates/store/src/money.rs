@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::backend::{Columns, Tx, on_pool, on_tx, select_in};
+use crate::backend::{Columns, Piece, Tx, Writes, on_pool, on_tx, select_in};
 use crate::db::{AccountKind, parse_column};
 use crate::{Account, Store, StoreError, now_ms};
 use domain::{AccountName, Amount, Sha256};
@@ -288,8 +288,9 @@ impl Store {
             }
             outcomes.push(outcome);
         }
-        rows.write(tx, now).await?;
-        crate::usage::record(tx, &events, self.rollups, &mut write.memory.rollups).await?;
+        let mut writes = Writes::default();
+        rows.pieces(&mut writes, now);
+        crate::usage::record(tx, &events, self.rollups, &mut write.memory.rollups, &mut writes).await?;
         // Invariant 1 at the batch's edge: the batch moved as much in as out,
         // and no account it touched is below zero or mismatches its holds.
         let net = ledger::net_change(&before, &state.accounts);
@@ -298,22 +299,25 @@ impl Store {
         }
         let changed: Vec<(&AccountId, &AccountState)> =
             state.accounts.iter().filter(|(id, account)| before.get(id) != Some(account)).collect();
-        for chunk in changed.chunks(crate::log::ROWS_PER_STATEMENT) {
-            on_tx!(&mut *tx, tx => {
-                let mut update = sqlx::QueryBuilder::new(
-                    "UPDATE accounts SET debits_posted = v.column2, credits_posted = v.column3, \
-                     debits_pending = v.column4 FROM (",
-                );
-                update.push_values(chunk, |mut row, (id, account)| {
-                    row.push_bind(**id)
-                        .push_bind(account.debits_posted as i64)
-                        .push_bind(account.credits_posted as i64)
-                        .push_bind(account.debits_pending as i64);
-                });
-                update.push(") AS v WHERE accounts.id = v.column1");
-                update.build().execute(&mut **tx).await?;
-            });
-        }
+        writes.push(Piece {
+            head: "UPDATE accounts SET debits_posted = v.column2, credits_posted = v.column3, \
+                   debits_pending = v.column4 FROM ("
+                .into(),
+            rows: changed
+                .iter()
+                .map(|(id, account)| {
+                    vec![
+                        (**id).into(),
+                        (account.debits_posted as i64).into(),
+                        (account.credits_posted as i64).into(),
+                        (account.debits_pending as i64).into(),
+                    ]
+                })
+                .collect(),
+            tail: ") AS v WHERE accounts.id = v.column1".into(),
+        });
+        // Every row the batch writes, in one round trip on PostgreSQL.
+        writes.flush(tx).await?;
         if rows.frontier.is_some() {
             write.memory.frontier = rows.frontier.take();
         }
@@ -603,10 +607,11 @@ struct BatchRows {
 }
 
 impl BatchRows {
-    async fn write(&mut self, tx: &mut Tx, now: i64) -> Result<(), StoreError> {
-        std::mem::take(&mut self.log).write(tx).await?;
-        self.transfers.write(tx).await?;
-        write_answers(tx, std::mem::take(&mut self.answers), now).await
+    /// Adds the kept rows to the batch's writes.
+    fn pieces(&mut self, writes: &mut Writes, now: i64) {
+        std::mem::take(&mut self.log).pieces(writes);
+        writes.push(self.transfers.piece());
+        writes.push(answers_piece(std::mem::take(&mut self.answers), now));
     }
 }
 
@@ -640,31 +645,39 @@ impl TransferRows {
         Ok(next)
     }
 
-    async fn write(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
-        for chunk in std::mem::take(&mut self.rows).chunks(crate::log::ROWS_PER_STATEMENT) {
-            on_tx!(&mut *tx, tx => {
-                sqlx::QueryBuilder::new(
-                    "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, kind, reference, \
-                     model_id, external_id, log_index, created_at) ",
-                )
-                .push_values(chunk, |mut row, t| {
-                    row.push_bind(t.id)
-                        .push_bind(t.transfer.debit)
-                        .push_bind(t.transfer.credit)
-                        .push_bind(t.transfer.amount.minor_units() as i64)
-                        .push_bind(t.transfer.kind.as_str())
-                        .push_bind(t.transfer.reference.clone())
-                        .push_bind(t.model_id)
-                        .push_bind(t.external_id.clone())
-                        .push_bind(t.log_index)
-                        .push_bind(t.created_at_ms);
-                })
-                .build()
-                .execute(&mut **tx)
-                .await?;
-            });
+    /// The rows not written yet, as one piece of the batch's writes.
+    fn piece(&mut self) -> Piece {
+        let rows = std::mem::take(&mut self.rows)
+            .into_iter()
+            .map(|t| {
+                vec![
+                    t.id.into(),
+                    t.transfer.debit.into(),
+                    t.transfer.credit.into(),
+                    (t.transfer.amount.minor_units() as i64).into(),
+                    t.transfer.kind.as_str().into(),
+                    t.transfer.reference.into(),
+                    t.model_id.into(),
+                    t.external_id.into(),
+                    t.log_index.into(),
+                    t.created_at_ms.into(),
+                ]
+            })
+            .collect();
+        Piece {
+            head: "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, kind, reference, model_id, \
+                   external_id, log_index, created_at) "
+                .into(),
+            rows,
+            tail: "".into(),
         }
-        Ok(())
+    }
+
+    /// Writes the rows not written yet, now.
+    async fn write(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
+        let mut writes = Writes::default();
+        writes.push(self.piece());
+        Ok(writes.flush(tx).await?)
     }
 }
 
@@ -691,34 +704,29 @@ async fn answered_before(tx: &mut Tx, items: &[BatchItem]) -> Result<HashSet<(i6
     Ok(answered)
 }
 
-/// Writes the batch's idempotency keys with the answers a retry replays
-/// (over expired or unanswered rows of the same keys), a statement per chunk.
-async fn write_answers(
-    tx: &mut Tx,
-    answers: Vec<(IdempotencyAnswer, Option<i64>)>,
-    now: i64,
-) -> Result<(), StoreError> {
-    for chunk in answers.chunks(crate::log::ROWS_PER_STATEMENT) {
-        on_tx!(&mut *tx, tx => {
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO idempotency_keys (account_id, key, request_sha256, response, log_index, created_at) ",
-            );
-            insert.push_values(chunk, |mut row, (answer, log_index)| {
-                row.push_bind(answer.account_id)
-                    .push_bind(answer.key.clone())
-                    .push_bind(answer.request.to_hex())
-                    .push_bind(answer.response.clone())
-                    .push_bind(*log_index)
-                    .push_bind(now);
-            });
-            insert.push(
-                " ON CONFLICT (account_id, key) DO UPDATE SET request_sha256 = excluded.request_sha256, \
-                 response = excluded.response, log_index = excluded.log_index, created_at = excluded.created_at",
-            );
-            insert.build().execute(&mut **tx).await?;
-        });
+/// The batch's idempotency keys with the answers a retry replays (over
+/// expired or unanswered rows of the same keys), as one piece.
+fn answers_piece(answers: Vec<(IdempotencyAnswer, Option<i64>)>, now: i64) -> Piece {
+    let rows = answers
+        .into_iter()
+        .map(|(answer, log_index)| {
+            vec![
+                answer.account_id.into(),
+                answer.key.into(),
+                answer.request.to_hex().into(),
+                answer.response.into(),
+                log_index.into(),
+                now.into(),
+            ]
+        })
+        .collect();
+    Piece {
+        head: "INSERT INTO idempotency_keys (account_id, key, request_sha256, response, log_index, created_at) ".into(),
+        rows,
+        tail: " ON CONFLICT (account_id, key) DO UPDATE SET request_sha256 = excluded.request_sha256, \
+               response = excluded.response, log_index = excluded.log_index, created_at = excluded.created_at"
+            .into(),
     }
-    Ok(())
 }
 
 /// Keeps the item's answer for the batch's end, and counts its key as

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use analytics::{CallerSketch, LatencyHistogram};
 use sqlx::QueryBuilder;
 
-use crate::backend::{Columns, Pool, Tx, on_pool, on_tx};
+use crate::backend::{Columns, Piece, Pool, Tx, Writes, on_pool, on_tx};
 use crate::{Store, StoreError};
 
 pub use analytics::{DAY_MS, HOUR_MS, MINUTE_MS};
@@ -126,35 +126,36 @@ pub(crate) async fn record(
     events: &[(UsageEvent, Option<u64>)],
     rollups: bool,
     remembered: &mut HashMap<RollupKey, Rollup>,
+    writes: &mut Writes,
 ) -> Result<(), StoreError> {
-    for chunk in events.chunks(crate::log::ROWS_PER_STATEMENT) {
-        on_tx!(&mut *tx, tx => {
-        QueryBuilder::new(
-            "INSERT INTO usage_events (created_at, model_id, version, owner_id, task, public, caller, app, node, price, \
-             creator_share, latency_us, cpu_us, status, log_index) ",
-        )
-        .push_values(chunk, |mut row, (event, log_index)| {
-            row.push_bind(event.created_at_ms)
-                .push_bind(event.model_id)
-                .push_bind(event.version)
-                .push_bind(event.owner_id)
-                .push_bind(event.task.clone())
-                .push_bind(i64::from(event.public))
-                .push_bind(event.caller.to_vec())
-                .push_bind(event.app.clone())
-                .push_bind(event.node.clone())
-                .push_bind(event.price as i64)
-                .push_bind(event.creator_share as i64)
-                .push_bind(event.latency_us as i64)
-                .push_bind(event.cpu_us as i64)
-                .push_bind(event.status.clone())
-                .push_bind(log_index.map(|i| i as i64));
-        })
-        .build()
-        .execute(&mut **tx)
-        .await?;
-        });
-    }
+    writes.push(Piece {
+        head: "INSERT INTO usage_events (created_at, model_id, version, owner_id, task, public, caller, app, node, \
+               price, creator_share, latency_us, cpu_us, status, log_index) "
+            .into(),
+        rows: events
+            .iter()
+            .map(|(event, log_index)| {
+                vec![
+                    event.created_at_ms.into(),
+                    event.model_id.into(),
+                    event.version.into(),
+                    event.owner_id.into(),
+                    event.task.clone().into(),
+                    i64::from(event.public).into(),
+                    event.caller.to_vec().into(),
+                    event.app.clone().into(),
+                    event.node.clone().into(),
+                    (event.price as i64).into(),
+                    (event.creator_share as i64).into(),
+                    (event.latency_us as i64).into(),
+                    (event.cpu_us as i64).into(),
+                    event.status.clone().into(),
+                    log_index.map(|i| i as i64).into(),
+                ]
+            })
+            .collect(),
+        tail: "".into(),
+    });
     if !rollups || events.is_empty() {
         return Ok(());
     }
@@ -176,35 +177,35 @@ pub(crate) async fn record(
         row.merge(&added);
         rows.push((key, row));
     }
-    for chunk in rows.chunks(crate::log::ROWS_PER_STATEMENT) {
-        // An upsert updates a row in place; its key and so its index entry
-        // stay (a REPLACE would delete and insert both).
-        on_tx!(&mut *tx, tx => {
-        let mut upsert = QueryBuilder::new(
-            "INSERT INTO usage_rollups (dimension, key, granularity, public, bucket, calls, errors, revenue, \
-             creator_revenue, latency, callers) ",
-        );
-        upsert.push_values(chunk, |mut row, ((dimension, key, granularity, public, bucket), rollup)| {
-            row.push_bind(dimension.as_str())
-                .push_bind(key.clone())
-                .push_bind(*granularity)
-                .push_bind(i64::from(*public))
-                .push_bind(*bucket)
-                .push_bind(rollup.calls as i64)
-                .push_bind(rollup.errors as i64)
-                .push_bind(rollup.revenue as i64)
-                .push_bind(rollup.creator_revenue as i64)
-                .push_bind(rollup.latency.to_bytes())
-                .push_bind(rollup.callers.to_bytes());
-        });
-        upsert.push(
-            " ON CONFLICT (dimension, granularity, public, bucket, key) DO UPDATE SET calls = excluded.calls, \
-             errors = excluded.errors, revenue = excluded.revenue, creator_revenue = excluded.creator_revenue, \
-             latency = excluded.latency, callers = excluded.callers",
-        );
-        upsert.build().execute(&mut **tx).await?;
-        });
-    }
+    // An upsert updates a row in place; its key and so its index entry stay
+    // (a REPLACE would delete and insert both).
+    writes.push(Piece {
+        head: "INSERT INTO usage_rollups (dimension, key, granularity, public, bucket, calls, errors, revenue, \
+               creator_revenue, latency, callers) "
+            .into(),
+        rows: rows
+            .iter()
+            .map(|((dimension, key, granularity, public, bucket), rollup)| {
+                vec![
+                    dimension.as_str().into(),
+                    key.clone().into(),
+                    (*granularity).into(),
+                    i64::from(*public).into(),
+                    (*bucket).into(),
+                    (rollup.calls as i64).into(),
+                    (rollup.errors as i64).into(),
+                    (rollup.revenue as i64).into(),
+                    (rollup.creator_revenue as i64).into(),
+                    rollup.latency.to_bytes().into(),
+                    rollup.callers.to_bytes().into(),
+                ]
+            })
+            .collect(),
+        tail: " ON CONFLICT (dimension, granularity, public, bucket, key) DO UPDATE SET calls = excluded.calls, \
+               errors = excluded.errors, revenue = excluded.revenue, creator_revenue = excluded.creator_revenue, \
+               latency = excluded.latency, callers = excluded.callers"
+            .into(),
+    });
     remembered.extend(rows);
     Ok(())
 }
@@ -399,7 +400,9 @@ impl Store {
     pub async fn record_usage(&self, events: &[UsageEvent]) -> Result<(), StoreError> {
         let mut write = self.begin_write().await?;
         let events: Vec<(UsageEvent, Option<u64>)> = events.iter().map(|e| (e.clone(), None)).collect();
-        record(&mut write.tx, &events, self.rollups, &mut write.memory.rollups).await?;
+        let mut writes = Writes::default();
+        record(&mut write.tx, &events, self.rollups, &mut write.memory.rollups, &mut writes).await?;
+        writes.flush(&mut write.tx).await?;
         write.commit().await?;
         Ok(())
     }

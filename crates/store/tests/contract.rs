@@ -775,3 +775,25 @@ async fn a_market_copies_whole_into_another_database_and_goes_on_there() {
     })
     .await;
 }
+
+/// A batch larger than one statement carries (PostgreSQL binds at most
+/// 65,535 values; SQLite writes 500 rows a statement) is written whole.
+#[tokio::test]
+async fn a_batch_too_large_for_one_statement_is_written_whole() {
+    on_every_database(|store| async move {
+        let market = market(&store).await;
+        let events: Vec<UsageEvent> = (0..5_000)
+            .map(|i| usage(market.model_id, market.creator.id, (i % 200) as u8, "bulk", 0, "ok", 1_700_000_000_000 + i))
+            .collect();
+        store.record_usage(&events).await.expect("record");
+        assert_eq!(store.usage_event_count().await.expect("count"), 5_000);
+        let by_app = store.model_usage_by_app(market.model_id, 0, i64::MAX).await.expect("by app");
+        assert_eq!(by_app["bulk"], (5_000, 0, 0));
+        let items: Vec<BatchItem> = (0..100).map(|i| charge(&market, 10, &format!("leaf {i}"), None)).collect();
+        let outcomes = store.apply_batch(&items).await.expect("a batch");
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        assert_eq!(store.tree_size().await.expect("size"), 100);
+        assert_eq!(store.balances(market.caller.id).await.expect("balances").0.balance(), 0);
+    })
+    .await;
+}
