@@ -41,6 +41,11 @@ pub struct AuditArgs {
     /// [default: next to the client configuration, audit-state.json].
     #[arg(long)]
     state: Option<PathBuf>,
+    /// Keep watching: audit again every this many seconds, each round
+    /// against the checkpoint the last one verified, and stop with an error
+    /// at the first inconsistency.
+    #[arg(long, value_name = "SECONDS")]
+    follow: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +94,15 @@ struct LogState {
 const ENTRIES_PAGE: u64 = 1000;
 
 pub async fn run_audit(args: AuditArgs, client_args: &ClientArgs) -> anyhow::Result<()> {
+    let Some(seconds) = args.follow else { return audit_once(&args, client_args).await };
+    let pause = std::time::Duration::from_secs(seconds.max(1));
+    loop {
+        audit_once(&args, client_args).await?;
+        tokio::time::sleep(pause).await;
+    }
+}
+
+async fn audit_once(args: &AuditArgs, client_args: &ClientArgs) -> anyhow::Result<()> {
     let client = server_client(client_args, args.server.as_deref())?;
     let state_path = match &args.state {
         Some(path) => path.clone(),

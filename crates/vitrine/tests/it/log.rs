@@ -405,3 +405,64 @@ async fn a_receipt_as_a_tlog_proof_verifies_offline_and_one_flipped_byte_fails()
     let (ok, _, text) = cli(&["receipt", "verify", file.to_str().unwrap(), "--log-key", &other]);
     assert!(!ok, "{text}");
 }
+
+#[tokio::test]
+async fn the_audit_follows_the_log_and_stops_at_the_first_inconsistency() {
+    let Market { server, api, bob, .. } = market().await;
+    for _ in 0..3 {
+        paid_call(&api, &bob, "linear", None).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = Command::new(BINARY)
+        .env_remove("VITRINE_KEY")
+        .env("VITRINE_URL", &server.url)
+        .env("VITRINE_CLIENT_CONFIG", dir.path().join("client.toml"))
+        .args(["audit", "--follow", "1", "--state", dir.path().join("state.json").to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let wait_for = |text: &str| loop {
+        let line = seen.recv_timeout(std::time::Duration::from_secs(20)).expect("the follower goes on");
+        if line.contains(text) {
+            break;
+        }
+    };
+    wait_for("audit passed");
+    // The log grows: the follower checks each new checkpoint against the last.
+    for _ in 0..2 {
+        paid_call(&api, &bob, "linear", None).await;
+    }
+    wait_for("checkpoint: 5 leaves");
+    wait_for("audit passed");
+    // A leaf rewritten behind the server's back: the next round stops.
+    let db = database(&server).await;
+    let (leaf,): (Vec<u8>,) = sqlx::query_as("SELECT leaf FROM log_leaves WHERE idx = 2").fetch_one(&db).await.unwrap();
+    let mut decoded = tlog::ReceiptLeaf::decode(&leaf).unwrap();
+    decoded.price -= 1;
+    decoded.creator_share -= 1;
+    sqlx::query("UPDATE log_leaves SET leaf = ? WHERE idx = 2")
+        .bind(decoded.encode().unwrap())
+        .execute(&db)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = follower.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "the follower missed the rewritten leaf");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut follower.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success() && stderr.contains("leaf 2"), "{stderr}");
+}
