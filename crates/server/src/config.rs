@@ -138,6 +138,16 @@ pub enum LogFormat {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+/// `scheme://user:password@host…` with the password replaced by `***`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((credentials, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
 /// The smallest `worker_memory_bytes_max`: a worker's own code and stacks
 /// take some tens of MiB before it loads a model.
 const WORKER_MEMORY_BYTES_MIN: u64 = 64 * MIB;
@@ -299,9 +309,11 @@ impl Config {
         ledger::FeeSplit::new(self.creator_share_bps, self.node_share_bps, self.treasury_share_bps)
     }
 
-    /// The effective settings as TOML, for `vitrine serve --print-config`.
+    /// The effective settings as TOML, for `vitrine serve --print-config`:
+    /// a password in `database_url` is shown as `***`.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("a Config always serialises")
+        let shown = Config { database_url: redact_password(&self.database_url), ..self.clone() };
+        toml::to_string(&shown).expect("a Config always serialises")
     }
 
     fn to_table(&self) -> toml::Table {
@@ -335,6 +347,16 @@ pub fn setting_value(text: &str) -> toml::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printed_settings_hide_a_database_password() {
+        let config = Config { database_url: "postgres://vitrine:s3cr:et@db:5432/market".into(), ..Config::default() };
+        let printed = config.to_toml();
+        assert!(printed.contains("postgres://vitrine:***@db:5432/market") && !printed.contains("s3cr"), "{printed}");
+        for plain in ["", "postgres://vitrine@db/market", "postgres://db/market"] {
+            assert_eq!(redact_password(plain), plain);
+        }
+    }
 
     #[test]
     fn precedence_is_defaults_file_env_flags() {
