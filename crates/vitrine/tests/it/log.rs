@@ -186,6 +186,21 @@ async fn database(server: &TestServer) -> sqlx::SqlitePool {
     sqlx::SqlitePool::connect(&url).await.unwrap()
 }
 
+/// Rewrites leaf 2 behind the server's back: its price lowered by one, the
+/// shares kept consistent so that it still decodes. Returns the original.
+async fn lower_the_price_of_leaf_2(db: &sqlx::SqlitePool) -> Vec<u8> {
+    let (leaf,): (Vec<u8>,) = sqlx::query_as("SELECT leaf FROM log_leaves WHERE idx = 2").fetch_one(db).await.unwrap();
+    let mut decoded = tlog::ReceiptLeaf::decode(&leaf).unwrap();
+    decoded.price -= 1;
+    decoded.creator_share -= 1;
+    sqlx::query("UPDATE log_leaves SET leaf = ? WHERE idx = 2")
+        .bind(decoded.encode().unwrap())
+        .execute(db)
+        .await
+        .unwrap();
+    leaf
+}
+
 #[tokio::test]
 async fn the_audit_passes_on_an_honest_log_and_names_every_tampering() {
     let Market { server, api, alice, bob } = market().await;
@@ -222,15 +237,7 @@ async fn the_audit_passes_on_an_honest_log_and_names_every_tampering() {
     assert!(vitrine(&server, &state, &["--creator", "alice", "--key", &alice]).0);
 
     // A leaf altered: the price lowered, shares kept consistent, so it still decodes.
-    let (leaf,): (Vec<u8>,) = sqlx::query_as("SELECT leaf FROM log_leaves WHERE idx = 2").fetch_one(&db).await.unwrap();
-    let mut decoded = tlog::ReceiptLeaf::decode(&leaf).unwrap();
-    decoded.price -= 1;
-    decoded.creator_share -= 1;
-    sqlx::query("UPDATE log_leaves SET leaf = ? WHERE idx = 2")
-        .bind(decoded.encode().unwrap())
-        .execute(&db)
-        .await
-        .unwrap();
+    let leaf = lower_the_price_of_leaf_2(&db).await;
     let (ok, out) = vitrine(&server, &state, &["--creator", "alice", "--key", &alice]);
     assert!(!ok && out.contains("leaf 2"), "{out}");
     sqlx::query("UPDATE log_leaves SET leaf = ? WHERE idx = 2").bind(&leaf).execute(&db).await.unwrap();
@@ -444,16 +451,7 @@ async fn the_audit_follows_the_log_and_stops_at_the_first_inconsistency() {
     wait_for("checkpoint: 5 leaves");
     wait_for("audit passed");
     // A leaf rewritten behind the server's back: the next round stops.
-    let db = database(&server).await;
-    let (leaf,): (Vec<u8>,) = sqlx::query_as("SELECT leaf FROM log_leaves WHERE idx = 2").fetch_one(&db).await.unwrap();
-    let mut decoded = tlog::ReceiptLeaf::decode(&leaf).unwrap();
-    decoded.price -= 1;
-    decoded.creator_share -= 1;
-    sqlx::query("UPDATE log_leaves SET leaf = ? WHERE idx = 2")
-        .bind(decoded.encode().unwrap())
-        .execute(&db)
-        .await
-        .unwrap();
+    lower_the_price_of_leaf_2(&database(&server).await).await;
     let started = std::time::Instant::now();
     let status = loop {
         if let Some(status) = follower.try_wait().unwrap() {
