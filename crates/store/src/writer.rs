@@ -3,9 +3,11 @@
 //! right edge (a lookup per level), the last transfer id, and every usage
 //! rollup row it adds to. The writer keeps those instead, and trusts them
 //! only while nobody else wrote in between: every writing transaction bumps
-//! `writer_epoch` first thing, under SQLite's write lock, and a writer that
-//! finds anything but its own last epoch plus one starts cold (several
-//! processes or in-process nodes may share one file, as the demo's do).
+//! `writer_epoch` first thing, under the write lock (SQLite's, or on
+//! PostgreSQL that row's own lock), and a writer that finds anything but
+//! its own last epoch plus one starts cold (several processes or in-process
+//! nodes may share one SQLite file, as the demo's do; several nodes one
+//! PostgreSQL database).
 //!
 //! What a transaction changes is kept in the transaction's own copy and
 //! becomes the writer's only when the commit succeeded; a failed or dropped
