@@ -168,6 +168,12 @@ pub enum Command {
     Post { hold: HoldId, legs: Vec<Leg>, reference: String },
     /// Resolves a hold by releasing it: nothing moves.
     Void { hold: HoldId },
+    /// Pays transfers out of part of a hold (a grant a serving node spends
+    /// call by call): every transfer is debited to the hold's account, the
+    /// hold shrinks by their total and stays with the rest (it is resolved
+    /// once nothing is left). All or none; refused past the hold's
+    /// remainder or its expiry.
+    Draw { hold: HoldId, transfers: Vec<Transfer> },
 }
 
 /// What a successful command did.
@@ -178,6 +184,8 @@ pub struct Effects {
     pub replayed: bool,
     pub hold_placed: Option<Hold>,
     pub hold_resolved: Option<HoldId>,
+    /// A [`Command::Draw`] that left part of its hold: the hold as it is now.
+    pub hold_drawn: Option<Hold>,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -198,6 +206,10 @@ pub enum LedgerError {
     HoldExpired(HoldId),
     #[error("the legs add up to {legs} but the hold is {held}")]
     LegsDoNotMatchHold { legs: u64, held: u64 },
+    #[error("hold {hold} has {left} left, {needed} needed")]
+    HoldTooSmall { hold: HoldId, left: u64, needed: u64 },
+    #[error("a transfer drawn from hold {hold} must be debited to the hold's account")]
+    NotTheHoldsAccount { hold: HoldId },
     #[error("the amount would take an account's running total past the ledger's limit of {} minor units", Amount::MAX)]
     Overflow,
     #[error("'{0}' was already used for a different transfer")]
@@ -251,7 +263,22 @@ impl LedgerState {
                         reference: reference.clone(),
                     })
                     .collect();
-                self.apply_linked(transfers, Some(&placed))
+                self.apply_linked(transfers, Some((&placed, placed.amount.minor_units())))
+            }
+            Command::Draw { hold, transfers } => {
+                let placed = self.holds.get(&hold).ok_or(LedgerError::UnknownHold(hold))?.clone();
+                if now_ms >= placed.expires_at_ms {
+                    return Err(LedgerError::HoldExpired(hold));
+                }
+                if transfers.iter().any(|t| t.debit != placed.account) {
+                    return Err(LedgerError::NotTheHoldsAccount { hold });
+                }
+                let total = transfers.iter().try_fold(0u64, |sum, t| sum.checked_add(t.amount.minor_units()));
+                let total = total.ok_or(LedgerError::Overflow)?;
+                if total > placed.amount.minor_units() {
+                    return Err(LedgerError::HoldTooSmall { hold, left: placed.amount.minor_units(), needed: total });
+                }
+                self.apply_linked(transfers, Some((&placed, total)))
             }
             Command::Void { hold } => {
                 let placed = self.holds.remove(&hold).ok_or(LedgerError::UnknownHold(hold))?;
@@ -286,16 +313,17 @@ impl LedgerState {
         Ok(Effects { hold_placed: Some(hold), ..Effects::default() })
     }
 
-    /// Applies transfers all together or not at all. With `hold`, the debits
-    /// are paid from that hold (released as they post), not from the
-    /// account's free balance.
-    fn apply_linked(&mut self, transfers: Vec<Transfer>, hold: Option<&Hold>) -> Result<Effects, LedgerError> {
+    /// Applies transfers all together or not at all. With `(hold, drawn)`,
+    /// the debits (which total `drawn`) are paid from that hold, which
+    /// releases as much and is resolved once empty, not from the account's
+    /// free balance.
+    fn apply_linked(&mut self, transfers: Vec<Transfer>, hold: Option<(&Hold, u64)>) -> Result<Effects, LedgerError> {
         // Work on copies of the touched accounts; commit them only if every
         // transfer succeeds.
         let mut touched: HashMap<AccountId, AccountState> = HashMap::new();
-        if let Some(hold) = hold {
+        if let Some((hold, drawn)) = hold {
             let mut account = *self.accounts.get(&hold.account).ok_or(LedgerError::UnknownAccount(hold.account))?;
-            account.debits_pending -= hold.amount.minor_units();
+            account.debits_pending -= drawn;
             touched.insert(hold.account, account);
         }
         for transfer in &transfers {
@@ -318,11 +346,20 @@ impl LedgerState {
             credit.credits_posted = add_to_total(credit.credits_posted, amount)?;
         }
         self.accounts.extend(touched);
-        let hold_resolved = hold.map(|h| {
-            self.holds.remove(&h.id);
-            h.id
-        });
-        Ok(Effects { transfers, replayed: false, hold_placed: None, hold_resolved })
+        let mut effects = Effects { transfers, ..Effects::default() };
+        if let Some((hold, drawn)) = hold {
+            let left = hold.amount.minor_units() - drawn;
+            if left == 0 {
+                self.holds.remove(&hold.id);
+                effects.hold_resolved = Some(hold.id);
+            } else {
+                let rest =
+                    Hold { amount: Amount::from_minor_units(left).expect("less than a valid amount"), ..hold.clone() };
+                self.holds.insert(hold.id, rest.clone());
+                effects.hold_drawn = Some(rest);
+            }
+        }
+        Ok(effects)
     }
 
     /// Debits equal credits over the accounts held here, and each pending

@@ -49,6 +49,12 @@ enum Step {
     PostWrongAmount {
         hold: i64,
     },
+    /// A paid call charged from part of a hold (a node's grant).
+    Draw {
+        hold: i64,
+        creator: usize,
+        units: u64,
+    },
     Void {
         hold: i64,
     },
@@ -88,6 +94,8 @@ fn step() -> impl Strategy<Value = Step> {
         }),
         (hold.clone(), user.clone()).prop_map(|(hold, creator)| Step::Post { hold, creator }),
         hold.clone().prop_map(|hold| Step::PostWrongAmount { hold }),
+        (hold.clone(), user.clone(), prop_oneof![4 => 1u64..400, 1 => units.clone()])
+            .prop_map(|(hold, creator, units)| Step::Draw { hold, creator, units }),
         hold.prop_map(|hold| Step::Void { hold }),
         Just(Step::Expire),
         (1i64..20).prop_map(|ms| Step::Tick { ms }),
@@ -159,6 +167,12 @@ proptest! {
                     legs: vec![Leg { credit: NODE, amount: amount(placed.amount.minor_units() ^ 1), kind: TransferKind::InferenceNode }],
                     reference: String::new(),
                 }),
+                Step::Draw { hold, creator, units } => {
+                    // Drawn from the hold's own account when it exists; else from anyone's, to be refused.
+                    let caller = state.holds.get(hold).map_or(USERS[0], |h| h.account);
+                    let parties = ChargeParties { caller, creator: USERS[*creator], node: NODE, treasury: TREASURY };
+                    Some(Command::Draw { hold: *hold, transfers: charge_transfers(parties, split.split(amount(*units)), "draw") })
+                }
                 Step::Void { hold } => Some(Command::Void { hold: *hold }),
                 Step::Expire => {
                     for id in state.expire_holds(now) {
@@ -188,6 +202,15 @@ proptest! {
                             prop_assert_eq!(state.execute(command.clone(), now), Err(LedgerError::UnknownHold(id)));
                             prop_assert_eq!(&state, &after);
                         }
+                        if let Command::Draw { hold, transfers } = &command {
+                            // The hold shrank by exactly what moved, and is gone once empty.
+                            let drawn = charged(transfers);
+                            let left = before.holds[hold].amount.minor_units() - drawn;
+                            prop_assert_eq!(state.holds.get(hold).map_or(0, |h| h.amount.minor_units()), left);
+                            prop_assert_eq!(effects.hold_resolved == Some(*hold), left == 0);
+                            prop_assert_eq!(effects.hold_drawn.is_some(), left > 0);
+                            prop_assert!(now < before.holds[hold].expires_at_ms);
+                        }
                         if let Step::Reserve { .. } = step {
                             // Retrying the same reservation is refused and changes nothing.
                             let after = state.clone();
@@ -216,6 +239,47 @@ proptest! {
             prop_assert_eq!(-state.accounts[&ISSUER].balance(), in_circulation);
         }
     }
+}
+
+#[test]
+fn a_grant_pays_calls_one_by_one_until_it_is_empty() {
+    let mut state = fresh();
+    state.execute(transfer(ISSUER, USERS[0], 100, TransferKind::Deposit), 0).unwrap();
+    let grant = Hold { id: 7, account: USERS[0], amount: amount(25), expires_at_ms: 50 };
+    state.execute(Command::Reserve(grant), 0).unwrap();
+    // What the grant holds is spent by nobody else.
+    assert_eq!(state.accounts[&USERS[0]].available(), 75);
+    let call = |caller: i64, units: u64| {
+        let parties = ChargeParties { caller, creator: USERS[1], node: NODE, treasury: TREASURY };
+        charge_transfers(parties, FeeSplit::new(8000, 1500, 500).unwrap().split(amount(units)), "call")
+    };
+    let effects = state.execute(Command::Draw { hold: 7, transfers: call(USERS[0], 10) }, 1).unwrap();
+    assert_eq!(effects.hold_drawn.map(|h| h.amount), Some(amount(15)));
+    assert_eq!(state.accounts[&USERS[0]].balance(), 90);
+    assert_eq!(state.accounts[&USERS[0]].available(), 75);
+    // More than is left, or from another account, is refused and changes nothing.
+    let before = state.clone();
+    let too_much = state.execute(Command::Draw { hold: 7, transfers: call(USERS[0], 16) }, 2);
+    assert_eq!(too_much, Err(LedgerError::HoldTooSmall { hold: 7, left: 15, needed: 16 }));
+    let other = state.execute(Command::Draw { hold: 7, transfers: call(USERS[2], 1) }, 2);
+    assert_eq!(other, Err(LedgerError::NotTheHoldsAccount { hold: 7 }));
+    assert_eq!(state, before);
+    // The last of it resolves the hold.
+    let effects = state.execute(Command::Draw { hold: 7, transfers: call(USERS[0], 15) }, 3).unwrap();
+    assert_eq!(effects.hold_resolved, Some(7));
+    assert!(state.holds.is_empty());
+    assert_eq!(state.accounts[&USERS[0]].available(), 75);
+    // (80% of each price, and what rounding leaves: 9 + 13.)
+    assert_eq!(state.accounts[&USERS[1]].balance(), 22);
+    state.check_invariants().unwrap();
+    // An expired grant pays nothing.
+    state
+        .execute(Command::Reserve(Hold { id: 8, account: USERS[0], amount: amount(5), expires_at_ms: 10 }), 3)
+        .unwrap();
+    assert_eq!(
+        state.execute(Command::Draw { hold: 8, transfers: call(USERS[0], 1) }, 10),
+        Err(LedgerError::HoldExpired(8))
+    );
 }
 
 #[test]

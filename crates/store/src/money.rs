@@ -553,6 +553,10 @@ async fn load_state(tx: &mut Tx, items: &[BatchItem]) -> Result<(LedgerState, Ha
             Command::Void { hold } => {
                 hold_ids.insert(*hold);
             }
+            Command::Draw { hold, transfers } => {
+                hold_ids.insert(*hold);
+                account_ids.extend(transfers.iter().flat_map(|t| [t.debit, t.credit]));
+            }
         }
     }
     let mut state = LedgerState::default();
@@ -604,6 +608,8 @@ struct BatchRows {
     answered: HashSet<(i64, String)>,
     /// Answers to write: (answer, its receipt's log index).
     answers: Vec<(IdempotencyAnswer, Option<i64>)>,
+    /// What is left of each hold the batch drew from and did not resolve.
+    drawn: HashMap<HoldId, u64>,
 }
 
 impl BatchRows {
@@ -612,6 +618,14 @@ impl BatchRows {
         std::mem::take(&mut self.log).pieces(writes);
         writes.push(self.transfers.piece());
         writes.push(answers_piece(std::mem::take(&mut self.answers), now));
+        writes.push(Piece {
+            head: "UPDATE holds SET amount = v.column2 FROM (".into(),
+            rows: std::mem::take(&mut self.drawn)
+                .into_iter()
+                .map(|(id, left)| vec![id.into(), (left as i64).into()])
+                .collect(),
+            tail: ") AS v WHERE holds.id = v.column1".into(),
+        });
     }
 }
 
@@ -802,9 +816,13 @@ async fn apply_item(
         });
     }
     if let Some(hold) = effects.hold_resolved {
+        rows.drawn.remove(&hold);
         on_tx!(&mut *tx, tx => {
             sqlx::query("DELETE FROM holds WHERE id = $1").bind(hold).execute(&mut **tx).await?;
         });
+    }
+    if let Some(hold) = &effects.hold_drawn {
+        rows.drawn.insert(hold.id, hold.amount.minor_units());
     }
     let mut transfers = Vec::with_capacity(effects.transfers.len());
     for transfer in &effects.transfers {
