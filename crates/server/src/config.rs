@@ -97,11 +97,21 @@ pub struct Config {
     pub token_symbol: String,
     /// Decimal places of the token: amounts are integers of 10^-decimals tokens.
     pub token_decimals: u32,
-    /// A ledger hold not posted or voided by then is voided; above
-    /// inference_timeout_ms. Calls no longer place ledger holds (their
-    /// prices are reserved in memory); this bounds holds left in a database
-    /// by an older version, and is kept so configuration files still load.
+    /// The life of a grant, a hold a node places on a caller's balance on a
+    /// shared (PostgreSQL) market and spends call by call: a node stops
+    /// using it `inference_timeout_ms` + 5 s before, and any node voids it
+    /// then (a dead node's grants free their tokens so). On SQLite, where
+    /// calls reserve in memory, it bounds holds an older version left.
     pub hold_expiry_ms: u64,
+    /// Calls' worth of a price a node asks for in one grant on a shared
+    /// market (less when less is available): more means fewer trips to the
+    /// database, and more of a caller's balance held by one node at once.
+    /// 0: no grants; a node then reserves in memory as on SQLite, and a
+    /// caller who spends on another node meanwhile is refused after the
+    /// model ran, never charged more than they have.
+    pub grant_calls: u64,
+    /// A grant unused this long goes back to the caller's balance.
+    pub grant_idle_ms: u64,
     /// How long an Idempotency-Key is remembered.
     pub idempotency_window_ms: u64,
     /// Ledger commands written in one transaction (one fsync) at most.
@@ -195,6 +205,8 @@ impl Default for Config {
             token_symbol: domain::DEFAULT_TOKEN_SYMBOL.to_owned(),
             token_decimals: domain::DEFAULT_DECIMALS,
             hold_expiry_ms: 60_000,
+            grant_calls: 100,
+            grant_idle_ms: 2_000,
             idempotency_window_ms: 24 * 60 * 60 * 1000,
             ledger_batch_max: 512,
             dev: false,
@@ -277,10 +289,14 @@ impl Config {
         if self.model_load_timeout_ms == 0 || self.output_elements_max == 0 || self.quarantine_window_ms == 0 {
             return invalid("model_load_timeout_ms, output_elements_max and quarantine_window_ms must be positive");
         }
-        if self.hold_expiry_ms <= self.inference_timeout_ms {
+        if self.hold_expiry_ms < self.inference_timeout_ms + 10_000 {
             return invalid(
-                "hold_expiry_ms must be above inference_timeout_ms, or holds could expire under a running call",
+                "hold_expiry_ms must be at least inference_timeout_ms + 10000, or grants could expire under a running \
+                 call",
             );
+        }
+        if self.grant_idle_ms == 0 {
+            return invalid("grant_idle_ms must be positive");
         }
         if self.fee_split().is_err() {
             return invalid("creator_share_bps + node_share_bps + treasury_share_bps must be 10000");

@@ -54,6 +54,8 @@ pub struct AppState {
     pub executor: Arc<Executor>,
     /// Recent crashes per version, towards quarantine.
     pub strikes: Arc<quarantine::Strikes>,
+    /// Calls that reached a model in this process (`vitrine_model_runs_total`).
+    pub model_runs: Arc<std::sync::atomic::AtomicU64>,
     /// Calls per key, at once and per minute.
     pub call_limits: Arc<limits::CallLimits>,
     /// Sign-ups and failed authentications per network address.
@@ -137,10 +139,10 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     let system = ensure_system_accounts(&store, &config)
         .await
         .map_err(|e| format!("cannot create the ledger's accounts: {e}"))?;
-    // No request from before this start is alive: release every hold.
-    // (Calls reserve in memory and place no holds: holds are only those an
-    // older version left, so no other node sharing the database has any.)
-    let released = store.expire_holds(i64::MAX).await.map_err(|e| format!("cannot release old holds: {e}"))?;
+    // No request of this node from before this start is alive: release its
+    // holds (its grants), those of no node, and on SQLite all of them.
+    let released =
+        store.release_holds_of(&config.node_id).await.map_err(|e| format!("cannot release old holds: {e}"))?;
     let forgotten =
         store.abandon_unfinished_idempotency_keys().await.map_err(|e| format!("cannot clear old keys: {e}"))?;
     if released > 0 || forgotten > 0 {
@@ -164,13 +166,25 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     let executor = Executor::start(executor_settings(&config))
         .await
         .map_err(|e| format!("cannot start the model workers: {e}"))?;
-    let reservations = Arc::new(reserve::Reservations::default());
+    // Several nodes may share a PostgreSQL market: there calls reserve from
+    // grants (`reserve.rs`), on SQLite in memory.
+    let reservations = Arc::new(if store.is_postgres() && config.grant_calls > 0 {
+        reserve::Reservations::with_grants(reserve::GrantPolicy::new(
+            &config.node_id,
+            config.grant_calls,
+            config.hold_expiry_ms,
+            config.inference_timeout_ms,
+            config.grant_idle_ms,
+        ))
+    } else {
+        reserve::Reservations::default()
+    });
     let committed = {
         let reservations = reservations.clone();
         move |accounts: &std::collections::HashMap<i64, ledger::AccountState>| reservations.committed(accounts)
     };
     let sequencer = store::Sequencer::start(store.clone(), config.ledger_batch_max, committed);
-    spawn_maintenance(store.clone(), sequencer.clone(), log_keys.clone(), &config);
+    spawn_maintenance(store.clone(), sequencer.clone(), reservations.clone(), log_keys.clone(), &config);
     let state = AppState {
         log_keys,
         sequencer,
@@ -183,6 +197,7 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         fee_split: config.fee_split().map_err(|e| e.to_string())?,
         system,
         executor: Arc::new(executor),
+        model_runs: Arc::default(),
         strikes: Arc::new(quarantine::Strikes::new(config.quarantine_strikes, config.quarantine_window_ms)),
         call_limits: Arc::new(limits::CallLimits::new(
             config.calls_per_key_concurrent_max,
@@ -232,9 +247,15 @@ async fn ensure_system_accounts(store: &Store, config: &Config) -> Result<System
 }
 
 /// Signs a checkpoint every `checkpoint_interval_ms` while leaves arrive,
-/// voids expired holds every second and forgets old idempotency keys every
-/// minute.
-fn spawn_maintenance(store: Store, sequencer: store::Sequencer, log_keys: Arc<log::LogKeys>, config: &Config) {
+/// every second returns this node's idle grants and voids expired holds
+/// (any node's), and forgets old idempotency keys every minute.
+fn spawn_maintenance(
+    store: Store,
+    sequencer: store::Sequencer,
+    reservations: Arc<reserve::Reservations>,
+    log_keys: Arc<log::LogKeys>,
+    config: &Config,
+) {
     let idempotency_window_ms = config.idempotency_window_ms;
     let interval = std::time::Duration::from_millis(config.checkpoint_interval_ms);
     tokio::spawn(async move {
@@ -264,6 +285,7 @@ fn spawn_maintenance(store: Store, sequencer: store::Sequencer, log_keys: Arc<lo
             }
             last_housekeeping = std::time::Instant::now();
             ticks += 1;
+            void_holds(&sequencer, reservations.settle(store::now_ms()), "returning a grant").await;
             // Expired holds are voided by the one writer, like everything else.
             match store.expired_holds(store::now_ms()).await {
                 Ok(holds) => {
@@ -284,6 +306,18 @@ fn spawn_maintenance(store: Store, sequencer: store::Sequencer, log_keys: Arc<lo
             }
         }
     });
+}
+
+/// Voids holds through the sequencer; one that is gone already (voided by
+/// another node as it expired) is no matter.
+async fn void_holds(sequencer: &store::Sequencer, holds: Vec<ledger::HoldId>, what: &str) {
+    for hold in holds {
+        match sequencer.submit(store::BatchItem::command(ledger::Command::Void { hold })).await {
+            Ok(Ok(_)) | Ok(Err(store::ItemError::Ledger(ledger::LedgerError::UnknownHold(_)))) => {}
+            Ok(Err(error)) => tracing::warn!(hold, %error, "{what} failed"),
+            Err(error) => tracing::warn!(hold, %error, "{what} failed"),
+        }
+    }
 }
 
 /// Creates the operator account at first start and writes its key to
@@ -463,7 +497,10 @@ pub async fn serve(
         header_read_timeout: std::time::Duration::from_millis(state.config.header_read_timeout_ms),
         body_idle_timeout: std::time::Duration::from_millis(state.config.request_body_idle_timeout_ms),
     };
+    let (reservations, sequencer) = (state.reservations.clone(), state.sequencer.clone());
     listen::serve_connections(listener, router(state), limits, shutdown).await;
+    // Every call is over: what this node's grants have left goes back.
+    void_holds(&sequencer, reservations.settle(i64::MAX), "returning a grant at the stop").await;
     store.close().await;
     Ok(())
 }

@@ -1,42 +1,114 @@
-//! Money reserved for paid calls in flight, in memory.
+//! Money reserved for paid calls in flight.
 //!
 //! A paid call's price is reserved here before its model runs (402 if the
 //! caller cannot cover it) and charged after it ran, by one ledger batch:
-//! one durable commit per paid call. A reservation need not be durable: if
-//! the server stops, the calls it covered stop with it and charged nothing.
+//! one durable commit per paid call.
 //!
-//! What a caller may still reserve is the available balance the sequencer
-//! last committed (balance less durable holds) less what is reserved here.
-//! The sequencer records every batch's account states before it answers
-//! anyone in that batch ([`Reservations::committed`]), and a reservation is
-//! released only when its call is over (its charge answered, or its failure
-//! known), so at no instant can reservations and charges together spend more
-//! than a balance. The ledger checks every charge against the durable
-//! balance all the same: a balance changed behind this server's back (by
-//! another node on the same database) can make a charge fail, never go
-//! below zero.
+//! On a market one node owns (SQLite), reservations live in memory alone
+//! and need not be durable: if the server stops, the calls they covered
+//! stop with it and charged nothing. What a caller may still reserve is the
+//! available balance the sequencer last committed (balance less durable
+//! holds) less what is reserved here. The sequencer records every batch's
+//! account states before it answers anyone in that batch
+//! ([`Reservations::committed`]), and a reservation is released only when
+//! its call is over (its charge answered, or its failure known), so at no
+//! instant can reservations and charges together spend more than a balance.
+//!
+//! On a market several nodes share (PostgreSQL), no node's memory knows
+//! what the others spend, so each node reserves from grants instead (as
+//! online charging systems grant quota to serving nodes, RFC 4006): a
+//! grant is a durable hold this node places on a caller's balance, as large
+//! as `grant_calls` calls or what is available, and spends call by call in
+//! memory; each charge draws its price from the grant in the call's batch
+//! ([`ledger::Command::Draw`]). A node asks for a grant only when the ones
+//! it has cannot cover a call, so the database is off the path of most
+//! calls. A grant stops being used well before it expires (an
+//! `inference_timeout_ms` and some slack), and what is left of it is
+//! voided once it is idle, old, or the node stops; a node that dies leaves
+//! its grants to expire, when any node voids them, or to its own restart.
+//! The ledger checks every charge all the same: a grant gone leaves the
+//! charge to the free balance, which can refuse it, never go below zero.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ledger::{AccountId, AccountState};
-use store::Store;
+use ledger::{AccountId, AccountState, HoldId, LedgerError};
+use store::{BatchItem, GrantRequest, ItemError, Sequencer, Store};
 
 use crate::error::{ApiError, ApiResult};
+
+/// Stop reserving from a grant this long, beyond the inference timeout,
+/// before it expires: room for the clocks of the nodes to differ.
+const GRANT_SLACK_MS: i64 = 5_000;
 
 #[derive(Debug, Default)]
 pub struct Reservations {
     book: Mutex<Book>,
+    /// Set on a shared market: reserve from grants.
+    grants: Option<GrantPolicy>,
+    /// One grant asked for at a time per account, by the calls that need one.
+    asking: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// How this node takes grants.
+#[derive(Debug, Clone)]
+pub struct GrantPolicy {
+    /// The node the grants belong to (its `node_id`).
+    pub node: String,
+    /// Calls' worth of a price asked for at once.
+    pub calls: u64,
+    /// A grant's life (`hold_expiry_ms`).
+    pub lifetime_ms: i64,
+    /// How long before its expiry a grant stops being used.
+    pub margin_ms: i64,
+    /// A grant unused this long is released.
+    pub idle_ms: i64,
+}
+
+impl GrantPolicy {
+    /// The policy of a node with these settings (`grant_calls`,
+    /// `hold_expiry_ms`, `inference_timeout_ms`, `grant_idle_ms`).
+    pub fn new(node: &str, calls: u64, lifetime_ms: u64, inference_timeout_ms: u64, idle_ms: u64) -> GrantPolicy {
+        GrantPolicy {
+            node: node.to_owned(),
+            calls: calls.max(1),
+            lifetime_ms: lifetime_ms as i64,
+            margin_ms: inference_timeout_ms as i64 + GRANT_SLACK_MS,
+            idle_ms: idle_ms as i64,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Book {
     /// Each account's durable available balance, as of the last batch that
     /// touched it (or its first read). One entry per account seen: a few
-    /// dozen bytes each.
+    /// dozen bytes each. (Memory reservations only.)
     available: HashMap<AccountId, i128>,
-    /// Minor units reserved by calls in flight; no entry at zero.
+    /// Minor units reserved by calls in flight; no entry at zero. (Memory
+    /// reservations only.)
     reserved: HashMap<AccountId, u64>,
+    /// This node's grants, by caller.
+    grants: HashMap<AccountId, Vec<Grant>>,
+}
+
+/// A grant this node holds.
+#[derive(Debug, Clone)]
+struct Grant {
+    hold: HoldId,
+    /// What the hold has left, as this node's charges left it.
+    left: u64,
+    /// Reserved by calls in flight, out of `left`.
+    reserved: u64,
+    /// Reserved from until then.
+    usable_until_ms: i64,
+    last_used_ms: i64,
+}
+
+impl Grant {
+    fn covers(&self, amount: u64, now_ms: i64) -> bool {
+        now_ms < self.usable_until_ms && self.left - self.reserved >= amount
+    }
 }
 
 /// A reservation; dropping it releases it.
@@ -45,12 +117,61 @@ pub struct Reservation {
     reservations: Arc<Reservations>,
     account: AccountId,
     amount: u64,
+    grant: Option<HoldId>,
+}
+
+impl Reservation {
+    /// The grant the call is to be charged from, if it reserved from one.
+    pub fn grant(&self) -> Option<HoldId> {
+        self.grant
+    }
+
+    /// Records what the call's charge left of its grant, and releases the
+    /// reservation: `Some(left)` when it drew from the grant, `None` when
+    /// the grant could not pay (gone, or expired), which is then used no more.
+    pub fn charged(mut self, left: Option<u64>) {
+        let Some(hold) = self.grant else { return };
+        let mut book = self.reservations.lock();
+        if let Some(grant) = book.grants.get_mut(&self.account).and_then(|g| g.iter_mut().find(|g| g.hold == hold)) {
+            grant.reserved -= self.amount;
+            grant.last_used_ms = store::now_ms();
+            match left {
+                // Grants only shrink: answers of one batch may come in any order.
+                Some(left) => grant.left = grant.left.min(left).max(grant.reserved),
+                None => grant.usable_until_ms = i64::MIN,
+            }
+        }
+        self.amount = 0;
+    }
 }
 
 impl Reservations {
-    /// Reserves `amount` on `account` if its available balance, less what
-    /// calls in flight reserved, covers it; 402 `insufficient_balance` if not.
-    pub async fn reserve(self: &Arc<Self>, store: &Store, account: AccountId, amount: u64) -> ApiResult<Reservation> {
+    /// Reservations that come from grants this node takes.
+    pub fn with_grants(policy: GrantPolicy) -> Reservations {
+        Reservations { grants: Some(policy), ..Reservations::default() }
+    }
+
+    /// Reserves `amount` on `account` if what it can spend here covers it;
+    /// 402 `insufficient_balance` if not.
+    pub async fn reserve(
+        self: &Arc<Self>,
+        store: &Store,
+        sequencer: &Sequencer,
+        account: AccountId,
+        amount: u64,
+    ) -> ApiResult<Reservation> {
+        match &self.grants {
+            None => self.reserve_in_memory(store, account, amount).await,
+            Some(policy) => self.reserve_from_grant(policy, sequencer, account, amount).await,
+        }
+    }
+
+    async fn reserve_in_memory(
+        self: &Arc<Self>,
+        store: &Store,
+        account: AccountId,
+        amount: u64,
+    ) -> ApiResult<Reservation> {
         if !self.lock().available.contains_key(&account) {
             let (state, _) = store.balances(account).await?;
             // A batch may have committed since the read: its state wins.
@@ -60,35 +181,135 @@ impl Reservations {
         let reserved = book.reserved.get(&account).copied().unwrap_or(0);
         let free = book.available.get(&account).copied().unwrap_or(0) - reserved as i128;
         if free < amount as i128 {
-            return Err(ApiError::insufficient_balance(format!(
-                "the balance available is {} minor units, {amount} are needed",
-                free.max(0)
-            )));
+            return Err(insufficient(free, amount));
         }
         *book.reserved.entry(account).or_default() += amount;
-        Ok(Reservation { reservations: self.clone(), account, amount })
+        Ok(Reservation { reservations: self.clone(), account, amount, grant: None })
+    }
+
+    async fn reserve_from_grant(
+        self: &Arc<Self>,
+        policy: &GrantPolicy,
+        sequencer: &Sequencer,
+        account: AccountId,
+        amount: u64,
+    ) -> ApiResult<Reservation> {
+        if let Some(reservation) = self.take_from_grant(account, amount) {
+            return Ok(reservation);
+        }
+        let asking = self.asking.lock().unwrap_or_else(PoisonError::into_inner).entry(account).or_default().clone();
+        let _turn = asking.lock().await;
+        // Calls that waited their turn find the grant the one before took.
+        // A fresh grant covers one call at least, but calls that need none
+        // may take it first: a few tries.
+        for _ in 0..4 {
+            if let Some(reservation) = self.take_from_grant(account, amount) {
+                return Ok(reservation);
+            }
+            let now = store::now_ms();
+            let request = GrantRequest {
+                hold: random_hold_id(),
+                account,
+                want: amount.saturating_mul(policy.calls),
+                at_least: amount,
+                expires_at_ms: now + policy.lifetime_ms,
+                node: policy.node.clone(),
+            };
+            let expires_at_ms = request.expires_at_ms;
+            let hold = match sequencer.submit(BatchItem::Grant(request)).await? {
+                Ok(outcome) => outcome.grant.ok_or_else(|| ApiError::internal("a grant placed no hold"))?,
+                Err(ItemError::Ledger(LedgerError::InsufficientBalance { available, .. })) => {
+                    return Err(insufficient(available, amount));
+                }
+                Err(error) => return Err(crate::routes::money::item_error(error)),
+            };
+            self.lock().grants.entry(account).or_default().push(Grant {
+                hold: hold.id,
+                left: hold.amount.minor_units(),
+                reserved: 0,
+                usable_until_ms: expires_at_ms - policy.margin_ms,
+                last_used_ms: now,
+            });
+        }
+        Err(ApiError::unavailable("the caller's balance is in heavy demand here; retry", 1))
+    }
+
+    fn take_from_grant(self: &Arc<Self>, account: AccountId, amount: u64) -> Option<Reservation> {
+        let now = store::now_ms();
+        let mut book = self.lock();
+        let grant = book.grants.get_mut(&account)?.iter_mut().find(|g| g.covers(amount, now))?;
+        grant.reserved += amount;
+        grant.last_used_ms = now;
+        Some(Reservation { reservations: self.clone(), account, amount, grant: Some(grant.hold) })
+    }
+
+    /// Forgets the grants that are used up, too old to use or idle, with no
+    /// call in flight; returns those with something left, for the caller to
+    /// void (at a stop, with `now_ms` = `i64::MAX`, all of them).
+    pub fn settle(&self, now_ms: i64) -> Vec<HoldId> {
+        let Some(policy) = &self.grants else { return vec![] };
+        let mut book = self.lock();
+        let mut to_void = vec![];
+        book.grants.retain(|_, grants| {
+            grants.retain(|g| {
+                let done = g.left == 0
+                    || now_ms >= g.usable_until_ms
+                    || now_ms.saturating_sub(g.last_used_ms) >= policy.idle_ms;
+                if done && g.reserved == 0 {
+                    if g.left > 0 {
+                        to_void.push(g.hold);
+                    }
+                    return false;
+                }
+                true
+            });
+            !grants.is_empty()
+        });
+        to_void
     }
 
     /// Records the accounts' states after a batch committed; called by the
     /// sequencer before it answers the batch's requests.
     pub fn committed(&self, states: &HashMap<AccountId, AccountState>) {
+        if self.grants.is_some() {
+            return;
+        }
         let mut book = self.lock();
         for (id, state) in states {
             book.available.insert(*id, state.available());
         }
     }
 
-    /// Minor units reserved on `account` now (for tests and metrics).
+    /// Minor units reserved on `account` in memory, beyond its durable
+    /// holds (for the account's view and tests). Grants are durable holds:
+    /// what calls reserve from them is part of the holds already.
     pub fn reserved(&self, account: AccountId) -> u64 {
         self.lock().reserved.get(&account).copied().unwrap_or(0)
     }
 
-    fn release(&self, account: AccountId, amount: u64) {
+    /// This node's grants: (how many, minor units left in them).
+    pub fn grants(&self) -> (usize, u64) {
+        let book = self.lock();
+        let grants = book.grants.values().flatten();
+        (grants.clone().count(), grants.map(|g| g.left).sum())
+    }
+
+    fn release(&self, reservation: &Reservation) {
         let mut book = self.lock();
-        if let Some(reserved) = book.reserved.get_mut(&account) {
-            *reserved -= amount;
+        if let Some(hold) = reservation.grant {
+            let grants = book.grants.get_mut(&reservation.account);
+            if let Some(grant) = grants.and_then(|g| g.iter_mut().find(|g| g.hold == hold))
+                && reservation.amount > 0
+            {
+                grant.reserved -= reservation.amount;
+                grant.last_used_ms = store::now_ms();
+            }
+            return;
+        }
+        if let Some(reserved) = book.reserved.get_mut(&reservation.account) {
+            *reserved -= reservation.amount;
             if *reserved == 0 {
-                book.reserved.remove(&account);
+                book.reserved.remove(&reservation.account);
             }
         }
     }
@@ -102,8 +323,22 @@ impl Reservations {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.reservations.release(self.account, self.amount);
+        self.reservations.release(self);
     }
+}
+
+fn insufficient(available: i128, amount: u64) -> ApiError {
+    ApiError::insufficient_balance(format!(
+        "the balance available is {} minor units, {amount} are needed",
+        available.max(0)
+    ))
+}
+
+/// A hold id no node has used: random, positive, 63 bits.
+fn random_hold_id() -> HoldId {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    (u64::from_le_bytes(bytes) >> 1).max(1) as HoldId
 }
 
 #[cfg(test)]
@@ -123,12 +358,13 @@ mod tests {
     async fn reservations_never_spend_more_than_the_committed_balance() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("vitrine.db")).await.unwrap();
+        let sequencer = Sequencer::start(store.clone(), 16, |_| {});
         let reservations = Arc::new(Reservations::default());
         reservations.committed(&HashMap::from([(7, state(100, 20, 30))]));
         // 50 available: 30 + 20 fit, 1 more does not.
-        let first = reservations.reserve(&store, 7, 30).await.unwrap();
-        let second = reservations.reserve(&store, 7, 20).await.unwrap();
-        let refused = reservations.reserve(&store, 7, 1).await.unwrap_err();
+        let first = reservations.reserve(&store, &sequencer, 7, 30).await.unwrap();
+        let second = reservations.reserve(&store, &sequencer, 7, 20).await.unwrap();
+        let refused = reservations.reserve(&store, &sequencer, 7, 1).await.unwrap_err();
         assert_eq!(
             (refused.code, refused.message.as_str()),
             ("insufficient_balance", "the balance available is 0 minor units, 1 are needed")
@@ -138,10 +374,99 @@ mod tests {
         reservations.committed(&HashMap::from([(7, state(100, 50, 30))]));
         drop(first);
         assert_eq!(reservations.reserved(7), 20);
-        assert!(reservations.reserve(&store, 7, 1).await.is_err(), "20 available, 20 reserved");
+        assert!(reservations.reserve(&store, &sequencer, 7, 1).await.is_err(), "20 available, 20 reserved");
         // The second call fails: released, nothing charged.
         drop(second);
         assert_eq!(reservations.reserved(7), 0);
-        assert!(reservations.reserve(&store, 7, 20).await.is_ok());
+        assert!(reservations.reserve(&store, &sequencer, 7, 20).await.is_ok());
+    }
+
+    /// A caller with `units` deposited on a fresh SQLite store (grants are
+    /// the same ledger commands on either database).
+    async fn funded(units: u64) -> (tempfile::TempDir, Store, Sequencer, AccountId) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("vitrine.db")).await.unwrap();
+        let issuer =
+            store.ensure_system_account(&domain::AccountName::issuer(), store::AccountKind::Issuer).await.unwrap();
+        let name = "caller".parse::<domain::AccountName>().unwrap();
+        let caller = store.create_account(&name, false, &domain::ApiKey::generate()).await.unwrap();
+        let deposit = ledger::Transfer {
+            debit: issuer.id,
+            credit: caller.id,
+            amount: domain::Amount::from_minor_units(units).unwrap(),
+            kind: ledger::TransferKind::Deposit,
+            reference: "wire".into(),
+        };
+        store.apply_batch(&[BatchItem::command(ledger::Command::Transfer(deposit))]).await.unwrap();
+        let sequencer = Sequencer::start(store.clone(), 16, |_| {});
+        (dir, store, sequencer, caller.id)
+    }
+
+    #[tokio::test]
+    async fn calls_reserve_from_grants_that_go_back_when_idle() {
+        let (_dir, store, sequencer, caller) = funded(1_000).await;
+        let policy = GrantPolicy::new("a", 3, 60_000, 1_000, 2_000);
+        let reservations = Arc::new(Reservations::with_grants(policy));
+        let pending = || async { store.balances(caller).await.unwrap().0.debits_pending };
+        // The first call takes a grant of three calls; the next two need no trip.
+        let first = reservations.reserve(&store, &sequencer, caller, 100).await.unwrap();
+        assert!(first.grant().is_some());
+        assert_eq!(pending().await, 300);
+        let second = reservations.reserve(&store, &sequencer, caller, 100).await.unwrap();
+        let third = reservations.reserve(&store, &sequencer, caller, 100).await.unwrap();
+        assert_eq!((second.grant(), third.grant()), (first.grant(), first.grant()));
+        assert_eq!(pending().await, 300);
+        // A fourth call in flight takes another grant.
+        let fourth = reservations.reserve(&store, &sequencer, caller, 100).await.unwrap();
+        assert_ne!(fourth.grant(), first.grant());
+        assert_eq!((reservations.grants(), pending().await), ((2, 600), 600));
+        // Reservations are part of the grants, not on top of them.
+        assert_eq!(reservations.reserved(caller), 0);
+        // A charge drew 100 from the first grant.
+        let first_grant = first.grant();
+        first.charged(Some(200));
+        assert_eq!(reservations.grants(), (2, 500));
+        // A grant that could not pay is used no more.
+        let fourth_grant = fourth.grant();
+        fourth.charged(None);
+        // The first grant's 200 left are the second and third calls'; once
+        // the second failed, the next call fits there.
+        drop(second);
+        let fifth = reservations.reserve(&store, &sequencer, caller, 100).await.unwrap();
+        assert_eq!(fifth.grant(), first_grant);
+        assert_ne!(fifth.grant(), fourth_grant);
+        drop((third, fifth));
+        // Nothing is returned while in use; everything once idle.
+        let now = store::now_ms();
+        assert_eq!(reservations.settle(now).len(), 1, "the grant that could not pay goes back at once");
+        assert_eq!(reservations.settle(now + 2_000).len(), 1);
+        assert_eq!(reservations.grants(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_grant_is_as_large_as_the_balance_allows_and_never_larger() {
+        let (_dir, store, sequencer, caller) = funded(250).await;
+        let reservations = Arc::new(Reservations::with_grants(GrantPolicy::new("a", 100, 60_000, 1_000, 2_000)));
+        let calls: Vec<Reservation> = {
+            let mut calls = vec![];
+            for _ in 0..2 {
+                calls.push(reservations.reserve(&store, &sequencer, caller, 100).await.unwrap());
+            }
+            calls
+        };
+        assert_eq!(reservations.grants(), (1, 250));
+        // 50 left in the grant and none outside it: refused, before any model runs.
+        let refused = reservations.reserve(&store, &sequencer, caller, 100).await.unwrap_err();
+        assert_eq!(
+            (refused.code, refused.message.as_str()),
+            ("insufficient_balance", "the balance available is 0 minor units, 100 are needed")
+        );
+        drop(calls);
+        // A node's grants go back at its stop.
+        for hold in reservations.settle(i64::MAX) {
+            sequencer.submit(BatchItem::command(ledger::Command::Void { hold })).await.unwrap().unwrap();
+        }
+        let (state, _) = store.balances(caller).await.unwrap();
+        assert_eq!((state.available(), state.debits_pending), (250, 0));
     }
 }

@@ -24,8 +24,8 @@ pub use db::{
 };
 pub use log::{LogEntry, StoredCheckpoint};
 pub use money::{
-    BatchItem, BatchOutcome, Charge, IdempotencyAnswer, IdempotencyStart, ItemError, LedgerTotals, PayoutChange,
-    PayoutRecord, PayoutState, TransferRecord,
+    BatchItem, BatchOutcome, Charge, GrantRequest, IdempotencyAnswer, IdempotencyStart, ItemError, LedgerTotals,
+    PayoutChange, PayoutRecord, PayoutState, TransferRecord,
 };
 pub use sequencer::{BATCH_SIZE_BUCKETS, Reply, Sequencer, SequencerError, SequencerStats};
 pub use usage::{DAY_MS, Dimension, GRANULARITIES, HOUR_MS, MINUTE_MS, ModelLabel, Rollup, RollupQuery, UsageEvent};

@@ -70,7 +70,10 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("yank_reason", Text),
         ],
     ),
-    ("holds", &[("id", Int), ("account_id", Int), ("amount", Int), ("expires_at", Int), ("created_at", Int)]),
+    (
+        "holds",
+        &[("id", Int), ("account_id", Int), ("amount", Int), ("expires_at", Int), ("created_at", Int), ("node", Text)],
+    ),
     (
         "transfers",
         &[

@@ -28,6 +28,23 @@ pub enum BatchItem {
     /// Any other ledger command (a deposit, a void), with the payout it is
     /// part of, if any.
     Ledger { command: Command, payout: Option<PayoutChange> },
+    /// A grant: a hold a serving node places on a caller's balance and
+    /// spends call by call ([`Charge::grant`]), of `want` or, when less is
+    /// available, all that is (refused below `at_least`).
+    Grant(GrantRequest),
+}
+
+/// What a node asks of a caller's balance ([`BatchItem::Grant`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRequest {
+    /// The hold's id: random, so that nodes need not agree on one.
+    pub hold: HoldId,
+    pub account: AccountId,
+    pub want: u64,
+    pub at_least: u64,
+    pub expires_at_ms: i64,
+    /// The node that spends it.
+    pub node: String,
 }
 
 /// A paid call's writes.
@@ -47,6 +64,10 @@ pub struct Charge {
     /// servers back-date demo traffic with it. Ledger rules (hold expiry)
     /// always use the real time.
     pub at_ms: Option<i64>,
+    /// The serving node's grant on the caller's balance to pay from
+    /// ([`Command::Draw`]). A grant that is gone (expired, voided) or too
+    /// small leaves the charge to the caller's free balance, as without one.
+    pub grant: Option<HoldId>,
 }
 
 /// Completes an Idempotency-Key with the answer a retry replays.
@@ -68,9 +89,18 @@ impl BatchItem {
     /// The ledger command the item runs; `None` for a record without money.
     fn ledger_command(&self) -> Option<Command> {
         match self {
+            BatchItem::Charge(Charge { transfers, grant: Some(hold), .. }) => {
+                Some(Command::Draw { hold: *hold, transfers: transfers.clone() })
+            }
             BatchItem::Charge(charge) => Some(Command::Linked(charge.transfers.clone())),
             BatchItem::RecordOnly { .. } => None,
             BatchItem::Ledger { command, .. } => Some(command.clone()),
+            BatchItem::Grant(grant) => Some(Command::Reserve(Hold {
+                id: grant.hold,
+                account: grant.account,
+                amount: Amount::from_minor_units(grant.want.max(1)).unwrap_or(Amount::MAX),
+                expires_at_ms: grant.expires_at_ms,
+            })),
         }
     }
 
@@ -78,7 +108,7 @@ impl BatchItem {
         match self {
             BatchItem::Charge(charge) => Some(&charge.usage),
             BatchItem::RecordOnly { usage, .. } => Some(usage),
-            BatchItem::Ledger { .. } => None,
+            BatchItem::Ledger { .. } | BatchItem::Grant(_) => None,
         }
     }
 
@@ -86,7 +116,7 @@ impl BatchItem {
         match self {
             BatchItem::Charge(charge) => charge.answer.as_ref(),
             BatchItem::RecordOnly { answer, .. } => answer.as_ref(),
-            BatchItem::Ledger { .. } => None,
+            BatchItem::Ledger { .. } | BatchItem::Grant(_) => None,
         }
     }
 
@@ -101,7 +131,7 @@ impl BatchItem {
         match self {
             BatchItem::Charge(charge) => charge.at_ms,
             BatchItem::RecordOnly { at_ms, .. } => *at_ms,
-            BatchItem::Ledger { .. } => None,
+            BatchItem::Ledger { .. } | BatchItem::Grant(_) => None,
         }
     }
 }
@@ -179,6 +209,11 @@ pub struct BatchOutcome {
     /// A [`Command::Once`] whose id was applied before with the same
     /// transfer: nothing moved, `transfers` is the original.
     pub replayed: bool,
+    /// A charge paid from its grant: what the grant has left (0 once used
+    /// up). `None` when it was paid from the free balance instead.
+    pub grant_left: Option<u64>,
+    /// A grant placed: the hold, as large as the balance allowed.
+    pub grant: Option<Hold>,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -340,6 +375,27 @@ impl Store {
     /// request from before is alive).
     pub async fn expire_holds(&self, now_ms: i64) -> Result<usize, StoreError> {
         let ids = self.expired_holds(now_ms).await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let items: Vec<BatchItem> = ids.iter().map(|&hold| BatchItem::command(Command::Void { hold })).collect();
+        let outcomes = self.apply_batch(&items).await?;
+        Ok(outcomes.iter().filter(|o| o.is_ok()).count())
+    }
+
+    /// Voids, at a node's start, the holds no call alive can need: on
+    /// PostgreSQL those of `node` (its grants from before a stop) and those
+    /// of no node, not the grants of other nodes sharing the database
+    /// (those expire, or their nodes settle them); on SQLite, which one node
+    /// owns, all of them.
+    pub async fn release_holds_of(&self, node: &str) -> Result<usize, StoreError> {
+        let ids: Vec<i64> = on_pool!(&self.pool, pool => {
+            sqlx::query_scalar("SELECT id FROM holds WHERE $1 OR node IS NULL OR node = $2")
+                .bind(!self.is_postgres())
+                .bind(node)
+                .fetch_all(pool)
+                .await?
+        });
         if ids.is_empty() {
             return Ok(0);
         }
@@ -781,9 +837,40 @@ async fn apply_item(
         Command::Once { id, .. } => Some(id.clone()),
         _ => None,
     };
+    let command = match (item, command) {
+        // A grant is as large as the balance allows, down to `at_least`.
+        (BatchItem::Grant(grant), Command::Reserve(mut hold)) => {
+            let available = state.accounts.get(&grant.account).map_or(0, |a| a.available().max(0));
+            let amount = grant.want.min(u64::try_from(available).unwrap_or(u64::MAX));
+            if amount < grant.at_least.max(1) {
+                let error =
+                    LedgerError::InsufficientBalance { account: grant.account, available, needed: grant.at_least };
+                return Ok(Err(ItemError::Ledger(error)));
+            }
+            hold.amount = amount_from(amount as i64)?;
+            Command::Reserve(hold)
+        }
+        (_, command) => command,
+    };
+    let drawing = matches!(command, Command::Draw { .. });
     let effects = match state.execute(command, now) {
         Ok(effects) => effects,
+        // A grant that is gone, or short, leaves the charge to the free balance.
+        Err(LedgerError::UnknownHold(_) | LedgerError::HoldExpired(_) | LedgerError::HoldTooSmall { .. })
+            if drawing =>
+        {
+            let BatchItem::Charge(charge) = item else { unreachable!("only charges draw") };
+            match state.execute(Command::Linked(charge.transfers.clone()), now) {
+                Ok(effects) => effects,
+                Err(error) => return Ok(Err(ItemError::Ledger(error))),
+            }
+        }
         Err(error) => return Ok(Err(ItemError::Ledger(error))),
+    };
+    let grant_left = match (&effects.hold_drawn, effects.hold_resolved) {
+        (Some(hold), _) if drawing => Some(hold.amount.minor_units()),
+        (None, Some(_)) if drawing => Some(0),
+        _ => None,
     };
     let recorded_at = item.at_ms().unwrap_or(now);
     if effects.replayed {
@@ -793,7 +880,7 @@ async fn apply_item(
         let transfer = on_tx!(&mut *tx, tx => {
             transfer_from_row(&sqlx::query(TRANSFER_SELECT_BY_EXTERNAL_ID).bind(id).fetch_one(&mut **tx).await?)?
         });
-        return Ok(Ok(BatchOutcome { transfers: vec![transfer], payout: None, log_index: None, replayed: true }));
+        return Ok(Ok(BatchOutcome { transfers: vec![transfer], replayed: true, ..BatchOutcome::default() }));
     }
     let log_index = match (item, rows.frontier.as_mut()) {
         (BatchItem::Charge(charge), Some(frontier)) => {
@@ -804,13 +891,18 @@ async fn apply_item(
     if let Some(hold) = &effects.hold_placed {
         on_tx!(&mut *tx, tx => {
             sqlx::query(
-                "INSERT INTO holds (id, account_id, amount, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO holds (id, account_id, amount, expires_at, created_at, node) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(hold.id)
             .bind(hold.account)
             .bind(hold.amount.minor_units() as i64)
             .bind(hold.expires_at_ms)
             .bind(now)
+            .bind(match item {
+                BatchItem::Grant(grant) => Some(grant.node.clone()),
+                _ => None,
+            })
             .execute(&mut **tx)
             .await?;
         });
@@ -881,7 +973,14 @@ async fn apply_item(
             Some(fetch_payout(tx, *payout_id).await?)
         }
     };
-    Ok(Ok(BatchOutcome { transfers, payout, log_index: log_index.map(|i| i as u64), replayed: false }))
+    Ok(Ok(BatchOutcome {
+        transfers,
+        payout,
+        log_index: log_index.map(|i| i as u64),
+        grant_left,
+        grant: effects.hold_placed.filter(|_| matches!(item, BatchItem::Grant(_))),
+        ..BatchOutcome::default()
+    }))
 }
 
 const TRANSFER_SELECT_BY_EXTERNAL_ID: &str = "SELECT t.id, d.name AS debit_name, c.name AS credit_name, t.amount, t.kind, t.reference, t.log_index, t.created_at \

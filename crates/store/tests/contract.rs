@@ -11,12 +11,12 @@ use std::future::Future;
 use domain::{
     AccountName, Amount, ApiKey, Description, Dim, Dtype, License, Sha256, Tags, Task, TensorSpec, Visibility,
 };
-use ledger::{Command, Hold, Leg, Transfer, TransferKind};
+use ledger::{Command, Hold, LedgerError, Leg, Transfer, TransferKind};
 use store::postgres::TestDatabase;
 use store::{
-    Account, AccountKind, BatchItem, Charge, Cursor, Dimension, IdempotencyAnswer, IdempotencyStart, ItemError,
-    ModelFilter, ModelPatch, ModelSort, NewModel, PayoutChange, PayoutState, QuotaExceeded, RollupQuery, Store,
-    StoreError, UsageEvent,
+    Account, AccountKind, BatchItem, Charge, Cursor, Dimension, GrantRequest, IdempotencyAnswer, IdempotencyStart,
+    ItemError, ModelFilter, ModelPatch, ModelSort, NewModel, PayoutChange, PayoutState, QuotaExceeded, RollupQuery,
+    Store, StoreError, UsageEvent,
 };
 
 /// Runs `test` against a fresh SQLite store, then a fresh PostgreSQL one.
@@ -471,6 +471,7 @@ fn charge(market: &Market, price: u64, leaf: &str, key: Option<&str>) -> BatchIt
             response: format!("answer of {key}"),
         }),
         at_ms: None,
+        grant: None,
     })
 }
 
@@ -662,6 +663,78 @@ async fn holds_reserve_post_and_expire_and_payouts_resolve_once() {
         assert!(store.payouts(None, Some(PayoutState::Requested)).await.expect("list").is_empty());
         let totals = store.ledger_totals().await.expect("totals");
         assert_eq!((totals.debits, totals.credits, totals.balances, totals.paid_out), (1_600, 1_600, 1_000, 0));
+    })
+    .await;
+}
+
+/// Grants: nodes reserve slices of a caller's balance, pay calls from them
+/// one by one, fall back to the free balance when a grant is gone, and at a
+/// start release only their own.
+#[tokio::test]
+async fn grants_are_slices_of_a_balance_that_nodes_spend_call_by_call() {
+    on_every_database(|store| async move {
+        let market = market(&store).await;
+        let expires = store::now_ms() + 60_000;
+        let grant = |hold: i64, node: &str, want: u64, at_least: u64| {
+            BatchItem::Grant(GrantRequest {
+                hold,
+                account: market.caller.id,
+                want,
+                at_least,
+                expires_at_ms: expires,
+                node: node.into(),
+            })
+        };
+        // 1,000 available: node a takes the 600 it wants, node b the 400 left, node c nothing.
+        let outcomes = store.apply_batch(&[grant(11, "a", 600, 100), grant(12, "b", 600, 100)]).await.expect("grants");
+        let placed: Vec<u64> = outcomes
+            .iter()
+            .map(|o| o.as_ref().expect("granted").grant.as_ref().expect("a hold").amount.minor_units())
+            .collect();
+        assert_eq!(placed, [600, 400]);
+        let outcomes = store.apply_batch(&[grant(13, "c", 600, 100)]).await.expect("grant");
+        assert!(
+            matches!(outcomes[0], Err(ItemError::Ledger(LedgerError::InsufficientBalance { available: 0, .. }))),
+            "{:?}",
+            outcomes[0]
+        );
+        let (caller, _) = store.balances(market.caller.id).await.expect("balances");
+        assert_eq!((caller.balance(), caller.available()), (1_000, 0));
+
+        // Calls paid from grant 11; the last of grant 12 resolves it.
+        let from = |hold: i64, price: u64, leaf: &str| {
+            let BatchItem::Charge(mut charge) = charge(&market, price, leaf, None) else { unreachable!() };
+            charge.grant = Some(hold);
+            BatchItem::Charge(charge)
+        };
+        let outcomes =
+            store.apply_batch(&[from(11, 100, "g1"), from(11, 100, "g2"), from(12, 400, "g3")]).await.expect("charges");
+        let left: Vec<Option<u64>> = outcomes.iter().map(|o| o.as_ref().expect("charged").grant_left).collect();
+        assert_eq!(left, [Some(500), Some(400), Some(0)]);
+        let (caller, _) = store.balances(market.caller.id).await.expect("balances");
+        assert_eq!((caller.balance(), caller.available(), caller.debits_pending), (400, 0, 400));
+        // A grant that is gone leaves the call to the free balance: none here.
+        let outcomes = store.apply_batch(&[from(12, 100, "g4")]).await.expect("charge");
+        assert!(
+            matches!(outcomes[0], Err(ItemError::Ledger(LedgerError::InsufficientBalance { .. }))),
+            "{:?}",
+            outcomes[0]
+        );
+        // Grant 11 had 400 left: a start of node b releases nothing of it;
+        // node a's releases it, after which the free balance pays.
+        let on_postgres = store.is_postgres();
+        assert_eq!(store.release_holds_of("b").await.expect("release"), usize::from(!on_postgres));
+        if on_postgres {
+            assert_eq!(store.release_holds_of("a").await.expect("release"), 1);
+        }
+        let outcomes = store.apply_batch(&[from(11, 100, "g5")]).await.expect("charge");
+        assert_eq!(outcomes[0].as_ref().expect("charged from the balance").grant_left, None);
+        let (caller, _) = store.balances(market.caller.id).await.expect("balances");
+        assert_eq!((caller.balance(), caller.available(), caller.debits_pending), (300, 300, 0));
+        let totals = store.ledger_totals().await.expect("totals");
+        assert_eq!((totals.debits, totals.credits, totals.held), (1_700, 1_700, 0));
+        // Every charge was logged, whichever way it was paid.
+        assert_eq!(store.tree_size().await.expect("size"), 4);
     })
     .await;
 }

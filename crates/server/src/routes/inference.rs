@@ -467,8 +467,8 @@ async fn charge_and_run(
     let charged = Amount::from_minor_units(ledger::charged(&transfers)).map_err(ApiError::internal)?;
     // Reserved in memory (402 here, before the model runs), charged below in
     // one batch, released when this call is over, whatever its end.
-    let _reservation = if charged > Amount::ZERO {
-        Some(state.reservations.reserve(&state.store, caller.id, charged.minor_units()).await?)
+    let reservation = if charged > Amount::ZERO {
+        Some(state.reservations.reserve(&state.store, &state.sequencer, caller.id, charged.minor_units()).await?)
     } else {
         None
     };
@@ -530,8 +530,12 @@ async fn charge_and_run(
         usage,
         answer: remember,
         at_ms: call.at_ms,
+        grant: reservation.as_ref().and_then(|r| r.grant()),
     });
     let outcome = state.sequencer.submit(item).await?.map_err(item_error)?;
+    if let Some(reservation) = reservation {
+        reservation.charged(outcome.grant_left);
+    }
     let index = outcome.log_index.ok_or_else(|| ApiError::internal("a paid call was not logged"))?;
     answer(format, &stored, &response, Some(receipt_json(index, &leaf, &signature)?))
 }
@@ -573,6 +577,7 @@ async fn run_model(
     version: &Version,
     inputs: Vec<Tensor>,
 ) -> ApiResult<Vec<(String, Tensor)>> {
+    state.model_runs.fetch_add(1, Ordering::Relaxed);
     let timeout = Duration::from_millis(state.config.inference_timeout_ms);
     let deadline = tokio::time::Instant::from_std(call.started + timeout);
     let digest = version.blob_sha256;

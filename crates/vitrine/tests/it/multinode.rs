@@ -24,6 +24,9 @@ fn start_nodes(database: &Database, blobs: &std::path::Path) -> Vec<TestServer> 
                 ("inference_threads", "1"),
                 ("checkpoint_interval_ms", "200"),
                 ("calls_per_key_concurrent_max", "0"),
+                // Grants last 12 s (used for 5 of them): a dead node's come back soon.
+                ("hold_expiry_ms", "12000"),
+                ("inference_timeout_ms", "2000"),
             ])
         })
         .collect()
@@ -57,6 +60,36 @@ async fn checkpoints_reach(apis: &[Api], size: u64) -> Duration {
         }
         assert!(start.elapsed() < Duration::from_secs(30), "no checkpoint of {size} leaves after 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A counter or gauge of a node's `/metrics`.
+async fn metric(api: &Api, name: &str) -> u64 {
+    let text = api.text("/metrics").await;
+    let line = text.lines().find(|line| line.split(' ').next() == Some(name));
+    line.and_then(|line| line.split(' ').nth(1)?.parse().ok()).unwrap_or_else(|| panic!("{name} in {text}"))
+}
+
+/// Calls that reached a model, on all nodes together.
+async fn model_runs(apis: &[Api]) -> u64 {
+    let mut runs = 0;
+    for api in apis {
+        runs += metric(api, "vitrine_model_runs_total").await;
+    }
+    runs
+}
+
+/// Waits until no token is held (every grant spent, returned or expired);
+/// the time it took.
+async fn holds_drain(api: &Api, op: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let ledger = api.get("/v1/admin/ledger", Some(op)).await.ok(200).clone();
+        if ledger["held_total"] == "0" {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "still held after {within:?}: {ledger}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -110,7 +143,10 @@ async fn three_nodes_serve_one_market_with_one_ledger_and_one_log() {
     assert_eq!(served.len(), 3, "{served:?}");
     assert_eq!(units(&apis[0], &op, "bob", "balance").await, 100_000 - 60 * 100);
 
-    // Carol can pay for ten calls: spread over three nodes, she pays for ten.
+    // Carol can pay for ten calls: spread over three nodes, she pays for ten,
+    // and the nodes run her model ten times: a node spends from a grant on
+    // her balance, and a call no grant covers is refused before it runs.
+    let runs_before = model_runs(&apis).await;
     let tries = futures_util::future::join_all((0..30).map(|i| {
         let api = &apis[i % 3];
         let carol = carol.clone();
@@ -121,7 +157,8 @@ async fn three_nodes_serve_one_market_with_one_ledger_and_one_log() {
     for answer in tries.iter().filter(|answer| answer.status != 200) {
         answer.error(402, "insufficient_balance");
     }
-    assert!(paid <= 10, "carol had 1,000 and paid for {paid} calls of 100");
+    assert_eq!(paid, 10, "carol had 1,000 and paid for {paid} calls of 100");
+    assert_eq!(model_runs(&apis).await - runs_before, 10, "a call she could not pay for ran");
     assert_eq!(units(&apis[1], &op, "carol", "balance").await, 1_000 - 100 * paid);
     for answer in tries.iter().filter(|answer| answer.status == 200) {
         let node = answer.body["receipt"]["node"].as_str().expect("a node").to_owned();
@@ -157,6 +194,8 @@ async fn three_nodes_serve_one_market_with_one_ledger_and_one_log() {
     let earned = 80 * leaves as i128;
     assert_eq!(units(&apis[1], &op, "alice", "balance").await, earned);
     assert!(text.contains(&earned.to_string()), "{text}");
+    // Idle grants go back to their callers.
+    holds_drain(&apis[0], &op, Duration::from_secs(10)).await;
 
     for node in &mut nodes {
         assert!(node.terminate().success());
@@ -175,8 +214,11 @@ async fn a_node_killed_mid_load_loses_no_receipt_and_another_signs_within_second
     let bob = apis[0].signup("bob").await;
     priced_model(&apis[0], &alice, "alice", "linear", 100).await;
     deposit(&apis[0], &op, "bob", 1_000_000, "bank-1").await;
+    // Node a serves one call first, so that it holds a grant on bob's balance when it dies.
     apis[1].send(paid_call(&apis[1], &bob, None)).await.ok(200);
-    checkpoints_reach(&apis, 1).await;
+    apis[0].send(paid_call(&apis[0], &bob, None)).await.ok(200);
+    assert_eq!(metric(&apis[0], "vitrine_grants").await, 1);
+    checkpoints_reach(&apis, 2).await;
     // An auditor pins the log's key and checkpoint, from node c.
     let audit = tempfile::tempdir().expect("a folder");
     run_audit(&nodes[2], audit.path(), &[]);
@@ -229,6 +271,9 @@ async fn a_node_killed_mid_load_loses_no_receipt_and_another_signs_within_second
     // The new signer signs with the market's key, consistently with the
     // checkpoints the auditor saw before.
     run_audit(&nodes[2], audit.path(), &[]);
+    // The dead node's grant on bob's balance expires, and a survivor voids it.
+    let waited = holds_drain(&survivors[0], &op, Duration::from_secs(30)).await;
+    assert!(waited > Duration::from_secs(1), "the dead node's grant went before it expired");
     drop(nodes);
     database.drop().await;
 }

@@ -42,7 +42,26 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         "gauge",
         totals.balances.to_string(),
     );
-    gauge("vitrine_tokens_held", "Minor units reserved by running calls.", "gauge", totals.held.to_string());
+    gauge(
+        "vitrine_tokens_held",
+        "Minor units in ledger holds (grants of serving nodes).",
+        "gauge",
+        totals.held.to_string(),
+    );
+    gauge(
+        "vitrine_model_runs_total",
+        "Calls that reached a model in this process (a call refused for its price never does).",
+        "counter",
+        state.model_runs.load(Ordering::Relaxed).to_string(),
+    );
+    let (grants, granted) = state.reservations.grants();
+    gauge(
+        "vitrine_grants",
+        "Grants this node holds on callers' balances (shared markets).",
+        "gauge",
+        grants.to_string(),
+    );
+    gauge("vitrine_grant_tokens", "Minor units left in this node's grants.", "gauge", granted.to_string());
     gauge("vitrine_workers", "Model worker processes alive.", "gauge", workers.workers_live.to_string());
     gauge("vitrine_workers_max", "Model worker slots (inference_threads).", "gauge", workers.workers_max.to_string());
     gauge("vitrine_worker_starts_total", "Model workers started.", "counter", workers.workers_started.to_string());
