@@ -21,8 +21,14 @@ pub struct Config {
     /// nodes (each with its own `data_dir` and `node_id`) may share.
     pub database_url: String,
     /// Where model files are kept; empty: `<data_dir>/blobs`. Nodes sharing
-    /// a PostgreSQL database share this folder too (a network file system).
+    /// a PostgreSQL database share this folder too (a network file system),
+    /// unless they share `blob_url`.
     pub blob_dir: PathBuf,
+    /// An S3-compatible store of model files that nodes share
+    /// (`s3://BUCKET[/PREFIX]`; endpoint, region and credentials from the
+    /// standard `AWS_*` variables), `blob_dir` then being this node's cache
+    /// of it; empty: `blob_dir` alone.
+    pub blob_url: String,
     /// `text` (for people) or `json` (for log collectors), on standard error.
     pub log_format: LogFormat,
     /// Bytes of one uploaded model file (413 above it).
@@ -169,6 +175,7 @@ impl Default for Config {
             data_dir: PathBuf::from("vitrine-data"),
             database_url: String::new(),
             blob_dir: PathBuf::new(),
+            blob_url: String::new(),
             log_format: LogFormat::Text,
             // Real models: a single .onnx file reaches protobuf's 2 GiB limit;
             // an archive with external data may hold more.
@@ -305,6 +312,9 @@ impl Config {
             && !["postgres://", "postgresql://"].iter().any(|scheme| self.database_url.starts_with(scheme))
         {
             return invalid("database_url must be empty (SQLite in data_dir) or a postgres:// URL");
+        }
+        if !self.blob_url.is_empty() && self.blob_url.strip_prefix("s3://").is_none_or(|rest| rest.starts_with('/')) {
+            return invalid("blob_url must be empty (the blob folder) or s3://BUCKET[/PREFIX]");
         }
         if domain::AccountName::node(&self.node_id).is_err() {
             return invalid("node_id must be lowercase letters, digits and dashes (it names the account node-<id>)");

@@ -134,7 +134,9 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         Store::open_postgres(&config.database_url).await
     };
     let store = store.map_err(|e| format!("cannot open the database: {e}"))?.with_rollups(config.analytics_rollups);
-    let blobs = BlobStore::open(config.blob_dir()).await.map_err(|e| format!("cannot open the blob folder: {e}"))?;
+    let blobs = BlobStore::open_with(config.blob_dir(), &config.blob_url, &[])
+        .await
+        .map_err(|e| format!("cannot open the blob store: {e}"))?;
     let operator_key = ensure_operator(&store, &data_dir).await?;
     let system = ensure_system_accounts(&store, &config)
         .await

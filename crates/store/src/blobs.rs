@@ -4,18 +4,49 @@
 //! renamed into place and its folder fsynced, so a crash never leaves a
 //! partial file under a digest's name. Equal content lands on one path:
 //! uploading the same model twice stores it once.
+//!
+//! With an S3-compatible store (`blob_url = "s3://bucket/prefix"`), that
+//! store is where every node finds every model: a blob is written there
+//! (as `<prefix>/<sha256>`) before its upload is recorded, and the folder
+//! is this node's cache of it, filled on first use. What comes back from
+//! the store is checked against its digest before it is cached or run.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use domain::Sha256;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use sha2::Digest;
 use tokio::fs::{self, File};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The blob folder of one data directory.
+/// Files up to this size go to the remote store in one request; larger ones
+/// in parts of this size.
+const REMOTE_PART_BYTES: usize = 16 << 20;
+
+/// The blob folder of one data directory, and the remote store behind it.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
+    remote: Option<Remote>,
+}
+
+/// An S3-compatible store every node shares.
+#[derive(Debug, Clone)]
+struct Remote {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+}
+
+/// Why a blob store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobStoreError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("blob_url must be empty (the blob folder) or s3://BUCKET[/PREFIX], not {0:?}")]
+    Url(String),
+    #[error("cannot reach the blob store {url}: {message}")]
+    Remote { url: String, message: String },
 }
 
 /// A blob being written: bytes go to a temporary file and into the hash.
@@ -58,9 +89,56 @@ impl BlobStore {
             fs::remove_dir_all(&temporary).await?;
         }
         fs::create_dir_all(&temporary).await?;
-        Ok(BlobStore { root })
+        Ok(BlobStore { root, remote: None })
     }
 
+    /// Opens the folder `root` as the cache of the S3-compatible store at
+    /// `url` (`s3://BUCKET[/PREFIX]`; an empty `url`: the folder alone).
+    /// The store's endpoint, region and credentials come from the standard
+    /// `AWS_*` variables (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`…), as
+    /// for any S3 client, then from `options` (the same names in lower case,
+    /// as `aws_endpoint_url`); it is reached once here, so that a wrong
+    /// setting stops the start rather than the first upload.
+    pub async fn open_with(
+        root: impl Into<PathBuf>,
+        url: &str,
+        options: &[(&str, &str)],
+    ) -> Result<BlobStore, BlobStoreError> {
+        let mut store = BlobStore::open(root).await?;
+        if url.is_empty() {
+            return Ok(store);
+        }
+        let rest = url.strip_prefix("s3://").ok_or_else(|| BlobStoreError::Url(url.to_owned()))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(BlobStoreError::Url(url.to_owned()));
+        }
+        let failed = |message: String| BlobStoreError::Remote { url: url.to_owned(), message };
+        // A store that does not answer fails a request within seconds, not
+        // the three minutes of retries the client would allow.
+        let retry = object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: std::time::Duration::from_secs(15),
+            ..object_store::RetryConfig::default()
+        };
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry);
+        for (name, value) in options {
+            let key = name.parse::<object_store::aws::AmazonS3ConfigKey>().map_err(|e| failed(e.to_string()))?;
+            builder = builder.with_config(key, *value);
+        }
+        let remote = builder.build().map_err(|e| failed(e.to_string()))?;
+        let remote = Remote { store: Arc::new(remote), prefix: prefix.trim_matches('/').to_owned() };
+        // A digest nobody has: found nowhere, answered by a reachable store.
+        match remote.store.head(&remote.key(&Sha256::digest(b"vitrine: is the blob store there?"))).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(error) => return Err(failed(error.to_string())),
+        }
+        store.remote = Some(remote);
+        Ok(store)
+    }
+
+    /// Where the blob is (or would be) in this node's folder.
     pub fn path(&self, sha256: &Sha256) -> PathBuf {
         let hex = sha256.to_hex();
         self.root.join(&hex[..2]).join(hex)
@@ -73,13 +151,26 @@ impl BlobStore {
         Ok(BlobWriter { file, hasher: sha2::Sha256::new(), size_bytes: 0, temporary: TemporaryPath(Some(path)) })
     }
 
+    /// The blob's bytes: from the folder, or (first fetched into it) from
+    /// the remote store.
     pub async fn read(&self, sha256: &Sha256) -> std::io::Result<Vec<u8>> {
-        fs::read(self.path(sha256)).await
+        match fs::read(self.path(sha256)).await {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && self.remote.is_some() => {
+                self.fetch(sha256).await
+            }
+            read => read,
+        }
     }
 
-    /// Removes a blob's file, if it is there; its folder is fsynced so the
-    /// removal is durable.
+    /// Removes a blob's file, if it is there (and its copy in the remote
+    /// store); its folder is fsynced so the removal is durable.
     pub async fn remove(&self, sha256: &Sha256) -> std::io::Result<()> {
+        if let Some(remote) = &self.remote {
+            match remote.store.delete(&remote.key(sha256)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(remote_error(error)),
+            }
+        }
         let path = self.path(sha256);
         match fs::remove_file(&path).await {
             Ok(()) => sync_folder(path.parent().expect("blob paths have a folder")).await,
@@ -88,9 +179,86 @@ impl BlobStore {
         }
     }
 
+    /// The blob's file in the folder, fetched there first if need be.
     pub async fn open_blob(&self, sha256: &Sha256) -> std::io::Result<File> {
-        File::open(self.path(sha256)).await
+        match File::open(self.path(sha256)).await {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && self.remote.is_some() => {
+                self.fetch(sha256).await?;
+                File::open(self.path(sha256)).await
+            }
+            open => open,
+        }
     }
+
+    /// Fetches a blob from the remote store into the folder, checked
+    /// against its digest (a store that answers other bytes is refused).
+    async fn fetch(&self, sha256: &Sha256) -> std::io::Result<Vec<u8>> {
+        let remote = self.remote.as_ref().expect("fetched only with a remote store");
+        let bytes = match remote.store.get(&remote.key(sha256)).await {
+            Ok(found) => found.bytes().await.map_err(remote_error)?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("blob {} is in neither the folder nor the remote store", sha256.to_hex()),
+                ));
+            }
+            Err(error) => return Err(remote_error(error)),
+        };
+        if Sha256::digest(&bytes) != *sha256 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the remote store's copy of blob {} does not match its digest", sha256.to_hex()),
+            ));
+        }
+        let mut writer = self.writer().await?;
+        writer.write(&bytes).await?;
+        writer.finish().await?.commit_here(self).await?;
+        Ok(bytes.to_vec())
+    }
+}
+
+impl Remote {
+    fn key(&self, sha256: &Sha256) -> object_store::path::Path {
+        let name = sha256.to_hex();
+        if self.prefix.is_empty() {
+            object_store::path::Path::from(name)
+        } else {
+            object_store::path::Path::from(format!("{}/{name}", self.prefix))
+        }
+    }
+
+    /// Writes the file at `path` as the blob `sha256`, unless it is there.
+    async fn upload(&self, sha256: &Sha256, path: &Path, size_bytes: u64) -> std::io::Result<()> {
+        let key = self.key(sha256);
+        match self.store.head(&key).await {
+            Ok(_) => return Ok(()),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(error) => return Err(remote_error(error)),
+        }
+        if size_bytes <= REMOTE_PART_BYTES as u64 {
+            let bytes = fs::read(path).await?;
+            self.store.put(&key, PutPayload::from(bytes)).await.map_err(remote_error)?;
+            return Ok(());
+        }
+        let upload = self.store.put_multipart(&key).await.map_err(remote_error)?;
+        let mut parts = WriteMultipart::new_with_chunk_size(upload, REMOTE_PART_BYTES);
+        let mut file = File::open(path).await?;
+        let mut chunk = vec![0; 1 << 20];
+        loop {
+            let read = file.read(&mut chunk).await?;
+            if read == 0 {
+                break;
+            }
+            parts.wait_for_capacity(4).await.map_err(remote_error)?;
+            parts.write(&chunk[..read]);
+        }
+        parts.finish().await.map_err(remote_error)?;
+        Ok(())
+    }
+}
+
+fn remote_error(error: object_store::Error) -> std::io::Error {
+    std::io::Error::other(format!("the remote blob store: {error}"))
 }
 
 impl BlobWriter {
@@ -119,9 +287,19 @@ impl FinishedBlob {
         fs::read(self.temporary.0.as_ref().expect("armed until commit")).await
     }
 
-    /// Moves the file under its digest's name. If that name exists already
-    /// the content is the same, so the temporary file is simply dropped.
-    pub async fn commit(mut self, store: &BlobStore) -> std::io::Result<()> {
+    /// Puts the blob in the remote store, if there is one, then moves the
+    /// file under its digest's name. If that name exists already the
+    /// content is the same, so the temporary file is simply dropped.
+    pub async fn commit(self, store: &BlobStore) -> std::io::Result<()> {
+        if let Some(remote) = &store.remote {
+            let path = self.temporary.0.as_ref().expect("armed until commit");
+            remote.upload(&self.sha256, path, self.size_bytes).await?;
+        }
+        self.commit_here(store).await
+    }
+
+    /// Moves the file under its digest's name in the folder only.
+    async fn commit_here(mut self, store: &BlobStore) -> std::io::Result<()> {
         let target = store.path(&self.sha256);
         if fs::try_exists(&target).await? {
             return Ok(());
@@ -145,6 +323,47 @@ fn now_nanos() -> u128 {
     let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u128;
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     nanos ^ (count << 100)
+}
+
+/// A bucket of its own on the tests' S3-compatible server
+/// (`VITRINE_TEST_S3`, an endpoint such as `http://127.0.0.1:55999`, that
+/// `scripts/s3` starts): `None` where none is set, except under `CI`, where
+/// its absence fails the test.
+#[derive(Debug, Clone)]
+pub struct TestBucket {
+    pub endpoint: String,
+    /// `s3://BUCKET/models`.
+    pub url: String,
+}
+
+impl TestBucket {
+    pub async fn create(label: &str) -> Option<TestBucket> {
+        let Ok(endpoint) = std::env::var("VITRINE_TEST_S3") else {
+            assert!(std::env::var_os("CI").is_none(), "VITRINE_TEST_S3 must name an S3 server under CI (scripts/s3)");
+            return None;
+        };
+        let bucket = format!("vitrine-{label}-{}", &Sha256::digest(&now_nanos().to_le_bytes()).to_hex()[..12]);
+        let created = reqwest::Client::new().put(format!("{endpoint}/{bucket}")).send().await;
+        let status = created.map(|answer| answer.status()).unwrap_or_else(|e| panic!("{endpoint}: {e}"));
+        assert!(status.is_success(), "creating bucket {bucket} at {endpoint}: {status}");
+        Some(TestBucket { endpoint, url: format!("s3://{bucket}/models") })
+    }
+
+    /// The store's settings, as `AWS_*` variables for a server process.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.options().into_iter().map(|(name, value)| (name.to_uppercase(), value.to_owned())).collect()
+    }
+
+    /// The same, as [`BlobStore::open_with`]'s options.
+    pub fn options(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("aws_endpoint_url", self.endpoint.as_str()),
+            ("aws_allow_http", "true"),
+            ("aws_region", "us-east-1"),
+            ("aws_access_key_id", "vitrine-test"),
+            ("aws_secret_access_key", "vitrine-test"),
+        ]
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ mod signature;
 mod usage;
 mod writer;
 
-pub use blobs::{BlobStore, BlobWriter, FinishedBlob};
+pub use blobs::{BlobStore, BlobStoreError, BlobWriter, FinishedBlob, TestBucket};
 pub use db::{
     Account, AccountKind, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel, Quarantine,
     QuarantinedVersion, QuotaExceeded, Store, Takedown, Version, Yank,

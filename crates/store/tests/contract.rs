@@ -18,6 +18,7 @@ use store::{
     ItemError, ModelFilter, ModelPatch, ModelSort, NewModel, PayoutChange, PayoutState, QuotaExceeded, RollupQuery,
     Store, StoreError, UsageEvent,
 };
+use store::{BlobStore, BlobStoreError, TestBucket};
 
 /// Runs `test` against a fresh SQLite store, then a fresh PostgreSQL one.
 async fn on_every_database<F, Fut>(test: F)
@@ -869,4 +870,62 @@ async fn a_batch_too_large_for_one_statement_is_written_whole() {
         assert_eq!(store.balances(market.caller.id).await.expect("balances").0.balance(), 0);
     })
     .await;
+}
+
+/// Model files in an S3-compatible store that nodes share: each node's
+/// folder is a cache, filled on first use with bytes checked against their
+/// digest.
+#[tokio::test]
+async fn blobs_live_in_a_shared_s3_store_and_each_node_keeps_a_checked_copy() {
+    let Some(bucket) = TestBucket::create("blobs").await else { return };
+    let options = bucket.options();
+    let folders: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("a folder")).collect();
+    let open = |n: usize| BlobStore::open_with(folders[n].path().join("blobs"), &bucket.url, &options);
+    let (a, b, c) = (open(0).await.expect("node a"), open(1).await.expect("node b"), open(2).await.expect("node c"));
+
+    // Written on node a: in the remote store before it is in a's folder.
+    let model = b"an ONNX model, byte for byte".repeat(1000);
+    let mut writer = a.writer().await.expect("a writer");
+    writer.write(&model).await.expect("write");
+    let finished = writer.finish().await.expect("finish");
+    let digest = finished.sha256;
+    finished.commit(&a).await.expect("commit");
+    assert!(a.path(&digest).exists());
+
+    // Node b reads it from the store, then from its folder; node c opens it as a file.
+    assert!(!b.path(&digest).exists());
+    assert_eq!(b.read(&digest).await.expect("read on b"), model);
+    assert_eq!(std::fs::read(b.path(&digest)).expect("b's copy"), model);
+    let mut file = c.open_blob(&digest).await.expect("open on c");
+    let mut read = vec![];
+    tokio::io::AsyncReadExt::read_to_end(&mut file, &mut read).await.expect("read the file");
+    assert_eq!(read, model);
+
+    // A store that answers other bytes under a digest is refused, and nothing is cached.
+    let forged = Sha256::digest(b"a model nobody uploaded");
+    let key = format!(
+        "{}/{}/models/{}",
+        bucket.endpoint,
+        bucket.url["s3://".len()..].split('/').next().unwrap(),
+        forged.to_hex()
+    );
+    let put = reqwest::Client::new().put(key).body("other bytes").send().await.expect("put a forged object");
+    assert!(put.status().is_success(), "{}", put.status());
+    let refused = b.read(&forged).await.expect_err("forged bytes");
+    assert_eq!(refused.kind(), std::io::ErrorKind::InvalidData, "{refused}");
+    assert!(!b.path(&forged).exists());
+
+    // Removed on node a: gone from the store, so a node that never cached it finds nothing.
+    a.remove(&digest).await.expect("remove");
+    let d = open(3).await.expect("node d");
+    assert_eq!(d.read(&digest).await.expect_err("removed").kind(), std::io::ErrorKind::NotFound);
+
+    // Wrong settings stop the start, with the reason.
+    let wrong = BlobStore::open_with(folders[3].path().join("x"), "s3:///models", &options).await.unwrap_err();
+    assert!(matches!(wrong, BlobStoreError::Url(_)), "{wrong}");
+    let nowhere = [("aws_endpoint_url", "http://127.0.0.1:9"), ("aws_allow_http", "true")];
+    let options: Vec<(&str, &str)> = options.iter().copied().filter(|(name, _)| !name.contains("endpoint")).collect();
+    let options = [options.as_slice(), &nowhere[..1], &nowhere[1..]].concat();
+    let unreachable = BlobStore::open_with(folders[3].path().join("y"), &bucket.url, &options).await.unwrap_err();
+    assert!(matches!(unreachable, BlobStoreError::Remote { .. }), "{unreachable}");
 }

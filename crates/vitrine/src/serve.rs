@@ -29,6 +29,11 @@ pub struct ServeArgs {
     /// [setting: blob_dir; default: DATA_DIR/blobs].
     #[arg(long)]
     blob_dir: Option<PathBuf>,
+    /// An S3-compatible store of model files the nodes share, as
+    /// s3://BUCKET[/PREFIX], reached with the AWS_* variables
+    /// (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID…) [setting: blob_url].
+    #[arg(long)]
+    blob_url: Option<String>,
     /// A TOML file of settings; environment variables (VITRINE_<SETTING>)
     /// and flags override it.
     #[arg(long)]
@@ -109,6 +114,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(dir) = &args.blob_dir {
         flags.insert("blob_dir".into(), dir.display().to_string().into());
+    }
+    if let Some(url) = &args.blob_url {
+        flags.insert("blob_url".into(), url.clone().into());
     }
     Ok(Config::load(args.config.as_deref(), std::env::vars(), flags)?)
 }

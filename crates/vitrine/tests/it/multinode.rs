@@ -337,3 +337,52 @@ async fn a_single_node_market_moves_to_postgres_and_its_audit_still_passes() {
     drop(moved);
     database.drop().await;
 }
+
+/// Nodes that share no folder find every model in an S3-compatible store:
+/// uploaded through one node, run and downloaded through another.
+#[tokio::test]
+async fn nodes_with_folders_of_their_own_share_models_through_an_s3_store() {
+    let Some(database) = Database::create("s3_nodes").await else { return };
+    let Some(bucket) = store::TestBucket::create("nodes").await else { return database.drop().await };
+    let nodes: Vec<TestServer> = ["a", "b"]
+        .into_iter()
+        .map(|node| {
+            let settings = [
+                ("database_url", database.url.as_str()),
+                ("node_id", node),
+                ("blob_url", bucket.url.as_str()),
+                ("inference_threads", "1"),
+            ];
+            TestServer::start_with_env(&settings, &bucket.env())
+        })
+        .collect();
+    let apis: Vec<Api> = nodes.iter().map(TestServer::api).collect();
+    let op = nodes[0].operator_key.clone();
+    let alice = apis[0].signup("alice").await;
+    let bob = apis[0].signup("bob").await;
+    priced_model(&apis[0], &alice, "alice", "linear", 100).await;
+    deposit(&apis[0], &op, "bob", 1_000, "bank-1").await;
+    let cached = |node: &TestServer| {
+        let blobs = node.data_dir.join("blobs");
+        std::fs::read_dir(&blobs).map_or(0, |dirs| {
+            dirs.flatten()
+                .filter(|d| d.file_name() != "tmp")
+                .map(|d| std::fs::read_dir(d.path()).map_or(0, |f| f.count()))
+                .sum::<usize>()
+        })
+    };
+    assert_eq!((cached(&nodes[0]), cached(&nodes[1])), (1, 0));
+
+    // Node b runs the model it never received: fetched from the store, then cached.
+    let answer = apis[1].send(paid_call(&apis[1], &bob, None)).await;
+    assert_eq!(answer.ok(200)["receipt"]["node"], "node-b");
+    assert_eq!(cached(&nodes[1]), 1);
+    let versions = apis[1].get("/v1/models/alice/linear/versions", None).await.ok(200).clone();
+    let digest = versions["items"][0]["blob_sha256"].as_str().expect("a digest").to_owned();
+    let file = apis[1].http.get(format!("{}/v1/blobs/{digest}", apis[1].url)).send().await.expect("download");
+    assert_eq!(file.status(), 200);
+    let bytes = file.bytes().await.expect("the file");
+    assert_eq!(domain::Sha256::digest(&bytes).to_hex(), digest);
+    drop(nodes);
+    database.drop().await;
+}

@@ -44,6 +44,15 @@ impl TestServer {
         TestServer::spawn(data_dir, settings, Some(dir))
     }
 
+    /// Starts with extra settings and environment variables (`AWS_*`: the
+    /// environment is otherwise kept from the server).
+    pub fn start_with_env(settings: &[(&str, &str)], env: &[(String, String)]) -> TestServer {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let data_dir = dir.path().join("data");
+        let settings = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        TestServer::spawn_with_env(data_dir, settings, Some(dir), env)
+    }
+
     /// Starts on an existing data directory (kept by the caller).
     pub fn on_data_dir(data_dir: PathBuf) -> TestServer {
         TestServer::spawn(data_dir, vec![], None)
@@ -56,6 +65,15 @@ impl TestServer {
     }
 
     fn spawn(data_dir: PathBuf, settings: Vec<(String, String)>, dir: Option<tempfile::TempDir>) -> TestServer {
+        TestServer::spawn_with_env(data_dir, settings, dir, &[])
+    }
+
+    fn spawn_with_env(
+        data_dir: PathBuf,
+        settings: Vec<(String, String)>,
+        dir: Option<tempfile::TempDir>,
+        env: &[(String, String)],
+    ) -> TestServer {
         let mut command = Command::new(BINARY);
         command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data_dir);
         for (key, value) in &settings {
@@ -63,10 +81,11 @@ impl TestServer {
         }
         // Keep the environment from changing the server under test.
         for (name, _) in std::env::vars() {
-            if name.starts_with("VITRINE_") {
+            if name.starts_with("VITRINE_") || name.starts_with("AWS_") {
                 command.env_remove(name);
             }
         }
+        command.envs(env.iter().map(|(name, value)| (name, value)));
         command.env("RUST_LOG", "warn");
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start vitrine serve");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -178,7 +197,7 @@ impl Answer {
 #[derive(Debug, Clone)]
 pub struct Api {
     pub url: String,
-    http: reqwest::Client,
+    pub http: reqwest::Client,
 }
 
 impl Api {
