@@ -162,7 +162,7 @@ impl Reservations {
     ) -> ApiResult<Reservation> {
         match &self.grants {
             None => self.reserve_in_memory(store, account, amount).await,
-            Some(policy) => self.reserve_from_grant(policy, sequencer, account, amount).await,
+            Some(policy) => self.reserve_from_grant(policy, store, sequencer, account, amount).await,
         }
     }
 
@@ -190,6 +190,7 @@ impl Reservations {
     async fn reserve_from_grant(
         self: &Arc<Self>,
         policy: &GrantPolicy,
+        store: &Store,
         sequencer: &Sequencer,
         account: AccountId,
         amount: u64,
@@ -219,7 +220,18 @@ impl Reservations {
             let hold = match sequencer.submit(BatchItem::Grant(request)).await? {
                 Ok(outcome) => outcome.grant.ok_or_else(|| ApiError::internal("a grant placed no hold"))?,
                 Err(ItemError::Ledger(LedgerError::InsufficientBalance { available, .. })) => {
-                    return Err(insufficient(available, amount));
+                    // Say what grants hold: money a caller has, that a node
+                    // spends or returns soon.
+                    let held = store.balances(account).await.map_or(0, |(state, _)| state.debits_pending);
+                    let mut refused = insufficient(available, amount);
+                    if held > 0 {
+                        refused.message.push_str(&format!(
+                            "; {held} more are held by serving nodes for calls, and what they do not spend comes \
+                             back within {} s of their last call",
+                            (policy.idle_ms + 999) / 1000
+                        ));
+                    }
+                    return Err(refused);
                 }
                 Err(error) => return Err(crate::routes::money::item_error(error)),
             };
@@ -459,7 +471,11 @@ mod tests {
         let refused = reservations.reserve(&store, &sequencer, caller, 100).await.unwrap_err();
         assert_eq!(
             (refused.code, refused.message.as_str()),
-            ("insufficient_balance", "the balance available is 0 minor units, 100 are needed")
+            (
+                "insufficient_balance",
+                "the balance available is 0 minor units, 100 are needed; 250 more are held by serving nodes for \
+                 calls, and what they do not spend comes back within 2 s of their last call"
+            )
         );
         drop(calls);
         // A node's grants go back at its stop.
