@@ -257,8 +257,12 @@ impl Remote {
     }
 }
 
+/// How the message of an error of the remote blob store begins (a fault of
+/// the store, not of the blob: the server answers 503 for it).
+pub const REMOTE_STORE_FAILED: &str = "the remote blob store failed: ";
+
 fn remote_error(error: object_store::Error) -> std::io::Error {
-    std::io::Error::other(format!("the remote blob store: {error}"))
+    std::io::Error::other(format!("{REMOTE_STORE_FAILED}{error}"))
 }
 
 impl BlobWriter {

@@ -17,7 +17,7 @@ mod signature;
 mod usage;
 mod writer;
 
-pub use blobs::{BlobStore, BlobStoreError, BlobWriter, FinishedBlob, TestBucket};
+pub use blobs::{BlobStore, BlobStoreError, BlobWriter, FinishedBlob, REMOTE_STORE_FAILED, TestBucket};
 pub use db::{
     Account, AccountKind, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel, Quarantine,
     QuarantinedVersion, QuotaExceeded, Store, Takedown, Version, Yank,
