@@ -277,6 +277,9 @@ impl Reservations {
             });
             !grants.is_empty()
         });
+        // The turns of accounts with no grant and nobody waiting go too.
+        let mut asking = self.asking.lock().unwrap_or_else(PoisonError::into_inner);
+        asking.retain(|account, turn| book.grants.contains_key(account) || Arc::strong_count(turn) > 1);
         to_void
     }
 
