@@ -290,14 +290,7 @@ fn spawn_maintenance(
             void_holds(&sequencer, reservations.settle(store::now_ms()), "returning a grant").await;
             // Expired holds are voided by the one writer, like everything else.
             match store.expired_holds(store::now_ms()).await {
-                Ok(holds) => {
-                    for hold in holds {
-                        let void = store::BatchItem::command(ledger::Command::Void { hold });
-                        if let Ok(Err(error)) = sequencer.submit(void).await {
-                            tracing::warn!(hold, %error, "voiding an expired hold failed");
-                        }
-                    }
-                }
+                Ok(holds) => void_holds(&sequencer, holds, "voiding an expired hold").await,
                 Err(error) if !store.is_closed() => tracing::warn!(%error, "reading expired holds failed"),
                 Err(_) => {}
             }
@@ -310,16 +303,18 @@ fn spawn_maintenance(
     });
 }
 
-/// Voids holds through the sequencer; one that is gone already (voided by
-/// another node as it expired) is no matter.
+/// Voids holds through the sequencer, all queued at once so that they share
+/// its batches; one that is gone already (voided by another node as it
+/// expired) is no matter.
 async fn void_holds(sequencer: &store::Sequencer, holds: Vec<ledger::HoldId>, what: &str) {
-    for hold in holds {
+    let voids = holds.into_iter().map(|hold| async move {
         match sequencer.submit(store::BatchItem::command(ledger::Command::Void { hold })).await {
             Ok(Ok(_)) | Ok(Err(store::ItemError::Ledger(ledger::LedgerError::UnknownHold(_)))) => {}
             Ok(Err(error)) => tracing::warn!(hold, %error, "{what} failed"),
             Err(error) => tracing::warn!(hold, %error, "{what} failed"),
         }
-    }
+    });
+    futures_util::future::join_all(voids).await;
 }
 
 /// Creates the operator account at first start and writes its key to
