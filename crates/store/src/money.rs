@@ -375,12 +375,7 @@ impl Store {
     /// request from before is alive).
     pub async fn expire_holds(&self, now_ms: i64) -> Result<usize, StoreError> {
         let ids = self.expired_holds(now_ms).await?;
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let items: Vec<BatchItem> = ids.iter().map(|&hold| BatchItem::command(Command::Void { hold })).collect();
-        let outcomes = self.apply_batch(&items).await?;
-        Ok(outcomes.iter().filter(|o| o.is_ok()).count())
+        self.void_holds_now(&ids).await
     }
 
     /// Voids, at a node's start, the holds no call alive can need: on
@@ -396,6 +391,12 @@ impl Store {
                 .fetch_all(pool)
                 .await?
         });
+        self.void_holds_now(&ids).await
+    }
+
+    /// Voids `ids` in one batch, outside the sequencer (before it starts);
+    /// how many were voided.
+    async fn void_holds_now(&self, ids: &[HoldId]) -> Result<usize, StoreError> {
         if ids.is_empty() {
             return Ok(0);
         }
@@ -856,10 +857,10 @@ async fn apply_item(
     let effects = match state.execute(command, now) {
         Ok(effects) => effects,
         // A grant that is gone, or short, leaves the charge to the free balance.
-        Err(LedgerError::UnknownHold(_) | LedgerError::HoldExpired(_) | LedgerError::HoldTooSmall { .. })
+        Err(error @ (LedgerError::UnknownHold(_) | LedgerError::HoldExpired(_) | LedgerError::HoldTooSmall { .. }))
             if drawing =>
         {
-            let BatchItem::Charge(charge) = item else { unreachable!("only charges draw") };
+            let BatchItem::Charge(charge) = item else { return Ok(Err(ItemError::Ledger(error))) };
             match state.execute(Command::Linked(charge.transfers.clone()), now) {
                 Ok(effects) => effects,
                 Err(error) => return Ok(Err(ItemError::Ledger(error))),
