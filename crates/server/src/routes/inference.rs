@@ -465,8 +465,9 @@ async fn charge_and_run(
     let reference = format!("{}/{}@{}", model.owner, model.name, version.version);
     let transfers = ledger::charge_transfers(parties, shares, &reference);
     let charged = Amount::from_minor_units(ledger::charged(&transfers)).map_err(ApiError::internal)?;
-    // Reserved in memory (402 here, before the model runs), charged below in
-    // one batch, released when this call is over, whatever its end.
+    // Reserved (in memory, or from this node's grant on a shared market; 402
+    // here, before the model runs), charged below in one batch, released
+    // when this call is over, whatever its end.
     let reservation = if charged > Amount::ZERO {
         Some(state.reservations.reserve(&state.store, &state.sequencer, caller.id, charged.minor_units()).await?)
     } else {
