@@ -52,8 +52,8 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
 #[derive(Debug)]
 pub enum InferBody {
     Json(crate::wire::InferRequest),
-    /// The inputs read from the binary body, and the SHA-256 of its bytes.
-    Binary(std::collections::BTreeMap<String, runtime::Tensor>, domain::Sha256),
+    /// The inputs read from the binary body.
+    Binary(std::collections::BTreeMap<String, runtime::Tensor>),
 }
 
 impl<S: Send + Sync> FromRequest<S> for InferBody {
@@ -76,7 +76,7 @@ impl<S: Send + Sync> FromRequest<S> for InferBody {
             }
         })?;
         let inputs = crate::tensor_body::decode(&bytes)?;
-        Ok(InferBody::Binary(inputs, domain::Sha256::digest(&bytes)))
+        Ok(InferBody::Binary(inputs))
     }
 }
 

@@ -125,6 +125,23 @@ pub fn log_model_label(keys: &LogKeys, owner: &AccountName, name: &str, visibili
     }
 }
 
+/// The digest of named tensors that format 2 leaves record
+/// ([`tlog::tensors_sha256`]): the same for a JSON and a binary call.
+pub fn tensors_sha256<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, &'a runtime::Tensor)>,
+) -> Result<domain::Sha256, ApiError> {
+    let parts: Vec<(&str, &'static str, Vec<u64>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(name, tensor)| {
+            let mut bytes = vec![];
+            tensor.write_le(&mut bytes);
+            (name, tensor.dtype().as_str(), tensor.shape.iter().map(|&d| d as u64).collect(), bytes)
+        })
+        .collect();
+    let views = parts.iter().map(|(name, dtype, shape, data_le)| tlog::TensorBytes { name, dtype, shape, data_le });
+    tlog::tensors_sha256(views).map_err(ApiError::internal)
+}
+
 /// The receipt of leaf `index` as JSON (API.md's receipt): every field comes
 /// from the leaf itself, so a receipt can be rebuilt at any time.
 pub fn receipt_json(index: u64, leaf: &[u8], signature: &[u8]) -> Result<Value, ApiError> {
@@ -146,6 +163,9 @@ pub fn receipt_json(index: u64, leaf: &[u8], signature: &[u8]) -> Result<Value, 
         "input_sha256": decoded.input_sha256.to_hex(),
         "output_sha256": decoded.output_sha256.to_hex(),
         "created_at": timestamp(decoded.created_at_ms),
+        "leaf_format": decoded.format,
+        "task": decoded.task,
+        "error": (!decoded.error.is_empty()).then_some(decoded.error),
         "signature": BASE64.encode(signature),
         "leaf": BASE64.encode(leaf),
     }))

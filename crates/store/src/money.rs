@@ -17,9 +17,12 @@ pub enum BatchItem {
     /// A paid call: its transfers (all or none), its receipt leaf, its usage
     /// event and its idempotency answer, together or not at all.
     Charge(Charge),
-    /// A call that moves no money (free, or failed): its usage event and, for
-    /// a free call with an Idempotency-Key, the answer a retry replays.
+    /// A call that moves no money (free, or failed): its log leaf (every
+    /// call is logged) and the node's signature of it, its usage event and,
+    /// for a free call with an Idempotency-Key, the answer a retry replays.
     RecordOnly {
+        leaf: Vec<u8>,
+        signature: Vec<u8>,
         usage: crate::UsageEvent,
         answer: Option<IdempotencyAnswer>,
         /// Back-dating on development servers, as for [`Charge::at_ms`].
@@ -307,9 +310,9 @@ impl Store {
         let mut resolved_payouts = HashSet::new();
         let mut rows = BatchRows { answered: answered_before(tx, items).await?, ..BatchRows::default() };
         rows.transfers.next = write.memory.next_transfer_id;
-        // The log's edge is read only by batches that append, and only when
-        // the writer does not remember it.
-        if items.iter().any(|i| matches!(i, BatchItem::Charge(_))) {
+        // The log's edge is read only by batches that append (every call
+        // does), and only when the writer does not remember it.
+        if items.iter().any(|i| matches!(i, BatchItem::Charge(_) | BatchItem::RecordOnly { .. })) {
             rows.frontier = Some(match write.memory.frontier.take() {
                 Some(frontier) => frontier,
                 None => crate::log::load_frontier(tx).await?,
@@ -830,9 +833,17 @@ async fn apply_item(
         return Ok(Err(ItemError::AlreadyAnswered));
     }
     let Some(command) = item.ledger_command() else {
-        // A record without money (a free call): its answer is kept all the same.
+        // A record without money (a free or failed call): logged, and its
+        // answer kept all the same (a free call's answer has no receipt, so
+        // its replay has none either).
+        let log_index = match (item, rows.frontier.as_mut()) {
+            (BatchItem::RecordOnly { leaf, signature, at_ms, .. }, Some(frontier)) => {
+                Some(rows.log.append(frontier, leaf, signature, at_ms.unwrap_or(now)))
+            }
+            _ => None,
+        };
         remember_answer(rows, item, None);
-        return Ok(Ok(BatchOutcome::default()));
+        return Ok(Ok(BatchOutcome { log_index, ..BatchOutcome::default() }));
     };
     let external_id = match &command {
         Command::Once { id, .. } => Some(id.clone()),

@@ -485,7 +485,10 @@ async fn a_paid_call_is_charged_logged_and_counted_in_one_batch() {
             charge(&market, 100, "leaf 1", None),
             // More than the caller has left: refused alone, the batch goes on.
             charge(&market, 900, "leaf x", None),
+            // A failed call: logged too, charging nothing.
             BatchItem::RecordOnly {
+                leaf: b"leaf f".to_vec(),
+                signature: vec![0; 64],
                 usage: usage(market.model_id, market.creator.id, 2, "app-b", 0, "model_failed", 1_700_000_000_000),
                 answer: None,
                 at_ms: None,
@@ -493,7 +496,7 @@ async fn a_paid_call_is_charged_logged_and_counted_in_one_batch() {
         ];
         let outcomes = store.apply_batch(&items).await.expect("a batch");
         let logged: Vec<Option<u64>> = outcomes.iter().map(|o| o.as_ref().ok().and_then(|o| o.log_index)).collect();
-        assert_eq!(logged, [Some(0), Some(1), None, None]);
+        assert_eq!(logged, [Some(0), Some(1), None, Some(2)]);
         assert!(matches!(outcomes[2], Err(ItemError::Ledger(_))), "{:?}", outcomes[2]);
         assert_eq!(outcomes[0].as_ref().expect("charged").transfers.len(), 3);
 
@@ -509,19 +512,20 @@ async fn a_paid_call_is_charged_logged_and_counted_in_one_batch() {
         assert_eq!((rest.len(), end), (3, None));
         assert_eq!(page[0].log_index, Some(1));
 
-        // The log: two leaves, the root and proofs the stored nodes give.
-        assert_eq!(store.tree_size().await.expect("size"), 2);
+        // The log: three leaves (the refused charge has none), the root and
+        // proofs the stored nodes give.
+        assert_eq!(store.tree_size().await.expect("size"), 3);
         let entries = store.log_entries(0, 10).await.expect("entries");
         assert_eq!(
             entries.iter().map(|e| e.leaf.clone()).collect::<Vec<_>>(),
-            [b"leaf 0".to_vec(), b"leaf 1".to_vec()]
+            [b"leaf 0".to_vec(), b"leaf 1".to_vec(), b"leaf f".to_vec()]
         );
         let mut tree = tlog::MemoryTree::new();
         entries.iter().for_each(|e| tree.append(tlog::leaf_hash(&e.leaf)));
-        let root = store.log_root(2).await.expect("root");
+        let root = store.log_root(3).await.expect("root");
         assert_eq!(root, tree.root());
-        let proof = store.inclusion_proof(1, 2).await.expect("proof");
-        assert!(tlog::verify_inclusion(&tlog::leaf_hash(b"leaf 1"), 1, 2, &proof, &root));
+        let proof = store.inclusion_proof(1, 3).await.expect("proof");
+        assert!(tlog::verify_inclusion(&tlog::leaf_hash(b"leaf 1"), 1, 3, &proof, &root));
 
         // Usage: every call counted, paid or not.
         assert_eq!(store.usage_event_count().await.expect("events"), 3);
@@ -575,11 +579,11 @@ async fn a_paid_call_is_charged_logged_and_counted_in_one_batch() {
         let outcomes = store.apply_batch(&[charge(&market, 100, "leaf 2", Some("key-1"))]).await.expect("a batch");
         assert!(matches!(outcomes[0], Err(ItemError::AlreadyAnswered)), "{:?}", outcomes[0]);
         assert_eq!(store.balances(market.caller.id).await.expect("balances").0.balance(), 800);
-        assert_eq!(store.tree_size().await.expect("size"), 2);
+        assert_eq!(store.tree_size().await.expect("size"), 3);
         // One key twice in a batch: the first answers it, the second charges nothing.
         let twice = [charge(&market, 100, "leaf 2", Some("key-9")), charge(&market, 100, "leaf 3", Some("key-9"))];
         let outcomes = store.apply_batch(&twice).await.expect("a batch");
-        assert_eq!(outcomes[0].as_ref().expect("charged").log_index, Some(2));
+        assert_eq!(outcomes[0].as_ref().expect("charged").log_index, Some(3));
         assert!(matches!(outcomes[1], Err(ItemError::AlreadyAnswered)), "{:?}", outcomes[1]);
         assert_eq!(store.balances(market.caller.id).await.expect("balances").0.balance(), 700);
         assert_eq!(store.purge_idempotency_keys(-60_000).await.expect("purge"), 2);

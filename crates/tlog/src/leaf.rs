@@ -1,33 +1,46 @@
-//! The receipt leaf: what the log records for every paid inference.
+//! The log's leaf: what the log records for every inference call, paid,
+//! free or failed.
 //!
 //! One canonical binary encoding; all integers big-endian; a string is one
-//! length byte then that many bytes of UTF-8 (so at most 255 bytes):
+//! length byte then that many bytes of UTF-8 (so at most 255 bytes).
+//! Format 2, written since every call is logged:
 //!
 //! | offset | bytes | field |
 //! |---|---|---|
-//! | 0 | 1 | format version, `0x01` |
+//! | 0 | 1 | format version, `0x02` |
 //! | 1 | 8 | `created_at_ms`: Unix milliseconds, signed |
-//! | 9 | 1 + m | `model`: `owner/name` |
+//! | 9 | 1 + m | `model`: `owner/name` (a private model: `owner/~` and a keyed label) |
 //! | … | 4 | `version` |
 //! | … | 32 | `blob_sha256`: the model file's SHA-256 |
 //! | … | 32 | `caller`: the caller's pseudonym (see [`caller_pseudonym`]) |
 //! | … | 1 + a | `app`: the `X-App` tag, empty if none |
 //! | … | 1 + n | `node`: the serving node's account name |
-//! | … | 8 × 4 | `price`, `creator_share`, `node_share`, `treasury_share`, minor units |
-//! | … | 32 | `input_sha256`: SHA-256 of the inputs' JSON as the server read it, or of the binary tensor body (safetensors) as sent |
-//! | … | 32 | `output_sha256`: SHA-256 of the outputs' JSON as the server writes it (for a binary answer too) |
+//! | … | 1 + t | `task`: the model's task when it was called |
+//! | … | 8 × 4 | `price`, `creator_share`, `node_share`, `treasury_share`, minor units (all 0 for a free or failed call) |
+//! | … | 32 | `input_sha256`: [`tensors_sha256`] of the inputs, zeros if the call failed before they were read |
+//! | … | 32 | `output_sha256`: [`tensors_sha256`] of the outputs, zeros for a failed call |
 //! | … | 32 | `idempotency_key_sha256`: SHA-256 of the Idempotency-Key, zeros if none |
+//! | … | 1 + e | `error`: the error code of a failed call (`inference_timeout`, …), empty if it succeeded |
 //!
-//! Nothing follows. A decoder refuses trailing bytes, another version, bad
-//! UTF-8, and shares that do not sum to the price.
+//! Format 1 (paid calls only, before every call was logged) stays valid and
+//! decodes: the same fields without `task` and `error`, and its digests were
+//! SHA-256 of the inputs' JSON as the server re-serialised it (or of the
+//! binary tensor body as sent) and of the outputs' JSON as written.
+//!
+//! Nothing follows the last field. A decoder refuses trailing bytes, another
+//! version, bad UTF-8, shares that do not sum to the price, and a failed
+//! call that was charged.
 
 use domain::Sha256;
 use hmac::{KeyInit, Mac};
 
-pub const LEAF_FORMAT_VERSION: u8 = 1;
+/// The format this server writes.
+pub const LEAF_FORMAT_VERSION: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptLeaf {
+    /// 1 or 2: a leaf encodes back to the format it was read in.
+    pub format: u8,
     pub created_at_ms: i64,
     pub model: String,
     pub version: u32,
@@ -35,6 +48,8 @@ pub struct ReceiptLeaf {
     pub caller: Sha256,
     pub app: String,
     pub node: String,
+    /// Empty in format 1.
+    pub task: String,
     pub price: u64,
     pub creator_share: u64,
     pub node_share: u64,
@@ -42,6 +57,8 @@ pub struct ReceiptLeaf {
     pub input_sha256: Sha256,
     pub output_sha256: Sha256,
     pub idempotency_key_sha256: Option<Sha256>,
+    /// The failed call's error code; empty if it succeeded (always in format 1).
+    pub error: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,12 +75,25 @@ pub enum LeafError {
     SharesDoNotSum,
     #[error("a text field is longer than 255 bytes")]
     FieldTooLong,
+    #[error("a failed call was charged")]
+    FailedButCharged,
+    #[error("format 1 has no task or error")]
+    NotInFormat1,
 }
 
 impl ReceiptLeaf {
     pub fn encode(&self) -> Result<Vec<u8>, LeafError> {
+        let second = match self.format {
+            1 if self.task.is_empty() && self.error.is_empty() => false,
+            1 => return Err(LeafError::NotInFormat1),
+            2 => true,
+            other => return Err(LeafError::UnknownVersion(other)),
+        };
+        if !self.error.is_empty() && self.price != 0 {
+            return Err(LeafError::FailedButCharged);
+        }
         let mut out = Vec::with_capacity(256);
-        out.push(LEAF_FORMAT_VERSION);
+        out.push(self.format);
         out.extend_from_slice(&self.created_at_ms.to_be_bytes());
         put_str(&mut out, &self.model)?;
         out.extend_from_slice(&self.version.to_be_bytes());
@@ -71,20 +101,26 @@ impl ReceiptLeaf {
         out.extend_from_slice(self.caller.as_bytes());
         put_str(&mut out, &self.app)?;
         put_str(&mut out, &self.node)?;
+        if second {
+            put_str(&mut out, &self.task)?;
+        }
         for amount in [self.price, self.creator_share, self.node_share, self.treasury_share] {
             out.extend_from_slice(&amount.to_be_bytes());
         }
         out.extend_from_slice(self.input_sha256.as_bytes());
         out.extend_from_slice(self.output_sha256.as_bytes());
         out.extend_from_slice(self.idempotency_key_sha256.as_ref().map_or(&[0u8; 32], |h| h.as_bytes()));
+        if second {
+            put_str(&mut out, &self.error)?;
+        }
         Ok(out)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<ReceiptLeaf, LeafError> {
         let mut reader = Reader { bytes, at: 0 };
-        let version = reader.take::<1>()?[0];
-        if version != LEAF_FORMAT_VERSION {
-            return Err(LeafError::UnknownVersion(version));
+        let format = reader.take::<1>()?[0];
+        if !matches!(format, 1 | 2) {
+            return Err(LeafError::UnknownVersion(format));
         }
         let created_at_ms = i64::from_be_bytes(reader.take()?);
         let model = reader.string()?;
@@ -93,11 +129,13 @@ impl ReceiptLeaf {
         let caller = Sha256::from_bytes(reader.take()?);
         let app = reader.string()?;
         let node = reader.string()?;
+        let task = if format == 2 { reader.string()? } else { String::new() };
         let [price, creator_share, node_share, treasury_share] = [(); 4].map(|_| reader.take().map(u64::from_be_bytes));
         let (price, creator_share, node_share, treasury_share) = (price?, creator_share?, node_share?, treasury_share?);
         let input_sha256 = Sha256::from_bytes(reader.take()?);
         let output_sha256 = Sha256::from_bytes(reader.take()?);
         let key: [u8; 32] = reader.take()?;
+        let error = if format == 2 { reader.string()? } else { String::new() };
         if reader.at != bytes.len() {
             return Err(LeafError::TrailingBytes(bytes.len() - reader.at));
         }
@@ -105,7 +143,11 @@ impl ReceiptLeaf {
         if sum != price as u128 {
             return Err(LeafError::SharesDoNotSum);
         }
+        if !error.is_empty() && price != 0 {
+            return Err(LeafError::FailedButCharged);
+        }
         Ok(ReceiptLeaf {
+            format,
             created_at_ms,
             model,
             version,
@@ -113,6 +155,7 @@ impl ReceiptLeaf {
             caller,
             app,
             node,
+            task,
             price,
             creator_share,
             node_share,
@@ -120,6 +163,7 @@ impl ReceiptLeaf {
             input_sha256,
             output_sha256,
             idempotency_key_sha256: (key != [0; 32]).then(|| Sha256::from_bytes(key)),
+            error,
         })
     }
 
@@ -127,6 +171,68 @@ impl ReceiptLeaf {
     pub fn creator(&self) -> &str {
         self.model.split_once('/').map_or(self.model.as_str(), |(owner, _)| owner)
     }
+
+    /// A call to a private model (its name is a keyed label, `owner/~…`).
+    pub fn is_private(&self) -> bool {
+        self.model.split_once('/').is_some_and(|(_, name)| name.starts_with('~'))
+    }
+
+    /// The call succeeded (whether it paid or not).
+    pub fn succeeded(&self) -> bool {
+        self.error.is_empty()
+    }
+}
+
+/// One tensor as [`tensors_sha256`] reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorBytes<'a> {
+    pub name: &'a str,
+    /// As the API spells it: `f32`, `i64`, `bool`, …
+    pub dtype: &'a str,
+    pub shape: &'a [u64],
+    /// The elements, row-major, each little-endian (a bool is one byte, 0 or 1).
+    pub data_le: &'a [u8],
+}
+
+/// The digest of a call's inputs or outputs in format 2 leaves: SHA-256 over
+/// a canonical binary form that a caller rebuilds from its own arrays, so
+/// whatever way the tensors travelled (JSON, safetensors) the digest is the
+/// same. All integers big-endian:
+///
+/// | bytes | field |
+/// |---|---|
+/// | 16 | `vitrine-tensors1` (ASCII) |
+/// | 4 | the number of tensors |
+///
+/// then for each tensor, in ascending byte order of their names:
+///
+/// | bytes | field |
+/// |---|---|
+/// | 2 + n | name: its length, then its UTF-8 bytes |
+/// | 1 + d | dtype: its length, then its name (`f32`, …) |
+/// | 1 | rank |
+/// | 8 × rank | the dimensions |
+/// | 8 + b | data: its length in bytes, then the elements, row-major, little-endian |
+pub fn tensors_sha256<'a>(tensors: impl IntoIterator<Item = TensorBytes<'a>>) -> Result<Sha256, LeafError> {
+    use sha2::Digest;
+    let mut tensors: Vec<TensorBytes<'a>> = tensors.into_iter().collect();
+    tensors.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(b"vitrine-tensors1");
+    hasher.update(u32::try_from(tensors.len()).map_err(|_| LeafError::FieldTooLong)?.to_be_bytes());
+    for tensor in tensors {
+        hasher.update(u16::try_from(tensor.name.len()).map_err(|_| LeafError::FieldTooLong)?.to_be_bytes());
+        hasher.update(tensor.name.as_bytes());
+        hasher.update([u8::try_from(tensor.dtype.len()).map_err(|_| LeafError::FieldTooLong)?]);
+        hasher.update(tensor.dtype.as_bytes());
+        hasher.update([u8::try_from(tensor.shape.len()).map_err(|_| LeafError::FieldTooLong)?]);
+        for dim in tensor.shape {
+            hasher.update(dim.to_be_bytes());
+        }
+        hasher.update((tensor.data_le.len() as u64).to_be_bytes());
+        hasher.update(tensor.data_le);
+    }
+    Ok(Sha256::from_bytes(hasher.finalize().into()))
 }
 
 fn put_str(out: &mut Vec<u8>, text: &str) -> Result<(), LeafError> {
@@ -193,6 +299,7 @@ mod tests {
 
     fn sample() -> ReceiptLeaf {
         ReceiptLeaf {
+            format: 2,
             created_at_ms: 1_764_100_000_000,
             model: "alice/linear".into(),
             version: 3,
@@ -200,6 +307,7 @@ mod tests {
             caller: caller_pseudonym(&caller_secret(&[7; 32], 42)),
             app: "shop".into(),
             node: "node-local".into(),
+            task: "regression".into(),
             price: 1001,
             creator_share: 801,
             node_share: 150,
@@ -207,12 +315,32 @@ mod tests {
             input_sha256: Sha256::digest(b"in"),
             output_sha256: Sha256::digest(b"out"),
             idempotency_key_sha256: None,
+            error: String::new(),
         }
+    }
+
+    fn format_1() -> ReceiptLeaf {
+        ReceiptLeaf { format: 1, task: String::new(), ..sample() }
     }
 
     #[test]
     fn the_layout_is_as_documented() {
         let bytes = sample().encode().unwrap();
+        // 1 + 8 + (1 + 12) + 4 + 32 + 32 + (1 + 4) + (1 + 10) + (1 + 10) + 32 + 32 + 32 + 32 + (1 + 0) = 246
+        assert_eq!(bytes.len(), 246);
+        assert_eq!(bytes[0], 2);
+        assert_eq!(&bytes[9..22], b"\x0calice/linear");
+        assert_eq!(&bytes[95..106], b"\x0anode-local");
+        assert_eq!(&bytes[106..117], b"\x0aregression");
+        assert_eq!(bytes[bytes.len() - 1], 0, "an empty error code");
+        let mut failed = sample();
+        (failed.price, failed.creator_share, failed.node_share, failed.treasury_share) = (0, 0, 0, 0);
+        failed.error = "inference_timeout".into();
+        let failed_bytes = failed.encode().unwrap();
+        assert_eq!(&failed_bytes[failed_bytes.len() - 18..], b"\x11inference_timeout");
+        assert_eq!(ReceiptLeaf::decode(&failed_bytes), Ok(failed));
+
+        let bytes = format_1().encode().unwrap();
         // 1 + 8 + (1 + 12) + 4 + 32 + 32 + (1 + 4) + (1 + 10) + 32 + 32 + 32 + 32 = 234
         assert_eq!(bytes.len(), 234);
         assert_eq!(bytes[0], 1);
@@ -232,14 +360,65 @@ mod tests {
         longer.push(0);
         assert_eq!(ReceiptLeaf::decode(&longer), Err(LeafError::TrailingBytes(1)));
         let mut version = bytes.clone();
-        version[0] = 2;
-        assert_eq!(ReceiptLeaf::decode(&version), Err(LeafError::UnknownVersion(2)));
+        version[0] = 3;
+        assert_eq!(ReceiptLeaf::decode(&version), Err(LeafError::UnknownVersion(3)));
+        let mut charged_failure = sample();
+        charged_failure.error = "model_crashed".into();
+        assert_eq!(charged_failure.encode(), Err(LeafError::FailedButCharged));
+        let mut bytes_of_charged_failure = sample().encode().unwrap();
+        *bytes_of_charged_failure.last_mut().unwrap() = 1;
+        bytes_of_charged_failure.push(b'x');
+        assert_eq!(ReceiptLeaf::decode(&bytes_of_charged_failure), Err(LeafError::FailedButCharged));
+        assert_eq!(ReceiptLeaf { error: "x".into(), price: 0, ..format_1() }.encode(), Err(LeafError::NotInFormat1));
+        assert_eq!(ReceiptLeaf { task: "x".into(), ..format_1() }.encode(), Err(LeafError::NotInFormat1));
         let mut unbalanced = sample();
         unbalanced.price += 1;
         assert_eq!(ReceiptLeaf::decode(&unbalanced.encode().unwrap()), Err(LeafError::SharesDoNotSum));
         let mut long = sample();
         long.app = "x".repeat(256);
         assert_eq!(long.encode(), Err(LeafError::FieldTooLong));
+    }
+
+    #[test]
+    fn format_1_leaves_still_decode_and_encode_back() {
+        let bytes = format_1().encode().unwrap();
+        let leaf = ReceiptLeaf::decode(&bytes).unwrap();
+        assert_eq!(leaf, format_1());
+        assert_eq!(leaf.encode().unwrap(), bytes);
+        assert!(leaf.succeeded() && !leaf.is_private());
+        assert!(ReceiptLeaf { model: "alice/~0123456789abcdef".into(), ..sample() }.is_private());
+    }
+
+    #[test]
+    fn the_tensor_digest_is_the_documented_bytes() {
+        let x: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mask = [1u8, 0, 1];
+        // Given out of order: the digest sorts by name.
+        let digest = tensors_sha256([
+            TensorBytes { name: "x", dtype: "f32", shape: &[1, 2], data_le: &x },
+            TensorBytes { name: "mask", dtype: "bool", shape: &[3], data_le: &mask },
+        ])
+        .unwrap();
+        let mut expected = b"vitrine-tensors1".to_vec();
+        expected.extend_from_slice(&2u32.to_be_bytes());
+        expected.extend_from_slice(&[0, 4, b'm', b'a', b's', b'k', 4, b'b', b'o', b'o', b'l', 1]);
+        expected.extend_from_slice(&3u64.to_be_bytes());
+        expected.extend_from_slice(&3u64.to_be_bytes());
+        expected.extend_from_slice(&mask);
+        expected.extend_from_slice(&[0, 1, b'x', 3, b'f', b'3', b'2', 2]);
+        expected.extend_from_slice(&1u64.to_be_bytes());
+        expected.extend_from_slice(&2u64.to_be_bytes());
+        expected.extend_from_slice(&8u64.to_be_bytes());
+        expected.extend_from_slice(&x);
+        assert_eq!(digest, Sha256::digest(&expected));
+        // A fixed vector, for clients written in other languages.
+        assert_eq!(digest.to_hex(), FIXED_TENSOR_DIGEST);
+        let other_shape = tensors_sha256([
+            TensorBytes { name: "x", dtype: "f32", shape: &[2, 1], data_le: &x },
+            TensorBytes { name: "mask", dtype: "bool", shape: &[3], data_le: &mask },
+        ])
+        .unwrap();
+        assert_ne!(digest, other_shape);
     }
 
     #[test]
@@ -250,6 +429,8 @@ mod tests {
         assert_ne!(caller_pseudonym(&caller_secret(&key, 1)), caller_pseudonym(&caller_secret(&[8; 32], 1)));
     }
 
+    const FIXED_TENSOR_DIGEST: &str = "9f3cf623d1f2d2621822d14ab3269f25b407bcc9270b239e5aa1f0331019afd8";
+
     proptest! {
         #[test]
         fn every_leaf_round_trips(
@@ -257,9 +438,21 @@ mod tests {
             creator in 0u64..1 << 40, node in 0u64..1 << 40, treasury in 0u64..1 << 40, key in any::<Option<[u8; 32]>>(),
         ) {
             let leaf = ReceiptLeaf {
-                created_at_ms: created, version, app,
+                format: 2, created_at_ms: created, version, app,
                 price: creator + node + treasury, creator_share: creator, node_share: node, treasury_share: treasury,
                 idempotency_key_sha256: key.filter(|k| *k != [0; 32]).map(Sha256::from_bytes),
+                ..sample()
+            };
+            prop_assert_eq!(ReceiptLeaf::decode(&leaf.encode().unwrap()), Ok(leaf.clone()));
+            let old = ReceiptLeaf { format: 1, task: String::new(), ..leaf };
+            prop_assert_eq!(ReceiptLeaf::decode(&old.encode().unwrap()), Ok(old));
+        }
+
+        #[test]
+        fn every_failed_call_round_trips(task in "[a-z-]{0,40}", error in "[a-z_]{1,40}", created in any::<i64>()) {
+            let leaf = ReceiptLeaf {
+                created_at_ms: created, task, error,
+                price: 0, creator_share: 0, node_share: 0, treasury_share: 0,
                 ..sample()
             };
             prop_assert_eq!(ReceiptLeaf::decode(&leaf.encode().unwrap()), Ok(leaf));

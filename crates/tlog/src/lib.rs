@@ -8,6 +8,7 @@
 //! - [`note`]: C2SP `tlog-checkpoint` bodies signed as C2SP `signed-note`s
 //!   with Ed25519, and receipt signatures.
 //! - [`proof`]: C2SP `tlog-proof`, a receipt verifiable offline.
+//! - [`witness`]: C2SP `tlog-cosignature` and the checks of `tlog-witness`.
 //!
 //! This crate knows nothing about SQL or HTTP.
 
@@ -15,11 +16,15 @@ pub mod leaf;
 pub mod merkle;
 pub mod note;
 pub mod proof;
+pub mod witness;
 
-pub use leaf::{LeafError, ReceiptLeaf, caller_pseudonym, caller_secret, private_model_label};
+pub use leaf::{
+    LeafError, ReceiptLeaf, TensorBytes, caller_pseudonym, caller_secret, private_model_label, tensors_sha256,
+};
 pub use merkle::{
     Frontier, Hash, MemoryTree, NodeSource, consistency_proof, empty_root, inclusion_proof, leaf_hash, node_hash, root,
     verify_consistency, verify_inclusion,
 };
 pub use note::{Checkpoint, NoteError, NoteKey, NoteVerifier};
 pub use proof::TlogProof;
+pub use witness::{AddCheckpoint, CosignatureVerifier, Cosigner, Refusal, check_add_checkpoint};

@@ -7,7 +7,7 @@
 //! swaps its key, is caught on the next run.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use base64::Engine;
@@ -46,6 +46,15 @@ pub struct AuditArgs {
     /// at the first inconsistency.
     #[arg(long, value_name = "SECONDS")]
     follow: Option<u64>,
+    /// Recompute the market's public figures (calls, revenue, shares, HHI,
+    /// Gini; by model, creator, task, app and node) from the log, read by
+    /// tiles from where the last audit stopped, and compare them with the
+    /// stats routes, naming every difference.
+    #[arg(long, conflicts_with_all = ["creator", "caller"])]
+    market: bool,
+    /// The windows --market checks (24h, 7d, 30d).
+    #[arg(long = "window", value_name = "WINDOW", default_values = ["24h", "7d", "30d"], requires = "market")]
+    windows: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,8 +136,24 @@ async fn audit_once(args: &AuditArgs, client_args: &ClientArgs) -> anyhow::Resul
     }
     let verifier = NoteVerifier::from_vkey(&vkey).map_err(|e| anyhow::anyhow!("the log key: {e}"))?;
 
-    // 2. The checkpoint, signed by that key.
-    let checkpoint = fetch_checkpoint(&client, &verifier).await?;
+    // 2. The checkpoint, signed by that key (with --market, the one the
+    // market's figures were read against, its leaves read by tiles).
+    let state_dir = state_path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let market = if args.market {
+        let mut cache = crate::market_audit::LeafCache::open(&state_dir.join("audit-leaves"), &log_name);
+        for window in &args.windows {
+            if analytics::Window::parse(window).is_none() {
+                bail!("--window is 24h, 7d or 30d, not {window}");
+            }
+        }
+        Some(crate::market_audit::audit_market(&client, &verifier, &mut cache, &args.windows).await?)
+    } else {
+        None
+    };
+    let checkpoint = match &market {
+        Some((checkpoint, _)) => checkpoint.clone(),
+        None => fetch_checkpoint(&client, &verifier).await?,
+    };
     println!("checkpoint: {} leaves, root {}", checkpoint.size, hex::encode(checkpoint.root));
 
     // 3. Consistent with the last one this auditor verified.
@@ -148,19 +173,23 @@ async fn audit_once(args: &AuditArgs, client_args: &ClientArgs) -> anyhow::Resul
         }
         println!("consistent with the checkpoint of {} leaves verified before", last.size);
     }
+    if let Some((_, differences)) = market {
+        remember(&mut state, &state_path, log_name, &vkey, &checkpoint)?;
+        if !differences.is_empty() {
+            for difference in &differences {
+                eprintln!("mismatch: {difference}");
+            }
+            bail!("the audit found {} figure(s) on which the stats routes and the log differ", differences.len());
+        }
+        println!("audit passed: the market's figures are the log's");
+        return Ok(());
+    }
 
     // 4. Every leaf, hashed again into the root; every receipt signature checked.
     let node_keys = node_verifiers(&key_view)?;
     let leaves = fetch_leaves(&client, &checkpoint, &node_keys).await?;
     println!("recomputed the root from {} leaves: it matches; every receipt signature verifies", leaves.len());
-    state
-        .logs
-        .insert(log_name, LogState { vkey: vkey.clone(), size: checkpoint.size, root: hex::encode(checkpoint.root) });
-    if let Some(dir) = state_path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&state_path, serde_json::to_string_pretty(&state)?)
-        .with_context(|| format!("cannot write {}", state_path.display()))?;
+    remember(&mut state, &state_path, log_name, &vkey, &checkpoint)?;
 
     // 5. Usage and money from the log alone, against the ledger.
     let mismatches = if let Some(creator) = &args.creator {
@@ -181,6 +210,23 @@ async fn audit_once(args: &AuditArgs, client_args: &ClientArgs) -> anyhow::Resul
     Ok(())
 }
 
+/// Keeps the checkpoint just verified as the one the next audit starts from.
+fn remember(
+    state: &mut AuditState,
+    path: &Path,
+    log_name: String,
+    vkey: &str,
+    checkpoint: &Checkpoint,
+) -> anyhow::Result<()> {
+    let verified = LogState { vkey: vkey.to_owned(), size: checkpoint.size, root: hex::encode(checkpoint.root) };
+    state.logs.insert(log_name, verified);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(&state)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 fn server_client(client_args: &ClientArgs, server: Option<&str>) -> anyhow::Result<Client> {
     let client = client_args.client()?;
     match server {
@@ -189,7 +235,7 @@ fn server_client(client_args: &ClientArgs, server: Option<&str>) -> anyhow::Resu
     }
 }
 
-async fn fetch_checkpoint(client: &Client, verifier: &NoteVerifier) -> anyhow::Result<Checkpoint> {
+pub(crate) async fn fetch_checkpoint(client: &Client, verifier: &NoteVerifier) -> anyhow::Result<Checkpoint> {
     let note = client.send(client.request(Method::GET, "/v1/log/checkpoint")).await?.text().await?;
     let text = verifier.verify_note(&note).map_err(|e| anyhow::anyhow!("the checkpoint: {e}"))?;
     let checkpoint = Checkpoint::parse(text).map_err(|e| anyhow::anyhow!("the checkpoint: {e}"))?;
@@ -387,7 +433,8 @@ async fn audit_caller(caller: &Client, leaves: &[ReceiptLeaf], size: u64) -> any
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
     let mut per_leaf: HashMap<u64, (String, u64)> = HashMap::new();
     for (index, leaf) in leaves.iter().enumerate() {
-        if leaf.caller == mine {
+        // Free and failed calls are logged too; they charged nothing.
+        if leaf.caller == mine && leaf.price > 0 {
             let tally = tallies.entry(leaf.model.clone()).or_default();
             tally.log_calls += 1;
             tally.log_amount += leaf.price as u128;

@@ -641,6 +641,7 @@ async fn log_bench(data_dir: &std::path::Path, count: u64) -> anyhow::Result<()>
         let leaves: Vec<(Vec<u8>, Vec<u8>)> = (appended..appended + n)
             .map(|i| {
                 let leaf = tlog::ReceiptLeaf {
+                    format: tlog::leaf::LEAF_FORMAT_VERSION,
                     created_at_ms: i as i64,
                     model: format!("creator-{}/model-{}", i % 50, i % 100),
                     version: 1,
@@ -648,6 +649,7 @@ async fn log_bench(data_dir: &std::path::Path, count: u64) -> anyhow::Result<()>
                     caller: domain::Sha256::digest(&(i % 1000).to_be_bytes()),
                     app: "bench".into(),
                     node: "node-bench".into(),
+                    task: "regression".into(),
                     price: 1000,
                     creator_share: 800,
                     node_share: 150,
@@ -655,6 +657,7 @@ async fn log_bench(data_dir: &std::path::Path, count: u64) -> anyhow::Result<()>
                     input_sha256: domain::Sha256::digest(&i.to_be_bytes()),
                     output_sha256: domain::Sha256::digest(&i.to_le_bytes()),
                     idempotency_key_sha256: None,
+                    error: String::new(),
                 }
                 .encode()
                 .expect("bench leaves encode");

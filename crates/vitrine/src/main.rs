@@ -8,6 +8,7 @@ mod bench_nodes;
 mod client;
 mod commands;
 mod demo;
+mod market_audit;
 mod migrate;
 mod output;
 mod serve;

@@ -1,6 +1,7 @@
 //! Running a model: the paid-inference path (charging arrives with the ledger).
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -126,6 +127,7 @@ async fn infer(
 ) -> ApiResult<Response> {
     // Held until the call is answered, whichever way.
     let _permit = state.start_call(caller.id)?;
+    let key = idempotency_key(headers)?;
     let call = Call {
         caller,
         model,
@@ -133,10 +135,13 @@ async fn infer(
         app: app_tag(headers)?,
         at_ms: dev_time(state, headers)?,
         started,
+        idempotency_key_sha256: key.as_ref().map(|k| Sha256::digest(k.as_bytes())),
         cpu_us: AtomicU64::new(0),
+        blob_sha256: OnceLock::new(),
+        input_sha256: OnceLock::new(),
     };
     let format = AnswerFormat::accepted(headers);
-    let Some(key) = idempotency_key(headers)? else {
+    let Some(key) = key else {
         return record_failure(state, &call, charge_and_run(state, &call, body, None, format).await).await;
     };
     let fingerprint = idempotency_fingerprint(&call, &body)?;
@@ -268,7 +273,7 @@ fn idempotency_fingerprint(call: &Call<'_>, body: &InferBody) -> ApiResult<Sha25
     let mut canonical = format!("{}/{}@{}\napp={}\n", call.model.owner, call.model.name, call.version, call.app);
     let request = match body {
         InferBody::Json(request) => request,
-        InferBody::Binary(inputs, _) => {
+        InferBody::Binary(inputs) => {
             canonical.push_str("binary\n");
             for (name, tensor) in inputs {
                 let mut bytes = vec![];
@@ -305,8 +310,13 @@ struct Call<'a> {
     /// Back-dating on development servers (`X-Vitrine-Time`), for demo traffic.
     at_ms: Option<i64>,
     started: Instant,
+    idempotency_key_sha256: Option<Sha256>,
     /// CPU time the model used, once it ran (or failed running).
     cpu_us: AtomicU64,
+    /// The version's file, once the version is known.
+    blob_sha256: OnceLock<Sha256>,
+    /// The inputs' digest, once they are read.
+    input_sha256: OnceLock<Sha256>,
 }
 
 impl Call<'_> {
@@ -328,6 +338,42 @@ impl Call<'_> {
             status: status.to_owned(),
         }
     }
+
+    /// The call's log leaf, signed by this node: what it cost (all zero
+    /// for a free or failed call), the digests of what went in and came
+    /// out (zeros where there were none), and the error of a failed call.
+    fn leaf(
+        &self,
+        state: &AppState,
+        usage: &UsageEvent,
+        shares: [u64; 3],
+        output_sha256: Option<Sha256>,
+        error: &str,
+    ) -> ApiResult<(Vec<u8>, Vec<u8>)> {
+        let zeros = Sha256::from_bytes([0; 32]);
+        let leaf = ReceiptLeaf {
+            format: tlog::leaf::LEAF_FORMAT_VERSION,
+            created_at_ms: usage.created_at_ms,
+            model: log_model_label(&state.log_keys, &self.model.owner, self.model.name.as_str(), self.model.visibility),
+            version: u32::try_from(self.version).map_err(ApiError::internal)?,
+            blob_sha256: self.blob_sha256.get().copied().unwrap_or(zeros),
+            caller: Sha256::from_bytes(usage.caller),
+            app: self.app.clone(),
+            node: state.log_keys.node.name().to_owned(),
+            task: usage.task.clone(),
+            price: usage.price,
+            creator_share: shares[0],
+            node_share: shares[1],
+            treasury_share: shares[2],
+            input_sha256: self.input_sha256.get().copied().unwrap_or(zeros),
+            output_sha256: output_sha256.unwrap_or(zeros),
+            idempotency_key_sha256: self.idempotency_key_sha256,
+            error: error.to_owned(),
+        };
+        let leaf = leaf.encode().map_err(ApiError::internal)?;
+        let signature = state.log_keys.node.sign(&leaf).to_vec();
+        Ok((leaf, signature))
+    }
 }
 
 /// A failed call is usage too: it is recorded with its error code (a call to
@@ -336,13 +382,20 @@ async fn record_failure<T>(state: &AppState, call: &Call<'_>, result: ApiResult<
     if let Err(error) = &result
         && !matches!(error.code, "not_found" | "gone")
     {
-        let item =
-            BatchItem::RecordOnly { usage: call.usage(state, 0, 0, error.code), answer: None, at_ms: call.at_ms };
-        if let Err(failure) = state.sequencer.submit(item).await {
-            tracing::warn!(?failure, "recording a failed call's usage failed");
+        let recorded = log_failure(state, call, error.code).await;
+        if let Err(failure) = recorded {
+            tracing::warn!(%failure.message, "logging a failed call failed");
         }
     }
     result
+}
+
+async fn log_failure(state: &AppState, call: &Call<'_>, code: &str) -> ApiResult<()> {
+    let usage = call.usage(state, 0, 0, code);
+    let (leaf, signature) = call.leaf(state, &usage, [0; 3], None, code)?;
+    let item = BatchItem::RecordOnly { leaf, signature, usage, answer: None, at_ms: call.at_ms };
+    state.sequencer.submit(item).await?.map_err(item_error)?;
+    Ok(())
 }
 
 /// `X-Vitrine-Time` (Unix milliseconds) back-dates a call's records on a
@@ -408,19 +461,12 @@ async fn charge_and_run(
     format: AnswerFormat,
 ) -> ApiResult<Response> {
     let (caller, model, version, started) = (call.caller, call.model, call.version, call.started);
-    // The receipt's input digest: of the JSON inputs as re-serialised, or
-    // of the binary body's bytes as sent.
-    let input_sha256 = match &body {
-        InferBody::Json(request) => {
-            Sha256::digest(serde_json::to_string(&request.inputs).map_err(ApiError::internal)?.as_bytes())
-        }
-        InferBody::Binary(_, digest) => *digest,
-    };
     let version: Version = state
         .known_models
         .version(&state.store, model.id, version)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("'{}/{}' has no version {version}", model.owner, model.name)))?;
+    let _ = call.blob_sha256.set(version.blob_sha256);
     if let Some(yank) = &version.yank {
         let why = if yank.reason.is_empty() { String::new() } else { format!(": {}", yank.reason) };
         return Err(ApiError::gone(format!(
@@ -447,8 +493,10 @@ async fn charge_and_run(
             .into_iter()
             .map(|(name, tensor)| tensor.into_tensor(&name).map(|t| (name, t)))
             .collect::<ApiResult<BTreeMap<String, Tensor>>>()?,
-        InferBody::Binary(inputs, _) => inputs,
+        InferBody::Binary(inputs) => inputs,
     };
+    // The log's digest of the inputs: of the tensors, however they came.
+    let _ = call.input_sha256.set(crate::log::tensors_sha256(inputs.iter().map(|(n, t)| (n.as_str(), t)))?);
     let signature = Signature { inputs: version.inputs.clone(), outputs: version.outputs.clone() };
     let inputs = signature.check_inputs(inputs, state.config.tensor_elements_max).map_err(input_error)?;
 
@@ -475,9 +523,9 @@ async fn charge_and_run(
     };
 
     let outputs = run_model(state, call, &version, inputs).await?;
+    let output_sha256 = crate::log::tensors_sha256(outputs.iter().map(|(n, t)| (n.as_str(), t)))?;
     let outputs: BTreeMap<String, TensorOut> =
         outputs.into_iter().map(|(name, tensor)| (name, TensorOut::from(tensor))).collect();
-    let output_sha256 = Sha256::digest(serde_json::to_string(&outputs).map_err(ApiError::internal)?.as_bytes());
     let response = InferResponse {
         model: format!("{}/{}", model.owner, model.name),
         outputs,
@@ -497,29 +545,15 @@ async fn charge_and_run(
     let creator_share = if pays_self { 0 } else { shares.creator.minor_units() };
     let usage = call.usage(state, charged.minor_units(), creator_share, "ok");
     if transfers.is_empty() {
-        // A free call moves no money: its usage event is its whole record.
-        let item = BatchItem::RecordOnly { usage, answer: remember, at_ms: call.at_ms };
-        state.sequencer.submit(item).await?.map_err(item_error)?;
-        return answer(format, &stored, &response, None);
+        // A free call moves no money: its leaf and usage event are its whole
+        // record (and its answer, as the API says, has no receipt).
+        let (leaf, signature) = call.leaf(state, &usage, [0; 3], Some(output_sha256), "")?;
+        let item = BatchItem::RecordOnly { leaf, signature, usage, answer: remember, at_ms: call.at_ms };
+        let outcome = state.sequencer.submit(item).await?.map_err(item_error)?;
+        return answer(format, &stored, &response, None, outcome.log_index);
     }
-    let leaf = ReceiptLeaf {
-        created_at_ms: usage.created_at_ms,
-        model: log_model_label(&state.log_keys, &model.owner, model.name.as_str(), model.visibility),
-        version: u32::try_from(version.version).map_err(ApiError::internal)?,
-        blob_sha256: version.blob_sha256,
-        caller: Sha256::from_bytes(usage.caller),
-        app: call.app.clone(),
-        node: state.log_keys.node.name().to_owned(),
-        price: charged.minor_units(),
-        creator_share,
-        node_share: shares.node.minor_units(),
-        treasury_share: shares.treasury.minor_units(),
-        input_sha256,
-        output_sha256,
-        idempotency_key_sha256: idempotency_key.map(|(k, _)| Sha256::digest(k.as_bytes())),
-    };
-    let leaf = leaf.encode().map_err(ApiError::internal)?;
-    let signature = state.log_keys.node.sign(&leaf).to_vec();
+    let node_shares = [creator_share, shares.node.minor_units(), shares.treasury.minor_units()];
+    let (leaf, signature) = call.leaf(state, &usage, node_shares, Some(output_sha256), "")?;
     // One batch, one durable commit: the charge, the receipt leaf, the usage
     // event and the idempotency answer. A charge the durable balance cannot
     // cover (changed behind this node's back) fails here, charging nothing.
@@ -538,12 +572,30 @@ async fn charge_and_run(
         reservation.charged(outcome.grant_left);
     }
     let index = outcome.log_index.ok_or_else(|| ApiError::internal("a paid call was not logged"))?;
-    answer(format, &stored, &response, Some(receipt_json(index, &leaf, &signature)?))
+    answer(format, &stored, &response, Some(receipt_json(index, &leaf, &signature)?), Some(index))
 }
 
+/// Where a call's leaf is in the log (free calls have no receipt to say it).
+pub const LOG_INDEX_HEADER: &str = "x-vitrine-log-index";
+
 /// The call's answer in the format asked for: the stored JSON with the
-/// receipt spliced in, or the outputs' bytes with the rest as metadata.
+/// receipt spliced in, or the outputs' bytes with the rest as metadata; the
+/// call's log index in a header.
 fn answer(
+    format: AnswerFormat,
+    stored: &str,
+    response: &InferResponse,
+    receipt: Option<serde_json::Value>,
+    log_index: Option<u64>,
+) -> ApiResult<Response> {
+    let mut answer = answer_body(format, stored, response, receipt)?;
+    if let Some(index) = log_index {
+        answer.headers_mut().insert(LOG_INDEX_HEADER, index.into());
+    }
+    Ok(answer)
+}
+
+fn answer_body(
     format: AnswerFormat,
     stored: &str,
     response: &InferResponse,

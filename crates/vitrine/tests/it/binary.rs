@@ -108,8 +108,18 @@ async fn inputs_and_outputs_travel_as_safetensors_bit_for_bit_with_their_receipt
         ("alice/pair", "1", "1000")
     );
     let receipt: Value = serde_json::from_str(&metadata["receipt"]).unwrap();
-    // The receipt names the body as sent, and is the log's.
-    assert_eq!(receipt["input_sha256"], domain::Sha256::digest(&body).to_hex());
+    // The receipt's digests are of the tensors, not of the bytes they
+    // travelled in: the JSON call's, and what the caller recomputes from its
+    // own arrays by the documented canonical form. The receipt is the log's.
+    assert_eq!(receipt["input_sha256"], by_json["receipt"]["input_sha256"]);
+    assert_eq!(receipt["output_sha256"], by_json["receipt"]["output_sha256"]);
+    let a = json_f32s(&reference["inputs"]["a"]["data"]);
+    let b = json_f32s(&reference["inputs"]["b"]["data"]);
+    assert_eq!(receipt["input_sha256"], crate::support::canonical_f32s(&[("a", &[2, 3], &a), ("b", &[2, 3], &b)]));
+    let maximum = json_f32s(&by_json["outputs"]["maximum"]["data"]);
+    let outputs = crate::support::canonical_f32s(&[("maximum", &[2, 3], &maximum), ("out", &[2, 3], &expected)]);
+    assert_eq!(receipt["output_sha256"], outputs);
+    assert_eq!(receipt["leaf_format"], 2);
     let logged = api.get(&format!("/v1/receipts/{}", receipt["log_index"]), None).await;
     assert_eq!(logged.ok(200)["leaf"], receipt["leaf"]);
 

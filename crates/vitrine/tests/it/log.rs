@@ -145,10 +145,11 @@ async fn paid_calls_return_signed_receipts_included_in_signed_checkpoints() {
     assert!(public_view.get("log_label").is_none(), "public models are named as they are: {public_view}");
     assert_eq!(own["receipt"]["creator_share"], "0", "a creator calling their own model pays no creator share");
 
-    // Free calls have no receipt and add no leaf.
+    // Free calls have no receipt, but a leaf all the same, of price 0.
     api.patch("/v1/models/alice/linear", Some(&alice), json!({"price_per_inference": "0"})).await.ok(200);
     assert_eq!(paid_call(&api, &bob, "linear", None).await["receipt"], Value::Null);
-    api.get("/v1/receipts/4", None).await.error(404, "not_found");
+    assert_eq!(api.get("/v1/receipts/4", None).await.ok(200)["price"], "0");
+    api.get("/v1/receipts/5", None).await.error(404, "not_found");
 
     for bad in [
         "/v1/log/entries?start=2&end=1",
@@ -165,6 +166,63 @@ async fn paid_calls_return_signed_receipts_included_in_signed_checkpoints() {
         .header("X-App", "no spaces")
         .json(&call());
     api.send(bad_app).await.error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn every_call_is_logged_free_and_failed_ones_too_with_digests_the_caller_recomputes() {
+    let Market { server: _server, api, alice, bob } = market().await;
+    api.post("/v1/models", Some(&alice), json!({"name": "free", "task": "regression"})).await.ok(201);
+    api.upload("/v1/models/alice/free/versions", Some(&alice), crate::support::fixture("linear.onnx")).await.ok(201);
+
+    // A free call: no receipt (as the API says), but a leaf, whose index
+    // the answer's header gives.
+    let request = api.request(reqwest::Method::POST, "/v1/models/alice/free/infer", Some(&bob)).json(&call());
+    let answer = request.send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["x-vitrine-log-index"], "0");
+    let free: Value = answer.json().await.unwrap();
+    assert!(free["receipt"].is_null());
+    // A failed call (inputs of the wrong shape): logged with its error code.
+    let bad = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 3], "data": [1, 2, 3]}}});
+    let failed = api.post("/v1/models/alice/linear/infer", Some(&bob), bad).await;
+    failed.error(422, "invalid_input");
+    // A paid one.
+    let paid = paid_call(&api, &bob, "linear", None).await;
+    assert_eq!(paid["receipt"]["log_index"], 2);
+    let bob_balance = api.get("/v1/account", Some(&bob)).await.ok(200)["balance"].clone();
+    assert_eq!(bob_balance, "98999", "only the paid call cost anything");
+
+    let leaves: Vec<tlog::ReceiptLeaf> = api.get("/v1/log/entries?start=0&end=3", None).await.ok(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| tlog::ReceiptLeaf::decode(&BASE64.decode(e["leaf"].as_str().unwrap()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(leaves.len(), 3);
+    let x = crate::support::canonical_f32s(&[("x", &[1, 4], &[1.0, 2.0, 3.0, 4.0])]);
+    let outputs = |answer: &Value| {
+        let (name, tensor) = answer["outputs"].as_object().unwrap().iter().next().unwrap();
+        let shape: Vec<u64> = tensor["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+        let data: Vec<f32> = tensor["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        crate::support::canonical_f32s(&[(name, &shape, &data)])
+    };
+    let (free_leaf, failed_leaf, paid_leaf) = (&leaves[0], &leaves[1], &leaves[2]);
+    assert_eq!((free_leaf.format, free_leaf.model.as_str(), free_leaf.task.as_str()), (2, "alice/free", "regression"));
+    assert_eq!((free_leaf.price, free_leaf.creator_share, free_leaf.error.as_str()), (0, 0, ""));
+    assert_eq!((free_leaf.input_sha256.to_hex(), free_leaf.output_sha256.to_hex()), (x.clone(), outputs(&free)));
+    assert_eq!(
+        (failed_leaf.model.as_str(), failed_leaf.price, failed_leaf.error.as_str()),
+        ("alice/linear", 0, "invalid_input")
+    );
+    assert_eq!(failed_leaf.input_sha256.to_hex(), crate::support::canonical_f32s(&[("x", &[1, 3], &[1.0, 2.0, 3.0])]));
+    assert_eq!(failed_leaf.output_sha256.as_bytes(), &[0; 32]);
+    assert_eq!((paid_leaf.price, paid_leaf.error.as_str()), (1001, ""));
+    assert_eq!((paid_leaf.input_sha256.to_hex(), paid_leaf.output_sha256.to_hex()), (x, outputs(&paid)));
+    assert_eq!(paid["receipt"]["input_sha256"], paid_leaf.input_sha256.to_hex());
+    // Any leaf is a receipt by index, a failed one naming its error.
+    let receipt = api.get("/v1/receipts/1", None).await.ok(200).clone();
+    assert_eq!((receipt["error"].as_str(), receipt["price"].as_str()), (Some("invalid_input"), Some("0")));
+    assert!(api.get("/v1/receipts/0", None).await.ok(200)["error"].is_null());
 }
 
 fn vitrine(server: &TestServer, state: &Path, args: &[&str]) -> (bool, String) {

@@ -183,15 +183,15 @@ async fn three_nodes_serve_one_market_with_one_ledger_and_one_log() {
     }
 
     // One log: every node serves the same checkpoint, and the audit of any
-    // node verifies it, every leaf and alice's earnings.
-    let leaves = 61 + paid as u64;
-    checkpoints_reach(&apis, leaves).await;
+    // node verifies it, every leaf and alice's earnings. Every call is a
+    // leaf: bob's 61, and carol's 30 tries, paid or refused.
+    checkpoints_reach(&apis, 61 + 30).await;
     let notes: Vec<String> =
         futures_util::future::join_all(apis.iter().map(|api| api.text("/v1/log/checkpoint"))).await;
     assert!(notes.iter().all(|note| note == &notes[0]), "{notes:?}");
     let audit = tempfile::tempdir().expect("a folder");
     let text = run_audit(&nodes[2], audit.path(), &["--creator", "alice", "--key", &alice]);
-    let earned = 80 * leaves as i128;
+    let earned = 80 * (61 + paid);
     assert_eq!(units(&apis[1], &op, "alice", "balance").await, earned);
     assert!(text.contains(&earned.to_string()), "{text}");
     // Idle grants go back to their callers.

@@ -409,7 +409,7 @@ async fn the_demo_fills_a_market_that_adds_up() {
     assert!(stdout.contains("300 calls over 7 days through 3 nodes (0 failed)"), "{stdout}");
     assert!(String::from_utf8_lossy(&demo(&data).stdout).contains("already holds a market"));
 
-    let server = crate::support::TestServer::on_data_dir(data.clone());
+    let server = crate::support::TestServer::on_data_dir_with(data.clone(), &[("checkpoint_interval_ms", "100")]);
     let api = server.api();
     let market = api.get("/v1/stats/market?window=30d", None).await.ok(200).clone();
     assert_eq!(market["calls"], 300);
@@ -430,6 +430,56 @@ async fn the_demo_fills_a_market_that_adds_up() {
         .output()
         .unwrap();
     assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+
+    // Every public figure, recomputed from the log (read by tiles), agrees
+    // with the stats routes; a second audit reads only what is new.
+    let audit_market = |state: &std::path::Path| {
+        std::process::Command::new(crate::support::BINARY)
+            .env("VITRINE_URL", &server.url)
+            .env("VITRINE_CLIENT_CONFIG", dir.path().join("client.toml"))
+            .args(["audit", "--market", "--state", state.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let market_state = dir.path().join("market-audit.json");
+    let output = audit_market(&market_state);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("read 300 new leaves by tiles (0 cached)"), "{stdout}");
+    assert!(stdout.contains("window 30d, by model: 300 calls"), "{stdout}");
+    for dimension in ["model", "creator", "task", "app", "node"] {
+        for window in ["24h", "7d", "30d"] {
+            assert!(stdout.contains(&format!("window {window}, by {dimension}: ")), "{window} {dimension}: {stdout}");
+        }
+    }
+    let late = api.signup("late").await;
+    api.post("/v1/models", Some(&late), json!({"name": "lin", "task": "regression"})).await.ok(201);
+    api.upload("/v1/models/late/lin/versions", Some(&late), crate::support::fixture("linear.onnx")).await.ok(201);
+    let body = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 4], "data": [1, 2, 3, 4]}}});
+    api.post("/v1/models/late/lin/infer", Some(&late), body).await.ok(200);
+    let output = audit_market(&market_state);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("read 1 new leaves by tiles (300 cached)"), "{stdout}");
+    assert!(stdout.contains("window 30d, by model: 301 calls"), "{stdout}");
+
+    // A rollup altered behind the server's back: the audit names the figure.
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", data.join("vitrine.db").display())).await.unwrap();
+    let altered = sqlx::query(
+        "UPDATE usage_rollups SET calls = calls + 5 WHERE dimension = 'node' AND granularity = 86400000 \
+         AND public = 1 AND (key, bucket) = (SELECT key, bucket FROM usage_rollups WHERE dimension = 'node' \
+         AND granularity = 86400000 AND public = 1 ORDER BY bucket DESC, key LIMIT 1)",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    assert_eq!(altered.rows_affected(), 1);
+    let output = audit_market(&market_state);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(stderr.contains("window 30d, by node: calls: the log says 301, the stats route 306"), "{stderr}");
+    assert!(stderr.contains("window 7d, by node: calls: the log says"), "{stderr}");
+    assert!(!stderr.contains("by model"), "only the altered dimension differs: {stderr}");
 }
 
 /// What the dashboard reads: the headline against the window before, demand

@@ -274,3 +274,20 @@ pub fn assert_tensor_close(actual: &Value, expected: &Value, what: &str) {
         assert!((a - e).abs() <= 1e-5 * e.abs().max(1.0), "{what}[{index}]: {a} vs reference {e}");
     }
 }
+
+/// The digest of f32 tensors (given in name order) in the canonical form
+/// the leaf's documentation gives, built here from that text alone.
+pub fn canonical_f32s(tensors: &[(&str, &[u64], &[f32])]) -> String {
+    let mut bytes = b"vitrine-tensors1".to_vec();
+    bytes.extend_from_slice(&(tensors.len() as u32).to_be_bytes());
+    for (name, shape, data) in tensors {
+        bytes.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.extend_from_slice(b"\x03f32");
+        bytes.push(shape.len() as u8);
+        shape.iter().for_each(|d| bytes.extend_from_slice(&d.to_be_bytes()));
+        bytes.extend_from_slice(&(data.len() as u64 * 4).to_be_bytes());
+        data.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+    }
+    domain::Sha256::digest(&bytes).to_hex()
+}
