@@ -130,6 +130,13 @@ pub struct Config {
     pub log_origin: String,
     /// How often a new checkpoint is signed while leaves arrive.
     pub checkpoint_interval_ms: u64,
+    /// Witnesses each new checkpoint is submitted to before it is published
+    /// (C2SP tlog-witness), their cosignatures served with it:
+    /// `[{url = "http://witness.example", vkey = "name+id+key"}]`.
+    pub witnesses: Vec<crate::witness::WitnessSetting>,
+    /// Time one witness has to answer a submission; past it the checkpoint
+    /// is published without its cosignature.
+    pub witness_timeout_ms: u64,
     /// Leaves one `GET /v1/log/entries` returns at most (400 above it).
     pub log_entries_page_max: u64,
     /// Keep usage rollups up to date in every ledger batch. Off, usage events
@@ -220,6 +227,8 @@ impl Default for Config {
             faucet_amount_max: 1_000 * 10u64.pow(domain::DEFAULT_DECIMALS),
             log_origin: "vitrine.local/log".to_owned(),
             checkpoint_interval_ms: 1000,
+            witnesses: vec![],
+            witness_timeout_ms: 5_000,
             log_entries_page_max: 1000,
             analytics_rollups: true,
             stats_series_points_max: 2000,
@@ -321,6 +330,9 @@ impl Config {
         }
         if self.log_origin.is_empty() || self.log_origin.contains(|c: char| c.is_whitespace() || c == '+') {
             return invalid("log_origin must be non-empty, without spaces or '+' (for example example.com/log)");
+        }
+        if self.witness_timeout_ms == 0 {
+            return invalid("witness_timeout_ms must be above 0");
         }
         if self.checkpoint_interval_ms == 0 || self.log_entries_page_max == 0 {
             return invalid("checkpoint_interval_ms and log_entries_page_max must be positive");

@@ -20,6 +20,7 @@ mod reserve;
 mod routes;
 mod tensor_body;
 mod wire;
+pub mod witness;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -162,8 +163,10 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         .map_err(|e| format!("cannot register this node's receipt key: {e}"))?;
     // A log always has a checkpoint to serve, the empty one at first; and
     // leaves appended before a stop get theirs now.
+    let witness_timeout = std::time::Duration::from_millis(config.witness_timeout_ms);
+    let witnesses = Arc::new(witness::Witnesses::new(&config.witnesses, witness_timeout)?);
     if store.holds_signer_lease().await.map_err(|e| format!("cannot ask for the signer's lease: {e}"))? {
-        log::sign_checkpoint_if_grown(&store, &log_keys).await?;
+        log::sign_checkpoint_if_grown(&store, &log_keys, &witnesses).await?;
     }
     let executor = Executor::start(executor_settings(&config))
         .await
@@ -186,7 +189,7 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         move |accounts: &std::collections::HashMap<i64, ledger::AccountState>| reservations.committed(accounts)
     };
     let sequencer = store::Sequencer::start(store.clone(), config.ledger_batch_max, committed);
-    spawn_maintenance(store.clone(), sequencer.clone(), reservations.clone(), log_keys.clone(), &config);
+    spawn_maintenance(store.clone(), sequencer.clone(), reservations.clone(), log_keys.clone(), witnesses, &config);
     let state = AppState {
         log_keys,
         sequencer,
@@ -256,6 +259,7 @@ fn spawn_maintenance(
     sequencer: store::Sequencer,
     reservations: Arc<reserve::Reservations>,
     log_keys: Arc<log::LogKeys>,
+    witnesses: Arc<witness::Witnesses>,
     config: &Config,
 ) {
     let idempotency_window_ms = config.idempotency_window_ms;
@@ -273,7 +277,7 @@ fn spawn_maintenance(
             // One node at a time signs (on PostgreSQL); another takes over
             // within a tick when it goes.
             let signed = match store.holds_signer_lease().await {
-                Ok(true) => log::sign_checkpoint_if_grown(&store, &log_keys).await.map(|_| ()),
+                Ok(true) => log::sign_checkpoint_if_grown(&store, &log_keys, &witnesses).await.map(|_| ()),
                 Ok(false) => Ok(()),
                 Err(error) => Err(format!("cannot ask for the signer's lease: {error}")),
             };

@@ -70,7 +70,9 @@ fn random_seed() -> Result<[u8; 32], String> {
     Ok(seed)
 }
 
-fn seed(data_dir: &Path, file: &str) -> Result<[u8; 32], String> {
+/// A 32-byte seed kept in `file` of `data_dir` (64 hex digits), created at
+/// random (mode 0600) the first time.
+pub fn seed(data_dir: &Path, file: &str) -> Result<[u8; 32], String> {
     let path = data_dir.join(file);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -92,8 +94,14 @@ fn seed(data_dir: &Path, file: &str) -> Result<[u8; 32], String> {
 /// Signs a checkpoint of the current tree if it grew since the last one (or
 /// if there is none yet). Before signing, the new tree is proven consistent
 /// with the last signed checkpoint from the stored hashes: if the stored log
-/// was changed, nothing is signed and an error is returned.
-pub async fn sign_checkpoint_if_grown(store: &Store, keys: &LogKeys) -> Result<Option<u64>, String> {
+/// was changed, nothing is signed and an error is returned. The checkpoint
+/// is submitted to the configured witnesses first, and stored (so served)
+/// with the cosignatures they gave.
+pub async fn sign_checkpoint_if_grown(
+    store: &Store,
+    keys: &LogKeys,
+    witnesses: &crate::witness::Witnesses,
+) -> Result<Option<u64>, String> {
     let size = store.tree_size().await.map_err(|e| e.to_string())?;
     let last = store.latest_checkpoint().await.map_err(|e| e.to_string())?;
     if last.as_ref().is_some_and(|last| last.size >= size) {
@@ -111,6 +119,8 @@ pub async fn sign_checkpoint_if_grown(store: &Store, keys: &LogKeys) -> Result<O
     }
     let checkpoint = Checkpoint { origin: keys.log.name().to_owned(), size, root };
     let note = keys.log.sign_note(&checkpoint.body());
+    // Witnessed before it is published: the cosignatures go with it.
+    let note = if witnesses.is_empty() { note } else { witnesses.cosign(store, note, size).await };
     store.insert_checkpoint(&StoredCheckpoint { size, root, note }).await.map_err(|e| e.to_string())?;
     Ok(Some(size))
 }

@@ -52,6 +52,10 @@ pub struct AuditArgs {
     /// stats routes, naming every difference.
     #[arg(long, conflicts_with_all = ["creator", "caller"])]
     market: bool,
+    /// Require a valid cosignature by this witness (its verifier key) on
+    /// the checkpoint; repeat for more.
+    #[arg(long = "witness", value_name = "VKEY")]
+    witnesses: Vec<String>,
     /// The windows --market checks (24h, 7d, 30d).
     #[arg(long = "window", value_name = "WINDOW", default_values = ["24h", "7d", "30d"], requires = "market")]
     windows: Vec<String>,
@@ -150,11 +154,26 @@ async fn audit_once(args: &AuditArgs, client_args: &ClientArgs) -> anyhow::Resul
     } else {
         None
     };
-    let checkpoint = match &market {
-        Some((checkpoint, _)) => checkpoint.clone(),
-        None => fetch_checkpoint(&client, &verifier).await?,
+    let (checkpoint, note) = match &market {
+        Some((checkpoint, note, _)) => (checkpoint.clone(), note.clone()),
+        None => fetch_checkpoint_note(&client, &verifier).await?,
     };
     println!("checkpoint: {} leaves, root {}", checkpoint.size, hex::encode(checkpoint.root));
+
+    // 2b. Cosigned by every witness asked for: seen by them as consistent
+    // with all they cosigned before, so not one of two histories.
+    for vkey in &args.witnesses {
+        let witness =
+            tlog::CosignatureVerifier::from_vkey(vkey).map_err(|e| anyhow::anyhow!("--witness {vkey}: {e}"))?;
+        match witness.verify(&note) {
+            Ok(timestamp) => println!("cosigned by witness {} at {timestamp}", witness.name),
+            Err(error) => bail!(
+                "the checkpoint of {} leaves is not cosigned by witness {}: {error}",
+                checkpoint.size,
+                witness.name
+            ),
+        }
+    }
 
     // 3. Consistent with the last one this auditor verified.
     if let Some(last) = &remembered {
@@ -173,7 +192,7 @@ async fn audit_once(args: &AuditArgs, client_args: &ClientArgs) -> anyhow::Resul
         }
         println!("consistent with the checkpoint of {} leaves verified before", last.size);
     }
-    if let Some((_, differences)) = market {
+    if let Some((_, _, differences)) = market {
         remember(&mut state, &state_path, log_name, &vkey, &checkpoint)?;
         if !differences.is_empty() {
             for difference in &differences {
@@ -236,13 +255,22 @@ fn server_client(client_args: &ClientArgs, server: Option<&str>) -> anyhow::Resu
 }
 
 pub(crate) async fn fetch_checkpoint(client: &Client, verifier: &NoteVerifier) -> anyhow::Result<Checkpoint> {
+    Ok(fetch_checkpoint_note(client, verifier).await?.0)
+}
+
+/// The latest checkpoint, and the signed note it came in (with whatever
+/// cosignatures it carries).
+pub(crate) async fn fetch_checkpoint_note(
+    client: &Client,
+    verifier: &NoteVerifier,
+) -> anyhow::Result<(Checkpoint, String)> {
     let note = client.send(client.request(Method::GET, "/v1/log/checkpoint")).await?.text().await?;
     let text = verifier.verify_note(&note).map_err(|e| anyhow::anyhow!("the checkpoint: {e}"))?;
     let checkpoint = Checkpoint::parse(text).map_err(|e| anyhow::anyhow!("the checkpoint: {e}"))?;
     if checkpoint.origin != verifier.name {
         bail!("the checkpoint's origin {} is not the key's name {}", checkpoint.origin, verifier.name);
     }
-    Ok(checkpoint)
+    Ok((checkpoint, note))
 }
 
 fn node_verifiers(key_view: &Value) -> anyhow::Result<HashMap<String, NoteVerifier>> {

@@ -234,6 +234,7 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
         | Command::Bench(_)
         | Command::Demo(_)
         | Command::Migrate(_)
+        | Command::Witness(_)
         | Command::Audit(_)
         | Command::Receipt(_)
         | Command::Worker => {

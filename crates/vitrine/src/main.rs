@@ -13,6 +13,7 @@ mod migrate;
 mod output;
 mod serve;
 mod stats;
+mod witness;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +36,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Move a single node's market from its SQLite database to PostgreSQL.
     Migrate(migrate::MigrateArgs),
+    /// Run a witness: cosign the checkpoints of the logs it trusts, each
+    /// only if consistent with the last it cosigned (C2SP tlog-witness).
+    Witness(witness::WitnessArgs),
     /// Create an account and save its API key in the client configuration.
     Signup(commands::SignupArgs),
     /// Show the account of the current API key.
@@ -91,7 +95,10 @@ fn main() -> std::process::ExitCode {
         // Before any runtime starts threads: a worker is one confined thread.
         return std::process::ExitCode::from(sandbox::worker_main().clamp(0, 255) as u8);
     }
-    if !matches!(cli.command, Command::Serve(_) | Command::Bench(_) | Command::Demo(_) | Command::Migrate(_)) {
+    if !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Bench(_) | Command::Demo(_) | Command::Migrate(_) | Command::Witness(_)
+    ) {
         end_quietly_on_a_closed_pipe();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -107,6 +114,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
+            Command::Witness(args) => witness::run(args).await,
             Command::Audit(args) => audit::run_audit(args, &cli.client).await,
             Command::Receipt(command) => audit::run_receipt(command, &cli.client).await,
             command => commands::run(command, cli.client).await,

@@ -22,7 +22,7 @@ use reqwest::Method;
 use serde_json::Value;
 use tlog::{Checkpoint, Frontier, NoteVerifier, ReceiptLeaf};
 
-use crate::audit::fetch_checkpoint;
+use crate::audit::{fetch_checkpoint, fetch_checkpoint_note};
 use crate::client::Client;
 
 /// Leaves per entry bundle (a full tile).
@@ -335,17 +335,17 @@ fn differences(window: &str, dimension: &str, log: &Figures, stats: &Figures) ->
 /// Recomputes the market's figures for each window from the log and
 /// compares them with the stats routes. The stats must describe exactly the
 /// leaves of one checkpoint, so the figures are read while no call arrives
-/// (tried again while calls keep coming). Returns that checkpoint, whose
-/// leaves the cache now holds, and the differences.
+/// (tried again while calls keep coming). Returns that checkpoint (and its
+/// signed note), whose leaves the cache now holds, and the differences.
 pub async fn audit_market(
     client: &Client,
     verifier: &NoteVerifier,
     cache: &mut LeafCache,
     windows: &[String],
-) -> anyhow::Result<(Checkpoint, Vec<String>)> {
+) -> anyhow::Result<(Checkpoint, String, Vec<String>)> {
     let catalogue = catalogue(client).await?;
     for _ in 0..QUIET_TRIES {
-        let checkpoint = fetch_checkpoint(client, verifier).await?;
+        let (checkpoint, note) = fetch_checkpoint_note(client, verifier).await?;
         if leaf_after(client, checkpoint.size).await? {
             // Calls the checkpoint does not cover yet: wait for the next one.
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -386,7 +386,7 @@ pub async fn audit_market(
             }
             found.extend(differing);
         }
-        return Ok((checkpoint, found));
+        return Ok((checkpoint, note, found));
     }
     bail!("calls kept arriving: the market's figures could not be read against one checkpoint ({QUIET_TRIES} tries)")
 }

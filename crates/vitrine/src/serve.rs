@@ -133,7 +133,7 @@ pub(crate) fn init_logging(format: LogFormat) {
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM; the server then stops taking
 /// connections and finishes the requests in flight.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };

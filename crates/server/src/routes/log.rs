@@ -28,6 +28,10 @@ pub struct LogKeyView {
     pub vkey: String,
     /// Receipt keys of the serving nodes, by node name (base64 Ed25519).
     pub node_keys: BTreeMap<String, String>,
+    /// The witnesses this market submits its checkpoints to (C2SP
+    /// tlog-witness): their verifier keys, whose cosignatures the
+    /// checkpoint carries when they gave one.
+    pub witnesses: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -175,6 +179,7 @@ pub async fn key(State(state): State<AppState>) -> ApiResult<Json<LogKeyView>> {
         public_key: BASE64.encode(verifier.public_key()),
         vkey: verifier.vkey(),
         node_keys,
+        witnesses: state.config.witnesses.iter().map(|w| w.vkey.clone()).collect(),
     }))
 }
 

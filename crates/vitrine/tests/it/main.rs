@@ -19,3 +19,4 @@ mod stats;
 mod support;
 mod tiles;
 mod uploads;
+mod witness;
