@@ -338,4 +338,18 @@ mod tests {
         let shrink = AddCheckpoint { old: 9, proof: vec![], note: note(&small) };
         assert!(matches!(check_add_checkpoint(&shrink, trusted, seen), Err(Refusal::BadRequest(_))));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn requests_round_trip_and_no_body_panics_the_parser(
+            old in proptest::prelude::any::<u64>(),
+            proof in proptest::collection::vec(proptest::prelude::any::<[u8; 32]>(), 0..63),
+            note in "[a-z./]{1,20}\n[0-9]{1,5}\n[A-Za-z0-9+/=]{0,44}\n\n\u{2014} [a-z]{1,8} [A-Za-z0-9+/=]{4,90}\n",
+            junk in ".{0,300}",
+        ) {
+            let request = AddCheckpoint { old, proof, note };
+            proptest::prop_assert_eq!(AddCheckpoint::parse(&request.encode()), Ok(request));
+            let _ = AddCheckpoint::parse(&junk);
+        }
+    }
 }
