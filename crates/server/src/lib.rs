@@ -251,9 +251,10 @@ async fn ensure_system_accounts(store: &Store, config: &Config) -> Result<System
     })
 }
 
-/// Signs a checkpoint every `checkpoint_interval_ms` while leaves arrive,
-/// every second returns this node's idle grants and voids expired holds
-/// (any node's), and forgets old idempotency keys every minute.
+/// Signs a checkpoint every `checkpoint_interval_ms` while leaves arrive;
+/// apart from that (so that a slow witness delays no hold), every second
+/// returns this node's idle grants and voids expired holds (any node's), and
+/// forgets old idempotency keys every minute.
 fn spawn_maintenance(
     store: Store,
     sequencer: store::Sequencer,
@@ -264,10 +265,11 @@ fn spawn_maintenance(
 ) {
     let idempotency_window_ms = config.idempotency_window_ms;
     let interval = std::time::Duration::from_millis(config.checkpoint_interval_ms);
+    let signing_store = store.clone();
     tokio::spawn(async move {
+        let store = signing_store;
         let mut tick = tokio::time::interval(interval);
-        let mut last_housekeeping = std::time::Instant::now();
-        let mut ticks: u64 = 0;
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             // The server closes the store when it stops; so does this task.
@@ -286,10 +288,17 @@ fn spawn_maintenance(
             {
                 tracing::error!(%error, "signing a checkpoint failed");
             }
-            if last_housekeeping.elapsed() < std::time::Duration::from_secs(1) {
-                continue;
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
+        loop {
+            tick.tick().await;
+            if store.is_closed() {
+                break;
             }
-            last_housekeeping = std::time::Instant::now();
             ticks += 1;
             void_holds(&sequencer, reservations.settle(store::now_ms()), "returning a grant").await;
             // Expired holds are voided by the one writer, like everything else.

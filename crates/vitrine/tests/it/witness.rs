@@ -209,3 +209,29 @@ async fn two_markets_witness_each_other_and_a_rewritten_history_is_refused_and_c
     let (ok, text) = tokio::task::spawn_blocking(move || audit(&fake, &state, &[])).await.unwrap();
     assert!(!ok && text.contains("history was rewritten"), "{text}");
 }
+
+#[tokio::test]
+async fn a_market_whose_witness_is_gone_publishes_its_checkpoints_without_the_cosignature() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = WitnessProcess {
+        // Nothing listens on port 1; the process stands in for a dead witness.
+        url: "http://127.0.0.1:1".into(),
+        vkey: tlog::Cosigner::from_seed("gone.test/witness", &[5; 32]).unwrap().verifier().vkey(),
+        child: Command::new("sleep").arg("60").spawn().unwrap(),
+    };
+    let market = start_market(dir.path(), "market-c.test/log", 3, &gone);
+    let api = market.api();
+    one_call(&api, "mc").await;
+    let started = Instant::now();
+    let note = loop {
+        let note = api.text("/v1/log/checkpoint").await;
+        if note.starts_with("market-c.test/log\n1\n") {
+            break note;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "no checkpoint of the call: {note}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(log_key("market-c.test/log", 3).verifier().verify_note(&note).is_ok());
+    let gone = CosignatureVerifier::from_vkey(&gone.vkey).unwrap();
+    assert!(gone.verify(&note).is_err(), "{note}");
+}
