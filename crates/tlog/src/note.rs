@@ -81,11 +81,42 @@ pub struct NoteVerifier {
 }
 
 fn key_id(name: &str, public: &VerifyingKey) -> [u8; 4] {
+    typed_key_id(name, ED25519_TYPE, public)
+}
+
+/// `SHA-256(name || 0x0A || type || public key)[:4]`: the key ID of signed
+/// notes (type 0x01) and cosignatures (type 0x04).
+pub(crate) fn typed_key_id(name: &str, kind: u8, public: &VerifyingKey) -> [u8; 4] {
     let mut hasher = sha2::Sha256::new();
     hasher.update(name.as_bytes());
-    hasher.update([b'\n', ED25519_TYPE]);
+    hasher.update([b'\n', kind]);
     hasher.update(public.as_bytes());
     hasher.finalize()[..4].try_into().expect("4 bytes")
+}
+
+/// Parses a verifier key `<name>+<key ID hex>+<base64(type || key)>` of
+/// this type, its key ID checked.
+pub(crate) fn parse_vkey(vkey: &str, kind: u8, wrong_type: &'static str) -> Result<(String, VerifyingKey), NoteError> {
+    let mut parts = vkey.splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(NoteError::BadKey("a verifier key is name+id+key"));
+    };
+    let key = BASE64.decode(key).map_err(|_| NoteError::BadKey("the key is not base64"))?;
+    if key.first() != Some(&kind) {
+        return Err(NoteError::BadKey(wrong_type));
+    }
+    let verifier = NoteVerifier::new(name, &key[1..])?;
+    if hex::encode(typed_key_id(name, kind, &verifier.key)) != id {
+        return Err(NoteError::BadKey("the key ID does not match the key"));
+    }
+    Ok((verifier.name, verifier.key))
+}
+
+/// `<name>+<key ID hex>+<base64(type || key)>`.
+pub(crate) fn format_vkey(name: &str, kind: u8, public: &VerifyingKey) -> String {
+    let mut key = vec![kind];
+    key.extend_from_slice(public.as_bytes());
+    format!("{name}+{}+{}", hex::encode(typed_key_id(name, kind, public)), BASE64.encode(key))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -136,19 +167,8 @@ impl NoteVerifier {
 
     /// Parses a verifier key string: `<name>+<key ID hex>+<base64(0x01 || key)>`.
     pub fn from_vkey(vkey: &str) -> Result<NoteVerifier, NoteError> {
-        let mut parts = vkey.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(NoteError::BadKey("a verifier key is name+id+key"));
-        };
-        let key = BASE64.decode(key).map_err(|_| NoteError::BadKey("the key is not base64"))?;
-        if key.first() != Some(&ED25519_TYPE) {
-            return Err(NoteError::BadKey("only Ed25519 keys are supported"));
-        }
-        let verifier = NoteVerifier::new(name, &key[1..])?;
-        if hex::encode(key_id(name, &verifier.key)) != id {
-            return Err(NoteError::BadKey("the key ID does not match the key"));
-        }
-        Ok(verifier)
+        let (name, key) = parse_vkey(vkey, ED25519_TYPE, "only Ed25519 keys are supported")?;
+        Ok(NoteVerifier { name, key })
     }
 
     pub fn public_key(&self) -> [u8; 32] {
@@ -157,9 +177,7 @@ impl NoteVerifier {
 
     /// `<name>+<key ID hex>+<base64(0x01 || key)>`.
     pub fn vkey(&self) -> String {
-        let mut key = vec![ED25519_TYPE];
-        key.extend_from_slice(self.key.as_bytes());
-        format!("{}+{}+{}", self.name, hex::encode(key_id(&self.name, &self.key)), BASE64.encode(key))
+        format_vkey(&self.name, ED25519_TYPE, &self.key)
     }
 
     /// Checks a signed note and returns its text. Signatures by other keys

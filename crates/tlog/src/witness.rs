@@ -12,7 +12,6 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use sha2::Digest;
 
 use crate::note::NoteError;
 use crate::{Checkpoint, Hash, NoteVerifier};
@@ -23,11 +22,7 @@ const COSIGNATURE_TYPE: u8 = 0x04;
 const PROOF_LINES_MAX: usize = 63;
 
 fn key_id(name: &str, public: &VerifyingKey) -> [u8; 4] {
-    let mut hasher = sha2::Sha256::new();
-    hasher.update(name.as_bytes());
-    hasher.update([b'\n', COSIGNATURE_TYPE]);
-    hasher.update(public.as_bytes());
-    hasher.finalize()[..4].try_into().expect("4 bytes")
+    crate::note::typed_key_id(name, COSIGNATURE_TYPE, public)
 }
 
 fn signed_message(body: &str, timestamp: u64) -> String {
@@ -82,26 +77,13 @@ pub struct CosignatureVerifier {
 impl CosignatureVerifier {
     /// Parses `<name>+<key ID hex>+<base64(0x04 || key)>`.
     pub fn from_vkey(vkey: &str) -> Result<CosignatureVerifier, NoteError> {
-        let mut parts = vkey.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(NoteError::BadKey("a verifier key is name+id+key"));
-        };
-        let key = BASE64.decode(key).map_err(|_| NoteError::BadKey("the key is not base64"))?;
-        if key.first() != Some(&COSIGNATURE_TYPE) {
-            return Err(NoteError::BadKey("a witness key has the cosignature type 0x04"));
-        }
-        let checked = NoteVerifier::new(name, &key[1..])?;
-        let key = VerifyingKey::from_bytes(&checked.public_key()).map_err(|_| NoteError::BadKey("not a point"))?;
-        if hex::encode(key_id(name, &key)) != id {
-            return Err(NoteError::BadKey("the key ID does not match the key"));
-        }
-        Ok(CosignatureVerifier { name: name.to_owned(), key })
+        let (name, key) =
+            crate::note::parse_vkey(vkey, COSIGNATURE_TYPE, "a witness key has the cosignature type 0x04")?;
+        Ok(CosignatureVerifier { name, key })
     }
 
     pub fn vkey(&self) -> String {
-        let mut key = vec![COSIGNATURE_TYPE];
-        key.extend_from_slice(self.key.as_bytes());
-        format!("{}+{}+{}", self.name, hex::encode(key_id(&self.name, &self.key)), BASE64.encode(key))
+        crate::note::format_vkey(&self.name, COSIGNATURE_TYPE, &self.key)
     }
 
     /// Checks this witness's cosignature on a signed note (a checkpoint with
