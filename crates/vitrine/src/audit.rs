@@ -79,6 +79,10 @@ pub enum ReceiptCommand {
         /// configuration, audit-state.json].
         #[arg(long)]
         state: Option<PathBuf>,
+        /// Require a valid cosignature by this witness (its verifier key)
+        /// on the checkpoint the receipt is proven against; repeat for more.
+        #[arg(long = "witness", value_name = "VKEY")]
+        witnesses: Vec<String>,
     },
     /// Write receipt INDEX as a C2SP tlog-proof (the leaf, the node's
     /// signature, its inclusion proof and the signed checkpoint) to standard
@@ -162,18 +166,7 @@ async fn audit_once(args: &AuditArgs, client_args: &ClientArgs) -> anyhow::Resul
 
     // 2b. Cosigned by every witness asked for: seen by them as consistent
     // with all they cosigned before, so not one of two histories.
-    for vkey in &args.witnesses {
-        let witness =
-            tlog::CosignatureVerifier::from_vkey(vkey).map_err(|e| anyhow::anyhow!("--witness {vkey}: {e}"))?;
-        match witness.verify(&note) {
-            Ok(timestamp) => println!("cosigned by witness {} at {timestamp}", witness.name),
-            Err(error) => bail!(
-                "the checkpoint of {} leaves is not cosigned by witness {}: {error}",
-                checkpoint.size,
-                witness.name
-            ),
-        }
-    }
+    require_cosignatures(&note, checkpoint.size, &args.witnesses)?;
 
     // 3. Consistent with the last one this auditor verified.
     if let Some(last) = &remembered {
@@ -226,6 +219,20 @@ async fn audit_once(args: &AuditArgs, client_args: &ClientArgs) -> anyhow::Resul
         bail!("the audit found {} mismatch(es) between the log and the ledger", mismatches.len());
     }
     println!("audit passed");
+    Ok(())
+}
+
+/// Checks that a checkpoint's note carries a valid cosignature by each of
+/// `witnesses` (verifier keys), saying so for each.
+fn require_cosignatures(note: &str, size: u64, witnesses: &[String]) -> anyhow::Result<()> {
+    for vkey in witnesses {
+        let witness =
+            tlog::CosignatureVerifier::from_vkey(vkey).map_err(|e| anyhow::anyhow!("--witness {vkey}: {e}"))?;
+        match witness.verify(note) {
+            Ok(timestamp) => println!("cosigned by witness {} at {timestamp}", witness.name),
+            Err(error) => bail!("the checkpoint of {size} leaves is not cosigned by witness {}: {error}", witness.name),
+        }
+    }
     Ok(())
 }
 
@@ -560,9 +567,9 @@ fn hashes_from(value: &Value) -> anyhow::Result<Vec<tlog::Hash>> {
 }
 
 pub async fn run_receipt(command: ReceiptCommand, client_args: &ClientArgs) -> anyhow::Result<()> {
-    let (file, server, log_key, state) = match command {
+    let (file, server, log_key, state, witnesses) = match command {
         ReceiptCommand::Get { index, server } => return get_receipt(index, client_args, server.as_deref()).await,
-        ReceiptCommand::Verify { file, server, log_key, state } => (file, server, log_key, state),
+        ReceiptCommand::Verify { file, server, log_key, state, witnesses } => (file, server, log_key, state, witnesses),
     };
     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
     if text.starts_with("c2sp.org/tlog-proof@") {
@@ -570,7 +577,7 @@ pub async fn run_receipt(command: ReceiptCommand, client_args: &ClientArgs) -> a
             Some(vkey) => vkey,
             None => pinned_log_key(client_args, state)?,
         };
-        return verify_offline(&text, &vkey);
+        return verify_offline(&text, &vkey, &witnesses);
     }
     let client = server_client(client_args, server.as_deref())?;
     let json: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
@@ -620,7 +627,8 @@ pub async fn run_receipt(command: ReceiptCommand, client_args: &ClientArgs) -> a
     let verifier = NoteVerifier::from_vkey(&vkey).map_err(|e| anyhow::anyhow!("the log key: {e}"))?;
     // Asking for the receipt makes the server sign a checkpoint that covers it.
     client.send_json(client.request(Method::GET, &format!("/v1/receipts/{index}"))).await?;
-    let checkpoint = fetch_checkpoint(&client, &verifier).await?;
+    let (checkpoint, note) = fetch_checkpoint_note(&client, &verifier).await?;
+    require_cosignatures(&note, checkpoint.size, &witnesses)?;
     let path = format!("/v1/log/proof/inclusion?index={index}&size={}", checkpoint.size);
     let proof = client.send_json(client.request(Method::GET, &path)).await?;
     let hashes = hashes_from(&proof["hashes"])?;
@@ -693,7 +701,7 @@ fn pinned_log_key(client_args: &ClientArgs, state: Option<PathBuf>) -> anyhow::R
 /// Checks a tlog-proof with nothing but the log's key: the checkpoint's
 /// signature and origin, the leaf in `extra` decoded, and its inclusion in
 /// the checkpoint's tree.
-fn verify_offline(text: &str, vkey: &str) -> anyhow::Result<()> {
+fn verify_offline(text: &str, vkey: &str, witnesses: &[String]) -> anyhow::Result<()> {
     let proof = tlog::TlogProof::parse(text)?;
     let verifier = NoteVerifier::from_vkey(vkey).map_err(|e| anyhow::anyhow!("the log key: {e}"))?;
     let body = verifier.verify_note(&proof.checkpoint).map_err(|e| anyhow::anyhow!("the checkpoint: {e}"))?;
@@ -701,6 +709,7 @@ fn verify_offline(text: &str, vkey: &str) -> anyhow::Result<()> {
     if checkpoint.origin != verifier.name {
         bail!("the checkpoint's origin {} is not the key's name {}", checkpoint.origin, verifier.name);
     }
+    require_cosignatures(&proof.checkpoint, checkpoint.size, witnesses)?;
     let extra = proof.extra.as_deref().context("the proof carries no receipt (no extra line)")?;
     let (leaf_bytes, _signature) = tlog::proof::split_receipt_extra(extra)?;
     if !tlog::verify_inclusion(

@@ -152,6 +152,21 @@ async fn two_markets_witness_each_other_and_a_rewritten_history_is_refused_and_c
     assert!(text.contains("cosigned by witness market-b.test/witness"), "{text}");
     let (ok, text) = audit(&market_a.url, &dir.path().join("other.json"), &["--witness", &witness_of_b.vkey]);
     assert!(!ok && text.contains("not cosigned by witness market-a.test/witness"), "{text}");
+    // A receipt saved as a tlog-proof carries the cosigned checkpoint: checked offline.
+    let receipt = Command::new(BINARY).args(["receipt", "get", "0", "--server", &market_a.url]).output().unwrap();
+    assert!(receipt.status.success(), "{}", String::from_utf8_lossy(&receipt.stderr));
+    let proof = dir.path().join("r.tlog-proof");
+    std::fs::write(&proof, &receipt.stdout).unwrap();
+    let verify = |witness: &str| {
+        let log = a_key.verifier().vkey();
+        let args = ["receipt", "verify", proof.to_str().unwrap(), "--log-key", &log, "--witness", witness];
+        Command::new(BINARY).args(args).output().unwrap()
+    };
+    let offline = verify(&witness_of_a.vkey);
+    assert!(offline.status.success(), "{}", String::from_utf8_lossy(&offline.stderr));
+    assert!(String::from_utf8_lossy(&offline.stdout).contains("cosigned by witness market-b.test/witness"));
+    let offline = verify(&witness_of_b.vkey);
+    assert!(!offline.status.success() && String::from_utf8_lossy(&offline.stderr).contains("not cosigned"));
 
     // Market A's key signs another history of the same size: the witness refuses it.
     let honest = Checkpoint::parse(&format!("{}\n", note_a.split("\n\n").next().unwrap())).unwrap();
