@@ -186,6 +186,10 @@ def _frame(rows: List[Dict[str, Any]], amounts: Iterable[str] = ()) -> Any:
 class _Operations:
     """The operations, written once (see the module's documentation)."""
 
+    _pinned_log_key: Optional[str]
+    _witnesses: List[str]
+    _retries: int
+
     def _log_key(self) -> Operation:
         answer = yield _Request("GET", "/v1/log/key", auth=False)
         view = _ok(answer)
@@ -343,22 +347,11 @@ class _Operations:
         if answer.headers.get("content-type", "").startswith(_OCTETS):
             outputs, metadata = tensors.decode_safetensors(answer.body)
             receipt_json = json.loads(metadata["receipt"]) if metadata.get("receipt") else None
-            meta = {
-                "model": metadata.get("model", model),
-                "version": int(metadata["version"]),
-                "price": int(metadata["price"]),
-                "latency_ms": float(metadata["latency_ms"]),
-            }
+            view: Dict[str, Any] = dict(metadata)
         else:
             view = answer.json()
             outputs = {name: tensors.from_json(t) for name, t in view["outputs"].items()}
             receipt_json = view.get("receipt")
-            meta = {
-                "model": view.get("model", model),
-                "version": int(view["version"]),
-                "price": int(view["price"]),
-                "latency_ms": float(view["latency_ms"]),
-            }
         receipt = None
         if receipt_json:
             receipt = Receipt.from_json(receipt_json, self)  # type: ignore[arg-type]
@@ -366,10 +359,13 @@ class _Operations:
         index = answer.headers.get("x-vitrine-log-index")
         return InferResult(
             outputs=outputs,
+            model=str(view.get("model", model)),
+            version=int(view["version"]),
+            price=int(view["price"]),
+            latency_ms=float(view["latency_ms"]),
             receipt=receipt,
             log_index=int(index) if index is not None else (receipt.log_index if receipt else None),
             sent_as="binary" if as_binary else "json",
-            **meta,
         )
 
 

@@ -208,11 +208,12 @@ def error_from(status: int, body: object, retry_after: Optional[str] = None) -> 
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         code = str(body["error"].get("code", code))
         message = str(body["error"].get("message", message))
-    cls = ERRORS.get(code, VitrineError)
-    if cls in (RateLimited, Unavailable):
-        try:
-            delay = float(retry_after) if retry_after is not None else 1.0
-        except ValueError:
-            delay = 1.0
-        return cls(message, code=code, status=status, retry_after=delay)
-    return cls(message, code=code, status=status)
+    try:
+        delay = float(retry_after) if retry_after is not None else 1.0
+    except ValueError:
+        delay = 1.0
+    if code == RateLimited.code:
+        return RateLimited(message, code=code, status=status, retry_after=delay)
+    if code == Unavailable.code:
+        return Unavailable(message, code=code, status=status, retry_after=delay)
+    return ERRORS.get(code, VitrineError)(message, code=code, status=status)
