@@ -57,6 +57,19 @@ async fn log_page(state: &AppState, query: LogQuery) -> ApiResult<Markup> {
         let signature = BASE64.decode(&entry.signature).map_err(ApiError::internal)?;
         rows.push(crate::log::receipt_json(entry.index, &leaf, &signature)?);
     }
+    // The configured witnesses, and when each cosigned the latest checkpoint.
+    let witnesses: Vec<(String, Option<String>)> = state
+        .config
+        .witnesses
+        .iter()
+        .filter_map(|witness| tlog::CosignatureVerifier::from_vkey(&witness.vkey).ok())
+        .map(|witness| {
+            let at = latest.and_then(|c| witness.verify(&c.note).ok()).map(|seconds| {
+                crate::wire::timestamp(i64::try_from(seconds).unwrap_or(i64::MAX / 1000).saturating_mul(1000))
+            });
+            (witness.name, at.map(|t| when(&t)))
+        })
+        .collect();
     let receipt = match query.receipt.as_deref().filter(|r| !r.is_empty()) {
         None => None,
         Some(index) => Some(match routes::receipt(State(state.clone()), axum::extract::Path(index.to_owned())).await {
@@ -66,7 +79,7 @@ async fn log_page(state: &AppState, query: LogQuery) -> ApiResult<Markup> {
     };
     let body = html! {
         h1 { "The log" }
-        p.lede { "Every paid call's receipt is a leaf of an append-only Merkle tree (RFC 6962). Each checkpoint signs the tree's size and root; anyone can check a receipt's inclusion and that every checkpoint extends the ones before." }
+        p.lede { "Every call, paid, free or failed, is a leaf of an append-only Merkle tree (RFC 6962); a paid call's leaf is its receipt. Each checkpoint signs the tree's size and root, and witnesses cosign it only if it extends every checkpoint they saw before; anyone can check a receipt's inclusion, and recompute the market's figures from the leaves (vitrine audit --market)." }
         section aria-labelledby="checkpoint-title" {
             h2 id="checkpoint-title" { "Latest checkpoint" }
             @match latest {
@@ -76,6 +89,17 @@ async fn log_page(state: &AppState, query: LogQuery) -> ApiResult<Markup> {
                         (layout::headline("Signed", &when(&checkpoint.created_at), None, None))
                     }
                     pre #checkpoint-note { (checkpoint.note) }
+                    @if !witnesses.is_empty() {
+                        h3 { "Witnesses" }
+                        ul #witnesses {
+                            @for (name, cosigned) in &witnesses {
+                                li { code { (name) } ": " @match cosigned {
+                                    Some(at) => { "cosigned this checkpoint at " (at) }
+                                    None => { "no cosignature on this checkpoint (it did not answer, or refused)" }
+                                } }
+                            }
+                        }
+                    }
                 }
                 None => (layout::notice("No checkpoint signed yet.")),
             }
@@ -117,7 +141,7 @@ async fn log_page(state: &AppState, query: LogQuery) -> ApiResult<Markup> {
             h2 id="entries-title" { "Entries " (count(start)) "–" (count(end.saturating_sub(1))) " of " (count(size)) }
             div.table-wrap {
                 table #entries {
-                    thead { tr { th.num scope="col" { "Index" } th scope="col" { "Model" } th scope="col" { "App" } th scope="col" { "Node" } th.num scope="col" { "Price (" (token.symbol) ")" } th scope="col" { "When" } } }
+                    thead { tr { th.num scope="col" { "Index" } th scope="col" { "Model" } th scope="col" { "App" } th scope="col" { "Node" } th.num scope="col" { "Price (" (token.symbol) ")" } th scope="col" { "Outcome" } th scope="col" { "When" } } }
                     tbody {
                         @for row in &rows {
                             tr {
@@ -126,6 +150,7 @@ async fn log_page(state: &AppState, query: LogQuery) -> ApiResult<Markup> {
                                 td { (row["app"].as_str().unwrap_or("")) }
                                 td { (row["node"].as_str().unwrap_or("")) }
                                 td.num data-value=(row["price"].as_str().unwrap_or("0")) { (token.number(row["price"].as_str().unwrap_or("0"))) }
+                                td { (outcome(row)) }
                                 td { (when(row["created_at"].as_str().unwrap_or(""))) }
                             }
                         }
@@ -151,6 +176,15 @@ fn model_cell(model: &str) -> Markup {
     }
 }
 
+/// What a leaf says of its call: paid, free, or the failure's error code.
+fn outcome(leaf: &Value) -> String {
+    match leaf["error"].as_str() {
+        Some(code) => format!("failed: {code}"),
+        None if leaf["price"].as_str().unwrap_or("0") == "0" => "free".to_owned(),
+        None => "paid".to_owned(),
+    }
+}
+
 fn receipt_view(receipt: &Value, token: &dashboard::format::Token) -> Markup {
     let text = |key: &str| receipt[key].as_str().unwrap_or("").to_owned();
     html! {
@@ -159,7 +193,8 @@ fn receipt_view(receipt: &Value, token: &dashboard::format::Token) -> Markup {
                 div { dt { "Log index" } dd { (receipt["log_index"]) } }
                 div { dt { "Model" } dd { (model_cell(&text("model"))) " version " (receipt["version"]) } }
                 div { dt { "Price" } dd { (token.amount(&text("price"))) " (creator " (token.number(&text("creator_share"))) ", node " (token.number(&text("node_share"))) ", treasury " (token.number(&text("treasury_share"))) ")" } }
-                div { dt { "App, node" } dd { (text("app")) ", " (text("node")) } }
+                div { dt { "Outcome" } dd { (outcome(receipt)) } }
+                div { dt { "Task, app, node" } dd { (text("task")) ", " (text("app")) ", " (text("node")) } }
                 div { dt { "When" } dd { (when(&text("created_at"))) } }
                 div { dt { "Leaf hash" } dd { code.hash { (text("leaf_hash")) } } }
                 div { dt { "Input, output SHA-256" } dd { code.hash { (text("input_sha256")) } " " code.hash { (text("output_sha256")) } } }

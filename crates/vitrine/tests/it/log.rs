@@ -223,6 +223,10 @@ async fn every_call_is_logged_free_and_failed_ones_too_with_digests_the_caller_r
     let receipt = api.get("/v1/receipts/1", None).await.ok(200).clone();
     assert_eq!((receipt["error"].as_str(), receipt["price"].as_str()), (Some("invalid_input"), Some("0")));
     assert!(api.get("/v1/receipts/0", None).await.ok(200)["error"].is_null());
+    let page = api.text("/log").await;
+    for outcome in ["free", "failed: invalid_input", "paid"] {
+        assert!(page.contains(&format!("<td>{outcome}</td>")), "{outcome}: {page}");
+    }
 }
 
 fn vitrine(server: &TestServer, state: &Path, args: &[&str]) -> (bool, String) {

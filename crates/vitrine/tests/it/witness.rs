@@ -141,6 +141,10 @@ async fn two_markets_witness_each_other_and_a_rewritten_history_is_refused_and_c
     let note_b = cosigned_checkpoint(&api_b, &by_wa, 2).await;
     assert!(a_key.verifier().verify_note(&note_a).is_ok() && b_key.verifier().verify_note(&note_b).is_ok());
     assert!(by_wa.verify(&note_a).is_err(), "market A is not witnessed by its own operator's witness");
+    // The dashboard's log page says who cosigned, and what each leaf was.
+    let page = api_a.text("/log").await;
+    assert!(page.contains("market-b.test/witness</code>: cosigned this checkpoint at"), "{page}");
+    assert!(page.contains("<td>free</td>"), "{page}");
     let seen: Value = reqwest::get(format!("{}/logs", witness_of_a.url)).await.unwrap().json().await.unwrap();
     assert_eq!(seen["logs"][0]["origin"], a_origin);
     assert_eq!(seen["logs"][0]["size"], 1);
