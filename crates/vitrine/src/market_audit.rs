@@ -183,35 +183,36 @@ struct Figures {
     items: BTreeMap<String, Item>,
 }
 
-/// What the audit knows of the catalogue: the public models now listed, and
-/// their tasks (for format 1 leaves, which do not name theirs).
+/// What the audit knows of the models the leaves name: which are public
+/// now (the stats name a model only while it is: one made private since
+/// drops out of the by-model figures; a deleted or taken-down one stays),
+/// and their tasks (for format 1 leaves, which do not name theirs).
 struct Catalogue {
     tasks: HashMap<String, String>,
 }
 
-async fn catalogue(client: &Client) -> anyhow::Result<Catalogue> {
+/// Asks for each model the leaves name (publicly): 404 means it is not
+/// public now; a deleted or taken-down model answers 410 and still counts.
+async fn catalogue(client: &Client, leaves: &[ReceiptLeaf]) -> anyhow::Result<Catalogue> {
+    let named: std::collections::BTreeSet<&str> =
+        leaves.iter().filter(|l| !l.is_private()).map(|l| l.model.as_str()).collect();
     let mut tasks = HashMap::new();
-    let mut page_token: Option<String> = None;
-    loop {
-        let mut query = vec![("limit", "100".to_owned())];
-        query.extend(page_token.take().map(|token| ("page_token", token)));
-        let page = client.send_json(client.request(Method::GET, "/v1/models").query(&query)).await?;
-        for model in page["items"].as_array().into_iter().flatten() {
-            if model["visibility"] != "public" {
-                continue;
+    for model in named {
+        let Some((owner, name)) = model.split_once('/') else { continue };
+        let response = client.request(Method::GET, &format!("/v1/models/{owner}/{name}")).send().await?;
+        match response.status().as_u16() {
+            404 => {}
+            200 => {
+                let view: Value = response.json().await?;
+                tasks.insert(model.to_owned(), view["task"].as_str().unwrap_or_default().to_owned());
             }
-            let name = format!(
-                "{}/{}",
-                model["owner"].as_str().unwrap_or_default(),
-                model["name"].as_str().unwrap_or_default()
-            );
-            tasks.insert(name, model["task"].as_str().unwrap_or_default().to_owned());
-        }
-        match page["next_page_token"].as_str() {
-            Some(token) => page_token = Some(token.to_owned()),
-            None => return Ok(Catalogue { tasks }),
+            410 => {
+                tasks.insert(model.to_owned(), String::new());
+            }
+            status => bail!("GET /v1/models/{model} answered {status}"),
         }
     }
+    Ok(Catalogue { tasks })
 }
 
 /// The figures of `window` (ending in the bucket of `now_ms`) along
@@ -228,7 +229,7 @@ fn recompute(leaves: &[ReceiptLeaf], catalogue: &Catalogue, window: Window, now_
         }
         let listed = catalogue.tasks.get(&leaf.model);
         if listed.is_some() {
-            // The server counts models (and their creators) it still lists.
+            // The server counts the models (and their creators) public now.
             models.insert(leaf.model.clone());
             creators.insert(leaf.creator().to_owned());
             callers.insert(u64::from_be_bytes(leaf.caller.as_bytes()[..8].try_into().expect("8 bytes")));
@@ -343,7 +344,6 @@ pub async fn audit_market(
     cache: &mut LeafCache,
     windows: &[String],
 ) -> anyhow::Result<(Checkpoint, String, Vec<String>)> {
-    let catalogue = catalogue(client).await?;
     for _ in 0..QUIET_TRIES {
         let (checkpoint, note) = fetch_checkpoint_note(client, verifier).await?;
         if leaf_after(client, checkpoint.size).await? {
@@ -367,6 +367,7 @@ pub async fn audit_market(
             continue;
         }
         let leaves = leaves_by_tiles(client, cache, &checkpoint).await?;
+        let catalogue = catalogue(client, &leaves).await?;
         if let Some(first) = leaves.iter().position(|l| l.format == 1) {
             println!(
                 "note: leaf {first} onwards include format 1 leaves (logged before every call was): free and failed calls of that time are not in the log"

@@ -452,16 +452,25 @@ async fn the_demo_fills_a_market_that_adds_up() {
             assert!(stdout.contains(&format!("window {window}, by {dimension}: ")), "{window} {dimension}: {stdout}");
         }
     }
+    // Three more calls: one to a model deleted since (the stats still count
+    // it), one to a model made private since (they no longer name it).
     let late = api.signup("late").await;
-    api.post("/v1/models", Some(&late), json!({"name": "lin", "task": "regression"})).await.ok(201);
-    api.upload("/v1/models/late/lin/versions", Some(&late), crate::support::fixture("linear.onnx")).await.ok(201);
-    let body = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 4], "data": [1, 2, 3, 4]}}});
-    api.post("/v1/models/late/lin/infer", Some(&late), body).await.ok(200);
+    for name in ["lin", "gone", "hidden"] {
+        api.post("/v1/models", Some(&late), json!({"name": name, "task": "regression"})).await.ok(201);
+        let path = format!("/v1/models/late/{name}");
+        api.upload(&format!("{path}/versions"), Some(&late), crate::support::fixture("linear.onnx")).await.ok(201);
+        let body = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 4], "data": [1, 2, 3, 4]}}});
+        api.post(&format!("{path}/infer"), Some(&late), body).await.ok(200);
+    }
+    let delete = api.request(reqwest::Method::DELETE, "/v1/models/late/gone", Some(&late));
+    assert!(api.send(delete).await.status < 300);
+    api.patch("/v1/models/late/hidden", Some(&late), json!({"visibility": "private"})).await.ok(200);
     let output = audit_market(&market_state);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("read 1 new leaves by tiles (300 cached)"), "{stdout}");
-    assert!(stdout.contains("window 30d, by model: 301 calls"), "{stdout}");
+    assert!(stdout.contains("read 3 new leaves by tiles (300 cached)"), "{stdout}");
+    assert!(stdout.contains("window 30d, by model: 302 calls"), "{stdout}");
+    assert!(stdout.contains("window 30d, by creator: 303 calls"), "{stdout}");
 
     // A rollup altered behind the server's back: the audit names the figure.
     let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", data.join("vitrine.db").display())).await.unwrap();
@@ -477,7 +486,7 @@ async fn the_demo_fills_a_market_that_adds_up() {
     let output = audit_market(&market_state);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
-    assert!(stderr.contains("window 30d, by node: calls: the log says 301, the stats route 306"), "{stderr}");
+    assert!(stderr.contains("window 30d, by node: calls: the log says 303, the stats route 308"), "{stderr}");
     assert!(stderr.contains("window 7d, by node: calls: the log says"), "{stderr}");
     assert!(!stderr.contains("by model"), "only the altered dimension differs: {stderr}");
 }
