@@ -75,6 +75,7 @@ class Receipt:
 
     @staticmethod
     def from_json(value: Mapping[str, Any], client: Optional["_Base"] = None) -> "Receipt":
+        """A receipt from the API's JSON (an answer's ``receipt``, or ``GET /v1/receipts/{i}``)."""
         return Receipt(
             log_index=int(value["log_index"]),
             leaf=base64.b64decode(value["leaf"]),
@@ -451,6 +452,7 @@ class Client(_Base):
         self.stats = Stats(self)
 
     def close(self) -> None:
+        """Closes the client's connections."""
         self._http.close()
 
     def __enter__(self) -> "Client":
@@ -699,6 +701,7 @@ class AsyncClient(_Base):
         self._http = http or httpx.AsyncClient(timeout=timeout)
 
     async def aclose(self) -> None:
+        """Closes the client's connections."""
         await self._http.aclose()
 
     async def __aenter__(self) -> "AsyncClient":

@@ -131,6 +131,7 @@ class VerifierKey:
 
     @staticmethod
     def parse(vkey: str) -> "VerifierKey":
+        """Parses a verifier key; ``ValueError`` if it is malformed or its key ID does not match."""
         parts = vkey.split("+", 2)
         if len(parts) != 3:
             raise ValueError("a verifier key is name+id+key")
@@ -144,6 +145,7 @@ class VerifierKey:
         return key
 
     def key_id(self) -> bytes:
+        """``SHA-256(name || 0x0A || type || key)[:4]``."""
         return _key_id(self.name, self.kind, self.key)
 
     def _signatures(self, note: str) -> Tuple[str, List[bytes]]:
@@ -204,6 +206,7 @@ class Checkpoint:
 
     @staticmethod
     def verified(note: str, key: VerifierKey) -> "Checkpoint":
+        """The checkpoint in a signed note, once ``key`` verifies it and names its origin."""
         body = key.verify_note(note)
         lines = body.split("\n")
         if len(lines) < 4:
