@@ -368,9 +368,11 @@ pub async fn audit_market(
         }
         let leaves = leaves_by_tiles(client, cache, &checkpoint).await?;
         let catalogue = catalogue(client, &leaves).await?;
-        if let Some(first) = leaves.iter().position(|l| l.format == 1) {
+        let older = leaves.iter().filter(|l| l.format == 1).count();
+        if older > 0 {
             println!(
-                "note: leaf {first} onwards include format 1 leaves (logged before every call was): free and failed calls of that time are not in the log"
+                "note: {older} leaves are format 1, written before every call was logged: the free and failed calls of \
+                 their time are not in the log, so windows reaching back to them cannot agree"
             );
         }
         let mut found = vec![];
