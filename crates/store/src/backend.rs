@@ -198,11 +198,14 @@ impl Writes {
             return Ok(());
         }
         for piece in self.0 {
-            let Piece { head, rows, tail } = piece;
-            for chunk in rows.chunks(crate::log::ROWS_PER_STATEMENT) {
+            let Piece { head, mut rows, tail } = piece;
+            // The rows move into their statements (most pieces are one).
+            while !rows.is_empty() {
+                let rest = rows.split_off(rows.len().min(crate::log::ROWS_PER_STATEMENT));
+                let chunk = std::mem::replace(&mut rows, rest);
                 on_tx!(&mut *tx, tx => {
                     let mut query = sqlx::QueryBuilder::new("");
-                    push_piece(&mut query, Piece { head: head.clone(), rows: chunk.to_vec(), tail: tail.clone() });
+                    push_piece(&mut query, Piece { head: head.clone(), rows: chunk, tail: tail.clone() });
                     query.build().execute(&mut **tx).await?;
                 });
             }

@@ -352,13 +352,11 @@ impl Store {
     }
 
     async fn with_pool(pool: Pool) -> Result<Store, StoreError> {
-        let store = Store {
-            pool,
-            rollups: true,
-            writer: Default::default(),
-            upper: Default::default(),
-            signer: Default::default(),
+        let writer = match &pool {
+            Pool::Sqlite(sqlite) => crate::writer::Writer::sqlite(&sqlite.connect_options()).await?,
+            Pool::Postgres(_) => Default::default(),
         };
+        let store = Store { pool, rollups: true, writer, upper: Default::default(), signer: Default::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -422,6 +420,7 @@ impl Store {
         if let Some(connection) = self.signer.lock().await.connection.take() {
             let _ = connection.close().await;
         }
+        self.writer.close().await;
         self.pool.close().await;
     }
 

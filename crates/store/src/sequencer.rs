@@ -77,21 +77,21 @@ impl Sequencer {
         let writer = async move {
             let mut batch = Vec::with_capacity(batch_max);
             while receiver.recv_many(&mut batch, batch_max).await > 0 {
-                let requests: Vec<Request> = std::mem::take(&mut batch);
-                let items: Vec<BatchItem> = requests.iter().map(|r| r.item.clone()).collect();
+                let (items, replies): (Vec<BatchItem>, Vec<_>) =
+                    batch.drain(..).map(|request| (request.item, request.reply)).unzip();
                 task_stats.record(items.len() as u64);
                 match store.apply_batch_reporting(&items).await {
                     Ok((outcomes, accounts)) => {
                         committed(&accounts);
-                        for (request, outcome) in requests.into_iter().zip(outcomes) {
-                            let _ = request.reply.send(Ok(outcome));
+                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                            let _ = reply.send(Ok(outcome));
                         }
                     }
                     Err(error) => {
                         tracing::error!(size = items.len(), %error, "a ledger batch failed");
                         let error = SequencerError::Batch { size: items.len(), message: error.to_string() };
-                        for request in requests {
-                            let _ = request.reply.send(Err(error.clone()));
+                        for reply in replies {
+                            let _ = reply.send(Err(error.clone()));
                         }
                     }
                 }

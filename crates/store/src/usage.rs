@@ -67,14 +67,27 @@ pub struct UsageEvent {
     pub status: String,
 }
 
-impl UsageEvent {
+/// What a batch's events that share every rollup key have in common.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct EventGroup<'a> {
+    model_id: i64,
+    owner_id: i64,
+    task: &'a str,
+    app: &'a str,
+    node: &'a str,
+    public: bool,
+    /// The start of the event's minute.
+    minute: i64,
+}
+
+impl EventGroup<'_> {
     fn key(&self, dimension: Dimension) -> String {
         match dimension {
             Dimension::Model => self.model_id.to_string(),
             Dimension::Creator => self.owner_id.to_string(),
-            Dimension::Task => self.task.clone(),
-            Dimension::App => self.app.clone(),
-            Dimension::Node => self.node.clone(),
+            Dimension::Task => self.task.to_owned(),
+            Dimension::App => self.app.to_owned(),
+            Dimension::Node => self.node.to_owned(),
         }
     }
 }
@@ -159,13 +172,31 @@ pub(crate) async fn record(
     if !rollups || events.is_empty() {
         return Ok(());
     }
-    let mut batch: HashMap<RollupKey, Rollup> = HashMap::new();
+    // The batch's events by what they share (a batch's calls are mostly of
+    // a few models in one minute), each group then merged into its rollup
+    // row along every dimension and granularity: an event is added once,
+    // not once per row, and keys are made per group, not per event.
+    let mut groups: HashMap<EventGroup<'_>, Rollup> = HashMap::new();
     for (event, _) in events {
+        let group = EventGroup {
+            model_id: event.model_id,
+            owner_id: event.owner_id,
+            task: &event.task,
+            app: &event.app,
+            node: &event.node,
+            public: event.public,
+            minute: event.created_at_ms.div_euclid(MINUTE_MS) * MINUTE_MS,
+        };
+        groups.entry(group).or_default().add(event);
+    }
+    let mut batch: HashMap<RollupKey, Rollup> = HashMap::new();
+    for (group, rollup) in &groups {
         for dimension in Dimension::ALL {
             for granularity in GRANULARITIES {
-                let bucket = event.created_at_ms.div_euclid(granularity) * granularity;
-                let key = (dimension, event.key(dimension), granularity, event.public, bucket);
-                batch.entry(key).or_default().add(event);
+                // Every granularity is a whole number of minutes.
+                let bucket = group.minute.div_euclid(granularity) * granularity;
+                let key = (dimension, group.key(dimension), granularity, group.public, bucket);
+                batch.entry(key).or_default().merge(rollup);
             }
         }
     }

@@ -15,7 +15,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::backend::{Pool, Tx};
@@ -38,9 +40,111 @@ pub(crate) struct WriterMemory {
     pub(crate) rollups: HashMap<RollupKey, Rollup>,
 }
 
-/// The writer's lock and memory (one per [`Store`], shared by its clones).
+/// The writer's lock and memory (one per [`Store`], shared by its clones),
+/// and on SQLite its own connection.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Writer(Arc<Mutex<WriterMemory>>);
+pub(crate) struct Writer {
+    memory: Arc<Mutex<WriterMemory>>,
+    sqlite: Option<SqliteWriter>,
+}
+
+/// On SQLite, a pool of one connection that only the writer uses. A
+/// connection's page cache is valid only until another connection commits;
+/// taken from the shared pool, the writer mostly got one that had sat idle
+/// while it committed on others, and read every page it touched again (a
+/// `pread` each). Its own connection keeps its pages warm between batches,
+/// in a larger cache ([`WRITER_CACHE_KIB`]), with its statement journals in
+/// memory, and copies the WAL into the database only as a last resort
+/// ([`WRITER_AUTOCHECKPOINT_PAGES`]): checkpoints run beside it, on another
+/// connection ([`Checkpoints`]).
+#[derive(Debug, Clone)]
+struct SqliteWriter {
+    own: SqlitePool,
+    checkpoints: Arc<Checkpoints>,
+}
+
+/// The writer's SQLite page cache, in KiB (SQLite's default is 2,000).
+pub(crate) const WRITER_CACHE_KIB: u32 = 65_536;
+
+/// Prepared statements the writer's connection keeps. A batch's rows go in
+/// multi-row statements whose text depends on how many rows each has: a
+/// dozen kinds of row times every batch size up to a statement's rows.
+/// With sqlx's default of 100 they evicted each other, and a batch spent
+/// as long preparing its statements as running them.
+pub(crate) const WRITER_STATEMENTS_CACHED: usize = 1_024;
+
+/// WAL pages past which the writer's own commit copies the WAL into the
+/// database (SQLite's default is 1,000). Checkpoints beside the writer keep
+/// up with it, but cannot let the WAL start over from its beginning while
+/// the writer keeps committing; the writer's own checkpoint at this size,
+/// with little left to copy, does.
+pub(crate) const WRITER_AUTOCHECKPOINT_PAGES: u32 = 8_000;
+
+/// The least time between checkpoints beside the writer.
+pub(crate) const CHECKPOINT_INTERVAL_MS: i64 = 250;
+
+/// Checkpoints beside the writer: after a commit, at most one at a time and
+/// one per [`CHECKPOINT_INTERVAL_MS`], on a connection of the shared pool
+/// (its own thread), so that copying the WAL into the database and syncing
+/// it is not part of any batch.
+#[derive(Debug, Default)]
+struct Checkpoints {
+    running: AtomicBool,
+    last_ms: AtomicI64,
+}
+
+impl Writer {
+    /// The writer of a store on the SQLite database that `options` open.
+    pub(crate) async fn sqlite(options: &SqliteConnectOptions) -> Result<Writer, StoreError> {
+        // Statement journals (the undo of one statement, kept while a
+        // multi-row statement runs) in memory: as temporary files, every
+        // batch created one and wrote a page to it for each page it changed.
+        let options = options
+            .clone()
+            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
+            .pragma("temp_store", "MEMORY")
+            .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES.to_string())
+            .statement_cache_capacity(WRITER_STATEMENTS_CACHED);
+        let own = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
+        Ok(Writer { memory: Default::default(), sqlite: Some(SqliteWriter { own, checkpoints: Default::default() }) })
+    }
+
+    pub(crate) async fn close(&self) {
+        if let Some(sqlite) = &self.sqlite {
+            sqlite.own.close().await;
+        }
+    }
+}
+
+impl Checkpoints {
+    /// Starts a checkpoint on `pool` unless one is running or one started
+    /// less than [`CHECKPOINT_INTERVAL_MS`] ago. A passive checkpoint waits
+    /// for nobody: it copies what no reader still needs, and a failed one
+    /// is only a later one's work.
+    fn after_commit(self: &Arc<Checkpoints>, pool: &SqlitePool) {
+        let now = crate::now_ms();
+        if now - self.last_ms.load(Ordering::Relaxed) < CHECKPOINT_INTERVAL_MS
+            || self.running.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        self.last_ms.store(now, Ordering::Relaxed);
+        let (checkpoints, pool) = (self.clone(), pool.clone());
+        tokio::spawn(async move {
+            if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                tracing::debug!(%error, "a checkpoint beside the writer failed");
+            }
+            checkpoints.running.store(false, Ordering::Release);
+        });
+    }
+}
 
 /// A writing transaction with the writer's memory: [`WriteTx::commit`] makes
 /// both durable and current; dropping it rolls back and forgets.
@@ -49,6 +153,8 @@ pub(crate) struct WriteTx {
     pub(crate) memory: WriterMemory,
     epoch: i64,
     guard: OwnedMutexGuard<WriterMemory>,
+    /// On SQLite, where to checkpoint after the commit.
+    checkpoint: Option<(SqlitePool, Arc<Checkpoints>)>,
 }
 
 impl Store {
@@ -59,9 +165,17 @@ impl Store {
     /// log's order, transfer ids and rollups are decided one batch at a time.
     pub(crate) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
         const BUMP: &str = "UPDATE writer_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch";
-        let mut guard = self.writer.0.clone().lock_owned().await;
+        let mut guard = self.writer.memory.clone().lock_owned().await;
+        let mut checkpoint = None;
         let (tx, epoch) = match &self.pool {
-            Pool::Sqlite(pool) => {
+            Pool::Sqlite(shared) => {
+                let pool = match &self.writer.sqlite {
+                    Some(sqlite) => {
+                        checkpoint = Some((shared.clone(), sqlite.checkpoints.clone()));
+                        &sqlite.own
+                    }
+                    None => shared,
+                };
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let epoch: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
                 (Tx::Sqlite(tx), epoch)
@@ -74,14 +188,17 @@ impl Store {
         };
         let remembered = std::mem::take(&mut *guard);
         let memory = if remembered.epoch == Some(epoch - 1) { remembered } else { WriterMemory::default() };
-        Ok(WriteTx { tx, memory, epoch, guard })
+        Ok(WriteTx { tx, memory, epoch, guard, checkpoint })
     }
 }
 
 impl WriteTx {
     pub(crate) async fn commit(self) -> Result<(), StoreError> {
-        let WriteTx { tx, mut memory, epoch, mut guard } = self;
+        let WriteTx { tx, mut memory, epoch, mut guard, checkpoint } = self;
         tx.commit().await?;
+        if let Some((pool, checkpoints)) = checkpoint {
+            checkpoints.after_commit(&pool);
+        }
         memory.epoch = Some(epoch);
         memory.forget_past_buckets(crate::now_ms());
         *guard = memory;
@@ -128,6 +245,35 @@ mod tests {
             cpu_us: 50,
             status: "ok".into(),
         }
+    }
+
+    /// Checkpoints run beside the writer, not in its commits: batches far
+    /// below SQLite's autocheckpoint size (1,000 pages, which the writer's
+    /// own connection raises) still reach the database file, copied there
+    /// from the WAL by another connection soon after they commit.
+    #[tokio::test]
+    async fn checkpoints_copy_the_wal_beside_the_writer() {
+        let folder = tempfile::tempdir().expect("a temporary folder");
+        let path = folder.path().join("vitrine.sqlite");
+        let store = Store::open(&path).await.expect("open");
+        let before = std::fs::metadata(&path).expect("the database file").len();
+        // About 60 pages of leaves, in batches spread over several checkpoint intervals.
+        for round in 0..6 {
+            let leaves: Vec<(Vec<u8>, Vec<u8>)> =
+                (0..100).map(|i| (format!("leaf {round}.{i} {}", "x".repeat(300)).into_bytes(), vec![7; 64])).collect();
+            store.append_leaves(&leaves).await.expect("append");
+            tokio::time::sleep(std::time::Duration::from_millis(super::CHECKPOINT_INTERVAL_MS as u64 / 2)).await;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let grown = loop {
+            let size = std::fs::metadata(&path).expect("the database file").len();
+            if size >= before + 100 * 1024 || std::time::Instant::now() > deadline {
+                break size;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert!(grown >= before + 100 * 1024, "the database file stayed at {grown} bytes (from {before})");
+        assert_eq!(store.tree_size().await.expect("size"), 600);
     }
 
     /// Two stores on one file (two processes, or the demo's in-process

@@ -876,6 +876,76 @@ async fn a_batch_too_large_for_one_statement_is_written_whole() {
     .await;
 }
 
+/// A batch of events of several models, creators, apps, nodes and
+/// visibilities, over minute, hour and day boundaries, with failures among
+/// them, rolls up along every dimension and granularity to exactly what
+/// adding each event to its row on its own gives.
+#[tokio::test]
+async fn a_mixed_batch_rolls_up_as_its_events_one_by_one() {
+    on_every_database(|store| async move {
+        let market = market(&store).await;
+        let other = account(&store, "other-creator").await;
+        let second = store.create_model(&other, &public("second")).await.expect("a model").id;
+        let start = 1_700_000_000_000 - 1_700_000_000_000 % store::DAY_MS + store::DAY_MS - 90_000;
+        let events: Vec<UsageEvent> = (0..600i64)
+            .map(|i| {
+                let (model, owner) = if i % 3 == 0 { (second, other.id) } else { (market.model_id, market.creator.id) };
+                let status = if i % 7 == 0 { "model_failed" } else { "ok" };
+                let mut event = usage(model, owner, (i % 11) as u8, ["a", "b", "c"][(i % 3) as usize], 10, status, 0);
+                // Across a day's (and so an hour's and minute's) end, then hours later.
+                event.created_at_ms = start + i * 307 + if i >= 500 { 3 * store::HOUR_MS } else { 0 };
+                event.node = if i % 2 == 0 { "node-a" } else { "node-b" }.into();
+                event.public = i % 5 != 0;
+                event.latency_us = 100 + (i as u64 * 37) % 9_000;
+                event
+            })
+            .collect();
+        store.record_usage(&events).await.expect("record");
+        for dimension in Dimension::ALL {
+            for granularity in store::GRANULARITIES {
+                for include_private in [false, true] {
+                    let mut expected: std::collections::BTreeMap<
+                        String,
+                        std::collections::BTreeMap<i64, store::Rollup>,
+                    > = Default::default();
+                    for event in events.iter().filter(|e| include_private || e.public) {
+                        let key = match dimension {
+                            Dimension::Model => event.model_id.to_string(),
+                            Dimension::Creator => event.owner_id.to_string(),
+                            Dimension::Task => event.task.clone(),
+                            Dimension::App => event.app.clone(),
+                            Dimension::Node => event.node.clone(),
+                        };
+                        let bucket = event.created_at_ms.div_euclid(granularity) * granularity;
+                        let row = expected.entry(key).or_default().entry(bucket).or_default();
+                        row.calls += 1;
+                        if event.status == "ok" {
+                            row.revenue += event.price;
+                            row.creator_revenue += event.creator_share;
+                            row.latency.record(event.latency_us);
+                        } else {
+                            row.errors += 1;
+                        }
+                        row.callers.insert(u64::from_be_bytes(event.caller[..8].try_into().expect("8 bytes")));
+                    }
+                    let query = RollupQuery {
+                        dimension,
+                        granularity,
+                        from_ms: 0,
+                        to_ms: i64::MAX,
+                        keys: None,
+                        include_private,
+                        detail: true,
+                    };
+                    let stored = store.rollups(&query).await.expect("rollups");
+                    assert_eq!(stored, expected, "{dimension:?} by {granularity} ms, private too: {include_private}");
+                }
+            }
+        }
+    })
+    .await;
+}
+
 /// Model files in an S3-compatible store that nodes share: each node's
 /// folder is a cache, filled on first use with bytes checked against their
 /// digest.

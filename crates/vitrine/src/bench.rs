@@ -62,6 +62,11 @@ pub struct BenchArgs {
     /// market query and a model's 30-day series.
     #[arg(long)]
     usage_events: Option<u64>,
+    /// Instead: push this many paid calls' writes straight to the ledger's
+    /// writer from `--clients` tasks (no HTTP, no model), and report its CPU
+    /// per call: the ceiling of paid calls/s whatever the cores.
+    #[arg(long)]
+    ledger_calls: Option<u64>,
 }
 
 /// A model the bench calls, with one call's input.
@@ -142,6 +147,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return result;
     }
     let report = Report::default();
+    if let Some(calls) = args.ledger_calls {
+        let result = crate::bench_writer::run(&data_dir, calls, args.clients, &report).await;
+        if temporary {
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+        result?;
+        return write_figures(&args, &report);
+    }
     if let Some(postgres) = &args.postgres {
         let result = crate::bench_nodes::run(&args, postgres, &data_dir, &report).await;
         let _ = std::fs::remove_dir_all(&data_dir);

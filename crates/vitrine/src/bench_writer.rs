@@ -1,0 +1,235 @@
+//! `vitrine bench --ledger-calls N`: the one writer alone. Paid calls'
+//! writes (three transfers, a signed receipt leaf, a usage event and its
+//! rollups) go straight to the sequencer from `--clients` tasks, with no
+//! HTTP and no model, so that what is measured is what every paid call
+//! waits for in turn, whatever the cores: the writer's CPU per call (its own
+//! thread and its SQLite connection's), and the calls per second it
+//! sustains, the ceiling of paid throughput on a machine of any size.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use domain::{AccountName, Amount, ApiKey};
+use ledger::{ChargeParties, Command, Shares, Transfer, TransferKind};
+use store::{AccountKind, BatchItem, Charge, Sequencer, Store, UsageEvent};
+
+use crate::bench::Report;
+
+/// Distinct receipt leaves the clients take turns with (signing is not the
+/// writer's work: they are signed before the clock starts).
+const LEAVES: usize = 512;
+
+/// The names of the threads that do the writer's work: the sequencer, and
+/// the SQLite connections' workers (only the writer's is busy here).
+const WRITER_THREADS: [&str; 2] = ["vitrine-sequenc", "sqlx-sqlite-wor"];
+
+pub(crate) async fn run(data_dir: &Path, calls: u64, clients: usize, report: &Report) -> anyhow::Result<()> {
+    if calls == 0 || clients == 0 {
+        bail!("--ledger-calls and --clients must be above 0");
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let store = Store::open(&data_dir.join(server::DATABASE_FILE)).await?;
+    let issuer = store.ensure_system_account(&AccountName::issuer(), AccountKind::Issuer).await?;
+    let treasury = store.ensure_system_account(&AccountName::treasury(), AccountKind::Treasury).await?;
+    let mut named = vec![];
+    for name in ["bench-caller", "bench-creator", "bench-node"] {
+        let name: AccountName = name.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        named.push(store.create_account(&name, false, &ApiKey::generate()).await?);
+    }
+    let (caller, creator, node) = (named[0].id, named[1].id, named[2].id);
+    let model = store
+        .create_model(
+            &named[1],
+            &store::NewModel {
+                name: "writer-bench".parse().map_err(|e| anyhow::anyhow!("{e}"))?,
+                description: domain::Description::default(),
+                task: domain::Task::Regression,
+                license: domain::License::default(),
+                tags: domain::Tags::default(),
+                visibility: domain::Visibility::Public,
+                price_per_inference: Amount::from_minor_units(1000)?,
+            },
+        )
+        .await?;
+    let deposit = Transfer {
+        debit: issuer.id,
+        credit: caller,
+        amount: Amount::from_minor_units(1000 * (calls + 1))?,
+        kind: TransferKind::Deposit,
+        reference: "writer bench".into(),
+    };
+    let done = store.apply_batch(&[BatchItem::command(Command::Transfer(deposit))]).await?;
+    done[0].as_ref().map_err(|e| anyhow::anyhow!("the bench's deposit: {e}"))?;
+
+    let key = tlog::NoteKey::from_seed("node-bench", &[7; 32]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let shares = Shares {
+        creator: Amount::from_minor_units(800)?,
+        node: Amount::from_minor_units(150)?,
+        treasury: Amount::from_minor_units(50)?,
+    };
+    let parties = ChargeParties { caller, creator, node, treasury: treasury.id };
+    let leaves: Vec<(Vec<u8>, Vec<u8>)> = (0..LEAVES as u64)
+        .map(|i| {
+            let leaf = tlog::ReceiptLeaf {
+                format: tlog::leaf::LEAF_FORMAT_VERSION,
+                created_at_ms: i as i64,
+                model: "bench-creator/writer-bench".into(),
+                version: 1,
+                blob_sha256: domain::Sha256::digest(b"writer bench"),
+                caller: domain::Sha256::digest(&caller.to_be_bytes()),
+                app: "bench".into(),
+                node: "node-bench".into(),
+                task: "regression".into(),
+                price: 1000,
+                creator_share: 800,
+                node_share: 150,
+                treasury_share: 50,
+                input_sha256: domain::Sha256::digest(&i.to_be_bytes()),
+                output_sha256: domain::Sha256::digest(&i.to_le_bytes()),
+                idempotency_key_sha256: None,
+                error: String::new(),
+            }
+            .encode()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let signature = key.sign(&leaf).to_vec();
+            Ok((leaf, signature))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let leaves = Arc::new(leaves);
+
+    let sequencer = Sequencer::start(store.clone(), server::Config::default().ledger_batch_max, |_| {});
+    let before = thread_cpu_ms()?;
+    let process_before = process_cpu_ms()?;
+    let started = Instant::now();
+    let mut tasks = vec![];
+    for client in 0..clients as u64 {
+        let (sequencer, leaves) = (sequencer.clone(), leaves.clone());
+        let share = calls / clients as u64 + u64::from(client < calls % clients as u64);
+        tasks.push(tokio::spawn(async move {
+            for n in 0..share {
+                let (leaf, signature) = leaves[((client * 7919 + n) % LEAVES as u64) as usize].clone();
+                let item = BatchItem::Charge(Charge {
+                    transfers: ledger::charge_transfers(parties, shares, &format!("bench call {client}.{n}")),
+                    model_id: model.id,
+                    leaf,
+                    signature,
+                    usage: UsageEvent {
+                        created_at_ms: store_now_ms(),
+                        model_id: model.id,
+                        version: 1,
+                        owner_id: creator,
+                        task: "regression".into(),
+                        public: true,
+                        caller: [client as u8; 32],
+                        app: "bench".into(),
+                        node: "node-bench".into(),
+                        price: 1000,
+                        creator_share: 800,
+                        latency_us: 100 + n % 400,
+                        cpu_us: 50,
+                        status: "ok".into(),
+                    },
+                    answer: None,
+                    at_ms: None,
+                    grant: None,
+                });
+                match sequencer.submit(item).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => bail!("a bench charge was refused: {error}"),
+                    Err(error) => bail!("{error}"),
+                }
+            }
+            Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await.context("a bench client")??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let process_ms = process_cpu_ms()? - process_before;
+    let after = thread_cpu_ms()?;
+    let used = |prefix: &str| -> Vec<u64> {
+        after
+            .iter()
+            .filter(|(_, (name, _))| name.starts_with(prefix))
+            .map(|(tid, (_, ms))| ms - before.get(tid).map(|(_, b)| *b).unwrap_or(0))
+            .collect()
+    };
+    let writer_ms: u64 = WRITER_THREADS.iter().flat_map(|prefix| used(prefix)).sum();
+    // What runs one batch after another: the sequencer and its connection's
+    // thread (the busiest SQLite thread; others checkpoint beside it).
+    let serial_ms: u64 =
+        used(WRITER_THREADS[0]).iter().sum::<u64>() + used(WRITER_THREADS[1]).into_iter().max().unwrap_or(0);
+    let stats = &sequencer.stats;
+    let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed);
+    let per_second = calls as f64 / elapsed;
+    let writer_us = writer_ms as f64 * 1e3 / calls as f64;
+    let serial_us = serial_ms as f64 * 1e3 / calls as f64;
+    println!(
+        "the writer alone ({clients} clients, {calls} paid calls' writes, no HTTP, no model): {per_second:.0} calls/s \
+         in {batches} group commits (mean batch {:.1})",
+        calls as f64 / batches.max(1) as f64
+    );
+    println!(
+        "writer CPU per call: {serial_us:.1} µs one batch after another (the sequencer and its connection), \
+         {writer_us:.1} µs with checkpoints beside it (the process {:.1} µs): a ceiling of {:.0} paid calls/s \
+         whatever the cores",
+        process_ms as f64 * 1e3 / calls as f64,
+        1e6 / serial_us.max(f64::MIN_POSITIVE)
+    );
+    report.set("writer.calls", calls);
+    report.set("writer.clients", clients as u64);
+    report.set("writer.per_second", per_second);
+    report.set("writer.mean_batch", calls as f64 / batches.max(1) as f64);
+    report.set("writer.serial_cpu_us_per_call", serial_us);
+    report.set("writer.cpu_us_per_call", writer_us);
+    report.set("writer.process_cpu_us_per_call", process_ms as f64 * 1e3 / calls as f64);
+    drop(sequencer);
+    store.close().await;
+    Ok(())
+}
+
+fn store_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// CPU time (user and system) of each of this process's threads by id,
+/// with its name, in milliseconds (Linux's `/proc`).
+fn thread_cpu_ms() -> anyhow::Result<HashMap<u64, (String, u64)>> {
+    let mut threads = HashMap::new();
+    for entry in std::fs::read_dir("/proc/self/task").context("per-thread CPU times need Linux's /proc")? {
+        let path = entry?.path();
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else { continue };
+        let Some((tid, name, ms)) = parse_stat(&stat) else { continue };
+        threads.insert(tid, (name, ms));
+    }
+    Ok(threads)
+}
+
+fn process_cpu_ms() -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("CPU times need Linux's /proc")?;
+    parse_stat(&stat).map(|(_, _, ms)| ms).context("an unreadable /proc/self/stat")
+}
+
+/// (id, name, user + system milliseconds) from a `stat` line: the name is
+/// in parentheses and may hold spaces; utime and stime are the 14th and
+/// 15th fields, in clock ticks (100 per second on Linux).
+fn parse_stat(stat: &str) -> Option<(u64, String, u64)> {
+    let (id, rest) = stat.split_once(" (")?;
+    let (name, rest) = rest.rsplit_once(") ")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((id.parse().ok()?, name.to_owned(), ticks * 10))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stat_lines_parse_with_spaces_in_names() {
+        let line = "4242 (sqlx (worker) 1) S 1 2 3 4 5 6 7 8 9 10 250 31 0 0 20 0 1 0";
+        assert_eq!(super::parse_stat(line), Some((4242, "sqlx (worker) 1".into(), 2810)));
+    }
+}
