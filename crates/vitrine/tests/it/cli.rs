@@ -204,6 +204,30 @@ fn the_benchmark_runs_and_reports_its_ratios() {
     }
 }
 
+/// The writer's own benchmark pushes every call's writes through the
+/// sequencer and reports the writer's CPU per call, read per thread (a
+/// writer whose threads were not found would report zero).
+#[test]
+fn the_writer_benchmark_reports_its_cpu_per_call() {
+    let folder = tempfile::tempdir().unwrap();
+    let figures = folder.path().join("figures.json");
+    let output = Command::new(BINARY)
+        .args(["bench", "--ledger-calls", "3000", "--clients", "16", "--figures"])
+        .arg(&figures)
+        .output()
+        .expect("run vitrine bench --ledger-calls");
+    let stdout = success(&output);
+    assert!(stdout.contains("writer CPU per call"), "{stdout}");
+    let figures: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&figures).unwrap()).unwrap();
+    assert_eq!(figures["writer.calls"], 3000, "{figures}");
+    for name in ["writer.per_second", "writer.mean_batch", "writer.serial_cpu_us_per_call", "writer.cpu_us_per_call"] {
+        let value = figures[name].as_f64().unwrap_or(0.0);
+        assert!(value > 0.0, "{name} is {value} in {figures}");
+    }
+    let refused = Command::new(BINARY).args(["bench", "--ledger-calls", "0"]).output().unwrap();
+    assert!(!refused.status.success());
+}
+
 /// Amounts are read and shown in the server's own token: a market of 6
 /// decimals called XYZ is not an OPG market of 9 (the CLI asks `/v1/health`).
 #[tokio::test]
