@@ -30,12 +30,14 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("migrations/sqlite/0009_lifecycle.sql")),
     (10, include_str!("migrations/sqlite/0010_market_secrets.sql")),
     (11, include_str!("migrations/sqlite/0011_grants.sql")),
+    (12, include_str!("migrations/sqlite/0012_usage_index.sql")),
 ];
 
 /// PostgreSQL's migrations: its first is SQLite's first ten at once.
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_market.sql")),
     (2, include_str!("migrations/postgres/0002_grants.sql")),
+    (3, include_str!("migrations/postgres/0003_usage_index.sql")),
 ];
 
 /// The key of the advisory lock that nodes starting together on one
