@@ -638,6 +638,30 @@ pub(crate) async fn ledger_items(operator: &Client) -> anyhow::Result<(u64, u64,
     ))
 }
 
+/// The `i`th of a bench's receipt leaves: a paid call of `model` (its file
+/// `blob`) by `caller`, with inputs and outputs of its own.
+pub(crate) fn receipt_leaf(i: u64, model: String, blob: domain::Sha256, caller: domain::Sha256) -> tlog::ReceiptLeaf {
+    tlog::ReceiptLeaf {
+        format: tlog::leaf::LEAF_FORMAT_VERSION,
+        created_at_ms: i as i64,
+        model,
+        version: 1,
+        blob_sha256: blob,
+        caller,
+        app: "bench".into(),
+        node: "node-bench".into(),
+        task: "regression".into(),
+        price: 1000,
+        creator_share: 800,
+        node_share: 150,
+        treasury_share: 50,
+        input_sha256: domain::Sha256::digest(&i.to_be_bytes()),
+        output_sha256: domain::Sha256::digest(&i.to_le_bytes()),
+        idempotency_key_sha256: None,
+        error: String::new(),
+    }
+}
+
 /// Appends `count` realistic receipt leaves straight into a fresh store in
 /// transactions of 1000 (a busy group commit), then times roots and proofs.
 async fn log_bench(data_dir: &std::path::Path, count: u64) -> anyhow::Result<()> {
@@ -653,25 +677,12 @@ async fn log_bench(data_dir: &std::path::Path, count: u64) -> anyhow::Result<()>
         let sign_started = Instant::now();
         let leaves: Vec<(Vec<u8>, Vec<u8>)> = (appended..appended + n)
             .map(|i| {
-                let leaf = tlog::ReceiptLeaf {
-                    format: tlog::leaf::LEAF_FORMAT_VERSION,
-                    created_at_ms: i as i64,
-                    model: format!("creator-{}/model-{}", i % 50, i % 100),
-                    version: 1,
-                    blob_sha256: domain::Sha256::digest(&(i % 100).to_be_bytes()),
-                    caller: domain::Sha256::digest(&(i % 1000).to_be_bytes()),
-                    app: "bench".into(),
-                    node: "node-bench".into(),
-                    task: "regression".into(),
-                    price: 1000,
-                    creator_share: 800,
-                    node_share: 150,
-                    treasury_share: 50,
-                    input_sha256: domain::Sha256::digest(&i.to_be_bytes()),
-                    output_sha256: domain::Sha256::digest(&i.to_le_bytes()),
-                    idempotency_key_sha256: None,
-                    error: String::new(),
-                }
+                let leaf = receipt_leaf(
+                    i,
+                    format!("creator-{}/model-{}", i % 50, i % 100),
+                    domain::Sha256::digest(&(i % 100).to_be_bytes()),
+                    domain::Sha256::digest(&(i % 1000).to_be_bytes()),
+                )
                 .encode()
                 .expect("bench leaves encode");
                 let signature = key.sign(&leaf).to_vec();

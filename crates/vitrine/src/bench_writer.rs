@@ -73,25 +73,12 @@ pub(crate) async fn run(data_dir: &Path, calls: u64, clients: usize, report: &Re
     let parties = ChargeParties { caller, creator, node, treasury: treasury.id };
     let leaves: Vec<(Vec<u8>, Vec<u8>)> = (0..LEAVES as u64)
         .map(|i| {
-            let leaf = tlog::ReceiptLeaf {
-                format: tlog::leaf::LEAF_FORMAT_VERSION,
-                created_at_ms: i as i64,
-                model: "bench-creator/writer-bench".into(),
-                version: 1,
-                blob_sha256: domain::Sha256::digest(b"writer bench"),
-                caller: domain::Sha256::digest(&caller.to_be_bytes()),
-                app: "bench".into(),
-                node: "node-bench".into(),
-                task: "regression".into(),
-                price: 1000,
-                creator_share: 800,
-                node_share: 150,
-                treasury_share: 50,
-                input_sha256: domain::Sha256::digest(&i.to_be_bytes()),
-                output_sha256: domain::Sha256::digest(&i.to_le_bytes()),
-                idempotency_key_sha256: None,
-                error: String::new(),
-            }
+            let leaf = crate::bench::receipt_leaf(
+                i,
+                "bench-creator/writer-bench".into(),
+                domain::Sha256::digest(b"writer bench"),
+                domain::Sha256::digest(&caller.to_be_bytes()),
+            )
             .encode()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
             let signature = key.sign(&leaf).to_vec();
