@@ -132,23 +132,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("vitrine-bench-{}-{}", std::process::id(), store_now())));
-    if let Some(events) = args.usage_events {
-        let result = usage_bench(&data_dir, events).await;
-        if temporary {
-            let _ = std::fs::remove_dir_all(&data_dir);
-        }
-        return result;
-    }
-    if let Some(leaves) = args.log_leaves {
-        let result = log_bench(&data_dir, leaves).await;
-        if temporary {
-            let _ = std::fs::remove_dir_all(&data_dir);
-        }
-        return result;
-    }
+    // The benches of one part alone: a store of their own, removed after
+    // unless it was asked for.
     let report = Report::default();
-    if let Some(calls) = args.ledger_calls {
-        let result = crate::bench_writer::run(&data_dir, calls, args.clients, &report).await;
+    let alone = if let Some(events) = args.usage_events {
+        Some(usage_bench(&data_dir, events).await)
+    } else if let Some(leaves) = args.log_leaves {
+        Some(log_bench(&data_dir, leaves).await)
+    } else if let Some(calls) = args.ledger_calls {
+        Some(crate::bench_writer::run(&data_dir, calls, args.clients, &report).await)
+    } else {
+        None
+    };
+    if let Some(result) = alone {
         if temporary {
             let _ = std::fs::remove_dir_all(&data_dir);
         }
