@@ -167,13 +167,22 @@ pub(crate) struct Piece {
 /// allows 65,535).
 const POSTGRES_BINDS_MAX: usize = 60_000;
 
-/// The writes a batch keeps for its end. On SQLite each piece is a
-/// statement per [`crate::log::ROWS_PER_STATEMENT`] rows; on PostgreSQL all
-/// of them are one statement of data-modifying `WITH` clauses (one round
-/// trip instead of one per table: each waits on the server), unless that
-/// would bind too many values.
+/// The writes a batch keeps for its end, written in one round trip on
+/// either database. On SQLite each piece is a statement per
+/// [`crate::log::ROWS_PER_STATEMENT`] rows, all of them sent as one query
+/// (sqlx runs its statements one after the other, binding each its share of
+/// the values): a round trip to the connection's thread wakes two threads,
+/// and on a virtual machine that costs more than a small batch's rows. On
+/// PostgreSQL all of them are one statement of data-modifying `WITH`
+/// clauses (each statement would wait on the server), unless that would
+/// bind too many values.
 #[derive(Debug, Default)]
 pub(crate) struct Writes(Vec<Piece>);
+
+/// Rows of one SQLite query that the connection keeps prepared for the next
+/// batch of the same shape: small batches repeat their shapes, large ones
+/// rarely do, and a prepared statement of many rows holds memory.
+const SQLITE_CACHED_ROWS_MAX: usize = 256;
 
 impl Writes {
     pub(crate) fn push(&mut self, piece: Piece) {
@@ -183,33 +192,43 @@ impl Writes {
     }
 
     pub(crate) async fn flush(self, tx: &mut Tx) -> Result<(), sqlx::Error> {
-        let binds: usize = self.0.iter().map(|piece| piece.rows.iter().map(Vec::len).sum::<usize>()).sum();
-        if let Tx::Postgres(tx) = tx
-            && binds <= POSTGRES_BINDS_MAX
-            && self.0.len() > 1
-        {
-            let mut query = sqlx::QueryBuilder::new("WITH ");
-            for (n, piece) in self.0.into_iter().enumerate() {
-                query.push(if n == 0 { "" } else { ", " }).push(format!("w{n} AS ("));
-                push_piece(&mut query, piece);
-                query.push(")");
-            }
-            query.push(" SELECT 1");
-            query.build().execute(&mut **tx).await?;
-            return Ok(());
-        }
-        for piece in self.0 {
-            let Piece { head, mut rows, tail } = piece;
-            // The rows move into their statements (most pieces are one).
-            while !rows.is_empty() {
-                let rest = rows.split_off(rows.len().min(crate::log::ROWS_PER_STATEMENT));
-                let chunk = std::mem::replace(&mut rows, rest);
-                match tx {
-                    Tx::Sqlite(tx) => {
-                        let (sql, arguments) = sqlite_statement(&head, chunk, &tail)?;
-                        sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments).execute(&mut **tx).await?;
+        match tx {
+            Tx::Sqlite(tx) => {
+                let rows: usize = self.0.iter().map(|piece| piece.rows.len()).sum();
+                if rows == 0 {
+                    return Ok(());
+                }
+                let mut statements = SqliteStatements::default();
+                for Piece { head, mut rows, tail } in self.0 {
+                    // The rows move into their statements (most pieces are one).
+                    while !rows.is_empty() {
+                        let rest = rows.split_off(rows.len().min(crate::log::ROWS_PER_STATEMENT));
+                        statements.push(&head, std::mem::replace(&mut rows, rest), &tail)?;
                     }
-                    Tx::Postgres(tx) => {
+                }
+                let SqliteStatements { sql, arguments } = statements;
+                sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments)
+                    .persistent(rows <= SQLITE_CACHED_ROWS_MAX)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Tx::Postgres(tx) => {
+                let binds: usize = self.0.iter().map(|piece| piece.rows.iter().map(Vec::len).sum::<usize>()).sum();
+                if binds <= POSTGRES_BINDS_MAX && self.0.len() > 1 {
+                    let mut query = sqlx::QueryBuilder::new("WITH ");
+                    for (n, piece) in self.0.into_iter().enumerate() {
+                        query.push(if n == 0 { "" } else { ", " }).push(format!("w{n} AS ("));
+                        push_piece(&mut query, piece);
+                        query.push(")");
+                    }
+                    query.push(" SELECT 1");
+                    query.build().execute(&mut **tx).await?;
+                    return Ok(());
+                }
+                for Piece { head, mut rows, tail } in self.0 {
+                    while !rows.is_empty() {
+                        let rest = rows.split_off(rows.len().min(crate::log::ROWS_PER_STATEMENT));
+                        let chunk = std::mem::replace(&mut rows, rest);
                         let mut query = sqlx::QueryBuilder::new("");
                         push_piece(&mut query, Piece { head: head.clone(), rows: chunk, tail: tail.clone() });
                         query.build().execute(&mut **tx).await?;
@@ -221,31 +240,43 @@ impl Writes {
     }
 }
 
-/// One SQLite statement of a piece's rows: its text written here (`?` for
-/// each value, which SQLite numbers in order), its values bound in that
-/// order. The query builder wrote each value's separator through the
-/// formatting machinery, about a twentieth of the writer's work.
-fn sqlite_statement(head: &str, rows: Vec<Vec<Cell>>, tail: &str) -> Result<(String, SqliteArguments), sqlx::Error> {
-    let values: usize = rows.iter().map(Vec::len).sum();
-    let mut sql = String::with_capacity(head.len() + tail.len() + 8 + 3 * values + 4 * rows.len());
-    let mut arguments = SqliteArguments::default();
-    sql.push_str(head);
-    sql.push_str("VALUES ");
-    for (n, row) in rows.into_iter().enumerate() {
-        sql.push_str(if n == 0 { "(" } else { ", (" });
-        for (m, cell) in row.into_iter().enumerate() {
-            sql.push_str(if m == 0 { "?" } else { ", ?" });
-            match cell {
-                Cell::Int(value) => arguments.add(value),
-                Cell::Text(value) => arguments.add(value),
-                Cell::Bytes(value) => arguments.add(value),
-            }
-            .map_err(sqlx::Error::Encode)?;
+/// SQLite statements of pieces' rows, as one query: their text written
+/// here (`?` for each value, which SQLite numbers in order within each
+/// statement, and sqlx binds statement after statement), their values bound
+/// in that order. The query builder wrote each value's separator through
+/// the formatting machinery, about a twentieth of the writer's work.
+#[derive(Default)]
+struct SqliteStatements {
+    sql: String,
+    arguments: SqliteArguments,
+}
+
+impl SqliteStatements {
+    fn push(&mut self, head: &str, rows: Vec<Vec<Cell>>, tail: &str) -> Result<(), sqlx::Error> {
+        let values: usize = rows.iter().map(Vec::len).sum();
+        let sql = &mut self.sql;
+        sql.reserve(head.len() + tail.len() + 10 + 3 * values + 4 * rows.len());
+        if !sql.is_empty() {
+            sql.push_str("; ");
         }
-        sql.push(')');
+        sql.push_str(head);
+        sql.push_str("VALUES ");
+        for (n, row) in rows.into_iter().enumerate() {
+            sql.push_str(if n == 0 { "(" } else { ", (" });
+            for (m, cell) in row.into_iter().enumerate() {
+                sql.push_str(if m == 0 { "?" } else { ", ?" });
+                match cell {
+                    Cell::Int(value) => self.arguments.add(value),
+                    Cell::Text(value) => self.arguments.add(value),
+                    Cell::Bytes(value) => self.arguments.add(value),
+                }
+                .map_err(sqlx::Error::Encode)?;
+            }
+            sql.push(')');
+        }
+        sql.push_str(tail);
+        Ok(())
     }
-    sql.push_str(tail);
-    Ok((sql, arguments))
 }
 
 fn push_piece<DB>(query: &mut sqlx::QueryBuilder<DB>, piece: Piece)
