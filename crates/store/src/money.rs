@@ -304,7 +304,7 @@ impl Store {
         let now = now_ms();
         let mut write = self.begin_write().await?;
         let tx = &mut write.tx;
-        let (mut state, names) = load_state(tx, items).await?;
+        let (mut state, names) = load_state(tx, items, &write.memory.accounts).await?;
         let before = state.accounts.clone();
         let mut outcomes = Vec::with_capacity(items.len());
         let mut resolved_payouts = HashSet::new();
@@ -362,6 +362,7 @@ impl Store {
         if rows.transfers.next.is_some() {
             write.memory.next_transfer_id = rows.transfers.next;
         }
+        write.memory.remember_accounts(&state.accounts, &names);
         write.commit().await?;
         Ok((outcomes, state.accounts))
     }
@@ -589,8 +590,13 @@ impl Store {
     }
 }
 
-/// Loads every account and hold the batch's commands name.
-async fn load_state(tx: &mut Tx, items: &[BatchItem]) -> Result<(LedgerState, HashMap<AccountId, String>), StoreError> {
+/// Loads every account and hold the batch's commands name: the accounts
+/// from `remembered` where the writer has them, the rest from the database.
+async fn load_state(
+    tx: &mut Tx,
+    items: &[BatchItem],
+    remembered: &HashMap<AccountId, (String, AccountState)>,
+) -> Result<(LedgerState, HashMap<AccountId, String>), StoreError> {
     let mut account_ids: HashSet<AccountId> = HashSet::new();
     let mut hold_ids: HashSet<HoldId> = HashSet::new();
     let mut external_ids: HashSet<String> = HashSet::new();
@@ -643,6 +649,14 @@ async fn load_state(tx: &mut Tx, items: &[BatchItem]) -> Result<(LedgerState, Ha
         state.applied.insert(external_id, transfer);
     }
     let mut names = HashMap::new();
+    account_ids.retain(|id| match remembered.get(id) {
+        Some((name, account)) => {
+            names.insert(*id, name.clone());
+            state.accounts.insert(*id, *account);
+            false
+        }
+        None => true,
+    });
     let account_ids: Vec<AccountId> = account_ids.into_iter().collect();
     let select = "SELECT id, name, kind, debits_posted, credits_posted, debits_pending FROM accounts WHERE id IN ";
     type Loaded = (i64, String, String, i64, i64, i64);

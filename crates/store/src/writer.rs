@@ -1,7 +1,8 @@
 //! The one writer's memory between its transactions. A paid call's batch
 //! used to read back what the previous batch had just written: the log's
-//! right edge (a lookup per level), the last transfer id, and every usage
-//! rollup row it adds to. The writer keeps those instead, and trusts them
+//! right edge (a lookup per level), the last transfer id, every usage
+//! rollup row it adds to, and the balances of the accounts it charges. The
+//! writer keeps those instead, and trusts them
 //! only while nobody else wrote in between: every writing transaction bumps
 //! `writer_epoch` first thing, under the write lock (SQLite's, or on
 //! PostgreSQL that row's own lock), and a writer that finds anything but
@@ -20,6 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use ledger::{AccountId, AccountState};
+
 use crate::backend::{Pool, Tx};
 use crate::usage::{Rollup, RollupKey};
 use crate::{Store, StoreError};
@@ -27,6 +30,10 @@ use crate::{Store, StoreError};
 /// Rollup rows remembered at most; past this (after dropping rows of past
 /// buckets) the writer forgets them all and reads again as needed.
 pub(crate) const ROLLUP_ROWS_MAX: usize = 8_192;
+
+/// Accounts remembered at most; past this the writer forgets them all and
+/// reads again as needed.
+pub(crate) const ACCOUNTS_REMEMBERED_MAX: usize = 65_536;
 
 /// What the writer remembers, as of the end of its commit of `epoch`.
 #[derive(Debug, Default)]
@@ -38,6 +45,10 @@ pub(crate) struct WriterMemory {
     pub(crate) next_transfer_id: Option<i64>,
     /// Rollup rows as stored, by key: of the buckets being written to.
     pub(crate) rollups: HashMap<RollupKey, Rollup>,
+    /// Accounts' names and balances as stored, of the accounts batches
+    /// loaded (only writing transactions change balances, and names never
+    /// change).
+    pub(crate) accounts: HashMap<AccountId, (String, AccountState)>,
 }
 
 /// The writer's lock and memory (one per [`Store`], shared by its clones),
@@ -207,6 +218,22 @@ impl WriteTx {
 }
 
 impl WriterMemory {
+    /// Remembers the state of `accounts` as this transaction leaves them.
+    pub(crate) fn remember_accounts(
+        &mut self,
+        accounts: &HashMap<AccountId, AccountState>,
+        names: &HashMap<AccountId, String>,
+    ) {
+        if self.accounts.len() + accounts.len() > ACCOUNTS_REMEMBERED_MAX {
+            self.accounts.clear();
+        }
+        for (id, state) in accounts {
+            if let Some(name) = names.get(id) {
+                self.accounts.insert(*id, (name.clone(), *state));
+            }
+        }
+    }
+
     /// Keeps the rollup rows of each granularity's current and previous
     /// bucket (late events of a batch still land there), and no more than
     /// [`ROLLUP_ROWS_MAX`].
