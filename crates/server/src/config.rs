@@ -122,6 +122,11 @@ pub struct Config {
     pub idempotency_window_ms: u64,
     /// Ledger commands written in one transaction (one fsync) at most.
     pub ledger_batch_max: usize,
+    /// How long a batch below `ledger_batch_max` waits, in microseconds, for
+    /// the commands of calls still running their model (0: never). Under
+    /// load batches grow, and the writer's work per call falls; a call
+    /// alone never waits.
+    pub ledger_commit_delay_us: u64,
     /// Development server: enables the faucet (`POST /v1/dev/faucet`).
     pub dev: bool,
     /// Minor units one faucet call may give.
@@ -174,6 +179,9 @@ fn redact_password(url: &str) -> String {
 /// The smallest `worker_memory_bytes_max`: a worker's own code and stacks
 /// take some tens of MiB before it loads a model.
 const WORKER_MEMORY_BYTES_MIN: u64 = 64 * MIB;
+/// The longest `ledger_commit_delay_us`: a tenth of a second, already far
+/// more than a batch's own work.
+pub const LEDGER_COMMIT_DELAY_US_MAX: u64 = 100_000;
 
 impl Default for Config {
     fn default() -> Config {
@@ -223,6 +231,7 @@ impl Default for Config {
             grant_idle_ms: 2_000,
             idempotency_window_ms: 24 * 60 * 60 * 1000,
             ledger_batch_max: 512,
+            ledger_commit_delay_us: 500,
             dev: false,
             faucet_amount_max: 1_000 * 10u64.pow(domain::DEFAULT_DECIMALS),
             log_origin: "vitrine.local/log".to_owned(),
@@ -340,7 +349,18 @@ impl Config {
         if self.token_decimals > 18 || self.ledger_batch_max == 0 {
             return invalid("token_decimals must be at most 18 and ledger_batch_max positive");
         }
+        if self.ledger_commit_delay_us > LEDGER_COMMIT_DELAY_US_MAX {
+            return invalid(&format!("ledger_commit_delay_us must be at most {LEDGER_COMMIT_DELAY_US_MAX}"));
+        }
         Ok(())
+    }
+
+    /// How the ledger's sequencer forms its batches.
+    pub fn batching(&self) -> store::Batching {
+        store::Batching {
+            max: self.ledger_batch_max,
+            delay: std::time::Duration::from_micros(self.ledger_commit_delay_us),
+        }
     }
 
     pub fn fee_split(&self) -> Result<ledger::FeeSplit, ledger::FeeSplitError> {
@@ -433,6 +453,12 @@ mod tests {
         let env = [("VITRINE_WORKER_MEMORY_BYTES_MAX".to_owned(), "1000000".to_owned())];
         let error = Config::load(None, env, toml::Table::new()).unwrap_err().to_string();
         assert!(error.contains("worker_memory_bytes_max"), "{error}");
+        // A commit delay is bounded: a batch never waits a second for company.
+        let env = [("VITRINE_LEDGER_COMMIT_DELAY_US".to_owned(), "1000000".to_owned())];
+        let error = Config::load(None, env, toml::Table::new()).unwrap_err().to_string();
+        assert!(error.contains("ledger_commit_delay_us must be at most 100000"), "{error}");
+        let env = [("VITRINE_LEDGER_COMMIT_DELAY_US".to_owned(), "0".to_owned())];
+        assert!(Config::load(None, env, toml::Table::new()).unwrap().batching().delay.is_zero());
         let env = [("VITRINE_ISOLATION".to_owned(), "sometimes".to_owned())];
         assert!(Config::load(None, env, toml::Table::new()).is_err());
         let env = [("VITRINE_ISOLATION".to_owned(), "none".to_owned())];

@@ -188,7 +188,7 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         let reservations = reservations.clone();
         move |accounts: &std::collections::HashMap<i64, ledger::AccountState>| reservations.committed(accounts)
     };
-    let sequencer = store::Sequencer::start(store.clone(), config.ledger_batch_max, committed);
+    let sequencer = store::Sequencer::start(store.clone(), config.batching(), committed);
     spawn_maintenance(store.clone(), sequencer.clone(), reservations.clone(), log_keys.clone(), witnesses, &config);
     let state = AppState {
         log_keys,

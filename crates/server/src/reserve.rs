@@ -373,7 +373,8 @@ mod tests {
     async fn reservations_never_spend_more_than_the_committed_balance() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("vitrine.db")).await.unwrap();
-        let sequencer = Sequencer::start(store.clone(), 16, |_| {});
+        let sequencer =
+            Sequencer::start(store.clone(), store::Batching { max: 16, delay: std::time::Duration::ZERO }, |_| {});
         let reservations = Arc::new(Reservations::default());
         reservations.committed(&HashMap::from([(7, state(100, 20, 30))]));
         // 50 available: 30 + 20 fit, 1 more does not.
@@ -413,7 +414,8 @@ mod tests {
             reference: "wire".into(),
         };
         store.apply_batch(&[BatchItem::command(ledger::Command::Transfer(deposit))]).await.unwrap();
-        let sequencer = Sequencer::start(store.clone(), 16, |_| {});
+        let sequencer =
+            Sequencer::start(store.clone(), store::Batching { max: 16, delay: std::time::Duration::ZERO }, |_| {});
         (dir, store, sequencer, caller.id)
     }
 

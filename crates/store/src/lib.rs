@@ -27,7 +27,7 @@ pub use money::{
     BatchItem, BatchOutcome, Charge, GrantRequest, IdempotencyAnswer, IdempotencyStart, ItemError, LedgerTotals,
     PayoutChange, PayoutRecord, PayoutState, TransferRecord,
 };
-pub use sequencer::{BATCH_SIZE_BUCKETS, Reply, Sequencer, SequencerError, SequencerStats};
+pub use sequencer::{BATCH_SIZE_BUCKETS, Batching, Coming, Reply, Sequencer, SequencerError, SequencerStats};
 pub use usage::{DAY_MS, Dimension, GRANULARITIES, HOUR_MS, MINUTE_MS, ModelLabel, Rollup, RollupQuery, UsageEvent};
 
 /// What went wrong in the store. `Conflict` and `NotFound` are answers; the

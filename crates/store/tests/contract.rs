@@ -744,6 +744,35 @@ async fn grants_are_slices_of_a_balance_that_nodes_spend_call_by_call() {
     .await;
 }
 
+/// While a call announces its command as coming, a batch formed meanwhile
+/// waits for it (up to the delay) and both commit together; a command that
+/// nobody announced is written at once, alone.
+#[tokio::test]
+async fn a_batch_waits_for_the_commands_announced_as_coming() {
+    on_every_database(|store| async move {
+        let market = market(&store).await;
+        let batching = store::Batching { max: 16, delay: std::time::Duration::from_millis(500) };
+        let sequencer = store::Sequencer::start(store.clone(), batching, |_| {});
+        let batches = || sequencer.stats.batches.load(std::sync::atomic::Ordering::Relaxed);
+        sequencer.submit(charge(&market, 10, "alone", None)).await.expect("a batch").expect("charged");
+        assert_eq!(batches(), 1);
+
+        let coming = sequencer.coming();
+        let first = tokio::spawn({
+            let (sequencer, item) = (sequencer.clone(), charge(&market, 10, "first", None));
+            async move { sequencer.submit(item).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(coming);
+        sequencer.submit(charge(&market, 10, "second", None)).await.expect("a batch").expect("charged");
+        first.await.expect("the first call").expect("a batch").expect("charged");
+        assert_eq!(batches(), 2, "the first waited for the second");
+        assert_eq!(sequencer.stats.largest_batch.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(store.balances(market.caller.id).await.expect("balances").0.balance(), 970);
+    })
+    .await;
+}
+
 /// Two stores on one database (two nodes): each writes in turn, and every
 /// batch continues the other's log, transfer ids and rollups.
 #[tokio::test]

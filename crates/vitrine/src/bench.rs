@@ -355,10 +355,22 @@ async fn full_comparison(
     report.phase("tiny.free", &free);
     println!("free calls over HTTP ({} clients):      {}", args.clients, free.describe());
     let before = ledger_items(&setup.operator).await?;
+    let meter = crate::bench_writer::CpuMeter::start()?;
     let paid = setup.phase(args, "paid").await?;
+    let used = meter.used()?;
     let after = ledger_items(&setup.operator).await?;
     report.phase("tiny.paid", &paid);
     println!("paid calls over HTTP ({} clients):      {}", args.clients, paid.describe());
+    // Per call, whatever share of the machine the host left this run.
+    let per_call = |ms: u64| ms as f64 * 1e3 / paid.calls.max(1) as f64;
+    report.set("tiny.paid.process_cpu_us_per_call", per_call(used.process_ms));
+    report.set("tiny.paid.writer_cpu_us_per_call", per_call(used.writer_ms));
+    println!(
+        "CPU per paid call: {:.1} µs in this process (server and clients; worker processes apart), {:.1} µs of it \
+         the writer's",
+        per_call(used.process_ms),
+        per_call(used.writer_ms)
+    );
     report.set("tiny.paid_over_free", paid.per_second / free.per_second);
     println!(
         "ratios: paid / free = {:.2}, free / raw = {:.3}",

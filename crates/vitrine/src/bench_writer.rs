@@ -87,9 +87,8 @@ pub(crate) async fn run(data_dir: &Path, calls: u64, clients: usize, report: &Re
         .collect::<anyhow::Result<_>>()?;
     let leaves = Arc::new(leaves);
 
-    let sequencer = Sequencer::start(store.clone(), server::Config::default().ledger_batch_max, |_| {});
-    let before = thread_cpu_ms()?;
-    let process_before = process_cpu_ms()?;
+    let sequencer = Sequencer::start(store.clone(), server::Config::default().batching(), |_| {});
+    let meter = CpuMeter::start()?;
     let started = Instant::now();
     let mut tasks = vec![];
     for client in 0..clients as u64 {
@@ -136,20 +135,8 @@ pub(crate) async fn run(data_dir: &Path, calls: u64, clients: usize, report: &Re
         task.await.context("a bench client")??;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let process_ms = process_cpu_ms()? - process_before;
-    let after = thread_cpu_ms()?;
-    let used = |prefix: &str| -> Vec<u64> {
-        after
-            .iter()
-            .filter(|(_, (name, _))| name.starts_with(prefix))
-            .map(|(tid, (_, ms))| ms - before.get(tid).map(|(_, b)| *b).unwrap_or(0))
-            .collect()
-    };
-    let writer_ms: u64 = WRITER_THREADS.iter().flat_map(|prefix| used(prefix)).sum();
-    // What runs one batch after another: the sequencer and its connection's
-    // thread (the busiest SQLite thread; others checkpoint beside it).
-    let serial_ms: u64 =
-        used(WRITER_THREADS[0]).iter().sum::<u64>() + used(WRITER_THREADS[1]).into_iter().max().unwrap_or(0);
+    let used = meter.used()?;
+    let (process_ms, writer_ms, serial_ms) = (used.process_ms, used.writer_ms, used.serial_ms);
     let stats = &sequencer.stats;
     let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed);
     let per_second = calls as f64 / elapsed;
@@ -177,6 +164,46 @@ pub(crate) async fn run(data_dir: &Path, calls: u64, clients: usize, report: &Re
     drop(sequencer);
     store.close().await;
     Ok(())
+}
+
+/// CPU time used since [`CpuMeter::start`]: the process's, and its
+/// writer's (the sequencer and SQLite's threads).
+pub(crate) struct CpuMeter {
+    threads: HashMap<u64, (String, u64)>,
+    process_ms: u64,
+}
+
+/// What a [`CpuMeter`] measured, in milliseconds.
+pub(crate) struct CpuUsed {
+    pub(crate) process_ms: u64,
+    /// The sequencer and every SQLite thread (checkpoints beside it too).
+    pub(crate) writer_ms: u64,
+    /// What runs one batch after another: the sequencer and its
+    /// connection's thread (the busiest SQLite thread).
+    pub(crate) serial_ms: u64,
+}
+
+impl CpuMeter {
+    pub(crate) fn start() -> anyhow::Result<CpuMeter> {
+        Ok(CpuMeter { threads: thread_cpu_ms()?, process_ms: process_cpu_ms()? })
+    }
+
+    pub(crate) fn used(&self) -> anyhow::Result<CpuUsed> {
+        let after = thread_cpu_ms()?;
+        let used = |prefix: &str| -> Vec<u64> {
+            after
+                .iter()
+                .filter(|(_, (name, _))| name.starts_with(prefix))
+                .map(|(tid, (_, ms))| ms.saturating_sub(self.threads.get(tid).map(|(_, b)| *b).unwrap_or(0)))
+                .collect()
+        };
+        Ok(CpuUsed {
+            process_ms: process_cpu_ms()?.saturating_sub(self.process_ms),
+            writer_ms: WRITER_THREADS.iter().flat_map(|prefix| used(prefix)).sum(),
+            serial_ms: used(WRITER_THREADS[0]).iter().sum::<u64>()
+                + used(WRITER_THREADS[1]).into_iter().max().unwrap_or(0),
+        })
+    }
 }
 
 fn store_now_ms() -> i64 {

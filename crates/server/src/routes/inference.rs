@@ -522,6 +522,8 @@ async fn charge_and_run(
         None
     };
 
+    // A batch formed while the model runs may wait a little for this call.
+    let coming = state.sequencer.coming();
     let outputs = run_model(state, call, &version, inputs).await?;
     let output_sha256 = crate::log::tensors_sha256(outputs.iter().map(|(n, t)| (n.as_str(), t)))?;
     let outputs: BTreeMap<String, TensorOut> =
@@ -549,6 +551,7 @@ async fn charge_and_run(
         // record (and its answer, as the API says, has no receipt).
         let (leaf, signature) = call.leaf(state, &usage, [0; 3], Some(output_sha256), "")?;
         let item = BatchItem::RecordOnly { leaf, signature, usage, answer: remember, at_ms: call.at_ms };
+        drop(coming);
         let outcome = state.sequencer.submit(item).await?.map_err(item_error)?;
         return answer(format, &stored, &response, None, outcome.log_index);
     }
@@ -567,6 +570,7 @@ async fn charge_and_run(
         at_ms: call.at_ms,
         grant: reservation.as_ref().and_then(|r| r.grant()),
     });
+    drop(coming);
     let outcome = state.sequencer.submit(item).await?.map_err(item_error)?;
     if let Some(reservation) = reservation {
         reservation.charged(outcome.grant_left);
