@@ -103,6 +103,10 @@ pub async fn sign_checkpoint_if_grown(
     witnesses: &crate::witness::Witnesses,
 ) -> Result<Option<u64>, String> {
     let size = store.tree_size().await.map_err(|e| e.to_string())?;
+    // Leaves are visible once committed and durable once the writer's
+    // fsync follows: never sign (and publish) one that a power loss could
+    // still take back.
+    store.sync_writes().await.map_err(|e| e.to_string())?;
     let last = store.latest_checkpoint().await.map_err(|e| e.to_string())?;
     if last.as_ref().is_some_and(|last| last.size >= size) {
         return Ok(None);

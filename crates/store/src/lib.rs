@@ -29,6 +29,7 @@ pub use money::{
 };
 pub use sequencer::{BATCH_SIZE_BUCKETS, Batching, Coming, Reply, Sequencer, SequencerError, SequencerStats};
 pub use usage::{DAY_MS, Dimension, GRANULARITIES, HOUR_MS, MINUTE_MS, ModelLabel, Rollup, RollupQuery, UsageEvent};
+pub use writer::WalSync;
 
 /// What went wrong in the store. `Conflict` and `NotFound` are answers; the
 /// other cases are faults the server logs and reports as internal errors.

@@ -287,16 +287,22 @@ impl Store {
         Ok(account)
     }
 
-    /// Runs a batch of ledger commands in one transaction (one fsync). Each
-    /// item succeeds or fails on its own; the batch as a whole fails only on
-    /// a database fault or a broken invariant, and then nothing is written.
+    /// Runs a batch of ledger commands in one transaction (one fsync), and
+    /// returns once it is durable. Each item succeeds or fails on its own;
+    /// the batch as a whole fails only on a database fault or a broken
+    /// invariant, and then nothing is written.
     pub async fn apply_batch(&self, items: &[BatchItem]) -> Result<Vec<Result<BatchOutcome, ItemError>>, StoreError> {
-        Ok(self.apply_batch_reporting(items).await?.0)
+        let (outcomes, _) = self.apply_batch_reporting(items).await?;
+        self.sync_writes().await?;
+        Ok(outcomes)
     }
 
-    /// [`Store::apply_batch`], also giving the state after the batch of every
-    /// account it loaded (each account a command names): what the
-    /// sequencer's view of balances is kept current with.
+    /// [`Store::apply_batch`] without waiting for the disk: the batch is
+    /// committed (visible) when this returns, and durable once the store's
+    /// [`crate::WalSync`] has synced since; nobody may be told of an
+    /// outcome before. Also gives the state after the batch of every account
+    /// it loaded (each account a command names): what the sequencer's view
+    /// of balances is kept current with.
     pub async fn apply_batch_reporting(
         &self,
         items: &[BatchItem],
@@ -363,7 +369,7 @@ impl Store {
             write.memory.next_transfer_id = rows.transfers.next;
         }
         write.memory.remember_accounts(&state.accounts, &names);
-        write.commit().await?;
+        write.commit_unsynced().await?;
         Ok((outcomes, state.accounts))
     }
 

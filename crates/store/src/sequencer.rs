@@ -1,9 +1,11 @@
 //! The sequencer: the one writer of the ledger, beside `apply_batch`.
 //! Requests queue on a channel; the sequencer takes whatever has queued (up
-//! to its batch size) and writes it as one transaction with one fsync (group
-//! commit), then answers each request. Nobody is answered before their
-//! batch is durable, and before the batch's account states are handed to
-//! `committed` (the server's in-memory reservations).
+//! to its batch size) and writes it as one transaction (group commit), hands
+//! the batch's account states to `committed` (the server's in-memory
+//! reservations), and goes on to the next batch while a thread beside it
+//! (the syncer) makes the commit durable: one fsync for every batch
+//! committed since its last (see [`crate::WalSync`]), then answers each
+//! request. Nobody is answered before their batch is durable.
 //!
 //! A batch costs the same few round trips, pages and fsync whether it
 //! holds one command or a hundred. While callers have announced commands
@@ -63,6 +65,8 @@ pub struct SequencerStats {
     pub largest_batch: AtomicU64,
     /// Count of batches per size bucket ([`BATCH_SIZE_BUCKETS`]).
     pub batch_sizes: [AtomicU64; 8],
+    /// The syncer's fsyncs (each makes every batch committed before it durable).
+    pub syncs: AtomicU64,
 }
 
 /// Why a request got no outcome of its own.
@@ -72,6 +76,10 @@ pub enum SequencerError {
     /// wrote nothing; every request in it gets this.
     #[error("a ledger batch of {size} failed: {message}")]
     Batch { size: usize, message: String },
+    /// The batch committed, but the fsync that makes it durable failed: what
+    /// it wrote may be lost with the machine's power.
+    #[error("a committed ledger batch could not be made durable: {0}")]
+    NotDurable(String),
     /// The sequencer is gone: the server is shutting down.
     #[error("the ledger's sequencer has stopped")]
     Stopped,
@@ -88,13 +96,25 @@ struct Request {
 }
 
 impl Sequencer {
-    /// Starts the sequencer on a thread of its own; it ends when every
-    /// handle is dropped. `committed` sees the state, after each batch, of
-    /// every account the batch loaded, before anyone in it is answered.
+    /// Starts the sequencer on a thread of its own, and its syncer on
+    /// another; they end when every handle is dropped. `committed` sees the
+    /// state, after each batch, of every account the batch loaded, before
+    /// anyone in it is answered.
     pub fn start(
         store: Store,
         batching: Batching,
         committed: impl Fn(&HashMap<AccountId, AccountState>) + Send + 'static,
+    ) -> Sequencer {
+        let wal = store.wal_sync();
+        Sequencer::start_syncing(store, batching, committed, move || wal.sync())
+    }
+
+    /// [`Sequencer::start`] with `sync` as what makes commits durable.
+    fn start_syncing(
+        store: Store,
+        batching: Batching,
+        committed: impl Fn(&HashMap<AccountId, AccountState>) + Send + 'static,
+        sync: impl Fn() -> std::io::Result<()> + Send + 'static,
     ) -> Sequencer {
         let (queue, mut receiver) = mpsc::channel::<Request>(QUEUE_CAPACITY);
         let stats = Arc::new(SequencerStats::default());
@@ -102,6 +122,7 @@ impl Sequencer {
         let coming = Arc::new(AtomicUsize::new(0));
         let announced = coming.clone();
         let Batching { max: batch_max, delay } = batching;
+        let syncer = start_syncer(sync, stats.clone());
         // The writer runs on a thread of its own, not as one task among the
         // request handlers: each of a batch's statements is an await, and
         // under load a task waits behind every runnable handler before it
@@ -126,8 +147,9 @@ impl Sequencer {
                 match store.apply_batch_reporting(&items).await {
                     Ok((outcomes, accounts)) => {
                         committed(&accounts);
-                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                            let _ = reply.send(Ok(outcome));
+                        if syncer.send(replies.into_iter().zip(outcomes).collect()).is_err() {
+                            tracing::error!("the ledger's syncer has stopped");
+                            break;
                         }
                     }
                     Err(error) => {
@@ -171,6 +193,41 @@ impl Sequencer {
     }
 }
 
+/// A committed batch's requests with their outcomes, to answer once durable.
+type Committed = Vec<(oneshot::Sender<Reply>, Result<BatchOutcome, ItemError>)>;
+
+/// Starts the syncer: it waits for a committed batch, takes every other one
+/// committed meanwhile, makes them durable with one `sync`, then answers
+/// their requests; the sequencer meanwhile writes its next batch.
+fn start_syncer(
+    sync: impl Fn() -> std::io::Result<()> + Send + 'static,
+    stats: Arc<SequencerStats>,
+) -> std::sync::mpsc::Sender<Committed> {
+    let (sender, receiver) = std::sync::mpsc::channel::<Committed>();
+    let syncer = move || {
+        while let Ok(first) = receiver.recv() {
+            let mut batches = vec![first];
+            batches.extend(receiver.try_iter());
+            stats.syncs.fetch_add(1, Ordering::Relaxed);
+            let synced = sync();
+            if let Err(error) = &synced {
+                tracing::error!(%error, "committed ledger batches could not be made durable");
+            }
+            for (reply, outcome) in batches.into_iter().flatten() {
+                let answer = match &synced {
+                    Ok(()) => Ok(outcome),
+                    Err(error) => Err(SequencerError::NotDurable(error.to_string())),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    };
+    if let Err(error) = std::thread::Builder::new().name("vitrine-syncer".into()).spawn(syncer) {
+        panic!("cannot start the sequencer's syncer: {error}");
+    }
+    sender
+}
+
 impl SequencerStats {
     fn record(&self, size: u64) {
         self.batches.fetch_add(1, Ordering::Relaxed);
@@ -178,5 +235,76 @@ impl SequencerStats {
         self.largest_batch.fetch_max(size, Ordering::Relaxed);
         let bucket = BATCH_SIZE_BUCKETS.iter().position(|&bound| size <= bound).unwrap_or(BATCH_SIZE_BUCKETS.len() - 1);
         self.batch_sizes[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use domain::{AccountName, Amount};
+    use ledger::{Command, Transfer, TransferKind};
+
+    use super::*;
+    use crate::AccountKind;
+
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The sequencer writes its next batch while the last one's fsync runs,
+    /// and answers nobody before an fsync that began after their commit
+    /// returned.
+    #[tokio::test]
+    async fn the_next_batch_commits_while_the_last_one_syncs() {
+        let folder = tempfile::tempdir().expect("a temporary folder");
+        let store = Store::open(&folder.path().join("vitrine.sqlite")).await.expect("open");
+        let issuer = store.ensure_system_account(&AccountName::issuer(), AccountKind::Issuer).await.expect("issuer");
+        let treasury =
+            store.ensure_system_account(&AccountName::treasury(), AccountKind::Treasury).await.expect("treasury");
+        // Each sync waits until the test lets it return.
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let sync = move || {
+            let _ = gate.lock().expect("never poisoned").recv();
+            Ok(())
+        };
+        let batching = Batching { max: 16, delay: Duration::ZERO };
+        let sequencer = Sequencer::start_syncing(store.clone(), batching, |_| {}, sync);
+        let deposit = |n: u64| {
+            let transfer = Transfer {
+                debit: issuer.id,
+                credit: treasury.id,
+                amount: Amount::from_minor_units(n).expect("an amount"),
+                kind: TransferKind::Deposit,
+                reference: format!("deposit {n}"),
+            };
+            let sequencer = sequencer.clone();
+            tokio::spawn(async move { sequencer.submit(BatchItem::command(Command::Transfer(transfer))).await })
+        };
+        let stats = sequencer.stats.clone();
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+
+        let first = deposit(1);
+        until("the first batch syncs", || count(&stats.batches) == 1 && count(&stats.syncs) == 1).await;
+        let second = deposit(2);
+        until("the second batch commits", || count(&stats.batches) == 2).await;
+        // Both committed (visible), neither answered: the first's fsync has not returned.
+        let (treasury_balance, _) = store.balances(treasury.id).await.expect("balances");
+        assert_eq!(treasury_balance.balance(), 3);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!first.is_finished() && !second.is_finished(), "nobody is answered before their fsync");
+
+        release.send(()).expect("the syncer waits");
+        first.await.expect("the first call").expect("a batch").expect("deposited");
+        until("the second batch syncs", || count(&stats.syncs) == 2).await;
+        assert!(!second.is_finished(), "the second batch committed after the first fsync began");
+        release.send(()).expect("the syncer waits");
+        second.await.expect("the second call").expect("a batch").expect("deposited");
     }
 }

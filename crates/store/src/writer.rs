@@ -15,10 +15,11 @@
 //! transaction leaves the writer cold.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use ledger::{AccountId, AccountState};
@@ -68,10 +69,38 @@ pub(crate) struct Writer {
 /// memory, and copies the WAL into the database only as a last resort
 /// ([`WRITER_AUTOCHECKPOINT_PAGES`]): checkpoints run beside it, on another
 /// connection ([`Checkpoints`]).
+///
+/// Its commits reach the WAL without waiting for the disk
+/// (`synchronous=NORMAL` on this connection only): [`WalSync`] then makes
+/// every commit so far durable with one fsync of the WAL, so the sequencer
+/// writes its next batch while the last one's fsync runs, and nobody hears
+/// of a batch before its fsync returned.
 #[derive(Debug, Clone)]
 struct SqliteWriter {
     own: SqlitePool,
     checkpoints: Arc<Checkpoints>,
+    wal: WalSync,
+}
+
+/// What makes the writer's commits durable: on SQLite an fsync of the
+/// database's WAL (which holds every commit not yet copied into the
+/// database, which a checkpoint syncs before it copies); on PostgreSQL
+/// nothing, its commits are durable when they return.
+#[derive(Debug, Clone, Default)]
+pub struct WalSync(Option<Arc<PathBuf>>);
+
+impl WalSync {
+    /// Makes every commit so far durable (blocking: one fsync).
+    pub fn sync(&self) -> std::io::Result<()> {
+        let Some(wal) = &self.0 else { return Ok(()) };
+        match std::fs::File::open(&**wal) {
+            // The file is synced as a whole, through any descriptor of it.
+            Ok(file) => file.sync_data(),
+            // No WAL: every commit is in the database file, synced.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
 }
 
 /// The writer's SQLite page cache, in KiB (SQLite's default is 2,000).
@@ -115,7 +144,10 @@ impl Writer {
             .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
             .pragma("temp_store", "MEMORY")
             .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES.to_string())
+            .synchronous(SqliteSynchronous::Normal)
             .statement_cache_capacity(WRITER_STATEMENTS_CACHED);
+        let mut wal = options.get_filename().as_os_str().to_owned();
+        wal.push("-wal");
         let own = SqlitePoolOptions::new()
             .min_connections(1)
             .max_connections(1)
@@ -124,7 +156,11 @@ impl Writer {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        Ok(Writer { memory: Default::default(), sqlite: Some(SqliteWriter { own, checkpoints: Default::default() }) })
+        let wal = WalSync(Some(Arc::new(wal.into())));
+        Ok(Writer {
+            memory: Default::default(),
+            sqlite: Some(SqliteWriter { own, checkpoints: Default::default(), wal }),
+        })
     }
 
     pub(crate) async fn close(&self) {
@@ -166,9 +202,21 @@ pub(crate) struct WriteTx {
     guard: OwnedMutexGuard<WriterMemory>,
     /// On SQLite, where to checkpoint after the commit.
     checkpoint: Option<(SqlitePool, Arc<Checkpoints>)>,
+    wal: WalSync,
 }
 
 impl Store {
+    /// What makes this store's writer's commits durable.
+    pub fn wal_sync(&self) -> WalSync {
+        self.writer.sqlite.as_ref().map(|sqlite| sqlite.wal.clone()).unwrap_or_default()
+    }
+
+    /// Makes every commit so far durable (see [`WalSync`]).
+    pub async fn sync_writes(&self) -> Result<(), StoreError> {
+        let wal = self.wal_sync();
+        Ok(tokio::task::spawn_blocking(move || wal.sync()).await.map_err(std::io::Error::other)??)
+    }
+
     /// Begins a writing transaction and claims the next epoch. On SQLite
     /// `BEGIN IMMEDIATE` takes the database's write lock now, not at the
     /// first write; on PostgreSQL the epoch's row lock is the write lock:
@@ -199,13 +247,21 @@ impl Store {
         };
         let remembered = std::mem::take(&mut *guard);
         let memory = if remembered.epoch == Some(epoch - 1) { remembered } else { WriterMemory::default() };
-        Ok(WriteTx { tx, memory, epoch, guard, checkpoint })
+        Ok(WriteTx { tx, memory, epoch, guard, checkpoint, wal: self.wal_sync() })
     }
 }
 
 impl WriteTx {
+    /// Commits, and returns once the commit is durable.
     pub(crate) async fn commit(self) -> Result<(), StoreError> {
-        let WriteTx { tx, mut memory, epoch, mut guard, checkpoint } = self;
+        let wal = self.commit_unsynced().await?;
+        Ok(tokio::task::spawn_blocking(move || wal.sync()).await.map_err(std::io::Error::other)??)
+    }
+
+    /// Commits: visible to every connection at once, durable once the
+    /// returned [`WalSync`] syncs (nobody may be told of it before).
+    pub(crate) async fn commit_unsynced(self) -> Result<WalSync, StoreError> {
+        let WriteTx { tx, mut memory, epoch, mut guard, checkpoint, wal } = self;
         tx.commit().await?;
         if let Some((pool, checkpoints)) = checkpoint {
             checkpoints.after_commit(&pool);
@@ -213,7 +269,7 @@ impl WriteTx {
         memory.epoch = Some(epoch);
         memory.forget_past_buckets(crate::now_ms());
         *guard = memory;
-        Ok(())
+        Ok(wal)
     }
 }
 

@@ -22,9 +22,10 @@ use crate::bench::Report;
 /// writer's work: they are signed before the clock starts).
 const LEAVES: usize = 512;
 
-/// The names of the threads that do the writer's work: the sequencer, and
-/// the SQLite connections' workers (only the writer's is busy here).
-const WRITER_THREADS: [&str; 2] = ["vitrine-sequenc", "sqlx-sqlite-wor"];
+/// The names of the threads that do the writer's work: the sequencer, the
+/// SQLite connections' workers (only the writer's is busy here), and the
+/// syncer (its fsyncs run beside the sequencer's next batch).
+const WRITER_THREADS: [&str; 3] = ["vitrine-sequenc", "sqlx-sqlite-wor", "vitrine-syncer"];
 
 pub(crate) async fn run(data_dir: &Path, calls: u64, clients: usize, report: &Report) -> anyhow::Result<()> {
     if calls == 0 || clients == 0 {
@@ -176,7 +177,8 @@ pub(crate) struct CpuMeter {
 /// What a [`CpuMeter`] measured, in milliseconds.
 pub(crate) struct CpuUsed {
     pub(crate) process_ms: u64,
-    /// The sequencer and every SQLite thread (checkpoints beside it too).
+    /// The sequencer, its syncer and every SQLite thread (checkpoints
+    /// beside it too).
     pub(crate) writer_ms: u64,
     /// What runs one batch after another: the sequencer and its
     /// connection's thread (the busiest SQLite thread).
