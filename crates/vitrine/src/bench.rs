@@ -135,6 +135,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // The benches of one part alone: a store of their own, removed after
     // unless it was asked for.
     let report = Report::default();
+    let folders: Vec<PathBuf> = ["", "no-rollups", "isolation-process", "isolation-none", "realistic"]
+        .iter()
+        .map(|suffix| if suffix.is_empty() { data_dir.clone() } else { data_dir.with_extension(suffix) })
+        .collect();
+    if temporary {
+        folders.iter().for_each(|folder| crate::remove_at_a_quiet_end(folder.clone()));
+    }
     let alone = if let Some(events) = args.usage_events {
         Some(usage_bench(&data_dir, events).await)
     } else if let Some(leaves) = args.log_leaves {
@@ -159,12 +166,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let result = if args.cores.is_empty() { compare(&args, &data_dir, &report).await } else { scaling(&args, &report) };
     if temporary {
-        for suffix in ["", "no-rollups", "isolation-process", "isolation-none", "realistic"] {
-            let _ = std::fs::remove_dir_all(if suffix.is_empty() {
-                data_dir.clone()
-            } else {
-                data_dir.with_extension(suffix)
-            });
+        for folder in &folders {
+            let _ = std::fs::remove_dir_all(folder);
         }
     }
     result?;

@@ -96,10 +96,7 @@ fn main() -> std::process::ExitCode {
         // Before any runtime starts threads: a worker is one confined thread.
         return std::process::ExitCode::from(sandbox::worker_main().clamp(0, 255) as u8);
     }
-    if !matches!(
-        cli.command,
-        Command::Serve(_) | Command::Bench(_) | Command::Demo(_) | Command::Migrate(_) | Command::Witness(_)
-    ) {
+    if !matches!(cli.command, Command::Serve(_) | Command::Demo(_) | Command::Migrate(_) | Command::Witness(_)) {
         end_quietly_on_a_closed_pipe();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -131,9 +128,19 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// A client command piped into `head` and the like: when the reader goes
-/// away, `println!` panics on the broken pipe (Rust ignores SIGPIPE). That
-/// is the reader's choice, not an error: end quietly, as a filter should.
+/// Folders to remove if the process ends early on a closed pipe (a bench's
+/// temporary data directories).
+static LEFT_AT_A_QUIET_END: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes `folder` if this process ends quietly on a closed pipe.
+pub(crate) fn remove_at_a_quiet_end(folder: std::path::PathBuf) {
+    LEFT_AT_A_QUIET_END.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(folder);
+}
+
+/// A client command (or a bench) piped into `head` and the like: when the
+/// reader goes away, `println!` panics on the broken pipe (Rust ignores
+/// SIGPIPE). That is the reader's choice, not an error: end quietly, as a
+/// filter should, leaving no temporary folder behind.
 fn end_quietly_on_a_closed_pipe() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -144,6 +151,10 @@ fn end_quietly_on_a_closed_pipe() {
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or_default();
         if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            let folders = std::mem::take(&mut *LEFT_AT_A_QUIET_END.lock().unwrap_or_else(|p| p.into_inner()));
+            for folder in folders {
+                let _ = std::fs::remove_dir_all(folder);
+            }
             std::process::exit(0);
         }
         default_hook(info);

@@ -228,6 +228,27 @@ fn the_writer_benchmark_reports_its_cpu_per_call() {
     assert!(!refused.status.success());
 }
 
+/// A bench piped into a reader that goes away (`vitrine bench | head`) ends
+/// quietly, as a filter should, and leaves no temporary data directory.
+#[test]
+fn a_bench_whose_reader_goes_away_ends_quietly_and_leaves_nothing() {
+    let temporary = tempfile::tempdir().unwrap();
+    let mut bench = Command::new(BINARY)
+        .args(["bench", "--ledger-calls", "2000", "--clients", "8"])
+        .env("TMPDIR", temporary.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start vitrine bench");
+    drop(bench.stdout.take());
+    let output = bench.wait_with_output().expect("the bench ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(temporary.path()).unwrap().map(|entry| entry.unwrap().path()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// Amounts are read and shown in the server's own token: a market of 6
 /// decimals called XYZ is not an OPG market of 9 (the CLI asks `/v1/health`).
 #[tokio::test]
