@@ -101,6 +101,11 @@ impl WalSync {
             Err(error) => Err(error),
         }
     }
+
+    /// [`WalSync::sync`] on a blocking thread, for async callers.
+    async fn sync_blocking(self) -> Result<(), StoreError> {
+        Ok(tokio::task::spawn_blocking(move || self.sync()).await.map_err(std::io::Error::other)??)
+    }
 }
 
 /// The writer's SQLite page cache, in KiB (SQLite's default is 2,000).
@@ -213,8 +218,7 @@ impl Store {
 
     /// Makes every commit so far durable (see [`WalSync`]).
     pub async fn sync_writes(&self) -> Result<(), StoreError> {
-        let wal = self.wal_sync();
-        Ok(tokio::task::spawn_blocking(move || wal.sync()).await.map_err(std::io::Error::other)??)
+        self.wal_sync().sync_blocking().await
     }
 
     /// Begins a writing transaction and claims the next epoch. On SQLite
@@ -254,8 +258,7 @@ impl Store {
 impl WriteTx {
     /// Commits, and returns once the commit is durable.
     pub(crate) async fn commit(self) -> Result<(), StoreError> {
-        let wal = self.commit_unsynced().await?;
-        Ok(tokio::task::spawn_blocking(move || wal.sync()).await.map_err(std::io::Error::other)??)
+        self.commit_unsynced().await?.sync_blocking().await
     }
 
     /// Commits: visible to every connection at once, durable once the
