@@ -199,11 +199,9 @@ impl Writes {
                     return Ok(());
                 }
                 let mut statements = SqliteStatements::default();
-                for Piece { head, mut rows, tail } in self.0 {
-                    // The rows move into their statements (most pieces are one).
-                    while !rows.is_empty() {
-                        let rest = rows.split_off(rows.len().min(crate::log::ROWS_PER_STATEMENT));
-                        statements.push(&head, std::mem::replace(&mut rows, rest), &tail)?;
+                for Piece { head, rows, tail } in self.0 {
+                    for chunk in statement_chunks(rows) {
+                        statements.push(&head, chunk, &tail)?;
                     }
                 }
                 let SqliteStatements { sql, arguments } = statements;
@@ -225,10 +223,8 @@ impl Writes {
                     query.build().execute(&mut **tx).await?;
                     return Ok(());
                 }
-                for Piece { head, mut rows, tail } in self.0 {
-                    while !rows.is_empty() {
-                        let rest = rows.split_off(rows.len().min(crate::log::ROWS_PER_STATEMENT));
-                        let chunk = std::mem::replace(&mut rows, rest);
+                for Piece { head, rows, tail } in self.0 {
+                    for chunk in statement_chunks(rows) {
                         let mut query = sqlx::QueryBuilder::new("");
                         push_piece(&mut query, Piece { head: head.clone(), rows: chunk, tail: tail.clone() });
                         query.build().execute(&mut **tx).await?;
@@ -238,6 +234,18 @@ impl Writes {
         }
         Ok(())
     }
+}
+
+/// A piece's rows, a statement's worth ([`crate::log::ROWS_PER_STATEMENT`])
+/// at a time, moved rather than copied (most pieces are one statement).
+fn statement_chunks(mut rows: Vec<Vec<Cell>>) -> impl Iterator<Item = Vec<Vec<Cell>>> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let rest = rows.split_off(rows.len().min(crate::log::ROWS_PER_STATEMENT));
+        Some(std::mem::replace(&mut rows, rest))
+    })
 }
 
 /// SQLite statements of pieces' rows, as one query: their text written
