@@ -140,6 +140,10 @@ impl WorkerPool {
         match answer {
             Ok(Response::Ran { outputs, cpu_us, evicted }) => {
                 lease.note_loaded(digest, &evicted);
+                // The worker is idle from here: the next request for it
+                // should reach it now, not after this call's answer is built.
+                drop(lease);
+                tokio::task::yield_now().await;
                 Ok(Ran { outputs, cpu_us })
             }
             Ok(Response::RunFailed { failure, message, cpu_us }) => {
