@@ -118,6 +118,15 @@ impl ApiError {
         }
     }
 
+    /// The remote store of model files failed (an upload put there, a file
+    /// fetched from there, its message beginning with
+    /// [`store::REMOTE_STORE_FAILED`]): its outage, not the request's fault;
+    /// logged, and worth a retry.
+    pub fn remote_store_failed(message: impl std::fmt::Display) -> ApiError {
+        tracing::error!(%message, "the remote store of model files failed");
+        ApiError::unavailable("the store of model files does not answer; try again shortly", 5)
+    }
+
     /// Logs `cause` and answers 500 without revealing it.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(%cause, "internal error");
@@ -157,6 +166,10 @@ impl From<store::SequencerError> for ApiError {
 
 impl From<std::io::Error> for ApiError {
     fn from(error: std::io::Error) -> ApiError {
+        let message = error.to_string();
+        if message.starts_with(store::REMOTE_STORE_FAILED) {
+            return ApiError::remote_store_failed(message);
+        }
         ApiError::internal(error)
     }
 }

@@ -694,8 +694,7 @@ fn run_failure_error(state: &AppState, version: &Version, failure: Failure) -> A
             ApiError::model_crashed(format!("the worker running the model died ({cause}); nothing was charged"))
         }
         Failure::ModelUnreadable(message) if message.starts_with(store::REMOTE_STORE_FAILED) => {
-            tracing::error!(%message, "the model's file could not be fetched");
-            ApiError::unavailable("the store of model files does not answer; try again shortly", 5)
+            ApiError::remote_store_failed(message)
         }
         Failure::ModelNoLongerLoads(message) | Failure::ModelUnreadable(message) => {
             // It loaded when it was uploaded; failing now means limits were

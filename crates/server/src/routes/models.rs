@@ -386,7 +386,7 @@ pub async fn update_model(
         (status = 413, description = "larger than upload_bytes_max (payload_too_large), or more than the owner's models may store, account_storage_bytes_max (storage_quota_exceeded)", body = ErrorBody),
         (status = 422, description = "not a model the runtime can serve (invalid_model): refused by the runtime, or loading it needs more memory or time than a worker may have", body = ErrorBody),
         (status = 429, description = "too many calls or uploads from this key (rate_limited, with Retry-After)", body = ErrorBody),
-        (status = 503, description = "no model worker is available to validate it", body = ErrorBody),
+        (status = 503, description = "no model worker is available to validate it, or the remote store of model files (blob_url) does not answer (unavailable, with Retry-After)", body = ErrorBody),
     ))]
 pub async fn upload_version(
     State(state): State<AppState>,
@@ -527,6 +527,7 @@ pub async fn list_versions(
         (status = 200, content_type = "application/octet-stream", body = Vec<u8>),
         (status = 401, description = "A key was sent and is not valid", body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 503, description = "the remote store of model files (blob_url) does not answer (unavailable, with Retry-After)", body = ErrorBody),
     ))]
 pub async fn get_blob(
     State(state): State<AppState>,

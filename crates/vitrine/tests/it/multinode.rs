@@ -386,3 +386,93 @@ async fn nodes_with_folders_of_their_own_share_models_through_an_s3_store() {
     drop(nodes);
     database.drop().await;
 }
+
+/// A TCP forwarder to `target` that the test can cut: every connection
+/// through it closed and none accepted after (a store that stops
+/// answering, without stopping the store other tests share).
+struct Forwarder {
+    url: String,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Forwarder {
+    async fn start(target: &str) -> Forwarder {
+        let address = target.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let spawned = tasks.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let address = address.clone();
+                let connection = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&address).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                spawned.lock().expect("the tasks").push(connection.abort_handle());
+            }
+        });
+        tasks.lock().expect("the tasks").push(accepting.abort_handle());
+        Forwarder { url, tasks }
+    }
+
+    fn cut(&self) {
+        self.tasks.lock().expect("the tasks").drain(..).for_each(|task| task.abort());
+    }
+}
+
+/// A node whose S3-compatible store stops answering says so (503
+/// `unavailable`, with `Retry-After`), and charges, records and keeps
+/// nothing: for a call whose model it must fetch, for a download, and for
+/// an upload (which answered 500 `internal` before); another node, still
+/// reaching the store, serves on. (Two threads: nodes start blocking one,
+/// the forwarder runs on the other.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_s3_store_stops_answering_says_so_and_charges_nothing() {
+    let Some(database) = Database::create("s3_outage").await else { return };
+    let Some(bucket) = store::TestBucket::create("outage").await else { return database.drop().await };
+    let forwarder = Forwarder::start(&bucket.endpoint).await;
+    let through = |env: Vec<(String, String)>| -> Vec<(String, String)> {
+        env.into_iter()
+            .map(|(name, value)| match name.as_str() {
+                "AWS_ENDPOINT_URL" => (name, forwarder.url.clone()),
+                _ => (name, value),
+            })
+            .collect()
+    };
+    let settings =
+        |node| [("database_url", database.url.as_str()), ("node_id", node), ("blob_url", bucket.url.as_str())];
+    let nodes = [
+        TestServer::start_with_env(&settings("a"), &bucket.env()),
+        TestServer::start_with_env(&settings("b"), &through(bucket.env())),
+    ];
+    let apis: Vec<Api> = nodes.iter().map(TestServer::api).collect();
+    let op = nodes[0].operator_key.clone();
+    let alice = apis[0].signup("alice").await;
+    let bob = apis[0].signup("bob").await;
+    priced_model(&apis[0], &alice, "alice", "linear", 100).await;
+    deposit(&apis[0], &op, "bob", 100_000, "bank-1").await;
+    let versions = apis[0].get("/v1/models/alice/linear/versions", None).await.ok(200).clone();
+    let digest = versions["items"][0]["blob_sha256"].as_str().expect("a digest").to_owned();
+
+    forwarder.cut();
+    // A call on node b, which never had the model's file; an upload there.
+    apis[1].send(paid_call(&apis[1], &bob, None)).await.error(503, "unavailable");
+    let upload =
+        apis[1].upload("/v1/models/alice/linear/versions", Some(&alice), crate::support::fixture("linear.onnx"));
+    upload.await.error(503, "unavailable");
+    let download = apis[1].http.get(format!("{}/v1/blobs/{digest}", apis[1].url)).send().await.expect("an answer");
+    assert_eq!(download.status(), 503);
+    assert_eq!(download.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("5"));
+
+    // Nothing was charged or kept (node b's grant on the balance stays
+    // held for its next calls); node a serves on.
+    assert_eq!(units(&apis[0], &op, "bob", "balance").await, 100_000);
+    let versions = apis[0].get("/v1/models/alice/linear/versions", None).await.ok(200).clone();
+    assert_eq!(versions["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(apis[0].send(paid_call(&apis[0], &bob, None)).await.ok(200)["receipt"]["node"], "node-a");
+    assert_eq!(units(&apis[0], &op, "bob", "balance").await, 100_000 - 100);
+    drop(nodes);
+    database.drop().await;
+}
