@@ -3,7 +3,8 @@
 //! run: the raw model (tract alone, no HTTP), free and paid calls over HTTP,
 //! paid calls through the server's router in this process (no sockets), the
 //! latency at half the paid rate, and a realistic model (milliseconds per
-//! call) against the same model run raw on every thread. Ratios between these
+//! call) against the same model run raw on every thread, and on one worker
+//! against one raw thread. Ratios between these
 //! are what to compare across machines; absolute figures vary with the
 //! machine. `--figures FILE` writes every figure as JSON; `--cores 1,2,4` runs the whole
 //! comparison again pinned to that many cores (`taskset`), one child process
@@ -135,7 +136,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // The benches of one part alone: a store of their own, removed after
     // unless it was asked for.
     let report = Report::default();
-    let folders: Vec<PathBuf> = ["", "no-rollups", "isolation-process", "isolation-none", "realistic"]
+    let folders: Vec<PathBuf> = ["", "no-rollups", "isolation-process", "isolation-none", "realistic", "realistic-one"]
         .iter()
         .map(|suffix| if suffix.is_empty() { data_dir.clone() } else { data_dir.with_extension(suffix) })
         .collect();
@@ -249,6 +250,22 @@ async fn compare(args: &BenchArgs, data_dir: &std::path::Path, report: &Report) 
         1e3 / single,
         paid.describe(),
         paid.per_second / raw
+    );
+    // One worker against one raw thread: what the paid path costs around the
+    // model when the server has cores of its own (with a worker per core, as
+    // above, the server's threads and the model's share them).
+    let settings = [("inference_threads", 1.into())];
+    let one = with_server(&data_dir.with_extension("realistic-one"), &settings, |server| async move {
+        let setup = Setup::new(&server, realistic).await?;
+        setup.phase(args, "paid").await
+    })
+    .await?;
+    report.phase("realistic.one_worker.paid", &one);
+    report.set("realistic.one_worker.paid_over_raw", one.per_second / single);
+    println!(
+        "realistic model on one worker: paid over HTTP {}; paid / raw on one thread ({single:.0} calls/s) = {:.2}",
+        one.describe(),
+        one.per_second / single
     );
     Ok(())
 }
@@ -595,12 +612,13 @@ fn scaling(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
         rows.push((cores, figures));
     }
     println!(
-        "\ncores  tiny free/s  tiny paid/s  paid/free  p99 at half (ms)  realistic raw/s  realistic paid/s  paid/raw"
+        "\ncores  tiny free/s  tiny paid/s  paid/free  p99 at half (ms)  realistic raw/s  realistic paid/s  paid/raw  \
+         one worker paid/raw"
     );
     let figure = |figures: &Value, name: &str| figures[name].as_f64().unwrap_or(f64::NAN);
     for (cores, figures) in &rows {
         println!(
-            "{cores:>5}  {:>11.0}  {:>11.0}  {:>9.2}  {:>16.2}  {:>15.0}  {:>16.0}  {:>8.2}",
+            "{cores:>5}  {:>11.0}  {:>11.0}  {:>9.2}  {:>16.2}  {:>15.0}  {:>16.0}  {:>8.2}  {:>19.2}",
             figure(figures, "tiny.free.per_second"),
             figure(figures, "tiny.paid.per_second"),
             figure(figures, "tiny.paid_over_free"),
@@ -608,6 +626,7 @@ fn scaling(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
             figure(figures, "realistic.raw.per_second"),
             figure(figures, "realistic.paid.per_second"),
             figure(figures, "realistic.paid_over_raw"),
+            figure(figures, "realistic.one_worker.paid_over_raw"),
         );
     }
     if let [(first_cores, first), .., (last_cores, last)] = rows.as_slice() {
