@@ -225,6 +225,26 @@ fn thread_cpu_ms() -> anyhow::Result<HashMap<u64, (String, u64)>> {
     Ok(threads)
 }
 
+/// CPU time (user and system) of each live child process of this one by
+/// process id, in milliseconds: the server's model workers, in the bench.
+pub(crate) fn children_cpu_ms() -> anyhow::Result<HashMap<u64, u64>> {
+    let me = std::process::id().to_string();
+    let mut children = HashMap::new();
+    for entry in std::fs::read_dir("/proc").context("CPU times need Linux's /proc")? {
+        let path = entry?.path();
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else { continue };
+        // The parent's id is the field after the state, after the name.
+        let parent = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if parent != Some(me.as_str()) {
+            continue;
+        }
+        if let Some((pid, _, ms)) = parse_stat(&stat) {
+            children.insert(pid, ms);
+        }
+    }
+    Ok(children)
+}
+
 fn process_cpu_ms() -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").context("CPU times need Linux's /proc")?;
     parse_stat(&stat).map(|(_, _, ms)| ms).context("an unreadable /proc/self/stat")

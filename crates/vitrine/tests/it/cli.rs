@@ -200,6 +200,7 @@ fn the_benchmark_runs_and_reports_its_ratios() {
         "realistic.paid_over_raw",
         "realistic.one_worker.paid.per_second",
         "realistic.one_worker.paid_over_raw",
+        "realistic.one_worker.paid.workers_busy",
     ] {
         let value = run["figures"][name].as_f64().unwrap_or(0.0);
         assert!(value > 0.0, "{name} is {value} in {figures}");
