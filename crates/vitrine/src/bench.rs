@@ -235,7 +235,7 @@ async fn compare(args: &BenchArgs, data_dir: &std::path::Path, report: &Report) 
     let raw = raw_calls_per_second(realistic, threads, Duration::from_secs(args.seconds))?;
     let (paid, busy) = with_server(&data_dir.with_extension("realistic"), &[], |server| async move {
         let setup = Setup::new(&server, realistic).await?;
-        workers_busy(threads, setup.phase(args, "paid")).await
+        workers_busy(server.workers, setup.phase(args, "paid")).await
     })
     .await?;
     report.set("realistic.model", realistic.name.clone());
@@ -260,7 +260,7 @@ async fn compare(args: &BenchArgs, data_dir: &std::path::Path, report: &Report) 
     let settings = [("inference_threads", 1.into())];
     let (one, busy) = with_server(&data_dir.with_extension("realistic-one"), &settings, |server| async move {
         let setup = Setup::new(&server, realistic).await?;
-        workers_busy(1, setup.phase(args, "paid")).await
+        workers_busy(server.workers, setup.phase(args, "paid")).await
     })
     .await?;
     report.phase("realistic.one_worker.paid", &one);
@@ -297,6 +297,8 @@ async fn workers_busy(
 /// A running server for one phase: its URL, operator key and router.
 pub(crate) struct BenchServer {
     pub(crate) url: String,
+    /// Its model workers at most (`inference_threads`, resolved).
+    pub(crate) workers: usize,
     pub(crate) operator_key: String,
     pub(crate) router: axum::Router,
 }
@@ -324,11 +326,13 @@ where
         flags.insert((*key).into(), value.clone());
     }
     let config = server::Config::load(None, std::env::vars(), flags)?;
+    let workers = config.inference_threads();
     let (state, operator_key) = server::open_state(config).await.context("cannot start the server")?;
     let operator_key = operator_key.context("the bench needs a fresh data directory")?;
     let router = server::router(state.clone());
     let running = server::RunningServer::start(state).await?;
-    let server = BenchServer { url: running.url.clone(), operator_key: operator_key.expose().to_owned(), router };
+    let url = running.url.clone();
+    let server = BenchServer { url, workers, operator_key: operator_key.expose().to_owned(), router };
     let result = work(server).await;
     running.stop().await?;
     result

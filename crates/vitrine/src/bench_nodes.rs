@@ -50,6 +50,7 @@ async fn market(
     let mut running = vec![];
     let mut operator_key = None;
     let mut first_router = None;
+    let mut workers = None;
     for node in 0..nodes {
         let mut flags = toml::Table::new();
         flags.insert("data_dir".into(), dir.join(format!("node-{node}")).display().to_string().into());
@@ -64,6 +65,7 @@ async fn market(
             flags.insert(limit.into(), 0.into());
         }
         let config = server::Config::load(None, std::env::vars(), flags)?;
+        workers.get_or_insert(config.inference_threads());
         let (state, key) = server::open_state(config).await.context("cannot start a node")?;
         if let Some(key) = key {
             operator_key = Some(key.expose().to_owned());
@@ -74,6 +76,7 @@ async fn market(
     let urls: Vec<String> = running.iter().map(|node| node.url.clone()).collect();
     let first = BenchServer {
         url: urls[0].clone(),
+        workers: workers.context("a node")?,
         operator_key: operator_key.context("the bench needs a fresh database")?,
         router: first_router.context("a node")?,
     };
