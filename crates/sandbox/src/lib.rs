@@ -145,6 +145,8 @@ pub struct Metrics {
     pub worker_timeouts: u64,
     pub worker_out_of_memory: u64,
     pub worker_crashes: u64,
+    /// Calls written to a busy worker behind the call it was running.
+    pub worker_requests_pipelined: u64,
 }
 
 /// Runs models, isolated or in process.

@@ -2,28 +2,41 @@
 //! live worker process; requests routed by model digest so that a hot model
 //! stays loaded; a worker that dies or overruns is killed and replaced at
 //! once, in the background, by a new one.
+//!
+//! While every slot is taken, requests wait in one queue, first come first
+//! served, and a slot given back goes straight to the first of them. A call
+//! that has just written its request to a worker also writes the next
+//! waiting call of the same model behind it (pipelining): the worker starts
+//! that call the moment it has answered, instead of idling through the
+//! server's round trip (reading the answer, waking the next call, writing
+//! its request). The next call inherits the worker and its slot; if the
+//! worker dies before answering the first call, the next call never ran
+//! there, and waits again, first in line.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use domain::Sha256;
 use runtime::Tensor;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::process::{Death, StartFailure, WorkerCommand, WorkerProcess};
 use crate::protocol::{self, Hello, Request, Response};
 use crate::{Failure, LoadFailure, Metrics, Ran, RunFailure};
 
+/// A call's request up to this size may be written to a busy worker's pipe
+/// ahead of its turn: well inside a pipe's buffer (64 KiB on Linux), so that
+/// writing it never waits for the worker. A larger one waits for its turn.
+const PIPELINED_REQUEST_BYTES_MAX: usize = 16 << 10;
+
 #[derive(Debug)]
 pub(crate) struct WorkerPool {
     command: WorkerCommand,
     hello: Hello,
     workers: usize,
-    /// One permit per slot: a request holds one from before it picks a
-    /// worker until the worker is back (or dead).
-    slots: Arc<Semaphore>,
     state: Mutex<PoolState>,
     /// Bound on one answer's frame: the outputs allowed, plus room for names,
     /// shapes and the signature of a large graph.
@@ -32,6 +45,7 @@ pub(crate) struct WorkerPool {
     timed_out: AtomicU64,
     out_of_memory: AtomicU64,
     crashed: AtomicU64,
+    pipelined: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -40,19 +54,69 @@ struct PoolState {
     idle: Vec<WorkerProcess>,
     /// Workers alive or being started, idle or busy; never above `workers`.
     live: usize,
+    /// Slots held by a lease or by a replacement being started; never above
+    /// `workers`.
+    taken: usize,
+    /// Requests waiting for a slot, oldest first (some may have given up).
+    /// Never empty unless every slot is taken.
+    waiting: VecDeque<Waiter>,
 }
 
-/// A worker taken from the pool for one request. Dropped, it goes back to
-/// the idle list, unless it is in the middle of a request (the request was
-/// abandoned) or died: then it is killed, and a replacement is started
-/// holding the slot's permit, so no request waits on an empty slot.
+/// A request waiting for a slot.
+struct Waiter {
+    /// The model it runs, if any: a call of the model a busy worker runs may
+    /// be written behind that call.
+    digest: Option<Sha256>,
+    /// Its request, encoded, where it may be written ahead of its turn.
+    ahead: Option<Arc<[u8]>>,
+    handoff: oneshot::Sender<Handoff>,
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiter").field("digest", &self.digest).field("ahead", &self.ahead.is_some()).finish()
+    }
+}
+
+/// What a waiting request is given.
+enum Handoff {
+    /// A slot, with the worker that used it (none if it died and could not
+    /// be replaced: the request starts one).
+    Slot(Lease),
+    /// A worker whose pipe already holds this request, with its slot.
+    Written(Lease),
+    /// Its request was written to a worker that died before getting to it:
+    /// it never ran; wait again, first in line.
+    Retry,
+}
+
+impl Handoff {
+    /// The worker of a handoff nobody took, and its slot given up.
+    fn into_worker(self) -> Option<WorkerProcess> {
+        match self {
+            Handoff::Slot(mut lease) | Handoff::Written(mut lease) => lease.disown(),
+            Handoff::Retry => None,
+        }
+    }
+}
+
+/// A slot, and the worker it uses, taken for one request. Dropped, they go
+/// to the request written behind this one, else to the first waiting
+/// request, else back to the pool; unless the worker is in the middle of a
+/// request (the request was abandoned) or died: then it is killed, and a
+/// replacement is started holding the slot, so no request waits on an empty
+/// slot.
 struct Lease {
     pool: Arc<WorkerPool>,
+    /// `None` only for a slot whose worker could not be replaced, until
+    /// `fill` finds or starts one.
     worker: Option<WorkerProcess>,
-    /// False from sending a request until its answer is read.
+    /// False while a request written to the worker has no answer read.
     reusable: bool,
-    /// Always `Some` until dropped.
-    permit: Option<OwnedSemaphorePermit>,
+    /// Whether it still holds its slot: false once handed on.
+    slot: bool,
+    /// The waiting request whose request this lease wrote behind its own.
+    successor: Option<oneshot::Sender<Handoff>>,
 }
 
 impl WorkerPool {
@@ -62,20 +126,20 @@ impl WorkerPool {
             command,
             hello,
             workers,
-            slots: Arc::new(Semaphore::new(workers)),
             state: Mutex::new(PoolState::default()),
             answer_bytes_max,
             started: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
             out_of_memory: AtomicU64::new(0),
             crashed: AtomicU64::new(0),
+            pipelined: AtomicU64::new(0),
         }
     }
 
     /// Starts one worker and keeps it idle: a worker that cannot start or
     /// confine itself is a reason not to start the server.
     pub(crate) async fn start_one(self: &Arc<Self>, deadline: Instant) -> Result<(), StartFailure> {
-        let lease = self.lease(None, deadline).await.map_err(|failure| StartFailure(failure.describe()))?;
+        let (lease, _) = self.lease(None, None, deadline).await.map_err(|failure| StartFailure(failure.describe()))?;
         drop(lease);
         Ok(())
     }
@@ -86,13 +150,13 @@ impl WorkerPool {
         model: Vec<u8>,
         deadline: Instant,
     ) -> Result<runtime::Signature, LoadFailure> {
-        let mut lease = self.lease(Some(&digest), deadline).await.map_err(|failure| match failure {
+        let (mut lease, _) = self.lease(Some(&digest), None, deadline).await.map_err(|failure| match failure {
             // Busy workers are no fault of the model's.
             Failure::TimedOut => LoadFailure::Unavailable("every worker stayed busy past the time limit".into()),
             other => LoadFailure::Unavailable(other.describe()),
         })?;
         let request = Request::Load { digest, model }.encode();
-        match lease.call(&request, deadline).await {
+        match lease.call(&request, deadline, None).await {
             Ok(Response::Loaded { signature, evicted, .. }) => {
                 lease.note_loaded(digest, &evicted);
                 Ok(signature)
@@ -118,30 +182,41 @@ impl WorkerPool {
         Fut: Future<Output = std::io::Result<Vec<u8>>>,
     {
         let failed = |failure| RunFailure { failure, cpu_us: 0 };
-        let mut lease = self.lease(Some(&digest), deadline).await.map_err(failed)?;
+        let mut request = Request::Run { digest, model: None, inputs };
+        // Encoded once: written ahead of its turn, or when its turn comes.
+        let bare: Arc<[u8]> = request.encode().into();
+        let ahead = (bare.len() <= PIPELINED_REQUEST_BYTES_MAX).then(|| bare.clone());
+        let (mut lease, written) = self.lease(Some(&digest), ahead, deadline).await.map_err(failed)?;
         let mut model_bytes = Some(model_bytes);
         let mut fetch = async || -> Result<Vec<u8>, RunFailure> {
             let fetch =
                 model_bytes.take().ok_or_else(|| failed(Failure::Crashed("it asked twice for the model".into())))?;
             fetch().await.map_err(|e| failed(Failure::ModelUnreadable(e.to_string())))
         };
-        let holds_model = lease.worker.as_ref().is_some_and(|w| w.loaded.contains(&digest));
-        let model = if holds_model { None } else { Some(fetch().await?) };
-        let mut request = Request::Run { digest, model, inputs };
-        let mut answer = lease.call(&request.encode(), deadline).await;
-        if let Ok(Response::NeedModel) = answer {
-            // The worker evicted it without the pool knowing: send it now.
+        let mut answer = if written {
+            lease.receive(deadline, Some(&digest)).await
+        } else if lease.holds(&digest) {
+            lease.call(&bare, deadline, Some(&digest)).await
+        } else {
             if let Request::Run { model, .. } = &mut request {
                 *model = Some(fetch().await?);
             }
-            answer = lease.call(&request.encode(), deadline).await;
+            lease.call(&request.encode(), deadline, Some(&digest)).await
+        };
+        if let Ok(Response::NeedModel) = answer {
+            // The worker evicted it without the pool knowing: send it now.
+            if let Request::Run { model: model @ None, .. } = &mut request {
+                *model = Some(fetch().await?);
+            }
+            answer = lease.call(&request.encode(), deadline, None).await;
         }
         let sent_model = matches!(&request, Request::Run { model: Some(_), .. });
         match answer {
             Ok(Response::Ran { outputs, cpu_us, evicted }) => {
                 lease.note_loaded(digest, &evicted);
-                // The worker is idle from here: the next request for it
-                // should reach it now, not after this call's answer is built.
+                // The worker is free from here (or busy with the call written
+                // behind this one): a call waiting for it should reach it
+                // now, not after this call's answer is built.
                 drop(lease);
                 tokio::task::yield_now().await;
                 Ok(Ran { outputs, cpu_us })
@@ -174,7 +249,7 @@ impl WorkerPool {
     }
 
     pub(crate) fn metrics(&self) -> Metrics {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.lock();
         Metrics {
             workers_max: self.workers as u64,
             workers_live: state.live as u64,
@@ -182,45 +257,98 @@ impl WorkerPool {
             worker_timeouts: self.timed_out.load(Ordering::Relaxed),
             worker_out_of_memory: self.out_of_memory.load(Ordering::Relaxed),
             worker_crashes: self.crashed.load(Ordering::Relaxed),
+            worker_requests_pipelined: self.pipelined.load(Ordering::Relaxed),
         }
     }
 
-    /// Takes a slot by `deadline`, then a worker for it: an idle one holding
-    /// `digest`, else a new one if a slot has none, else the idle one used
-    /// least recently.
-    async fn lease(self: &Arc<Self>, digest: Option<&Sha256>, deadline: Instant) -> Result<Lease, Failure> {
-        let permit = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| Failure::TimedOut)?
-            .map_err(|_| Failure::Unavailable("the worker pool is closed".into()))?;
+    /// Takes a slot by `deadline`, at once if one is free, else in turn;
+    /// then a worker for it. Says whether the request, `ahead`, was already
+    /// written to that worker.
+    async fn lease(
+        self: &Arc<Self>,
+        digest: Option<&Sha256>,
+        ahead: Option<Arc<[u8]>>,
+        deadline: Instant,
+    ) -> Result<(Lease, bool), Failure> {
+        let mut first_in_line = false;
+        loop {
+            let turn = {
+                let mut state = self.lock();
+                if state.taken < self.workers {
+                    state.taken += 1;
+                    None
+                } else {
+                    let (handoff, turn) = oneshot::channel();
+                    let waiter = Waiter { digest: digest.copied(), ahead: ahead.clone(), handoff };
+                    if first_in_line {
+                        state.waiting.push_front(waiter);
+                    } else {
+                        state.waiting.push_back(waiter);
+                    }
+                    Some(turn)
+                }
+            };
+            let Some(turn) = turn else {
+                return Ok((self.fill(Lease::new(self.clone(), None), digest, deadline).await?, false));
+            };
+            // Given up at the deadline, a handoff sent meanwhile is dropped
+            // with the channel: its lease goes on to the next request.
+            match tokio::time::timeout_at(deadline, turn).await.map_err(|_| Failure::TimedOut)? {
+                Ok(Handoff::Slot(lease)) => return Ok((self.fill(lease, digest, deadline).await?, false)),
+                Ok(Handoff::Written(lease)) => return Ok((lease, true)),
+                // A lease ends in a handoff; a dropped sender is a retry too.
+                Ok(Handoff::Retry) | Err(_) => first_in_line = true,
+            }
+        }
+    }
+
+    /// A worker for a slot: an idle one holding `digest`, else the one the
+    /// slot came with, else a new one if the slots have fewer workers, else
+    /// the idle one used least recently.
+    async fn fill(
+        self: &Arc<Self>,
+        mut lease: Lease,
+        digest: Option<&Sha256>,
+        deadline: Instant,
+    ) -> Result<Lease, Failure> {
+        let holds = |worker: &WorkerProcess| digest.is_some_and(|d| worker.loaded.contains(d));
         loop {
             let picked = {
                 let mut state = self.lock();
-                let holding = digest.and_then(|d| state.idle.iter().position(|w| w.loaded.contains(d)));
-                match holding {
-                    Some(index) => Some(state.idle.remove(index)),
-                    None if state.live < self.workers => {
+                let holding = state.idle.iter().position(holds);
+                match (lease.worker.take(), holding) {
+                    (Some(own), Some(index)) if !holds(&own) => {
+                        let other = state.idle.remove(index);
+                        state.idle.push(own);
+                        Some(other)
+                    }
+                    (Some(own), _) => Some(own),
+                    (None, Some(index)) => Some(state.idle.remove(index)),
+                    (None, None) if state.live < self.workers => {
                         state.live += 1;
                         None
                     }
-                    None if !state.idle.is_empty() => Some(state.idle.remove(0)),
-                    None => return Err(Failure::Unavailable("no worker is free although a slot is".into())),
+                    (None, None) if !state.idle.is_empty() => Some(state.idle.remove(0)),
+                    (None, None) => {
+                        drop(state);
+                        return Err(Failure::Unavailable("no worker is free although a slot is".into()));
+                    }
                 }
             };
-            let worker = match picked {
+            match picked {
                 Some(mut worker) => {
                     if worker.has_exited() {
                         // It died while idle (killed from outside): not this request's fault.
                         self.lock().live -= 1;
                         continue;
                     }
-                    worker
+                    lease.worker = Some(worker);
                 }
                 None => match WorkerProcess::start(&self.command, &self.hello, deadline).await {
                     Ok(worker) => {
                         self.started.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(pid = worker.pid, "worker started");
-                        worker
+                        lease.worker = Some(worker);
                     }
                     Err(failure) => {
                         self.lock().live -= 1;
@@ -228,26 +356,56 @@ impl WorkerPool {
                         return Err(Failure::Unavailable(failure.0));
                     }
                 },
-            };
-            return Ok(Lease { pool: self.clone(), worker: Some(worker), reusable: true, permit: Some(permit) });
+            }
+            return Ok(lease);
         }
     }
 
-    /// Starts a worker for a slot whose worker died, holding that slot's
-    /// permit until it is idle (or could not start).
-    async fn replace(self: Arc<Self>, permit: OwnedSemaphorePermit) {
+    /// A slot given back, with its idle worker if it has one: to the first
+    /// request still waiting, else free.
+    fn release(self: &Arc<Self>, mut worker: Option<WorkerProcess>) {
+        let mut state = self.lock();
+        while let Some(waiter) = state.waiting.pop_front() {
+            match waiter.handoff.send(Handoff::Slot(Lease::new(self.clone(), worker.take()))) {
+                Ok(()) => return,
+                // It gave up waiting.
+                Err(unsent) => worker = unsent.into_worker(),
+            }
+        }
+        state.taken -= 1;
+        state.idle.extend(worker);
+    }
+
+    /// The first waiting request, if it runs `digest` and may be written
+    /// ahead of its turn: taken out of the queue, with its request.
+    fn next_waiting_for(&self, digest: &Sha256) -> Option<(Arc<[u8]>, oneshot::Sender<Handoff>)> {
+        let mut state = self.lock();
+        while state.waiting.front().is_some_and(|waiter| waiter.handoff.is_closed()) {
+            state.waiting.pop_front();
+        }
+        let first = state.waiting.front()?;
+        if first.digest.as_ref() != Some(digest) || first.ahead.is_none() {
+            return None;
+        }
+        let waiter = state.waiting.pop_front()?;
+        Some((waiter.ahead?, waiter.handoff))
+    }
+
+    /// Starts a worker for a slot whose worker died, holding that slot until
+    /// the new worker is handed on (or could not start).
+    async fn replace(self: Arc<Self>) {
         let deadline = Instant::now() + crate::process::START_TIMEOUT;
         match WorkerProcess::start(&self.command, &self.hello, deadline).await {
             Ok(worker) => {
                 self.started.fetch_add(1, Ordering::Relaxed);
-                self.lock().idle.push(worker);
+                self.release(Some(worker));
             }
             Err(failure) => {
                 tracing::error!(%failure, "cannot start a replacement worker");
                 self.lock().live -= 1;
+                self.release(None);
             }
         }
-        drop(permit);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
@@ -257,10 +415,68 @@ impl WorkerPool {
 }
 
 impl Lease {
-    async fn call(&mut self, request: &[u8], deadline: Instant) -> Result<Response, Death> {
-        let worker = self.worker.as_mut().expect("a lease holds its worker until dropped");
+    fn new(pool: Arc<WorkerPool>, worker: Option<WorkerProcess>) -> Lease {
+        Lease { pool, worker, reusable: true, slot: true, successor: None }
+    }
+
+    fn holds(&self, digest: &Sha256) -> bool {
+        self.worker.as_ref().is_some_and(|worker| worker.loaded.contains(digest))
+    }
+
+    /// Sends a request and reads its answer. With `pipeline`, the model the
+    /// request runs, the first waiting call of that model is written behind
+    /// it, and inherits the worker when this lease ends.
+    async fn call(&mut self, request: &[u8], deadline: Instant, pipeline: Option<&Sha256>) -> Result<Response, Death> {
         self.reusable = false;
-        let answer = worker.call(request, deadline, self.pool.answer_bytes_max).await;
+        let worker = self.worker.as_mut().expect("a lease holds its worker until dropped");
+        let answer = match worker.send(request, deadline).await {
+            Ok(()) => self.answer(deadline, pipeline).await,
+            Err(death) => Err(death),
+        };
+        self.settle(answer)
+    }
+
+    /// Reads the answer to a request that was written to the worker before
+    /// this lease was handed over, pipelining as `call` does.
+    async fn receive(&mut self, deadline: Instant, pipeline: Option<&Sha256>) -> Result<Response, Death> {
+        let answer = self.answer(deadline, pipeline).await;
+        self.settle(answer)
+    }
+
+    /// With a request written: writes the next waiting call of `pipeline`
+    /// behind it, then reads the request's answer.
+    async fn answer(&mut self, deadline: Instant, pipeline: Option<&Sha256>) -> Result<Response, Death> {
+        let worker = self.worker.as_mut().expect("a lease holds its worker until dropped");
+        let next = pipeline.filter(|_| self.successor.is_none()).and_then(|digest| self.pool.next_waiting_for(digest));
+        if let Some((next, handoff)) = next {
+            // From here the successor is this lease's to hand on, even if
+            // writing its request fails (then it waits again).
+            self.successor = Some(handoff);
+            self.pool.pipelined.fetch_add(1, Ordering::Relaxed);
+            worker.send(&next, deadline).await?;
+        }
+        let answer = worker.receive(deadline, self.pool.answer_bytes_max).await?;
+        if !matches!(answer, Response::NeedModel) || self.successor.is_none() {
+            return Ok(answer);
+        }
+        // The call written behind lacks the model too: read its answer, so
+        // that this call can send the model, and let it wait again.
+        match worker.receive(deadline, self.pool.answer_bytes_max).await? {
+            Response::NeedModel => {
+                if let Some(successor) = self.successor.take() {
+                    let _ = successor.send(Handoff::Retry);
+                }
+                Ok(answer)
+            }
+            other => {
+                worker.kill();
+                Err(Death::Crashed { cause: format!("it answered out of turn ({})", other.kind()) })
+            }
+        }
+    }
+
+    /// An answer read: the worker is reusable, or it died and is counted.
+    fn settle(&mut self, answer: Result<Response, Death>) -> Result<Response, Death> {
         match &answer {
             Ok(_) => self.reusable = true,
             Err(death) => {
@@ -270,7 +486,8 @@ impl Lease {
                     Death::Crashed { .. } => &self.pool.crashed,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(pid = worker.pid, death = %death.describe(), "a worker ended in the middle of a request");
+                let pid = self.worker.as_ref().map_or(0, |worker| worker.pid);
+                tracing::warn!(pid, death = %death.describe(), "a worker ended in the middle of a request");
             }
         }
         answer
@@ -290,20 +507,57 @@ impl Lease {
         self.reusable = false;
         Failure::Crashed(format!("it answered out of turn ({})", answer.kind()))
     }
+
+    /// Its worker, taken out; the slot is no longer this lease's to give back.
+    fn disown(&mut self) -> Option<WorkerProcess> {
+        self.slot = false;
+        self.worker.take()
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let (Some(mut worker), Some(permit)) = (self.worker.take(), self.permit.take()) else { return };
-        if self.reusable {
-            self.pool.lock().idle.push(worker);
+        if !self.slot {
             return;
         }
-        worker.kill();
-        // The slot stays counted as live while its replacement starts.
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(self.pool.clone().replace(permit))),
-            Err(_) => self.pool.lock().live -= 1,
+        let successor = self.successor.take();
+        match self.worker.take() {
+            Some(worker) if self.reusable => match successor {
+                Some(successor) => {
+                    // Its request is in the worker's pipe: worker and slot are its own.
+                    let next = Lease {
+                        pool: self.pool.clone(),
+                        worker: Some(worker),
+                        reusable: false,
+                        slot: true,
+                        successor: None,
+                    };
+                    // Nobody will read the answer of a request that gave up:
+                    // the lease comes back, and dropped, kills the worker.
+                    drop(successor.send(Handoff::Written(next)));
+                }
+                None => self.pool.release(Some(worker)),
+            },
+            Some(mut worker) => {
+                if let Some(successor) = successor {
+                    let _ = successor.send(Handoff::Retry);
+                }
+                worker.kill();
+                // The slot stays taken while its replacement starts.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => drop(runtime.spawn(self.pool.clone().replace())),
+                    Err(_) => {
+                        self.pool.lock().live -= 1;
+                        self.pool.release(None);
+                    }
+                }
+            }
+            None => {
+                if let Some(successor) = successor {
+                    let _ = successor.send(Handoff::Retry);
+                }
+                self.pool.release(None);
+            }
         }
     }
 }

@@ -33,7 +33,8 @@ const STDERR_LINE_BYTES_MAX: usize = 1024;
 /// rest are counted, not logged, so a chatty model cannot flood the log.
 const STDERR_LINES_LOGGED_MAX: usize = 200;
 
-/// A live worker, idle or serving one request.
+/// A live worker: idle, or serving a request (with perhaps the next one
+/// already in its pipe).
 #[derive(Debug)]
 pub(crate) struct WorkerProcess {
     child: Child,
@@ -115,41 +116,54 @@ impl WorkerProcess {
         }
     }
 
-    /// Sends one request and reads its answer by `deadline`. On any failure
+    /// Writes one request to the worker's pipe by `deadline`. On any failure
     /// the worker is finished: the caller drops it (which kills it).
-    pub(crate) async fn call(
-        &mut self,
-        request: &[u8],
-        deadline: Instant,
-        answer_bytes_max: u64,
-    ) -> Result<Response, Death> {
-        let response = self.exchange(request, deadline, answer_bytes_max).await?;
-        let cpu_us = match &response {
-            Response::Loaded { cpu_us, .. } | Response::Ran { cpu_us, .. } | Response::RunFailed { cpu_us, .. } => {
-                *cpu_us
-            }
-            _ => 0,
+    pub(crate) async fn send(&mut self, request: &[u8], deadline: Instant) -> Result<(), Death> {
+        let stdin = &mut self.stdin;
+        let io = async {
+            stdin.write_all(&(request.len() as u64).to_le_bytes()).await?;
+            stdin.write_all(request).await?;
+            stdin.flush().await
         };
-        self.cpu_us_accounted += cpu_us;
+        let outcome = tokio::time::timeout_at(deadline, io).await;
+        self.judge(outcome).await
+    }
+
+    /// Reads the answer to the oldest request not yet answered, by
+    /// `deadline`. On any failure the worker is finished, as for `send`.
+    pub(crate) async fn receive(&mut self, deadline: Instant, answer_bytes_max: u64) -> Result<Response, Death> {
+        let stdout = &mut self.stdout;
+        let io = async {
+            let mut prefix = [0u8; 8];
+            stdout.read_exact(&mut prefix).await?;
+            let mut answer = vec![0u8; protocol::frame_length(prefix, answer_bytes_max)?];
+            stdout.read_exact(&mut answer).await?;
+            Ok::<_, std::io::Error>(answer)
+        };
+        let outcome = tokio::time::timeout_at(deadline, io).await;
+        let answer = self.judge(outcome).await?;
+        let response = Response::decode(&answer).map_err(|e| {
+            self.kill();
+            Death::Crashed { cause: format!("its answer does not decode ({e})") }
+        })?;
+        if let Response::Loaded { cpu_us, .. } | Response::Ran { cpu_us, .. } | Response::RunFailed { cpu_us, .. } =
+            &response
+        {
+            self.cpu_us_accounted += cpu_us;
+        }
         Ok(response)
     }
 
     async fn exchange(&mut self, request: &[u8], deadline: Instant, answer_bytes_max: u64) -> Result<Response, Death> {
-        let io = async {
-            self.stdin.write_all(&(request.len() as u64).to_le_bytes()).await?;
-            self.stdin.write_all(request).await?;
-            self.stdin.flush().await?;
-            let mut prefix = [0u8; 8];
-            self.stdout.read_exact(&mut prefix).await?;
-            let mut answer = vec![0u8; protocol::frame_length(prefix, answer_bytes_max)?];
-            self.stdout.read_exact(&mut answer).await?;
-            Ok::<_, std::io::Error>(answer)
-        };
-        match tokio::time::timeout_at(deadline, io).await {
-            Ok(Ok(answer)) => Response::decode(&answer).map_err(|e| {
-                self.kill();
-                Death::Crashed { cause: format!("its answer does not decode ({e})") }
-            }),
+        self.send(request, deadline).await?;
+        self.receive(deadline, answer_bytes_max).await
+    }
+
+    /// What an exchange with the worker's pipes came to: a failure is a
+    /// death, explained.
+    async fn judge<T>(&mut self, outcome: Result<std::io::Result<T>, tokio::time::error::Elapsed>) -> Result<T, Death> {
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) if error.kind() == std::io::ErrorKind::InvalidData => {
                 self.kill();
                 Err(Death::Crashed { cause: format!("its answer is malformed ({error})") })

@@ -233,9 +233,9 @@ async fn compare(args: &BenchArgs, data_dir: &std::path::Path, report: &Report) 
     // The realistic model: what a buyer of inference pays around the model.
     let single = raw_calls_per_second(realistic, 1, Duration::from_secs(args.seconds.min(3)))?;
     let raw = raw_calls_per_second(realistic, threads, Duration::from_secs(args.seconds))?;
-    let (paid, busy) = with_server(&data_dir.with_extension("realistic"), &[], |server| async move {
+    let (paid, busy, pipelined) = with_server(&data_dir.with_extension("realistic"), &[], |server| async move {
         let setup = Setup::new(&server, realistic).await?;
-        workers_busy(server.workers, setup.phase(args, "paid")).await
+        workers_busy(&server, setup.phase(args, "paid")).await
     })
     .await?;
     report.set("realistic.model", realistic.name.clone());
@@ -244,46 +244,53 @@ async fn compare(args: &BenchArgs, data_dir: &std::path::Path, report: &Report) 
     report.set("realistic.raw.per_second", raw);
     report.phase("realistic.paid", &paid);
     report.set("realistic.paid.workers_busy", busy);
+    report.set("realistic.paid.pipelined", pipelined);
     report.set("realistic.paid_over_raw", paid.per_second / raw);
     println!(
         "realistic model, {} ({:.2} ms per call on one thread): raw on {threads} threads {raw:.0} calls/s; paid over HTTP {} \
-         (its workers busy {:.0}% of the time); paid / raw = {:.2}",
+         (its workers busy {:.0}% of the time, {:.0}% of calls pipelined); paid / raw = {:.2}",
         realistic.name,
         1e3 / single,
         paid.describe(),
         busy * 100.0,
+        pipelined * 100.0,
         paid.per_second / raw
     );
     // One worker against one raw thread: what the paid path costs around the
     // model when the server has cores of its own (with a worker per core, as
     // above, the server's threads and the model's share them).
     let settings = [("inference_threads", 1.into())];
-    let (one, busy) = with_server(&data_dir.with_extension("realistic-one"), &settings, |server| async move {
-        let setup = Setup::new(&server, realistic).await?;
-        workers_busy(server.workers, setup.phase(args, "paid")).await
-    })
-    .await?;
+    let (one, busy, pipelined) =
+        with_server(&data_dir.with_extension("realistic-one"), &settings, |server| async move {
+            let setup = Setup::new(&server, realistic).await?;
+            workers_busy(&server, setup.phase(args, "paid")).await
+        })
+        .await?;
     report.phase("realistic.one_worker.paid", &one);
     report.set("realistic.one_worker.paid.workers_busy", busy);
+    report.set("realistic.one_worker.paid.pipelined", pipelined);
     report.set("realistic.one_worker.paid_over_raw", one.per_second / single);
     println!(
-        "realistic model on one worker: paid over HTTP {} (the worker busy {:.0}% of the time); paid / raw on one \
-         thread ({single:.0} calls/s) = {:.2}",
+        "realistic model on one worker: paid over HTTP {} (the worker busy {:.0}% of the time, {:.0}% of calls \
+         pipelined); paid / raw on one thread ({single:.0} calls/s) = {:.2}",
         one.describe(),
         busy * 100.0,
+        pipelined * 100.0,
         one.per_second / single
     );
     Ok(())
 }
 
-/// `phase`, and how busy the server's `workers` model workers were while it
-/// ran: their CPU time over theirs and the phase's wall time (the rest is
-/// time a worker waited for its next request, or for a core).
+/// `phase`, and what it asked of the server's model workers: how busy they
+/// were (their CPU time over theirs and the phase's wall time; the rest is
+/// time a worker waited for its next request, or for a core), and the share
+/// of calls written to a busy worker behind the call it ran (pipelined).
 async fn workers_busy(
-    workers: usize,
+    server: &BenchServer,
     phase: impl std::future::Future<Output = anyhow::Result<Phase>>,
-) -> anyhow::Result<(Phase, f64)> {
+) -> anyhow::Result<(Phase, f64, f64)> {
     let before = crate::bench_writer::children_cpu_ms()?;
+    let pipelined_before = pipelined_calls(&server.url).await?;
     let started = Instant::now();
     let phase = phase.await?;
     let wall_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -291,7 +298,18 @@ async fn workers_busy(
         .into_iter()
         .map(|(pid, ms)| ms.saturating_sub(before.get(&pid).copied().unwrap_or(0)))
         .sum();
-    Ok((phase, used_ms as f64 / (wall_ms * workers.max(1) as f64)))
+    let pipelined = pipelined_calls(&server.url).await?.saturating_sub(pipelined_before);
+    let busy = used_ms as f64 / (wall_ms * server.workers.max(1) as f64);
+    let pipelined = pipelined as f64 / phase.calls.max(1) as f64;
+    Ok((phase, busy, pipelined))
+}
+
+/// The server's count of calls written to a busy worker ahead of their turn.
+async fn pipelined_calls(url: &str) -> anyhow::Result<u64> {
+    const NAME: &str = "vitrine_worker_requests_pipelined_total ";
+    let text = reqwest::get(format!("{url}/metrics")).await?.error_for_status()?.text().await?;
+    let line = text.lines().find_map(|line| line.strip_prefix(NAME)).context("no pipelining count in /metrics")?;
+    Ok(line.trim().parse()?)
 }
 
 /// A running server for one phase: its URL, operator key and router.

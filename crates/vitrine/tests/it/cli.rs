@@ -201,10 +201,14 @@ fn the_benchmark_runs_and_reports_its_ratios() {
         "realistic.one_worker.paid.per_second",
         "realistic.one_worker.paid_over_raw",
         "realistic.one_worker.paid.workers_busy",
+        // Four clients, one worker: calls wait, and are written behind the one running.
+        "realistic.one_worker.paid.pipelined",
     ] {
         let value = run["figures"][name].as_f64().unwrap_or(0.0);
         assert!(value > 0.0, "{name} is {value} in {figures}");
     }
+    let pipelined = run["figures"]["realistic.one_worker.paid.pipelined"].as_f64().unwrap_or(0.0);
+    assert!(pipelined <= 1.0, "more calls pipelined than made: {figures}");
 }
 
 /// The writer's own benchmark pushes every call's writes through the

@@ -275,6 +275,88 @@ async fn a_worker_killed_mid_call_charges_nothing_and_the_next_call_succeeds() {
     assert!(metrics.contains("\nvitrine_workers 1\n"), "{metrics}");
 }
 
+/// The one number `name` in the server's /metrics.
+async fn metric(api: &Api, name: &str) -> u64 {
+    let text = metrics(api).await;
+    let line = text.lines().find_map(|line| line.strip_prefix(&format!("{name} "))).unwrap_or_else(|| panic!("{text}"));
+    line.parse().unwrap()
+}
+
+/// Waits until the server's one worker is a new one (not `old`), and returns it.
+async fn new_worker(server: &TestServer, old: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let [worker] = worker_pids(server.pid())[..]
+            && worker != old
+        {
+            return worker;
+        }
+        assert!(Instant::now() < deadline, "no new worker after {old} was killed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_call_written_behind_one_whose_worker_dies_waits_again_and_runs_on_a_new_worker() {
+    let server = TestServer::start_with(&[("inference_threads", "1"), ("inference_timeout_ms", "30000")]);
+    let api = server.api();
+    let op = server.operator_key.clone();
+    let alice = api.signup("alice").await;
+    let bob = api.signup("bob").await;
+    priced_model(&api, &alice, "alice", "slow", endless_model(), 100).await;
+    priced_model(&api, &alice, "alice", "linear", crate::support::fixture("linear.onnx"), 10).await;
+    deposit(&api, &op, "bob", 1000).await;
+
+    // Three calls of the endless model, in order: the first runs on the one
+    // worker, the other two wait their turn.
+    let mut calls = Vec::new();
+    for held in [100, 200, 300] {
+        let (caller, key) = (api.clone(), bob.clone());
+        let call = async move { caller.post("/v1/models/alice/slow/infer", Some(&key), slow_call()).await };
+        calls.push(tokio::spawn(call));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while balance(&api, &bob).await.1 != held {
+            assert!(Instant::now() < deadline, "call {} never started", held / 100);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let third = calls.pop().unwrap();
+    let second = calls.pop().unwrap();
+    let first = calls.pop().unwrap();
+    assert_eq!(metric(&api, "vitrine_worker_requests_pipelined_total").await, 0, "nothing ran behind the first call");
+
+    // Its worker killed, the first call fails; the second gets a new worker,
+    // and the third is written into that worker's pipe behind it.
+    let [one] = worker_pids(server.pid())[..] else { panic!("not one worker") };
+    signal(one, "KILL");
+    first.await.unwrap().error(502, "model_crashed");
+    let two = new_worker(&server, one).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&api, "vitrine_worker_requests_pipelined_total").await != 1 {
+        assert!(Instant::now() < deadline, "the third call was never written behind the second");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // That worker dies in the second call: the third never ran there, so it
+    // is not failed with it; it waits again, and runs on the next worker.
+    signal(two, "KILL");
+    second.await.unwrap().error(502, "model_crashed");
+    let three = new_worker(&server, two).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "the call written behind a dying one failed with it");
+    assert_eq!(balance(&api, &bob).await, (1000, 100), "only the third call's price is still held");
+    signal(three, "KILL");
+    third.await.unwrap().error(502, "model_crashed");
+
+    assert_eq!(balance(&api, &bob).await, (1000, 0), "crashed calls charge nothing");
+    api.post("/v1/models/alice/linear/infer", Some(&bob), linear_call()).await.ok(200);
+    assert_eq!(balance(&api, &bob).await, (990, 0));
+    assert_eq!(metric(&api, "vitrine_worker_crashes_total").await, 3);
+    assert_eq!(metric(&api, "vitrine_worker_requests_pipelined_total").await, 1);
+}
+
 async fn metrics(api: &Api) -> String {
     reqwest::get(format!("{}/metrics", api.url)).await.unwrap().text().await.unwrap()
 }

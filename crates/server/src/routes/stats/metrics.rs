@@ -84,6 +84,12 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         workers.worker_crashes.to_string(),
     );
     gauge(
+        "vitrine_worker_requests_pipelined_total",
+        "Calls written to a busy worker behind the call it was running, to start the moment it answers.",
+        "counter",
+        workers.worker_requests_pipelined.to_string(),
+    );
+    gauge(
         "vitrine_ledger_batches_total",
         "Ledger batches committed by this process.",
         "counter",
