@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use domain::Sha256;
 use runtime::Tensor;
@@ -69,7 +70,16 @@ struct Waiter {
     digest: Option<Sha256>,
     /// Its request, encoded, where it may be written ahead of its turn.
     ahead: Option<Arc<[u8]>>,
+    /// The time it had left when it began to wait: how long its answer may
+    /// take if it gives up after its request was written.
+    budget: Duration,
     handoff: oneshot::Sender<Handoff>,
+}
+
+/// A waiting request written behind a lease's own.
+struct Successor {
+    handoff: oneshot::Sender<Handoff>,
+    budget: Duration,
 }
 
 impl std::fmt::Debug for Waiter {
@@ -116,7 +126,7 @@ struct Lease {
     /// Whether it still holds its slot: false once handed on.
     slot: bool,
     /// The waiting request whose request this lease wrote behind its own.
-    successor: Option<oneshot::Sender<Handoff>>,
+    successor: Option<Successor>,
 }
 
 impl WorkerPool {
@@ -279,7 +289,8 @@ impl WorkerPool {
                     None
                 } else {
                     let (handoff, turn) = oneshot::channel();
-                    let waiter = Waiter { digest: digest.copied(), ahead: ahead.clone(), handoff };
+                    let budget = deadline.saturating_duration_since(Instant::now());
+                    let waiter = Waiter { digest: digest.copied(), ahead: ahead.clone(), budget, handoff };
                     if first_in_line {
                         state.waiting.push_front(waiter);
                     } else {
@@ -378,7 +389,7 @@ impl WorkerPool {
 
     /// The first waiting request, if it runs `digest` and may be written
     /// ahead of its turn: taken out of the queue, with its request.
-    fn next_waiting_for(&self, digest: &Sha256) -> Option<(Arc<[u8]>, oneshot::Sender<Handoff>)> {
+    fn next_waiting_for(&self, digest: &Sha256) -> Option<(Arc<[u8]>, Successor)> {
         let mut state = self.lock();
         while state.waiting.front().is_some_and(|waiter| waiter.handoff.is_closed()) {
             state.waiting.pop_front();
@@ -388,7 +399,7 @@ impl WorkerPool {
             return None;
         }
         let waiter = state.waiting.pop_front()?;
-        Some((waiter.ahead?, waiter.handoff))
+        Some((waiter.ahead?, Successor { handoff: waiter.handoff, budget: waiter.budget }))
     }
 
     /// Starts a worker for a slot whose worker died, holding that slot until
@@ -448,10 +459,10 @@ impl Lease {
     async fn answer(&mut self, deadline: Instant, pipeline: Option<&Sha256>) -> Result<Response, Death> {
         let worker = self.worker.as_mut().expect("a lease holds its worker until dropped");
         let next = pipeline.filter(|_| self.successor.is_none()).and_then(|digest| self.pool.next_waiting_for(digest));
-        if let Some((next, handoff)) = next {
+        if let Some((next, successor)) = next {
             // From here the successor is this lease's to hand on, even if
             // writing its request fails (then it waits again).
-            self.successor = Some(handoff);
+            self.successor = Some(successor);
             self.pool.pipelined.fetch_add(1, Ordering::Relaxed);
             worker.send(&next, deadline).await?;
         }
@@ -464,7 +475,7 @@ impl Lease {
         match worker.receive(deadline, self.pool.answer_bytes_max).await? {
             Response::NeedModel => {
                 if let Some(successor) = self.successor.take() {
-                    let _ = successor.send(Handoff::Retry);
+                    let _ = successor.handoff.send(Handoff::Retry);
                 }
                 Ok(answer)
             }
@@ -508,6 +519,19 @@ impl Lease {
         Failure::Crashed(format!("it answered out of turn ({})", answer.kind()))
     }
 
+    /// A lease whose request was written ahead, for a request that gave up
+    /// waiting: its answer is read and dropped (nobody else may read the
+    /// worker's next answer), then the worker goes on as usual; it is killed
+    /// only if the answer takes longer than the request had to wait and run.
+    fn drain(mut self, budget: Duration) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move {
+                let _ = self.receive(Instant::now() + budget, None).await;
+            })),
+            Err(_) => drop(self),
+        }
+    }
+
     /// Its worker, taken out; the slot is no longer this lease's to give back.
     fn disown(&mut self) -> Option<WorkerProcess> {
         self.slot = false;
@@ -532,15 +556,15 @@ impl Drop for Lease {
                         slot: true,
                         successor: None,
                     };
-                    // Nobody will read the answer of a request that gave up:
-                    // the lease comes back, and dropped, kills the worker.
-                    drop(successor.send(Handoff::Written(next)));
+                    if let Err(Handoff::Written(orphan)) = successor.handoff.send(Handoff::Written(next)) {
+                        orphan.drain(successor.budget);
+                    }
                 }
                 None => self.pool.release(Some(worker)),
             },
             Some(mut worker) => {
                 if let Some(successor) = successor {
-                    let _ = successor.send(Handoff::Retry);
+                    let _ = successor.handoff.send(Handoff::Retry);
                 }
                 worker.kill();
                 // The slot stays taken while its replacement starts.
@@ -554,7 +578,7 @@ impl Drop for Lease {
             }
             None => {
                 if let Some(successor) = successor {
-                    let _ = successor.send(Handoff::Retry);
+                    let _ = successor.handoff.send(Handoff::Retry);
                 }
                 self.pool.release(None);
             }

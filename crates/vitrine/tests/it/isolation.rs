@@ -357,6 +357,62 @@ async fn a_call_written_behind_one_whose_worker_dies_waits_again_and_runs_on_a_n
     assert_eq!(metric(&api, "vitrine_worker_requests_pipelined_total").await, 1);
 }
 
+#[tokio::test]
+async fn a_call_given_up_while_written_behind_another_leaves_the_worker_serving() {
+    let server = TestServer::start_with(&[("inference_threads", "1"), ("inference_timeout_ms", "30000")]);
+    let api = server.api();
+    let op = server.operator_key.clone();
+    let alice = api.signup("alice").await;
+    let bob = api.signup("bob").await;
+    // Seconds of one core per call, and it ends.
+    priced_model(&api, &alice, "alice", "slow", crate::support::fixture("slow.onnx"), 100).await;
+    priced_model(&api, &alice, "alice", "linear", crate::support::fixture("linear.onnx"), 10).await;
+    deposit(&api, &op, "bob", 1000).await;
+    let body = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 1], "data": [0.001]}}});
+
+    // Three calls in order: the first runs, the second waits for the worker,
+    // and the third is written behind the second when the second starts.
+    let mut calls = Vec::new();
+    for held in [100, 200, 300] {
+        let (caller, key, body) = (api.clone(), bob.clone(), body.clone());
+        calls.push(tokio::spawn(async move { caller.post("/v1/models/alice/slow/infer", Some(&key), body).await }));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while balance(&api, &bob).await.1 != held {
+            assert!(Instant::now() < deadline, "call {} never started", held / 100);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let [worker] = worker_pids(server.pid())[..] else { panic!("not one worker") };
+    let starts = metric(&api, "vitrine_worker_starts_total").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&api, "vitrine_worker_requests_pipelined_total").await != 1 {
+        assert!(Instant::now() < deadline, "the third call was never written behind the second");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Its caller hangs up: the call is given up while its request is in the
+    // worker's pipe.
+    let third = calls.pop().unwrap();
+    third.abort();
+    let _ = third.await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while balance(&api, &bob).await.1 != 200 {
+        assert!(Instant::now() < deadline, "the call given up still holds its price");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for call in calls {
+        call.await.unwrap().ok(200);
+    }
+    // The worker answers the given-up call to nobody, then serves on: it was
+    // neither killed nor replaced.
+    api.post("/v1/models/alice/linear/infer", Some(&bob), linear_call()).await.ok(200);
+    assert_eq!(worker_pids(server.pid()), [worker], "the worker was replaced");
+    assert_eq!(metric(&api, "vitrine_worker_starts_total").await, starts);
+    assert_eq!(metric(&api, "vitrine_worker_crashes_total").await, 0);
+    assert_eq!(metric(&api, "vitrine_worker_timeouts_total").await, 0);
+    assert_eq!(balance(&api, &bob).await, (1000 - 2 * 100 - 10, 0), "the call given up is not charged");
+}
+
 async fn metrics(api: &Api) -> String {
     reqwest::get(format!("{}/metrics", api.url)).await.unwrap().text().await.unwrap()
 }
