@@ -192,7 +192,10 @@ impl WorkerPool {
         Fut: Future<Output = std::io::Result<Vec<u8>>>,
     {
         let failed = |failure| RunFailure { failure, cpu_us: 0 };
-        let mut request = Request::Run { digest, model: None, inputs };
+        let start_by = protocol::monotonic_ns().saturating_add(
+            u64::try_from(deadline.saturating_duration_since(Instant::now()).as_nanos()).unwrap_or(u64::MAX),
+        );
+        let mut request = Request::Run { digest, model: None, inputs, start_by };
         // Encoded once: written ahead of its turn, or when its turn comes.
         let bare: Arc<[u8]> = request.encode().into();
         let ahead = (bare.len() <= PIPELINED_REQUEST_BYTES_MAX).then(|| bare.clone());
@@ -249,6 +252,8 @@ impl WorkerPool {
                 };
                 Err(RunFailure { failure, cpu_us })
             }
+            // Reached past its deadline, as this call stopped waiting for it.
+            Ok(Response::Expired) => Err(failed(Failure::TimedOut)),
             Ok(other) => Err(failed(lease.protocol_error(&other))),
             Err(Death::TimedOut { cpu_us }) => Err(RunFailure { failure: Failure::TimedOut, cpu_us }),
             Err(Death::OutOfMemory) => {
@@ -473,7 +478,7 @@ impl Lease {
         // The call written behind lacks the model too: read its answer, so
         // that this call can send the model, and let it wait again.
         match worker.receive(deadline, self.pool.answer_bytes_max).await? {
-            Response::NeedModel => {
+            Response::NeedModel | Response::Expired => {
                 if let Some(successor) = self.successor.take() {
                     let _ = successor.handoff.send(Handoff::Retry);
                 }

@@ -42,8 +42,11 @@ pub enum Request {
     /// Validate a model and keep it loaded (an upload).
     Load { digest: Sha256, model: Vec<u8> },
     /// Run a model; `model` carries its bytes when the server believes the
-    /// worker does not hold it loaded.
-    Run { digest: Sha256, model: Option<Vec<u8>>, inputs: Vec<Tensor> },
+    /// worker does not hold it loaded. `start_by` is the moment past which
+    /// the caller no longer waits ([`monotonic_ns`]; 0: none): a worker that
+    /// reaches the request later (it may wait in the pipe behind another)
+    /// answers [`Response::Expired`] without running it.
+    Run { digest: Sha256, model: Option<Vec<u8>>, inputs: Vec<Tensor>, start_by: u64 },
 }
 
 /// A worker's answer to [`Hello`] or to one [`Request`].
@@ -77,6 +80,8 @@ pub enum Response {
     },
     /// `Run` without the model's bytes, for a model this worker does not hold.
     NeedModel,
+    /// `Run` reached after its `start_by`: not run.
+    Expired,
 }
 
 /// Why a run that the worker survived failed.
@@ -102,6 +107,14 @@ mod tag {
     pub const RAN: u8 = 0x85;
     pub const RUN_FAILED: u8 = 0x86;
     pub const NEED_MODEL: u8 = 0x87;
+    pub const EXPIRED: u8 = 0x88;
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for the server and its
+/// workers, for [`Request::Run`]'s `start_by`.
+pub fn monotonic_ns() -> u64 {
+    let time = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (time.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(time.tv_nsec as u64)
 }
 
 /// Writes one frame.
@@ -174,7 +187,7 @@ impl Request {
                 out.bytes(model);
                 out.0
             }
-            Request::Run { digest, model, inputs } => {
+            Request::Run { digest, model, inputs, start_by } => {
                 let mut out = Encoder(vec![tag::RUN]);
                 out.digest(digest);
                 match model {
@@ -188,6 +201,7 @@ impl Request {
                 for input in inputs {
                     out.tensor("", input);
                 }
+                out.u64(*start_by);
                 out.0
             }
         }
@@ -206,7 +220,7 @@ impl Request {
                 };
                 let count = input.count(MIN_TENSOR_BYTES)?;
                 let inputs = (0..count).map(|_| input.tensor().map(|(_, t)| t)).collect::<io::Result<_>>()?;
-                Request::Run { digest, model, inputs }
+                Request::Run { digest, model, inputs, start_by: input.u64()? }
             }
             other => return Err(invalid(format!("unknown request tag {other:#x}"))),
         };
@@ -226,6 +240,7 @@ impl Response {
             Response::Ran { .. } => "Ran",
             Response::RunFailed { .. } => "RunFailed",
             Response::NeedModel => "NeedModel",
+            Response::Expired => "Expired",
         }
     }
 
@@ -269,6 +284,7 @@ impl Response {
                 out.u64(*cpu_us);
             }
             Response::NeedModel => out.u8(tag::NEED_MODEL),
+            Response::Expired => out.u8(tag::EXPIRED),
         }
         out.0
     }
@@ -303,6 +319,7 @@ impl Response {
                 Response::RunFailed { failure, message: input.text()?, cpu_us: input.u64()? }
             }
             tag::NEED_MODEL => Response::NeedModel,
+            tag::EXPIRED => Response::Expired,
             other => return Err(invalid(format!("unknown response tag {other:#x}"))),
         };
         input.end()?;
@@ -522,8 +539,8 @@ mod tests {
         assert_eq!(Hello::decode(&hello.encode()).unwrap(), hello);
         for request in [
             Request::Load { digest, model: vec![1, 2, 3] },
-            Request::Run { digest, model: None, inputs: every_dtype() },
-            Request::Run { digest, model: Some(vec![]), inputs: vec![] },
+            Request::Run { digest, model: None, inputs: every_dtype(), start_by: 0 },
+            Request::Run { digest, model: Some(vec![]), inputs: vec![], start_by: monotonic_ns() },
         ] {
             // NaN is not equal to itself: compare the encodings.
             assert_eq!(Request::decode(&request.encode()).unwrap().encode(), request.encode());
@@ -542,6 +559,7 @@ mod tests {
             Response::Ran { outputs, cpu_us: 9, evicted: vec![] },
             Response::RunFailed { failure: RunFailureKind::OutputTooLarge, message: "m".into(), cpu_us: 1 },
             Response::NeedModel,
+            Response::Expired,
         ] {
             assert_eq!(Response::decode(&response.encode()).unwrap().encode(), response.encode());
         }

@@ -99,7 +99,8 @@ impl Worker {
                     message: error.to_string(),
                 },
             },
-            Request::Run { digest, model, inputs } => {
+            Request::Run { start_by, .. } if start_by != 0 && protocol::monotonic_ns() > start_by => Response::Expired,
+            Request::Run { digest, model, inputs, .. } => {
                 let (loaded, evicted) = match (self.cache.get(&digest), model) {
                     (Some(loaded), _) => (loaded, Vec::new()),
                     (None, None) => return Response::NeedModel,
@@ -134,5 +135,31 @@ impl Worker {
         let model = Arc::new(runtime::load_model(bytes, &self.limits)?);
         let evicted = self.cache.insert(digest, model.clone());
         Ok((model, evicted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use runtime::{Tensor, TensorData};
+
+    use super::*;
+
+    #[test]
+    fn a_run_reached_past_its_start_by_is_answered_expired_without_running() {
+        let model = runtime::synthetic::mlp(&[4, 8, 2], 1);
+        let digest = Sha256::digest(&model.bytes);
+        let mut worker = Worker {
+            cache: ModelCache::new(1 << 30),
+            limits: ModelLimits { nodes_max: 100, initializer_bytes_max: 1 << 20 },
+            output_elements_max: 1000,
+        };
+        let input = Tensor { shape: vec![1, 4], data: TensorData::F32(vec![0.5; 4]) };
+        let run =
+            |start_by| Request::Run { digest, model: Some(model.bytes.clone()), inputs: vec![input.clone()], start_by };
+        assert_eq!(worker.serve(run(protocol::monotonic_ns() - 1)), Response::Expired);
+        assert!(worker.cache.get(&digest).is_none(), "an expired run does not even load its model");
+        let a_minute_on = protocol::monotonic_ns() + 60_000_000_000;
+        assert!(matches!(worker.serve(run(a_minute_on)), Response::Ran { .. }));
+        assert!(matches!(worker.serve(run(0)), Response::Ran { .. }), "0: no deadline");
     }
 }

@@ -395,11 +395,13 @@ async fn a_call_given_up_while_written_behind_another_leaves_the_worker_serving(
     let third = calls.pop().unwrap();
     third.abort();
     let _ = third.await;
+    // The first call is done and charged; only the second's price is held.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while balance(&api, &bob).await.1 != 200 {
+    while balance(&api, &bob).await != (900, 100) {
         assert!(Instant::now() < deadline, "the call given up still holds its price");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(!calls[1].is_finished(), "the second call ended before the third was given up");
     for call in calls {
         call.await.unwrap().ok(200);
     }
