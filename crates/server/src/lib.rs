@@ -186,7 +186,9 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     });
     let committed = {
         let reservations = reservations.clone();
-        move |accounts: &std::collections::HashMap<i64, ledger::AccountState>| reservations.committed(accounts)
+        move |accounts: &std::collections::HashMap<i64, ledger::AccountState>, released: &[u64]| {
+            reservations.committed(accounts, released)
+        }
     };
     let sequencer = store::Sequencer::start(store.clone(), config.batching(), committed);
     spawn_maintenance(store.clone(), sequencer.clone(), reservations.clone(), log_keys.clone(), witnesses, &config);

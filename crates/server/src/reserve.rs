@@ -10,9 +10,12 @@
 //! available balance the sequencer last committed (balance less durable
 //! holds) less what is reserved here. The sequencer records every batch's
 //! account states before it answers anyone in that batch
-//! ([`Reservations::committed`]), and a reservation is released only when
-//! its call is over (its charge answered, or its failure known), so at no
-//! instant can reservations and charges together spend more than a balance.
+//! ([`Reservations::committed`]), and a reservation ends only when its
+//! charge is applied, in that same step (the charge names it:
+//! [`store::Charge::release`]), or when its call is over otherwise (failed,
+//! or given up), so at no instant can reservations and charges together
+//! spend more than a balance; nor is a price ever seen both spent and
+//! reserved, which would refuse a call the balance covers.
 //!
 //! On a market several nodes share (PostgreSQL), no node's memory knows
 //! what the others spend, so each node reserves from grants instead (as
@@ -79,6 +82,19 @@ impl GrantPolicy {
     }
 }
 
+impl Book {
+    /// Ends a memory reservation, if it has not ended yet.
+    fn end_call(&mut self, id: u64) {
+        let Some((account, amount)) = self.calls.remove(&id) else { return };
+        if let Some(reserved) = self.reserved.get_mut(&account) {
+            *reserved -= amount;
+            if *reserved == 0 {
+                self.reserved.remove(&account);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Book {
     /// Each account's durable available balance, as of the last batch that
@@ -88,6 +104,11 @@ struct Book {
     /// Minor units reserved by calls in flight; no entry at zero. (Memory
     /// reservations only.)
     reserved: HashMap<AccountId, u64>,
+    /// Each memory reservation in flight, by id: its account and amount.
+    /// Ended once, by whichever comes first: the batch that applied its
+    /// charge ([`Reservations::committed`]) or its drop.
+    calls: HashMap<u64, (AccountId, u64)>,
+    next_call: u64,
     /// This node's grants, by caller.
     grants: HashMap<AccountId, Vec<Grant>>,
 }
@@ -118,12 +139,20 @@ pub struct Reservation {
     account: AccountId,
     amount: u64,
     grant: Option<HoldId>,
+    /// A memory reservation's id ([`Book::calls`]).
+    id: Option<u64>,
 }
 
 impl Reservation {
     /// The grant the call is to be charged from, if it reserved from one.
     pub fn grant(&self) -> Option<HoldId> {
         self.grant
+    }
+
+    /// A memory reservation's id, for its charge to end it
+    /// ([`store::Charge::release`]).
+    pub fn id(&self) -> Option<u64> {
+        self.id
     }
 
     /// Records what the call's charge left of its grant, and releases the
@@ -184,7 +213,10 @@ impl Reservations {
             return Err(insufficient(free, amount));
         }
         *book.reserved.entry(account).or_default() += amount;
-        Ok(Reservation { reservations: self.clone(), account, amount, grant: None })
+        let id = book.next_call;
+        book.next_call += 1;
+        book.calls.insert(id, (account, amount));
+        Ok(Reservation { reservations: self.clone(), account, amount, grant: None, id: Some(id) })
     }
 
     async fn reserve_from_grant(
@@ -252,7 +284,7 @@ impl Reservations {
         let grant = book.grants.get_mut(&account)?.iter_mut().find(|g| g.covers(amount, now))?;
         grant.reserved += amount;
         grant.last_used_ms = now;
-        Some(Reservation { reservations: self.clone(), account, amount, grant: Some(grant.hold) })
+        Some(Reservation { reservations: self.clone(), account, amount, grant: Some(grant.hold), id: None })
     }
 
     /// Forgets the grants that are used up, too old to use or idle, with no
@@ -283,15 +315,21 @@ impl Reservations {
         to_void
     }
 
-    /// Records the accounts' states after a batch committed; called by the
-    /// sequencer before it answers the batch's requests.
-    pub fn committed(&self, states: &HashMap<AccountId, AccountState>) {
+    /// Records the accounts' states after a batch committed, and ends the
+    /// reservations of the charges it applied, in one step: a price is never
+    /// seen both spent and still reserved (which would refuse a call the
+    /// balance covers). Called by the sequencer before it answers the
+    /// batch's requests.
+    pub fn committed(&self, states: &HashMap<AccountId, AccountState>, released: &[u64]) {
         if self.grants.is_some() {
             return;
         }
         let mut book = self.lock();
         for (id, state) in states {
             book.available.insert(*id, state.available());
+        }
+        for id in released {
+            book.end_call(*id);
         }
     }
 
@@ -321,11 +359,8 @@ impl Reservations {
             }
             return;
         }
-        if let Some(reserved) = book.reserved.get_mut(&reservation.account) {
-            *reserved -= reservation.amount;
-            if *reserved == 0 {
-                book.reserved.remove(&reservation.account);
-            }
+        if let Some(id) = reservation.id {
+            book.end_call(id);
         }
     }
 
@@ -374,9 +409,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("vitrine.db")).await.unwrap();
         let sequencer =
-            Sequencer::start(store.clone(), store::Batching { max: 16, delay: std::time::Duration::ZERO }, |_| {});
+            Sequencer::start(store.clone(), store::Batching { max: 16, delay: std::time::Duration::ZERO }, |_, _| {});
         let reservations = Arc::new(Reservations::default());
-        reservations.committed(&HashMap::from([(7, state(100, 20, 30))]));
+        reservations.committed(&HashMap::from([(7, state(100, 20, 30))]), &[]);
         // 50 available: 30 + 20 fit, 1 more does not.
         let first = reservations.reserve(&store, &sequencer, 7, 30).await.unwrap();
         let second = reservations.reserve(&store, &sequencer, 7, 20).await.unwrap();
@@ -386,15 +421,26 @@ mod tests {
             ("insufficient_balance", "the balance available is 0 minor units, 1 are needed")
         );
         assert_eq!(reservations.reserved(7), 50);
-        // The first call is charged: the batch commits, then it is released.
-        reservations.committed(&HashMap::from([(7, state(100, 50, 30))]));
-        drop(first);
+        // The first call is charged: the batch that spends its 30 ends its
+        // reservation in the same step, so the 20 left are not seen as 20
+        // spent plus 30 reserved meanwhile.
+        reservations.committed(&HashMap::from([(7, state(100, 50, 30))]), &[first.id().unwrap()]);
         assert_eq!(reservations.reserved(7), 20);
+        drop(first);
+        assert_eq!(reservations.reserved(7), 20, "a reservation ends once");
         assert!(reservations.reserve(&store, &sequencer, 7, 1).await.is_err(), "20 available, 20 reserved");
         // The second call fails: released, nothing charged.
         drop(second);
         assert_eq!(reservations.reserved(7), 0);
-        assert!(reservations.reserve(&store, &sequencer, 7, 20).await.is_ok());
+        // A call given up before its charge's batch: its drop ends it, and
+        // the batch naming it then ends nothing more.
+        let third = reservations.reserve(&store, &sequencer, 7, 20).await.unwrap();
+        let fourth = reservations.reserve(&store, &sequencer, 7, 1).await;
+        assert!(fourth.is_err(), "20 available, 20 reserved");
+        let id = third.id().unwrap();
+        drop(third);
+        reservations.committed(&HashMap::from([(7, state(100, 70, 30))]), &[id]);
+        assert_eq!(reservations.reserved(7), 0);
     }
 
     /// A caller with `units` deposited on a fresh SQLite store (grants are
@@ -415,7 +461,7 @@ mod tests {
         };
         store.apply_batch(&[BatchItem::command(ledger::Command::Transfer(deposit))]).await.unwrap();
         let sequencer =
-            Sequencer::start(store.clone(), store::Batching { max: 16, delay: std::time::Duration::ZERO }, |_| {});
+            Sequencer::start(store.clone(), store::Batching { max: 16, delay: std::time::Duration::ZERO }, |_, _| {});
         (dir, store, sequencer, caller.id)
     }
 

@@ -71,6 +71,11 @@ pub struct Charge {
     /// ([`Command::Draw`]). A grant that is gone (expired, voided) or too
     /// small leaves the charge to the caller's free balance, as without one.
     pub grant: Option<HoldId>,
+    /// The server's in-memory reservation that this charge ends, if any:
+    /// named to the sequencer's `committed` hook once the charge is applied,
+    /// with the balances the batch left, so that no one sees the price both
+    /// reserved and spent.
+    pub release: Option<u64>,
 }
 
 /// Completes an Idempotency-Key with the answer a retry replays.

@@ -1,7 +1,8 @@
 //! The sequencer: the one writer of the ledger, beside `apply_batch`.
 //! Requests queue on a channel; the sequencer takes whatever has queued (up
 //! to its batch size) and writes it as one transaction (group commit), hands
-//! the batch's account states to `committed` (the server's in-memory
+//! the batch's account states, with the reservations its applied charges
+//! end ([`Charge::release`]), to `committed` (the server's in-memory
 //! reservations), and goes on to the next batch while a thread beside it
 //! (the syncer) makes the commit durable: one fsync for every batch
 //! committed since its last (see [`crate::WalSync`]), then answers each
@@ -22,7 +23,7 @@ use std::time::Duration;
 use ledger::{AccountId, AccountState};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{BatchItem, BatchOutcome, ItemError, Store};
+use crate::{BatchItem, BatchOutcome, Charge, ItemError, Store};
 
 /// Requests waiting for the sequencer at most; past this, callers wait to queue.
 const QUEUE_CAPACITY: usize = 4096;
@@ -98,12 +99,12 @@ struct Request {
 impl Sequencer {
     /// Starts the sequencer on a thread of its own, and its syncer on
     /// another; they end when every handle is dropped. `committed` sees the
-    /// state, after each batch, of every account the batch loaded, before
-    /// anyone in it is answered.
+    /// state, after each batch, of every account the batch loaded, and the
+    /// `release` of each charge it applied, before anyone in it is answered.
     pub fn start(
         store: Store,
         batching: Batching,
-        committed: impl Fn(&HashMap<AccountId, AccountState>) + Send + 'static,
+        committed: impl Fn(&HashMap<AccountId, AccountState>, &[u64]) + Send + 'static,
     ) -> Sequencer {
         let wal = store.wal_sync();
         Sequencer::start_syncing(store, batching, committed, move || wal.sync())
@@ -113,7 +114,7 @@ impl Sequencer {
     fn start_syncing(
         store: Store,
         batching: Batching,
-        committed: impl Fn(&HashMap<AccountId, AccountState>) + Send + 'static,
+        committed: impl Fn(&HashMap<AccountId, AccountState>, &[u64]) + Send + 'static,
         sync: impl Fn() -> std::io::Result<()> + Send + 'static,
     ) -> Sequencer {
         let (queue, mut receiver) = mpsc::channel::<Request>(QUEUE_CAPACITY);
@@ -146,7 +147,15 @@ impl Sequencer {
                 task_stats.record(items.len() as u64);
                 match store.apply_batch_reporting(&items).await {
                     Ok((outcomes, accounts)) => {
-                        committed(&accounts);
+                        let released: Vec<u64> = items
+                            .iter()
+                            .zip(&outcomes)
+                            .filter_map(|(item, outcome)| match (item, outcome) {
+                                (BatchItem::Charge(Charge { release: Some(id), .. }), Ok(_)) => Some(*id),
+                                _ => None,
+                            })
+                            .collect();
+                        committed(&accounts, &released);
                         if syncer.send(replies.into_iter().zip(outcomes).collect()).is_err() {
                             tracing::error!("the ledger's syncer has stopped");
                             break;
@@ -275,7 +284,7 @@ mod tests {
             Ok(())
         };
         let batching = Batching { max: 16, delay: Duration::ZERO };
-        let sequencer = Sequencer::start_syncing(store.clone(), batching, |_| {}, sync);
+        let sequencer = Sequencer::start_syncing(store.clone(), batching, |_, _| {}, sync);
         let deposit = |n: u64| {
             let transfer = Transfer {
                 debit: issuer.id,

@@ -473,6 +473,7 @@ fn charge(market: &Market, price: u64, leaf: &str, key: Option<&str>) -> BatchIt
         }),
         at_ms: None,
         grant: None,
+        release: None,
     })
 }
 
@@ -752,7 +753,7 @@ async fn a_batch_waits_for_the_commands_announced_as_coming() {
     on_every_database(|store| async move {
         let market = market(&store).await;
         let batching = store::Batching { max: 16, delay: std::time::Duration::from_millis(500) };
-        let sequencer = store::Sequencer::start(store.clone(), batching, |_| {});
+        let sequencer = store::Sequencer::start(store.clone(), batching, |_, _| {});
         let batches = || sequencer.stats.batches.load(std::sync::atomic::Ordering::Relaxed);
         sequencer.submit(charge(&market, 10, "alone", None)).await.expect("a batch").expect("charged");
         assert_eq!(batches(), 1);

@@ -88,7 +88,7 @@ pub(crate) async fn run(data_dir: &Path, calls: u64, clients: usize, report: &Re
         .collect::<anyhow::Result<_>>()?;
     let leaves = Arc::new(leaves);
 
-    let sequencer = Sequencer::start(store.clone(), server::Config::default().batching(), |_| {});
+    let sequencer = Sequencer::start(store.clone(), server::Config::default().batching(), |_, _| {});
     let meter = CpuMeter::start()?;
     let started = Instant::now();
     let mut tasks = vec![];
@@ -122,6 +122,7 @@ pub(crate) async fn run(data_dir: &Path, calls: u64, clients: usize, report: &Re
                     answer: None,
                     at_ms: None,
                     grant: None,
+                    release: None,
                 });
                 match sequencer.submit(item).await {
                     Ok(Ok(_)) => {}

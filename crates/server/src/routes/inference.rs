@@ -569,6 +569,7 @@ async fn charge_and_run(
         answer: remember,
         at_ms: call.at_ms,
         grant: reservation.as_ref().and_then(|r| r.grant()),
+        release: reservation.as_ref().and_then(|r| r.id()),
     });
     drop(coming);
     let outcome = state.sequencer.submit(item).await?.map_err(item_error)?;
