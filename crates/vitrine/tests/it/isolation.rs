@@ -236,16 +236,55 @@ async fn usage_events(server: &TestServer) -> Vec<(String, i64)> {
     rows
 }
 
-#[tokio::test]
-async fn a_worker_killed_mid_call_charges_nothing_and_the_next_call_succeeds() {
+/// A server with one worker; alice's `slow` model of these bytes at 100
+/// and `linear` at 10; bob with 1000 to spend. Returns bob's key.
+async fn one_worker_market(slow: Vec<u8>) -> (TestServer, Api, String) {
     let server = TestServer::start_with(&[("inference_threads", "1"), ("inference_timeout_ms", "30000")]);
     let api = server.api();
     let op = server.operator_key.clone();
     let alice = api.signup("alice").await;
     let bob = api.signup("bob").await;
-    priced_model(&api, &alice, "alice", "slow", endless_model(), 100).await;
+    priced_model(&api, &alice, "alice", "slow", slow, 100).await;
     priced_model(&api, &alice, "alice", "linear", crate::support::fixture("linear.onnx"), 10).await;
     deposit(&api, &op, "bob", 1000).await;
+    (server, api, bob)
+}
+
+/// Bob's calls of `slow` with `body`, each started (its price held) before
+/// the next.
+async fn three_calls_in_order(
+    api: &Api,
+    bob: &str,
+    body: Value,
+) -> Vec<tokio::task::JoinHandle<crate::support::Answer>> {
+    let mut calls = Vec::new();
+    for held in [100, 200, 300] {
+        let (caller, key, body) = (api.clone(), bob.to_owned(), body.clone());
+        let call = async move { caller.post("/v1/models/alice/slow/infer", Some(&key), body).await };
+        calls.push(tokio::spawn(call));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while balance(api, bob).await.1 != held {
+            assert!(Instant::now() < deadline, "call {} never started", held / 100);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    calls
+}
+
+/// Waits until the first pipelined request: the third of
+/// `three_calls_in_order`, written behind the second when it starts.
+async fn third_written_behind_second(api: &Api) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(api, "vitrine_worker_requests_pipelined_total").await != 1 {
+        assert!(Instant::now() < deadline, "the third call was never written behind the second");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_call_charges_nothing_and_the_next_call_succeeds() {
+    let (server, api, bob) = one_worker_market(endless_model()).await;
 
     let call = {
         let (api, bob) = (api.clone(), bob.clone());
@@ -298,29 +337,11 @@ async fn new_worker(server: &TestServer, old: u32) -> u32 {
 
 #[tokio::test]
 async fn a_call_written_behind_one_whose_worker_dies_waits_again_and_runs_on_a_new_worker() {
-    let server = TestServer::start_with(&[("inference_threads", "1"), ("inference_timeout_ms", "30000")]);
-    let api = server.api();
-    let op = server.operator_key.clone();
-    let alice = api.signup("alice").await;
-    let bob = api.signup("bob").await;
-    priced_model(&api, &alice, "alice", "slow", endless_model(), 100).await;
-    priced_model(&api, &alice, "alice", "linear", crate::support::fixture("linear.onnx"), 10).await;
-    deposit(&api, &op, "bob", 1000).await;
+    let (server, api, bob) = one_worker_market(endless_model()).await;
 
     // Three calls of the endless model, in order: the first runs on the one
     // worker, the other two wait their turn.
-    let mut calls = Vec::new();
-    for held in [100, 200, 300] {
-        let (caller, key) = (api.clone(), bob.clone());
-        let call = async move { caller.post("/v1/models/alice/slow/infer", Some(&key), slow_call()).await };
-        calls.push(tokio::spawn(call));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while balance(&api, &bob).await.1 != held {
-            assert!(Instant::now() < deadline, "call {} never started", held / 100);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let mut calls = three_calls_in_order(&api, &bob, slow_call()).await;
     let third = calls.pop().unwrap();
     let second = calls.pop().unwrap();
     let first = calls.pop().unwrap();
@@ -332,11 +353,7 @@ async fn a_call_written_behind_one_whose_worker_dies_waits_again_and_runs_on_a_n
     signal(one, "KILL");
     first.await.unwrap().error(502, "model_crashed");
     let two = new_worker(&server, one).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while metric(&api, "vitrine_worker_requests_pipelined_total").await != 1 {
-        assert!(Instant::now() < deadline, "the third call was never written behind the second");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    third_written_behind_second(&api).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // That worker dies in the second call: the third never ran there, so it
@@ -359,37 +376,17 @@ async fn a_call_written_behind_one_whose_worker_dies_waits_again_and_runs_on_a_n
 
 #[tokio::test]
 async fn a_call_given_up_while_written_behind_another_leaves_the_worker_serving() {
-    let server = TestServer::start_with(&[("inference_threads", "1"), ("inference_timeout_ms", "30000")]);
-    let api = server.api();
-    let op = server.operator_key.clone();
-    let alice = api.signup("alice").await;
-    let bob = api.signup("bob").await;
     // Seconds of one core per call, and it ends.
-    priced_model(&api, &alice, "alice", "slow", crate::support::fixture("slow.onnx"), 100).await;
-    priced_model(&api, &alice, "alice", "linear", crate::support::fixture("linear.onnx"), 10).await;
-    deposit(&api, &op, "bob", 1000).await;
-    let body = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 1], "data": [0.001]}}});
+    let (server, api, bob) = one_worker_market(crate::support::fixture("slow.onnx")).await;
 
     // Three calls in order: the first runs, the second waits for the worker,
     // and the third is written behind the second when the second starts.
-    let mut calls = Vec::new();
-    for held in [100, 200, 300] {
-        let (caller, key, body) = (api.clone(), bob.clone(), body.clone());
-        calls.push(tokio::spawn(async move { caller.post("/v1/models/alice/slow/infer", Some(&key), body).await }));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while balance(&api, &bob).await.1 != held {
-            assert!(Instant::now() < deadline, "call {} never started", held / 100);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // (A small input: the model's products stay finite.)
+    let body = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 1], "data": [0.001]}}});
+    let mut calls = three_calls_in_order(&api, &bob, body).await;
     let [worker] = worker_pids(server.pid())[..] else { panic!("not one worker") };
     let starts = metric(&api, "vitrine_worker_starts_total").await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(&api, "vitrine_worker_requests_pipelined_total").await != 1 {
-        assert!(Instant::now() < deadline, "the third call was never written behind the second");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    third_written_behind_second(&api).await;
     // Its caller hangs up: the call is given up while its request is in the
     // worker's pipe.
     let third = calls.pop().unwrap();
