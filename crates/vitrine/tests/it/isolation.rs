@@ -276,7 +276,7 @@ async fn three_calls_in_order(
 /// `three_calls_in_order`, written behind the second when it starts.
 async fn third_written_behind_second(api: &Api) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(api, "vitrine_worker_requests_pipelined_total").await != 1 {
+    while api.metric("vitrine_worker_requests_pipelined_total").await != 1 {
         assert!(Instant::now() < deadline, "the third call was never written behind the second");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -314,13 +314,6 @@ async fn a_worker_killed_mid_call_charges_nothing_and_the_next_call_succeeds() {
     assert!(metrics.contains("\nvitrine_workers 1\n"), "{metrics}");
 }
 
-/// The one number `name` in the server's /metrics.
-async fn metric(api: &Api, name: &str) -> u64 {
-    let text = metrics(api).await;
-    let line = text.lines().find_map(|line| line.strip_prefix(&format!("{name} "))).unwrap_or_else(|| panic!("{text}"));
-    line.parse().unwrap()
-}
-
 /// Waits until the server's one worker is a new one (not `old`), and returns it.
 async fn new_worker(server: &TestServer, old: u32) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -345,7 +338,7 @@ async fn a_call_written_behind_one_whose_worker_dies_waits_again_and_runs_on_a_n
     let third = calls.pop().unwrap();
     let second = calls.pop().unwrap();
     let first = calls.pop().unwrap();
-    assert_eq!(metric(&api, "vitrine_worker_requests_pipelined_total").await, 0, "nothing ran behind the first call");
+    assert_eq!(api.metric("vitrine_worker_requests_pipelined_total").await, 0, "nothing ran behind the first call");
 
     // Its worker killed, the first call fails; the second gets a new worker,
     // and the third is written into that worker's pipe behind it.
@@ -370,8 +363,8 @@ async fn a_call_written_behind_one_whose_worker_dies_waits_again_and_runs_on_a_n
     assert_eq!(balance(&api, &bob).await, (1000, 0), "crashed calls charge nothing");
     api.post("/v1/models/alice/linear/infer", Some(&bob), linear_call()).await.ok(200);
     assert_eq!(balance(&api, &bob).await, (990, 0));
-    assert_eq!(metric(&api, "vitrine_worker_crashes_total").await, 3);
-    assert_eq!(metric(&api, "vitrine_worker_requests_pipelined_total").await, 1);
+    assert_eq!(api.metric("vitrine_worker_crashes_total").await, 3);
+    assert_eq!(api.metric("vitrine_worker_requests_pipelined_total").await, 1);
 }
 
 #[tokio::test]
@@ -385,7 +378,7 @@ async fn a_call_given_up_while_written_behind_another_leaves_the_worker_serving(
     let body = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 1], "data": [0.001]}}});
     let mut calls = three_calls_in_order(&api, &bob, body).await;
     let [worker] = worker_pids(server.pid())[..] else { panic!("not one worker") };
-    let starts = metric(&api, "vitrine_worker_starts_total").await;
+    let starts = api.metric("vitrine_worker_starts_total").await;
     third_written_behind_second(&api).await;
     // Its caller hangs up: the call is given up while its request is in the
     // worker's pipe.
@@ -406,9 +399,9 @@ async fn a_call_given_up_while_written_behind_another_leaves_the_worker_serving(
     // neither killed nor replaced.
     api.post("/v1/models/alice/linear/infer", Some(&bob), linear_call()).await.ok(200);
     assert_eq!(worker_pids(server.pid()), [worker], "the worker was replaced");
-    assert_eq!(metric(&api, "vitrine_worker_starts_total").await, starts);
-    assert_eq!(metric(&api, "vitrine_worker_crashes_total").await, 0);
-    assert_eq!(metric(&api, "vitrine_worker_timeouts_total").await, 0);
+    assert_eq!(api.metric("vitrine_worker_starts_total").await, starts);
+    assert_eq!(api.metric("vitrine_worker_crashes_total").await, 0);
+    assert_eq!(api.metric("vitrine_worker_timeouts_total").await, 0);
     assert_eq!(balance(&api, &bob).await, (1000 - 2 * 100 - 10, 0), "the call given up is not charged");
 }
 

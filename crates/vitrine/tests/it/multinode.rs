@@ -63,18 +63,11 @@ async fn checkpoints_reach(apis: &[Api], size: u64) -> Duration {
     }
 }
 
-/// A counter or gauge of a node's `/metrics`.
-async fn metric(api: &Api, name: &str) -> u64 {
-    let text = api.text("/metrics").await;
-    let line = text.lines().find(|line| line.split(' ').next() == Some(name));
-    line.and_then(|line| line.split(' ').nth(1)?.parse().ok()).unwrap_or_else(|| panic!("{name} in {text}"))
-}
-
 /// Calls that reached a model, on all nodes together.
 async fn model_runs(apis: &[Api]) -> u64 {
     let mut runs = 0;
     for api in apis {
-        runs += metric(api, "vitrine_model_runs_total").await;
+        runs += api.metric("vitrine_model_runs_total").await;
     }
     runs
 }
@@ -217,7 +210,7 @@ async fn a_node_killed_mid_load_loses_no_receipt_and_another_signs_within_second
     // Node a serves one call first, so that it holds a grant on bob's balance when it dies.
     apis[1].send(paid_call(&apis[1], &bob, None)).await.ok(200);
     apis[0].send(paid_call(&apis[0], &bob, None)).await.ok(200);
-    assert_eq!(metric(&apis[0], "vitrine_grants").await, 1);
+    assert_eq!(apis[0].metric("vitrine_grants").await, 1);
     checkpoints_reach(&apis, 2).await;
     // An auditor pins the log's key and checkpoint, from node c.
     let audit = tempfile::tempdir().expect("a folder");

@@ -220,6 +220,13 @@ impl Api {
         response.text().await.expect("read body")
     }
 
+    /// A counter or gauge of the server's `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.text("/metrics").await;
+        let line = text.lines().find(|line| line.split(' ').next() == Some(name));
+        line.and_then(|line| line.split(' ').nth(1)?.parse().ok()).unwrap_or_else(|| panic!("{name} in {text}"))
+    }
+
     pub fn request(&self, method: reqwest::Method, path: &str, key: Option<&str>) -> reqwest::RequestBuilder {
         let request = self.http.request(method, format!("{}{path}", self.url));
         match key {
