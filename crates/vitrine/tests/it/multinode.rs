@@ -196,17 +196,31 @@ async fn three_nodes_serve_one_market_with_one_ledger_and_one_log() {
     database.drop().await;
 }
 
-#[tokio::test]
-async fn a_node_killed_mid_load_loses_no_receipt_and_another_signs_within_seconds() {
-    let Some(database) = Database::create("killed_node").await else { return };
-    let blobs = tempfile::tempdir().expect("a blob folder");
-    let nodes = start_nodes(&database, blobs.path());
+/// A market set up through the first of its nodes: alice's `linear` model
+/// at 100 a call, and bob with `funds` to spend.
+struct Market {
+    apis: Vec<Api>,
+    op: String,
+    alice: String,
+    bob: String,
+}
+
+async fn linear_market(nodes: &[TestServer], funds: u64) -> Market {
     let apis: Vec<Api> = nodes.iter().map(TestServer::api).collect();
     let op = nodes[0].operator_key.clone();
     let alice = apis[0].signup("alice").await;
     let bob = apis[0].signup("bob").await;
     priced_model(&apis[0], &alice, "alice", "linear", 100).await;
-    deposit(&apis[0], &op, "bob", 1_000_000, "bank-1").await;
+    deposit(&apis[0], &op, "bob", funds, "bank-1").await;
+    Market { apis, op, alice, bob }
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_load_loses_no_receipt_and_another_signs_within_seconds() {
+    let Some(database) = Database::create("killed_node").await else { return };
+    let blobs = tempfile::tempdir().expect("a blob folder");
+    let nodes = start_nodes(&database, blobs.path());
+    let Market { apis, op, alice: _, bob } = linear_market(&nodes, 1_000_000).await;
     // Node a serves one call first, so that it holds a grant on bob's balance when it dies.
     apis[1].send(paid_call(&apis[1], &bob, None)).await.ok(200);
     apis[0].send(paid_call(&apis[0], &bob, None)).await.ok(200);
@@ -349,12 +363,7 @@ async fn nodes_with_folders_of_their_own_share_models_through_an_s3_store() {
             TestServer::start_with_env(&settings, &bucket.env())
         })
         .collect();
-    let apis: Vec<Api> = nodes.iter().map(TestServer::api).collect();
-    let op = nodes[0].operator_key.clone();
-    let alice = apis[0].signup("alice").await;
-    let bob = apis[0].signup("bob").await;
-    priced_model(&apis[0], &alice, "alice", "linear", 100).await;
-    deposit(&apis[0], &op, "bob", 1_000, "bank-1").await;
+    let Market { apis, op: _, alice: _, bob } = linear_market(&nodes, 1_000).await;
     let cached = |node: &TestServer| {
         let blobs = node.data_dir.join("blobs");
         std::fs::read_dir(&blobs).map_or(0, |dirs| {
@@ -440,12 +449,7 @@ async fn a_node_whose_s3_store_stops_answering_says_so_and_charges_nothing() {
         TestServer::start_with_env(&settings("a"), &bucket.env()),
         TestServer::start_with_env(&settings("b"), &through(bucket.env())),
     ];
-    let apis: Vec<Api> = nodes.iter().map(TestServer::api).collect();
-    let op = nodes[0].operator_key.clone();
-    let alice = apis[0].signup("alice").await;
-    let bob = apis[0].signup("bob").await;
-    priced_model(&apis[0], &alice, "alice", "linear", 100).await;
-    deposit(&apis[0], &op, "bob", 100_000, "bank-1").await;
+    let Market { apis, op, alice, bob } = linear_market(&nodes, 100_000).await;
     let versions = apis[0].get("/v1/models/alice/linear/versions", None).await.ok(200).clone();
     let digest = versions["items"][0]["blob_sha256"].as_str().expect("a digest").to_owned();
 
