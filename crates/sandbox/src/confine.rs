@@ -56,9 +56,10 @@ pub fn confine(memory_bytes_max: u64) -> Result<(), ConfineError> {
     rustix::thread::set_no_new_privs(true).map_err(|e| ConfineError::Attribute("no new privileges", e))?;
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .map_err(|e| ConfineError::Attribute("not dumpable", e))?;
-    // rustix finds the vDSO's clock through the auxiliary vector the first
-    // time it reads a clock (prctl PR_GET_AUXV, or /proc/self/auxv): do that
-    // now, while those are still allowed.
+    // Read a clock once while everything is still allowed: rustix goes
+    // through libc (`use-libc`), whose vDSO clock needs nothing more, but
+    // its own backend would first look for the vDSO in the auxiliary
+    // vector (prctl PR_GET_AUXV, or /proc/self/auxv).
     cpu_time_us();
     install_seccomp_filter()
 }
