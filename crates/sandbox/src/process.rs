@@ -78,6 +78,11 @@ impl WorkerProcess {
             // Nothing of the server's environment or working directory is
             // the worker's business.
             .env_clear()
+            // mimalloc, the binary's allocator, otherwise reserves address
+            // space a gigabyte at a time, which RLIMIT_AS counts in full:
+            // a worker would run out of memory at a fraction of its bound.
+            // Without arenas it maps what it uses.
+            .env("MIMALLOC_ARENA_RESERVE", "0")
             .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

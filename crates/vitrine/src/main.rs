@@ -18,6 +18,14 @@ mod witness;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's allocator, for the server, the CLI and the
+/// model workers (the same executable). A paid call allocates and frees
+/// a few hundred small buffers (headers, JSON, the receipt, the batch's
+/// rows); glibc's malloc and free, with their consolidation of freed
+/// chunks, took about 13% of the paid path's CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "vitrine", version, about = "A model marketplace with usage you can see and verify")]
 struct Cli {

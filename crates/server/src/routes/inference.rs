@@ -371,7 +371,7 @@ impl Call<'_> {
             error: error.to_owned(),
         };
         let leaf = leaf.encode().map_err(ApiError::internal)?;
-        let signature = state.log_keys.node.sign(&leaf).to_vec();
+        let signature = state.log_keys.sign_receipt(&leaf);
         Ok((leaf, signature))
     }
 }
