@@ -258,8 +258,9 @@ fn statement_chunks(mut rows: Vec<Vec<Cell>>) -> impl Iterator<Item = Vec<Vec<Ce
 /// nodes), and preparing them took about a tenth of the server's
 /// instructions per paid call (`bench/callgrind/paid-calls`). So a cached
 /// query's pieces are padded to a power of two of rows with rows of NULLs
-/// (bound, like every value), which `WHERE column1 IS NOT NULL` drops: batches of like size share a
-/// text. A piece whose own first column is ever NULL is not padded.
+/// (bound, like every value), which `WHERE column1 IS NOT NULL` drops:
+/// batches of like size share a text. A piece whose own first column is
+/// ever NULL is not padded.
 #[derive(Default)]
 struct SqliteStatements {
     sql: String,
