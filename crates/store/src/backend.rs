@@ -17,7 +17,9 @@ use std::borrow::Cow;
 
 use sqlx::Arguments;
 use sqlx::postgres::PgRow;
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
+
+use crate::writer::OwnTx;
 use sqlx::{Decode, Encode, FromRow, PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction, Type};
 
 /// A store's connections.
@@ -40,15 +42,33 @@ impl Pool {
 /// A transaction on either database.
 #[derive(Debug)]
 pub(crate) enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(SqliteTx),
     Postgres(Transaction<'static, Postgres>),
 }
 
-impl Tx {
-    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+/// A transaction on SQLite: sqlx's, or the writer's own ([`OwnTx`]).
+#[derive(Debug)]
+pub(crate) enum SqliteTx {
+    Sqlx(Transaction<'static, Sqlite>),
+    Own(OwnTx),
+}
+
+impl std::ops::Deref for SqliteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
         match self {
-            Tx::Sqlite(tx) => tx.commit().await,
-            Tx::Postgres(tx) => tx.commit().await,
+            SqliteTx::Sqlx(tx) => tx,
+            SqliteTx::Own(tx) => tx,
+        }
+    }
+}
+
+impl std::ops::DerefMut for SqliteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        match self {
+            SqliteTx::Sqlx(tx) => tx,
+            SqliteTx::Own(tx) => tx,
         }
     }
 }
@@ -191,43 +211,67 @@ impl Writes {
         }
     }
 
+    /// Writes these rows in `tx`, and commits it: on the writer's own SQLite
+    /// connection in one round trip, its `COMMIT` the query's last statement.
+    pub(crate) async fn commit(self, tx: Tx) -> Result<(), sqlx::Error> {
+        match tx {
+            Tx::Sqlite(SqliteTx::Own(own)) => own.commit(self.sqlite_statements()?).await,
+            Tx::Sqlite(SqliteTx::Sqlx(mut tx)) => {
+                if let Some(statements) = self.sqlite_statements()? {
+                    statements.execute(&mut tx).await?;
+                }
+                tx.commit().await
+            }
+            Tx::Postgres(mut tx) => {
+                self.flush_postgres(&mut tx).await?;
+                tx.commit().await
+            }
+        }
+    }
+
     pub(crate) async fn flush(self, tx: &mut Tx) -> Result<(), sqlx::Error> {
         match tx {
-            Tx::Sqlite(tx) => {
-                let rows: usize = self.0.iter().map(|piece| piece.rows.len()).sum();
-                if rows == 0 {
-                    return Ok(());
-                }
-                let cached = rows <= SQLITE_CACHED_ROWS_MAX;
-                let mut statements = SqliteStatements::default();
-                for Piece { head, rows, tail } in self.0 {
-                    for chunk in statement_chunks(rows) {
-                        statements.push(&head, chunk, &tail, cached)?;
-                    }
-                }
-                let SqliteStatements { sql, arguments } = statements;
-                sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments).persistent(cached).execute(&mut **tx).await?;
+            Tx::Sqlite(tx) => match self.sqlite_statements()? {
+                Some(statements) => statements.execute(tx).await,
+                None => Ok(()),
+            },
+            Tx::Postgres(tx) => self.flush_postgres(tx).await,
+        }
+    }
+
+    /// The rows as one SQLite query, `None` without rows.
+    fn sqlite_statements(self) -> Result<Option<SqliteStatements>, sqlx::Error> {
+        let rows: usize = self.0.iter().map(|piece| piece.rows.len()).sum();
+        if rows == 0 {
+            return Ok(None);
+        }
+        let mut statements = SqliteStatements { cached: rows <= SQLITE_CACHED_ROWS_MAX, ..Default::default() };
+        for Piece { head, rows, tail } in self.0 {
+            for chunk in statement_chunks(rows) {
+                statements.push(&head, chunk, &tail)?;
             }
-            Tx::Postgres(tx) => {
-                let binds: usize = self.0.iter().map(|piece| piece.rows.iter().map(Vec::len).sum::<usize>()).sum();
-                if binds <= POSTGRES_BINDS_MAX && self.0.len() > 1 {
-                    let mut query = sqlx::QueryBuilder::new("WITH ");
-                    for (n, piece) in self.0.into_iter().enumerate() {
-                        query.push(if n == 0 { "" } else { ", " }).push(format!("w{n} AS ("));
-                        push_piece(&mut query, piece);
-                        query.push(")");
-                    }
-                    query.push(" SELECT 1");
-                    query.build().execute(&mut **tx).await?;
-                    return Ok(());
-                }
-                for Piece { head, rows, tail } in self.0 {
-                    for chunk in statement_chunks(rows) {
-                        let mut query = sqlx::QueryBuilder::new("");
-                        push_piece(&mut query, Piece { head: head.clone(), rows: chunk, tail: tail.clone() });
-                        query.build().execute(&mut **tx).await?;
-                    }
-                }
+        }
+        Ok(Some(statements))
+    }
+
+    async fn flush_postgres(self, tx: &mut Transaction<'static, Postgres>) -> Result<(), sqlx::Error> {
+        let binds: usize = self.0.iter().map(|piece| piece.rows.iter().map(Vec::len).sum::<usize>()).sum();
+        if binds <= POSTGRES_BINDS_MAX && self.0.len() > 1 {
+            let mut query = sqlx::QueryBuilder::new("WITH ");
+            for (n, piece) in self.0.into_iter().enumerate() {
+                query.push(if n == 0 { "" } else { ", " }).push(format!("w{n} AS ("));
+                push_piece(&mut query, piece);
+                query.push(")");
+            }
+            query.push(" SELECT 1");
+            query.build().execute(&mut **tx).await?;
+            return Ok(());
+        }
+        for Piece { head, rows, tail } in self.0 {
+            for chunk in statement_chunks(rows) {
+                let mut query = sqlx::QueryBuilder::new("");
+                push_piece(&mut query, Piece { head: head.clone(), rows: chunk, tail: tail.clone() });
+                query.build().execute(&mut **tx).await?;
             }
         }
         Ok(())
@@ -262,16 +306,18 @@ fn statement_chunks(mut rows: Vec<Vec<Cell>>) -> impl Iterator<Item = Vec<Vec<Ce
 /// batches of like size share a text. A piece whose own first column is
 /// ever NULL is not padded.
 #[derive(Default)]
-struct SqliteStatements {
-    sql: String,
-    arguments: SqliteArguments,
+pub(crate) struct SqliteStatements {
+    pub(crate) sql: String,
+    pub(crate) arguments: SqliteArguments,
+    /// Kept prepared by the connection, and so padded.
+    pub(crate) cached: bool,
 }
 
 impl SqliteStatements {
-    fn push(&mut self, head: &str, rows: Vec<Vec<Cell>>, tail: &str, pad: bool) -> Result<(), sqlx::Error> {
+    fn push(&mut self, head: &str, rows: Vec<Vec<Cell>>, tail: &str) -> Result<(), sqlx::Error> {
         let values: usize = rows.iter().map(Vec::len).sum();
         let columns = rows.first().map_or(0, Vec::len);
-        let padded = pad && columns > 0 && rows.iter().all(|row| !row[0].is_null());
+        let padded = self.cached && columns > 0 && rows.iter().all(|row| !row[0].is_null());
         let padding = if padded { rows.len().next_power_of_two() - rows.len() } else { 0 };
         let sql = &mut self.sql;
         sql.reserve(head.len() + tail.len() + 60 + 3 * values + 4 * rows.len() + padding * (2 + 6 * columns));
@@ -307,6 +353,12 @@ impl SqliteStatements {
             sql.push_str(") WHERE column1 IS NOT NULL");
         }
         sql.push_str(tail);
+        Ok(())
+    }
+
+    pub(crate) async fn execute(self, connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        let SqliteStatements { sql, arguments, cached } = self;
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments).persistent(cached).execute(connection).await?;
         Ok(())
     }
 }
@@ -450,9 +502,8 @@ mod tests {
                 rows: vec![vec![Cell::Int(None), "null".into()], vec![count.into(), "some".into()]],
                 tail: "".into(),
             });
-            let mut tx = Tx::Sqlite(pool.begin().await.expect("a transaction"));
-            writes.flush(&mut tx).await.expect("the writes");
-            tx.commit().await.expect("commit");
+            let tx = Tx::Sqlite(SqliteTx::Sqlx(pool.begin().await.expect("a transaction")));
+            writes.commit(tx).await.expect("the writes, committed");
         }
         let stored: Vec<(i64, String, Option<Vec<u8>>)> =
             sqlx::query_as("SELECT id, name, bytes FROM t ORDER BY id").fetch_all(&pool).await.expect("rows");
@@ -463,9 +514,9 @@ mod tests {
         assert_eq!(nulls, 9, "a piece with a NULL first column keeps that row");
 
         let text = |count: usize| {
-            let mut statements = SqliteStatements::default();
+            let mut statements = SqliteStatements { cached: true, ..Default::default() };
             let rows = (0..count as i64).map(|i| row(i, Some("x"), None)).collect();
-            statements.push("INSERT INTO t (id, name, bytes) ", rows, "", true).expect("the text");
+            statements.push("INSERT INTO t (id, name, bytes) ", rows, "").expect("the text");
             statements.sql
         };
         assert_eq!(text(5), text(8));

@@ -5,7 +5,7 @@
 
 use futures_util::TryStreamExt;
 
-use crate::backend::{Cell, Columns, Piece, Pool, Tx, Writes, on_tx};
+use crate::backend::{Cell, Columns, Piece, Pool, SqliteTx, Tx, Writes, on_tx};
 use crate::{Store, StoreError};
 
 /// How a column is read and written.
@@ -223,7 +223,7 @@ impl Store {
     /// A transaction that only reads: one snapshot of the whole database.
     async fn begin_read(&self) -> Result<Tx, StoreError> {
         Ok(match &self.pool {
-            Pool::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Pool::Sqlite(pool) => Tx::Sqlite(SqliteTx::Sqlx(pool.begin().await?)),
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;

@@ -365,8 +365,6 @@ impl Store {
                 .collect(),
             tail: ") AS v WHERE accounts.id = v.column1".into(),
         });
-        // Every row the batch writes, in one round trip on PostgreSQL.
-        writes.flush(tx).await?;
         if rows.frontier.is_some() {
             write.memory.frontier = rows.frontier.take();
         }
@@ -374,7 +372,9 @@ impl Store {
             write.memory.next_transfer_id = rows.transfers.next;
         }
         write.memory.remember_accounts(&state.accounts, &names);
-        write.commit_unsynced().await?;
+        // Every row the batch writes, in one round trip with the commit on
+        // SQLite, in one before it on PostgreSQL.
+        write.commit_unsynced_with(writes).await?;
         Ok((outcomes, state.accounts))
     }
 

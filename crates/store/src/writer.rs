@@ -19,12 +19,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Executor, Sqlite};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use ledger::{AccountId, AccountState};
 
-use crate::backend::{Pool, Tx};
+use crate::backend::{Pool, SqliteStatements, SqliteTx, Tx, Writes};
 use crate::usage::{Rollup, RollupKey};
 use crate::{Store, StoreError};
 
@@ -75,11 +77,99 @@ pub(crate) struct Writer {
 /// every commit so far durable with one fsync of the WAL, so the sequencer
 /// writes its next batch while the last one's fsync runs, and nobody hears
 /// of a batch before its fsync returned.
+///
+/// Its transactions are its own ([`OwnTx`]), and its connection stays out
+/// of the pool between them (`idle`).
 #[derive(Debug, Clone)]
 struct SqliteWriter {
     own: SqlitePool,
+    idle: Arc<std::sync::Mutex<Option<PoolConnection<Sqlite>>>>,
     checkpoints: Arc<Checkpoints>,
     wal: WalSync,
+}
+
+/// A transaction on the writer's own SQLite connection, begun and ended by
+/// this code rather than by sqlx's `Transaction`, so that its `BEGIN` goes
+/// in one query with the epoch's bump and its `COMMIT` in one with the
+/// batch's writes ([`Writes::commit`]): two round trips to the connection's
+/// thread where sqlx's took four, each of which woke two threads. Between
+/// transactions the connection waits in [`SqliteWriter`]'s `idle`, not in
+/// the pool, which pings a connection on its every return.
+///
+/// Dropped before its commit returned, it rolls back on a task of its own
+/// (and then returns the connection to the pool, where the next transaction
+/// takes it once the rollback is done): the write lock is not held until the
+/// writer's next batch.
+#[derive(Debug)]
+pub(crate) struct OwnTx {
+    /// Taken only by `drop`.
+    connection: Option<PoolConnection<Sqlite>>,
+    committed: bool,
+    idle: Arc<std::sync::Mutex<Option<PoolConnection<Sqlite>>>>,
+}
+
+impl OwnTx {
+    /// Begins on the writer's connection, bumps the epoch, and returns it.
+    async fn begin(sqlite: &SqliteWriter) -> Result<(OwnTx, i64), StoreError> {
+        const BEGIN: &str = "BEGIN IMMEDIATE; UPDATE writer_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch";
+        let idle = sqlite.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let connection = match idle {
+            Some(connection) => connection,
+            None => sqlite.own.acquire().await?,
+        };
+        let mut tx = OwnTx { connection: Some(connection), committed: false, idle: sqlite.idle.clone() };
+        let epoch: i64 = sqlx::query_scalar(BEGIN).fetch_one(&mut *tx).await?;
+        Ok((tx, epoch))
+    }
+
+    /// Runs `statements` (if any) and commits, in one round trip.
+    pub(crate) async fn commit(mut self, statements: Option<SqliteStatements>) -> Result<(), sqlx::Error> {
+        match statements {
+            Some(mut statements) => {
+                statements.sql.push_str("; COMMIT");
+                statements.execute(&mut self).await?;
+            }
+            None => {
+                sqlx::query("COMMIT").execute(&mut *self).await?;
+            }
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for OwnTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        self.connection.as_ref().expect("an OwnTx holds its connection until dropped")
+    }
+}
+
+impl std::ops::DerefMut for OwnTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.connection.as_mut().expect("an OwnTx holds its connection until dropped")
+    }
+}
+
+impl Drop for OwnTx {
+    fn drop(&mut self) {
+        let Some(mut connection) = self.connection.take() else { return };
+        if self.committed {
+            *self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(connection);
+            return;
+        }
+        // An error here is that nothing was begun (or SQLite already rolled
+        // back); a broken connection fails the pool's test on its return.
+        let rollback = async move {
+            if let Err(error) = connection.execute("ROLLBACK").await {
+                tracing::debug!(%error, "rolling back the writer's dropped transaction");
+            }
+        };
+        // On the runtime it was dropped on (like every sqlx connection, it
+        // lives in async code), as sqlx's `Transaction` starts its rollback.
+        tokio::spawn(rollback);
+    }
 }
 
 /// What makes the writer's commits durable: on SQLite an fsync of the
@@ -164,12 +254,14 @@ impl Writer {
         let wal = WalSync(Some(Arc::new(wal.into())));
         Ok(Writer {
             memory: Default::default(),
-            sqlite: Some(SqliteWriter { own, checkpoints: Default::default(), wal }),
+            sqlite: Some(SqliteWriter { own, idle: Default::default(), checkpoints: Default::default(), wal }),
         })
     }
 
     pub(crate) async fn close(&self) {
         if let Some(sqlite) = &self.sqlite {
+            let idle = sqlite.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+            drop(idle);
             sqlite.own.close().await;
         }
     }
@@ -231,18 +323,18 @@ impl Store {
         let mut guard = self.writer.memory.clone().lock_owned().await;
         let mut checkpoint = None;
         let (tx, epoch) = match &self.pool {
-            Pool::Sqlite(shared) => {
-                let pool = match &self.writer.sqlite {
-                    Some(sqlite) => {
-                        checkpoint = Some((shared.clone(), sqlite.checkpoints.clone()));
-                        &sqlite.own
-                    }
-                    None => shared,
-                };
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let epoch: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
-                (Tx::Sqlite(tx), epoch)
-            }
+            Pool::Sqlite(shared) => match &self.writer.sqlite {
+                Some(sqlite) => {
+                    checkpoint = Some((shared.clone(), sqlite.checkpoints.clone()));
+                    let (tx, epoch) = OwnTx::begin(sqlite).await?;
+                    (Tx::Sqlite(SqliteTx::Own(tx)), epoch)
+                }
+                None => {
+                    let mut tx = shared.begin_with("BEGIN IMMEDIATE").await?;
+                    let epoch: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
+                    (Tx::Sqlite(SqliteTx::Sqlx(tx)), epoch)
+                }
+            },
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 let epoch: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
@@ -264,8 +356,14 @@ impl WriteTx {
     /// Commits: visible to every connection at once, durable once the
     /// returned [`WalSync`] syncs (nobody may be told of it before).
     pub(crate) async fn commit_unsynced(self) -> Result<WalSync, StoreError> {
+        self.commit_unsynced_with(Writes::default()).await
+    }
+
+    /// [`WriteTx::commit_unsynced`], writing `writes` first (in the same
+    /// round trip on the writer's own SQLite connection).
+    pub(crate) async fn commit_unsynced_with(self, writes: Writes) -> Result<WalSync, StoreError> {
         let WriteTx { tx, mut memory, epoch, mut guard, checkpoint, wal } = self;
-        tx.commit().await?;
+        writes.commit(tx).await?;
         if let Some((pool, checkpoints)) = checkpoint {
             checkpoints.after_commit(&pool);
         }
@@ -331,6 +429,62 @@ mod tests {
             cpu_us: 50,
             status: "ok".into(),
         }
+    }
+
+    fn shared(store: &Store) -> &sqlx::SqlitePool {
+        match &store.pool {
+            crate::backend::Pool::Sqlite(pool) => pool,
+            crate::backend::Pool::Postgres(_) => unreachable!("opened on SQLite"),
+        }
+    }
+
+    async fn epoch(store: &Store) -> i64 {
+        sqlx::query_scalar("SELECT epoch FROM writer_epoch").fetch_one(shared(store)).await.expect("the epoch")
+    }
+
+    /// The writer's own transactions (`OwnTx`) end as sqlx's did: a write
+    /// dropped before its commit, or whose writes fail, leaves nothing, and
+    /// its write lock is freed at once (not at the writer's next batch);
+    /// the writer then goes on, cold, on the same connection.
+    #[tokio::test]
+    async fn dropped_and_failed_writes_roll_back_and_free_the_lock() {
+        let folder = tempfile::tempdir().expect("a temporary folder");
+        let store = Store::open(&folder.path().join("vitrine.sqlite")).await.expect("open");
+        store.append_leaves(&[(b"first".to_vec(), vec![0; 64])]).await.expect("append");
+        let committed = epoch(&store).await;
+
+        let mut write = store.begin_write().await.expect("a write");
+        assert_eq!(write.epoch, committed + 1);
+        let crate::backend::Tx::Sqlite(tx) = &mut write.tx else { unreachable!("opened on SQLite") };
+        sqlx::query("UPDATE writer_epoch SET epoch = 1000").execute(&mut **tx).await.expect("a write");
+        drop(write);
+        // Another connection takes the write lock as soon as the rollback
+        // ran (with the lock held, it would wait, then fail: database is locked).
+        let mut other = shared(&store).begin_with("BEGIN IMMEDIATE").await.expect("the write lock, freed");
+        sqlx::query("UPDATE writer_epoch SET epoch = epoch").execute(&mut *other).await.expect("a write");
+        other.commit().await.expect("commit");
+        assert_eq!(epoch(&store).await, committed, "nothing of the dropped write is left");
+
+        let mut writes = crate::backend::Writes::default();
+        writes.push(crate::backend::Piece {
+            head: "INSERT INTO writer_epoch (id, epoch) ".into(),
+            rows: vec![vec![1.into(), 7.into()]],
+            tail: "".into(),
+        });
+        let write = store.begin_write().await.expect("a write");
+        let error = write.commit_unsynced_with(writes).await.expect_err("a row that is there already");
+        assert!(error.to_string().contains("UNIQUE"), "{error}");
+        let mut other = shared(&store).begin_with("BEGIN IMMEDIATE").await.expect("the write lock, freed");
+        other.rollback().await.expect("rollback");
+        assert_eq!(epoch(&store).await, committed, "nothing of the failed write is left");
+
+        store.append_leaves(&[(b"second".to_vec(), vec![0; 64])]).await.expect("append after both");
+        assert_eq!(epoch(&store).await, committed + 1);
+        assert_eq!(store.tree_size().await.expect("size"), 2);
+        let mut tree = tlog::MemoryTree::new();
+        tree.append(tlog::leaf_hash(b"first"));
+        tree.append(tlog::leaf_hash(b"second"));
+        assert_eq!(store.log_root(2).await.expect("root"), tree.root());
     }
 
     /// Checkpoints run beside the writer, not in its commits: batches far
