@@ -233,7 +233,7 @@ async fn compare(args: &BenchArgs, data_dir: &std::path::Path, report: &Report) 
     // The realistic model: what a buyer of inference pays around the model.
     let single = raw_calls_per_second(realistic, 1, Duration::from_secs(args.seconds.min(3)))?;
     let raw = raw_calls_per_second(realistic, threads, Duration::from_secs(args.seconds))?;
-    let (paid, busy, pipelined) = with_server(&data_dir.with_extension("realistic"), &[], |server| async move {
+    let (paid, uses) = with_server(&data_dir.with_extension("realistic"), &[], |server| async move {
         let setup = Setup::new(&server, realistic).await?;
         workers_busy(&server, setup.phase(args, "paid")).await
     })
@@ -243,65 +243,85 @@ async fn compare(args: &BenchArgs, data_dir: &std::path::Path, report: &Report) 
     report.set("realistic.raw_threads", threads as u64);
     report.set("realistic.raw.per_second", raw);
     report.phase("realistic.paid", &paid);
-    report.set("realistic.paid.workers_busy", busy);
-    report.set("realistic.paid.pipelined", pipelined);
+    report.set("realistic.paid.workers_busy", uses.busy);
+    report.set("realistic.paid.pipelined", uses.pipelined);
+    report.set("realistic.paid.process_cpu_us_per_call", uses.process_cpu_us_per_call);
     report.set("realistic.paid_over_raw", paid.per_second / raw);
     println!(
         "realistic model, {} ({:.2} ms per call on one thread): raw on {threads} threads {raw:.0} calls/s; paid over HTTP {} \
-         (its workers busy {:.0}% of the time, {:.0}% of calls pipelined); paid / raw = {:.2}",
+         (its workers busy {:.0}% of the time, {:.0}% of calls pipelined; this process {:.0} µs of CPU per call); \
+         paid / raw = {:.2}",
         realistic.name,
         1e3 / single,
         paid.describe(),
-        busy * 100.0,
-        pipelined * 100.0,
+        uses.busy * 100.0,
+        uses.pipelined * 100.0,
+        uses.process_cpu_us_per_call,
         paid.per_second / raw
     );
     // One worker against one raw thread: what the paid path costs around the
     // model when the server has cores of its own (with a worker per core, as
     // above, the server's threads and the model's share them).
     let settings = [("inference_threads", 1.into())];
-    let (one, busy, pipelined) =
-        with_server(&data_dir.with_extension("realistic-one"), &settings, |server| async move {
-            let setup = Setup::new(&server, realistic).await?;
-            workers_busy(&server, setup.phase(args, "paid")).await
-        })
-        .await?;
+    let (one, uses) = with_server(&data_dir.with_extension("realistic-one"), &settings, |server| async move {
+        let setup = Setup::new(&server, realistic).await?;
+        workers_busy(&server, setup.phase(args, "paid")).await
+    })
+    .await?;
     report.phase("realistic.one_worker.paid", &one);
-    report.set("realistic.one_worker.paid.workers_busy", busy);
-    report.set("realistic.one_worker.paid.pipelined", pipelined);
+    report.set("realistic.one_worker.paid.workers_busy", uses.busy);
+    report.set("realistic.one_worker.paid.pipelined", uses.pipelined);
+    report.set("realistic.one_worker.paid.process_cpu_us_per_call", uses.process_cpu_us_per_call);
     report.set("realistic.one_worker.paid_over_raw", one.per_second / single);
     println!(
         "realistic model on one worker: paid over HTTP {} (the worker busy {:.0}% of the time, {:.0}% of calls \
-         pipelined); paid / raw on one thread ({single:.0} calls/s) = {:.2}",
+         pipelined; this process {:.0} µs of CPU per call); paid / raw on one thread ({single:.0} calls/s) = {:.2}",
         one.describe(),
-        busy * 100.0,
-        pipelined * 100.0,
+        uses.busy * 100.0,
+        uses.pipelined * 100.0,
+        uses.process_cpu_us_per_call,
         one.per_second / single
     );
     Ok(())
 }
 
-/// `phase`, and what it asked of the server's model workers: how busy they
-/// were (their CPU time over theirs and the phase's wall time; the rest is
-/// time a worker waited for its next request, or for a core), and the share
-/// of calls written to a busy worker behind the call it ran (pipelined).
+/// What a phase asked of the server's model workers, and of this process.
+struct WorkerUse {
+    /// The workers' CPU time over theirs and the phase's wall time (the rest
+    /// is time a worker waited for its next request, or for a core).
+    busy: f64,
+    /// The share of calls written to a busy worker behind the call it ran.
+    pipelined: f64,
+    /// CPU time of this process (the server and the bench's clients, not
+    /// the workers) per call, in microseconds: what they take from the
+    /// workers' cores when they share them.
+    process_cpu_us_per_call: f64,
+}
+
+/// `phase`, and what it asked of the workers and of this process.
 async fn workers_busy(
     server: &BenchServer,
     phase: impl std::future::Future<Output = anyhow::Result<Phase>>,
-) -> anyhow::Result<(Phase, f64, f64)> {
+) -> anyhow::Result<(Phase, WorkerUse)> {
     let before = crate::bench_writer::children_cpu_ms()?;
     let pipelined_before = pipelined_calls(&server.url).await?;
+    let meter = crate::bench_writer::CpuMeter::start()?;
     let started = Instant::now();
     let phase = phase.await?;
     let wall_ms = started.elapsed().as_secs_f64() * 1e3;
+    let process_ms = meter.used()?.process_ms;
     let used_ms: u64 = crate::bench_writer::children_cpu_ms()?
         .into_iter()
         .map(|(pid, ms)| ms.saturating_sub(before.get(&pid).copied().unwrap_or(0)))
         .sum();
     let pipelined = pipelined_calls(&server.url).await?.saturating_sub(pipelined_before);
-    let busy = used_ms as f64 / (wall_ms * server.workers.max(1) as f64);
-    let pipelined = pipelined as f64 / phase.calls.max(1) as f64;
-    Ok((phase, busy, pipelined))
+    let calls = phase.calls.max(1) as f64;
+    let uses = WorkerUse {
+        busy: used_ms as f64 / (wall_ms * server.workers.max(1) as f64),
+        pipelined: pipelined as f64 / calls,
+        process_cpu_us_per_call: process_ms as f64 * 1e3 / calls,
+    };
+    Ok((phase, uses))
 }
 
 /// The server's count of calls written to a busy worker ahead of their turn.

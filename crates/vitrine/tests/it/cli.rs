@@ -201,6 +201,8 @@ fn the_benchmark_runs_and_reports_its_ratios() {
         "realistic.one_worker.paid.per_second",
         "realistic.one_worker.paid_over_raw",
         "realistic.one_worker.paid.workers_busy",
+        "realistic.paid.process_cpu_us_per_call",
+        "realistic.one_worker.paid.process_cpu_us_per_call",
         // Four clients, one worker: calls wait, and are written behind the one running.
         "realistic.one_worker.paid.pipelined",
     ] {
