@@ -25,7 +25,7 @@ pub struct LogKeys {
     pub node: NoteKey,
     /// The same key, signing each paid call's receipt
     /// ([`LogKeys::sign_receipt`]).
-    receipts: Arc<Ed25519KeyPair>,
+    receipts: ReceiptKey,
     /// Keys the callers' pseudonyms (HMAC); never leaves the server.
     pub pseudonym: [u8; 32],
 }
@@ -56,30 +56,41 @@ impl LogKeys {
         };
         let log = NoteKey::from_seed(origin, &market_seed(LOG_KEY_FILE).await?).map_err(|e| e.to_string())?;
         let node_seed = seed(data_dir, &format!("{node}.key"))?;
-        let (node, receipts) = receipt_keys(node.as_str(), &node_seed)?;
+        let (node, receipts) = ReceiptKey::from_seed(node.as_str(), &node_seed)?;
         Ok(LogKeys { log, node, receipts, pseudonym: market_seed(PSEUDONYM_KEY_FILE).await? })
     }
 
-    /// Signs a receipt's leaf with this node's key: a bare Ed25519
-    /// signature, the same bytes as `self.node.sign(leaf)` (Ed25519
-    /// signatures are deterministic), computed by AWS-LC. ed25519-dalek's
-    /// portable arithmetic, which `tlog` keeps for everything else, took
-    /// about 6% of a paid call's CPU in the server.
+    /// Signs a receipt's leaf with this node's key ([`ReceiptKey::sign`]).
     pub fn sign_receipt(&self, leaf: &[u8]) -> Vec<u8> {
-        self.receipts.sign(leaf).as_ref().to_vec()
+        self.receipts.sign(leaf)
     }
 }
 
-/// The node's key as a note key (its name, verifier and checkpoints'
-/// format) and as AWS-LC's key pair for receipts, from one seed; the two
-/// must agree on the public key.
-fn receipt_keys(name: &str, seed: &[u8; 32]) -> Result<(NoteKey, Arc<Ed25519KeyPair>), String> {
-    let node = NoteKey::from_seed(name, seed).map_err(|e| e.to_string())?;
-    let receipts = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|e| format!("the node's key: {e}"))?;
-    if receipts.public_key().as_ref() != node.verifier().public_key().as_slice() {
-        return Err("the node's key gives two public keys".into());
+/// A node's key as it signs receipts.
+#[derive(Debug, Clone)]
+pub struct ReceiptKey(Arc<Ed25519KeyPair>);
+
+impl ReceiptKey {
+    /// The node's key as a note key (its name, verifier and checkpoints'
+    /// format) and as a receipt key, from one seed; the two must agree on
+    /// the public key.
+    pub fn from_seed(name: &str, seed: &[u8; 32]) -> Result<(NoteKey, ReceiptKey), String> {
+        let node = NoteKey::from_seed(name, seed).map_err(|e| e.to_string())?;
+        let receipts = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|e| format!("the node's key: {e}"))?;
+        if receipts.public_key().as_ref() != node.verifier().public_key().as_slice() {
+            return Err("the node's key gives two public keys".into());
+        }
+        Ok((node, ReceiptKey(Arc::new(receipts))))
     }
-    Ok((node, Arc::new(receipts)))
+
+    /// Signs a receipt's leaf: a bare Ed25519 signature, the same bytes as
+    /// the note key's `sign(leaf)` (Ed25519 signatures are deterministic),
+    /// computed by AWS-LC. ed25519-dalek's portable arithmetic, which `tlog`
+    /// keeps for everything else, took about 6% of a paid call's CPU in the
+    /// server.
+    pub fn sign(&self, leaf: &[u8]) -> Vec<u8> {
+        self.0.sign(leaf).as_ref().to_vec()
+    }
 }
 
 /// A seed file of the data directory, if it is there.
@@ -222,7 +233,7 @@ mod tests {
     fn receipts_signed_by_aws_lc_are_the_note_keys_signatures() {
         for seed_byte in [0u8, 1, 0x5a, 0xff] {
             let seed = [seed_byte; 32];
-            let (node, receipts) = receipt_keys("node-a", &seed).expect("the node's keys");
+            let (node, receipts) = ReceiptKey::from_seed("node-a", &seed).expect("the node's keys");
             let keys = LogKeys { log: node.clone(), node: node.clone(), receipts, pseudonym: [0; 32] };
             for length in [0usize, 1, 63, 64, 111, 112, 127, 128, 129, 500, 4096] {
                 let leaf: Vec<u8> = (0..length).map(|i| (i as u8).wrapping_mul(seed_byte | 1)).collect();

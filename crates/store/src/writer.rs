@@ -474,7 +474,7 @@ mod tests {
         let write = store.begin_write().await.expect("a write");
         let error = write.commit_unsynced_with(writes).await.expect_err("a row that is there already");
         assert!(error.to_string().contains("UNIQUE"), "{error}");
-        let mut other = shared(&store).begin_with("BEGIN IMMEDIATE").await.expect("the write lock, freed");
+        let other = shared(&store).begin_with("BEGIN IMMEDIATE").await.expect("the write lock, freed");
         other.rollback().await.expect("rollback");
         assert_eq!(epoch(&store).await, committed, "nothing of the failed write is left");
 

@@ -764,7 +764,8 @@ async fn log_bench(data_dir: &std::path::Path, count: u64) -> anyhow::Result<()>
     const BATCH: u64 = 1000;
     std::fs::create_dir_all(data_dir)?;
     let store = store::Store::open(&data_dir.join(server::DATABASE_FILE)).await?;
-    let key = tlog::NoteKey::from_seed("node-bench", &[7; 32]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Signed as the server signs receipts.
+    let (_, key) = server::log::ReceiptKey::from_seed("node-bench", &[7; 32]).map_err(|e| anyhow::anyhow!("{e}"))?;
     let started = Instant::now();
     let mut signing = Duration::ZERO;
     let mut appended = 0;
@@ -781,7 +782,7 @@ async fn log_bench(data_dir: &std::path::Path, count: u64) -> anyhow::Result<()>
                 )
                 .encode()
                 .expect("bench leaves encode");
-                let signature = key.sign(&leaf).to_vec();
+                let signature = key.sign(&leaf);
                 (leaf, signature)
             })
             .collect();

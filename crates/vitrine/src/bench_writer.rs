@@ -65,7 +65,8 @@ pub(crate) async fn run(data_dir: &Path, calls: u64, clients: usize, report: &Re
     let done = store.apply_batch(&[BatchItem::command(Command::Transfer(deposit))]).await?;
     done[0].as_ref().map_err(|e| anyhow::anyhow!("the bench's deposit: {e}"))?;
 
-    let key = tlog::NoteKey::from_seed("node-bench", &[7; 32]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Signed as the server signs receipts.
+    let (_, key) = server::log::ReceiptKey::from_seed("node-bench", &[7; 32]).map_err(|e| anyhow::anyhow!("{e}"))?;
     let shares = Shares {
         creator: Amount::from_minor_units(800)?,
         node: Amount::from_minor_units(150)?,
@@ -82,7 +83,7 @@ pub(crate) async fn run(data_dir: &Path, calls: u64, clients: usize, report: &Re
             )
             .encode()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let signature = key.sign(&leaf).to_vec();
+            let signature = key.sign(&leaf);
             Ok((leaf, signature))
         })
         .collect::<anyhow::Result<_>>()?;
