@@ -18,9 +18,9 @@ use std::borrow::Cow;
 use sqlx::Arguments;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
+use sqlx::{Decode, Encode, FromRow, PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction, Type};
 
 use crate::writer::OwnTx;
-use sqlx::{Decode, Encode, FromRow, PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction, Type};
 
 /// A store's connections.
 #[derive(Debug, Clone)]
