@@ -584,10 +584,7 @@ mod tests {
             assert_eq!(calls, 24, "every event of both writers is in the rollups");
         }
         let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM transfers ORDER BY id")
-            .fetch_all(match &stores[0].pool {
-                crate::backend::Pool::Sqlite(pool) => pool,
-                crate::backend::Pool::Postgres(_) => unreachable!("opened on SQLite"),
-            })
+            .fetch_all(shared(&stores[0]))
             .await
             .expect("ids");
         assert_eq!(ids, (1..=12).collect::<Vec<i64>>());
