@@ -183,9 +183,8 @@ impl Store {
         }
         let mut writes = Writes::default();
         rows.pieces(&mut writes);
-        writes.flush(&mut write.tx).await?;
         write.memory.frontier = Some(frontier);
-        write.commit().await?;
+        write.commit_with(writes).await?;
         Ok(first)
     }
 

@@ -433,8 +433,7 @@ impl Store {
         let events: Vec<(UsageEvent, Option<u64>)> = events.iter().map(|e| (e.clone(), None)).collect();
         let mut writes = Writes::default();
         record(&mut write.tx, &events, self.rollups, &mut write.memory.rollups, &mut writes).await?;
-        writes.flush(&mut write.tx).await?;
-        write.commit().await?;
+        write.commit_with(writes).await?;
         Ok(())
     }
 

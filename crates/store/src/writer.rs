@@ -350,17 +350,17 @@ impl Store {
 impl WriteTx {
     /// Commits, and returns once the commit is durable.
     pub(crate) async fn commit(self) -> Result<(), StoreError> {
-        self.commit_unsynced().await?.sync_blocking().await
+        self.commit_with(Writes::default()).await
     }
 
-    /// Commits: visible to every connection at once, durable once the
-    /// returned [`WalSync`] syncs (nobody may be told of it before).
-    pub(crate) async fn commit_unsynced(self) -> Result<WalSync, StoreError> {
-        self.commit_unsynced_with(Writes::default()).await
+    /// [`WriteTx::commit`], writing `writes` first ([`WriteTx::commit_unsynced_with`]).
+    pub(crate) async fn commit_with(self, writes: Writes) -> Result<(), StoreError> {
+        self.commit_unsynced_with(writes).await?.sync_blocking().await
     }
 
-    /// [`WriteTx::commit_unsynced`], writing `writes` first (in the same
-    /// round trip on the writer's own SQLite connection).
+    /// Writes `writes` and commits (in one round trip on the writer's own
+    /// SQLite connection): visible to every connection at once, durable once
+    /// the returned [`WalSync`] syncs (nobody may be told of it before).
     pub(crate) async fn commit_unsynced_with(self, writes: Writes) -> Result<WalSync, StoreError> {
         let WriteTx { tx, mut memory, epoch, mut guard, checkpoint, wal } = self;
         writes.commit(tx).await?;
