@@ -231,16 +231,23 @@ async fn compare(args: &BenchArgs, data_dir: &std::path::Path, report: &Report) 
         );
     }
     // The realistic model: what a buyer of inference pays around the model.
+    // Raw just before and just after the paid phase, against their mean: on
+    // a shared host this memory-bound model's raw rate can move by half
+    // between runs minutes apart (the last-level cache is the host's).
     let single = raw_calls_per_second(realistic, 1, Duration::from_secs(args.seconds.min(3)))?;
-    let raw = raw_calls_per_second(realistic, threads, Duration::from_secs(args.seconds))?;
+    let raw_before = raw_calls_per_second(realistic, threads, Duration::from_secs(args.seconds))?;
     let (paid, uses) = with_server(&data_dir.with_extension("realistic"), &[], |server| async move {
         let setup = Setup::new(&server, realistic).await?;
         workers_busy(&server, setup.phase(args, "paid")).await
     })
     .await?;
+    let raw_after = raw_calls_per_second(realistic, threads, Duration::from_secs(args.seconds))?;
+    let raw = (raw_before + raw_after) / 2.0;
     report.set("realistic.model", realistic.name.clone());
     report.set("realistic.ms_per_call", 1e3 / single);
     report.set("realistic.raw_threads", threads as u64);
+    report.set("realistic.raw_before.per_second", raw_before);
+    report.set("realistic.raw_after.per_second", raw_after);
     report.set("realistic.raw.per_second", raw);
     report.phase("realistic.paid", &paid);
     report.set("realistic.paid.workers_busy", uses.busy);
@@ -248,7 +255,8 @@ async fn compare(args: &BenchArgs, data_dir: &std::path::Path, report: &Report) 
     report.set("realistic.paid.process_cpu_us_per_call", uses.process_cpu_us_per_call);
     report.set("realistic.paid_over_raw", paid.per_second / raw);
     println!(
-        "realistic model, {} ({:.2} ms per call on one thread): raw on {threads} threads {raw:.0} calls/s; paid over HTTP {} \
+        "realistic model, {} ({:.2} ms per call on one thread): raw on {threads} threads {raw:.0} calls/s (before the paid \
+         phase {raw_before:.0}, after it {raw_after:.0}); paid over HTTP {} \
          (its workers busy {:.0}% of the time, {:.0}% of calls pipelined; this process {:.0} µs of CPU per call); \
          paid / raw = {:.2}",
         realistic.name,

@@ -196,6 +196,8 @@ fn the_benchmark_runs_and_reports_its_ratios() {
         "tiny.paid_without_http.per_second",
         "tiny.paid_at_half_rate.p99_ms",
         "realistic.raw.per_second",
+        "realistic.raw_before.per_second",
+        "realistic.raw_after.per_second",
         "realistic.paid.per_second",
         "realistic.paid_over_raw",
         "realistic.one_worker.paid.per_second",
@@ -209,6 +211,10 @@ fn the_benchmark_runs_and_reports_its_ratios() {
         let value = run["figures"][name].as_f64().unwrap_or(0.0);
         assert!(value > 0.0, "{name} is {value} in {figures}");
     }
+    // The realistic model's raw rate is that of both sides of its paid phase.
+    let raw = |name: &str| run["figures"][name].as_f64().unwrap_or(0.0);
+    let sides = (raw("realistic.raw_before.per_second") + raw("realistic.raw_after.per_second")) / 2.0;
+    assert!((raw("realistic.raw.per_second") - sides).abs() <= 1e-6 * sides, "{figures}");
     let pipelined = run["figures"]["realistic.one_worker.paid.pipelined"].as_f64().unwrap_or(0.0);
     assert!(pipelined <= 1.0, "more calls pipelined than made: {figures}");
 }
