@@ -154,7 +154,7 @@ mod tests {
     use super::*;
     use crate::{ModelLimits, Tensor, TensorData, load_model, synthetic};
 
-    const LIMITS: ModelLimits = ModelLimits { nodes_max: 100, initializer_bytes_max: 1 << 20 };
+    const LIMITS: ModelLimits = ModelLimits { nodes_max: 100, initializer_bytes_max: 1 << 20, ..ModelLimits::TRUSTED };
 
     /// A tar file of `(path, kind, bytes)`; paths are written as given, even
     /// ones the `tar` crate's own builder would refuse.

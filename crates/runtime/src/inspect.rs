@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 use domain::{Dim, Dtype, TensorSpec};
 use tract_onnx::pb::{self, tensor_proto::DataLocation, tensor_shape_proto::dimension, type_proto};
 
-use crate::{ModelError, ModelLimits};
+use crate::{ModelError, ModelLimits, TENSOR_NAME_BYTES_MAX};
 
 pub(crate) struct Inspected {
     pub inputs: Vec<TensorSpec>,
@@ -40,14 +40,51 @@ pub(crate) fn inspect(
     }
 
     let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs = graph
-        .input
-        .iter()
-        .filter(|input| !initializers.contains(input.name.as_str()))
-        .map(input_spec)
-        .collect::<Result<_, _>>()?;
+    let inputs: Vec<&pb::ValueInfoProto> =
+        graph.input.iter().filter(|input| !initializers.contains(input.name.as_str())).collect();
+    check_names("input", inputs.iter().map(|input| input.name.as_str()), limits.inputs_max, "model_inputs_max")?;
+    check_names("output", graph.output.iter().map(|o| o.name.as_str()), limits.outputs_max, "model_outputs_max")?;
+    let inputs = inputs.into_iter().map(|input| input_spec(input, limits.rank_max)).collect::<Result<_, _>>()?;
     let output_names = graph.output.iter().map(|o| o.name.clone()).collect();
     Ok(Inspected { inputs, output_names })
+}
+
+/// What a model declares is shown on public pages and in every listing of
+/// its versions, and names its tensors in calls and receipts: so its inputs
+/// (or outputs) are at most `limit`, each name at most
+/// [`TENSOR_NAME_BYTES_MAX`] bytes and given once. Two outputs of one name
+/// would answer one tensor where the receipt's digest covers two.
+fn check_names<'a>(
+    what: &'static str,
+    names: impl ExactSizeIterator<Item = &'a str>,
+    limit: usize,
+    setting: &'static str,
+) -> Result<(), ModelError> {
+    if names.len() > limit {
+        return Err(ModelError::TooManyTensors { what: plural(what), count: names.len(), limit, setting });
+    }
+    let mut seen = HashSet::with_capacity(names.len());
+    for name in names {
+        check_name_length(what, name)?;
+        if !seen.insert(name) {
+            return Err(ModelError::DuplicateName { what, name: name.to_owned() });
+        }
+    }
+    Ok(())
+}
+
+fn check_name_length(what: &'static str, name: &str) -> Result<(), ModelError> {
+    if name.len() <= TENSOR_NAME_BYTES_MAX {
+        return Ok(());
+    }
+    Err(ModelError::NameTooLong { what, bytes: name.len(), start: name.chars().take(32).collect() })
+}
+
+fn plural(what: &'static str) -> &'static str {
+    match what {
+        "input" => "inputs",
+        _ => "outputs",
+    }
 }
 
 #[derive(Default)]
@@ -92,7 +129,7 @@ fn count_tensor(tensor: &pb::TensorProto, totals: &mut Totals) -> Result<(), Mod
     Ok(())
 }
 
-fn input_spec(input: &pb::ValueInfoProto) -> Result<TensorSpec, ModelError> {
+fn input_spec(input: &pb::ValueInfoProto, rank_max: usize) -> Result<TensorSpec, ModelError> {
     let Some(type_proto::Value::TensorType(tensor)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
         return Err(ModelError::UnsupportedDtype {
             what: "input",
@@ -106,6 +143,19 @@ fn input_spec(input: &pb::ValueInfoProto) -> Result<TensorSpec, ModelError> {
         elem_type: onnx_type_name(tensor.elem_type),
     })?;
     let shape = tensor.shape.as_ref().ok_or_else(|| ModelError::NoShape(input.name.clone()))?;
+    if shape.dim.len() > rank_max {
+        return Err(ModelError::RankTooLarge {
+            what: "input",
+            name: input.name.clone(),
+            rank: shape.dim.len(),
+            limit: rank_max,
+        });
+    }
+    for dim in &shape.dim {
+        if let Some(dimension::Value::DimParam(symbol)) = &dim.value {
+            check_name_length("dimension", symbol)?;
+        }
+    }
     let shape = shape
         .dim
         .iter()

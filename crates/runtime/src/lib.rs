@@ -35,7 +35,32 @@ pub struct ModelLimits {
     pub nodes_max: usize,
     /// `model_initializer_bytes_max`: bytes of weights and constants.
     pub initializer_bytes_max: u64,
+    /// `model_inputs_max`: inputs the graph declares (initializers listed
+    /// as inputs not counted). Every version's signature is shown on public
+    /// pages and sent with every listing of versions, so its size is bounded.
+    pub inputs_max: usize,
+    /// `model_outputs_max`: outputs the graph declares.
+    pub outputs_max: usize,
+    /// `tensor_rank_max`: dimensions of one declared input or output.
+    pub rank_max: usize,
 }
+
+impl ModelLimits {
+    /// Generous bounds on everything, for models the code wrote itself
+    /// (the demo's, the machine probe's, tests').
+    pub const TRUSTED: ModelLimits = ModelLimits {
+        nodes_max: 10_000,
+        initializer_bytes_max: 1 << 30,
+        inputs_max: 256,
+        outputs_max: 256,
+        rank_max: 16,
+    };
+}
+
+/// Bytes of one input's or output's name, and of one symbolic dimension's
+/// name: a name is shown on pages, written into every receipt's digest and
+/// sent with every listing, and no exporter writes longer ones.
+pub const TENSOR_NAME_BYTES_MAX: usize = 255;
 
 /// Why an uploaded file is not a model Vitrine will serve. Each message is
 /// written for the creator who uploaded it.
@@ -60,6 +85,16 @@ pub enum ModelError {
     UnsupportedDtype { what: &'static str, name: String, elem_type: String },
     #[error("the model's input '{0}' declares no shape")]
     NoShape(String),
+    #[error("the model declares {count} {what}, more than the limit {setting} = {limit}")]
+    TooManyTensors { what: &'static str, count: usize, limit: usize, setting: &'static str },
+    #[error(
+        "the model's {what} name of {bytes} bytes (starting '{start}') is longer than {TENSOR_NAME_BYTES_MAX} bytes"
+    )]
+    NameTooLong { what: &'static str, bytes: usize, start: String },
+    #[error("the model's {what} '{name}' has {rank} dimensions, more than the limit tensor_rank_max = {limit}")]
+    RankTooLarge { what: &'static str, name: String, rank: usize, limit: usize },
+    #[error("the model declares {what} '{name}' more than once: each {what} needs a name of its own")]
+    DuplicateName { what: &'static str, name: String },
     #[error("the runtime cannot load the model: {0}")]
     Rejected(String),
     /// An allocation failed while loading: the model needs more memory than
@@ -144,12 +179,26 @@ fn load_model_unguarded(bytes: &[u8], limits: &ModelLimits) -> Result<LoadedMode
             name: name.clone(),
             elem_type: format!("{:?}", fact.datum_type),
         })?;
+        if fact.shape.len() > limits.rank_max {
+            return Err(ModelError::RankTooLarge {
+                what: "output",
+                name: name.clone(),
+                rank: fact.shape.len(),
+                limit: limits.rank_max,
+            });
+        }
         let shape = fact
             .shape
             .iter()
-            .map(|dim| match dim.to_i64() {
+            .enumerate()
+            .map(|(axis, dim)| match dim.to_i64() {
                 Ok(size) if size >= 0 => Dim::Fixed(size as u64),
-                _ => Dim::Symbol(dim.to_string()),
+                // An expression of the inputs' symbols may grow past a name's
+                // bound; it is shown, never computed with, so a short stand-in does.
+                _ => match dim.to_string() {
+                    text if text.len() <= TENSOR_NAME_BYTES_MAX => Dim::Symbol(text),
+                    _ => Dim::Symbol(format!("{name}_dim{axis}")),
+                },
             })
             .collect();
         outputs.push(TensorSpec { name: name.clone(), dtype, shape });
@@ -213,8 +262,7 @@ pub fn probe_machine() {
     let _ = tract_linalg::cache::cache_info();
     let _ = tract_linalg::cache::last_level_cache();
     let model = synthetic::model_for_task(domain::Task::Classification, 0);
-    let limits = ModelLimits { nodes_max: 100, initializer_bytes_max: 1 << 20 };
-    if let Ok(loaded) = load_model(&model.bytes, &limits) {
+    if let Ok(loaded) = load_model(&model.bytes, &ModelLimits::TRUSTED) {
         let input = Tensor { shape: vec![1, model.width], data: TensorData::F32(vec![0.5; model.width]) };
         let _ = loaded.run(vec![input], u64::MAX);
     }

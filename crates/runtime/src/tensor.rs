@@ -46,6 +46,14 @@ pub enum InputError {
     ElementCount { name: String, shape: Vec<usize>, given: usize },
     #[error("the inputs have {given} elements, more than the limit tensor_elements_max = {limit}")]
     TooManyElements { given: u64, limit: u64 },
+    /// A zero in a shape makes a tensor empty whatever its other sizes, but
+    /// a model may still compute with those sizes (a ConstantOfShape of the
+    /// input's shape): so each size counts, as if the zeros were ones.
+    #[error(
+        "input '{name}' has shape {shape:?}: its sizes multiply to more than the limit tensor_elements_max = {limit} \
+         (sizes beside a zero count too)"
+    )]
+    ShapeTooLarge { name: String, shape: Vec<usize>, limit: u64 },
 }
 
 impl TensorData {
@@ -241,7 +249,9 @@ impl Signature {
     /// Checks a call's inputs against the declared ones: names (none missing,
     /// none extra), dtypes, ranks, fixed dimensions, one size per symbol across
     /// all inputs, element count = product of the shape, and the total number
-    /// of elements against `tensor_elements_max`. Returns the tensors in the
+    /// of elements against `tensor_elements_max`, as well as each tensor's
+    /// sizes with its zeros counted as ones (an empty tensor of shape
+    /// `[0, 2^62]` would otherwise hand the model a size of 2^62). Returns the tensors in the
     /// model's input order.
     pub fn check_inputs(
         &self,
@@ -255,6 +265,16 @@ impl Signature {
         let total: u64 = given.values().map(|t| t.len() as u64).sum();
         if total > tensor_elements_max {
             return Err(InputError::TooManyElements { given: total, limit: tensor_elements_max });
+        }
+        for (name, tensor) in &given {
+            let extent = tensor.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul((d as u64).max(1)));
+            if extent.is_none_or(|extent| extent > tensor_elements_max) {
+                return Err(InputError::ShapeTooLarge {
+                    name: name.clone(),
+                    shape: tensor.shape.clone(),
+                    limit: tensor_elements_max,
+                });
+            }
         }
         let mut symbols: HashMap<&str, (usize, &str)> = HashMap::new();
         let mut ordered = Vec::with_capacity(self.inputs.len());

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use runtime::{InputError, ModelError, ModelLimits, Signature, Tensor, TensorData, load_model};
 use serde_json::Value;
 
-const LIMITS: ModelLimits = ModelLimits { nodes_max: 10_000, initializer_bytes_max: 64 << 20 };
+const LIMITS: ModelLimits = ModelLimits { nodes_max: 10_000, initializer_bytes_max: 64 << 20, ..ModelLimits::TRUSTED };
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models").join(name)).unwrap()
@@ -75,9 +75,9 @@ fn bad_models_are_refused_with_the_reason() {
         refuse(&fixture("unsupported_op.onnx"), &LIMITS),
         ModelError::UnsupportedOperators(vec!["ConcatFromSequence".into(), "SequenceConstruct".into()])
     );
-    let small = ModelLimits { nodes_max: 2, initializer_bytes_max: 64 };
+    let small = ModelLimits { nodes_max: 2, initializer_bytes_max: 64, ..LIMITS };
     assert_eq!(refuse(&fixture("conv.onnx"), &small), ModelError::TooManyNodes { count: 5, limit: 2 });
-    let tiny_weights = ModelLimits { nodes_max: 100, initializer_bytes_max: 64 };
+    let tiny_weights = ModelLimits { nodes_max: 100, initializer_bytes_max: 64, ..LIMITS };
     assert!(matches!(refuse(&fixture("mlp.onnx"), &tiny_weights), ModelError::InitializersTooLarge { .. }));
 }
 
@@ -129,6 +129,58 @@ fn input_checks_name_the_problem() {
         check(vec![("a", f32_tensor(vec![20, 3])), ("b", f32_tensor(vec![20, 3]))]),
         Err(InputError::TooManyElements { given: 120, limit: 100 })
     ));
+    // Empty, yet its other size would reach the model: its zeros count as ones.
+    assert!(check(vec![("a", f32_tensor(vec![0, 3])), ("b", f32_tensor(vec![0, 3]))]).is_ok());
+    let empty_but_vast = |n: usize| Tensor { shape: vec![0, n], data: TensorData::F32(vec![]) };
+    let symbolic =
+        Signature { inputs: vec![spec("x", Dtype::F32, vec![n(), Dim::Symbol("S".into())])], outputs: vec![] };
+    for vast in [101, 1 << 62, usize::MAX] {
+        let refused = symbolic.check_inputs(BTreeMap::from([("x".to_owned(), empty_but_vast(vast))]), 100);
+        assert!(matches!(&refused, Err(InputError::ShapeTooLarge { limit: 100, .. })), "{vast}: {refused:?}");
+    }
+    assert!(symbolic.check_inputs(BTreeMap::from([("x".to_owned(), empty_but_vast(100))]), 100).is_ok());
+}
+
+#[test]
+fn what_a_model_declares_is_bounded_named_once_and_in_short_names() {
+    use runtime::synthetic::with_signature;
+    let load = |bytes: Vec<u8>| load_model(&bytes, &LIMITS);
+    let loaded = load(with_signature(&["x", "mask"], &["y", "z"], 3)).unwrap();
+    assert_eq!(loaded.signature.inputs.len(), 2);
+    assert_eq!(loaded.signature.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["y", "z"]);
+
+    // As many as the limits allow loads; one more is refused, naming the setting.
+    let names: Vec<String> = (0..LIMITS.inputs_max + 1).map(|i| format!("x{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    assert!(load(with_signature(&names[..LIMITS.inputs_max], &["y"], 2)).is_ok());
+    let error = load(with_signature(&names, &["y"], 2)).unwrap_err();
+    assert_eq!(
+        error,
+        ModelError::TooManyTensors { what: "inputs", count: 257, limit: 256, setting: "model_inputs_max" }
+    );
+    assert!(error.to_string().contains("model_inputs_max = 256"), "{error}");
+    let error = load(with_signature(&["x"], &names, 2)).unwrap_err();
+    assert!(matches!(error, ModelError::TooManyTensors { what: "outputs", setting: "model_outputs_max", .. }));
+
+    // Names: 255 bytes are fine, 256 are not, for inputs and outputs alike.
+    let (fits, too_long) = ("n".repeat(255), "n".repeat(256));
+    assert!(load(with_signature(&[&fits], &[&format!("o{}", &fits[1..])], 2)).is_ok());
+    for bytes in [with_signature(&[&too_long], &["y"], 2), with_signature(&["x"], &[&too_long], 2)] {
+        let error = load(bytes).unwrap_err();
+        assert!(matches!(&error, ModelError::NameTooLong { bytes: 256, .. }), "{error:?}");
+        assert!(error.to_string().contains("longer than 255 bytes"), "{error}");
+    }
+
+    // An output listed twice would answer one tensor for two digests.
+    let error = load(with_signature(&["x"], &["y", "z", "y"], 2)).unwrap_err();
+    assert_eq!(error, ModelError::DuplicateName { what: "output", name: "y".into() });
+    let error = load(with_signature(&["x", "x"], &["y"], 2)).unwrap_err();
+    assert_eq!(error, ModelError::DuplicateName { what: "input", name: "x".into() });
+
+    // Ranks are bounded too.
+    assert!(load(with_signature(&["x"], &["y"], LIMITS.rank_max)).is_ok());
+    let error = load(with_signature(&["x"], &["y"], LIMITS.rank_max + 1)).unwrap_err();
+    assert!(matches!(error, ModelError::RankTooLarge { what: "input", rank: 17, limit: 16, .. }), "{error:?}");
 }
 
 proptest! {

@@ -179,6 +179,9 @@ impl Executor {
                     nodes_max: settings.model_limits.nodes_max as u64,
                     initializer_bytes_max: settings.model_limits.initializer_bytes_max,
                     output_elements_max: settings.output_elements_max,
+                    inputs_max: settings.model_limits.inputs_max as u64,
+                    outputs_max: settings.model_limits.outputs_max as u64,
+                    rank_max: settings.model_limits.rank_max as u64,
                 };
                 let pool = std::sync::Arc::new(pool::WorkerPool::new(command, hello, workers));
                 pool.start_one(Instant::now() + std::time::Duration::from_secs(30)).await?;

@@ -34,6 +34,10 @@ pub struct Hello {
     pub nodes_max: u64,
     pub initializer_bytes_max: u64,
     pub output_elements_max: u64,
+    /// The bounds on a model's signature (`runtime::ModelLimits`).
+    pub inputs_max: u64,
+    pub outputs_max: u64,
+    pub rank_max: u64,
 }
 
 /// What the server asks of a worker after [`Hello`].
@@ -157,6 +161,9 @@ impl Hello {
             self.nodes_max,
             self.initializer_bytes_max,
             self.output_elements_max,
+            self.inputs_max,
+            self.outputs_max,
+            self.rank_max,
         ] {
             out.u64(value);
         }
@@ -172,6 +179,9 @@ impl Hello {
             nodes_max: input.u64()?,
             initializer_bytes_max: input.u64()?,
             output_elements_max: input.u64()?,
+            inputs_max: input.u64()?,
+            outputs_max: input.u64()?,
+            rank_max: input.u64()?,
         };
         input.end()?;
         Ok(hello)
@@ -535,6 +545,9 @@ mod tests {
             nodes_max: 10,
             initializer_bytes_max: 11,
             output_elements_max: 12,
+            inputs_max: 13,
+            outputs_max: 14,
+            rank_max: 15,
         };
         assert_eq!(Hello::decode(&hello.encode()).unwrap(), hello);
         for request in [

@@ -47,6 +47,9 @@ pub fn main() -> i32 {
         limits: ModelLimits {
             nodes_max: usize::try_from(hello.nodes_max).unwrap_or(usize::MAX),
             initializer_bytes_max: hello.initializer_bytes_max,
+            inputs_max: usize::try_from(hello.inputs_max).unwrap_or(usize::MAX),
+            outputs_max: usize::try_from(hello.outputs_max).unwrap_or(usize::MAX),
+            rank_max: usize::try_from(hello.rank_max).unwrap_or(usize::MAX),
         },
         output_elements_max: hello.output_elements_max,
     };
@@ -150,7 +153,7 @@ mod tests {
         let digest = Sha256::digest(&model.bytes);
         let mut worker = Worker {
             cache: ModelCache::new(1 << 30),
-            limits: ModelLimits { nodes_max: 100, initializer_bytes_max: 1 << 20 },
+            limits: ModelLimits { nodes_max: 100, initializer_bytes_max: 1 << 20, ..ModelLimits::TRUSTED },
             output_elements_max: 1000,
         };
         let input = Tensor { shape: vec![1, 4], data: TensorData::F32(vec![0.5; 4]) };

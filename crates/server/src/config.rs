@@ -40,6 +40,13 @@ pub struct Config {
     pub model_nodes_max: usize,
     /// Bytes of weights and constants in one model (422 above it).
     pub model_initializer_bytes_max: u64,
+    /// Inputs one model may declare (422 above it): its signature is shown
+    /// on public pages and in every listing of its versions.
+    pub model_inputs_max: usize,
+    /// Outputs one model may declare (422 above it).
+    pub model_outputs_max: usize,
+    /// Dimensions of one declared input or output (422 above it).
+    pub tensor_rank_max: usize,
     /// Bytes of one JSON request body (413 above it).
     pub request_body_bytes_max: usize,
     /// Elements over all input tensors of one inference call (413 above it).
@@ -57,9 +64,27 @@ pub struct Config {
     /// Time a connection has to send a request's headers, from its first
     /// byte (or from the last response); then it is closed.
     pub header_read_timeout_ms: u64,
-    /// Time a request's body may stall between two pieces; then the request
-    /// fails (400).
+    /// Open connections from one network address at once; more are answered
+    /// 429 and closed. Behind a reverse proxy every connection comes from
+    /// the proxy's address: raise it there. 0: no limit.
+    pub connections_per_address_max: usize,
+    /// Time a request's body has, plus one second per
+    /// `transfer_bytes_per_s_min` bytes it sent; then the request fails
+    /// (400). A trickle of bytes does not push it back.
     pub request_body_idle_timeout_ms: u64,
+    /// Once writing an answer blocks (its client does not read), the time
+    /// the connection has to drain `transfer_bytes_per_s_min` × this (in
+    /// seconds) bytes; then it is closed and the answer dropped.
+    pub response_write_idle_timeout_ms: u64,
+    /// The slowest a request body may arrive, or an answer be read, on
+    /// average, in bytes per second; 0: no minimum.
+    pub transfer_bytes_per_s_min: u64,
+    /// Bytes of answers built and not yet read by their clients, in all;
+    /// at the limit, new requests get 503 until they drain. 0: no limit.
+    pub unsent_answer_bytes_max: u64,
+    /// The same for the answers to one key's calls; at the limit, its new
+    /// calls get 429. 0: no limit.
+    pub unsent_answer_bytes_per_key_max: u64,
     /// Accounts one network address may create per hour (429 above it); 0: no limit.
     pub signups_per_address_per_hour: u32,
     /// Requests with a wrong API key one network address may make per
@@ -77,14 +102,24 @@ pub struct Config {
     /// trusted single-user setups: a hostile model can take the server down).
     pub isolation: IsolationSetting,
     /// Address space of one worker process (the operating system enforces
-    /// it): a call or an upload needing more is refused.
+    /// it): a call or an upload needing more is refused. 0 (the default):
+    /// derived from this machine's memory, so that all workers together
+    /// address at most `MACHINE_MEMORY_SHARE_PERCENT` of it (and at most
+    /// 16 GiB each).
     pub worker_memory_bytes_max: u64,
+    /// Let `inference_threads` × `worker_memory_bytes_max` exceed
+    /// `MACHINE_MEMORY_SHARE_PERCENT` of this machine's memory; otherwise
+    /// such settings are refused at start, since workers that all grow to
+    /// their bound would push the server into the kernel's OOM killer.
+    pub memory_overcommit: bool,
     /// Wall time to validate an uploaded model (422 past it).
     pub model_load_timeout_ms: u64,
     /// Elements over all outputs of one call (422 above it).
     pub output_elements_max: u64,
-    /// A version whose calls crash or exhaust their worker's memory this many
-    /// times within `quarantine_window_ms` is quarantined; 0: never.
+    /// A version whose calls by this many distinct callers crash or exhaust
+    /// their worker's memory within `quarantine_window_ms`, more often than
+    /// its other calls succeed meanwhile, is quarantined; 0: never. One
+    /// caller counts once, however often their calls fail.
     pub quarantine_strikes: u32,
     pub quarantine_window_ms: u64,
     /// Items per page when a listing's `limit` is not given.
@@ -120,6 +155,14 @@ pub struct Config {
     pub grant_idle_ms: u64,
     /// How long an Idempotency-Key is remembered.
     pub idempotency_window_ms: u64,
+    /// Bytes of one answer kept for replays of its Idempotency-Key; a larger
+    /// answer is not kept, and a retry of its call is refused (409) instead
+    /// of answered again or run twice.
+    pub idempotency_answer_bytes_max: u64,
+    /// Bytes of answers one key may have kept for replays, refilled over
+    /// `idempotency_window_ms` (at most 4 GiB; 0: no limit); past it,
+    /// answers are not kept, as above. Kept answers fill the database's disk.
+    pub idempotency_answer_bytes_per_key: u64,
     /// Ledger commands written in one transaction (one fsync) at most.
     pub ledger_batch_max: usize,
     /// How long a batch below `ledger_batch_max` waits, in microseconds, for
@@ -179,6 +222,14 @@ fn redact_password(url: &str) -> String {
 /// The smallest `worker_memory_bytes_max`: a worker's own code and stacks
 /// take some tens of MiB before it loads a model.
 const WORKER_MEMORY_BYTES_MIN: u64 = 64 * MIB;
+/// The largest derived `worker_memory_bytes_max`: loading holds the file,
+/// its parsed weights and the optimised plan at once, about three times the
+/// weights, and few models served per call have more than 4 GiB of them.
+const WORKER_MEMORY_BYTES_DERIVED_MAX: u64 = 16384 * MIB;
+/// The share of the machine's memory all workers together may address; the
+/// rest is the server's (answers, caches, the database's pages) and the
+/// system's.
+pub const MACHINE_MEMORY_SHARE_PERCENT: u64 = 75;
 /// The longest `ledger_commit_delay_us`: a tenth of a second, already far
 /// more than a batch's own work.
 pub const LEDGER_COMMIT_DELAY_US_MAX: u64 = 100_000;
@@ -198,6 +249,11 @@ impl Default for Config {
             account_storage_bytes_max: 10 * 1024 * MIB,
             model_nodes_max: 10_000,
             model_initializer_bytes_max: 4096 * MIB,
+            // Language models with a key-value cache declare two inputs and
+            // two outputs per layer: 256 leaves room for 120 layers.
+            model_inputs_max: 256,
+            model_outputs_max: 256,
+            tensor_rank_max: 16,
             request_body_bytes_max: 16 * MIB as usize,
             tensor_elements_max: 1_000_000,
             inference_timeout_ms: 10_000,
@@ -206,14 +262,22 @@ impl Default for Config {
             calls_per_key_per_minute_max: 60_000,
             connections_max: 1024,
             header_read_timeout_ms: 10_000,
+            // Each address may hold a quarter of the connections.
+            connections_per_address_max: 256,
             request_body_idle_timeout_ms: 30_000,
+            response_write_idle_timeout_ms: 30_000,
+            transfer_bytes_per_s_min: 1024,
+            // An answer holds at most output_elements_max elements, a few
+            // tens of bytes each as JSON: about 100 MB.
+            unsent_answer_bytes_max: 1024 * MIB,
+            unsent_answer_bytes_per_key_max: 256 * MIB,
             signups_per_address_per_hour: 100,
             failed_auth_per_address_per_minute: 60,
             model_cache_bytes_max: 4096 * MIB,
             isolation: IsolationSetting::Process,
-            // Loading holds the file, its parsed weights and the optimised
-            // plan at once: about three times the weights.
-            worker_memory_bytes_max: 16384 * MIB,
+            // Derived from the machine's memory at load (`Config::load`).
+            worker_memory_bytes_max: 0,
+            memory_overcommit: false,
             model_load_timeout_ms: 30_000,
             output_elements_max: 4_000_000,
             quarantine_strikes: 3,
@@ -230,6 +294,8 @@ impl Default for Config {
             grant_calls: 100,
             grant_idle_ms: 2_000,
             idempotency_window_ms: 24 * 60 * 60 * 1000,
+            idempotency_answer_bytes_max: MIB,
+            idempotency_answer_bytes_per_key: 64 * MIB,
             ledger_batch_max: 512,
             ledger_commit_delay_us: 500,
             dev: false,
@@ -284,9 +350,37 @@ impl Config {
             }
         }
         merged.extend(flags);
-        let config: Config = toml::Table::try_into(merged).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut config: Config = toml::Table::try_into(merged).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.resolve_worker_memory(machine_memory_bytes())?;
         config.check()?;
         Ok(config)
+    }
+
+    /// Derives `worker_memory_bytes_max` when it is 0, and refuses settings
+    /// under which the workers together could address more than
+    /// `MACHINE_MEMORY_SHARE_PERCENT` of `machine_bytes` (unknown: no check)
+    /// unless `memory_overcommit` says so. Workers run only with
+    /// isolation.
+    fn resolve_worker_memory(&mut self, machine_bytes: Option<u64>) -> Result<(), ConfigError> {
+        let workers = self.inference_threads() as u64;
+        let share = machine_bytes.map(|bytes| bytes / 100 * MACHINE_MEMORY_SHARE_PERCENT);
+        if self.worker_memory_bytes_max == 0 {
+            let derived = share.map_or(WORKER_MEMORY_BYTES_DERIVED_MAX, |share| share / workers.max(1));
+            self.worker_memory_bytes_max = derived.clamp(WORKER_MEMORY_BYTES_MIN, WORKER_MEMORY_BYTES_DERIVED_MAX);
+            return Ok(());
+        }
+        let Some(share) = share else { return Ok(()) };
+        let total = workers.saturating_mul(self.worker_memory_bytes_max);
+        if self.isolation == IsolationSetting::Process && total > share && !self.memory_overcommit {
+            return Err(ConfigError::Invalid(format!(
+                "inference_threads ({workers}) × worker_memory_bytes_max ({}) = {total} bytes is more than \
+                 {MACHINE_MEMORY_SHARE_PERCENT}% of this machine's memory ({share} of {} bytes): lower either, leave \
+                 worker_memory_bytes_max at 0 to derive it, or set memory_overcommit = true",
+                self.worker_memory_bytes_max,
+                machine_bytes.unwrap_or_default()
+            )));
+        }
+        Ok(())
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -300,15 +394,23 @@ impl Config {
         if self.inference_timeout_ms == 0 {
             return invalid("inference_timeout_ms must be positive");
         }
+        if self.model_inputs_max == 0 || self.model_outputs_max == 0 || self.tensor_rank_max == 0 {
+            return invalid("model_inputs_max, model_outputs_max and tensor_rank_max must be positive");
+        }
         if self.upload_bytes_max == 0 || self.request_body_bytes_max == 0 || self.tensor_elements_max == 0 {
             return invalid("upload_bytes_max, request_body_bytes_max and tensor_elements_max must be positive");
         }
         if self.worker_memory_bytes_max < WORKER_MEMORY_BYTES_MIN {
             return invalid("worker_memory_bytes_max must be at least 64 MiB (67108864)");
         }
-        if self.connections_max == 0 || self.header_read_timeout_ms == 0 || self.request_body_idle_timeout_ms == 0 {
+        if self.connections_max == 0
+            || self.header_read_timeout_ms == 0
+            || self.request_body_idle_timeout_ms == 0
+            || self.response_write_idle_timeout_ms == 0
+        {
             return invalid(
-                "connections_max, header_read_timeout_ms and request_body_idle_timeout_ms must be positive",
+                "connections_max, header_read_timeout_ms, request_body_idle_timeout_ms and \
+                 response_write_idle_timeout_ms must be positive",
             );
         }
         if self.model_load_timeout_ms == 0 || self.output_elements_max == 0 || self.quarantine_window_ms == 0 {
@@ -319,6 +421,9 @@ impl Config {
                 "hold_expiry_ms must be at least inference_timeout_ms + 10000, or grants could expire under a running \
                  call",
             );
+        }
+        if self.idempotency_answer_bytes_per_key > u64::from(u32::MAX) {
+            return invalid("idempotency_answer_bytes_per_key must be at most 4294967295");
         }
         if self.grant_idle_ms == 0 {
             return invalid("grant_idle_ms must be positive");
@@ -392,6 +497,24 @@ impl Config {
     }
 }
 
+/// The memory this server may use: the machine's (`MemTotal` in
+/// `/proc/meminfo`), or its control group's limit if lower; `None` where
+/// neither can be read.
+fn machine_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let total = meminfo.as_deref().and_then(|text| {
+        let line = text.lines().find(|line| line.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        kib.checked_mul(1024)
+    });
+    // cgroup v2; "max" (no limit) does not parse.
+    let limit = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|t| t.trim().parse::<u64>().ok());
+    match (total, limit) {
+        (Some(total), Some(limit)) => Some(total.min(limit)),
+        (total, limit) => total.or(limit),
+    }
+}
+
 /// A setting given as text (an environment variable, a `--set` flag) is read
 /// as a TOML value when it parses as one (`65536`, `true`), else as a string
 /// (`127.0.0.1:0`, `/var/lib/vitrine`).
@@ -435,6 +558,50 @@ mod tests {
         assert_eq!(config.page_size_max, 60);
         assert_eq!(config.listen, "127.0.0.1:3");
         assert_eq!(config.model_nodes_max, Config::default().model_nodes_max);
+    }
+
+    #[test]
+    fn worker_memory_is_derived_from_the_machine_and_overcommit_is_refused() {
+        const GIB: u64 = 1024 * MIB;
+        let with = |threads: usize, bound: u64| Config {
+            inference_threads: threads,
+            worker_memory_bytes_max: bound,
+            ..Config::default()
+        };
+        // 24 GiB and two workers: 75 % is 18 GiB, 9 GiB each.
+        let mut config = with(2, 0);
+        config.resolve_worker_memory(Some(24 * GIB)).unwrap();
+        let machine_share = 24 * GIB / 100 * 75;
+        assert_eq!(config.worker_memory_bytes_max, machine_share / 2);
+        // Never more than 16 GiB each, never less than a worker needs to start.
+        let mut big = with(2, 0);
+        big.resolve_worker_memory(Some(1024 * GIB)).unwrap();
+        assert_eq!(big.worker_memory_bytes_max, 16 * GIB);
+        let mut small = with(64, 0);
+        small.resolve_worker_memory(Some(GIB)).unwrap();
+        assert_eq!(small.worker_memory_bytes_max, WORKER_MEMORY_BYTES_MIN);
+        let mut unknown = with(2, 0);
+        unknown.resolve_worker_memory(None).unwrap();
+        assert_eq!(unknown.worker_memory_bytes_max, 16 * GIB);
+
+        // Two workers of 16 GiB on 24 GiB are refused, naming the way out.
+        let error = with(2, 16 * GIB).resolve_worker_memory(Some(24 * GIB)).unwrap_err().to_string();
+        assert!(error.contains("more than 75% of this machine's memory"), "{error}");
+        assert!(error.contains("memory_overcommit = true"), "{error}");
+        let mut allowed = Config { memory_overcommit: true, ..with(2, 16 * GIB) };
+        allowed.resolve_worker_memory(Some(24 * GIB)).unwrap();
+        assert_eq!(allowed.worker_memory_bytes_max, 16 * GIB, "an explicit bound is kept");
+        with(2, 8 * GIB).resolve_worker_memory(Some(24 * GIB)).unwrap();
+        let mut in_process = Config { isolation: IsolationSetting::None, ..with(2, 16 * GIB) };
+        in_process.resolve_worker_memory(Some(24 * GIB)).unwrap();
+
+        // Through `load`, on this machine: the default is derived, never 0.
+        let loaded = Config::load(None, [], toml::Table::new()).unwrap();
+        assert!(loaded.worker_memory_bytes_max >= WORKER_MEMORY_BYTES_MIN);
+        if let Some(machine) = machine_memory_bytes() {
+            let total = loaded.inference_threads() as u64 * loaded.worker_memory_bytes_max;
+            assert!(total <= machine / 100 * 75 || loaded.worker_memory_bytes_max == WORKER_MEMORY_BYTES_MIN);
+        }
     }
 
     #[test]

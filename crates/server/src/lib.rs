@@ -4,6 +4,7 @@
 //! its input through the extractors in `extract.rs`, answers with the wire
 //! types of `wire.rs`, and fails with the one [`error::ApiError`].
 
+mod answers;
 mod claims;
 pub mod config;
 pub mod error;
@@ -61,6 +62,11 @@ pub struct AppState {
     pub call_limits: Arc<limits::CallLimits>,
     /// Sign-ups and failed authentications per network address.
     pub address_limits: Arc<limits::AddressLimits>,
+    /// Answers built and not yet read by their clients, in all and per caller.
+    pub unsent_answers: Arc<answers::UnsentAnswers>,
+    /// Bytes of answers kept for Idempotency-Key replays, per account
+    /// (`idempotency_answer_bytes_per_key`).
+    pub idempotency_bytes: Arc<limits::Buckets<i64>>,
     /// The one writer of the ledger.
     pub sequencer: store::Sequencer,
     /// Prices of paid calls in flight, reserved in memory before their
@@ -217,6 +223,14 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
                 std::time::Duration::from_secs(60),
             ),
         }),
+        unsent_answers: Arc::new(answers::UnsentAnswers::new(
+            config.unsent_answer_bytes_max,
+            config.unsent_answer_bytes_per_key_max,
+        )),
+        idempotency_bytes: Arc::new(limits::Buckets::new(
+            u32::try_from(config.idempotency_answer_bytes_per_key).unwrap_or(u32::MAX),
+            std::time::Duration::from_millis(config.idempotency_window_ms.max(1)),
+        )),
         config: Arc::new(config),
         store,
         blobs,
@@ -236,6 +250,9 @@ fn executor_settings(config: &Config) -> sandbox::Settings {
         model_limits: ModelLimits {
             nodes_max: config.model_nodes_max,
             initializer_bytes_max: config.model_initializer_bytes_max,
+            inputs_max: config.model_inputs_max,
+            outputs_max: config.model_outputs_max,
+            rank_max: config.tensor_rank_max,
         },
         output_elements_max: config.output_elements_max,
         worker_command: None,
@@ -401,10 +418,16 @@ fn with_common_responses(mut document: utoipa::openapi::OpenApi) -> utoipa::open
         let body = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
         ResponseBuilder::new().description(description).content("application/json", body).build()
     };
-    for item in document.paths.paths.values_mut() {
+    for (path, item) in document.paths.paths.iter_mut() {
+        let always_served = answers::ALWAYS_SERVED.contains(&path.as_str());
         let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
         for operation in operations.into_iter().flatten() {
             let responses = &mut operation.responses.responses;
+            if !always_served {
+                responses.entry("503".into()).or_insert_with(|| {
+                    error("too many answers wait for their clients to read them (unavailable, with Retry-After)").into()
+                });
+            }
             if operation.request_body.is_some() {
                 responses.entry("400".into()).or_insert_with(|| {
                     error("the body is not what the route takes: not JSON, or not sent as application/json").into()
@@ -478,6 +501,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), answers::count_answers))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -506,8 +530,11 @@ pub async fn serve(
     let store = state.store.clone();
     let limits = listen::ConnectionLimits {
         connections_max: state.config.connections_max,
+        connections_per_address_max: state.config.connections_per_address_max,
         header_read_timeout: std::time::Duration::from_millis(state.config.header_read_timeout_ms),
         body_idle_timeout: std::time::Duration::from_millis(state.config.request_body_idle_timeout_ms),
+        response_write_idle_timeout: std::time::Duration::from_millis(state.config.response_write_idle_timeout_ms),
+        transfer_bytes_per_s_min: state.config.transfer_bytes_per_s_min,
     };
     let (reservations, sequencer) = (state.reservations.clone(), state.sequencer.clone());
     listen::serve_connections(listener, router(state), limits, shutdown).await;

@@ -101,15 +101,22 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
 
     /// Takes a token for `key`, or says in how many seconds one comes back.
     pub fn take(&self, key: K, now: Instant) -> Result<(), u64> {
-        self.with_bucket(key, now, |bucket| bucket.tokens -= 1.0)
+        self.take_many(key, 1, now)
+    }
+
+    /// Takes `tokens` at once for `key` (bytes, say), or none and says in how
+    /// many seconds that many are back; more than the capacity never are.
+    pub fn take_many(&self, key: K, tokens: u32, now: Instant) -> Result<(), u64> {
+        let tokens = f64::from(tokens);
+        self.with_bucket(key, tokens, now, |bucket| bucket.tokens -= tokens)
     }
 
     /// Whether `key` has a token left, without taking it.
     pub fn check(&self, key: K, now: Instant) -> Result<(), u64> {
-        self.with_bucket(key, now, |_| {})
+        self.with_bucket(key, 1.0, now, |_| {})
     }
 
-    fn with_bucket(&self, key: K, now: Instant, on_token: impl FnOnce(&mut Bucket)) -> Result<(), u64> {
+    fn with_bucket(&self, key: K, wanted: f64, now: Instant, on_token: impl FnOnce(&mut Bucket)) -> Result<(), u64> {
         if self.capacity == 0 {
             return Ok(());
         }
@@ -125,8 +132,8 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
         bucket.tokens =
             (bucket.tokens + now.duration_since(bucket.refilled_at).as_secs_f64() * per_second).min(capacity);
         bucket.refilled_at = now;
-        if bucket.tokens < 1.0 {
-            return Err(((1.0 - bucket.tokens) / per_second).ceil().max(1.0) as u64);
+        if bucket.tokens < wanted {
+            return Err(((wanted - bucket.tokens) / per_second).ceil().max(1.0) as u64);
         }
         on_token(bucket);
         Ok(())
@@ -190,6 +197,12 @@ mod tests {
         assert_eq!(buckets.take("a", now), Err(30));
         buckets.take("b", now).unwrap();
         buckets.take("a", now + Duration::from_secs(30)).unwrap();
+        // Many at once, as bytes: all or nothing.
+        let bytes = Buckets::new(1000, Duration::from_secs(100));
+        bytes.take_many("a", 600, now).unwrap();
+        assert_eq!(bytes.take_many("a", 600, now), Err(20), "10 bytes a second, 200 missing");
+        bytes.take_many("a", 400, now).unwrap();
+        assert!(bytes.take_many("b", 1001, now + Duration::from_secs(1000)).is_err(), "never more than capacity");
         let unlimited = Buckets::new(0, Duration::from_secs(60));
         for _ in 0..100 {
             unlimited.take("a", now).unwrap();

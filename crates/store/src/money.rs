@@ -85,7 +85,11 @@ pub struct IdempotencyAnswer {
     pub key: String,
     /// What the key stands for (the request's fingerprint).
     pub request: Sha256,
-    pub response: String,
+    /// The answer a retry replays; `None`: the call was answered, but its
+    /// answer is not kept (larger than the server keeps), so a retry is
+    /// refused rather than run again. Stored as an empty text (a NULL is a
+    /// claim an older server left unfinished).
+    pub response: Option<String>,
 }
 
 impl BatchItem {
@@ -263,6 +267,10 @@ pub enum IdempotencyStart {
     /// The same request finished before: here is its answer, and the log
     /// index of its receipt if it was paid.
     Replay(String, Option<u64>),
+    /// The same request finished before, but its answer was not kept
+    /// ([`IdempotencyAnswer::response`]); the log index of its receipt if it
+    /// was paid.
+    NotKept(Option<u64>),
     /// The key was used for a different request.
     Mismatch,
 }
@@ -578,7 +586,11 @@ impl Store {
         if stored != request.to_hex() {
             return Ok(IdempotencyStart::Mismatch);
         }
-        Ok(IdempotencyStart::Replay(response, log_index.map(|i| i as u64)))
+        let log_index = log_index.map(|i| i as u64);
+        if response.is_empty() {
+            return Ok(IdempotencyStart::NotKept(log_index));
+        }
+        Ok(IdempotencyStart::Replay(response, log_index))
     }
 
     /// Forgets every key whose call never finished: at start-up no call from
@@ -813,7 +825,7 @@ fn answers_piece(answers: Vec<(IdempotencyAnswer, Option<i64>)>, now: i64) -> Pi
                 answer.account_id.into(),
                 answer.key.into(),
                 answer.request.to_hex().into(),
-                answer.response.into(),
+                answer.response.unwrap_or_default().into(),
                 log_index.into(),
                 now.into(),
             ]

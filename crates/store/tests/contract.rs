@@ -469,7 +469,8 @@ fn charge(market: &Market, price: u64, leaf: &str, key: Option<&str>) -> BatchIt
             account_id: market.caller.id,
             key: key.into(),
             request: digest(key),
-            response: format!("answer of {key}"),
+            // This key stands for an answer too large to keep.
+            response: (key != "key-too-large").then(|| format!("answer of {key}")),
         }),
         at_ms: None,
         grant: None,
@@ -587,7 +588,12 @@ async fn a_paid_call_is_charged_logged_and_counted_in_one_batch() {
         assert_eq!(outcomes[0].as_ref().expect("charged").log_index, Some(3));
         assert!(matches!(outcomes[1], Err(ItemError::AlreadyAnswered)), "{:?}", outcomes[1]);
         assert_eq!(store.balances(market.caller.id).await.expect("balances").0.balance(), 700);
-        assert_eq!(store.purge_idempotency_keys(-60_000).await.expect("purge"), 2);
+        // An answer not kept: the key is answered all the same, and says so.
+        store.apply_batch(&[charge(&market, 10, "leaf 4", Some("key-too-large"))]).await.expect("a batch");
+        let request = digest("key-too-large");
+        let lookup = store.idempotency_lookup(market.caller.id, "key-too-large", &request, 60_000).await;
+        assert_eq!(lookup.expect("lookup"), IdempotencyStart::NotKept(Some(4)));
+        assert_eq!(store.purge_idempotency_keys(-60_000).await.expect("purge"), 3);
     })
     .await;
 }

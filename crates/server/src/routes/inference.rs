@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
@@ -17,9 +17,11 @@ use store::{Account, BatchItem, Charge, IdempotencyAnswer, IdempotencyStart, Mod
 use tlog::ReceiptLeaf;
 
 use crate::AppState;
+use crate::answers::AnswerFor;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Caller, InferBody};
 use crate::log::{log_model_label, receipt_json};
+use crate::quarantine::Verdict;
 use crate::routes::models::callable_model;
 use crate::routes::money::item_error;
 use crate::wire::{InferRequest, InferResponse, TensorOut};
@@ -47,13 +49,13 @@ const APP_TAG_CHARS_MAX: usize = 64;
         (status = 401, body = ErrorBody),
         (status = 402, description = "the balance cannot cover the price", body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "a call with this Idempotency-Key is still running", body = ErrorBody),
+        (status = 409, description = "a call with this Idempotency-Key is still running, or was answered but its answer was not kept for replays (idempotency_answer_bytes_max)", body = ErrorBody),
         (status = 410, description = "the model was deleted or taken down, or the version (every version, for the latest) is yanked", body = ErrorBody),
         (status = 413, description = "more elements than tensor_elements_max", body = ErrorBody),
-        (status = 429, description = "too many calls from this key at once or per minute (rate_limited, with Retry-After)", body = ErrorBody),
+        (status = 429, description = "too many calls from this key at once or per minute, or too many bytes of its answers not yet read (rate_limited, with Retry-After)", body = ErrorBody),
         (status = 422, description = "inputs that do not fit the model (invalid_input), an Idempotency-Key reused for another request (invalid_request), more memory than worker_memory_bytes_max (model_out_of_memory), or outputs larger than output_elements_max (output_too_large)", body = ErrorBody),
         (status = 502, description = "the worker running the model died (model_crashed); nothing was charged", body = ErrorBody),
-        (status = 503, description = "the version is quarantined (model_quarantined), or no worker is available (unavailable)", body = ErrorBody),
+        (status = 503, description = "the version is quarantined (model_quarantined), no worker is available, too many answers wait for their clients, or this node cannot read the model's file (unavailable)", body = ErrorBody),
         (status = 504, description = "ran past inference_timeout_ms; its worker was stopped", body = ErrorBody),
     ))]
 pub async fn infer_latest(
@@ -71,7 +73,7 @@ pub async fn infer_latest(
         }
         return Err(ApiError::gone(format!("every version of '{owner}/{name}' is yanked by its owner")));
     };
-    infer(&state, &caller, &model, latest, &headers, body, started).await
+    infer(&state, &caller, &model, latest, &headers, body, started).await.map(|answer| answer_for(answer, &caller))
 }
 
 /// Runs one version of the model.
@@ -111,7 +113,14 @@ pub async fn infer_version(
     let started = Instant::now();
     let model = callable_model(&state, &owner, &name, &caller).await?;
     let version = version.parse::<i64>().map_err(|_| ApiError::not_found(format!("version '{version}' not found")))?;
-    infer(&state, &caller, &model, version, &headers, body, started).await
+    infer(&state, &caller, &model, version, &headers, body, started).await.map(|answer| answer_for(answer, &caller))
+}
+
+/// The answer counts against its caller's unsent answers until it is read
+/// (`answers.rs`).
+fn answer_for(mut answer: Response, caller: &Account) -> Response {
+    answer.extensions_mut().insert(AnswerFor(caller.id));
+    answer
 }
 
 /// The paid inference path. With an Idempotency-Key, a retry of a finished
@@ -127,6 +136,8 @@ async fn infer(
 ) -> ApiResult<Response> {
     // Held until the call is answered, whichever way.
     let _permit = state.start_call(caller.id)?;
+    // A caller whose clients leave answers unread starts nothing more.
+    state.unsent_answers.admit_caller(caller.id)?;
     let key = idempotency_key(headers)?;
     let call = Call {
         caller,
@@ -139,10 +150,11 @@ async fn infer(
         cpu_us: AtomicU64::new(0),
         blob_sha256: OnceLock::new(),
         input_sha256: OnceLock::new(),
+        recorded: AtomicBool::new(false),
     };
     let format = AnswerFormat::accepted(headers);
     let Some(key) = key else {
-        return record_failure(state, &call, charge_and_run(state, &call, body, None, format).await).await;
+        return record_call(state, &call, body, None, format).await;
     };
     let fingerprint = idempotency_fingerprint(&call, &body)?;
     let window_ms = state.config.idempotency_window_ms as i64;
@@ -153,7 +165,7 @@ async fn infer(
         return Err(ApiError::conflict("a call with this Idempotency-Key is still running; retry when it is done"));
     };
     let remember = Some((key.as_str(), fingerprint));
-    let result = record_failure(state, &call, charge_and_run(state, &call, body, remember, format).await).await;
+    let result = record_call(state, &call, body, remember, format).await;
     if result.is_err() {
         // Another node sharing the database may have answered the key while
         // this call ran (its charge was then refused): that answer stands.
@@ -256,6 +268,18 @@ async fn idempotency_answer(
             };
             Ok(Some(replay(format, with_receipt(&body, receipt)?)))
         }
+        IdempotencyStart::NotKept(log_index) => {
+            let receipt = match log_index {
+                Some(index) => format!(" (its receipt is log entry {index}, GET /v1/receipts/{index})"),
+                None => String::new(),
+            };
+            Ok(Some(Err(ApiError::conflict(format!(
+                "the call with this Idempotency-Key was answered and charged once{receipt}, but its answer was not \
+                 kept for replays: larger than idempotency_answer_bytes_max = {} bytes, or past this key's \
+                 idempotency_answer_bytes_per_key = {}; send the request with a new key to run it again",
+                state.config.idempotency_answer_bytes_max, state.config.idempotency_answer_bytes_per_key
+            )))))
+        }
         IdempotencyStart::Mismatch => {
             Ok(Some(Err(ApiError::invalid_request("this Idempotency-Key was used for a different request"))))
         }
@@ -317,6 +341,10 @@ struct Call<'a> {
     blob_sha256: OnceLock<Sha256>,
     /// The inputs' digest, once they are read.
     input_sha256: OnceLock<Sha256>,
+    /// The call's record (its leaf and usage event) is on its way to the
+    /// sequencer, or the call is owed none: an abandoned call is recorded
+    /// only while this is false (`RecordIfAbandoned`).
+    recorded: AtomicBool,
 }
 
 impl Call<'_> {
@@ -376,6 +404,56 @@ impl Call<'_> {
     }
 }
 
+/// Runs and records one call: charged and logged when it succeeds, logged
+/// with its error code when it fails, and logged as `client_closed` when its
+/// client goes away first (axum then drops this future mid-way).
+async fn record_call(
+    state: &AppState,
+    call: &Call<'_>,
+    body: InferBody,
+    remember: Option<(&str, Sha256)>,
+    format: AnswerFormat,
+) -> ApiResult<Response> {
+    let _abandoned = RecordIfAbandoned { state, call };
+    let result = record_failure(state, call, charge_and_run(state, call, body, remember, format).await).await;
+    // Recorded by now, or owed no record (a version that does not exist).
+    call.recorded.store(true, Ordering::Relaxed);
+    result
+}
+
+/// The error code of a call whose client went away before its answer.
+pub const CLIENT_CLOSED: &str = "client_closed";
+
+/// Records a call whose future is dropped before it was recorded (its
+/// client closed the connection): its leaf and usage event, with the error
+/// `client_closed`, the CPU time it used if its model ran, and the digest
+/// of its inputs if they were read, so that every call is a leaf. Nothing
+/// was charged: its reservation is dropped with it.
+struct RecordIfAbandoned<'a> {
+    state: &'a AppState,
+    call: &'a Call<'a>,
+}
+
+impl Drop for RecordIfAbandoned<'_> {
+    fn drop(&mut self) {
+        if self.call.recorded.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let item = match failure_item(self.state, self.call, CLIENT_CLOSED) {
+            Ok(item) => item,
+            Err(error) => return tracing::warn!(%error.message, "recording an abandoned call failed"),
+        };
+        let sequencer = self.state.sequencer.clone();
+        tokio::spawn(async move {
+            match sequencer.submit(item).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::warn!(?error, "recording an abandoned call failed"),
+                Err(error) => tracing::warn!(%error, "recording an abandoned call failed"),
+            }
+        });
+    }
+}
+
 /// A failed call is usage too: it is recorded with its error code (a call to
 /// a version that does not exist, or is yanked, is not a call to the model).
 async fn record_failure<T>(state: &AppState, call: &Call<'_>, result: ApiResult<T>) -> ApiResult<T> {
@@ -391,11 +469,17 @@ async fn record_failure<T>(state: &AppState, call: &Call<'_>, result: ApiResult<
 }
 
 async fn log_failure(state: &AppState, call: &Call<'_>, code: &str) -> ApiResult<()> {
-    let usage = call.usage(state, 0, 0, code);
-    let (leaf, signature) = call.leaf(state, &usage, [0; 3], None, code)?;
-    let item = BatchItem::RecordOnly { leaf, signature, usage, answer: None, at_ms: call.at_ms };
+    let item = failure_item(state, call, code)?;
+    call.recorded.store(true, Ordering::Relaxed);
     state.sequencer.submit(item).await?.map_err(item_error)?;
     Ok(())
+}
+
+/// A failed call's record: price 0, its error code.
+fn failure_item(state: &AppState, call: &Call<'_>, code: &str) -> ApiResult<BatchItem> {
+    let usage = call.usage(state, 0, 0, code);
+    let (leaf, signature) = call.leaf(state, &usage, [0; 3], None, code)?;
+    Ok(BatchItem::RecordOnly { leaf, signature, usage, answer: None, at_ms: call.at_ms })
 }
 
 /// `X-Vitrine-Time` (Unix milliseconds) back-dates a call's records on a
@@ -542,7 +626,7 @@ async fn charge_and_run(
         account_id: caller.id,
         key: key.to_owned(),
         request,
-        response: stored.clone(),
+        response: keeps_answer(state, caller.id, &stored).then(|| stored.clone()),
     });
     let creator_share = if pays_self { 0 } else { shares.creator.minor_units() };
     let usage = call.usage(state, charged.minor_units(), creator_share, "ok");
@@ -552,6 +636,7 @@ async fn charge_and_run(
         let (leaf, signature) = call.leaf(state, &usage, [0; 3], Some(output_sha256), "")?;
         let item = BatchItem::RecordOnly { leaf, signature, usage, answer: remember, at_ms: call.at_ms };
         drop(coming);
+        call.recorded.store(true, Ordering::Relaxed);
         let outcome = state.sequencer.submit(item).await?.map_err(item_error)?;
         return answer(format, &stored, &response, None, outcome.log_index);
     }
@@ -572,12 +657,25 @@ async fn charge_and_run(
         release: reservation.as_ref().and_then(|r| r.id()),
     });
     drop(coming);
+    call.recorded.store(true, Ordering::Relaxed);
     let outcome = state.sequencer.submit(item).await?.map_err(item_error)?;
     if let Some(reservation) = reservation {
         reservation.charged(outcome.grant_left);
     }
     let index = outcome.log_index.ok_or_else(|| ApiError::internal("a paid call was not logged"))?;
     answer(format, &stored, &response, Some(receipt_json(index, &leaf, &signature)?), Some(index))
+}
+
+/// Whether an answer is kept for replays of its Idempotency-Key: at most
+/// `idempotency_answer_bytes_max` bytes, within the key's
+/// `idempotency_answer_bytes_per_key`. Kept answers fill the database's disk
+/// for a whole window, and a stranger chooses both their size and their
+/// number.
+fn keeps_answer(state: &AppState, account: i64, answer: &str) -> bool {
+    let bytes = answer.len() as u64;
+    bytes <= state.config.idempotency_answer_bytes_max
+        && u32::try_from(bytes)
+            .is_ok_and(|bytes| state.idempotency_bytes.take_many(account, bytes, Instant::now()).is_ok())
 }
 
 /// Where a call's leaf is in the log (free calls have no receipt to say it).
@@ -642,28 +740,30 @@ async fn run_model(
     match state.executor.run(digest, inputs, deadline, || state.blobs.read(&digest)).await {
         Ok(ran) => {
             call.cpu_us.store(ran.cpu_us, Ordering::Relaxed);
+            state.strikes.succeeded(call.model.id, version.version);
             Ok(ran.outputs)
         }
         Err(RunFailure { failure, cpu_us }) => {
             call.cpu_us.store(cpu_us, Ordering::Relaxed);
             if failure.is_strike() {
-                strike(state, call.model, version.version, &failure).await;
+                strike(state, call, version.version, &failure).await;
             }
             Err(run_failure_error(state, version, failure))
         }
     }
 }
 
-/// Counts a crash against the version; quarantines it at the threshold.
-async fn strike(state: &AppState, model: &ModelRecord, version: i64, failure: &Failure) {
+/// Counts a crash against the version; quarantines it when enough callers
+/// struck it and its failures outnumber its successes (`quarantine.rs`).
+async fn strike(state: &AppState, call: &Call<'_>, version: i64, failure: &Failure) {
+    let model = call.model;
     let label = format!("{}/{}@{version}", model.owner, model.name);
     tracing::warn!(model = %label, %failure, "a call crashed its worker or exhausted its memory");
-    if !state.strikes.strike(model.id, version, Instant::now()) {
-        return;
-    }
+    let verdict = state.strikes.strike(model.id, version, call.caller.id, Instant::now());
+    let Verdict::Quarantine { callers, strikes, successes } = verdict else { return };
     let reason = format!(
-        "its calls crashed their worker or ran out of memory {} times within {} s (the last: {})",
-        state.config.quarantine_strikes,
+        "calls by {callers} callers crashed their worker or ran out of memory {strikes} times within {} s, against \
+         {successes} successful calls (the last: {})",
         state.config.quarantine_window_ms / 1000,
         match failure {
             Failure::OutOfMemory(_) => "out of memory".to_owned(),
@@ -697,7 +797,20 @@ fn run_failure_error(state: &AppState, version: &Version, failure: Failure) -> A
         Failure::ModelUnreadable(message) if message.starts_with(store::REMOTE_STORE_FAILED) => {
             ApiError::remote_store_failed(message)
         }
-        Failure::ModelNoLongerLoads(message) | Failure::ModelUnreadable(message) => {
+        Failure::ModelUnreadable(message) => {
+            // Uploaded through another node whose model files this node does
+            // not see, or removed behind the server's back: the operator's
+            // problem, and nothing the caller did.
+            tracing::error!(blob = %version.blob_sha256, %message, "a stored model's file cannot be read");
+            ApiError::unavailable(
+                format!(
+                    "this node cannot read the model's file ({message}); nodes of one market must share their \
+                     model files (blob_dir or blob_url); nothing was charged"
+                ),
+                1,
+            )
+        }
+        Failure::ModelNoLongerLoads(message) => {
             // It loaded when it was uploaded; failing now means limits were
             // lowered since or the blob is damaged: the operator's problem.
             ApiError::internal(format!("stored model {} cannot run: {message}", version.blob_sha256))
@@ -711,7 +824,9 @@ fn run_failure_error(state: &AppState, version: &Version, failure: Failure) -> A
 
 fn input_error(error: InputError) -> ApiError {
     match error {
-        InputError::TooManyElements { .. } => ApiError::payload_too_large(error.to_string()),
+        InputError::TooManyElements { .. } | InputError::ShapeTooLarge { .. } => {
+            ApiError::payload_too_large(error.to_string())
+        }
         other => ApiError::invalid_input(other.to_string()),
     }
 }

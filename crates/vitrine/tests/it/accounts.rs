@@ -206,3 +206,88 @@ async fn a_stalled_request_body_fails_the_request() {
     assert!(answer.contains("invalid_request"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(4), "answered only after {:?}", started.elapsed());
 }
+
+/// A body trickled a byte at a time cannot push its deadline back: it has
+/// `request_body_idle_timeout_ms` plus a second per
+/// `transfer_bytes_per_s_min` bytes it sent, not a new timeout per byte.
+#[tokio::test]
+async fn a_trickled_request_body_fails_at_its_deadline() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    let server =
+        TestServer::start_with(&[("request_body_idle_timeout_ms", "1000"), ("transfer_bytes_per_s_min", "1024")]);
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .write_all(b"POST /v1/accounts HTTP/1.1\r\nHost: vitrine\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut reader = stream.try_clone().unwrap();
+    // A byte every 200 ms, each well within a per-piece timeout of a second.
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..40 {
+            if stream.write_all(b" ").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    reader.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while let Ok(read) = reader.read(&mut buffer) {
+        if read == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..read]);
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("too slowly"), "{answer}");
+    assert!(answer.contains("transfer_bytes_per_s_min"), "{answer}");
+    assert!(elapsed < Duration::from_secs(4), "answered only after {elapsed:?}");
+    drop(reader);
+    trickle.join().unwrap();
+}
+
+/// One network address holds at most `connections_per_address_max`
+/// connections: past it, a connection is answered 429 at once, and other
+/// addresses are served.
+#[tokio::test]
+async fn one_address_cannot_hold_every_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = TestServer::start_with(&[("connections_max", "20"), ("connections_per_address_max", "5")]);
+    let address: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
+    let connect_from = |source: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::from((source, 0))).unwrap();
+        socket.connect(address).await.unwrap()
+    };
+    let health = |mut stream: tokio::net::TcpStream| async move {
+        stream.write_all(b"GET /v1/health HTTP/1.1\r\nHost: vitrine\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_string(&mut answer)).await;
+        answer
+    };
+    // Five idle connections from 127.0.0.1 (never sending a request).
+    let mut held = vec![];
+    for _ in 0..5 {
+        held.push(connect_from([127, 0, 0, 1]).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let refused = health(connect_from([127, 0, 0, 1]).await).await;
+    assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+    assert!(refused.contains("connections_per_address_max") && refused.contains("rate_limited"), "{refused}");
+    let served = health(connect_from([127, 0, 0, 2]).await).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "another address is served: {served}");
+    // A connection closed frees its place.
+    held.pop();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let served = health(connect_from([127, 0, 0, 1]).await).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+}

@@ -189,3 +189,23 @@ async fn non_finite_floats_are_the_strings_nan_and_infinity_both_ways() {
     let ids = json!({"inputs": {"ids": {"dtype": "i64", "shape": [1, 1], "data": ["NaN"]}}});
     api.post("/v1/models/alice/embedding/infer", Some(&alice), ids).await.error(422, "invalid_input");
 }
+
+/// A node that cannot read a model's file (its nodes do not share their
+/// model files, or the file was removed behind its back) says so with 503
+/// `unavailable`, charging nothing, never 500.
+#[tokio::test]
+async fn a_model_whose_file_this_node_cannot_read_is_unavailable_not_an_internal_error() {
+    let first = TestServer::start_with(&[("inference_threads", "1")]);
+    let api = first.api();
+    let alice = api.signup("alice").await;
+    let version = api.model_with_version(&alice, "alice", "linear", "linear").await;
+    let digest = version["blob_sha256"].as_str().unwrap().to_owned();
+    let path = first.data_dir.join("blobs").join(&digest[..2]).join(&digest);
+    std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // A second server on the same database, whose workers hold no model yet.
+    let second = TestServer::on_data_dir_with(first.data_dir.clone(), &[("inference_threads", "1")]);
+    let call = linear_input(json!([1, 4]), json!([1, 2, 3, 4]));
+    let message =
+        second.api().post("/v1/models/alice/linear/infer", Some(&alice), call).await.error(503, "unavailable");
+    assert!(message.contains("cannot read the model's file") && message.contains("blob_dir"), "{message}");
+}

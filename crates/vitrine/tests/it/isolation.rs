@@ -419,19 +419,30 @@ async fn a_version_that_keeps_exhausting_its_memory_is_quarantined_until_the_ope
     let api = server.api();
     let op = server.operator_key.clone();
     let alice = api.signup("alice").await;
-    let bob = api.signup("bob").await;
     let bytes = std::fs::read(fixture_path("hostile/pad_at_call.onnx")).unwrap();
     priced_model(&api, &alice, "alice", "pad", bytes, 5).await;
-    deposit(&api, &op, "bob", 1000).await;
-    let call = || api.post("/v1/models/alice/pad/infer", Some(&bob), slow_call());
+    // Three callers, each of whose calls exhausts the worker's memory.
+    let mut callers = vec![];
+    for name in ["bob", "carol", "dave"] {
+        callers.push(api.signup(name).await);
+        deposit(&api, &op, name, 1000).await;
+    }
+    let bob = callers[0].clone();
+    let call = |key: &String| {
+        let (api, key) = (api.clone(), key.clone());
+        async move { api.post("/v1/models/alice/pad/infer", Some(&key), slow_call()).await }
+    };
 
-    for _ in 0..3 {
-        let message = call().await.error(422, "model_out_of_memory");
+    for key in &callers {
+        let message = call(key).await.error(422, "model_out_of_memory");
         assert!(message.contains(&format!("worker_memory_bytes_max = {}", 512 * MIB)), "{message}");
     }
-    let message = call().await.error(503, "model_quarantined");
-    assert!(message.contains("ran out of memory 3 times"), "{message}");
-    assert_eq!(balance(&api, &bob).await, (1000, 0), "no failed or refused call was charged");
+    let message = call(&bob).await.error(503, "model_quarantined");
+    assert!(message.contains("calls by 3 callers") && message.contains("ran out of memory 3 times"), "{message}");
+    assert!(message.contains("against 0 successful calls"), "{message}");
+    for key in &callers {
+        assert_eq!(balance(&api, key).await, (1000, 0), "no failed or refused call was charged");
+    }
 
     // The owner sees it on the version; the operator in the list.
     let versions = api.get("/v1/models/alice/pad/versions", Some(&alice)).await.ok(200).clone();
@@ -444,7 +455,7 @@ async fn a_version_that_keeps_exhausting_its_memory_is_quarantined_until_the_ope
     api.send(api.request(reqwest::Method::DELETE, lift, Some(&alice))).await.error(403, "forbidden");
     let lifted = success(&vitrine(&server, config.path(), &["--key", &op, "quarantine", "lift", "alice/pad", "1"]));
     assert!(lifted.contains("back in service"), "{lifted}");
-    call().await.error(422, "model_out_of_memory");
+    call(&bob).await.error(422, "model_out_of_memory");
     api.send(api.request(reqwest::Method::DELETE, lift, Some(&op))).await.error(404, "not_found");
 
     // The operator can also take a version down by hand, with a reason.
@@ -459,6 +470,138 @@ async fn a_version_that_keeps_exhausting_its_memory_is_quarantined_until_the_ope
 
     let metrics = metrics(&api).await;
     assert!(metrics.contains("\nvitrine_worker_out_of_memory_total 4\n"), "{metrics}");
+}
+
+#[tokio::test]
+async fn strangers_failing_a_model_on_purpose_do_not_take_it_from_its_callers() {
+    let server = TestServer::start_with(&[
+        ("inference_threads", "2"),
+        ("worker_memory_bytes_max", &(512 * MIB).to_string()),
+        ("quarantine_strikes", "3"),
+        ("tensor_elements_max", "1000"),
+    ]);
+    let api = server.api();
+    let op = server.operator_key.clone();
+    let alice = api.signup("alice").await;
+    // A Range whose limit is the call's input: small limits are served,
+    // 10^10 exhausts any worker's memory.
+    let bytes = std::fs::read(fixture_path("hostile/range_from_input.onnx")).unwrap();
+    priced_model(&api, &alice, "alice", "range", bytes, 5).await;
+    let bob = api.signup("bob").await;
+    deposit(&api, &op, "bob", 1000).await;
+    let limit = |n: i64| json!({"inputs": {"limit": {"dtype": "i64", "shape": [], "data": [n]}}});
+    let call = |key: String, n: i64| {
+        let api = api.clone();
+        async move { api.post("/v1/models/alice/range/infer", Some(&key), limit(n)).await }
+    };
+
+    // One stranger fails it as often as they like: only their calls fail.
+    let mallory = api.signup("mallory").await;
+    deposit(&api, &op, "mallory", 1000).await;
+    for _ in 0..5 {
+        call(mallory.clone(), 10_000_000_000).await.error(422, "model_out_of_memory");
+    }
+    for _ in 0..10 {
+        assert_eq!(call(bob.clone(), 3).await.ok(200)["outputs"]["y"]["data"], json!([0, 1, 2]));
+    }
+    // Two more strangers make three callers, but the model served more calls
+    // than it failed meanwhile: still in service.
+    for name in ["mallory2", "mallory3"] {
+        let key = api.signup(name).await;
+        deposit(&api, &op, name, 1000).await;
+        call(key.clone(), 10_000_000_000).await.error(422, "model_out_of_memory");
+        call(key, 10_000_000_000).await.error(422, "model_out_of_memory");
+    }
+    call(bob.clone(), 3).await.ok(200);
+    assert_eq!(balance(&api, &bob).await, (1000 - 11 * 5, 0));
+
+    // An empty tensor whose other size is absurd never reaches a worker.
+    let runs_before = metrics(&api).await;
+    let vast = json!({"inputs": {"limit": {"dtype": "i64", "shape": [0, 1u64 << 62], "data": []}}});
+    let message = api.post("/v1/models/alice/range/infer", Some(&mallory), vast).await.error(413, "payload_too_large");
+    assert!(message.contains("tensor_elements_max = 1000") && message.contains("beside a zero"), "{message}");
+    let runs_after = metrics(&api).await;
+    let runs = |metrics: &str| metrics.lines().find(|l| l.starts_with("vitrine_model_runs_total ")).map(str::to_owned);
+    assert_eq!(runs(&runs_before), runs(&runs_after), "no model ran");
+}
+
+/// Answers whose clients never read them are counted while they wait in the
+/// server's memory, against the caller's key and in all, and dropped at
+/// their write deadline: a stranger cannot pile them up.
+#[tokio::test]
+async fn answers_nobody_reads_are_bounded_and_dropped_at_their_deadline() {
+    use tokio::io::AsyncWriteExt;
+
+    let server = TestServer::start_with(&[
+        ("inference_threads", "2"),
+        ("unsent_answer_bytes_per_key_max", &(20 * MIB).to_string()),
+        ("response_write_idle_timeout_ms", "1500"),
+    ]);
+    let api = server.api();
+    let mallory = api.signup("mallory").await;
+    let bob = api.signup("bob").await;
+    // Free: the outer product of the caller's vector with itself; 2,000
+    // elements in, four million out, about 50 MB of JSON: more than the
+    // sockets' buffers on both sides hold.
+    let bytes = std::fs::read(fixture_path("hostile/outer_product.onnx")).unwrap();
+    priced_model(&api, &mallory, "mallory", "outer", bytes, 0).await;
+    let body = json!({"inputs": {"x": {"dtype": "f32", "shape": [2000], "data": vec![0.123_456_7f32; 2000]}}});
+    let body = body.to_string();
+    let request = format!(
+        "POST /v1/models/mallory/outer/infer HTTP/1.1\r\nHost: vitrine\r\nAuthorization: Bearer {mallory}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let small = json!({"inputs": {"x": {"dtype": "f32", "shape": [2], "data": [1, 2]}}});
+    let mut unread = tokio::net::TcpStream::connect(server.url.trim_start_matches("http://")).await.unwrap();
+    unread.write_all(request.as_bytes()).await.unwrap();
+    // Until the answer is built and waits for its reader.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api.metric("vitrine_unsent_answer_bytes").await < 20 * MIB {
+        assert!(Instant::now() < deadline, "the unread answer was never built");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let message =
+        api.post("/v1/models/mallory/outer/infer", Some(&mallory), small.clone()).await.error(429, "rate_limited");
+    assert!(message.contains("unsent_answer_bytes_per_key_max"), "{message}");
+    // Other keys are served meanwhile.
+    let answer = api.post("/v1/models/mallory/outer/infer", Some(&bob), small.clone()).await;
+    assert_eq!(answer.ok(200)["outputs"]["y"]["shape"], json!([2, 2]));
+
+    // Nobody reads: past the write deadline the connection is closed and its
+    // answer dropped, though the socket stays open on this side.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.metric("vitrine_unsent_answer_bytes").await > 0 {
+        assert!(Instant::now() < deadline, "an unread answer is still held");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    api.post("/v1/models/mallory/outer/infer", Some(&mallory), small).await.ok(200);
+    drop(unread);
+}
+
+/// A call whose client goes away before its answer is still a leaf and a
+/// usage event (error `client_closed`), charging nothing.
+#[tokio::test]
+async fn a_call_its_client_abandons_is_logged_and_charges_nothing() {
+    let (server, api, bob) = one_worker_market(endless_model()).await;
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(1500)).build().unwrap();
+    let sent = impatient
+        .post(format!("{}/v1/models/alice/slow/infer", server.url))
+        .bearer_auth(&bob)
+        .json(&slow_call())
+        .send()
+        .await;
+    assert!(sent.is_err(), "the client gave up: {sent:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = usage_events(&server).await;
+        if events.iter().any(|(status, _)| status == "client_closed") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no record of the abandoned call: {events:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(balance(&api, &bob).await, (1000, 0), "nothing charged, nothing held");
 }
 
 #[tokio::test]

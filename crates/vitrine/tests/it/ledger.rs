@@ -272,6 +272,51 @@ async fn an_idempotency_key_charges_once_and_returns_the_first_answer() {
     api.send(bad_key).await.error(400, "invalid_request");
 }
 
+/// Kept answers fill the disk for a whole window, and a stranger chooses
+/// their size and number: an answer past `idempotency_answer_bytes_max`, or
+/// past its key's `idempotency_answer_bytes_per_key`, is not kept, and its
+/// call's retry is refused (409), never run or charged again.
+#[tokio::test]
+async fn answers_too_large_to_keep_are_charged_once_and_their_retries_refused() {
+    for (setting, value) in [("idempotency_answer_bytes_max", "100"), ("idempotency_answer_bytes_per_key", "1000")] {
+        let server = TestServer::start_with(&[("inference_threads", "1"), (setting, value)]);
+        let (api, op) = (server.api(), server.operator_key.clone());
+        let alice = api.signup("alice").await;
+        let bob = api.signup("bob").await;
+        priced_model(&api, &alice, "alice", "linear", 100).await;
+        deposit(&api, &op, "bob", 10_000, "bank-1").await;
+        let call = |key: String| {
+            api.request(reqwest::Method::POST, "/v1/models/alice/linear/infer", Some(&bob))
+                .header("Idempotency-Key", key)
+                .json(&linear_call())
+        };
+        let (mut replayed, mut refused) = (0, 0);
+        for i in 0..10 {
+            let key = format!("order-{i}");
+            let first = api.send(call(key.clone())).await.ok(200).clone();
+            let retry = api.send(call(key)).await;
+            if retry.status == 200 {
+                assert_eq!(retry.body, first, "{setting}: a kept answer replays byte for byte");
+                replayed += 1;
+                continue;
+            }
+            let message = retry.error(409, "conflict");
+            assert!(message.contains(setting) && message.contains("new key"), "{message}");
+            let index = first["receipt"]["log_index"].as_u64().unwrap();
+            assert!(message.contains(&format!("log entry {index}")), "{message}");
+            refused += 1;
+        }
+        assert_eq!(units(&api, &op, "bob", "balance").await, 10_000 - 10 * 100, "{setting}: each call charged once");
+        match setting {
+            // Every answer is longer than 100 bytes.
+            "idempotency_answer_bytes_max" => assert_eq!((replayed, refused), (0, 10)),
+            // A thousand bytes keep a few answers (their JSON without the
+            // receipt, over a hundred bytes each), then none.
+            _ => assert!((1..=9).contains(&replayed) && replayed + refused == 10, "{replayed} {refused}"),
+        }
+    }
+}
+
 /// A key is claimed in memory while its call runs and written only with its
 /// answer, in the batch of the charge: so two servers on one database (one
 /// data directory here) must still charge a key once, when a retry reaches

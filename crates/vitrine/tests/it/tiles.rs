@@ -70,6 +70,8 @@ async fn a_client_from_the_specification_rebuilds_the_signed_root_from_tiles() {
         ("checkpoint_interval_ms", "100"),
         ("inference_threads", "2"),
         ("calls_per_key_concurrent_max", "0"),
+        // 300 connections at once, all from this address.
+        ("connections_per_address_max", "0"),
     ]);
     let (api, op) = (server.api(), server.operator_key.clone());
     let alice = api.signup("alice").await;

@@ -54,6 +54,12 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         "counter",
         state.model_runs.load(Ordering::Relaxed).to_string(),
     );
+    gauge(
+        "vitrine_unsent_answer_bytes",
+        "Bytes of answers built and not yet read by their clients (unsent_answer_bytes_max).",
+        "gauge",
+        state.unsent_answers.total().to_string(),
+    );
     let (grants, granted) = state.reservations.grants();
     gauge(
         "vitrine_grants",
