@@ -443,8 +443,11 @@ impl Drop for RecordIfAbandoned<'_> {
             Ok(item) => item,
             Err(error) => return tracing::warn!(%error.message, "recording an abandoned call failed"),
         };
+        // A future dropped outside a runtime (the server's own shutdown)
+        // has nobody to record it for.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let sequencer = self.state.sequencer.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             match sequencer.submit(item).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => tracing::warn!(?error, "recording an abandoned call failed"),
