@@ -13,10 +13,9 @@
 //! smaller ones cannot add up to much within the connection limits, and
 //! the paid path's usual answers stay free of the bookkeeping.
 
-use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -28,6 +27,7 @@ use hyper::body::{Body as _, Bytes, Frame, SizeHint};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::limits::{Taken, Tally};
 
 /// Answers smaller than this are not counted.
 pub const COUNTED_ANSWER_BYTES_MIN: u64 = 64 * 1024;
@@ -43,8 +43,8 @@ pub struct UnsentAnswers {
     /// `unsent_answer_bytes_per_key_max`; 0: no limit.
     per_key_max: u64,
     total: AtomicU64,
-    /// By caller; a caller is here only while some of their answers are unsent.
-    by_account: Mutex<HashMap<i64, u64>>,
+    /// By caller.
+    by_account: Arc<Tally<i64>>,
 }
 
 /// Which caller an answer is for: a handler puts it in the response's
@@ -54,7 +54,7 @@ pub struct AnswerFor(pub i64);
 
 impl UnsentAnswers {
     pub fn new(total_max: u64, per_key_max: u64) -> UnsentAnswers {
-        UnsentAnswers { total_max, per_key_max, total: AtomicU64::new(0), by_account: Mutex::new(HashMap::new()) }
+        UnsentAnswers { total_max, per_key_max, total: AtomicU64::new(0), by_account: Arc::default() }
     }
 
     /// Bytes of answers unsent, in all.
@@ -82,8 +82,13 @@ impl UnsentAnswers {
     /// 429 while that caller's own unsent answers are at their limit.
     pub fn admit_caller(&self, account: i64) -> ApiResult<()> {
         self.admit()?;
-        let unsent = self.lock().get(&account).copied().unwrap_or(0);
-        if self.per_key_max > 0 && unsent >= self.per_key_max {
+        // A caller's unsent answers are part of the total: below the limit
+        // in all, nobody is at theirs, and the paid path takes no lock.
+        if self.per_key_max == 0 || self.total() < self.per_key_max {
+            return Ok(());
+        }
+        let unsent = self.by_account.held(account);
+        if unsent >= self.per_key_max {
             return Err(ApiError::rate_limited(
                 format!(
                     "this key's clients have not read {unsent} bytes of its answers yet, the limit \
@@ -99,28 +104,9 @@ impl UnsentAnswers {
     fn body(self: &Arc<Self>, bytes: Bytes, account: Option<i64>) -> CountedBody {
         let counted = bytes.len() as u64;
         self.total.fetch_add(counted, Ordering::Relaxed);
-        if let Some(account) = account {
-            *self.lock().entry(account).or_insert(0) += counted;
-        }
-        CountedBody { remaining: bytes, counted, account, answers: self.clone() }
-    }
-
-    fn release(&self, bytes: u64, account: Option<i64>) {
-        self.total.fetch_sub(bytes, Ordering::Relaxed);
-        if let Some(account) = account {
-            let mut by_account = self.lock();
-            if let Some(unsent) = by_account.get_mut(&account) {
-                *unsent -= bytes;
-                if *unsent == 0 {
-                    by_account.remove(&account);
-                }
-            }
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, u64>> {
-        // Every update under this lock completes before anything that could panic.
-        self.by_account.lock().unwrap_or_else(|p| p.into_inner())
+        // Counted whatever the caller holds: the answer exists already.
+        let caller = account.and_then(|account| self.by_account.take_below(account, counted, 0));
+        CountedBody { remaining: bytes, counted, _caller: caller, answers: self.clone() }
     }
 }
 
@@ -130,7 +116,8 @@ impl UnsentAnswers {
 struct CountedBody {
     remaining: Bytes,
     counted: u64,
-    account: Option<i64>,
+    /// What it counts against its caller, given back with it.
+    _caller: Option<Taken<i64>>,
     answers: Arc<UnsentAnswers>,
 }
 
@@ -157,7 +144,7 @@ impl hyper::body::Body for CountedBody {
 
 impl Drop for CountedBody {
     fn drop(&mut self) {
-        self.answers.release(self.counted, self.account);
+        self.answers.total.fetch_sub(self.counted, Ordering::Relaxed);
     }
 }
 
@@ -240,7 +227,7 @@ mod tests {
         // A dropped answer (its connection closed) gives its bytes back too.
         drop((second, third));
         assert_eq!(answers.total(), 0);
-        assert!(answers.lock().is_empty(), "callers without unsent answers are forgotten");
+        assert!(answers.by_account.is_empty(), "callers without unsent answers are forgotten");
         let unlimited = Arc::new(UnsentAnswers::new(0, 0));
         let _held = unlimited.body(Bytes::from(vec![0u8; 1 << 20]), Some(1));
         unlimited.admit_caller(1).unwrap();

@@ -19,8 +19,72 @@ pub struct CallLimits {
     concurrent_max: u32,
     /// `calls_per_key_per_minute_max`, a minute's worth at once at most.
     per_minute: Buckets<i64>,
-    /// Calls running, by account; an account is here only while it has some.
-    in_flight: Mutex<HashMap<i64, u32>>,
+    /// Calls running, by account.
+    in_flight: Arc<Tally<i64>>,
+}
+
+/// Amounts in use by key (calls running, connections open, bytes unsent),
+/// each taken by a [`Taken`] that gives it back when dropped; a key is here
+/// only while it has some.
+#[derive(Debug)]
+pub struct Tally<K: Hash + Eq + Copy> {
+    amounts: Mutex<HashMap<K, u64>>,
+}
+
+/// An amount of a key's taken from a [`Tally`]; dropping it gives it back.
+#[derive(Debug)]
+pub struct Taken<K: Hash + Eq + Copy> {
+    tally: Arc<Tally<K>>,
+    key: K,
+    amount: u64,
+}
+
+impl<K: Hash + Eq + Copy> Default for Tally<K> {
+    fn default() -> Tally<K> {
+        Tally { amounts: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<K: Hash + Eq + Copy> Tally<K> {
+    /// Takes `amount` for `key` if what the key holds is below `max` (0: no
+    /// limit); else takes nothing.
+    pub fn take_below(self: &Arc<Self>, key: K, amount: u64, max: u64) -> Option<Taken<K>> {
+        let mut amounts = self.lock();
+        let held = amounts.get(&key).copied().unwrap_or(0);
+        if max > 0 && held >= max {
+            return None;
+        }
+        *amounts.entry(key).or_insert(0) += amount;
+        Some(Taken { tally: self.clone(), key, amount })
+    }
+
+    /// What `key` holds now.
+    pub fn held(&self, key: K) -> u64 {
+        self.lock().get(&key).copied().unwrap_or(0)
+    }
+
+    /// Whether no key holds anything.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, u64>> {
+        // Every update under this lock completes before anything that could panic.
+        self.amounts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<K: Hash + Eq + Copy> Drop for Taken<K> {
+    fn drop(&mut self) {
+        let mut amounts = self.tally.lock();
+        if let Some(held) = amounts.get_mut(&self.key) {
+            *held -= self.amount;
+            if *held == 0 {
+                amounts.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Why a call may not start now, and when to try again.
@@ -31,51 +95,28 @@ pub enum Refusal {
 }
 
 /// A call in flight; dropping it ends it.
-#[derive(Debug)]
-pub struct CallPermit {
-    limits: Arc<CallLimits>,
-    account: i64,
-}
+pub type CallPermit = Taken<i64>;
 
 impl CallLimits {
     pub fn new(concurrent_max: u32, per_minute_max: u32) -> CallLimits {
         CallLimits {
             concurrent_max,
             per_minute: Buckets::new(per_minute_max, Duration::from_secs(60)),
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Arc::default(),
         }
     }
 
     /// Starts a call for `account` at `now`, or says why not. A call refused
     /// for being one too many at once takes nothing from the minute's budget.
-    pub fn start(self: &Arc<Self>, account: i64, now: Instant) -> Result<CallPermit, Refusal> {
-        let mut in_flight = self.lock();
-        let running = in_flight.get(&account).copied().unwrap_or(0);
-        if self.concurrent_max > 0 && running >= self.concurrent_max {
-            return Err(Refusal::TooManyAtOnce { max: self.concurrent_max });
-        }
+    pub fn start(&self, account: i64, now: Instant) -> Result<CallPermit, Refusal> {
+        let permit = self
+            .in_flight
+            .take_below(account, 1, u64::from(self.concurrent_max))
+            .ok_or(Refusal::TooManyAtOnce { max: self.concurrent_max })?;
         self.per_minute
             .take(account, now)
             .map_err(|retry_after_s| Refusal::TooManyPerMinute { max: self.per_minute.capacity, retry_after_s })?;
-        in_flight.insert(account, running + 1);
-        Ok(CallPermit { limits: self.clone(), account })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, u32>> {
-        // Every update under this lock completes before anything that could panic.
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Drop for CallPermit {
-    fn drop(&mut self) {
-        let mut in_flight = self.limits.lock();
-        if let Some(running) = in_flight.get_mut(&self.account) {
-            *running -= 1;
-            if *running == 0 {
-                in_flight.remove(&self.account);
-            }
-        }
+        Ok(permit)
     }
 }
 
@@ -167,6 +208,20 @@ mod tests {
     }
 
     #[test]
+    fn a_tally_takes_below_its_maximum_and_gives_back_when_dropped() {
+        let tally = Arc::new(Tally::default());
+        let bytes = tally.take_below("a", 600, 1000).unwrap();
+        let more = tally.take_below("a", 600, 1000).unwrap();
+        assert_eq!(tally.held("a"), 1200, "taken while below the maximum, whatever the amount");
+        assert!(tally.take_below("a", 1, 1000).is_none());
+        assert!(tally.take_below("b", 1, 0).is_some(), "0: no limit");
+        drop((bytes, more));
+        assert_eq!(tally.held("a"), 0);
+        assert!(tally.is_empty(), "keys holding nothing are forgotten");
+        assert!(Arc::new(Tally::default()).take_below("c", 5, 1).is_some());
+    }
+
+    #[test]
     fn calls_per_minute_refill_steadily_and_say_when_to_retry() {
         let limits = Arc::new(CallLimits::new(0, 60));
         let start = Instant::now();
@@ -184,6 +239,7 @@ mod tests {
         }
         assert!(limits.start(1, later).is_err());
         assert!(Arc::new(CallLimits::new(0, 0)).start(1, start).is_ok(), "0 is no limit");
+        assert!(limits.in_flight.is_empty(), "keys without calls running are forgotten");
     }
 
     #[test]

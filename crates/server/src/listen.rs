@@ -22,26 +22,29 @@
 //! per-address limits. On shutdown, connections finish the request in
 //! flight and close.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::response::IntoResponse;
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
+
+use crate::error::ApiError;
+use crate::limits::Tally;
 
 /// The limits `serve_connections` keeps.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +67,9 @@ pub async fn serve_connections(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let connections = Arc::new(Semaphore::new(limits.connections_max));
-    let per_address = Arc::new(AddressConnections::new(limits.connections_per_address_max));
+    // Open connections per network address.
+    let per_address: Arc<Tally<IpAddr>> = Arc::default();
+    let per_address_max = limits.connections_per_address_max as u64;
     // Dropped when shutdown begins: every connection task watches for it.
     let (stop, stopping) = watch::channel(());
     // Held by every connection task: the server is done when all are dropped.
@@ -87,7 +92,7 @@ pub async fn serve_connections(
             },
             () = &mut shutdown => break,
         };
-        let Some(address_permit) = per_address.open(address.ip()) else {
+        let Some(address_permit) = per_address.take_below(address.ip(), 1, per_address_max) else {
             tokio::spawn(async move {
                 refuse_connection(stream, limits.connections_per_address_max).await;
                 drop(permit);
@@ -133,74 +138,23 @@ fn log_end(result: Result<(), hyper::Error>) {
     }
 }
 
-/// Answers a connection past its address's limit with 429, without reading
-/// its request, and closes it; a second at most, so a refused stranger holds
-/// nothing.
-async fn refuse_connection(mut stream: TcpStream, per_address_max: usize) {
-    let body = format!(
-        "{{\"error\":{{\"code\":\"rate_limited\",\"message\":\"this network address already has {per_address_max} \
-         connections open, the limit connections_per_address_max\"}}}}"
-    );
-    let answer = format!(
-        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: \
-         close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let write = async {
-        stream.write_all(answer.as_bytes()).await?;
-        stream.shutdown().await?;
-        // Closing with the request unread would reset the connection, and
-        // the client could lose the answer: read what it sent until it
-        // closes too (or the second is over).
-        let mut sink = [0u8; 4096];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<(), io::Error>(())
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
-}
-
-/// Open connections per network address.
-#[derive(Debug)]
-struct AddressConnections {
-    /// 0: no limit.
-    max: usize,
-    /// An address is here only while it has connections open.
-    open: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One open connection of an address; dropping it closes it in the count.
-#[derive(Debug)]
-struct AddressPermit {
-    connections: Arc<AddressConnections>,
-    address: IpAddr,
-}
-
-impl AddressConnections {
-    fn new(max: usize) -> AddressConnections {
-        AddressConnections { max, open: Mutex::new(HashMap::new()) }
-    }
-
-    fn open(self: &Arc<Self>, address: IpAddr) -> Option<AddressPermit> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let count = open.entry(address).or_insert(0);
-        if self.max > 0 && *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(AddressPermit { connections: self.clone(), address })
-    }
-}
-
-impl Drop for AddressPermit {
-    fn drop(&mut self) {
-        let mut open = self.connections.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = open.get_mut(&self.address) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.address);
-            }
-        }
-    }
+/// Answers a connection past its address's limit with 429 and closes it;
+/// a second at most, so a refused stranger holds nothing.
+async fn refuse_connection(stream: TcpStream, per_address_max: usize) {
+    let service = hyper::service::service_fn(move |_: hyper::Request<Incoming>| async move {
+        let refusal = ApiError::rate_limited(
+            format!(
+                "this network address already has {per_address_max} connections open, the limit \
+                 connections_per_address_max"
+            ),
+            1,
+        );
+        Ok::<_, std::convert::Infallible>(refusal.into_response())
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).keep_alive(false);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
 }
 
 /// Why a request's body failed: it came too slowly.
@@ -303,19 +257,22 @@ impl WriteDeadline {
         WriteDeadline { stream, idle, progress_bytes_min, stalled: None }
     }
 
-    /// A write returned `written` bytes, or is pending (`None`).
-    fn account(&mut self, cx: &mut Context<'_>, written: Option<usize>) -> Poll<io::Result<()>> {
+    /// Passes a write's outcome on, counting its progress against a stall,
+    /// and turns a write still pending past the stall's deadline into
+    /// `TimedOut`.
+    fn within_deadline(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         match written {
-            Some(bytes) => {
+            Poll::Ready(Ok(bytes)) => {
                 if let Some((_, progress)) = &mut self.stalled {
                     *progress += bytes as u64;
                     if *progress >= self.progress_bytes_min {
                         self.stalled = None;
                     }
                 }
-                Poll::Ready(Ok(()))
+                Poll::Ready(Ok(bytes))
             }
-            None => {
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => {
                 let idle = self.idle;
                 let (sleep, _) = self.stalled.get_or_insert_with(|| (Box::pin(tokio::time::sleep(idle)), 0));
                 ready!(sleep.as_mut().poll(cx));
@@ -343,17 +300,8 @@ impl AsyncRead for WriteDeadline {
 
 impl AsyncWrite for WriteDeadline {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write(cx, buf) {
-            Poll::Ready(Ok(written)) => {
-                let _ = self.account(cx, Some(written));
-                Poll::Ready(Ok(written))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => match self.account(cx, None) {
-                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-                _ => Poll::Pending,
-            },
-        }
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.within_deadline(cx, written)
     }
 
     fn poll_write_vectored(
@@ -361,17 +309,8 @@ impl AsyncWrite for WriteDeadline {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(written)) => {
-                let _ = self.account(cx, Some(written));
-                Poll::Ready(Ok(written))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => match self.account(cx, None) {
-                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-                _ => Poll::Pending,
-            },
-        }
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.within_deadline(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -384,27 +323,5 @@ impl AsyncWrite for WriteDeadline {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connections_are_counted_per_address_and_freed_when_closed() {
-        let connections = Arc::new(AddressConnections::new(2));
-        let (a, b) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([10, 0, 0, 1]));
-        let first = connections.open(a).unwrap();
-        let _second = connections.open(a).unwrap();
-        assert!(connections.open(a).is_none(), "a third from one address");
-        let _other = connections.open(b).unwrap();
-        drop(first);
-        let _third = connections.open(a).unwrap();
-        assert!(Arc::new(AddressConnections::new(0)).open(a).is_some(), "0: no limit");
-        drop(_third);
-        drop(_second);
-        drop(_other);
-        assert!(connections.open.lock().unwrap().is_empty(), "addresses without connections are forgotten");
     }
 }
