@@ -25,7 +25,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::body::{Body as _, Bytes, Frame, SizeHint};
 
-use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::limits::{Taken, Tally};
 
@@ -51,6 +50,17 @@ pub struct UnsentAnswers {
 /// extensions, and the answer counts against that caller too.
 #[derive(Debug, Clone, Copy)]
 pub struct AnswerFor(pub i64);
+
+impl AnswerFor {
+    /// Marks `answer` as `account`'s when it is large enough to be counted
+    /// (a small one is left as it is: no extensions to allocate).
+    pub fn mark(account: i64, mut answer: Response) -> Response {
+        if answer.body().size_hint().exact().is_some_and(|size| size >= COUNTED_ANSWER_BYTES_MIN) {
+            answer.extensions_mut().insert(AnswerFor(account));
+        }
+        answer
+    }
+}
 
 impl UnsentAnswers {
     pub fn new(total_max: u64, per_key_max: u64) -> UnsentAnswers {
@@ -157,9 +167,9 @@ pub const ALWAYS_SERVED: [&str; 2] = ["/v1/health", "/metrics"];
 /// `COUNTED_ANSWER_BYTES_MIN` bytes or more that is in memory whole (a
 /// handler's JSON, page or tensors; a model file is streamed, not counted)
 /// until it is written.
-pub async fn count_answers(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn count_answers(State(answers): State<Arc<UnsentAnswers>>, request: Request, next: Next) -> Response {
     if !ALWAYS_SERVED.contains(&request.uri().path())
-        && let Err(refusal) = state.unsent_answers.admit()
+        && let Err(refusal) = answers.admit()
     {
         return refusal.into_response();
     }
@@ -173,7 +183,7 @@ pub async fn count_answers(State(state): State<AppState>, request: Request, next
     let (parts, body) = response.into_parts();
     // The body is whole in memory already: this reads no further than it.
     match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(bytes) => Response::from_parts(parts, Body::new(state.unsent_answers.body(bytes, account))),
+        Ok(bytes) => Response::from_parts(parts, Body::new(answers.body(bytes, account))),
         Err(error) => ApiError::internal(format!("an answer's body failed: {error}")).into_response(),
     }
 }

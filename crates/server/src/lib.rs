@@ -501,7 +501,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), answers::count_answers))
+        .layer(axum::middleware::from_fn_with_state(state.unsent_answers.clone(), answers::count_answers))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -118,9 +118,8 @@ pub async fn infer_version(
 
 /// The answer counts against its caller's unsent answers until it is read
 /// (`answers.rs`).
-fn answer_for(mut answer: Response, caller: &Account) -> Response {
-    answer.extensions_mut().insert(AnswerFor(caller.id));
-    answer
+fn answer_for(answer: Response, caller: &Account) -> Response {
+    AnswerFor::mark(caller.id, answer)
 }
 
 /// The paid inference path. With an Idempotency-Key, a retry of a finished
