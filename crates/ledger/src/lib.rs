@@ -18,6 +18,7 @@
 //! This crate knows nothing about SQL or HTTP.
 
 mod charge;
+mod grant;
 mod split;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use std::collections::HashMap;
 use domain::Amount;
 
 pub use charge::{ChargeParties, charge_transfers, charged};
+pub use grant::{GrantAsk, grant_size};
 pub use split::{FeeSplit, FeeSplitError, Shares};
 
 /// An account's number, shared with the store's account rows.

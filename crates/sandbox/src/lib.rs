@@ -47,8 +47,12 @@ pub enum Isolation {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub isolation: Isolation,
-    /// Worker processes (or, in process, models running at once).
+    /// Worker processes for calls (or, in process, models running at once).
     pub workers: usize,
+    /// Worker processes that validate uploads, apart from the calls' (at
+    /// least one): an upload never waits for, nor holds, a call's worker.
+    /// In process, uploads share the calls' threads.
+    pub upload_workers: usize,
     /// `worker_memory_bytes_max`: address space of one worker.
     pub worker_memory_bytes_max: u64,
     /// `model_cache_bytes_max`: loaded models kept by one worker.
@@ -139,14 +143,36 @@ pub enum LoadFailure {
 /// Counters for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Metrics {
+    /// Calls' workers.
     pub workers_max: u64,
     pub workers_live: u64,
+    /// Uploads' workers.
+    pub upload_workers_max: u64,
+    pub upload_workers_live: u64,
+    /// Over all workers, calls' and uploads'.
     pub workers_started: u64,
     pub worker_timeouts: u64,
     pub worker_out_of_memory: u64,
     pub worker_crashes: u64,
     /// Calls written to a busy worker behind the call it was running.
     pub worker_requests_pipelined: u64,
+    /// Calls waiting for a worker now.
+    pub calls_waiting: u64,
+}
+
+impl Metrics {
+    /// The calls' pool's counters with the uploads' pool's added.
+    fn with_uploads(self, uploads: &Metrics) -> Metrics {
+        Metrics {
+            upload_workers_max: uploads.workers_max,
+            upload_workers_live: uploads.workers_live,
+            workers_started: self.workers_started + uploads.workers_started,
+            worker_timeouts: self.worker_timeouts + uploads.worker_timeouts,
+            worker_out_of_memory: self.worker_out_of_memory + uploads.worker_out_of_memory,
+            worker_crashes: self.worker_crashes + uploads.worker_crashes,
+            ..self
+        }
+    }
 }
 
 /// Runs models, isolated or in process.
@@ -157,7 +183,7 @@ pub struct Executor {
 
 #[derive(Debug)]
 enum Kind {
-    Isolated(std::sync::Arc<pool::WorkerPool>),
+    Isolated { calls: std::sync::Arc<pool::WorkerPool>, uploads: std::sync::Arc<pool::WorkerPool> },
     InProcess(inprocess::InProcess),
 }
 
@@ -183,27 +209,42 @@ impl Executor {
                     outputs_max: settings.model_limits.outputs_max as u64,
                     rank_max: settings.model_limits.rank_max as u64,
                 };
-                let pool = std::sync::Arc::new(pool::WorkerPool::new(command, hello, workers));
-                pool.start_one(Instant::now() + std::time::Duration::from_secs(30)).await?;
-                Kind::Isolated(pool)
+                // Upload workers say so on their command line (for `ps`).
+                let mut upload_command = command.clone();
+                upload_command.args.push("--uploads".into());
+                let uploads = pool::WorkerPool::new(upload_command, hello.clone(), settings.upload_workers.max(1));
+                let uploads = std::sync::Arc::new(uploads.one_request_each());
+                let calls = std::sync::Arc::new(pool::WorkerPool::new(command, hello, workers));
+                calls.start_one(Instant::now() + std::time::Duration::from_secs(30)).await?;
+                Kind::Isolated { calls, uploads }
             }
         };
         Ok(Executor { kind })
     }
 
-    /// Validates a model by loading it, within `deadline`; returns its
-    /// signature. The model stays loaded where it was validated.
-    pub async fn load(&self, digest: Sha256, model: Vec<u8>, deadline: Instant) -> Result<Signature, LoadFailure> {
+    /// Validates a model for `tenant` (the uploader's account) by loading
+    /// it in an upload worker, within `deadline`; returns its signature.
+    /// Uploads take turns by tenant, as calls do.
+    pub async fn load(
+        &self,
+        tenant: u64,
+        digest: Sha256,
+        model: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Signature, LoadFailure> {
         match &self.kind {
-            Kind::Isolated(pool) => pool.load(digest, model, deadline).await,
+            Kind::Isolated { uploads, .. } => uploads.load(tenant, digest, model, deadline).await,
             Kind::InProcess(in_process) => in_process.load(digest, model, deadline).await,
         }
     }
 
-    /// Runs the model `digest` on checked inputs, within `deadline`.
-    /// `model_bytes` is called only where the model is not loaded yet.
+    /// Runs the model `digest` on checked inputs for `tenant` (the caller's
+    /// account: while every worker is busy, the caller holding the fewest
+    /// goes next), within `deadline`. `model_bytes` is called only where
+    /// the model is not loaded yet.
     pub async fn run<F, Fut>(
         &self,
+        tenant: u64,
         digest: Sha256,
         inputs: Vec<Tensor>,
         deadline: Instant,
@@ -214,14 +255,14 @@ impl Executor {
         Fut: Future<Output = std::io::Result<Vec<u8>>>,
     {
         match &self.kind {
-            Kind::Isolated(pool) => pool.run(digest, inputs, deadline, model_bytes).await,
+            Kind::Isolated { calls, .. } => calls.run(tenant, digest, inputs, deadline, model_bytes).await,
             Kind::InProcess(in_process) => in_process.run(digest, inputs, deadline, model_bytes).await,
         }
     }
 
     pub fn metrics(&self) -> Metrics {
         match &self.kind {
-            Kind::Isolated(pool) => pool.metrics(),
+            Kind::Isolated { calls, uploads } => calls.metrics().with_uploads(&uploads.metrics()),
             Kind::InProcess(in_process) => in_process.metrics(),
         }
     }

@@ -3,8 +3,11 @@
 //! stays loaded; a worker that dies or overruns is killed and replaced at
 //! once, in the background, by a new one.
 //!
-//! While every slot is taken, requests wait in one queue, first come first
-//! served, and a slot given back goes straight to the first of them. A call
+//! While every slot is taken, requests wait in one queue, and a slot given
+//! back goes straight to one of them: the oldest of those whose tenant (the
+//! caller, for a call) holds the fewest slots. One caller's many slow calls
+//! then take turns with everyone else's instead of filling every slot: a
+//! caller alone still gets every slot, in the order of its calls. A call
 //! that has just written its request to a worker also writes the next
 //! waiting call of the same model behind it (pipelining): the worker starts
 //! that call the moment it has answered, instead of idling through the
@@ -13,7 +16,7 @@
 //! worker dies before answering the first call, the next call never ran
 //! there, and waits again, first in line.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +41,10 @@ pub(crate) struct WorkerPool {
     command: WorkerCommand,
     hello: Hello,
     workers: usize,
+    /// Each worker serves one request, then goes: a fresh process for each
+    /// upload's validation, so nothing a hostile model left in a worker
+    /// (memory, a loaded graph) outlives its upload.
+    one_request_each: bool,
     state: Mutex<PoolState>,
     /// Bound on one answer's frame: the outputs allowed, plus room for names,
     /// shapes and the signature of a large graph.
@@ -61,10 +68,44 @@ struct PoolState {
     /// Requests waiting for a slot, oldest first (some may have given up).
     /// Never empty unless every slot is taken.
     waiting: VecDeque<Waiter>,
+    /// Slots held by each tenant's leases; no entry at zero.
+    held: HashMap<Tenant, usize>,
+}
+
+/// Who a request is for, in the pool's fair share: the caller's account for
+/// a call, the uploader's for a load; [`SYSTEM`] for the pool's own.
+pub(crate) type Tenant = u64;
+
+/// The pool's own requests (its first worker's start).
+pub(crate) const SYSTEM: Tenant = 0;
+
+impl PoolState {
+    fn hold(&mut self, tenant: Tenant) {
+        *self.held.entry(tenant).or_default() += 1;
+    }
+
+    fn unhold(&mut self, tenant: Tenant) {
+        if let Some(held) = self.held.get_mut(&tenant) {
+            *held -= 1;
+            if *held == 0 {
+                self.held.remove(&tenant);
+            }
+        }
+    }
+
+    /// The waiting request next in turn: the oldest of those whose tenant
+    /// holds the fewest slots. Requests that gave up are dropped on the way.
+    fn next_in_turn(&mut self) -> Option<usize> {
+        self.waiting.retain(|waiter| !waiter.handoff.is_closed());
+        let held = |waiter: &Waiter| self.held.get(&waiter.tenant).copied().unwrap_or(0);
+        // `min_by_key` keeps the first of equals: the oldest.
+        self.waiting.iter().enumerate().min_by_key(|(_, waiter)| held(waiter)).map(|(index, _)| index)
+    }
 }
 
 /// A request waiting for a slot.
 struct Waiter {
+    tenant: Tenant,
     /// The model it runs, if any: a call of the model a busy worker runs may
     /// be written behind that call.
     digest: Option<Sha256>,
@@ -78,13 +119,18 @@ struct Waiter {
 
 /// A waiting request written behind a lease's own.
 struct Successor {
+    tenant: Tenant,
     handoff: oneshot::Sender<Handoff>,
     budget: Duration,
 }
 
 impl std::fmt::Debug for Waiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Waiter").field("digest", &self.digest).field("ahead", &self.ahead.is_some()).finish()
+        f.debug_struct("Waiter")
+            .field("tenant", &self.tenant)
+            .field("digest", &self.digest)
+            .field("ahead", &self.ahead.is_some())
+            .finish()
     }
 }
 
@@ -118,6 +164,8 @@ impl Handoff {
 /// slot.
 struct Lease {
     pool: Arc<WorkerPool>,
+    /// Whose slot it is: counted in [`PoolState::held`] while `slot`.
+    tenant: Tenant,
     /// `None` only for a slot whose worker could not be replaced, until
     /// `fill` finds or starts one.
     worker: Option<WorkerProcess>,
@@ -125,6 +173,9 @@ struct Lease {
     reusable: bool,
     /// Whether it still holds its slot: false once handed on.
     slot: bool,
+    /// Its worker goes when the lease does, its request answered or not,
+    /// and is not replaced: the next request starts one.
+    retire: bool,
     /// The waiting request whose request this lease wrote behind its own.
     successor: Option<Successor>,
 }
@@ -136,6 +187,7 @@ impl WorkerPool {
             command,
             hello,
             workers,
+            one_request_each: false,
             state: Mutex::new(PoolState::default()),
             answer_bytes_max,
             started: AtomicU64::new(0),
@@ -146,26 +198,35 @@ impl WorkerPool {
         }
     }
 
+    /// A pool whose workers each serve one request, then go.
+    pub(crate) fn one_request_each(self) -> WorkerPool {
+        WorkerPool { one_request_each: true, ..self }
+    }
+
     /// Starts one worker and keeps it idle: a worker that cannot start or
     /// confine itself is a reason not to start the server.
     pub(crate) async fn start_one(self: &Arc<Self>, deadline: Instant) -> Result<(), StartFailure> {
-        let (lease, _) = self.lease(None, None, deadline).await.map_err(|failure| StartFailure(failure.describe()))?;
+        let (lease, _) =
+            self.lease(SYSTEM, None, None, deadline).await.map_err(|failure| StartFailure(failure.describe()))?;
         drop(lease);
         Ok(())
     }
 
     pub(crate) async fn load(
         self: &Arc<Self>,
+        tenant: Tenant,
         digest: Sha256,
         model: Vec<u8>,
         deadline: Instant,
     ) -> Result<runtime::Signature, LoadFailure> {
-        let (mut lease, _) = self.lease(Some(&digest), None, deadline).await.map_err(|failure| match failure {
-            // Busy workers are no fault of the model's.
-            Failure::TimedOut => LoadFailure::Unavailable("every worker stayed busy past the time limit".into()),
-            other => LoadFailure::Unavailable(other.describe()),
-        })?;
+        let (mut lease, _) =
+            self.lease(tenant, Some(&digest), None, deadline).await.map_err(|failure| match failure {
+                // Busy workers are no fault of the model's.
+                Failure::TimedOut => LoadFailure::Unavailable("every worker stayed busy past the time limit".into()),
+                other => LoadFailure::Unavailable(other.describe()),
+            })?;
         let request = Request::Load { digest, model }.encode();
+        lease.retire = self.one_request_each;
         match lease.call(&request, deadline, None).await {
             Ok(Response::Loaded { signature, evicted, .. }) => {
                 lease.note_loaded(digest, &evicted);
@@ -182,6 +243,7 @@ impl WorkerPool {
 
     pub(crate) async fn run<F, Fut>(
         self: &Arc<Self>,
+        tenant: Tenant,
         digest: Sha256,
         inputs: Vec<Tensor>,
         deadline: Instant,
@@ -199,7 +261,7 @@ impl WorkerPool {
         // Encoded once: written ahead of its turn, or when its turn comes.
         let bare: Arc<[u8]> = request.encode().into();
         let ahead = (bare.len() <= PIPELINED_REQUEST_BYTES_MAX).then(|| bare.clone());
-        let (mut lease, written) = self.lease(Some(&digest), ahead, deadline).await.map_err(failed)?;
+        let (mut lease, written) = self.lease(tenant, Some(&digest), ahead, deadline).await.map_err(failed)?;
         let mut model_bytes = Some(model_bytes);
         let mut fetch = async || -> Result<Vec<u8>, RunFailure> {
             let fetch =
@@ -273,6 +335,8 @@ impl WorkerPool {
             worker_out_of_memory: self.out_of_memory.load(Ordering::Relaxed),
             worker_crashes: self.crashed.load(Ordering::Relaxed),
             worker_requests_pipelined: self.pipelined.load(Ordering::Relaxed),
+            calls_waiting: state.waiting.iter().filter(|waiter| !waiter.handoff.is_closed()).count() as u64,
+            ..Metrics::default()
         }
     }
 
@@ -281,6 +345,7 @@ impl WorkerPool {
     /// written to that worker.
     async fn lease(
         self: &Arc<Self>,
+        tenant: Tenant,
         digest: Option<&Sha256>,
         ahead: Option<Arc<[u8]>>,
         deadline: Instant,
@@ -291,11 +356,12 @@ impl WorkerPool {
                 let mut state = self.lock();
                 if state.taken < self.workers {
                     state.taken += 1;
+                    state.hold(tenant);
                     None
                 } else {
                     let (handoff, turn) = oneshot::channel();
                     let budget = deadline.saturating_duration_since(Instant::now());
-                    let waiter = Waiter { digest: digest.copied(), ahead: ahead.clone(), budget, handoff };
+                    let waiter = Waiter { tenant, digest: digest.copied(), ahead: ahead.clone(), budget, handoff };
                     if first_in_line {
                         state.waiting.push_front(waiter);
                     } else {
@@ -305,7 +371,7 @@ impl WorkerPool {
                 }
             };
             let Some(turn) = turn else {
-                return Ok((self.fill(Lease::new(self.clone(), None), digest, deadline).await?, false));
+                return Ok((self.fill(Lease::new(self.clone(), tenant, None), digest, deadline).await?, false));
             };
             // Given up at the deadline, a handoff sent meanwhile is dropped
             // with the channel: its lease goes on to the next request.
@@ -377,34 +443,42 @@ impl WorkerPool {
         }
     }
 
-    /// A slot given back, with its idle worker if it has one: to the first
-    /// request still waiting, else free.
-    fn release(self: &Arc<Self>, mut worker: Option<WorkerProcess>) {
+    /// A slot given back by `from` (none for a replacement's), with its
+    /// idle worker if it has one: to the waiting request next in turn, else
+    /// free.
+    fn release(self: &Arc<Self>, from: Option<Tenant>, mut worker: Option<WorkerProcess>) {
         let mut state = self.lock();
-        while let Some(waiter) = state.waiting.pop_front() {
-            match waiter.handoff.send(Handoff::Slot(Lease::new(self.clone(), worker.take()))) {
+        if let Some(tenant) = from {
+            state.unhold(tenant);
+        }
+        while let Some(index) = state.next_in_turn() {
+            let Some(waiter) = state.waiting.remove(index) else { break };
+            state.hold(waiter.tenant);
+            match waiter.handoff.send(Handoff::Slot(Lease::new(self.clone(), waiter.tenant, worker.take()))) {
                 Ok(()) => return,
                 // It gave up waiting.
-                Err(unsent) => worker = unsent.into_worker(),
+                Err(unsent) => {
+                    state.unhold(waiter.tenant);
+                    worker = unsent.into_worker();
+                }
             }
         }
         state.taken -= 1;
         state.idle.extend(worker);
     }
 
-    /// The first waiting request, if it runs `digest` and may be written
-    /// ahead of its turn: taken out of the queue, with its request.
+    /// The waiting request next in turn, if it runs `digest` and may be
+    /// written ahead of its turn: taken out of the queue, with its request.
     fn next_waiting_for(&self, digest: &Sha256) -> Option<(Arc<[u8]>, Successor)> {
         let mut state = self.lock();
-        while state.waiting.front().is_some_and(|waiter| waiter.handoff.is_closed()) {
-            state.waiting.pop_front();
-        }
-        let first = state.waiting.front()?;
-        if first.digest.as_ref() != Some(digest) || first.ahead.is_none() {
+        let index = state.next_in_turn()?;
+        let next = &state.waiting[index];
+        if next.digest.as_ref() != Some(digest) || next.ahead.is_none() {
             return None;
         }
-        let waiter = state.waiting.pop_front()?;
-        Some((waiter.ahead?, Successor { handoff: waiter.handoff, budget: waiter.budget }))
+        let waiter = state.waiting.remove(index)?;
+        let successor = Successor { tenant: waiter.tenant, handoff: waiter.handoff, budget: waiter.budget };
+        Some((waiter.ahead?, successor))
     }
 
     /// Starts a worker for a slot whose worker died, holding that slot until
@@ -414,12 +488,12 @@ impl WorkerPool {
         match WorkerProcess::start(&self.command, &self.hello, deadline).await {
             Ok(worker) => {
                 self.started.fetch_add(1, Ordering::Relaxed);
-                self.release(Some(worker));
+                self.release(None, Some(worker));
             }
             Err(failure) => {
                 tracing::error!(%failure, "cannot start a replacement worker");
                 self.lock().live -= 1;
-                self.release(None);
+                self.release(None, None);
             }
         }
     }
@@ -431,8 +505,9 @@ impl WorkerPool {
 }
 
 impl Lease {
-    fn new(pool: Arc<WorkerPool>, worker: Option<WorkerProcess>) -> Lease {
-        Lease { pool, worker, reusable: true, slot: true, successor: None }
+    /// A lease of a slot already counted as `tenant`'s.
+    fn new(pool: Arc<WorkerPool>, tenant: Tenant, worker: Option<WorkerProcess>) -> Lease {
+        Lease { pool, tenant, worker, reusable: true, slot: true, retire: false, successor: None }
     }
 
     fn holds(&self, digest: &Sha256) -> bool {
@@ -537,7 +612,8 @@ impl Lease {
         }
     }
 
-    /// Its worker, taken out; the slot is no longer this lease's to give back.
+    /// Its worker, taken out; the slot is no longer this lease's to give
+    /// back (nor counted as its tenant's: the caller's to see to).
     fn disown(&mut self) -> Option<WorkerProcess> {
         self.slot = false;
         self.worker.take()
@@ -551,33 +627,47 @@ impl Drop for Lease {
         }
         let successor = self.successor.take();
         match self.worker.take() {
-            Some(worker) if self.reusable => match successor {
+            Some(worker) if self.reusable && !self.retire => match successor {
                 Some(successor) => {
                     // Its request is in the worker's pipe: worker and slot are its own.
+                    {
+                        let mut state = self.pool.lock();
+                        state.unhold(self.tenant);
+                        state.hold(successor.tenant);
+                    }
                     let next = Lease {
                         pool: self.pool.clone(),
+                        tenant: successor.tenant,
                         worker: Some(worker),
                         reusable: false,
                         slot: true,
+                        retire: false,
                         successor: None,
                     };
                     if let Err(Handoff::Written(orphan)) = successor.handoff.send(Handoff::Written(next)) {
                         orphan.drain(successor.budget);
                     }
                 }
-                None => self.pool.release(Some(worker)),
+                None => self.pool.release(Some(self.tenant), Some(worker)),
             },
             Some(mut worker) => {
                 if let Some(successor) = successor {
                     let _ = successor.handoff.send(Handoff::Retry);
                 }
                 worker.kill();
-                // The slot stays taken while its replacement starts.
+                if self.retire {
+                    self.pool.lock().live -= 1;
+                    self.pool.release(Some(self.tenant), None);
+                    return;
+                }
+                // The slot stays taken while its replacement starts; it is
+                // no longer this tenant's.
+                self.pool.lock().unhold(self.tenant);
                 match tokio::runtime::Handle::try_current() {
                     Ok(runtime) => drop(runtime.spawn(self.pool.clone().replace())),
                     Err(_) => {
                         self.pool.lock().live -= 1;
-                        self.pool.release(None);
+                        self.pool.release(None, None);
                     }
                 }
             }
@@ -585,7 +675,7 @@ impl Drop for Lease {
                 if let Some(successor) = successor {
                     let _ = successor.handoff.send(Handoff::Retry);
                 }
-                self.pool.release(None);
+                self.pool.release(Some(self.tenant), None);
             }
         }
     }

@@ -107,13 +107,24 @@ pub struct Config {
     /// address at most `MACHINE_MEMORY_SHARE_PERCENT` of it (and at most
     /// 16 GiB each).
     pub worker_memory_bytes_max: u64,
-    /// Let `inference_threads` × `worker_memory_bytes_max` exceed
+    /// Let (`inference_threads` + `upload_workers`) × `worker_memory_bytes_max` exceed
     /// `MACHINE_MEMORY_SHARE_PERCENT` of this machine's memory; otherwise
     /// such settings are refused at start, since workers that all grow to
     /// their bound would push the server into the kernel's OOM killer.
     pub memory_overcommit: bool,
     /// Wall time to validate an uploaded model (422 past it).
     pub model_load_timeout_ms: u64,
+    /// Worker processes that validate uploads, apart from the calls'
+    /// (`inference_threads`): uploads never wait for or hold a call's
+    /// worker. At least 1.
+    pub upload_workers: usize,
+    /// Uploads one account may have in flight at once (429 past it); 0: no
+    /// limit.
+    pub uploads_per_account_concurrent_max: u32,
+    /// Milliseconds of upload workers' time (validating models) one account
+    /// may use per hour, refused or not; past it, its uploads get 429 until
+    /// the time comes back. 0: no limit.
+    pub model_load_ms_per_account_per_hour: u32,
     /// Elements over all outputs of one call (422 above it).
     pub output_elements_max: u64,
     /// A version whose calls by this many distinct callers crash or exhaust
@@ -145,14 +156,20 @@ pub struct Config {
     /// calls reserve in memory, it bounds holds an older version left.
     pub hold_expiry_ms: u64,
     /// Calls' worth of a price a node asks for in one grant on a shared
-    /// market (less when less is available): more means fewer trips to the
-    /// database, and more of a caller's balance held by one node at once.
+    /// market: more means fewer trips to the database. A grant never takes
+    /// more than the caller's available balance ÷ (2 × live nodes), so the
+    /// other nodes always find some (`ledger::grant_size`).
     /// 0: no grants; a node then reserves in memory as on SQLite, and a
     /// caller who spends on another node meanwhile is refused after the
     /// model ran, never charged more than they have.
     pub grant_calls: u64,
     /// A grant unused this long goes back to the caller's balance.
     pub grant_idle_ms: u64,
+    /// How long a call on a shared market waits for other nodes to give
+    /// back what they hold of its caller's balance, when it finds too little
+    /// free and they hold the rest: recalled grants come back within one
+    /// maintenance tick (a second). 0: refuse such a call at once (402).
+    pub grant_recall_wait_ms: u64,
     /// How long an Idempotency-Key is remembered.
     pub idempotency_window_ms: u64,
     /// Bytes of one answer kept for replays of its Idempotency-Key; a larger
@@ -279,6 +296,9 @@ impl Default for Config {
             worker_memory_bytes_max: 0,
             memory_overcommit: false,
             model_load_timeout_ms: 30_000,
+            upload_workers: 1,
+            uploads_per_account_concurrent_max: 2,
+            model_load_ms_per_account_per_hour: 600_000,
             output_elements_max: 4_000_000,
             quarantine_strikes: 3,
             quarantine_window_ms: 10 * 60 * 1000,
@@ -293,6 +313,7 @@ impl Default for Config {
             hold_expiry_ms: 60_000,
             grant_calls: 100,
             grant_idle_ms: 2_000,
+            grant_recall_wait_ms: 3_000,
             idempotency_window_ms: 24 * 60 * 60 * 1000,
             idempotency_answer_bytes_max: MIB,
             idempotency_answer_bytes_per_key: 64 * MIB,
@@ -362,7 +383,7 @@ impl Config {
     /// unless `memory_overcommit` says so. Workers run only with
     /// isolation.
     fn resolve_worker_memory(&mut self, machine_bytes: Option<u64>) -> Result<(), ConfigError> {
-        let workers = self.inference_threads() as u64;
+        let workers = self.workers();
         let share = machine_bytes.map(|bytes| bytes / 100 * MACHINE_MEMORY_SHARE_PERCENT);
         if self.worker_memory_bytes_max == 0 {
             let derived = share.map_or(WORKER_MEMORY_BYTES_DERIVED_MAX, |share| share / workers.max(1));
@@ -373,7 +394,8 @@ impl Config {
         let total = workers.saturating_mul(self.worker_memory_bytes_max);
         if self.isolation == IsolationSetting::Process && total > share && !self.memory_overcommit {
             return Err(ConfigError::Invalid(format!(
-                "inference_threads ({workers}) × worker_memory_bytes_max ({}) = {total} bytes is more than \
+                "workers (inference_threads + upload_workers = {workers}) × worker_memory_bytes_max ({}) = {total} \
+                 bytes is more than \
                  {MACHINE_MEMORY_SHARE_PERCENT}% of this machine's memory ({share} of {} bytes): lower either, leave \
                  worker_memory_bytes_max at 0 to derive it, or set memory_overcommit = true",
                 self.worker_memory_bytes_max,
@@ -488,6 +510,11 @@ impl Config {
         if self.blob_dir.as_os_str().is_empty() { self.data_dir.join("blobs") } else { self.blob_dir.clone() }
     }
 
+    /// Worker processes in all: the calls' and the uploads'.
+    pub fn workers(&self) -> u64 {
+        self.inference_threads() as u64 + self.upload_workers.max(1) as u64
+    }
+
     /// `inference_threads`, with 0 resolved to the number of cores.
     pub fn inference_threads(&self) -> usize {
         match self.inference_threads {
@@ -568,11 +595,14 @@ mod tests {
             worker_memory_bytes_max: bound,
             ..Config::default()
         };
-        // 24 GiB and two workers: 75 % is 18 GiB, 9 GiB each.
+        // 24 GiB, two workers for calls and one for uploads: 75 % is 18 GiB, 6 GiB each.
         let mut config = with(2, 0);
         config.resolve_worker_memory(Some(24 * GIB)).unwrap();
         let machine_share = 24 * GIB / 100 * 75;
-        assert_eq!(config.worker_memory_bytes_max, machine_share / 2);
+        assert_eq!(config.worker_memory_bytes_max, machine_share / 3);
+        let mut more_uploads = Config { upload_workers: 2, ..with(2, 0) };
+        more_uploads.resolve_worker_memory(Some(24 * GIB)).unwrap();
+        assert_eq!(more_uploads.worker_memory_bytes_max, machine_share / 4);
         // Never more than 16 GiB each, never less than a worker needs to start.
         let mut big = with(2, 0);
         big.resolve_worker_memory(Some(1024 * GIB)).unwrap();
@@ -584,14 +614,17 @@ mod tests {
         unknown.resolve_worker_memory(None).unwrap();
         assert_eq!(unknown.worker_memory_bytes_max, 16 * GIB);
 
-        // Two workers of 16 GiB on 24 GiB are refused, naming the way out.
+        // Three workers (two for calls, one for uploads) of 16 GiB on 24 GiB
+        // are refused, naming the way out.
         let error = with(2, 16 * GIB).resolve_worker_memory(Some(24 * GIB)).unwrap_err().to_string();
         assert!(error.contains("more than 75% of this machine's memory"), "{error}");
         assert!(error.contains("memory_overcommit = true"), "{error}");
         let mut allowed = Config { memory_overcommit: true, ..with(2, 16 * GIB) };
         allowed.resolve_worker_memory(Some(24 * GIB)).unwrap();
         assert_eq!(allowed.worker_memory_bytes_max, 16 * GIB, "an explicit bound is kept");
-        with(2, 8 * GIB).resolve_worker_memory(Some(24 * GIB)).unwrap();
+        with(2, 5 * GIB).resolve_worker_memory(Some(24 * GIB)).unwrap();
+        let error = with(2, 7 * GIB).resolve_worker_memory(Some(24 * GIB)).unwrap_err().to_string();
+        assert!(error.contains("inference_threads + upload_workers = 3"), "{error}");
         let mut in_process = Config { isolation: IsolationSetting::None, ..with(2, 16 * GIB) };
         in_process.resolve_worker_memory(Some(24 * GIB)).unwrap();
 

@@ -67,6 +67,11 @@ pub struct AppState {
     /// Bytes of answers kept for Idempotency-Key replays, per account
     /// (`idempotency_answer_bytes_per_key`).
     pub idempotency_bytes: Arc<limits::Buckets<i64>>,
+    /// Uploads in flight per account (`uploads_per_account_concurrent_max`).
+    pub uploads: Arc<limits::Tally<i64>>,
+    /// Upload workers' milliseconds per account
+    /// (`model_load_ms_per_account_per_hour`).
+    pub load_time: Arc<limits::Buckets<i64>>,
     /// The one writer of the ledger.
     pub sequencer: store::Sequencer,
     /// Prices of paid calls in flight, reserved in memory before their
@@ -144,10 +149,22 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     let blobs = BlobStore::open_with(config.blob_dir(), &config.blob_url, &[])
         .await
         .map_err(|e| format!("cannot open the blob store: {e}"))?;
+    if store.is_postgres() && config.blob_url.is_empty() {
+        check_shared_blob_folder(&store, &config.blob_dir()).await?;
+    }
     let operator_key = ensure_operator(&store, &data_dir).await?;
     let system = ensure_system_accounts(&store, &config)
         .await
         .map_err(|e| format!("cannot create the ledger's accounts: {e}"))?;
+    // Alive from here on a shared market: other nodes size their grants by
+    // the nodes alive, and void the grants of nodes that are not. One name,
+    // one node: two would take each other's grants for their own.
+    store.announce_node(&config.node_id).await.map_err(|e| match e {
+        store::StoreError::Conflict(_) => {
+            format!("another node named {:?} is alive on this market: give each node its own node_id", config.node_id)
+        }
+        other => format!("cannot announce this node: {other}"),
+    })?;
     // No request of this node from before this start is alive: release its
     // holds (its grants), those of no node, and on SQLite all of them.
     let released =
@@ -180,13 +197,16 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     // Several nodes may share a PostgreSQL market: there calls reserve from
     // grants (`reserve.rs`), on SQLite in memory.
     let reservations = Arc::new(if store.is_postgres() && config.grant_calls > 0 {
-        reserve::Reservations::with_grants(reserve::GrantPolicy::new(
-            &config.node_id,
-            config.grant_calls,
-            config.hold_expiry_ms,
-            config.inference_timeout_ms,
-            config.grant_idle_ms,
-        ))
+        reserve::Reservations::with_grants(
+            reserve::GrantPolicy::new(
+                &config.node_id,
+                config.grant_calls,
+                config.hold_expiry_ms,
+                config.inference_timeout_ms,
+                config.grant_idle_ms,
+            )
+            .with_recall_wait_ms(config.grant_recall_wait_ms),
+        )
     } else {
         reserve::Reservations::default()
     });
@@ -198,6 +218,9 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     };
     let sequencer = store::Sequencer::start(store.clone(), config.batching(), committed);
     spawn_maintenance(store.clone(), sequencer.clone(), reservations.clone(), log_keys.clone(), witnesses, &config);
+    if reservations.takes_grants() {
+        tokio::spawn(answer_recalls(store.clone(), sequencer.clone(), reservations.clone(), config.node_id.clone()));
+    }
     let state = AppState {
         log_keys,
         sequencer,
@@ -231,6 +254,11 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
             u32::try_from(config.idempotency_answer_bytes_per_key).unwrap_or(u32::MAX),
             std::time::Duration::from_millis(config.idempotency_window_ms.max(1)),
         )),
+        uploads: Arc::default(),
+        load_time: Arc::new(limits::Buckets::new(
+            config.model_load_ms_per_account_per_hour,
+            std::time::Duration::from_secs(3600),
+        )),
         config: Arc::new(config),
         store,
         blobs,
@@ -245,6 +273,7 @@ fn executor_settings(config: &Config) -> sandbox::Settings {
             config::IsolationSetting::None => sandbox::Isolation::None,
         },
         workers: config.inference_threads(),
+        upload_workers: config.upload_workers.max(1),
         worker_memory_bytes_max: config.worker_memory_bytes_max,
         model_cache_bytes_max: config.model_cache_bytes_max,
         model_limits: ModelLimits {
@@ -272,8 +301,10 @@ async fn ensure_system_accounts(store: &Store, config: &Config) -> Result<System
 
 /// Signs a checkpoint every `checkpoint_interval_ms` while leaves arrive;
 /// apart from that (so that a slow witness delays no hold), every second
-/// returns this node's idle grants and voids expired holds (any node's), and
-/// forgets old idempotency keys every minute.
+/// keeps this node's presence, counts the nodes alive, returns this node's
+/// idle grants and voids expired holds and the grants of departed nodes
+/// (any node's), and forgets old idempotency keys every minute. On a shared
+/// market, gives back its grants on a balance when another node recalls them.
 fn spawn_maintenance(
     store: Store,
     sequencer: store::Sequencer,
@@ -319,6 +350,9 @@ fn spawn_maintenance(
                 break;
             }
             ticks += 1;
+            if reservations.takes_grants() {
+                keep_grants_shared(&store, &sequencer, &reservations).await;
+            }
             void_holds(&sequencer, reservations.settle(store::now_ms()), "returning a grant").await;
             // Expired holds are voided by the one writer, like everything else.
             match store.expired_holds(store::now_ms()).await {
@@ -338,7 +372,75 @@ fn spawn_maintenance(
 /// Voids holds through the sequencer, all queued at once so that they share
 /// its batches; one that is gone already (voided by another node as it
 /// expired) is no matter.
-async fn void_holds(sequencer: &store::Sequencer, holds: Vec<ledger::HoldId>, what: &str) {
+/// A shared market's upkeep, each second: this node's presence, grants
+/// sized by the nodes alive, and the grants of nodes gone voided.
+async fn keep_grants_shared(store: &Store, sequencer: &store::Sequencer, reservations: &reserve::Reservations) {
+    match store.keep_presence().await {
+        Ok(false) => {}
+        Ok(true) => {
+            // Others may have taken this node for gone and voided its grants.
+            tracing::warn!("this node lost its connection to the market's database and is back");
+            void_holds(sequencer, reservations.recall(None), "returning a grant").await;
+        }
+        Err(error) => tracing::warn!(%error, "cannot keep this node's presence"),
+    }
+    match store.live_nodes().await {
+        Ok(live) => reservations.set_live_nodes(live),
+        Err(error) => tracing::warn!(%error, "cannot count the nodes alive"),
+    }
+    match store.grants_of_departed_nodes().await {
+        Ok(holds) => {
+            if !holds.is_empty() {
+                tracing::info!(grants = holds.len(), "voiding the grants of nodes that are gone");
+            }
+            void_holds(sequencer, holds, "voiding a departed node's grant").await;
+        }
+        Err(error) => tracing::warn!(%error, "cannot read the grants of departed nodes"),
+    }
+}
+
+/// Gives back this node's grants on a balance whenever another node recalls
+/// them, until the store closes.
+async fn answer_recalls(
+    store: Store,
+    sequencer: store::Sequencer,
+    reservations: Arc<reserve::Reservations>,
+    node: String,
+) {
+    let mut recalls = None;
+    loop {
+        if store.is_closed() {
+            return;
+        }
+        if recalls.is_none() {
+            match store.listen_for_recalls().await {
+                Ok(Some(listening)) => recalls = Some(listening),
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for recalls of grants");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(listening) = recalls.as_mut() else { continue };
+        match listening.next().await {
+            Ok(recall) if recall.node != node => {
+                void_holds(&sequencer, reservations.recall(Some(recall.account)), "returning a recalled grant").await
+            }
+            Ok(_) => {}
+            Err(error) => {
+                if !store.is_closed() {
+                    tracing::warn!(%error, "listening for recalls of grants failed");
+                }
+                recalls = None;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+pub(crate) async fn void_holds(sequencer: &store::Sequencer, holds: Vec<ledger::HoldId>, what: &str) {
     let voids = holds.into_iter().map(|hold| async move {
         match sequencer.submit(store::BatchItem::command(ledger::Command::Void { hold })).await {
             Ok(Ok(_)) | Ok(Err(store::ItemError::Ledger(ledger::LedgerError::UnknownHold(_)))) => {}
@@ -347,6 +449,43 @@ async fn void_holds(sequencer: &store::Sequencer, holds: Vec<ledger::HoldId>, wh
         }
     });
     futures_util::future::join_all(voids).await;
+}
+
+/// The file in a blob folder that names the folder: the first node of a
+/// shared market to start writes it, and every node must find the same one.
+const BLOB_FOLDER_MARK: &str = "market-folder";
+
+/// On a market several nodes share through PostgreSQL with model files in
+/// a folder (no `blob_url`), that this node's folder is the one every other
+/// node uses: a model uploaded through one node must be found by all. The
+/// folder's mark (a random token, written once) is compared with the one
+/// the market's database holds; a node whose folder has another refuses
+/// to start, naming the fix.
+async fn check_shared_blob_folder(store: &Store, folder: &Path) -> Result<(), StartError> {
+    let path = folder.join(BLOB_FOLDER_MARK);
+    let mut fresh = [0u8; 32];
+    getrandom::fill(&mut fresh).map_err(|e| format!("no random source: {e}"))?;
+    let written = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&path).await;
+    if let Ok(mut file) = written {
+        use tokio::io::AsyncWriteExt;
+        file.write_all(hex::encode(fresh).as_bytes()).await.map_err(|e| format!("cannot write {path:?}: {e}"))?;
+        file.sync_all().await.map_err(|e| format!("cannot write {path:?}: {e}"))?;
+    }
+    let mark = tokio::fs::read_to_string(&path).await.map_err(|e| format!("cannot read {path:?}: {e}"))?;
+    let mut bytes = [0u8; 32];
+    let mark = hex::decode_to_slice(mark.trim(), &mut bytes)
+        .map(|()| bytes)
+        .map_err(|_| format!("{path:?} is not a blob folder's mark: remove it if this folder is new"))?;
+    let market = store.market_seed("blob_folder", mark).await.map_err(|e| e.to_string())?;
+    if market != mark {
+        return Err(StartError(format!(
+            "the blob folder {} is not the one the other nodes of this market use, so models uploaded through \
+             them would not be found here: give every node the same blob_dir (a folder they all mount), or \
+             blob_url (an S3-compatible store they share)",
+            folder.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Creates the operator account at first start and writes its key to

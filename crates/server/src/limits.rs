@@ -152,6 +152,13 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
         self.with_bucket(key, tokens, now, |bucket| bucket.tokens -= tokens)
     }
 
+    /// Takes `tokens` for `key` whatever is left, into debt (time spent,
+    /// say): later takes and checks wait until the bucket refills past it.
+    pub fn spend(&self, key: K, tokens: u32, now: Instant) {
+        let tokens = f64::from(tokens);
+        let _ = self.with_bucket(key, f64::NEG_INFINITY, now, |bucket| bucket.tokens -= tokens);
+    }
+
     /// Whether `key` has a token left, without taking it.
     pub fn check(&self, key: K, now: Instant) -> Result<(), u64> {
         self.with_bucket(key, 1.0, now, |_| {})

@@ -20,19 +20,28 @@
 //! On a market several nodes share (PostgreSQL), no node's memory knows
 //! what the others spend, so each node reserves from grants instead (as
 //! online charging systems grant quota to serving nodes, RFC 4006): a
-//! grant is a durable hold this node places on a caller's balance, as large
-//! as `grant_calls` calls or what is available, and spends call by call in
-//! memory; each charge draws its price from the grant in the call's batch
-//! ([`ledger::Command::Draw`]). A node asks for a grant only when the ones
-//! it has cannot cover a call, so the database is off the path of most
-//! calls. A grant stops being used well before it expires (an
-//! `inference_timeout_ms` and some slack), and what is left of it is
-//! voided once it is idle, old, or the node stops; a node that dies leaves
-//! its grants to expire, when any node voids them, or to its own restart.
-//! The ledger checks every charge all the same: a grant gone leaves the
-//! charge to the free balance, which can refuse it, never go below zero.
+//! grant is a durable hold this node places on a caller's balance, of
+//! `grant_calls` calls or a share of what is available
+//! ([`ledger::grant_size`]: at most the available balance ÷ (2 × live
+//! nodes)), and spends call by call in memory; each charge draws its price
+//! from the grant in the call's batch ([`ledger::Command::Draw`]). A node
+//! asks for a grant only when the ones it has cannot cover a call, so the
+//! database is off the path of most calls. A grant stops being used well
+//! before it expires (an `inference_timeout_ms` and some slack), and what
+//! is left of it is voided once it is idle, old, or the node stops.
+//!
+//! 402 means the caller cannot pay, not that another node holds their
+//! money: a node that finds too little free while other nodes hold the rest
+//! recalls it ([`store::Store::recall_grants`]; each node gives back its
+//! idle grants on that balance at once, and the others as their calls end)
+//! and waits up to `grant_recall_wait_ms` for it. A node that dies leaves
+//! its grants to the others, which void them within a second of its
+//! presence lock going (`store/src/presence.rs`). The ledger checks every
+//! charge all the same: a grant gone leaves the charge to the free balance,
+//! which can refuse it, never go below zero.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ledger::{AccountId, AccountState, HoldId, LedgerError};
@@ -44,6 +53,9 @@ use crate::error::{ApiError, ApiResult};
 /// before it expires: room for the clocks of the nodes to differ.
 const GRANT_SLACK_MS: i64 = 5_000;
 
+/// How often a call waiting for recalled grants looks at the balance.
+const RECALL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 #[derive(Debug, Default)]
 pub struct Reservations {
     book: Mutex<Book>,
@@ -51,6 +63,8 @@ pub struct Reservations {
     grants: Option<GrantPolicy>,
     /// One grant asked for at a time per account, by the calls that need one.
     asking: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Nodes alive on the market, as last counted: grants are sized by it.
+    live_nodes: AtomicU64,
 }
 
 /// How this node takes grants.
@@ -66,11 +80,14 @@ pub struct GrantPolicy {
     pub margin_ms: i64,
     /// A grant unused this long is released.
     pub idle_ms: i64,
+    /// How long a call waits for grants recalled from other nodes.
+    pub recall_wait_ms: u64,
 }
 
 impl GrantPolicy {
     /// The policy of a node with these settings (`grant_calls`,
-    /// `hold_expiry_ms`, `inference_timeout_ms`, `grant_idle_ms`).
+    /// `hold_expiry_ms`, `inference_timeout_ms`, `grant_idle_ms`;
+    /// `grant_recall_wait_ms` set apart).
     pub fn new(node: &str, calls: u64, lifetime_ms: u64, inference_timeout_ms: u64, idle_ms: u64) -> GrantPolicy {
         GrantPolicy {
             node: node.to_owned(),
@@ -78,7 +95,12 @@ impl GrantPolicy {
             lifetime_ms: lifetime_ms as i64,
             margin_ms: inference_timeout_ms as i64 + GRANT_SLACK_MS,
             idle_ms: idle_ms as i64,
+            recall_wait_ms: 0,
         }
+    }
+
+    pub fn with_recall_wait_ms(self, recall_wait_ms: u64) -> GrantPolicy {
+        GrantPolicy { recall_wait_ms, ..self }
     }
 }
 
@@ -177,7 +199,23 @@ impl Reservation {
 impl Reservations {
     /// Reservations that come from grants this node takes.
     pub fn with_grants(policy: GrantPolicy) -> Reservations {
-        Reservations { grants: Some(policy), ..Reservations::default() }
+        Reservations { grants: Some(policy), live_nodes: AtomicU64::new(1), ..Reservations::default() }
+    }
+
+    /// Whether calls reserve from grants (a shared market).
+    pub fn takes_grants(&self) -> bool {
+        self.grants.is_some()
+    }
+
+    /// Nodes alive on the market, as last counted (1 on one node's market).
+    pub fn live_nodes(&self) -> u64 {
+        self.live_nodes.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Records how many nodes are alive: later grants take a share of a
+    /// balance that leaves the others theirs.
+    pub fn set_live_nodes(&self, live_nodes: u64) {
+        self.live_nodes.store(live_nodes.max(1), Ordering::Relaxed);
     }
 
     /// Reserves `amount` on `account` if what it can spend here covers it;
@@ -235,16 +273,24 @@ impl Reservations {
         // Calls that waited their turn find the grant the one before took.
         // A fresh grant covers one call at least, but calls that need none
         // may take it first: a few tries.
-        for _ in 0..4 {
+        let mut placed = 0;
+        let mut recall_until = None;
+        loop {
             if let Some(reservation) = self.take_from_grant(account, amount) {
                 return Ok(reservation);
+            }
+            if placed == 4 {
+                return Err(ApiError::unavailable("the caller's balance is in heavy demand here; retry", 1));
             }
             let now = store::now_ms();
             let request = GrantRequest {
                 hold: random_hold_id(),
                 account,
-                want: amount.saturating_mul(policy.calls),
-                at_least: amount,
+                ask: ledger::GrantAsk {
+                    want: amount.saturating_mul(policy.calls),
+                    price: amount,
+                    live_nodes: self.live_nodes.load(Ordering::Relaxed),
+                },
                 expires_at_ms: now + policy.lifetime_ms,
                 node: policy.node.clone(),
             };
@@ -252,21 +298,34 @@ impl Reservations {
             let hold = match sequencer.submit(BatchItem::Grant(request)).await? {
                 Ok(outcome) => outcome.grant.ok_or_else(|| ApiError::internal("a grant placed no hold"))?,
                 Err(ItemError::Ledger(LedgerError::InsufficientBalance { available, .. })) => {
-                    // Say what grants hold: money a caller has, that a node
-                    // spends or returns soon.
+                    // What this node holds idle, too little for this call, goes back first.
+                    let idle = self.recall(Some(account));
+                    if !idle.is_empty() {
+                        crate::void_holds(sequencer, idle, "returning a grant too small for a call").await;
+                        continue;
+                    }
+                    // Then what other nodes hold: money the caller has, that
+                    // those nodes give back when asked, while the wait lasts.
                     let held = store.balances(account).await.map_or(0, |(state, _)| state.debits_pending);
+                    let held_elsewhere = held.saturating_sub(self.held_here(account));
+                    let until = *recall_until.get_or_insert_with(|| {
+                        tokio::time::Instant::now() + std::time::Duration::from_millis(policy.recall_wait_ms)
+                    });
+                    if held_elsewhere > 0 && self.recall_from_others(policy, store, account, amount, until).await {
+                        continue;
+                    }
                     let mut refused = insufficient(available, amount);
                     if held > 0 {
                         refused.message.push_str(&format!(
-                            "; {held} more are held by serving nodes for calls, and what they do not spend comes \
-                             back within {} s of their last call",
-                            (policy.idle_ms + 999) / 1000
+                            "; {held} more are held by serving nodes for calls in flight, and what they do not \
+                             spend comes back when those calls end"
                         ));
                     }
                     return Err(refused);
                 }
                 Err(error) => return Err(crate::routes::money::item_error(error)),
             };
+            placed += 1;
             self.lock().grants.entry(account).or_default().push(Grant {
                 hold: hold.id,
                 left: hold.amount.minor_units(),
@@ -275,7 +334,66 @@ impl Reservations {
                 last_used_ms: now,
             });
         }
-        Err(ApiError::unavailable("the caller's balance is in heavy demand here; retry", 1))
+    }
+
+    /// Asks the other nodes to give back what they hold of `account`'s
+    /// balance, and waits until `amount` is free or `until`; true if it is
+    /// free.
+    async fn recall_from_others(
+        &self,
+        policy: &GrantPolicy,
+        store: &Store,
+        account: AccountId,
+        amount: u64,
+        until: tokio::time::Instant,
+    ) -> bool {
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        if let Err(error) = store.recall_grants(account, &policy.node).await {
+            tracing::warn!(%error, "cannot recall grants from other nodes");
+            return false;
+        }
+        while tokio::time::Instant::now() < until {
+            tokio::time::sleep(RECALL_POLL).await;
+            match store.balances(account).await {
+                Ok((state, _)) if state.available() >= amount as i128 => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Minor units this node's grants on `account` have left.
+    fn held_here(&self, account: AccountId) -> u64 {
+        self.lock().grants.get(&account).map_or(0, |grants| grants.iter().map(|g| g.left).sum())
+    }
+
+    /// Gives back this node's grants on `account` (on every account with
+    /// `None`): those no call is using are forgotten and returned, for the
+    /// caller to void now; those in use are used no more, and go back
+    /// ([`Reservations::settle`]) once their calls end.
+    pub fn recall(&self, account: Option<AccountId>) -> Vec<HoldId> {
+        let mut book = self.lock();
+        let mut to_void = vec![];
+        book.grants.retain(|owner, grants| {
+            if account.is_some_and(|account| account != *owner) {
+                return true;
+            }
+            grants.retain_mut(|grant| {
+                if grant.reserved > 0 {
+                    grant.usable_until_ms = i64::MIN;
+                    return true;
+                }
+                if grant.left > 0 {
+                    to_void.push(grant.hold);
+                }
+                false
+            });
+            !grants.is_empty()
+        });
+        to_void
     }
 
     fn take_from_grant(self: &Arc<Self>, account: AccountId, amount: u64) -> Option<Reservation> {
@@ -507,9 +625,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_grant_is_as_large_as_the_balance_allows_and_never_larger() {
+    async fn a_grant_takes_a_share_of_the_balance_and_a_call_none_covers_is_refused() {
         let (_dir, store, sequencer, caller) = funded(250).await;
         let reservations = Arc::new(Reservations::with_grants(GrantPolicy::new("a", 100, 60_000, 1_000, 2_000)));
+        // One node alive: the first grant takes half of 250 in whole prices
+        // (100), the second one price of the 150 left.
         let calls: Vec<Reservation> = {
             let mut calls = vec![];
             for _ in 0..2 {
@@ -517,15 +637,16 @@ mod tests {
             }
             calls
         };
-        assert_eq!(reservations.grants(), (1, 250));
-        // 50 left in the grant and none outside it: refused, before any model runs.
+        assert_eq!(reservations.grants(), (2, 200));
+        assert_ne!(calls[0].grant(), calls[1].grant());
+        // 50 free and the rest in use here: refused, before any model runs.
         let refused = reservations.reserve(&store, &sequencer, caller, 100).await.unwrap_err();
         assert_eq!(
             (refused.code, refused.message.as_str()),
             (
                 "insufficient_balance",
-                "the balance available is 0 minor units, 100 are needed; 250 more are held by serving nodes for \
-                 calls, and what they do not spend comes back within 2 s of their last call"
+                "the balance available is 50 minor units, 100 are needed; 200 more are held by serving nodes for \
+                 calls in flight, and what they do not spend comes back when those calls end"
             )
         );
         drop(calls);
@@ -535,5 +656,41 @@ mod tests {
         }
         let (state, _) = store.balances(caller).await.unwrap();
         assert_eq!((state.available(), state.debits_pending), (250, 0));
+    }
+
+    #[tokio::test]
+    async fn grants_are_smaller_with_more_nodes_alive_and_go_back_when_recalled() {
+        let (_dir, store, sequencer, caller) = funded(6_000).await;
+        let reservations = Arc::new(Reservations::with_grants(GrantPolicy::new("a", 100, 60_000, 1_000, 60_000)));
+        reservations.set_live_nodes(3);
+        // 6,000 ÷ (2 × 3): a grant of 1,000, ten calls' worth, not a hundred.
+        let busy = reservations.reserve(&store, &sequencer, caller, 100).await.unwrap();
+        assert_eq!(reservations.grants(), (1, 1_000));
+        reservations.set_live_nodes(1);
+        let idle = {
+            // Eleven calls at once: the eleventh needs a second grant, of 2,500.
+            let more: Vec<Reservation> =
+                futures_util::future::join_all((0..10).map(|_| reservations.reserve(&store, &sequencer, caller, 100)))
+                    .await
+                    .into_iter()
+                    .map(Result::unwrap)
+                    .collect();
+            more.last().unwrap().grant()
+        };
+        assert_eq!(reservations.grants(), (2, 3_500));
+        assert_ne!(idle, busy.grant());
+        // Recalled: the idle grant goes back now; the one in use is used no
+        // more and goes back once its call ends.
+        assert_eq!(reservations.recall(Some(caller)), vec![idle.unwrap()]);
+        assert_eq!(
+            reservations.recall(Some(caller + 1)),
+            Vec::<HoldId>::new(),
+            "another caller's recall takes nothing"
+        );
+        assert_eq!(reservations.grants(), (1, 1_000));
+        drop(busy);
+        let now = store::now_ms();
+        assert_eq!(reservations.settle(now).len(), 1, "a recalled grant goes back once its calls end");
+        assert_eq!(reservations.grants(), (0, 0));
     }
 }

@@ -67,6 +67,9 @@ pub struct Store {
     /// On PostgreSQL, this store's own connection that holds (or tries for)
     /// the checkpoint signer's lock ([`Store::holds_signer_lease`]).
     signer: Arc<tokio::sync::Mutex<Signer>>,
+    /// On PostgreSQL, the connection that holds this node's presence lock
+    /// (`presence.rs`).
+    pub(crate) presence: Arc<tokio::sync::Mutex<crate::presence::Presence>>,
 }
 
 #[derive(Debug, Default)]
@@ -358,7 +361,14 @@ impl Store {
             Pool::Sqlite(sqlite) => crate::writer::Writer::sqlite(&sqlite.connect_options()).await?,
             Pool::Postgres(_) => Default::default(),
         };
-        let store = Store { pool, rollups: true, writer, upper: Default::default(), signer: Default::default() };
+        let store = Store {
+            pool,
+            rollups: true,
+            writer,
+            upper: Default::default(),
+            signer: Default::default(),
+            presence: Default::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -422,6 +432,7 @@ impl Store {
         if let Some(connection) = self.signer.lock().await.connection.take() {
             let _ = connection.close().await;
         }
+        self.leave().await;
         self.writer.close().await;
         self.pool.close().await;
     }

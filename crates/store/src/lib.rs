@@ -12,6 +12,7 @@ mod log;
 mod migrate;
 mod money;
 pub mod postgres;
+mod presence;
 mod sequencer;
 mod signature;
 mod usage;
@@ -27,6 +28,7 @@ pub use money::{
     BatchItem, BatchOutcome, Charge, GrantRequest, IdempotencyAnswer, IdempotencyStart, ItemError, LedgerTotals,
     PayoutChange, PayoutRecord, PayoutState, TransferRecord,
 };
+pub use presence::{RECALL_CHANNEL, Recall, Recalls};
 pub use sequencer::{BATCH_SIZE_BUCKETS, Batching, Coming, Reply, Sequencer, SequencerError, SequencerStats};
 pub use usage::{DAY_MS, Dimension, GRANULARITIES, HOUR_MS, MINUTE_MS, ModelLabel, Rollup, RollupQuery, UsageEvent};
 pub use writer::WalSync;

@@ -32,8 +32,9 @@ pub enum BatchItem {
     /// part of, if any.
     Ledger { command: Command, payout: Option<PayoutChange> },
     /// A grant: a hold a serving node places on a caller's balance and
-    /// spends call by call ([`Charge::grant`]), of `want` or, when less is
-    /// available, all that is (refused below `at_least`).
+    /// spends call by call ([`Charge::grant`]), sized by
+    /// [`ledger::grant_size`] from what is available when it commits
+    /// (refused below one price).
     Grant(GrantRequest),
 }
 
@@ -43,8 +44,8 @@ pub struct GrantRequest {
     /// The hold's id: random, so that nodes need not agree on one.
     pub hold: HoldId,
     pub account: AccountId,
-    pub want: u64,
-    pub at_least: u64,
+    /// What it asks for, a price and how many nodes share the balance.
+    pub ask: ledger::GrantAsk,
     pub expires_at_ms: i64,
     /// The node that spends it.
     pub node: String,
@@ -110,7 +111,7 @@ impl BatchItem {
             BatchItem::Grant(grant) => Some(Command::Reserve(Hold {
                 id: grant.hold,
                 account: grant.account,
-                amount: Amount::from_minor_units(grant.want.max(1)).unwrap_or(Amount::MAX),
+                amount: Amount::from_minor_units(grant.ask.want.max(1)).unwrap_or(Amount::MAX),
                 expires_at_ms: grant.expires_at_ms,
             })),
         }
@@ -887,16 +888,15 @@ async fn apply_item(
         _ => None,
     };
     let command = match (item, command) {
-        // A grant is as large as the balance allows, down to `at_least`.
+        // A grant's size depends on the balance as this batch left it.
         (BatchItem::Grant(grant), Command::Reserve(mut hold)) => {
             let available = state.accounts.get(&grant.account).map_or(0, |a| a.available().max(0));
-            let amount = grant.want.min(u64::try_from(available).unwrap_or(u64::MAX));
-            if amount < grant.at_least.max(1) {
+            let Some(amount) = ledger::grant_size(grant.ask, available) else {
                 let error =
-                    LedgerError::InsufficientBalance { account: grant.account, available, needed: grant.at_least };
+                    LedgerError::InsufficientBalance { account: grant.account, available, needed: grant.ask.price };
                 return Ok(Err(ItemError::Ledger(error)));
-            }
-            hold.amount = amount_from(amount as i64)?;
+            };
+            hold.amount = amount_from(i64::try_from(amount).unwrap_or(i64::MAX))?;
             Command::Reserve(hold)
         }
         (_, command) => command,

@@ -687,24 +687,30 @@ async fn grants_are_slices_of_a_balance_that_nodes_spend_call_by_call() {
     on_every_database(|store| async move {
         let market = market(&store).await;
         let expires = store::now_ms() + 60_000;
-        let grant = |hold: i64, node: &str, want: u64, at_least: u64| {
+        let grant = |hold: i64, node: &str, want: u64, price: u64| {
             BatchItem::Grant(GrantRequest {
                 hold,
                 account: market.caller.id,
-                want,
-                at_least,
+                ask: ledger::GrantAsk { want, price, live_nodes: 1 },
                 expires_at_ms: expires,
                 node: node.into(),
             })
         };
-        // 1,000 available: node a takes the 600 it wants, node b the 400 left, node c nothing.
-        let outcomes = store.apply_batch(&[grant(11, "a", 600, 100), grant(12, "b", 600, 100)]).await.expect("grants");
+        // 1,000 available, one node alive: a grant takes at most half of
+        // what is available, in whole prices, and one price at least. Node a
+        // takes 500 of the 600 it wants, node b 200 of the 500 left (a share
+        // of 250), node c one price of 300 (its share of 150 is less), and
+        // node d nothing.
+        let outcomes = store
+            .apply_batch(&[grant(11, "a", 600, 100), grant(12, "b", 600, 100), grant(13, "c", 600, 300)])
+            .await
+            .expect("grants");
         let placed: Vec<u64> = outcomes
             .iter()
             .map(|o| o.as_ref().expect("granted").grant.as_ref().expect("a hold").amount.minor_units())
             .collect();
-        assert_eq!(placed, [600, 400]);
-        let outcomes = store.apply_batch(&[grant(13, "c", 600, 100)]).await.expect("grant");
+        assert_eq!(placed, [500, 200, 300]);
+        let outcomes = store.apply_batch(&[grant(14, "d", 600, 100)]).await.expect("grant");
         assert!(
             matches!(outcomes[0], Err(ItemError::Ledger(LedgerError::InsufficientBalance { available: 0, .. }))),
             "{:?}",
@@ -720,11 +726,11 @@ async fn grants_are_slices_of_a_balance_that_nodes_spend_call_by_call() {
             BatchItem::Charge(charge)
         };
         let outcomes =
-            store.apply_batch(&[from(11, 100, "g1"), from(11, 100, "g2"), from(12, 400, "g3")]).await.expect("charges");
+            store.apply_batch(&[from(11, 100, "g1"), from(11, 100, "g2"), from(12, 200, "g3")]).await.expect("charges");
         let left: Vec<Option<u64>> = outcomes.iter().map(|o| o.as_ref().expect("charged").grant_left).collect();
-        assert_eq!(left, [Some(500), Some(400), Some(0)]);
+        assert_eq!(left, [Some(400), Some(300), Some(0)]);
         let (caller, _) = store.balances(market.caller.id).await.expect("balances");
-        assert_eq!((caller.balance(), caller.available(), caller.debits_pending), (400, 0, 400));
+        assert_eq!((caller.balance(), caller.available(), caller.debits_pending), (600, 0, 600));
         // A grant that is gone leaves the call to the free balance: none here.
         let outcomes = store.apply_batch(&[from(12, 100, "g4")]).await.expect("charge");
         assert!(
@@ -732,19 +738,21 @@ async fn grants_are_slices_of_a_balance_that_nodes_spend_call_by_call() {
             "{:?}",
             outcomes[0]
         );
-        // Grant 11 had 400 left: a start of node b releases nothing of it;
-        // node a's releases it, after which the free balance pays.
+        // Grants 11 and 13 have 300 left each: a start of node b releases
+        // neither; those of nodes a and c release theirs, after which the
+        // free balance pays.
         let on_postgres = store.is_postgres();
-        assert_eq!(store.release_holds_of("b").await.expect("release"), usize::from(!on_postgres));
+        assert_eq!(store.release_holds_of("b").await.expect("release"), if on_postgres { 0 } else { 2 });
         if on_postgres {
             assert_eq!(store.release_holds_of("a").await.expect("release"), 1);
+            assert_eq!(store.release_holds_of("c").await.expect("release"), 1);
         }
         let outcomes = store.apply_batch(&[from(11, 100, "g5")]).await.expect("charge");
         assert_eq!(outcomes[0].as_ref().expect("charged from the balance").grant_left, None);
         let (caller, _) = store.balances(market.caller.id).await.expect("balances");
-        assert_eq!((caller.balance(), caller.available(), caller.debits_pending), (300, 300, 0));
+        assert_eq!((caller.balance(), caller.available(), caller.debits_pending), (500, 500, 0));
         let totals = store.ledger_totals().await.expect("totals");
-        assert_eq!((totals.debits, totals.credits, totals.held), (1_700, 1_700, 0));
+        assert_eq!((totals.debits, totals.credits, totals.held), (1_500, 1_500, 0));
         // Every charge was logged, whichever way it was paid.
         assert_eq!(store.tree_size().await.expect("size"), 4);
     })

@@ -237,7 +237,7 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
         | Command::Witness(_)
         | Command::Audit(_)
         | Command::Receipt(_)
-        | Command::Worker => {
+        | Command::Worker { .. } => {
             unreachable!("handled in main")
         }
         Command::Signup(signup) => run_signup(&client, &args, signup).await,

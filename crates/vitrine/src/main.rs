@@ -95,12 +95,16 @@ enum Command {
     /// A model worker: started by `vitrine serve`, speaking its binary
     /// protocol on standard input and output. Not for people.
     #[command(hide = true)]
-    Worker,
+    Worker {
+        /// It validates uploads (the same worker; a name for `ps`).
+        #[arg(long)]
+        uploads: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Command::Worker = cli.command {
+    if let Command::Worker { .. } = cli.command {
         // Before any runtime starts threads: a worker is one confined thread.
         return std::process::ExitCode::from(sandbox::worker_main().clamp(0, 255) as u8);
     }

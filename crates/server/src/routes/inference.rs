@@ -739,7 +739,8 @@ async fn run_model(
     let timeout = Duration::from_millis(state.config.inference_timeout_ms);
     let deadline = tokio::time::Instant::from_std(call.started + timeout);
     let digest = version.blob_sha256;
-    match state.executor.run(digest, inputs, deadline, || state.blobs.read(&digest)).await {
+    let tenant = call.caller.id as u64;
+    match state.executor.run(tenant, digest, inputs, deadline, || state.blobs.read(&digest)).await {
         Ok(ran) => {
             call.cpu_us.store(ran.cpu_us, Ordering::Relaxed);
             state.strikes.succeeded(call.model.id, version.version);

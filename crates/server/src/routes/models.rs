@@ -397,8 +397,9 @@ pub async fn upload_version(
 ) -> ApiResult<(StatusCode, Json<VersionView>)> {
     let model = owned_model(&state, &owner, &name, &caller).await?;
     check_taken_down(&model)?;
-    // Validating takes a model worker, like a call.
-    let _permit = state.start_call(caller.id)?;
+    // Validating takes an upload worker: bounded per account, at once and
+    // in time (refused uploads count too).
+    let _upload = start_upload(&state, caller.id)?;
     let content_type = headers.get(header::CONTENT_TYPE);
     let accepted = |value: &axum::http::HeaderValue| {
         matches!(value.as_bytes(), b"application/octet-stream" | b"application/x-tar")
@@ -453,9 +454,12 @@ pub async fn upload_version(
     let bytes = finished.read().await?;
     // Validated by loading it in a worker, which keeps it loaded for the
     // first calls.
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(state.config.model_load_timeout_ms);
-    let signature =
-        state.executor.load(finished.sha256, bytes, deadline).await.map_err(|failure| load_error(&state, failure))?;
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_millis(state.config.model_load_timeout_ms);
+    let loaded = state.executor.load(caller.id as u64, finished.sha256, bytes, deadline).await;
+    let spent_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+    state.load_time.spend(caller.id, spent_ms, std::time::Instant::now());
+    let signature = loaded.map_err(|failure| load_error(&state, failure))?;
 
     let (sha256, size_bytes) = (finished.sha256, finished.size_bytes);
     let no_removal = state.blob_removal.read().await;
@@ -485,6 +489,30 @@ fn quota_error(refused: store::QuotaExceeded) -> ApiError {
 
 /// A refused upload: the model's fault is 422 `invalid_model` with the
 /// reason; no worker to validate it is the server's (503).
+/// An upload's turn: refused (429) while the account has
+/// `uploads_per_account_concurrent_max` uploads in flight, or has used its
+/// `model_load_ms_per_account_per_hour`.
+fn start_upload(state: &AppState, account: i64) -> ApiResult<crate::limits::Taken<i64>> {
+    let config = &state.config;
+    if let Err(retry_after_s) = state.load_time.check(account, std::time::Instant::now()) {
+        return Err(ApiError::rate_limited(
+            format!(
+                "this account's uploads used the workers for model_load_ms_per_account_per_hour = {} ms in the \
+                 last hour",
+                config.model_load_ms_per_account_per_hour
+            ),
+            retry_after_s,
+        ));
+    }
+    let max = config.uploads_per_account_concurrent_max;
+    state.uploads.take_below(account, 1, u64::from(max)).ok_or_else(|| {
+        ApiError::rate_limited(
+            format!("this account already has {max} uploads in flight, the limit uploads_per_account_concurrent_max"),
+            1,
+        )
+    })
+}
+
 fn load_error(state: &AppState, failure: LoadFailure) -> ApiError {
     match failure {
         LoadFailure::Refused(message) => ApiError::invalid_model(message),

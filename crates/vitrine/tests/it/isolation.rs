@@ -731,3 +731,127 @@ async fn one_key_is_limited_in_calls_at_once_and_per_minute_while_others_go_on()
     // alice (2 uploads, 1 call) still has room.
     api.post(linear, Some(&alice), linear_call()).await.ok(200);
 }
+
+/// Waits until at least `count` calls wait for a worker.
+async fn calls_waiting(api: &Api, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.metric("vitrine_calls_waiting").await < count {
+        assert!(Instant::now() < deadline, "{count} calls never waited for a worker");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_callers_many_slow_calls_take_turns_with_another_callers_call() {
+    // Two workers; mallory keeps eight slow calls of her own free model
+    // going, seconds of a core each.
+    let server = TestServer::start_with(&[
+        ("inference_threads", "2"),
+        ("inference_timeout_ms", "120000"),
+        ("hold_expiry_ms", "130000"),
+    ]);
+    let api = server.api();
+    let mallory = api.signup("mallory").await;
+    let bob = api.signup("bob").await;
+    priced_model(&api, &mallory, "mallory", "slow", crate::support::fixture("slow.onnx"), 0).await;
+    priced_model(&api, &mallory, "mallory", "linear", crate::support::fixture("linear.onnx"), 0).await;
+    let slow = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 1], "data": [0.001]}}});
+    let finished = Arc::new(AtomicU64::new(0));
+    let floods: Vec<_> = (0..8)
+        .map(|_| {
+            let (api, mallory, slow, finished) = (api.clone(), mallory.clone(), slow.clone(), finished.clone());
+            tokio::spawn(async move {
+                api.post("/v1/models/mallory/slow/infer", Some(&mallory), slow).await.ok(200);
+                finished.fetch_add(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    // Two run, two more are written behind them (pipelined), four wait;
+    // then bob calls.
+    calls_waiting(&api, 4).await;
+    api.post("/v1/models/mallory/linear/infer", Some(&bob), linear_call()).await.ok(200);
+    // Bob holds no worker and mallory holds two: the first worker freed
+    // after the calls already in the workers' pipes is his, ahead of her
+    // four calls that came first. (First come, first served, he would have
+    // waited for all eight.)
+    let before_bob = finished.load(Ordering::SeqCst);
+    assert!(before_bob <= 4, "{before_bob} of mallory's calls ran before bob's");
+    // Mallory, alone again, gets every worker in turn.
+    for flood in floods {
+        flood.await.unwrap();
+    }
+    assert_eq!(api.metric("vitrine_calls_waiting").await, 0);
+}
+
+/// Processes the server started as upload workers (`vitrine worker --uploads`).
+fn upload_workers(server_pid: u32) -> usize {
+    let mut count = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some((_, fields)) = stat.rsplit_once(')') else { continue };
+        let parent = fields.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        let state = fields.split_whitespace().next();
+        let command = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if parent == Some(server_pid) && state != Some("Z") && command.ends_with(b"--uploads\0") {
+            count += 1;
+        }
+    }
+    count
+}
+
+#[tokio::test]
+async fn uploads_validate_in_workers_of_their_own_bounded_per_account_at_once_and_in_time() {
+    // One worker for calls. `deep` takes seconds to load.
+    let server = TestServer::start_with(&[("inference_threads", "1"), ("uploads_per_account_concurrent_max", "1")]);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    let bob = api.signup("bob").await;
+    priced_model(&api, &alice, "alice", "linear", crate::support::fixture("linear.onnx"), 0).await;
+    for name in ["deep", "deep2"] {
+        api.post("/v1/models", Some(&alice), json!({"name": name, "task": "other"})).await.ok(201);
+    }
+    let deep = std::fs::read(fixture_path("hostile/deep.onnx")).unwrap();
+    let upload = {
+        let (api, alice, deep) = (api.clone(), alice.clone(), deep.clone());
+        tokio::spawn(async move { api.upload("/v1/models/alice/deep/versions", Some(&alice), deep).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while upload_workers(server.pid()) == 0 {
+        assert!(Instant::now() < deadline, "no upload worker started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // While it loads, a second upload of the same account is refused...
+    let second = api.upload("/v1/models/alice/deep2/versions", Some(&alice), deep.clone()).await;
+    let message = second.error(429, "rate_limited");
+    assert!(message.contains("uploads_per_account_concurrent_max"), "{message}");
+    // ... and calls go on, on the calls' one worker.
+    for _ in 0..5 {
+        api.post("/v1/models/alice/linear/infer", Some(&bob), linear_call()).await.ok(200);
+    }
+    assert!(!upload.is_finished(), "the upload ended before five calls beside it");
+    assert_eq!(upload.await.unwrap().ok(201)["version"], 1);
+    // Each upload has a fresh worker, gone once it answered.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while upload_workers(server.pid()) > 0 {
+        assert!(Instant::now() < deadline, "the upload worker outlived its upload");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(api.metric("vitrine_upload_workers").await, 0);
+    api.upload("/v1/models/alice/deep2/versions", Some(&alice), crate::support::fixture("linear.onnx")).await.ok(201);
+
+    // Worker time is counted against the uploader: past its hourly budget,
+    // its uploads wait; another account's do not.
+    let server = TestServer::start_with(&[("model_load_ms_per_account_per_hour", "100")]);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    let carol = api.signup("carol").await;
+    for (key, owner) in [(&alice, "alice"), (&carol, "carol")] {
+        api.post("/v1/models", Some(key), json!({"name": "deep", "task": "other"})).await.ok(201);
+        let path = format!("/v1/models/{owner}/deep/versions");
+        api.upload(&path, Some(key), deep.clone()).await.ok(201);
+    }
+    let refused = api.upload("/v1/models/alice/deep/versions", Some(&alice), deep.clone()).await;
+    let message = refused.error(429, "rate_limited");
+    assert!(message.contains("model_load_ms_per_account_per_hour = 100 ms"), "{message}");
+}

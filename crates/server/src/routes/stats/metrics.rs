@@ -68,6 +68,12 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         grants.to_string(),
     );
     gauge("vitrine_grant_tokens", "Minor units left in this node's grants.", "gauge", granted.to_string());
+    gauge(
+        "vitrine_nodes_alive",
+        "Serving nodes alive on this market, as last counted (grants take a share of a balance by it).",
+        "gauge",
+        state.reservations.live_nodes().to_string(),
+    );
     gauge("vitrine_workers", "Model worker processes alive.", "gauge", workers.workers_live.to_string());
     gauge("vitrine_workers_max", "Model worker slots (inference_threads).", "gauge", workers.workers_max.to_string());
     gauge("vitrine_worker_starts_total", "Model workers started.", "counter", workers.workers_started.to_string());
@@ -94,6 +100,24 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         "Calls written to a busy worker behind the call it was running, to start the moment it answers.",
         "counter",
         workers.worker_requests_pipelined.to_string(),
+    );
+    gauge(
+        "vitrine_calls_waiting",
+        "Calls waiting for a worker now; a free worker goes to the caller holding the fewest.",
+        "gauge",
+        workers.calls_waiting.to_string(),
+    );
+    gauge(
+        "vitrine_upload_workers",
+        "Upload validation workers alive (each validates one upload, then goes).",
+        "gauge",
+        workers.upload_workers_live.to_string(),
+    );
+    gauge(
+        "vitrine_upload_workers_max",
+        "Upload validation worker slots (upload_workers).",
+        "gauge",
+        workers.upload_workers_max.to_string(),
     );
     gauge(
         "vitrine_ledger_batches_total",
