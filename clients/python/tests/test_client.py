@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import socket
 import subprocess
 import sys
@@ -58,6 +59,45 @@ def test_models_create_push_with_progress_price_list_and_search(server):
     assert [m["name"] for m in carol.models(owner="carol")] == ["lin"]
     assert any(m["name"] == "lin" for m in carol.search("lin"))
     assert carol.models(task="regression", limit=1)
+
+
+class _BreakingLink(httpx.BaseTransport):
+    """A real transport whose 2nd and 4th pieces reach the server, then
+    their answers are lost: a link that breaks under an upload."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.pieces = 0
+        self.lost = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "PATCH":
+            self.pieces += 1
+            if self.pieces in (2, 4):
+                response.read()
+                response.close()
+                self.lost += 1
+                raise httpx.ReadError("the link broke", request=request)
+        return response
+
+
+def test_a_push_in_pieces_resumes_where_the_server_stands_after_a_broken_link(server):
+    erin = server.account("erin")
+    erin.create_model("digits", "classification")
+    link = _BreakingLink()
+    client = vitrine.Client(server.url, erin.key, http=httpx.Client(transport=link))
+    model = FIXTURES / "mnist_mlp.onnx"
+    progress = []
+    version = client.push("erin/digits", model, piece_bytes=64 * 1024, progress=lambda sent, total: progress.append(sent))
+    data = model.read_bytes()
+    assert version["version"] == 1 and version["blob_sha256"] == hashlib.sha256(data).hexdigest()
+    # Two answers were lost; the pieces were not sent twice but picked up
+    # from the server's offset.
+    assert link.lost == 2 and link.pieces == -(-len(data) // (64 * 1024))
+    assert progress[-1] == len(data)
+    # A file pushed whole from its path, streamed: the same version again.
+    assert client.push("erin/digits", model)["blob_sha256"] == version["blob_sha256"]
 
 
 def test_a_paid_call_returns_numpy_and_a_receipt_that_verifies_and_tampering_is_refused(server):

@@ -15,6 +15,7 @@
 pub mod archive;
 mod cache;
 mod inspect;
+pub mod sniff;
 pub mod synthetic;
 mod tensor;
 

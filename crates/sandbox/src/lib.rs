@@ -64,6 +64,36 @@ pub struct Settings {
     pub worker_command: Option<WorkerCommand>,
 }
 
+/// A model's file, open for reading: the supervisor writes it to a worker
+/// in pieces, so the server never holds a model whole, whatever its size.
+#[derive(Debug)]
+pub struct ModelFile {
+    pub file: tokio::fs::File,
+    pub size_bytes: u64,
+}
+
+impl ModelFile {
+    /// Opens `path`, read-only.
+    pub async fn open(path: &std::path::Path) -> std::io::Result<ModelFile> {
+        ModelFile::of(tokio::fs::File::open(path).await?).await
+    }
+
+    /// An open file, as it is now.
+    pub async fn of(file: tokio::fs::File) -> std::io::Result<ModelFile> {
+        let size_bytes = file.metadata().await?.len();
+        Ok(ModelFile { file, size_bytes })
+    }
+
+    /// Its bytes whole, from the start (in process, where the runtime needs them).
+    async fn read_all(&mut self) -> std::io::Result<Vec<u8>> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        self.file.seek(std::io::SeekFrom::Start(0)).await?;
+        let mut bytes = Vec::with_capacity(usize::try_from(self.size_bytes).unwrap_or(0));
+        (&mut self.file).take(self.size_bytes).read_to_end(&mut bytes).await?;
+        Ok(bytes)
+    }
+}
+
 /// A successful run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ran {
@@ -229,19 +259,22 @@ impl Executor {
         &self,
         tenant: u64,
         digest: Sha256,
-        model: Vec<u8>,
+        mut model: ModelFile,
         deadline: Instant,
     ) -> Result<Signature, LoadFailure> {
         match &self.kind {
             Kind::Isolated { uploads, .. } => uploads.load(tenant, digest, model, deadline).await,
-            Kind::InProcess(in_process) => in_process.load(digest, model, deadline).await,
+            Kind::InProcess(in_process) => {
+                let bytes = model.read_all().await.map_err(|e| LoadFailure::Unavailable(e.to_string()))?;
+                in_process.load(digest, bytes, deadline).await
+            }
         }
     }
 
     /// Runs the model `digest` on checked inputs for `tenant` (the caller's
     /// account: while every worker is busy, the caller holding the fewest
     /// goes next), within `deadline`. `model_bytes` is called only where
-    /// the model is not loaded yet.
+    /// the model is not loaded yet, for its file.
     pub async fn run<F, Fut>(
         &self,
         tenant: u64,
@@ -252,11 +285,14 @@ impl Executor {
     ) -> Result<Ran, RunFailure>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = std::io::Result<Vec<u8>>>,
+        Fut: Future<Output = std::io::Result<ModelFile>>,
     {
         match &self.kind {
             Kind::Isolated { calls, .. } => calls.run(tenant, digest, inputs, deadline, model_bytes).await,
-            Kind::InProcess(in_process) => in_process.run(digest, inputs, deadline, model_bytes).await,
+            Kind::InProcess(in_process) => {
+                let bytes = move || async move { model_bytes().await?.read_all().await };
+                in_process.run(digest, inputs, deadline, bytes).await
+            }
         }
     }
 

@@ -28,8 +28,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::process::{Death, StartFailure, WorkerCommand, WorkerProcess};
-use crate::protocol::{self, Hello, Request, Response};
-use crate::{Failure, LoadFailure, Metrics, Ran, RunFailure};
+use crate::protocol::{self, Hello, Response};
+use crate::{Failure, LoadFailure, Metrics, ModelFile, Ran, RunFailure};
 
 /// A call's request up to this size may be written to a busy worker's pipe
 /// ahead of its turn: well inside a pipe's buffer (64 KiB on Linux), so that
@@ -216,7 +216,7 @@ impl WorkerPool {
         self: &Arc<Self>,
         tenant: Tenant,
         digest: Sha256,
-        model: Vec<u8>,
+        mut model: ModelFile,
         deadline: Instant,
     ) -> Result<runtime::Signature, LoadFailure> {
         let (mut lease, _) =
@@ -225,9 +225,9 @@ impl WorkerPool {
                 Failure::TimedOut => LoadFailure::Unavailable("every worker stayed busy past the time limit".into()),
                 other => LoadFailure::Unavailable(other.describe()),
             })?;
-        let request = Request::Load { digest, model }.encode();
+        let head = protocol::load_head(&digest, model.size_bytes);
         lease.retire = self.one_request_each;
-        match lease.call(&request, deadline, None).await {
+        match lease.call(&head, Some(&mut model), deadline, None).await {
             Ok(Response::Loaded { signature, evicted, .. }) => {
                 lease.note_loaded(digest, &evicted);
                 Ok(signature)
@@ -238,6 +238,7 @@ impl WorkerPool {
             Err(Death::TimedOut { .. }) => Err(LoadFailure::TimedOut),
             Err(Death::OutOfMemory) => Err(LoadFailure::OutOfMemory),
             Err(Death::Crashed { cause }) => Err(LoadFailure::Crashed(cause)),
+            Err(Death::ModelUnreadable { cause }) => Err(LoadFailure::Unavailable(cause)),
         }
     }
 
@@ -247,45 +248,43 @@ impl WorkerPool {
         digest: Sha256,
         inputs: Vec<Tensor>,
         deadline: Instant,
-        model_bytes: F,
+        model_file: F,
     ) -> Result<Ran, RunFailure>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = std::io::Result<Vec<u8>>>,
+        Fut: Future<Output = std::io::Result<ModelFile>>,
     {
         let failed = |failure| RunFailure { failure, cpu_us: 0 };
         let start_by = protocol::monotonic_ns().saturating_add(
             u64::try_from(deadline.saturating_duration_since(Instant::now()).as_nanos()).unwrap_or(u64::MAX),
         );
-        let mut request = Request::Run { digest, model: None, inputs, start_by };
         // Encoded once: written ahead of its turn, or when its turn comes.
-        let bare: Arc<[u8]> = request.encode().into();
+        let bare: Arc<[u8]> = protocol::run_head(&digest, &inputs, start_by, None).into();
         let ahead = (bare.len() <= PIPELINED_REQUEST_BYTES_MAX).then(|| bare.clone());
         let (mut lease, written) = self.lease(tenant, Some(&digest), ahead, deadline).await.map_err(failed)?;
-        let mut model_bytes = Some(model_bytes);
-        let mut fetch = async || -> Result<Vec<u8>, RunFailure> {
+        let mut model_file = Some(model_file);
+        // With the model's file, read as it is written to the worker.
+        let mut sent_model = false;
+        let mut with_model = async |lease: &mut Lease, pipeline: Option<&Sha256>| {
             let fetch =
-                model_bytes.take().ok_or_else(|| failed(Failure::Crashed("it asked twice for the model".into())))?;
-            fetch().await.map_err(|e| failed(Failure::ModelUnreadable(e.to_string())))
+                model_file.take().ok_or_else(|| failed(Failure::Crashed("it asked twice for the model".into())))?;
+            let mut model = fetch().await.map_err(|e| failed(Failure::ModelUnreadable(e.to_string())))?;
+            let head = protocol::run_head(&digest, &inputs, start_by, Some(model.size_bytes));
+            Ok::<_, RunFailure>(lease.call(&head, Some(&mut model), deadline, pipeline).await)
         };
         let mut answer = if written {
             lease.receive(deadline, Some(&digest)).await
         } else if lease.holds(&digest) {
-            lease.call(&bare, deadline, Some(&digest)).await
+            lease.call(&bare, None, deadline, Some(&digest)).await
         } else {
-            if let Request::Run { model, .. } = &mut request {
-                *model = Some(fetch().await?);
-            }
-            lease.call(&request.encode(), deadline, Some(&digest)).await
+            sent_model = true;
+            with_model(&mut lease, Some(&digest)).await?
         };
         if let Ok(Response::NeedModel) = answer {
             // The worker evicted it without the pool knowing: send it now.
-            if let Request::Run { model: model @ None, .. } = &mut request {
-                *model = Some(fetch().await?);
-            }
-            answer = lease.call(&request.encode(), deadline, None).await;
+            sent_model = true;
+            answer = with_model(&mut lease, None).await?;
         }
-        let sent_model = matches!(&request, Request::Run { model: Some(_), .. });
         match answer {
             Ok(Response::Ran { outputs, cpu_us, evicted }) => {
                 lease.note_loaded(digest, &evicted);
@@ -322,6 +321,7 @@ impl WorkerPool {
                 Err(failed(Failure::OutOfMemory("an allocation failed past the worker's memory bound".into())))
             }
             Err(Death::Crashed { cause }) => Err(failed(Failure::Crashed(cause))),
+            Err(Death::ModelUnreadable { cause }) => Err(failed(Failure::ModelUnreadable(cause))),
         }
     }
 
@@ -514,13 +514,20 @@ impl Lease {
         self.worker.as_ref().is_some_and(|worker| worker.loaded.contains(digest))
     }
 
-    /// Sends a request and reads its answer. With `pipeline`, the model the
-    /// request runs, the first waiting call of that model is written behind
-    /// it, and inherits the worker when this lease ends.
-    async fn call(&mut self, request: &[u8], deadline: Instant, pipeline: Option<&Sha256>) -> Result<Response, Death> {
+    /// Sends a request (with its model's file after `request`, if given)
+    /// and reads its answer. With `pipeline`, the model the request runs,
+    /// the waiting call next in turn, if it runs that model, is written
+    /// behind it, and inherits the worker when this lease ends.
+    async fn call(
+        &mut self,
+        request: &[u8],
+        model: Option<&mut ModelFile>,
+        deadline: Instant,
+        pipeline: Option<&Sha256>,
+    ) -> Result<Response, Death> {
         self.reusable = false;
         let worker = self.worker.as_mut().expect("a lease holds its worker until dropped");
-        let answer = match worker.send(request, deadline).await {
+        let answer = match worker.send_with_model(request, model, deadline).await {
             Ok(()) => self.answer(deadline, pipeline).await,
             Err(death) => Err(death),
         };
@@ -572,11 +579,15 @@ impl Lease {
             Ok(_) => self.reusable = true,
             Err(death) => {
                 let counter = match death {
-                    Death::TimedOut { .. } => &self.pool.timed_out,
-                    Death::OutOfMemory => &self.pool.out_of_memory,
-                    Death::Crashed { .. } => &self.pool.crashed,
+                    Death::TimedOut { .. } => Some(&self.pool.timed_out),
+                    Death::OutOfMemory => Some(&self.pool.out_of_memory),
+                    Death::Crashed { .. } => Some(&self.pool.crashed),
+                    // Killed for the server's own failure, not the worker's.
+                    Death::ModelUnreadable { .. } => None,
                 };
-                counter.fetch_add(1, Ordering::Relaxed);
+                if let Some(counter) = counter {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
                 let pid = self.worker.as_ref().map_or(0, |worker| worker.pid);
                 tracing::warn!(pid, death = %death.describe(), "a worker ended in the middle of a request");
             }

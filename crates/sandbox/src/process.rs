@@ -10,11 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use domain::Sha256;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::time::Instant;
 
+use crate::ModelFile;
 use crate::protocol::{self, Hello, Response};
+
+/// A model's file goes to a worker in pieces of this size: what the server
+/// holds of it at once.
+const MODEL_PIECE_BYTES: usize = 256 << 10;
 
 /// How to start a worker.
 #[derive(Debug, Clone)]
@@ -59,6 +64,10 @@ pub(crate) enum Death {
     OutOfMemory,
     /// Anything else: a signal, an exit, an answer that does not decode.
     Crashed { cause: String },
+    /// The server could not read the model's file while writing it to the
+    /// worker: the request was cut short, so the worker was killed. No
+    /// fault of the worker's, nor of the model's.
+    ModelUnreadable { cause: String },
 }
 
 /// Why a worker could not be started.
@@ -124,13 +133,56 @@ impl WorkerProcess {
     /// Writes one request to the worker's pipe by `deadline`. On any failure
     /// the worker is finished: the caller drops it (which kills it).
     pub(crate) async fn send(&mut self, request: &[u8], deadline: Instant) -> Result<(), Death> {
+        self.send_with_model(request, None, deadline).await
+    }
+
+    /// Sends a request whose model's bytes follow `head` (`protocol::load_head`,
+    /// `protocol::run_head`), read from its file in pieces of
+    /// `MODEL_PIECE_BYTES`: never the whole model in the server's memory.
+    pub(crate) async fn send_with_model(
+        &mut self,
+        head: &[u8],
+        model: Option<&mut ModelFile>,
+        deadline: Instant,
+    ) -> Result<(), Death> {
         let stdin = &mut self.stdin;
+        let mut unreadable = None;
         let io = async {
-            stdin.write_all(&(request.len() as u64).to_le_bytes()).await?;
-            stdin.write_all(request).await?;
+            let model_bytes = model.as_ref().map_or(0, |model| model.size_bytes);
+            stdin.write_all(&(head.len() as u64 + model_bytes).to_le_bytes()).await?;
+            stdin.write_all(head).await?;
+            if let Some(model) = model {
+                let mut piece = vec![0u8; MODEL_PIECE_BYTES];
+                let mut left = model.size_bytes;
+                let read = model.file.seek(std::io::SeekFrom::Start(0)).await.map(|_| ());
+                if let Err(error) = read {
+                    unreadable = Some(error);
+                    return Err(std::io::Error::other("the model's file"));
+                }
+                while left > 0 {
+                    let wanted = piece.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let read = match model.file.read(&mut piece[..wanted]).await {
+                        Ok(0) => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "shorter than its size")),
+                        read => read,
+                    };
+                    let got = match read {
+                        Ok(got) => got,
+                        Err(error) => {
+                            unreadable = Some(error);
+                            return Err(std::io::Error::other("the model's file"));
+                        }
+                    };
+                    stdin.write_all(&piece[..got]).await?;
+                    left -= got as u64;
+                }
+            }
             stdin.flush().await
         };
         let outcome = tokio::time::timeout_at(deadline, io).await;
+        if let Some(error) = unreadable {
+            self.kill();
+            return Err(Death::ModelUnreadable { cause: format!("the model's file cannot be read: {error}") });
+        }
         self.judge(outcome).await
     }
 
@@ -228,7 +280,7 @@ impl Death {
         match self {
             Death::TimedOut { .. } => "timed out".into(),
             Death::OutOfMemory => "out of memory".into(),
-            Death::Crashed { cause } => cause.clone(),
+            Death::Crashed { cause } | Death::ModelUnreadable { cause } => cause.clone(),
         }
     }
 }

@@ -16,6 +16,11 @@
 //! | tensor spec | name (text), dtype, rank (`u64`), per dimension `0` + size (`u64`) or `1` + symbol (text) |
 //! | tensor | name (text), dtype, rank (`u64`), each dimension (`u64`), data (bytes: the elements row-major, little-endian; bool as one byte 0 or 1) |
 //!
+//! A model's bytes, where a request carries them, come last in it: the
+//! server writes them straight from the model's file ([`load_head`],
+//! [`run_head`]: the message up to them), never holding a model whole, and
+//! the worker takes them out of the frame it read without a copy.
+//!
 //! Tensors cross as raw little-endian bytes, never as JSON. Frames from a
 //! worker are untrusted (it runs a stranger's model): the reader bounds
 //! their size and every count inside them before allocating.
@@ -50,7 +55,7 @@ pub enum Request {
     /// the caller no longer waits ([`monotonic_ns`]; 0: none): a worker that
     /// reaches the request later (it may wait in the pipe behind another)
     /// answers [`Response::Expired`] without running it.
-    Run { digest: Sha256, model: Option<Vec<u8>>, inputs: Vec<Tensor>, start_by: u64 },
+    Run { digest: Sha256, inputs: Vec<Tensor>, start_by: u64, model: Option<Vec<u8>> },
 }
 
 /// A worker's answer to [`Hello`] or to one [`Request`].
@@ -188,54 +193,85 @@ impl Hello {
     }
 }
 
-impl Request {
-    pub fn encode(&self) -> Vec<u8> {
-        match self {
-            Request::Load { digest, model } => {
-                let mut out = Encoder(vec![tag::LOAD]);
-                out.digest(digest);
-                out.bytes(model);
-                out.0
-            }
-            Request::Run { digest, model, inputs, start_by } => {
-                let mut out = Encoder(vec![tag::RUN]);
-                out.digest(digest);
-                match model {
-                    Some(model) => {
-                        out.u8(1);
-                        out.bytes(model);
-                    }
-                    None => out.u8(0),
-                }
-                out.u64(inputs.len() as u64);
-                for input in inputs {
-                    out.tensor("", input);
-                }
-                out.u64(*start_by);
-                out.0
-            }
+/// A `Load` request up to its model's bytes, which are `model_bytes` long
+/// and follow it on the wire.
+pub fn load_head(digest: &Sha256, model_bytes: u64) -> Vec<u8> {
+    let mut out = Encoder(vec![tag::LOAD]);
+    out.digest(digest);
+    out.u64(model_bytes);
+    out.0
+}
+
+/// A `Run` request up to its model's bytes (`model_bytes` long, following
+/// it on the wire), or whole when it carries no model.
+pub fn run_head(digest: &Sha256, inputs: &[Tensor], start_by: u64, model_bytes: Option<u64>) -> Vec<u8> {
+    let mut out = Encoder(vec![tag::RUN]);
+    out.digest(digest);
+    out.u64(inputs.len() as u64);
+    for input in inputs {
+        out.tensor("", input);
+    }
+    out.u64(start_by);
+    match model_bytes {
+        Some(length) => {
+            out.u8(1);
+            out.u64(length);
         }
+        None => out.u8(0),
+    }
+    out.0
+}
+
+impl Request {
+    #[cfg(test)]
+    pub fn encode(&self) -> Vec<u8> {
+        let (mut out, model) = match self {
+            Request::Load { digest, model } => (load_head(digest, model.len() as u64), Some(model)),
+            Request::Run { digest, inputs, start_by, model } => {
+                (run_head(digest, inputs, *start_by, model.as_ref().map(|m| m.len() as u64)), model.as_ref())
+            }
+        };
+        out.extend_from_slice(model.map_or(&[][..], |m| m.as_slice()));
+        out
     }
 
-    pub fn decode(bytes: &[u8]) -> io::Result<Request> {
-        let mut input = Decoder::new(bytes);
-        let request = match input.u8()? {
-            tag::LOAD => Request::Load { digest: input.digest()?, model: input.bytes()?.to_vec() },
-            tag::RUN => {
-                let digest = input.digest()?;
-                let model = match input.u8()? {
-                    0 => None,
-                    1 => Some(input.bytes()?.to_vec()),
-                    other => return Err(invalid(format!("option tag {other}"))),
-                };
-                let count = input.count(MIN_TENSOR_BYTES)?;
-                let inputs = (0..count).map(|_| input.tensor().map(|(_, t)| t)).collect::<io::Result<_>>()?;
-                Request::Run { digest, model, inputs, start_by: input.u64()? }
+    /// Decodes a request's frame; a model's bytes, the frame's end, are
+    /// moved to its front and kept (no second copy of the model).
+    pub fn decode(mut frame: Vec<u8>) -> io::Result<Request> {
+        let (request, model_at) = {
+            let mut input = Decoder::new(&frame);
+            let (request, has_model) = match input.u8()? {
+                tag::LOAD => (Request::Load { digest: input.digest()?, model: Vec::new() }, true),
+                tag::RUN => {
+                    let digest = input.digest()?;
+                    let count = input.count(MIN_TENSOR_BYTES)?;
+                    let inputs = (0..count).map(|_| input.tensor().map(|(_, t)| t)).collect::<io::Result<_>>()?;
+                    let start_by = input.u64()?;
+                    let has_model = match input.u8()? {
+                        0 => false,
+                        1 => true,
+                        other => return Err(invalid(format!("option tag {other}"))),
+                    };
+                    (Request::Run { digest, inputs, start_by, model: None }, has_model)
+                }
+                other => return Err(invalid(format!("unknown request tag {other:#x}"))),
+            };
+            if has_model && input.length()? != input.rest.len() {
+                return Err(invalid("a model's length that is not the rest of its request"));
             }
-            other => return Err(invalid(format!("unknown request tag {other:#x}"))),
+            if !has_model {
+                input.end()?;
+            }
+            (request, has_model.then(|| frame.len() - input.rest.len()))
         };
-        input.end()?;
-        Ok(request)
+        let Some(at) = model_at else { return Ok(request) };
+        frame.drain(..at);
+        Ok(match request {
+            Request::Load { digest, .. } => Request::Load { digest, model: frame },
+            Request::Run { digest, inputs, start_by, .. } => {
+                Request::Run { digest, inputs, start_by, model: Some(frame) }
+            }
+        })
     }
 }
 
@@ -552,11 +588,12 @@ mod tests {
         assert_eq!(Hello::decode(&hello.encode()).unwrap(), hello);
         for request in [
             Request::Load { digest, model: vec![1, 2, 3] },
-            Request::Run { digest, model: None, inputs: every_dtype(), start_by: 0 },
-            Request::Run { digest, model: Some(vec![]), inputs: vec![], start_by: monotonic_ns() },
+            Request::Run { digest, inputs: every_dtype(), start_by: 0, model: None },
+            Request::Run { digest, inputs: vec![], start_by: monotonic_ns(), model: Some(vec![]) },
+            Request::Run { digest, inputs: every_dtype(), start_by: 7, model: Some(vec![9; 100]) },
         ] {
             // NaN is not equal to itself: compare the encodings.
-            assert_eq!(Request::decode(&request.encode()).unwrap().encode(), request.encode());
+            assert_eq!(Request::decode(request.encode()).unwrap().encode(), request.encode());
         }
         let spec = |name: &str, shape| TensorSpec { name: name.into(), dtype: Dtype::I64, shape };
         let signature = runtime::Signature {
@@ -576,6 +613,26 @@ mod tests {
         ] {
             assert_eq!(Response::decode(&response.encode()).unwrap().encode(), response.encode());
         }
+    }
+
+    #[test]
+    fn a_models_bytes_end_its_request_and_are_kept_as_they_came() {
+        let digest = Sha256::digest(b"m");
+        let model: Vec<u8> = (0..=255).collect();
+        let head = run_head(&digest, &every_dtype(), 3, Some(model.len() as u64));
+        let frame = [head.as_slice(), &model].concat();
+        let Request::Run { model: Some(decoded), start_by: 3, .. } = Request::decode(frame.clone()).unwrap() else {
+            panic!("not a run with its model")
+        };
+        assert_eq!(decoded, model);
+        let load = [load_head(&digest, 256).as_slice(), &model].concat();
+        assert!(matches!(Request::decode(load).unwrap(), Request::Load { model: m, .. } if m == model));
+        // A model shorter or longer than its length says is refused.
+        assert!(Request::decode(frame[..frame.len() - 1].to_vec()).is_err());
+        assert!(Request::decode([frame.as_slice(), &[0]].concat()).is_err());
+        // A run without a model has nothing after its end.
+        let bare = run_head(&digest, &[], 0, None);
+        assert!(Request::decode([bare.as_slice(), &[0]].concat()).is_err());
     }
 
     #[test]

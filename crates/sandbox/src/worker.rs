@@ -66,16 +66,15 @@ pub fn main() -> i32 {
                 return 2;
             }
         };
-        let answer = match Request::decode(&request) {
+        // The request's bytes (a model, the inputs) go with it once served:
+        // not kept while the answer is written.
+        let answer = match Request::decode(request) {
             Ok(request) => worker.serve(request),
             Err(error) => {
                 eprintln!("vitrine worker: a request does not decode: {error}");
                 return 2;
             }
         };
-        // The request's bytes (a model, the inputs) are not needed while the
-        // answer is written.
-        drop(request);
         if protocol::write_frame(&mut output, &answer.encode()).is_err() {
             return 2;
         }
@@ -158,7 +157,7 @@ mod tests {
         };
         let input = Tensor { shape: vec![1, 4], data: TensorData::F32(vec![0.5; 4]) };
         let run =
-            |start_by| Request::Run { digest, model: Some(model.bytes.clone()), inputs: vec![input.clone()], start_by };
+            |start_by| Request::Run { digest, inputs: vec![input.clone()], start_by, model: Some(model.bytes.clone()) };
         assert_eq!(worker.serve(run(protocol::monotonic_ns() - 1)), Response::Expired);
         assert!(worker.cache.get(&digest).is_none(), "an expired run does not even load its model");
         let a_minute_on = protocol::monotonic_ns() + 60_000_000_000;

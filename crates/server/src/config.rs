@@ -121,6 +121,22 @@ pub struct Config {
     /// Uploads one account may have in flight at once (429 past it); 0: no
     /// limit.
     pub uploads_per_account_concurrent_max: u32,
+    /// Uploads one network address may have in flight at once (429 past
+    /// it); 0: no limit.
+    pub uploads_per_address_concurrent_max: u32,
+    /// Uploads in flight at once on this node, from everyone (503 past it);
+    /// 0: no limit.
+    pub uploads_concurrent_max: u32,
+    /// Resumable uploads one account may have open at once (429 past it);
+    /// 0: no limit. Open uploads count against `account_storage_bytes_max`
+    /// for the size they were started with.
+    pub upload_sessions_per_account_max: u32,
+    /// A resumable upload with no piece for this long goes, with its bytes.
+    pub upload_session_idle_ms: u64,
+    /// Bytes of uploads being received at once on this node, from everyone
+    /// (their temporary files): an upload counts its declared length from
+    /// its start, or its bytes as they arrive (503 past it); 0: no limit.
+    pub upload_bytes_in_flight_max: u64,
     /// Milliseconds of upload workers' time (validating models) one account
     /// may use per hour, refused or not; past it, its uploads get 429 until
     /// the time comes back. 0: no limit.
@@ -298,6 +314,11 @@ impl Default for Config {
             model_load_timeout_ms: 30_000,
             upload_workers: 1,
             uploads_per_account_concurrent_max: 2,
+            uploads_per_address_concurrent_max: 4,
+            uploads_concurrent_max: 16,
+            upload_bytes_in_flight_max: 32 << 30,
+            upload_sessions_per_account_max: 4,
+            upload_session_idle_ms: 86_400_000,
             model_load_ms_per_account_per_hour: 600_000,
             output_elements_max: 4_000_000,
             quarantine_strikes: 3,
@@ -434,6 +455,9 @@ impl Config {
                 "connections_max, header_read_timeout_ms, request_body_idle_timeout_ms and \
                  response_write_idle_timeout_ms must be positive",
             );
+        }
+        if self.upload_session_idle_ms == 0 {
+            return invalid("upload_session_idle_ms must be positive");
         }
         if self.model_load_timeout_ms == 0 || self.output_elements_max == 0 || self.quarantine_window_ms == 0 {
             return invalid("model_load_timeout_ms, output_elements_max and quarantine_window_ms must be positive");

@@ -69,6 +69,12 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
+    /// A request body that ended before its length, or whose connection
+    /// broke on the way (400 `upload_interrupted`): sending it again may
+    /// work; a resumable upload keeps what arrived.
+    pub fn upload_interrupted(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "upload_interrupted", message)
+    }
     /// An amount that would take a running total past what the ledger holds.
     pub fn amount_too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "amount_too_large", message)

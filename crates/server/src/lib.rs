@@ -67,8 +67,11 @@ pub struct AppState {
     /// Bytes of answers kept for Idempotency-Key replays, per account
     /// (`idempotency_answer_bytes_per_key`).
     pub idempotency_bytes: Arc<limits::Buckets<i64>>,
-    /// Uploads in flight per account (`uploads_per_account_concurrent_max`).
-    pub uploads: Arc<limits::Tally<i64>>,
+    /// Uploads in flight: per account, per address, in all, and their bytes
+    /// (`routes::uploads::start_upload`).
+    pub uploads: Arc<limits::Uploads>,
+    /// Resumable uploads in progress (`routes::uploads::Sessions`).
+    pub upload_sessions: Arc<routes::uploads::Sessions>,
     /// Upload workers' milliseconds per account
     /// (`model_load_ms_per_account_per_hour`).
     pub load_time: Arc<limits::Buckets<i64>>,
@@ -255,6 +258,7 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
             std::time::Duration::from_millis(config.idempotency_window_ms.max(1)),
         )),
         uploads: Arc::default(),
+        upload_sessions: Arc::new(routes::uploads::Sessions::new(&config.blob_dir(), config.upload_session_idle_ms)),
         load_time: Arc::new(limits::Buckets::new(
             config.model_load_ms_per_account_per_hour,
             std::time::Duration::from_secs(3600),
@@ -263,7 +267,28 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         store,
         blobs,
     };
+    spawn_upload_sweep(state.upload_sessions.clone(), state.store.clone());
     Ok((state, operator_key))
+}
+
+/// Every minute, removes resumable uploads idle past
+/// `upload_session_idle_ms` (at the first tick too: those a stop left).
+fn spawn_upload_sweep(sessions: Arc<routes::uploads::Sessions>, store: Store) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if store.is_closed() {
+                break;
+            }
+            match sessions.sweep().await {
+                Ok(0) => {}
+                Ok(gone) => tracing::info!(gone, "removed idle resumable uploads"),
+                Err(error) => tracing::warn!(%error, "sweeping resumable uploads failed"),
+            }
+        }
+    });
 }
 
 fn executor_settings(config: &Config) -> sandbox::Settings {
@@ -632,7 +657,16 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::quarantine::quarantine_version, routes::quarantine::lift_quarantine))
         .layer(DefaultBodyLimit::max(body_limit))
         // Uploads stream to disk under their own limit, upload_bytes_max.
-        .merge(OpenApiRouter::new().routes(routes!(routes::models::upload_version)).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(routes::uploads::start_upload_session))
+        .routes(routes!(routes::uploads::commit_upload))
+        .routes(routes!(routes::uploads::get_upload_session, routes::uploads::delete_upload_session))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(routes::uploads::upload_version))
+                .routes(routes!(routes::uploads::append_to_upload))
+                .layer(DefaultBodyLimit::disable()),
+        )
         .split_for_parts();
     let document = Arc::new(with_common_responses(document));
     api.route("/v1/openapi.json", axum::routing::get(move || async move { axum::Json(document.as_ref().clone()) }))

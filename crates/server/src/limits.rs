@@ -58,6 +58,18 @@ impl<K: Hash + Eq + Copy> Tally<K> {
         Some(Taken { tally: self.clone(), key, amount })
     }
 
+    /// Takes `amount` for `key` if what the key then holds is within `max`
+    /// (0: no limit); else takes nothing.
+    pub fn take_within(self: &Arc<Self>, key: K, amount: u64, max: u64) -> Option<Taken<K>> {
+        let mut amounts = self.lock();
+        let held = amounts.get(&key).copied().unwrap_or(0);
+        if max > 0 && held.saturating_add(amount) > max {
+            return None;
+        }
+        *amounts.entry(key).or_insert(0) += amount;
+        Some(Taken { tally: self.clone(), key, amount })
+    }
+
     /// What `key` holds now.
     pub fn held(&self, key: K) -> u64 {
         self.lock().get(&key).copied().unwrap_or(0)
@@ -72,6 +84,26 @@ impl<K: Hash + Eq + Copy> Tally<K> {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, u64>> {
         // Every update under this lock completes before anything that could panic.
         self.amounts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<K: Hash + Eq + Copy> Taken<K> {
+    /// Takes `more` on top, if what the key then holds is within `max` (0:
+    /// no limit); false if not (nothing more is taken).
+    pub fn grow(&mut self, more: u64, max: u64) -> bool {
+        let mut amounts = self.tally.lock();
+        let held = amounts.entry(self.key).or_insert(0);
+        if max > 0 && held.saturating_add(more) > max {
+            return false;
+        }
+        *held += more;
+        self.amount += more;
+        true
+    }
+
+    /// What it holds.
+    pub fn amount(&self) -> u64 {
+        self.amount
     }
 }
 
@@ -186,6 +218,17 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
         on_token(bucket);
         Ok(())
     }
+}
+
+/// Uploads in flight: per account, per network address, and on the node
+/// (keyed by `()`), counted while their [`Taken`]s live.
+#[derive(Debug, Default)]
+pub struct Uploads {
+    pub per_account: Arc<Tally<i64>>,
+    pub per_address: Arc<Tally<IpAddr>>,
+    pub in_all: Arc<Tally<()>>,
+    /// Bytes received or declared, in all.
+    pub bytes: Arc<Tally<()>>,
 }
 
 /// Per network address: sign-ups and failed authentications.

@@ -151,12 +151,24 @@ impl BlobStore {
         Ok(BlobWriter { file, hasher: sha2::Sha256::new(), size_bytes: 0, temporary: TemporaryPath(Some(path)) })
     }
 
+    /// A complete file of this folder's file system (a resumable upload's
+    /// part file), hashing to `sha256`: moved among the temporary files and
+    /// taken as a finished blob, committed as any other (or removed when
+    /// dropped).
+    pub async fn adopt(&self, path: &Path, sha256: Sha256, size_bytes: u64) -> std::io::Result<FinishedBlob> {
+        let name = format!("upload-{}", Sha256::digest(&now_nanos().to_le_bytes()).to_hex());
+        let temporary = self.root.join("tmp").join(&name[..32]);
+        fs::rename(path, &temporary).await?;
+        Ok(FinishedBlob { sha256, size_bytes, temporary: TemporaryPath(Some(temporary)) })
+    }
+
     /// The blob's bytes: from the folder, or (first fetched into it) from
     /// the remote store.
     pub async fn read(&self, sha256: &Sha256) -> std::io::Result<Vec<u8>> {
         match fs::read(self.path(sha256)).await {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound && self.remote.is_some() => {
-                self.fetch(sha256).await
+                self.fetch(sha256).await?;
+                fs::read(self.path(sha256)).await
             }
             read => read,
         }
@@ -191,11 +203,13 @@ impl BlobStore {
     }
 
     /// Fetches a blob from the remote store into the folder, checked
-    /// against its digest (a store that answers other bytes is refused).
-    async fn fetch(&self, sha256: &Sha256) -> std::io::Result<Vec<u8>> {
+    /// against its digest (a store that answers other bytes is refused),
+    /// in pieces as they arrive: never the whole file in memory.
+    async fn fetch(&self, sha256: &Sha256) -> std::io::Result<()> {
+        use futures_util::StreamExt;
         let remote = self.remote.as_ref().expect("fetched only with a remote store");
-        let bytes = match remote.store.get(&remote.key(sha256)).await {
-            Ok(found) => found.bytes().await.map_err(remote_error)?,
+        let mut pieces = match remote.store.get(&remote.key(sha256)).await {
+            Ok(found) => found.into_stream(),
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::NotFound,
@@ -204,16 +218,18 @@ impl BlobStore {
             }
             Err(error) => return Err(remote_error(error)),
         };
-        if Sha256::digest(&bytes) != *sha256 {
+        let mut writer = self.writer().await?;
+        while let Some(piece) = pieces.next().await {
+            writer.write(&piece.map_err(remote_error)?).await?;
+        }
+        let finished = writer.finish().await?;
+        if finished.sha256 != *sha256 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("the remote store's copy of blob {} does not match its digest", sha256.to_hex()),
             ));
         }
-        let mut writer = self.writer().await?;
-        writer.write(&bytes).await?;
-        writer.finish().await?.commit_here(self).await?;
-        Ok(bytes.to_vec())
+        finished.commit_here(self).await
     }
 }
 
@@ -288,7 +304,12 @@ impl BlobWriter {
 impl FinishedBlob {
     /// The bytes written, read back (from the page cache, usually).
     pub async fn read(&self) -> std::io::Result<Vec<u8>> {
-        fs::read(self.temporary.0.as_ref().expect("armed until commit")).await
+        fs::read(self.path()).await
+    }
+
+    /// Where it is until it is committed.
+    pub fn path(&self) -> &std::path::Path {
+        self.temporary.0.as_ref().expect("armed until commit")
     }
 
     /// Puts the blob in the remote store, if there is one, then moves the

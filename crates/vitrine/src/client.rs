@@ -114,11 +114,38 @@ impl Client {
         if response.status().is_success() {
             return Ok(response);
         }
-        let status = response.status();
+        let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        match (body["error"]["code"].as_str(), body["error"]["message"].as_str()) {
-            (Some(code), Some(message)) => bail!("{message} ({code}, HTTP {})", status.as_u16()),
-            _ => bail!("the server answered HTTP {status}"),
+        let text = |field: &str| body["error"][field].as_str().map(str::to_owned);
+        Err(Refused { status, code: text("code"), message: text("message") }.into())
+    }
+}
+
+/// A non-2xx answer: its status, and the server's error code and message.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub status: u16,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+impl Refused {
+    /// Whether sending the same again will be refused the same way (a 4xx
+    /// but a conflict, too many requests, or a body that broke off).
+    pub fn is_for_good(&self) -> bool {
+        (400..500).contains(&self.status)
+            && !matches!(self.status, 408 | 409 | 429)
+            && self.code.as_deref() != Some("upload_interrupted")
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.code, &self.message) {
+            (Some(code), Some(message)) => write!(f, "{message} ({code}, HTTP {})", self.status),
+            _ => write!(f, "the server answered HTTP {}", self.status),
         }
     }
 }
+
+impl std::error::Error for Refused {}

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use domain::{Amount, ModelRef};
-use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
@@ -50,6 +49,11 @@ pub enum ModelCommand {
         model: String,
         /// An .onnx file, a folder, or a .tar archive.
         file: PathBuf,
+        /// Send the file in pieces of this many bytes, through an upload that
+        /// survives a broken connection: run the same command again to resume
+        /// it [default: pieces of 16 MiB from 64 MiB on; 0: one request].
+        #[arg(long)]
+        piece_bytes: Option<u64>,
     },
     /// Show a model and its versions.
     Show { model: String },
@@ -258,7 +262,10 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Models(list) => run_models(&client, args.json, list).await,
-        Command::Model(model) => run_model(&client, args.json, model).await,
+        Command::Model(model) => {
+            let uploads_state = args.config_path()?.with_file_name("uploads.json");
+            run_model(&client, args.json, model, uploads_state).await
+        }
         Command::Infer(infer) => run_infer(&client, args.json, infer).await,
         Command::Balance => {
             client.require_key()?;
@@ -536,7 +543,8 @@ async fn run_models(client: &Client, json: bool, list: ListModelsArgs) -> anyhow
     Ok(())
 }
 
-async fn run_model(client: &Client, json: bool, command: ModelCommand) -> anyhow::Result<()> {
+/// `uploads_state`: where `model push` remembers uploads it may resume.
+async fn run_model(client: &Client, json: bool, command: ModelCommand, uploads_state: PathBuf) -> anyhow::Result<()> {
     match command {
         ModelCommand::Create(fields) => {
             client.require_key()?;
@@ -555,10 +563,11 @@ async fn run_model(client: &Client, json: bool, command: ModelCommand) -> anyhow
             let model = client.send_json(client.request(Method::PATCH, &path).json(&body)).await?;
             print_model(json, &model, None);
         }
-        ModelCommand::Push { model, file } => {
+        ModelCommand::Push { model, file, piece_bytes } => {
             client.require_key()?;
             let model_ref = parse_model(&model)?;
-            let version = push(client, &model_ref, &file).await?;
+            let options = crate::push::PushOptions { piece_bytes, state_file: uploads_state };
+            let version = crate::push::push(client, &model_ref, &file, &options).await?;
             if json {
                 output::json(&version);
             } else {
@@ -657,57 +666,6 @@ async fn run_model(client: &Client, json: bool, command: ModelCommand) -> anyhow
         }
     }
     Ok(())
-}
-
-/// Streams the file to the server with a progress bar on a terminal.
-/// A folder is packed into a tar archive (a temporary file) first; a file
-/// ending in `.tar` goes as an archive as it is.
-async fn push(client: &Client, model: &ModelRef, file: &std::path::Path) -> anyhow::Result<Value> {
-    let packed;
-    let (file, content_type) = if file.is_dir() {
-        packed = pack_folder(file)?;
-        (packed.path().to_path_buf(), "application/x-tar")
-    } else if file.extension().is_some_and(|e| e == "tar") {
-        (file.to_path_buf(), "application/x-tar")
-    } else {
-        (file.to_path_buf(), "application/octet-stream")
-    };
-    let file = &file;
-    let handle = tokio::fs::File::open(file).await.with_context(|| format!("cannot open {}", file.display()))?;
-    let size = handle.metadata().await?.len();
-    let progress = indicatif::ProgressBar::with_draw_target(Some(size), indicatif::ProgressDrawTarget::stderr());
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let counter = progress.clone();
-    let stream = tokio_util::io::ReaderStream::new(handle).inspect(move |chunk| {
-        if let Ok(bytes) = chunk {
-            counter.inc(bytes.len() as u64);
-        }
-    });
-    let path = format!("/v1/models/{}/{}/versions", model.owner, model.name);
-    let request = client
-        .request(Method::POST, &path)
-        .header(reqwest::header::CONTENT_TYPE, content_type)
-        .header(reqwest::header::CONTENT_LENGTH, size)
-        .body(reqwest::Body::wrap_stream(stream));
-    let result = client.send_json(request).await;
-    progress.finish_and_clear();
-    result
-}
-
-/// The folder's files (symbolic links refused) as a tar archive in a
-/// temporary file, paths relative to the folder.
-fn pack_folder(folder: &std::path::Path) -> anyhow::Result<tempfile::NamedTempFile> {
-    let archive = tempfile::NamedTempFile::new().context("cannot create a temporary file to pack the folder")?;
-    let mut builder = tar::Builder::new(archive.as_file());
-    builder.follow_symlinks(false);
-    builder
-        .append_dir_all(".", folder)
-        .with_context(|| format!("cannot pack the folder {} into an archive", folder.display()))?;
-    builder.into_inner().context("cannot finish the archive")?;
-    Ok(archive)
 }
 
 async fn run_infer(client: &Client, json: bool, args: InferArgs) -> anyhow::Result<()> {

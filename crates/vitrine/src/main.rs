@@ -12,6 +12,7 @@ mod demo;
 mod market_audit;
 mod migrate;
 mod output;
+mod push;
 mod serve;
 mod stats;
 mod witness;

@@ -9,6 +9,7 @@ so the two always behave alike.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import time
@@ -28,6 +29,10 @@ BINARY_THRESHOLD_BYTES = 64 * 1024
 _OCTETS = "application/octet-stream"
 #: Transport failures after which a call with an Idempotency-Key is sent again.
 _RETRIED = (httpx.TransportError,)
+#: Files from this size are pushed in pieces through a resumable upload.
+PIECES_FROM = 64 << 20
+#: The size of a piece, unless ``push(piece_bytes=...)`` says.
+PIECE_BYTES = 16 << 20
 
 
 @dataclass
@@ -270,28 +275,53 @@ class _Operations:
                 body[key] = _amount(value) if key == "price_per_inference" else value
         return _ok((yield _Request("POST", "/v1/models", json=body)))
 
-    def _push(self, model: str, data: bytes, progress: Optional[Callable[[int, int], None]]) -> Operation:
-        total = len(data)
+    def _push(self, model: str, source: "_Source", progress: Optional[Callable[[int, int], None]]) -> Operation:
+        total = source.size
 
         def chunks() -> Iterable[bytes]:
             sent = 0
             step = 256 * 1024
             while sent < total or total == 0:
-                chunk = data[sent : sent + step]
+                chunk = source.read(sent, step)
                 sent += len(chunk)
                 if progress is not None:
                     progress(sent, total)
                 yield chunk
-                if total == 0:
+                if total == 0 or not chunk:
                     break
 
         request = _Request(
             "POST",
             f"{_model_path(model)}/versions",
-            content=chunks() if progress is not None else data,
+            content=source.data if source.data is not None and progress is None else chunks(),
             headers={"content-type": _OCTETS, "content-length": str(total)},
         )
         return _ok((yield request))
+
+    def _push_in_pieces(
+        self,
+        model: str,
+        source: "_Source",
+        piece_bytes: int,
+        progress: Optional[Callable[[int, int], None]],
+        upload: "_Upload",
+    ) -> Operation:
+        """A resumable upload: started (or, with ``upload.id`` set, resumed
+        from the offset the server has), sent piece by piece, committed with
+        the file's SHA-256."""
+        uploads = f"{_model_path(model)}/uploads"
+        if upload.id is None:
+            started = _ok((yield _Request("POST", uploads, json={"size_bytes": source.size})))
+            upload.id, offset = started["id"], started["offset"]
+        else:
+            offset = _ok((yield _Request("GET", f"{uploads}/{upload.id}")))["offset"]
+        while offset < source.size:
+            piece = source.read(offset, min(piece_bytes, source.size - offset))
+            headers = {"upload-offset": str(offset), "content-type": "application/offset+octet-stream"}
+            offset = _ok((yield _Request("PATCH", f"{uploads}/{upload.id}", content=piece, headers=headers)))["offset"]
+            if progress is not None:
+                progress(offset, source.size)
+        return _ok((yield _Request("POST", f"{uploads}/{upload.id}/commit", json={"sha256": source.sha256()})))
 
     def _update_model(self, model: str, fields: Dict[str, Any]) -> Operation:
         return _ok((yield _Request("PATCH", _model_path(model), json=fields)))
@@ -368,6 +398,49 @@ class _Operations:
             log_index=int(index) if index is not None else (receipt.log_index if receipt else None),
             sent_as="binary" if as_binary else "json",
         )
+
+
+class _Source:
+    """A model to push: bytes in memory, or a file read piece by piece."""
+
+    def __init__(self, file: Union[str, bytes, "os.PathLike[str]"]):
+        self.data: Optional[bytes] = file if isinstance(file, bytes) else None
+        self.path: str = "" if isinstance(file, bytes) else os.fspath(file)
+        self.size = len(file) if isinstance(file, bytes) else os.path.getsize(self.path)
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self.data is not None:
+            return self.data[offset : offset + length]
+        with open(self.path, "rb") as file:
+            file.seek(offset)
+            return file.read(length)
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        for offset in range(0, self.size, 1 << 20):
+            digest.update(self.read(offset, 1 << 20))
+        return digest.hexdigest()
+
+    def pieces(self, piece_bytes: Optional[int]) -> int:
+        """The piece size to push it in; 0: one request."""
+        if piece_bytes is not None:
+            return piece_bytes
+        return PIECE_BYTES if self.size >= PIECES_FROM else 0
+
+
+@dataclass
+class _Upload:
+    """A resumable upload's id, once the server gave one."""
+
+    id: Optional[str] = None
+
+
+def _resumable(error: Exception) -> bool:
+    """A piece that failed in a way sending it again from the server's
+    offset may mend: a broken connection, a body cut short, a wrong offset."""
+    if isinstance(error, httpx.TransportError):
+        return True
+    return isinstance(error, VitrineError) and error.code in ("upload_interrupted", "conflict", "unavailable")
 
 
 def _body(answer: _Answer) -> Any:
@@ -545,11 +618,27 @@ class Client(_Base):
         model: str,
         file: Union[str, bytes, "os.PathLike[str]"],
         progress: Optional[Callable[[int, int], None]] = None,
+        piece_bytes: Optional[int] = None,
     ) -> Dict[str, Any]:
         """Uploads a new version of ``owner/name`` (an ``.onnx`` file or its
-        bytes); ``progress(sent, total)`` is called as bytes go out."""
-        data = file if isinstance(file, bytes) else open(file, "rb").read()
-        return self._run(self._push(model, data, progress))
+        bytes); ``progress(sent, total)`` is called as bytes go out. A file
+        of 64 MiB or more (or any, with ``piece_bytes``) goes in pieces
+        through a resumable upload: a piece that fails is sent again from
+        where the server stands, up to ``retries`` times. ``piece_bytes=0``
+        sends one request."""
+        source = _Source(file)
+        piece_bytes = source.pieces(piece_bytes)
+        if not piece_bytes:
+            return self._run(self._push(model, source, progress))
+        upload = _Upload()
+        for attempt in range(self._retries + 1):
+            try:
+                return self._run(self._push_in_pieces(model, source, piece_bytes, progress, upload))
+            except Exception as error:  # noqa: BLE001 - resumed or raised below
+                if attempt == self._retries or not _resumable(error):
+                    raise
+                time.sleep(0.25 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def set_price(self, model: str, price: Union[int, str]) -> Dict[str, Any]:
         """Sets the price per inference (minor units); later calls pay it."""
@@ -773,10 +862,29 @@ class AsyncClient(_Base):
         """See :meth:`Client.create_model`."""
         return await self._run(self._create_model(name, task, price_per_inference=price, **fields))
 
-    async def push(self, model: str, file: Union[str, bytes], progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Any]:
+    async def push(
+        self,
+        model: str,
+        file: Union[str, bytes, "os.PathLike[str]"],
+        progress: Optional[Callable[[int, int], None]] = None,
+        piece_bytes: Optional[int] = None,
+    ) -> Dict[str, Any]:
         """See :meth:`Client.push`."""
-        data = file if isinstance(file, bytes) else open(file, "rb").read()
-        return await self._run(self._push(model, data, progress))
+        import asyncio  # noqa: PLC0415
+
+        source = _Source(file)
+        piece_bytes = source.pieces(piece_bytes)
+        if not piece_bytes:
+            return await self._run(self._push(model, source, progress))
+        upload = _Upload()
+        for attempt in range(self._retries + 1):
+            try:
+                return await self._run(self._push_in_pieces(model, source, piece_bytes, progress, upload))
+            except Exception as error:  # noqa: BLE001 - resumed or raised below
+                if attempt == self._retries or not _resumable(error):
+                    raise
+                await asyncio.sleep(0.25 * 2**attempt)
+        raise AssertionError("unreachable")
 
     async def set_price(self, model: str, price: Union[int, str]) -> Dict[str, Any]:
         """See :meth:`Client.set_price`."""

@@ -740,7 +740,8 @@ async fn run_model(
     let deadline = tokio::time::Instant::from_std(call.started + timeout);
     let digest = version.blob_sha256;
     let tenant = call.caller.id as u64;
-    match state.executor.run(tenant, digest, inputs, deadline, || state.blobs.read(&digest)).await {
+    let model_file = || async { sandbox::ModelFile::of(state.blobs.open_blob(&digest).await?).await };
+    match state.executor.run(tenant, digest, inputs, deadline, model_file).await {
         Ok(ran) => {
             call.cpu_us.store(ran.cpu_us, Ordering::Relaxed);
             state.strikes.succeeded(call.model.id, version.version);

@@ -11,3 +11,4 @@ pub mod quarantine;
 pub mod stats;
 pub mod takedown;
 pub mod tiles;
+pub mod uploads;

@@ -1,15 +1,11 @@
 //! The model registry: repositories, versions (uploads) and blobs.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::{AccountName, Amount, Description, License, ModelName, Sha256, Tags, Task, Visibility};
-use futures_util::StreamExt;
-use sandbox::LoadFailure;
 use store::{Account, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel};
 
 use crate::AppState;
@@ -75,7 +71,7 @@ fn check_deleted(model: &ModelRecord) -> ApiResult<()> {
     }
 }
 
-fn check_taken_down(model: &ModelRecord) -> ApiResult<()> {
+pub(crate) fn check_taken_down(model: &ModelRecord) -> ApiResult<()> {
     match &model.takedown {
         Some(takedown) => Err(ApiError::gone(format!(
             "'{}/{}' was taken down by the operator on {}: {}",
@@ -107,7 +103,7 @@ fn visible_to(found: Option<ModelRecord>, viewer: Option<&Account>, owner: &str,
 }
 
 /// Like [`visible_model`], and the caller must own it (403 otherwise).
-async fn owned_model(state: &AppState, owner: &str, name: &str, caller: &Account) -> ApiResult<ModelRecord> {
+pub(crate) async fn owned_model(state: &AppState, owner: &str, name: &str, caller: &Account) -> ApiResult<ModelRecord> {
     let model = visible_model(state, owner, name, Some(caller)).await?;
     if model.owner_id != caller.id {
         return Err(ApiError::forbidden(format!("only {} can change '{}/{}'", model.owner, model.owner, model.name)));
@@ -365,173 +361,6 @@ pub async fn update_model(
     let updated =
         state.store.model(&model.owner, &model.name).await?.ok_or_else(|| ApiError::internal("model vanished"))?;
     Ok(Json(ModelView::for_viewer(&updated, Some(&caller), &state.log_keys)))
-}
-
-/// Uploads an ONNX file as the model's next version. The body streams to
-/// disk while it is hashed, then the runtime loads it under the model limits;
-/// only a model that loads becomes a version.
-#[utoipa::path(post, path = "/v1/models/{owner}/{name}/versions", tag = "models",
-    security(("api_key" = [])),
-    params(("owner" = String, Path), ("name" = String, Path)),
-    request_body(content(
-        (Vec<u8> = "application/octet-stream"),
-        (Vec<u8> = "application/x-tar"),
-    ), description = "the .onnx file; or a tar archive of one .onnx file and the files its tensors keep their data in (ONNX external data), locations relative to the .onnx file"),
-    responses(
-        (status = 201, body = VersionView),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 410, description = "the model was deleted or taken down", body = ErrorBody),
-        (status = 413, description = "larger than upload_bytes_max (payload_too_large), or more than the owner's models may store, account_storage_bytes_max (storage_quota_exceeded)", body = ErrorBody),
-        (status = 422, description = "not a model the runtime can serve (invalid_model): refused by the runtime, or loading it needs more memory or time than a worker may have", body = ErrorBody),
-        (status = 429, description = "too many calls or uploads from this key (rate_limited, with Retry-After)", body = ErrorBody),
-        (status = 503, description = "no model worker is available to validate it, or the remote store of model files (blob_url) does not answer (unavailable, with Retry-After)", body = ErrorBody),
-    ))]
-pub async fn upload_version(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    Path((owner, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<(StatusCode, Json<VersionView>)> {
-    let model = owned_model(&state, &owner, &name, &caller).await?;
-    check_taken_down(&model)?;
-    // Validating takes an upload worker: bounded per account, at once and
-    // in time (refused uploads count too).
-    let _upload = start_upload(&state, caller.id)?;
-    let content_type = headers.get(header::CONTENT_TYPE);
-    let accepted = |value: &axum::http::HeaderValue| {
-        matches!(value.as_bytes(), b"application/octet-stream" | b"application/x-tar")
-    };
-    if content_type.is_some_and(|value| !accepted(value)) {
-        return Err(ApiError::bad_request(
-            "send the .onnx file as the body with Content-Type: application/octet-stream, or a tar archive of \
-             it and its external data files with Content-Type: application/x-tar",
-        ));
-    }
-    let limit = state.config.upload_bytes_max;
-    let too_large =
-        || ApiError::payload_too_large(format!("the file is larger than the limit upload_bytes_max = {limit} bytes"));
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Err(too_large());
-    }
-    // Checked before and while the file streams in, so an upload past the
-    // quota stops early; decided in the transaction that records it.
-    let quota = state.storage_quota();
-    let used = match quota {
-        Some(_) => state.store.storage_used(caller.id).await?,
-        None => 0,
-    };
-    let over_quota = |adding: u64| {
-        let max_bytes = quota?;
-        (used.saturating_add(adding) > max_bytes)
-            .then(|| quota_error(store::QuotaExceeded { used_bytes: used, adding_bytes: adding, max_bytes }))
-    };
-    if let Some(error) = declared.and_then(over_quota) {
-        return Err(error);
-    }
-
-    let mut writer = state.blobs.writer().await?;
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
-        let size = writer.size_bytes() + chunk.len() as u64;
-        if size > limit {
-            return Err(too_large());
-        }
-        if let Some(error) = over_quota(size) {
-            return Err(error);
-        }
-        writer.write(&chunk).await?;
-    }
-    if writer.size_bytes() == 0 {
-        return Err(ApiError::invalid_model("the file is empty"));
-    }
-    let finished = writer.finish().await?;
-    let bytes = finished.read().await?;
-    // Validated by loading it in a worker, which keeps it loaded for the
-    // first calls.
-    let started = tokio::time::Instant::now();
-    let deadline = started + Duration::from_millis(state.config.model_load_timeout_ms);
-    let loaded = state.executor.load(caller.id as u64, finished.sha256, bytes, deadline).await;
-    let spent_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-    state.load_time.spend(caller.id, spent_ms, std::time::Instant::now());
-    let signature = loaded.map_err(|failure| load_error(&state, failure))?;
-
-    let (sha256, size_bytes) = (finished.sha256, finished.size_bytes);
-    let no_removal = state.blob_removal.read().await;
-    finished.commit(&state.blobs).await?;
-    let added =
-        state.store.add_version(model.id, &sha256, size_bytes, &signature.inputs, &signature.outputs, quota).await?;
-    drop(no_removal);
-    let version = match added {
-        Ok(version) => version,
-        Err(refused) => {
-            remove_unused_blobs(&state, &[sha256]).await;
-            return Err(quota_error(refused));
-        }
-    };
-    state.known_models.forget_model(&model.owner, &model.name);
-    tracing::info!(model = %format!("{}/{}", model.owner, model.name), version = version.version, %sha256, size_bytes, "version uploaded");
-    Ok((StatusCode::CREATED, Json(VersionView::from(&version))))
-}
-
-fn quota_error(refused: store::QuotaExceeded) -> ApiError {
-    ApiError::storage_quota_exceeded(format!(
-        "your models store {} bytes; this upload would add {} and pass the limit account_storage_bytes_max = {} \
-         (delete models you no longer need, or ask the operator)",
-        refused.used_bytes, refused.adding_bytes, refused.max_bytes
-    ))
-}
-
-/// A refused upload: the model's fault is 422 `invalid_model` with the
-/// reason; no worker to validate it is the server's (503).
-/// An upload's turn: refused (429) while the account has
-/// `uploads_per_account_concurrent_max` uploads in flight, or has used its
-/// `model_load_ms_per_account_per_hour`.
-fn start_upload(state: &AppState, account: i64) -> ApiResult<crate::limits::Taken<i64>> {
-    let config = &state.config;
-    if let Err(retry_after_s) = state.load_time.check(account, std::time::Instant::now()) {
-        return Err(ApiError::rate_limited(
-            format!(
-                "this account's uploads used the workers for model_load_ms_per_account_per_hour = {} ms in the \
-                 last hour",
-                config.model_load_ms_per_account_per_hour
-            ),
-            retry_after_s,
-        ));
-    }
-    let max = config.uploads_per_account_concurrent_max;
-    state.uploads.take_below(account, 1, u64::from(max)).ok_or_else(|| {
-        ApiError::rate_limited(
-            format!("this account already has {max} uploads in flight, the limit uploads_per_account_concurrent_max"),
-            1,
-        )
-    })
-}
-
-fn load_error(state: &AppState, failure: LoadFailure) -> ApiError {
-    match failure {
-        LoadFailure::Refused(message) => ApiError::invalid_model(message),
-        LoadFailure::OutOfMemory => ApiError::invalid_model(format!(
-            "loading the model needs more memory than a worker may use (worker_memory_bytes_max = {} bytes)",
-            state.config.worker_memory_bytes_max
-        )),
-        LoadFailure::TimedOut => ApiError::invalid_model(format!(
-            "loading the model took longer than the limit model_load_timeout_ms = {}",
-            state.config.model_load_timeout_ms
-        )),
-        LoadFailure::Crashed(cause) => {
-            ApiError::invalid_model(format!("the runtime crashed loading the model ({cause})"))
-        }
-        LoadFailure::Unavailable(message) => {
-            tracing::error!(%message, "no worker to validate an upload");
-            ApiError::unavailable("no model worker is available to validate the upload; try again shortly", 5)
-        }
-    }
 }
 
 #[utoipa::path(get, path = "/v1/models/{owner}/{name}/versions", tag = "models",

@@ -20,6 +20,8 @@ enum Body {
     Json(Value),
     /// A fixture model's bytes, as an upload.
     Model(&'static str),
+    /// A fixture model's bytes, as the first piece of a resumable upload.
+    Piece(&'static str),
 }
 
 /// (method, path as in the document, the path called, body, status per role).
@@ -51,6 +53,14 @@ async fn every_route_answers_every_role_as_the_matrix_says() {
     let second = payout(2).await.ok(201)["id"].clone();
     let versions = api.get("/v1/models/alice/linear/versions", None).await;
     let blob = versions.ok(200)["items"][0]["blob_sha256"].as_str().unwrap().to_owned();
+
+    // Two resumable uploads of alice's: one to finish, one to give up.
+    let linear_size = fixture("linear.onnx").len();
+    let start = || api.post("/v1/models/alice/linear/uploads", Some(&alice), json!({"size_bytes": linear_size}));
+    let upload = format!("/v1/models/alice/linear/uploads/{}", start().await.ok(201)["id"].as_str().unwrap());
+    let given_up = format!("/v1/models/alice/linear/uploads/{}", start().await.ok(201)["id"].as_str().unwrap());
+    let linear_sha256 = domain::Sha256::digest(&fixture("linear.onnx")).to_hex();
+    let owner_writes = [401, 401, 200, 403, 403];
 
     let model = |name: &str| Some(Body::Json(json!({"name": name, "task": "other"})));
     let json = |value: Value| Some(Body::Json(value));
@@ -204,6 +214,29 @@ async fn every_route_answers_every_role_as_the_matrix_says() {
             None,
             admin,
         ),
+        (
+            "POST",
+            "/v1/models/{owner}/{name}/uploads",
+            "/v1/models/alice/linear/uploads".into(),
+            json(json!({"size_bytes": 10})),
+            [401, 401, 201, 403, 403],
+        ),
+        ("GET", "/v1/models/{owner}/{name}/uploads/{id}", upload.clone(), None, owner_writes),
+        (
+            "PATCH",
+            "/v1/models/{owner}/{name}/uploads/{id}",
+            upload.clone(),
+            Some(Body::Piece("linear.onnx")),
+            owner_writes,
+        ),
+        (
+            "POST",
+            "/v1/models/{owner}/{name}/uploads/{id}/commit",
+            format!("{upload}/commit"),
+            json(json!({"sha256": linear_sha256})),
+            [401, 401, 201, 403, 403],
+        ),
+        ("DELETE", "/v1/models/{owner}/{name}/uploads/{id}", given_up, None, [401, 401, 204, 403, 403]),
         ("GET", "/v1/payouts", "/v1/payouts".into(), None, private),
         ("POST", "/v1/payouts", "/v1/payouts".into(), json(json!({"amount": "1"})), [401, 401, 201, 201, 201]),
         ("GET", "/v1/receipts/{index}", "/v1/receipts/0".into(), None, public),
@@ -282,6 +315,10 @@ async fn call(api: &Api, method: &str, path: &str, body: Option<&Body>, key: Opt
         None => request,
         Some(Body::Json(value)) => request.json(value),
         Some(Body::Model(name)) => request.header("content-type", "application/octet-stream").body(fixture(name)),
+        Some(Body::Piece(name)) => request
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-offset", "0")
+            .body(fixture(name)),
     };
     let answer = api.send(request).await;
     (answer.status, answer.body["error"]["code"].as_str().unwrap_or_default().to_owned())

@@ -8,13 +8,18 @@ use crate::support::{BINARY, TestServer, assert_tensor_close, fixture_path};
 /// Runs the CLI as a user would, against `server`, with its own client
 /// configuration file and no VITRINE_* variables from the outside.
 pub(crate) fn vitrine(server: &TestServer, config: &Path, args: &[&str]) -> Output {
+    vitrine_at(&server.url, config, args)
+}
+
+/// The same, against the server at `url`.
+fn vitrine_at(url: &str, config: &Path, args: &[&str]) -> Output {
     let mut command = Command::new(BINARY);
     for (name, _) in std::env::vars() {
         if name.starts_with("VITRINE_") {
             command.env_remove(name);
         }
     }
-    command.env("VITRINE_URL", &server.url).env("VITRINE_CLIENT_CONFIG", config).args(args);
+    command.env("VITRINE_URL", url).env("VITRINE_CLIENT_CONFIG", config).args(args);
     command.output().expect("run vitrine")
 }
 
@@ -334,4 +339,91 @@ fn owners_and_the_operator_manage_a_models_life_from_the_cli() {
     assert!(failure(&run(&["model", "delete", "alice/m"])).contains("--yes"));
     assert!(success(&run(&["model", "delete", "alice/m", "--yes"])).contains("store 0 bytes"));
     assert!(failure(&run(&["model", "show", "alice/m"])).contains("(gone, HTTP 410)"));
+}
+
+/// A TCP forwarder to `target` that passes `budget` bytes from clients to
+/// the server in all, then closes every connection and takes no more: a
+/// link that breaks for good in the middle of an upload.
+async fn breaking_link(target: &str, budget: u64) -> String {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = target.trim_start_matches("http://").to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let left = Arc::new(AtomicU64::new(budget));
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            if left.load(Ordering::SeqCst) == 0 {
+                continue;
+            }
+            let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else { continue };
+            let (mut from_client, mut to_client) = inbound.into_split();
+            let (mut from_server, mut to_server) = outbound.into_split();
+            let left = left.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 16 << 10];
+                while let Ok(read) = from_client.read(&mut buffer).await {
+                    let before = left
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| Some(left.saturating_sub(read as u64)))
+                        .unwrap_or(0);
+                    let allowed = before.min(read as u64) as usize;
+                    if read == 0 || to_server.write_all(&buffer[..allowed]).await.is_err() || allowed < read {
+                        left.store(0, Ordering::SeqCst);
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_breaks_off_resumes_where_it_stopped_when_run_again() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("client.toml");
+    success(&vitrine(&server, &config, &["signup", "alice"]));
+    success(&vitrine(&server, &config, &["model", "create", "big", "--task", "other"]));
+    // About 4 MB, in pieces of 512 KiB.
+    let model = runtime::synthetic::mlp(&[64, 4096, 180], 4).bytes;
+    let file = dir.path().join("big.onnx");
+    std::fs::write(&file, &model).unwrap();
+    let file = file.to_str().unwrap();
+    // The link breaks after 1.3 MB: two pieces and part of a third arrive.
+    let link = breaking_link(&server.url, 1_300_000).await;
+    let push: Vec<String> =
+        ["model", "push", "alice/big", file, "--piece-bytes", "524288"].iter().map(|a| a.to_string()).collect();
+    let run_at = |url: String| {
+        let (config, push) = (config.clone(), push.clone());
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = push.iter().map(String::as_str).collect();
+            vitrine_at(&url, &config, &args)
+        })
+    };
+    let broken = run_at(link).await.unwrap();
+    let said = String::from_utf8_lossy(&broken.stderr).into_owned();
+    assert!(!broken.status.success(), "the push went through a broken link: {said}");
+    assert!(said.contains("run the same command again to resume"), "{said}");
+
+    // Run again, on a working link: it resumes after what arrived.
+    let again = run_at(server.url.clone()).await.unwrap();
+    let said = String::from_utf8_lossy(&again.stderr).into_owned();
+    let pushed = success(&again);
+    let resumed_at: u64 = said
+        .split("resuming the upload at byte ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|offset| offset.parse().ok())
+        .unwrap_or_else(|| panic!("it started over: {said}"));
+    assert!(resumed_at >= 2 * 524_288, "resumed at {resumed_at}");
+    let sha256 = domain::Sha256::digest(&model).to_hex();
+    assert!(pushed.contains("version 1") && pushed.contains(&sha256), "{pushed}");
+    // Nothing is left to resume.
+    let state = std::fs::read_to_string(dir.path().join("uploads.json")).unwrap();
+    assert_eq!(state.trim(), "{}");
 }

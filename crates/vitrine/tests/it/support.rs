@@ -247,6 +247,10 @@ impl Api {
         self.send(self.request(reqwest::Method::PATCH, path, key).json(&body)).await
     }
 
+    pub async fn delete(&self, path: &str, key: Option<&str>) -> Answer {
+        self.send(self.request(reqwest::Method::DELETE, path, key)).await
+    }
+
     pub async fn upload(&self, path: &str, key: Option<&str>, bytes: Vec<u8>) -> Answer {
         let request = self
             .request(reqwest::Method::POST, path, key)

@@ -84,7 +84,9 @@ async fn a_streamed_upload_past_the_limit_is_cut_off() {
     let alice = api.signup("alice").await;
     api.post("/v1/models", Some(&alice), json!({"name": "m", "task": "other"})).await.ok(201);
     // No Content-Length: the limit must hold while streaming.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..50).map(|_| Ok(vec![0u8; 10_000])).collect();
+    // (It starts as a model does: garbage would be refused from its first bytes.)
+    let mut chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..50).map(|_| Ok(vec![0x08; 10_000])).collect();
+    chunks.insert(0, Ok(vec![0x08, 0x08]));
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
     let request = api
         .request(reqwest::Method::POST, "/v1/models/alice/m/versions", Some(&alice))
@@ -155,4 +157,226 @@ async fn real_sized_models_and_folders_with_external_data_load_by_default() {
         answer["outputs"].clone()
     };
     assert_eq!(outputs("bob/split"), outputs("bob/whole"));
+}
+
+/// The server process's resident memory, in bytes (workers not counted).
+fn server_resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next().and_then(|number| number.parse::<u64>().ok()));
+    kib.unwrap_or(0) * 1024
+}
+
+/// A body of `bytes` pseudo-random bytes made as it is sent, and a count of
+/// the bytes it made so far.
+fn garbage_body(bytes: u64, seed: u64) -> (reqwest::Body, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::Ordering;
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = made.clone();
+    let mut state = seed | 1;
+    let pieces = futures_util::stream::iter((0..bytes.div_ceil(1 << 16)).map(move |_| {
+        let piece: Vec<u8> = (0..1 << 16)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        counter.fetch_add(piece.len() as u64, Ordering::Relaxed);
+        Ok::<_, std::io::Error>(piece)
+    }));
+    (reqwest::Body::wrap_stream(pieces), made)
+}
+
+/// Several uploads of hundreds of megabytes at once, valid and garbage: the
+/// server streams them to disk and to the workers, its memory barely moves,
+/// and the garbage is refused from its first bytes.
+#[tokio::test]
+async fn uploads_stream_through_the_server_and_garbage_is_refused_from_its_first_bytes() {
+    const MIB: u64 = 1 << 20;
+    let server = TestServer::start_with(&[("uploads_per_address_concurrent_max", "0")]);
+    let api = server.api();
+    // Two valid models of about 270 MB (their weights differ), and three
+    // strangers' garbage of 300 MB each.
+    let models: Vec<Vec<u8>> = (0..2).map(|seed| runtime::synthetic::mlp(&[64, 8192, 8192], seed).bytes).collect();
+    assert!(models.iter().all(|model| model.len() as u64 > 256 * MIB));
+    let mut keys = Vec::new();
+    for owner in ["alice", "bob", "carol", "dave", "erin"] {
+        let key = api.signup(owner).await;
+        api.post("/v1/models", Some(&key), json!({"name": "m", "task": "other"})).await.ok(201);
+        keys.push(key);
+    }
+    let idle = server_resident_bytes(server.pid());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (stop, pid) = (stop.clone(), server.pid());
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(server_resident_bytes(pid));
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+
+    let valid: Vec<_> = models
+        .into_iter()
+        .zip(["alice", "bob"])
+        .zip(keys.clone())
+        .map(|((model, owner), key)| {
+            let api = api.clone();
+            tokio::spawn(async move { api.upload(&format!("/v1/models/{owner}/m/versions"), Some(&key), model).await })
+        })
+        .collect();
+    let garbage: Vec<_> = ["carol", "dave", "erin"]
+        .into_iter()
+        .zip(keys[2..].to_vec())
+        .enumerate()
+        .map(|(seed, (owner, key))| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let (body, made) = garbage_body(300 * MIB, seed as u64 + 7);
+                let started = std::time::Instant::now();
+                let request = api
+                    .request(reqwest::Method::POST, &format!("/v1/models/{owner}/m/versions"), Some(&key))
+                    .header("content-type", "application/octet-stream")
+                    .header("content-length", (300 * MIB).to_string())
+                    .body(body);
+                let answer = api.try_send(request).await;
+                (answer, started.elapsed(), made.load(std::sync::atomic::Ordering::Relaxed))
+            })
+        })
+        .collect();
+    for task in garbage {
+        let (answer, took, sent) = task.await.unwrap();
+        // Refused with its reason, long before it was all sent (the client
+        // may see the connection closed under it instead).
+        if let Some(answer) = answer {
+            let message = answer.error(422, "invalid_model");
+            assert!(message.contains("not an ONNX model"), "{message}");
+        }
+        assert!(sent < 64 * MIB, "{} MiB of garbage went out before the refusal", sent / MIB);
+        eprintln!("garbage refused after {took:?}, {} KiB sent", sent >> 10);
+    }
+    for task in valid {
+        assert_eq!(task.await.unwrap().ok(201)["version"], 1);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    eprintln!("server memory: idle {} MiB, peak {} MiB", idle / MIB, peak / MIB);
+    assert!(peak < idle + 256 * MIB, "the server grew from {} MiB to {} MiB", idle / MIB, peak / MIB);
+    // What was uploaded runs.
+    let call = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 64], "data": vec![0.5; 64]}}});
+    let answer = api.post("/v1/models/alice/m/infer", Some(&keys[0]), call).await;
+    assert_eq!(answer.ok(200)["outputs"]["y"]["shape"], json!([1, 8192]));
+    assert_eq!(std::fs::read_dir(server.data_dir.join("blobs/tmp")).unwrap().count(), 0);
+}
+
+/// Sends `length` as a piece's Content-Length over a raw connection but
+/// only `bytes`, then hangs up: a piece that breaks off on its way.
+async fn piece_cut_short(url: &str, path: &str, key: &str, offset: u64, length: usize, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let address = url.trim_start_matches("http://");
+    let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\nUpload-Offset: {offset}\r\n\
+         Content-Type: application/offset+octet-stream\r\nContent-Length: {length}\r\n\r\n"
+    );
+    connection.write_all(head.as_bytes()).await.unwrap();
+    connection.write_all(bytes).await.unwrap();
+    connection.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    drop(connection);
+}
+
+async fn patch_piece(
+    api: &crate::support::Api,
+    path: &str,
+    key: &str,
+    offset: u64,
+    bytes: &[u8],
+) -> crate::support::Answer {
+    let request = api
+        .request(reqwest::Method::PATCH, path, Some(key))
+        .header("upload-offset", offset.to_string())
+        .header("content-type", "application/offset+octet-stream")
+        .body(bytes.to_vec());
+    api.send(request).await
+}
+
+#[tokio::test]
+async fn an_upload_in_pieces_resumes_where_it_broke_off_and_becomes_a_version_once_its_digest_matches() {
+    let server =
+        TestServer::start_with(&[("upload_sessions_per_account_max", "2"), ("upload_session_idle_ms", "1500")]);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    let bob = api.signup("bob").await;
+    api.post("/v1/models", Some(&alice), json!({"name": "m", "task": "other"})).await.ok(201);
+    let model = runtime::synthetic::mlp(&[4, 64, 2], 5).bytes;
+    let size = model.len() as u64;
+    let start = |size: u64| api.post("/v1/models/alice/m/uploads", Some(&alice), json!({"size_bytes": size}));
+    let session = start(size).await.ok(201).clone();
+    assert_eq!((session["offset"].as_u64(), session["size_bytes"].as_u64()), (Some(0), Some(size)));
+    let path = format!("/v1/models/alice/m/uploads/{}", session["id"].as_str().unwrap());
+
+    // A first piece; then one sent from the wrong offset is refused, naming the right one.
+    assert_eq!(patch_piece(&api, &path, &alice, 0, &model[..1000]).await.ok(200)["offset"], 1000);
+    let message = patch_piece(&api, &path, &alice, 500, &model[500..1500]).await.error(409, "conflict");
+    assert!(message.contains("Upload-Offset 1000"), "{message}");
+    // A piece that breaks off on its way: what arrived is kept.
+    piece_cut_short(&server.url, &path, &alice, 1000, model.len() - 1000, &model[1000..1700]).await;
+    let resumed = api.get(&path, Some(&alice)).await.ok(200)["offset"].as_u64().unwrap();
+    assert_eq!(resumed, 1700, "the bytes of the broken piece are kept");
+    // Nobody else sees or writes it; it cannot grow past its size.
+    api.get(&path, Some(&bob)).await.error(403, "forbidden");
+    let over = [model[1700..].to_vec(), vec![0; 10]].concat();
+    patch_piece(&api, &path, &alice, 1700, &over).await.error(413, "payload_too_large");
+    // The rest, from where it stood.
+    assert_eq!(patch_piece(&api, &path, &alice, 1700, &model[1700..]).await.ok(200)["offset"], size);
+
+    // A digest it does not have is refused, and the session goes; the
+    // right one makes the version.
+    let commit = format!("{path}/commit");
+    let wrong = domain::Sha256::digest(b"another file").to_hex();
+    let sha256 = domain::Sha256::digest(&model).to_hex();
+    let session = start(size).await.ok(201).clone();
+    let other = format!("/v1/models/alice/m/uploads/{}", session["id"].as_str().unwrap());
+    api.post(&format!("{other}/commit"), Some(&alice), json!({"sha256": sha256})).await.error(409, "conflict");
+    api.delete(&other, Some(&alice)).await;
+    let message = api.post(&commit, Some(&alice), json!({"sha256": wrong})).await.error(422, "invalid_request");
+    assert!(message.contains(&sha256), "{message}");
+    api.get(&path, Some(&alice)).await.error(404, "not_found");
+    let session = start(size).await.ok(201).clone();
+    let path = format!("/v1/models/alice/m/uploads/{}", session["id"].as_str().unwrap());
+    patch_piece(&api, &path, &alice, 0, &model).await.ok(200);
+    let version = api.post(&format!("{path}/commit"), Some(&alice), json!({"sha256": sha256})).await;
+    assert_eq!(
+        (version.ok(201)["version"].as_i64(), version.body["blob_sha256"].as_str()),
+        (Some(1), Some(sha256.as_str()))
+    );
+    let call = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 4], "data": [1, 2, 3, 4]}}});
+    api.post("/v1/models/alice/m/infer", Some(&alice), call).await.ok(200);
+
+    // Garbage is refused from its first piece, and its session goes.
+    let session = start(1 << 20).await.ok(201).clone();
+    let path = format!("/v1/models/alice/m/uploads/{}", session["id"].as_str().unwrap());
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let message = patch_piece(&api, &path, &alice, 0, &garbage).await.error(422, "invalid_model");
+    assert!(message.contains("not an ONNX model"), "{message}");
+    api.get(&path, Some(&alice)).await.error(404, "not_found");
+
+    // Open sessions are bounded per account, and go once idle.
+    start(size).await.ok(201);
+    let idle = start(size).await.ok(201).clone();
+    start(size).await.error(429, "rate_limited");
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    let path = format!("/v1/models/alice/m/uploads/{}", idle["id"].as_str().unwrap());
+    api.get(&path, Some(&alice)).await.error(404, "not_found");
+    start(size).await.ok(201);
+    // A session larger than a file may be is refused at its start.
+    start(5 << 30).await.error(413, "payload_too_large");
 }
