@@ -20,6 +20,10 @@ use sha2::Digest;
 use tokio::fs::{self, File};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A temporary file unwritten this long is a crashed upload's (uploads
+/// stream: one in progress writes more often than this).
+const TEMPORARY_IDLE_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Files up to this size go to the remote store in one request; larger ones
 /// in parts of this size.
 const REMOTE_PART_BYTES: usize = 16 << 20;
@@ -81,14 +85,20 @@ impl Drop for TemporaryPath {
 
 impl BlobStore {
     /// Opens (creating if needed) `root`, and removes temporary files left
-    /// by uploads that a crash interrupted.
+    /// by uploads that a crash interrupted: those unwritten for
+    /// [`TEMPORARY_IDLE_MAX`]. A younger one may be an upload another node
+    /// sharing the folder is receiving now.
     pub async fn open(root: impl Into<PathBuf>) -> std::io::Result<BlobStore> {
         let root = root.into();
         let temporary = root.join("tmp");
-        if fs::try_exists(&temporary).await? {
-            fs::remove_dir_all(&temporary).await?;
-        }
         fs::create_dir_all(&temporary).await?;
+        let mut entries = fs::read_dir(&temporary).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let idle = entry.metadata().await?.modified()?.elapsed().unwrap_or_default();
+            if idle >= TEMPORARY_IDLE_MAX {
+                let _ = fs::remove_file(entry.path()).await;
+            }
+        }
         Ok(BlobStore { root, remote: None })
     }
 
@@ -413,5 +423,28 @@ mod tests {
         drop(abandoned);
         assert_eq!(std::fs::read_dir(dir.path().join("blobs/tmp")).unwrap().count(), 0);
         assert_eq!(store.read(&Sha256::digest(b"hello world")).await.unwrap(), b"hello world");
+    }
+
+    #[tokio::test]
+    async fn opening_removes_what_crashed_uploads_left_not_what_another_node_writes_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("blobs");
+        let store = BlobStore::open(&root).await.unwrap();
+        let mut receiving = store.writer().await.unwrap();
+        receiving.write(b"an upload in progress on another node").await.unwrap();
+        let crashed = root.join("tmp/upload-crashed");
+        std::fs::write(&crashed, b"left by a crash").unwrap();
+        let long_ago = std::time::SystemTime::now() - TEMPORARY_IDLE_MAX - std::time::Duration::from_secs(1);
+        std::fs::File::options().write(true).open(&crashed).unwrap().set_modified(long_ago).unwrap();
+        // Another node starts on the same folder.
+        BlobStore::open(&root).await.unwrap();
+        assert!(!crashed.exists(), "a crashed upload's file is left");
+        receiving.write(b", still going").await.unwrap();
+        let finished = receiving.finish().await.unwrap();
+        finished.commit(&store).await.unwrap();
+        assert_eq!(
+            store.read(&Sha256::digest(b"an upload in progress on another node, still going")).await.unwrap().len(),
+            50
+        );
     }
 }
