@@ -13,10 +13,13 @@ pub(crate) struct Inspected {
     pub output_names: Vec<String>,
 }
 
+/// With `operators`, also that tract implements every operator the graph
+/// uses (another engine judges its own).
 pub(crate) fn inspect(
     proto: &pb::ModelProto,
     onnx: &tract_onnx::Onnx,
     limits: &ModelLimits,
+    operators: bool,
 ) -> Result<Inspected, ModelError> {
     let graph = proto.graph.as_ref().ok_or_else(|| ModelError::NotOnnx("it has no graph".into()))?;
     if graph.output.is_empty() {
@@ -34,7 +37,7 @@ pub(crate) fn inspect(
         });
     }
     let unsupported: Vec<String> =
-        totals.op_types.into_iter().filter(|op| !onnx.op_register.0.contains_key(op)).collect();
+        totals.op_types.into_iter().filter(|op| operators && !onnx.op_register.0.contains_key(op)).collect();
     if !unsupported.is_empty() {
         return Err(ModelError::UnsupportedOperators(unsupported));
     }

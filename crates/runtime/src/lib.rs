@@ -1,4 +1,6 @@
-//! Loads, validates and runs ONNX models with tract.
+//! Loads, validates and runs ONNX models, with tract (pure Rust, always
+//! there) or ONNX Runtime (its library loaded at run time: `onnxruntime.rs`),
+//! the [`Engine`] a market chooses.
 //!
 //! - [`load_model`] turns uploaded bytes into a [`LoadedModel`]: it checks the
 //!   protobuf against [`ModelLimits`] and the operators tract implements, then
@@ -15,6 +17,7 @@
 pub mod archive;
 mod cache;
 mod inspect;
+pub mod onnxruntime;
 pub mod sniff;
 pub mod synthetic;
 mod tensor;
@@ -56,6 +59,24 @@ impl ModelLimits {
         outputs_max: 256,
         rank_max: 16,
     };
+}
+
+/// What runs the models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Engine {
+    /// tract, in Rust, built in.
+    Tract,
+    /// ONNX Runtime, its library loaded by [`onnxruntime::init`] first.
+    OnnxRuntime,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Tract => "tract",
+            Engine::OnnxRuntime => "onnxruntime",
+        }
+    }
 }
 
 /// Bytes of one input's or output's name, and of one symbolic dimension's
@@ -134,16 +155,31 @@ pub struct Signature {
 /// A validated, optimised model, ready to run from any thread.
 #[derive(Debug)]
 pub struct LoadedModel {
-    plan: Arc<TypedSimplePlan>,
+    runner: Runner,
     pub signature: Signature,
     /// What this model is charged against the cache's byte budget.
     pub cost_bytes: u64,
 }
 
-/// Reads, checks and optimises an ONNX model. Never panics: a panic inside
-/// tract is caught and reported as [`ModelError::Rejected`].
+/// What runs a loaded model.
+#[derive(Debug)]
+enum Runner {
+    Tract(Arc<TypedSimplePlan>),
+    OnnxRuntime(onnxruntime::OrtModel),
+}
+
+/// Reads, checks and optimises an ONNX model with tract. Never panics: a
+/// panic inside tract is caught and reported as [`ModelError::Rejected`].
 pub fn load_model(bytes: &[u8], limits: &ModelLimits) -> Result<LoadedModel, ModelError> {
-    match catch_unwind(AssertUnwindSafe(|| load_model_unguarded(bytes, limits))) {
+    load_model_with(Engine::Tract, bytes, limits)
+}
+
+/// Reads and checks an ONNX model, then has `engine` build it.
+pub fn load_model_with(engine: Engine, bytes: &[u8], limits: &ModelLimits) -> Result<LoadedModel, ModelError> {
+    match catch_unwind(AssertUnwindSafe(|| match engine {
+        Engine::Tract => load_model_unguarded(bytes, limits),
+        Engine::OnnxRuntime => load_with_onnxruntime(bytes, limits),
+    })) {
         Ok(result) => result,
         Err(panic) => {
             let message = panic_message(&panic);
@@ -155,12 +191,20 @@ pub fn load_model(bytes: &[u8], limits: &ModelLimits) -> Result<LoadedModel, Mod
     }
 }
 
-fn load_model_unguarded(bytes: &[u8], limits: &ModelLimits) -> Result<LoadedModel, ModelError> {
-    let onnx = tract_onnx::onnx();
+/// The model's protobuf (an archive's external data put inline), checked
+/// against `limits`; with `operators`, also that tract implements every
+/// operator it uses.
+fn read_checked(
+    onnx: &tract_onnx::Onnx,
+    bytes: &[u8],
+    limits: &ModelLimits,
+    operators: bool,
+) -> Result<(tract_onnx::pb::ModelProto, inspect::Inspected, bool), ModelError> {
     if bytes.is_empty() {
         return Err(ModelError::NotOnnx("the file is empty".into()));
     }
-    let proto = if archive::is_archive(bytes) {
+    let archived = archive::is_archive(bytes);
+    let proto = if archived {
         let archive = archive::read(bytes)?;
         let mut proto =
             onnx.proto_model_for_read(&mut &*archive.model).map_err(|e| ModelError::NotOnnx(short_error(&e)))?;
@@ -169,7 +213,28 @@ fn load_model_unguarded(bytes: &[u8], limits: &ModelLimits) -> Result<LoadedMode
     } else {
         onnx.proto_model_for_read(&mut &*bytes).map_err(|e| ModelError::NotOnnx(short_error(&e)))?
     };
-    let inspected = inspect::inspect(&proto, &onnx, limits)?;
+    let inspected = inspect::inspect(&proto, onnx, limits, operators)?;
+    Ok((proto, inspected, archived))
+}
+
+fn load_with_onnxruntime(bytes: &[u8], limits: &ModelLimits) -> Result<LoadedModel, ModelError> {
+    let onnx = tract_onnx::onnx();
+    let (proto, inspected, archived) = read_checked(&onnx, bytes, limits, false)?;
+    // ONNX Runtime reads the model from memory: an archive's, with its
+    // external data inline, is written out whole again.
+    let whole = if archived { std::borrow::Cow::Owned(prost::Message::encode_to_vec(&proto)) } else { bytes.into() };
+    drop(proto);
+    let (model, outputs) = onnxruntime::load(&whole, &inspected.output_names, limits.rank_max)?;
+    Ok(LoadedModel {
+        runner: Runner::OnnxRuntime(model),
+        signature: Signature { inputs: inspected.inputs, outputs },
+        cost_bytes: whole.len() as u64 + 64 * 1024,
+    })
+}
+
+fn load_model_unguarded(bytes: &[u8], limits: &ModelLimits) -> Result<LoadedModel, ModelError> {
+    let onnx = tract_onnx::onnx();
+    let (proto, inspected, _) = read_checked(&onnx, bytes, limits, true)?;
     let model = onnx.model_for_proto_model(&proto).map_err(|e| ModelError::Rejected(short_error(&e)))?;
     let model = model.into_optimized().map_err(|e| ModelError::Rejected(short_error(&e)))?;
     let mut outputs = Vec::with_capacity(model.outputs.len());
@@ -206,7 +271,7 @@ fn load_model_unguarded(bytes: &[u8], limits: &ModelLimits) -> Result<LoadedMode
     }
     let plan = model.into_runnable().map_err(|e| ModelError::Rejected(short_error(&e)))?;
     Ok(LoadedModel {
-        plan,
+        runner: Runner::Tract(plan),
         signature: Signature { inputs: inspected.inputs, outputs },
         // The optimised plan holds about one copy of the weights; the file
         // size is the best cheap estimate of that, plus the graph itself.
@@ -219,13 +284,20 @@ impl LoadedModel {
     /// (in the signature's order). Returns the outputs in the signature's
     /// order, unless they hold more than `output_elements_max` elements in all.
     pub fn run(&self, inputs: Vec<Tensor>, output_elements_max: u64) -> Result<Vec<(String, Tensor)>, RunError> {
+        let plan = match &self.runner {
+            Runner::Tract(plan) => plan,
+            Runner::OnnxRuntime(model) => {
+                let names: Vec<String> = self.signature.inputs.iter().map(|spec| spec.name.clone()).collect();
+                return model.run(&names, inputs, &self.signature.outputs, output_elements_max);
+            }
+        };
         let run = || -> Result<Vec<(String, Tensor)>, RunError> {
             let values: TVec<TValue> = inputs
                 .into_iter()
                 .map(|t| t.into_tract().map(TValue::from))
                 .collect::<TractResult<_>>()
                 .map_err(|e| RunError::Failed(short_error(&e)))?;
-            let outputs = self.plan.run(values).map_err(|e| RunError::Failed(short_error(&e)))?;
+            let outputs = plan.run(values).map_err(|e| RunError::Failed(short_error(&e)))?;
             // Checked before the outputs are copied: an answer too large to
             // send must not be built either.
             let elements = outputs.iter().map(|value| value.len() as u64).sum::<u64>();

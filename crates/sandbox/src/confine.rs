@@ -156,7 +156,8 @@ fn install_fatal_list() -> Result<(), ConfineError> {
     .map_err(|e| seccomp(e.into()))?;
     let program: seccompiler::BpfProgram =
         filter.try_into().map_err(|e: seccompiler::BackendError| seccomp(e.into()))?;
-    seccompiler::apply_filter(&program).map_err(seccomp)
+    // Every thread of the process (ONNX Runtime's environment starts one).
+    seccompiler::apply_filter_all_threads(&program).map_err(seccomp)
 }
 
 fn install_allow_list() -> Result<(), ConfineError> {
@@ -180,7 +181,8 @@ fn install_allow_list() -> Result<(), ConfineError> {
     .map_err(|e| seccomp(e.into()))?;
     let program: seccompiler::BpfProgram =
         filter.try_into().map_err(|e: seccompiler::BackendError| seccomp(e.into()))?;
-    seccompiler::apply_filter(&program).map_err(seccomp)
+    // Every thread of the process (ONNX Runtime's environment starts one).
+    seccompiler::apply_filter_all_threads(&program).map_err(seccomp)
 }
 
 /// CPU time this process has used, user and system, in microseconds.

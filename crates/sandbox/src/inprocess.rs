@@ -23,17 +23,28 @@ pub(crate) struct InProcess {
     /// One permit per model loading or running at once.
     slots: Arc<Semaphore>,
     workers: usize,
+    engine: runtime::Engine,
 }
 
 impl InProcess {
-    pub(crate) fn new(settings: &Settings, workers: usize) -> InProcess {
-        InProcess {
+    /// Loads ONNX Runtime's library into this process first, if the
+    /// settings name one.
+    pub(crate) fn new(settings: &Settings, workers: usize) -> Result<InProcess, crate::StartFailure> {
+        let engine = match &settings.onnxruntime_library {
+            Some(library) => {
+                runtime::onnxruntime::init(library).map_err(crate::StartFailure)?;
+                runtime::Engine::OnnxRuntime
+            }
+            None => runtime::Engine::Tract,
+        };
+        Ok(InProcess {
+            engine,
             cache: Arc::new(ModelCache::new(settings.model_cache_bytes_max)),
             limits: settings.model_limits.clone(),
             output_elements_max: settings.output_elements_max,
             slots: Arc::new(Semaphore::new(workers)),
             workers,
-        }
+        })
     }
 
     pub(crate) async fn load(
@@ -113,8 +124,9 @@ impl InProcess {
     }
 
     async fn load_blocking(&self, bytes: Vec<u8>) -> Result<Arc<LoadedModel>, LoadError> {
-        let limits = self.limits.clone();
-        let loaded = self.blocking(move || runtime::load_model(&bytes, &limits)).await.map_err(LoadError::Pool)?;
+        let (limits, engine) = (self.limits.clone(), self.engine);
+        let loaded =
+            self.blocking(move || runtime::load_model_with(engine, &bytes, &limits)).await.map_err(LoadError::Pool)?;
         Ok(Arc::new(loaded.map_err(LoadError::Model)?))
     }
 

@@ -62,6 +62,8 @@ pub struct Settings {
     pub output_elements_max: u64,
     /// How to start a worker; `None`: this program with the argument `worker`.
     pub worker_command: Option<WorkerCommand>,
+    /// ONNX Runtime's library, to run models with; `None`: tract.
+    pub onnxruntime_library: Option<PathBuf>,
 }
 
 /// A model's file, open for reading: the supervisor writes it to a worker
@@ -209,6 +211,7 @@ impl Metrics {
 #[derive(Debug)]
 pub struct Executor {
     kind: Kind,
+    engine: runtime::Engine,
 }
 
 #[derive(Debug)]
@@ -223,7 +226,7 @@ impl Executor {
     pub async fn start(settings: Settings) -> Result<Executor, StartFailure> {
         let workers = settings.workers.max(1);
         let kind = match settings.isolation {
-            Isolation::None => Kind::InProcess(inprocess::InProcess::new(&settings, workers)),
+            Isolation::None => Kind::InProcess(inprocess::InProcess::new(&settings, workers)?),
             Isolation::Process => {
                 let command = match settings.worker_command {
                     Some(command) => command,
@@ -238,6 +241,11 @@ impl Executor {
                     inputs_max: settings.model_limits.inputs_max as u64,
                     outputs_max: settings.model_limits.outputs_max as u64,
                     rank_max: settings.model_limits.rank_max as u64,
+                    onnxruntime_library: settings
+                        .onnxruntime_library
+                        .as_ref()
+                        .map(|path| path.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
                 };
                 // Upload workers say so on their command line (for `ps`).
                 let mut upload_command = command.clone();
@@ -249,7 +257,9 @@ impl Executor {
                 Kind::Isolated { calls, uploads }
             }
         };
-        Ok(Executor { kind })
+        let engine =
+            if settings.onnxruntime_library.is_some() { runtime::Engine::OnnxRuntime } else { runtime::Engine::Tract };
+        Ok(Executor { kind, engine })
     }
 
     /// Validates a model for `tenant` (the uploader's account) by loading
@@ -294,6 +304,11 @@ impl Executor {
                 in_process.run(digest, inputs, deadline, bytes).await
             }
         }
+    }
+
+    /// What runs the models.
+    pub fn engine(&self) -> runtime::Engine {
+        self.engine
     }
 
     pub fn metrics(&self) -> Metrics {

@@ -43,6 +43,9 @@ pub struct Hello {
     pub inputs_max: u64,
     pub outputs_max: u64,
     pub rank_max: u64,
+    /// The ONNX Runtime library the worker loads and runs models with,
+    /// before it confines itself; empty: tract.
+    pub onnxruntime_library: String,
 }
 
 /// What the server asks of a worker after [`Hello`].
@@ -172,6 +175,7 @@ impl Hello {
         ] {
             out.u64(value);
         }
+        out.text(&self.onnxruntime_library);
         out.0
     }
 
@@ -187,6 +191,7 @@ impl Hello {
             inputs_max: input.u64()?,
             outputs_max: input.u64()?,
             rank_max: input.u64()?,
+            onnxruntime_library: input.text()?,
         };
         input.end()?;
         Ok(hello)
@@ -584,6 +589,7 @@ mod tests {
             inputs_max: 13,
             outputs_max: 14,
             rank_max: 15,
+            onnxruntime_library: "/opt/lib/libonnxruntime.so".into(),
         };
         assert_eq!(Hello::decode(&hello.encode()).unwrap(), hello);
         for request in [

@@ -37,12 +37,26 @@ pub fn main() -> i32 {
         }
     };
     runtime::probe_machine();
+    // ONNX Runtime's library is a file, and its environment starts a thread:
+    // both before the worker confines itself (every thread then).
+    let engine = if hello.onnxruntime_library.is_empty() {
+        runtime::Engine::Tract
+    } else {
+        if let Err(error) = runtime::onnxruntime::init(std::path::Path::new(&hello.onnxruntime_library)) {
+            let answer = Response::ConfinementFailed { message: error };
+            let _ = protocol::write_frame(&mut output, &answer.encode());
+            return 4;
+        }
+        runtime::onnxruntime::probe();
+        runtime::Engine::OnnxRuntime
+    };
     if let Err(error) = confine::confine(hello.memory_bytes_max) {
         let answer = Response::ConfinementFailed { message: error.to_string() };
         let _ = protocol::write_frame(&mut output, &answer.encode());
         return 4;
     }
     let mut worker = Worker {
+        engine,
         cache: ModelCache::new(hello.cache_bytes_max),
         limits: ModelLimits {
             nodes_max: usize::try_from(hello.nodes_max).unwrap_or(usize::MAX),
@@ -82,6 +96,7 @@ pub fn main() -> i32 {
 }
 
 struct Worker {
+    engine: runtime::Engine,
     cache: ModelCache,
     limits: ModelLimits,
     output_elements_max: u64,
@@ -134,7 +149,7 @@ impl Worker {
 
     /// Loads and keeps a model; returns it and the digests the cache let go.
     fn load(&mut self, digest: Sha256, bytes: &[u8]) -> Result<(Arc<LoadedModel>, Vec<Sha256>), ModelError> {
-        let model = Arc::new(runtime::load_model(bytes, &self.limits)?);
+        let model = Arc::new(runtime::load_model_with(self.engine, bytes, &self.limits)?);
         let evicted = self.cache.insert(digest, model.clone());
         Ok((model, evicted))
     }
@@ -151,6 +166,7 @@ mod tests {
         let model = runtime::synthetic::mlp(&[4, 8, 2], 1);
         let digest = Sha256::digest(&model.bytes);
         let mut worker = Worker {
+            engine: runtime::Engine::Tract,
             cache: ModelCache::new(1 << 30),
             limits: ModelLimits { nodes_max: 100, initializer_bytes_max: 1 << 20, ..ModelLimits::TRUSTED },
             output_elements_max: 1000,

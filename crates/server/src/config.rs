@@ -101,6 +101,13 @@ pub struct Config {
     /// processes, the default) or `none` (in the server's own process, for
     /// trusted single-user setups: a hostile model can take the server down).
     pub isolation: IsolationSetting,
+    /// What runs the models: `tract` (built in), `onnxruntime` (its
+    /// library, `onnxruntime_library`, loaded at run time), or `auto`
+    /// (the default): ONNX Runtime when a library is named, else tract.
+    pub engine: EngineSetting,
+    /// ONNX Runtime's library (`libonnxruntime.so…`; `scripts/onnxruntime`
+    /// fetches one from PyPI and prints its path); empty: `ORT_DYLIB_PATH`.
+    pub onnxruntime_library: PathBuf,
     /// Address space of one worker process (the operating system enforces
     /// it): a call or an upload needing more is refused. 0 (the default):
     /// derived from this machine's memory, so that all workers together
@@ -236,6 +243,14 @@ pub enum IsolationSetting {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+pub enum EngineSetting {
+    Auto,
+    Tract,
+    Onnxruntime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
@@ -308,6 +323,8 @@ impl Default for Config {
             failed_auth_per_address_per_minute: 60,
             model_cache_bytes_max: 4096 * MIB,
             isolation: IsolationSetting::Process,
+            engine: EngineSetting::Auto,
+            onnxruntime_library: PathBuf::new(),
             // Derived from the machine's memory at load (`Config::load`).
             worker_memory_bytes_max: 0,
             memory_overcommit: false,
@@ -539,6 +556,26 @@ impl Config {
         self.inference_threads() as u64 + self.upload_workers.max(1) as u64
     }
 
+    /// ONNX Runtime's library, if models run on it: `onnxruntime_library`,
+    /// else `ORT_DYLIB_PATH`; none with `engine = tract`. An error where
+    /// `engine = onnxruntime` names none.
+    pub fn onnxruntime_library(&self) -> Result<Option<PathBuf>, ConfigError> {
+        let named = if self.onnxruntime_library.as_os_str().is_empty() {
+            std::env::var_os("ORT_DYLIB_PATH").filter(|path| !path.is_empty()).map(PathBuf::from)
+        } else {
+            Some(self.onnxruntime_library.clone())
+        };
+        match (self.engine, named) {
+            (EngineSetting::Tract, _) => Ok(None),
+            (EngineSetting::Onnxruntime, None) => Err(ConfigError::Invalid(
+                "engine = onnxruntime needs ONNX Runtime's library: run scripts/onnxruntime and set \
+                 onnxruntime_library (or ORT_DYLIB_PATH) to the path it prints"
+                    .into(),
+            )),
+            (_, named) => Ok(named),
+        }
+    }
+
     /// `inference_threads`, with 0 resolved to the number of cores.
     pub fn inference_threads(&self) -> usize {
         match self.inference_threads {
@@ -609,6 +646,21 @@ mod tests {
         assert_eq!(config.page_size_max, 60);
         assert_eq!(config.listen, "127.0.0.1:3");
         assert_eq!(config.model_nodes_max, Config::default().model_nodes_max);
+    }
+
+    #[test]
+    fn the_engine_is_onnxruntime_where_its_library_is_named_and_tract_otherwise() {
+        let with =
+            |engine, library: &str| Config { engine, onnxruntime_library: PathBuf::from(library), ..Config::default() };
+        let named = Some(PathBuf::from("/opt/libonnxruntime.so"));
+        assert_eq!(with(EngineSetting::Auto, "/opt/libonnxruntime.so").onnxruntime_library().unwrap(), named);
+        assert_eq!(with(EngineSetting::Onnxruntime, "/opt/libonnxruntime.so").onnxruntime_library().unwrap(), named);
+        assert_eq!(with(EngineSetting::Tract, "/opt/libonnxruntime.so").onnxruntime_library().unwrap(), None);
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+            assert_eq!(with(EngineSetting::Auto, "").onnxruntime_library().unwrap(), None);
+            let error = with(EngineSetting::Onnxruntime, "").onnxruntime_library().unwrap_err().to_string();
+            assert!(error.contains("scripts/onnxruntime"), "{error}");
+        }
     }
 
     #[test]

@@ -194,9 +194,16 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     if store.holds_signer_lease().await.map_err(|e| format!("cannot ask for the signer's lease: {e}"))? {
         log::sign_checkpoint_if_grown(&store, &log_keys, &witnesses).await?;
     }
-    let executor = Executor::start(executor_settings(&config))
-        .await
-        .map_err(|e| format!("cannot start the model workers: {e}"))?;
+    let settings = executor_settings(&config).map_err(|e| e.to_string())?;
+    match &settings.onnxruntime_library {
+        Some(library) => {
+            tracing::info!(engine = "onnxruntime", library = %library.display(), "models run on ONNX Runtime")
+        }
+        None => {
+            tracing::info!(engine = "tract", "models run on tract (engine = onnxruntime runs them on ONNX Runtime)")
+        }
+    }
+    let executor = Executor::start(settings).await.map_err(|e| format!("cannot start the model workers: {e}"))?;
     // Several nodes may share a PostgreSQL market: there calls reserve from
     // grants (`reserve.rs`), on SQLite in memory.
     let reservations = Arc::new(if store.is_postgres() && config.grant_calls > 0 {
@@ -291,8 +298,8 @@ fn spawn_upload_sweep(sessions: Arc<routes::uploads::Sessions>, store: Store) {
     });
 }
 
-fn executor_settings(config: &Config) -> sandbox::Settings {
-    sandbox::Settings {
+fn executor_settings(config: &Config) -> Result<sandbox::Settings, config::ConfigError> {
+    Ok(sandbox::Settings {
         isolation: match config.isolation {
             config::IsolationSetting::Process => sandbox::Isolation::Process,
             config::IsolationSetting::None => sandbox::Isolation::None,
@@ -310,7 +317,8 @@ fn executor_settings(config: &Config) -> sandbox::Settings {
         },
         output_elements_max: config.output_elements_max,
         worker_command: None,
-    }
+        onnxruntime_library: config.onnxruntime_library()?,
+    })
 }
 
 async fn ensure_system_accounts(store: &Store, config: &Config) -> Result<SystemAccounts, store::StoreError> {

@@ -411,6 +411,8 @@ pub struct VersionView {
     /// Set while its owner has yanked it: its calls answer 410 `gone` and
     /// the model's latest version skips it.
     pub yank: Option<ReasonView>,
+    /// The engine that validated it: `tract` or `onnxruntime`.
+    pub engine: String,
 }
 
 impl From<&Version> for VersionView {
@@ -424,6 +426,7 @@ impl From<&Version> for VersionView {
             created_at: timestamp(version.created_at_ms),
             quarantine: version.quarantine.as_ref().map(QuarantineView::from),
             yank: version.yank.as_ref().map(|y| ReasonView { reason: y.reason.clone(), since: timestamp(y.since_ms) }),
+            engine: version.engine.clone(),
         }
     }
 }

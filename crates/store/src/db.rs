@@ -31,6 +31,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("migrations/sqlite/0010_market_secrets.sql")),
     (11, include_str!("migrations/sqlite/0011_grants.sql")),
     (12, include_str!("migrations/sqlite/0012_usage_index.sql")),
+    (13, include_str!("migrations/sqlite/0013_version_engine.sql")),
 ];
 
 /// PostgreSQL's migrations: its first is SQLite's first ten at once.
@@ -38,6 +39,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_market.sql")),
     (2, include_str!("migrations/postgres/0002_grants.sql")),
     (3, include_str!("migrations/postgres/0003_usage_index.sql")),
+    (4, include_str!("migrations/postgres/0004_version_engine.sql")),
 ];
 
 /// The key of the advisory lock that nodes starting together on one
@@ -219,6 +221,20 @@ pub struct Version {
     pub quarantine: Option<Quarantine>,
     /// Set while its owner has yanked it; its calls are refused (410).
     pub yank: Option<Yank>,
+    /// The engine that validated it (`runtime::Engine::as_str`).
+    pub engine: String,
+}
+
+/// A version to record: its file, and its signature as the engine that
+/// validated it read it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVersion<'a> {
+    pub blob_sha256: &'a Sha256,
+    pub size_bytes: u64,
+    pub inputs: &'a [TensorSpec],
+    pub outputs: &'a [TensorSpec],
+    /// `runtime::Engine::as_str`.
+    pub engine: &'a str,
 }
 
 /// Why and since when a version is quarantined.
@@ -293,7 +309,7 @@ const MODEL_COLUMNS: &str = "m.id, m.owner_id, a.name AS owner, m.name, m.descri
      (SELECT MAX(version) FROM model_versions v WHERE v.model_id = m.id AND v.yanked_at IS NULL) AS latest_version";
 
 const VERSION_COLUMNS: &str = "v.version, v.blob_sha256, b.size_bytes, v.signature, v.created_at, v.quarantined_at, \
-     v.quarantine_reason, v.yanked_at, v.yank_reason";
+     v.quarantine_reason, v.yanked_at, v.yank_reason, v.engine";
 
 /// The bytes an owner's models store: each distinct file of a model that is
 /// not deleted, once (uploading one file twice takes no more room).
@@ -685,12 +701,10 @@ impl Store {
     pub async fn add_version(
         &self,
         model_id: i64,
-        blob_sha256: &Sha256,
-        size_bytes: u64,
-        inputs: &[TensorSpec],
-        outputs: &[TensorSpec],
+        new: &NewVersion<'_>,
         quota_bytes: Option<u64>,
     ) -> Result<Result<Version, QuotaExceeded>, StoreError> {
+        let NewVersion { blob_sha256, size_bytes, inputs, outputs, engine } = *new;
         let now = now_ms();
         let postgres = self.is_postgres();
         let version: i64 = on_pool!(&self.pool, pool => {
@@ -738,14 +752,15 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             let version: i64 = sqlx::query_scalar(
-                "INSERT INTO model_versions (model_id, version, blob_sha256, signature, created_at) \
-                 SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4 FROM model_versions WHERE model_id = $1 \
+                "INSERT INTO model_versions (model_id, version, blob_sha256, signature, created_at, engine) \
+                 SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 FROM model_versions WHERE model_id = $1 \
                  RETURNING version",
             )
             .bind(model_id)
             .bind(blob_sha256.to_hex())
             .bind(signature::encode(inputs, outputs))
             .bind(now)
+            .bind(engine)
             .fetch_one(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -760,6 +775,7 @@ impl Store {
             created_at_ms: now,
             quarantine: None,
             yank: None,
+            engine: engine.to_owned(),
         }))
     }
 
@@ -1046,6 +1062,7 @@ fn version_from_row(row: &impl Columns) -> Result<Version, StoreError> {
                 })
             })
             .transpose()?,
+        engine: row.get("engine")?,
     })
 }
 

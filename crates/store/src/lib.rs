@@ -20,7 +20,7 @@ mod writer;
 
 pub use blobs::{BlobStore, BlobStoreError, BlobWriter, FinishedBlob, REMOTE_STORE_FAILED, TestBucket};
 pub use db::{
-    Account, AccountKind, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel, Quarantine,
+    Account, AccountKind, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel, NewVersion, Quarantine,
     QuarantinedVersion, QuotaExceeded, Store, Takedown, Version, Yank,
 };
 pub use log::{LogEntry, StoredCheckpoint};

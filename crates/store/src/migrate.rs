@@ -68,6 +68,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("quarantine_reason", Text),
             ("yanked_at", Int),
             ("yank_reason", Text),
+            ("engine", Text),
         ],
     ),
     (

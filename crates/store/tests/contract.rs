@@ -15,8 +15,8 @@ use ledger::{Command, Hold, LedgerError, Leg, Transfer, TransferKind};
 use store::postgres::TestDatabase;
 use store::{
     Account, AccountKind, BatchItem, Charge, Cursor, Dimension, GrantRequest, IdempotencyAnswer, IdempotencyStart,
-    ItemError, ModelFilter, ModelPatch, ModelSort, NewModel, PayoutChange, PayoutState, QuotaExceeded, RollupQuery,
-    Store, StoreError, UsageEvent,
+    ItemError, ModelFilter, ModelPatch, ModelSort, NewModel, NewVersion, PayoutChange, PayoutState, QuotaExceeded,
+    RollupQuery, Store, StoreError, UsageEvent,
 };
 use store::{BlobStore, BlobStoreError, TestBucket};
 
@@ -79,7 +79,17 @@ fn digest(text: &str) -> Sha256 {
 async fn upload(store: &Store, model_id: i64, file: &str, size: u64, quota: Option<u64>) -> Result<i64, QuotaExceeded> {
     let (inputs, outputs) = specs();
     store
-        .add_version(model_id, &digest(file), size, &inputs, &outputs, quota)
+        .add_version(
+            model_id,
+            &NewVersion {
+                blob_sha256: &digest(file),
+                size_bytes: size,
+                inputs: &inputs,
+                outputs: &outputs,
+                engine: "tract",
+            },
+            quota,
+        )
         .await
         .expect("add a version")
         .map(|v| v.version)
@@ -229,10 +239,30 @@ async fn versions_are_numbered_in_order_even_when_uploaded_at_once() {
         assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), (1..=9).collect::<Vec<_>>());
         let first = store.version(model.id, 1).await.expect("version").expect("version 1");
         assert_eq!((first.blob_sha256, first.size_bytes), (digest("first"), 10));
-        assert_eq!((first.inputs, first.outputs), specs());
-        assert_eq!(store.version(model.id, 10).await.expect("version"), None);
+        assert_eq!((first.inputs, first.outputs, first.engine.as_str()), (specs().0, specs().1, "tract"));
+        // Each version keeps the engine that validated it.
+        let (inputs, outputs) = specs();
+        let other = store
+            .add_version(
+                model.id,
+                &NewVersion {
+                    blob_sha256: &digest("on another engine"),
+                    size_bytes: 10,
+                    inputs: &inputs,
+                    outputs: &outputs,
+                    engine: "onnxruntime",
+                },
+                None,
+            )
+            .await
+            .expect("add a version")
+            .expect("under no quota");
+        assert_eq!(other.engine, "onnxruntime");
+        let read = store.version(model.id, other.version).await.expect("version").expect("the new version");
+        assert_eq!(read.engine, "onnxruntime");
+        assert_eq!(store.version(model.id, 11).await.expect("version"), None);
         let read = store.model(&owner.name, &model.name).await.expect("read").expect("model");
-        assert_eq!(read.latest_version, Some(9));
+        assert_eq!(read.latest_version, Some(10));
     })
     .await;
 }

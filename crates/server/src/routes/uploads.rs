@@ -277,10 +277,16 @@ async fn accept_version(
     let signature = loaded.map_err(|failure| load_error(state, failure))?;
 
     let (sha256, size_bytes) = (finished.sha256, finished.size_bytes);
+    let new = store::NewVersion {
+        blob_sha256: &sha256,
+        size_bytes,
+        inputs: &signature.inputs,
+        outputs: &signature.outputs,
+        engine: state.executor.engine().as_str(),
+    };
     let no_removal = state.blob_removal.read().await;
     finished.commit(&state.blobs).await?;
-    let added =
-        state.store.add_version(model.id, &sha256, size_bytes, &signature.inputs, &signature.outputs, quota).await?;
+    let added = state.store.add_version(model.id, &new, quota).await?;
     drop(no_removal);
     let version = match added {
         Ok(version) => version,

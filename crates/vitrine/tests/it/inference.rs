@@ -14,12 +14,25 @@ fn linear_input(shape: Value, data: Value) -> Value {
 
 #[tokio::test]
 async fn every_fixture_matches_the_independent_reference() {
-    let server = TestServer::start();
+    fixtures_match_the_reference(TestServer::start(), "tract").await;
+}
+
+/// The same models on ONNX Runtime: the same answers, and each version says
+/// which engine validated it.
+#[tokio::test]
+async fn every_fixture_matches_the_independent_reference_on_onnxruntime_too() {
+    let Some(library) = crate::isolation::onnxruntime_library() else { return };
+    let server = TestServer::start_with(&[("engine", "onnxruntime"), ("onnxruntime_library", &library)]);
+    fixtures_match_the_reference(server, "onnxruntime").await;
+}
+
+async fn fixtures_match_the_reference(server: TestServer, engine: &str) {
     let api = server.api();
     let alice = api.signup("alice").await;
     for name in REFERENCE_FIXTURES {
         let model = name.replace('_', "-");
-        api.model_with_version(&alice, "alice", &model, name).await;
+        let version = api.model_with_version(&alice, "alice", &model, name).await;
+        assert_eq!(version["engine"], engine, "{name}");
         let reference = expected(name);
         let answer = api
             .post(&format!("/v1/models/alice/{model}/infer"), Some(&alice), json!({"inputs": reference["inputs"]}))
