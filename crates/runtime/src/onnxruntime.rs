@@ -34,6 +34,10 @@ pub fn init(library: &Path) -> Result<String, String> {
         .with_telemetry(false)
         .build()
         .map_err(|e| format!("cannot start ONNX Runtime: {e}"))?;
+    // Its errors come back through its API, with the call's answer; what it
+    // would also print (a worker's standard error goes to the server's log)
+    // only repeats them.
+    environment.set_log_level(ort::logging::LogLevel::Fatal);
     let version = release_of(ort::info()).unwrap_or_else(|| "unknown".to_owned());
     let _ = ENVIRONMENT.set((environment, version.clone()));
     Ok(version)
