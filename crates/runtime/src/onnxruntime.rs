@@ -59,6 +59,15 @@ pub fn version() -> Option<&'static str> {
     ENVIRONMENT.get().map(|(_, version)| version.as_str())
 }
 
+/// "1.32.0" from a library's file name `libonnxruntime.so.1.32.0` (the
+/// wheel's), before the library is loaded (the server never loads it when
+/// its workers run the models).
+pub fn version_of_library(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let version = name.split_once(".so.")?.1;
+    (!version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.')).then(|| version.to_owned())
+}
+
 /// "1.32.0" from a build string "… git-branch=rel-1.32.0, …".
 fn release_of(info: &str) -> Option<String> {
     let rest = info.split("rel-").nth(1)?;
@@ -283,5 +292,8 @@ mod tests {
         let info = "ORT Build Info: git-branch=rel-1.32.0, git-commit-id=abc, build type=Release";
         assert_eq!(release_of(info).as_deref(), Some("1.32.0"));
         assert_eq!(release_of("no release here"), None);
+        let wheel = Path::new("/x/onnxruntime/capi/libonnxruntime.so.1.32.0");
+        assert_eq!(version_of_library(wheel).as_deref(), Some("1.32.0"));
+        assert_eq!(version_of_library(Path::new("/usr/lib/libonnxruntime.so")), None);
     }
 }

@@ -212,7 +212,11 @@ impl Metrics {
 pub struct Executor {
     kind: Kind,
     engine: runtime::Engine,
+    onnxruntime_library: Option<PathBuf>,
 }
+
+/// tract's release, the one the workspace pins.
+const TRACT_VERSION: &str = "0.23.9";
 
 #[derive(Debug)]
 enum Kind {
@@ -259,7 +263,7 @@ impl Executor {
         };
         let engine =
             if settings.onnxruntime_library.is_some() { runtime::Engine::OnnxRuntime } else { runtime::Engine::Tract };
-        Ok(Executor { kind, engine })
+        Ok(Executor { kind, engine, onnxruntime_library: settings.onnxruntime_library.clone() })
     }
 
     /// Validates a model for `tenant` (the uploader's account) by loading
@@ -309,6 +313,17 @@ impl Executor {
     /// What runs the models.
     pub fn engine(&self) -> runtime::Engine {
         self.engine
+    }
+
+    /// The engine's version: tract's, or what the ONNX Runtime library's
+    /// file name says (`None` if it says none).
+    pub fn engine_version(&self) -> Option<String> {
+        match self.engine {
+            runtime::Engine::Tract => Some(TRACT_VERSION.to_owned()),
+            runtime::Engine::OnnxRuntime => {
+                self.onnxruntime_library.as_deref().and_then(runtime::onnxruntime::version_of_library)
+            }
+        }
     }
 
     pub fn metrics(&self) -> Metrics {

@@ -195,15 +195,16 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         log::sign_checkpoint_if_grown(&store, &log_keys, &witnesses).await?;
     }
     let settings = executor_settings(&config).map_err(|e| e.to_string())?;
-    match &settings.onnxruntime_library {
-        Some(library) => {
-            tracing::info!(engine = "onnxruntime", library = %library.display(), "models run on ONNX Runtime")
-        }
-        None => {
-            tracing::info!(engine = "tract", "models run on tract (engine = onnxruntime runs them on ONNX Runtime)")
-        }
-    }
     let executor = Executor::start(settings).await.map_err(|e| format!("cannot start the model workers: {e}"))?;
+    let version = executor.engine_version().unwrap_or_else(|| "of unknown release".into());
+    match executor.engine() {
+        runtime::Engine::OnnxRuntime => tracing::info!(engine = "onnxruntime", %version, "models run on ONNX Runtime"),
+        runtime::Engine::Tract => tracing::info!(
+            engine = "tract",
+            %version,
+            "models run on tract (with onnxruntime_library = the path scripts/onnxruntime prints, on ONNX Runtime)"
+        ),
+    }
     // Several nodes may share a PostgreSQL market: there calls reserve from
     // grants (`reserve.rs`), on SQLite in memory.
     let reservations = Arc::new(if store.is_postgres() && config.grant_calls > 0 {

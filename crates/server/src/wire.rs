@@ -667,6 +667,18 @@ pub struct Health {
     /// The market's token: clients show amounts (minor units on the wire)
     /// in tokens with its symbol.
     pub token: TokenView,
+    /// What runs the models here.
+    pub engine: EngineView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EngineView {
+    /// `tract` or `onnxruntime`.
+    #[schema(example = "onnxruntime")]
+    pub name: &'static str,
+    /// Its release, where known.
+    #[schema(example = "1.32.0")]
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -4,11 +4,12 @@ use axum::Json;
 use axum::extract::State;
 
 use crate::AppState;
-use crate::wire::{Health, TokenView};
+use crate::wire::{EngineView, Health, TokenView};
 
 /// Answers while the server is up.
 #[utoipa::path(get, path = "/v1/health", tag = "meta", responses((status = 200, body = Health)))]
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
     let token = TokenView { symbol: state.config.token_symbol.clone(), decimals: state.config.token_decimals };
-    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION"), token })
+    let engine = EngineView { name: state.executor.engine().as_str(), version: state.executor.engine_version() };
+    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION"), token, engine })
 }

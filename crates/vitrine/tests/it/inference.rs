@@ -28,6 +28,11 @@ async fn every_fixture_matches_the_independent_reference_on_onnxruntime_too() {
 
 async fn fixtures_match_the_reference(server: TestServer, engine: &str) {
     let api = server.api();
+    // The server says what runs its models, and which release.
+    let health = api.get("/v1/health", None).await.ok(200).clone();
+    assert_eq!(health["engine"]["name"], engine);
+    let release = health["engine"]["version"].as_str().unwrap_or_default();
+    assert!(release.split('.').count() == 3 && release.split('.').all(|n| n.parse::<u32>().is_ok()), "{health}");
     let alice = api.signup("alice").await;
     for name in REFERENCE_FIXTURES {
         let model = name.replace('_', "-");
