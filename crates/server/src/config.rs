@@ -103,7 +103,8 @@ pub struct Config {
     pub isolation: IsolationSetting,
     /// What runs the models: `tract` (built in), `onnxruntime` (its
     /// library, `onnxruntime_library`, loaded at run time), or `auto`
-    /// (the default): ONNX Runtime when a library is named, else tract.
+    /// (the default): ONNX Runtime wherever its library is found (see
+    /// [`Config::onnxruntime_library`]), else tract.
     pub engine: EngineSetting,
     /// ONNX Runtime's library (`libonnxruntime.so…`; `scripts/onnxruntime`
     /// fetches one from PyPI and prints its path); empty: `ORT_DYLIB_PATH`.
@@ -267,6 +268,24 @@ fn redact_password(url: &str) -> String {
         None => url.to_owned(),
     }
 }
+/// The library `scripts/onnxruntime` unpacked under `./target/onnxruntime/`
+/// (from the repository's root, as the README's commands run), the newest
+/// release if there are several.
+fn fetched_onnxruntime() -> Option<PathBuf> {
+    let releases = std::fs::read_dir("target/onnxruntime").ok()?;
+    let mut found: Vec<(Vec<u32>, PathBuf)> = releases
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let release = entry.file_name().to_str()?.to_owned();
+            let numbers = release.split('.').map(|n| n.parse::<u32>().ok()).collect::<Option<Vec<u32>>>()?;
+            let library = entry.path().join(format!("onnxruntime/capi/libonnxruntime.so.{release}"));
+            library.is_file().then(|| (numbers, std::path::absolute(&library).unwrap_or(library)))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, library)| library)
+}
+
 /// The smallest `worker_memory_bytes_max`: a worker's own code and stacks
 /// take some tens of MiB before it loads a model.
 const WORKER_MEMORY_BYTES_MIN: u64 = 64 * MIB;
@@ -557,14 +576,16 @@ impl Config {
     }
 
     /// ONNX Runtime's library, if models run on it: `onnxruntime_library`,
-    /// else `ORT_DYLIB_PATH`; none with `engine = tract`. An error where
-    /// `engine = onnxruntime` names none.
+    /// else `ORT_DYLIB_PATH`, else the one `scripts/onnxruntime` fetched
+    /// under `./target/onnxruntime/` (the newest); none with `engine =
+    /// tract`. An error where `engine = onnxruntime` finds none.
     pub fn onnxruntime_library(&self) -> Result<Option<PathBuf>, ConfigError> {
         let named = if self.onnxruntime_library.as_os_str().is_empty() {
             std::env::var_os("ORT_DYLIB_PATH").filter(|path| !path.is_empty()).map(PathBuf::from)
         } else {
             Some(self.onnxruntime_library.clone())
         };
+        let named = named.or_else(|| (self.engine != EngineSetting::Tract).then(fetched_onnxruntime).flatten());
         match (self.engine, named) {
             (EngineSetting::Tract, _) => Ok(None),
             (EngineSetting::Onnxruntime, None) => Err(ConfigError::Invalid(
@@ -656,7 +677,7 @@ mod tests {
         assert_eq!(with(EngineSetting::Auto, "/opt/libonnxruntime.so").onnxruntime_library().unwrap(), named);
         assert_eq!(with(EngineSetting::Onnxruntime, "/opt/libonnxruntime.so").onnxruntime_library().unwrap(), named);
         assert_eq!(with(EngineSetting::Tract, "/opt/libonnxruntime.so").onnxruntime_library().unwrap(), None);
-        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() && fetched_onnxruntime().is_none() {
             assert_eq!(with(EngineSetting::Auto, "").onnxruntime_library().unwrap(), None);
             let error = with(EngineSetting::Onnxruntime, "").onnxruntime_library().unwrap_err().to_string();
             assert!(error.contains("scripts/onnxruntime"), "{error}");
