@@ -79,6 +79,12 @@ impl TestServer {
         for (key, value) in &settings {
             command.arg("--set").arg(format!("{key}={value}"));
         }
+        // The whole suite on ONNX Runtime, for a look at what differs.
+        if let Ok(library) = std::env::var("VITRINE_TEST_ALL_ON_ONNXRUNTIME")
+            && !settings.iter().any(|(key, _)| key == "engine")
+        {
+            command.arg("--set").arg(format!("onnxruntime_library={library}"));
+        }
         // Keep the environment from changing the server under test.
         for (name, _) in std::env::vars() {
             if name.starts_with("VITRINE_") || name.starts_with("AWS_") {
