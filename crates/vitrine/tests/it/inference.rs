@@ -14,7 +14,7 @@ fn linear_input(shape: Value, data: Value) -> Value {
 
 #[tokio::test]
 async fn every_fixture_matches_the_independent_reference() {
-    fixtures_match_the_reference(TestServer::start(), "tract").await;
+    fixtures_match_the_reference(TestServer::start(), crate::support::engine_under_test()).await;
 }
 
 /// The same models on ONNX Runtime: the same answers, and each version says

@@ -31,6 +31,13 @@ pub struct TestServer {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// The engine test servers run models on unless their settings name one:
+/// tract, or ONNX Runtime with `VITRINE_TEST_ALL_ON_ONNXRUNTIME` (its
+/// library), as `scripts/test`'s second run of the suite sets it.
+pub fn engine_under_test() -> &'static str {
+    if std::env::var_os("VITRINE_TEST_ALL_ON_ONNXRUNTIME").is_some() { "onnxruntime" } else { "tract" }
+}
+
 impl TestServer {
     pub fn start() -> TestServer {
         TestServer::start_with(&[])

@@ -57,8 +57,11 @@ async fn every_kind_of_bad_upload_is_refused_with_a_clear_error() {
     assert!(message.contains("upload_bytes_max"), "{message}");
     let message = api.upload(path, Some(&alice), fixture("external_data.onnx")).await.error(422, "invalid_model");
     assert!(message.contains("external data"), "{message}");
-    let message = api.upload(path, Some(&alice), fixture("unsupported_op.onnx")).await.error(422, "invalid_model");
-    assert!(message.contains("SequenceConstruct") && message.contains("ConcatFromSequence"), "{message}");
+    // Operators tract lacks (ONNX Runtime has them: a model, there).
+    if crate::support::engine_under_test() == "tract" {
+        let message = api.upload(path, Some(&alice), fixture("unsupported_op.onnx")).await.error(422, "invalid_model");
+        assert!(message.contains("SequenceConstruct") && message.contains("ConcatFromSequence"), "{message}");
+    }
     let message = api.upload(path, Some(&alice), fixture("conv.onnx")).await.error(422, "invalid_model");
     assert!(message.contains("model_nodes_max"), "{message}");
 
