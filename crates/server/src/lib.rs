@@ -378,6 +378,7 @@ fn spawn_maintenance(
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks: u64 = 0;
+        let mut departed = std::collections::HashSet::new();
         loop {
             tick.tick().await;
             if store.is_closed() {
@@ -385,7 +386,7 @@ fn spawn_maintenance(
             }
             ticks += 1;
             if reservations.takes_grants() {
-                keep_grants_shared(&store, &sequencer, &reservations).await;
+                departed = keep_grants_shared(&store, &sequencer, &reservations, departed).await;
             }
             void_holds(&sequencer, reservations.settle(store::now_ms()), "returning a grant").await;
             // Expired holds are voided by the one writer, like everything else.
@@ -407,8 +408,16 @@ fn spawn_maintenance(
 /// its batches; one that is gone already (voided by another node as it
 /// expired) is no matter.
 /// A shared market's upkeep, each second: this node's presence, grants
-/// sized by the nodes alive, and the grants of nodes gone voided.
-async fn keep_grants_shared(store: &Store, sequencer: &store::Sequencer, reservations: &reserve::Reservations) {
+/// sized by the nodes alive, and the grants of nodes gone voided: those seen
+/// without their node at two ticks running (`departed`, the holds seen at
+/// the last; the ones seen now are returned), so that a node whose presence
+/// connection is re-made in a moment keeps the grants its calls draw on.
+async fn keep_grants_shared(
+    store: &Store,
+    sequencer: &store::Sequencer,
+    reservations: &reserve::Reservations,
+    departed: std::collections::HashSet<ledger::HoldId>,
+) -> std::collections::HashSet<ledger::HoldId> {
     match store.keep_presence().await {
         Ok(false) => {}
         Ok(true) => {
@@ -424,12 +433,17 @@ async fn keep_grants_shared(store: &Store, sequencer: &store::Sequencer, reserva
     }
     match store.grants_of_departed_nodes().await {
         Ok(holds) => {
-            if !holds.is_empty() {
-                tracing::info!(grants = holds.len(), "voiding the grants of nodes that are gone");
+            let gone: Vec<ledger::HoldId> = holds.iter().copied().filter(|hold| departed.contains(hold)).collect();
+            if !gone.is_empty() {
+                tracing::info!(grants = gone.len(), "voiding the grants of nodes that are gone");
             }
-            void_holds(sequencer, holds, "voiding a departed node's grant").await;
+            void_holds(sequencer, gone, "voiding a departed node's grant").await;
+            holds.into_iter().collect()
         }
-        Err(error) => tracing::warn!(%error, "cannot read the grants of departed nodes"),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the grants of departed nodes");
+            departed
+        }
     }
 }
 
