@@ -35,7 +35,7 @@
 //! recalls it ([`store::Store::recall_grants`]; each node gives back its
 //! idle grants on that balance at once, and the others as their calls end)
 //! and waits up to `grant_recall_wait_ms` for it. A node that dies leaves
-//! its grants to the others, which void them within a second of its
+//! its grants to the others, which void them within two seconds of its
 //! presence lock going (`store/src/presence.rs`). The ledger checks every
 //! charge all the same: a grant gone leaves the charge to the free balance,
 //! which can refuse it, never go below zero.
