@@ -48,6 +48,11 @@ async fn balance(api: &Api, key: &str) -> (i128, i128) {
 
 /// The server's model workers: its children started as `vitrine worker`.
 fn worker_pids(server_pid: u32) -> Vec<u32> {
+    children_started_as(server_pid, b"worker\0")
+}
+
+/// The server's live children whose command line ends with `ending`.
+fn children_started_as(server_pid: u32, ending: &[u8]) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
@@ -56,7 +61,7 @@ fn worker_pids(server_pid: u32) -> Vec<u32> {
         let parent = fields.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
         let state = fields.split_whitespace().next();
         let command = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if parent == Some(server_pid) && state != Some("Z") && command.ends_with(b"worker\0") {
+        if parent == Some(server_pid) && state != Some("Z") && command.ends_with(ending) {
             pids.push(pid);
         }
     }
@@ -831,19 +836,7 @@ async fn one_callers_many_slow_calls_take_turns_with_another_callers_call() {
 
 /// Processes the server started as upload workers (`vitrine worker --uploads`).
 fn upload_workers(server_pid: u32) -> usize {
-    let mut count = 0;
-    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some((_, fields)) = stat.rsplit_once(')') else { continue };
-        let parent = fields.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
-        let state = fields.split_whitespace().next();
-        let command = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if parent == Some(server_pid) && state != Some("Z") && command.ends_with(b"--uploads\0") {
-            count += 1;
-        }
-    }
-    count
+    children_started_as(server_pid, b"--uploads\0").len()
 }
 
 #[tokio::test]
