@@ -13,6 +13,7 @@ import sys
 import threading
 
 import httpx
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -147,8 +148,8 @@ def extremes() -> dict[str, np.ndarray]:
         # The model's inputs share one length, N = 10.
         if name == "bool":
             arrays[name] = np.array([True, False] * 5, dtype=dtype)
-        elif dtype.kind == "f":
-            info = np.finfo(dtype)
+        elif name in vitrine.tensors.FLOATS:
+            info = ml_dtypes.finfo(dtype)
             arrays[name] = np.array(
                 [0.0, -0.0, info.max, info.min, info.tiny, info.smallest_subnormal, np.inf, -np.inf, np.nan, 0.1],
                 dtype=dtype,

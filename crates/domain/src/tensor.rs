@@ -2,7 +2,10 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Element types a caller can send and receive. Strings and other ONNX types
-/// are not offered because the runtime (tract) cannot run them.
+/// are not offered. `F16` and `Bf16` are the half-precision floats of
+/// half-precision exports (IEEE binary16 and bfloat16); tract runs no `Bf16`.
+/// New dtypes go at the end of [`Dtype::ALL`]: the worker protocol sends a
+/// dtype as its index there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dtype {
     F32,
@@ -16,6 +19,8 @@ pub enum Dtype {
     U32,
     U64,
     Bool,
+    F16,
+    Bf16,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -23,7 +28,7 @@ pub enum Dtype {
 pub struct DtypeError(pub String);
 
 impl Dtype {
-    pub const ALL: [Dtype; 11] = [
+    pub const ALL: [Dtype; 13] = [
         Dtype::F32,
         Dtype::F64,
         Dtype::I8,
@@ -35,6 +40,8 @@ impl Dtype {
         Dtype::U32,
         Dtype::U64,
         Dtype::Bool,
+        Dtype::F16,
+        Dtype::Bf16,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +57,8 @@ impl Dtype {
             Dtype::U32 => "u32",
             Dtype::U64 => "u64",
             Dtype::Bool => "bool",
+            Dtype::F16 => "f16",
+            Dtype::Bf16 => "bf16",
         }
     }
 }

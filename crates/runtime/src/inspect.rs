@@ -47,9 +47,36 @@ pub(crate) fn inspect(
         graph.input.iter().filter(|input| !initializers.contains(input.name.as_str())).collect();
     check_names("input", inputs.iter().map(|input| input.name.as_str()), limits.inputs_max, "model_inputs_max")?;
     check_names("output", graph.output.iter().map(|o| o.name.as_str()), limits.outputs_max, "model_outputs_max")?;
-    let inputs = inputs.into_iter().map(|input| input_spec(input, limits.rank_max)).collect::<Result<_, _>>()?;
+    let inputs: Vec<TensorSpec> =
+        inputs.into_iter().map(|input| input_spec(input, limits.rank_max)).collect::<Result<_, _>>()?;
+    if operators {
+        refuse_what_tract_lacks(&inputs, &graph.output)?;
+    }
     let output_names = graph.output.iter().map(|o| o.name.clone()).collect();
     Ok(Inspected { inputs, output_names })
+}
+
+/// tract has no bfloat16: a model that takes or answers one is refused by
+/// name rather than by tract's "Unknown DatumType".
+fn refuse_what_tract_lacks(inputs: &[TensorSpec], outputs: &[pb::ValueInfoProto]) -> Result<(), ModelError> {
+    let bf16 = pb::tensor_proto::DataType::Bfloat16 as i32;
+    let lacking = |what: &'static str, name: &str| ModelError::EngineLacksDtype {
+        what,
+        name: name.to_owned(),
+        dtype: Dtype::Bf16,
+        engine: "tract",
+    };
+    if let Some(input) = inputs.iter().find(|spec| spec.dtype == Dtype::Bf16) {
+        return Err(lacking("input", &input.name));
+    }
+    let elem_type = |output: &pb::ValueInfoProto| {
+        let type_proto::Value::TensorType(tensor) = output.r#type.as_ref()?.value.as_ref()?;
+        Some(tensor.elem_type)
+    };
+    match outputs.iter().find(|output| elem_type(output) == Some(bf16)) {
+        Some(output) => Err(lacking("output", &output.name)),
+        None => Ok(()),
+    }
 }
 
 /// What a model declares is shown on public pages and in every listing of
@@ -188,6 +215,8 @@ fn dtype_of_onnx(elem_type: i32) -> Option<Dtype> {
         DataType::Uint32 => Dtype::U32,
         DataType::Uint64 => Dtype::U64,
         DataType::Bool => Dtype::Bool,
+        DataType::Float16 => Dtype::F16,
+        DataType::Bfloat16 => Dtype::Bf16,
         _ => return None,
     })
 }

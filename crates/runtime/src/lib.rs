@@ -105,6 +105,11 @@ pub enum ModelError {
     InitializersTooLarge { bytes: u64, limit: u64 },
     #[error("the model's {what} '{name}' has element type {elem_type}, which Vitrine does not serve (it serves {list})", list = Dtype::ALL.map(Dtype::as_str).join(", "))]
     UnsupportedDtype { what: &'static str, name: String, elem_type: String },
+    #[error(
+        "the model's {what} '{name}' is {dtype}, which this market's engine ({engine}) does not run \
+         (a market on ONNX Runtime runs it)"
+    )]
+    EngineLacksDtype { what: &'static str, name: String, dtype: Dtype, engine: &'static str },
     #[error("the model's input '{0}' declares no shape")]
     NoShape(String),
     #[error("the model declares {count} {what}, more than the limit {setting} = {limit}")]

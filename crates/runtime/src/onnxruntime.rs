@@ -182,6 +182,8 @@ fn dtype_of(ty: TensorElementType) -> Option<Dtype> {
         TensorElementType::Uint32 => Dtype::U32,
         TensorElementType::Uint64 => Dtype::U64,
         TensorElementType::Bool => Dtype::Bool,
+        TensorElementType::Float16 => Dtype::F16,
+        TensorElementType::Bfloat16 => Dtype::Bf16,
         _ => return None,
     })
 }
@@ -248,6 +250,8 @@ fn to_value(tensor: Tensor) -> ort::Result<DynValue> {
         TensorData::U32(data) => ort::value::Tensor::from_array((shape, data))?.into_dyn(),
         TensorData::U64(data) => ort::value::Tensor::from_array((shape, data))?.into_dyn(),
         TensorData::Bool(data) => ort::value::Tensor::from_array((shape, data))?.into_dyn(),
+        TensorData::F16(data) => ort::value::Tensor::from_array((shape, data))?.into_dyn(),
+        TensorData::Bf16(data) => ort::value::Tensor::from_array((shape, data))?.into_dyn(),
     })
 }
 
@@ -277,6 +281,12 @@ fn from_value(value: &DynValue) -> ort::Result<Tensor> {
         TensorElementType::Uint32 => take::<u32>(value).map(|(shape, d)| Tensor { shape, data: TensorData::U32(d) })?,
         TensorElementType::Uint64 => take::<u64>(value).map(|(shape, d)| Tensor { shape, data: TensorData::U64(d) })?,
         TensorElementType::Bool => take::<bool>(value).map(|(shape, d)| Tensor { shape, data: TensorData::Bool(d) })?,
+        TensorElementType::Float16 => {
+            take::<half::f16>(value).map(|(shape, d)| Tensor { shape, data: TensorData::F16(d) })?
+        }
+        TensorElementType::Bfloat16 => {
+            take::<half::bf16>(value).map(|(shape, d)| Tensor { shape, data: TensorData::Bf16(d) })?
+        }
         other => {
             return Err(ort::Error::new(format!("an output of element type {other:?}, which Vitrine does not serve")));
         }

@@ -1,6 +1,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use domain::{Dim, Dtype, TensorSpec};
+use half::{bf16, f16};
 use tract_onnx::prelude::{DatumType, TractResult, tract_ndarray};
 
 use crate::Signature;
@@ -26,6 +27,8 @@ pub enum TensorData {
     U32(Vec<u32>),
     U64(Vec<u64>),
     Bool(Vec<bool>),
+    F16(Vec<f16>),
+    Bf16(Vec<bf16>),
 }
 
 /// Why a call's inputs do not fit the model. Messages name the input and say
@@ -72,6 +75,8 @@ impl TensorData {
             Self::U32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             Self::U64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             Self::Bool(v) => v.iter().for_each(|&x| out.push(u8::from(x))),
+            Self::F16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::Bf16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         }
     }
 
@@ -88,6 +93,8 @@ impl TensorData {
             Self::U32(_) => Dtype::U32,
             Self::U64(_) => Dtype::U64,
             Self::Bool(_) => Dtype::Bool,
+            Self::F16(_) => Dtype::F16,
+            Self::Bf16(_) => Dtype::Bf16,
         }
     }
 
@@ -104,6 +111,8 @@ impl TensorData {
             Self::U32(v) => v.len(),
             Self::U64(v) => v.len(),
             Self::Bool(v) => v.len(),
+            Self::F16(v) => v.len(),
+            Self::Bf16(v) => v.len(),
         }
     }
 
@@ -116,7 +125,7 @@ impl TensorData {
 pub fn dtype_width(dtype: Dtype) -> usize {
     match dtype {
         Dtype::I8 | Dtype::U8 | Dtype::Bool => 1,
-        Dtype::I16 | Dtype::U16 => 2,
+        Dtype::I16 | Dtype::U16 | Dtype::F16 | Dtype::Bf16 => 2,
         Dtype::F32 | Dtype::I32 | Dtype::U32 => 4,
         Dtype::F64 | Dtype::I64 | Dtype::U64 => 8,
     }
@@ -162,6 +171,8 @@ impl Tensor {
             Dtype::U16 => TensorData::U16(le(data, u16::from_le_bytes)),
             Dtype::U32 => TensorData::U32(le(data, u32::from_le_bytes)),
             Dtype::U64 => TensorData::U64(le(data, u64::from_le_bytes)),
+            Dtype::F16 => TensorData::F16(le(data, f16::from_le_bytes)),
+            Dtype::Bf16 => TensorData::Bf16(le(data, bf16::from_le_bytes)),
             Dtype::Bool => TensorData::Bool(
                 data.iter()
                     .map(|&b| match b {
@@ -195,6 +206,10 @@ impl Tensor {
             TensorData::U32(v) => array(shape, v),
             TensorData::U64(v) => array(shape, v),
             TensorData::Bool(v) => array(shape, v),
+            TensorData::F16(v) => array(shape, v),
+            TensorData::Bf16(_) => {
+                Err(tract_onnx::tract_hir::internal::format_err!("tract runs no bf16 tensors"))
+            }
         }
     }
 
@@ -217,7 +232,7 @@ impl Tensor {
             DatumType::Bool => TensorData::Bool(elements(value)?),
             // Shapes computed inside the graph surface as symbolic dims.
             DatumType::TDim => TensorData::I64(elements(&*value.cast_to::<i64>()?)?),
-            DatumType::F16 => TensorData::F32(elements(&*value.cast_to::<f32>()?)?),
+            DatumType::F16 => TensorData::F16(elements(value)?),
             other => {
                 return Err(tract_onnx::tract_hir::internal::format_err!(
                     "output of type {other:?} cannot be returned"
@@ -230,7 +245,8 @@ impl Tensor {
 
 pub(crate) fn dtype_of(datum: DatumType) -> Option<Dtype> {
     Some(match datum {
-        DatumType::F32 | DatumType::F16 => Dtype::F32,
+        DatumType::F32 => Dtype::F32,
+        DatumType::F16 => Dtype::F16,
         DatumType::F64 => Dtype::F64,
         DatumType::I8 => Dtype::I8,
         DatumType::I16 => Dtype::I16,

@@ -12,7 +12,7 @@
 //! | digest | 32 bytes |
 //! | list of T | `u64` count, then each T |
 //! | option of T | `0`, or `1` then T |
-//! | dtype | `u8`: its index in `domain::Dtype::ALL` (f32 = 0 … bool = 10) |
+//! | dtype | `u8`: its index in `domain::Dtype::ALL` (f32 = 0 … bool = 10, f16 = 11, bf16 = 12) |
 //! | tensor spec | name (text), dtype, rank (`u64`), per dimension `0` + size (`u64`) or `1` + symbol (text) |
 //! | tensor | name (text), dtype, rank (`u64`), each dimension (`u64`), data (bytes: the elements row-major, little-endian; bool as one byte 0 or 1) |
 //!
@@ -574,6 +574,8 @@ mod tests {
             Tensor { shape: vec![1], data: TensorData::U64(vec![u64::MAX]) },
             Tensor { shape: vec![2, 0], data: TensorData::Bool(vec![]) },
             Tensor { shape: vec![2], data: TensorData::Bool(vec![true, false]) },
+            Tensor { shape: vec![2], data: TensorData::F16(vec![half::f16::MAX, half::f16::NEG_INFINITY]) },
+            Tensor { shape: vec![1], data: TensorData::Bf16(vec![half::bf16::MIN_POSITIVE_SUBNORMAL]) },
         ]
     }
 

@@ -47,6 +47,8 @@ fn safetensors_dtype(dtype: Dtype) -> &'static str {
         Dtype::U32 => "U32",
         Dtype::U64 => "U64",
         Dtype::Bool => "BOOL",
+        Dtype::F16 => "F16",
+        Dtype::Bf16 => "BF16",
     }
 }
 
@@ -148,6 +150,8 @@ mod tests {
             ("b".into(), Tensor { shape: vec![3], data: TensorData::Bool(vec![true, false, true]) }),
             ("c".into(), Tensor { shape: vec![], data: TensorData::I64(vec![i64::MIN]) }),
             ("d".into(), Tensor { shape: vec![0, 4], data: TensorData::U16(vec![]) }),
+            ("e".into(), Tensor { shape: vec![2], data: TensorData::F16(vec![half::f16::NAN, half::f16::MIN]) }),
+            ("f".into(), Tensor { shape: vec![1], data: TensorData::Bf16(vec![half::bf16::from_f32(-3.5)]) }),
         ]
     }
 
@@ -183,7 +187,7 @@ mod tests {
             (u64::MAX.to_le_bytes().to_vec(), "header length"),
             (good[..good.len() - 1].to_vec(), "outside the data"),
             (header("[]", &[]), "JSON object"),
-            (header(r#"{"x": {"dtype": "F16", "shape": [1], "data_offsets": [0, 2]}}"#, &[0, 0]), "dtype F16"),
+            (header(r#"{"x": {"dtype": "F8_E4M3", "shape": [1], "data_offsets": [0, 1]}}"#, &[0]), "dtype F8_E4M3"),
             (header(r#"{"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}"#, &[0; 4]), "does not fit"),
             (header(r#"{"x": {"dtype": "U8", "shape": [1], "data_offsets": [0, 9]}}"#, &[0]), "outside"),
             (header(r#"{"x": {"dtype": "U8", "shape": [1], "data_offsets": [1, 0]}}"#, &[0]), "outside"),

@@ -505,8 +505,10 @@ pub struct TensorIn {
     pub dtype: String,
     #[schema(example = json!([1, 4]))]
     pub shape: Vec<usize>,
-    /// Numbers (or booleans for `bool`); for `f32` and `f64`, the strings
-    /// `"NaN"`, `"Infinity"` and `"-Infinity"` stand for the non-finite values.
+    /// Numbers (or booleans for `bool`); for the floats (`f32`, `f64`, `f16`,
+    /// `bf16`), the strings `"NaN"`, `"Infinity"` and `"-Infinity"` stand for
+    /// the non-finite values. A number is rounded to the nearest value of
+    /// the dtype.
     #[schema(value_type = Vec<serde_json::Value>, example = json!([0.1, 0.2, 0.3, 0.4]))]
     pub data: Box<RawValue>,
 }
@@ -548,6 +550,14 @@ impl TensorIn {
             domain::Dtype::U32 => TensorData::U32(serde_json::from_str(text).map_err(bad)?),
             domain::Dtype::U64 => TensorData::U64(serde_json::from_str(text).map_err(bad)?),
             domain::Dtype::Bool => TensorData::Bool(serde_json::from_str(text).map_err(bad)?),
+            domain::Dtype::F16 => {
+                let values: Vec<JsonFloat> = serde_json::from_str(text).map_err(bad)?;
+                TensorData::F16(values.into_iter().map(|v| half::f16::from_f64(v.0)).collect())
+            }
+            domain::Dtype::Bf16 => {
+                let values: Vec<JsonFloat> = serde_json::from_str(text).map_err(bad)?;
+                TensorData::Bf16(values.into_iter().map(|v| half::bf16::from_f64(v.0)).collect())
+            }
         };
         Ok(Tensor { shape: self.shape, data })
     }
@@ -580,6 +590,8 @@ fn serialize_data<S: serde::Serializer>(data: &TensorData, serializer: S) -> Res
         TensorData::U32(v) => v.serialize(serializer),
         TensorData::U64(v) => v.serialize(serializer),
         TensorData::Bool(v) => v.serialize(serializer),
+        TensorData::F16(v) => serializer.collect_seq(v.iter().map(|&x| JsonFloat(x.to_f64()))),
+        TensorData::Bf16(v) => serializer.collect_seq(v.iter().map(|&x| JsonFloat(x.to_f64()))),
     }
 }
 

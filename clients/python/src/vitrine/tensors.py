@@ -26,7 +26,23 @@ DTYPES: Dict[str, np.dtype] = {
     "u32": np.dtype("<u4"),
     "u64": np.dtype("<u8"),
     "bool": np.dtype("bool"),
+    "f16": np.dtype("<f2"),
 }
+
+
+def _bfloat16() -> np.dtype | None:
+    """numpy has no bfloat16; ml_dtypes (``pip install 'vitrine[bf16]'``) adds it."""
+    try:
+        import ml_dtypes
+    except ImportError:  # pragma: no cover - the tests install it
+        return None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+if (_bf16 := _bfloat16()) is not None:
+    DTYPES["bf16"] = _bf16
+#: The API's float dtypes: their JSON data may hold "NaN", "Infinity", "-Infinity".
+FLOATS = ("f32", "f64", "f16", "bf16")
 #: The same in safetensors' spelling.
 SAFETENSORS: Dict[str, str] = {
     "f32": "F32",
@@ -40,6 +56,8 @@ SAFETENSORS: Dict[str, str] = {
     "u32": "U32",
     "u64": "U64",
     "bool": "BOOL",
+    "f16": "F16",
+    "bf16": "BF16",
 }
 _FROM_SAFETENSORS = {v: k for k, v in SAFETENSORS.items()}
 
@@ -47,9 +65,20 @@ _FROM_SAFETENSORS = {v: k for k, v in SAFETENSORS.items()}
 def api_dtype(array: np.ndarray) -> str:
     """The API's name of an array's dtype; ``TypeError`` for one it has not."""
     for name, dtype in DTYPES.items():
-        if array.dtype.kind == dtype.kind and array.dtype.itemsize == dtype.itemsize:
+        if array.dtype == dtype:
             return name
-    raise TypeError(f"dtype {array.dtype} has no counterpart in the API (its dtypes: {', '.join(DTYPES)})")
+    for name, dtype in DTYPES.items():
+        # The same numbers in another byte order.
+        if dtype.kind in "fiub" and array.dtype.kind == dtype.kind and array.dtype.itemsize == dtype.itemsize:
+            return name
+    hint = " (bf16 needs the ml_dtypes package: pip install 'vitrine[bf16]')" if "bfloat16" in str(array.dtype) else ""
+    raise TypeError(f"dtype {array.dtype} has no counterpart in the API (its dtypes: {', '.join(DTYPES)}){hint}")
+
+
+def _numpy_dtype(name: str) -> np.dtype:
+    if name == "bf16" and name not in DTYPES:
+        raise TypeError("the answer holds bf16 tensors: install the ml_dtypes package (pip install 'vitrine[bf16]')")
+    return DTYPES[name]
 
 
 def as_array(value: object) -> np.ndarray:
@@ -57,8 +86,6 @@ def as_array(value: object) -> np.ndarray:
     and little-endian; Python floats become f32 and ints i64 only when not
     already arrays, as numpy decides."""
     array = np.asarray(value)
-    if array.dtype == np.float16:
-        raise TypeError("float16 is not an API dtype: convert to float32")
     dtype = DTYPES[api_dtype(array)]
     return np.ascontiguousarray(array, dtype=dtype)
 
@@ -76,8 +103,8 @@ def to_json(array: np.ndarray) -> dict:
     (non-finite floats as the strings the API reads)."""
     name = api_dtype(array)
     flat = array.reshape(-1)
-    if name in ("f32", "f64"):
-        # float(x) of an f32 is exact, and the server reads it back exactly.
+    if name in FLOATS:
+        # float(x) of an f32, f16 or bf16 is exact, and the server reads it back exactly.
         data = [_json_number(float(x)) for x in flat]
     elif name == "bool":
         data = [bool(x) for x in flat]
@@ -95,9 +122,9 @@ def _float_of(value: object) -> float:
 def from_json(tensor: Mapping) -> np.ndarray:
     """The API's JSON tensor as a numpy array of its exact dtype and shape."""
     name = tensor["dtype"]
-    dtype = DTYPES[name]
+    dtype = _numpy_dtype(name)
     data = tensor["data"]
-    if name in ("f32", "f64"):
+    if name in FLOATS:
         data = [_float_of(x) for x in data]
     return np.array(data, dtype=dtype).reshape(tensor["shape"])
 
@@ -134,7 +161,7 @@ def decode_safetensors(body: bytes) -> Tuple[Dict[str, np.ndarray], Dict[str, st
     metadata = header.pop("__metadata__", {}) or {}
     arrays = {}
     for name, entry in header.items():
-        dtype = DTYPES[_FROM_SAFETENSORS[entry["dtype"]]]
+        dtype = _numpy_dtype(_FROM_SAFETENSORS[entry["dtype"]])
         begin, end = entry["data_offsets"]
         arrays[name] = np.frombuffer(data[begin:end], dtype=dtype).reshape(entry["shape"]).copy()
     return arrays, metadata

@@ -201,3 +201,91 @@ async fn non_finite_values_and_wrong_bodies_in_binary() {
     let ints = BTreeMap::from([("x", ("I64".to_owned(), vec![1, 4], vec![0u8; 32]))]);
     assert!(refuse(safetensors(&ints)).await.contains("dtype"));
 }
+
+/// Half-precision exports (f16 on both engines, bf16 on ONNX Runtime) are
+/// called in their own dtype, in JSON and in binary, and answer in it: the
+/// values the reference computed, each exactly a value of the dtype.
+#[tokio::test]
+async fn half_precision_exports_are_called_and_answer_in_their_own_dtype() {
+    let library = crate::isolation::onnxruntime_library();
+    let mut engines = vec![vec![("engine", "tract")]];
+    if let Some(library) = library.as_deref() {
+        engines.push(vec![("engine", "onnxruntime"), ("onnxruntime_library", library)]);
+    }
+    for settings in engines {
+        let engine = settings[0].1;
+        let server = TestServer::start_with(&settings);
+        let api = server.api();
+        let alice = api.signup("alice").await;
+        let version = api.model_with_version(&alice, "alice", "half", "half_linear").await;
+        assert_eq!(
+            (version["inputs"][0]["dtype"].as_str(), version["outputs"][0]["dtype"].as_str()),
+            (Some("f16"), Some("f16"))
+        );
+        check_half(&api, &alice, "half", "half_linear", "F16", engine, |x| half::f16::from_f64(x).to_f64()).await;
+
+        api.post("/v1/models", Some(&alice), json!({"name": "brain", "task": "other"})).await.ok(201);
+        let upload = api.upload("/v1/models/alice/brain/versions", Some(&alice), fixture("bf16_linear.onnx")).await;
+        if engine == "tract" {
+            // tract has no bf16: the model is refused at upload, saying why.
+            let message = upload.error(422, "invalid_model");
+            assert!(message.contains("input 'x' is bf16") && message.contains("(tract)"), "{message}");
+            continue;
+        }
+        assert_eq!(upload.ok(201)["inputs"][0]["dtype"], "bf16");
+        check_half(&api, &alice, "brain", "bf16_linear", "BF16", engine, |x| half::bf16::from_f64(x).to_f64()).await;
+    }
+}
+
+/// Calls `model` with its fixture's inputs in JSON and in binary: outputs
+/// in the fixture's dtype, within one step of the dtype of the reference,
+/// and the binary answer bit for bit the JSON one.
+async fn check_half(
+    api: &Api,
+    key: &str,
+    model: &str,
+    fixture_name: &str,
+    safetensors_dtype: &str,
+    engine: &str,
+    round: fn(f64) -> f64,
+) {
+    let reference: Value = serde_json::from_slice(&fixture(&format!("{fixture_name}.expected.json"))).unwrap();
+    let path = format!("/v1/models/alice/{model}/infer");
+    let what = format!("{fixture_name} on {engine}");
+    let answer = api.post(&path, Some(key), json!({"inputs": reference["inputs"]})).await;
+    let y = answer.ok(200)["outputs"]["y"].clone();
+    let wanted = &reference["outputs"]["y"];
+    assert_eq!((&y["dtype"], &y["shape"]), (&wanted["dtype"], &wanted["shape"]), "{what}");
+    let values: Vec<f64> = y["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    for (index, (a, e)) in values.iter().zip(wanted["data"].as_array().unwrap()).enumerate() {
+        let e = e.as_f64().unwrap();
+        assert_eq!(round(*a), *a, "{what}[{index}]: {a} is not a value of the dtype");
+        // One step of the dtype: 2^-10 (f16) or 2^-7 (bf16) of the value.
+        let step = if safetensors_dtype == "F16" { 1.0 / 1024.0 } else { 1.0 / 128.0 };
+        assert!((a - e).abs() <= 2.0 * step * e.abs().max(1.0), "{what}[{index}]: {a} vs reference {e}");
+    }
+
+    // The same inputs in binary (their 2-byte elements), the answer in binary.
+    let x = &reference["inputs"]["x"];
+    let shape: Vec<usize> = serde_json::from_value(x["shape"].clone()).unwrap();
+    let bits = |v: f64| -> [u8; 2] {
+        if safetensors_dtype == "F16" {
+            half::f16::from_f64(v).to_le_bytes()
+        } else {
+            half::bf16::from_f64(v).to_le_bytes()
+        }
+    };
+    let bytes = x["data"].as_array().unwrap().iter().flat_map(|v| bits(v.as_f64().unwrap())).collect();
+    let body = safetensors(&BTreeMap::from([("x", (safetensors_dtype.to_owned(), shape, bytes))]));
+    let answer = binary_call(api, &path, key, body, Some(OCTETS)).await;
+    assert_eq!(answer.status(), 200, "{what}");
+    let (outputs, _) = read_safetensors(&answer.bytes().await.unwrap());
+    let (dtype, shape, bytes) = &outputs["y"];
+    assert_eq!(
+        (dtype.as_str(), serde_json::to_value(shape).unwrap()),
+        (safetensors_dtype, y["shape"].clone()),
+        "{what}"
+    );
+    let from_json: Vec<u8> = values.iter().flat_map(|&v| bits(v)).collect();
+    assert_eq!(bytes, &from_json, "{what}: the binary answer is the JSON one");
+}
