@@ -207,9 +207,7 @@ impl Tensor {
             TensorData::U64(v) => array(shape, v),
             TensorData::Bool(v) => array(shape, v),
             TensorData::F16(v) => array(shape, v),
-            TensorData::Bf16(_) => {
-                Err(tract_onnx::tract_hir::internal::format_err!("tract runs no bf16 tensors"))
-            }
+            TensorData::Bf16(_) => Err(tract_onnx::tract_hir::internal::format_err!("tract runs no bf16 tensors")),
         }
     }
 
@@ -337,6 +335,9 @@ fn check_one<'a>(
         match dim {
             Dim::Fixed(fixed) if *fixed as usize != size => return Err(mismatch(fixed.to_string())),
             Dim::Fixed(_) => {}
+            // "?" is how some exporters (paddle2onnx) write an unknown
+            // size: it names nothing, so binds nothing.
+            Dim::Symbol(symbol) if !symbol.chars().any(char::is_alphanumeric) => {}
             Dim::Symbol(symbol) => match symbols.get(symbol.as_str()) {
                 Some(&(bound, bound_by)) if bound != size => {
                     return Err(mismatch(format!("{bound} ({symbol} = {bound} from input '{bound_by}')")));

@@ -139,6 +139,23 @@ fn input_checks_name_the_problem() {
         assert!(matches!(&refused, Err(InputError::ShapeTooLarge { limit: 100, .. })), "{vast}: {refused:?}");
     }
     assert!(symbolic.check_inputs(BTreeMap::from([("x".to_owned(), empty_but_vast(100))]), 100).is_ok());
+
+    // A symbol that names nothing ("?", as paddle2onnx writes an unknown
+    // size; PaddleOCR's classifier takes x: [-1, 3, ?, ?]) binds nothing,
+    // where a named one binds every dimension it names.
+    let unknown = || Dim::Symbol("?".into());
+    let ocr = Signature {
+        inputs: vec![spec("x", Dtype::F32, vec![n(), Dim::Fixed(3), unknown(), unknown()])],
+        outputs: vec![],
+    };
+    let image = |h: usize, w: usize| BTreeMap::from([("x".to_owned(), f32_tensor(vec![1, 3, h, w]))]);
+    assert!(ocr.check_inputs(image(48, 192), 100_000).is_ok());
+    let named = Signature {
+        inputs: vec![spec("x", Dtype::F32, vec![n(), Dim::Fixed(3), Dim::Symbol("S".into()), Dim::Symbol("S".into())])],
+        outputs: vec![],
+    };
+    assert!(matches!(named.check_inputs(image(48, 192), 100_000), Err(InputError::Dimension { axis: 3, .. })));
+    assert!(named.check_inputs(image(48, 48), 100_000).is_ok());
 }
 
 #[test]
