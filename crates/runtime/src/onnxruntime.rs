@@ -20,6 +20,13 @@ use ort::value::{DynValue, TensorElementType, ValueType};
 
 use crate::{ModelError, RunError, TENSOR_NAME_BYTES_MAX, Tensor, TensorData};
 
+/// The variable (and value) that keeps ONNX Runtime's telemetry client
+/// (OneDS, posting to Microsoft's collector over libcurl) from starting
+/// with the environment; `with_telemetry(false)` alone leaves it running.
+/// The library reads it when [`init`] creates the environment, so every
+/// process that loads the library has it set before it starts.
+pub const TELEMETRY_OFF: (&str, &str) = ("ORT_DISABLE_TELEMETRY", "1");
+
 static ENVIRONMENT: OnceLock<(ort::environment::Environment, String)> = OnceLock::new();
 
 /// Loads the library at `library` and creates the environment, once per
@@ -97,6 +104,14 @@ pub(crate) fn load(
         .with_inter_threads(1)
         .map_err(|e| rejected(&e))?
         .with_parallel_execution(false)
+        .map_err(|e| rejected(&e))?
+        // No arena: what a call allocates is freed when it ends, so a worker
+        // holding many sessions holds their weights, not the high-water mark
+        // of every call each has run (an arena never shrinks, and one hostile
+        // call would leave the next model of the worker no memory).
+        .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+        .map_err(|e| rejected(&e))?
+        .with_memory_pattern(false)
         .map_err(|e| rejected(&e))?
         .commit_from_memory(bytes)
         .map_err(|e| rejected(&e))?;

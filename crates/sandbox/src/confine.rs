@@ -84,6 +84,10 @@ const ALLOWED_SYSCALLS: &[libc::c_long] = &[
     libc::SYS_sched_yield,
     libc::SYS_sched_getaffinity,
     libc::SYS_rt_sigreturn,
+    // A timed wait interrupted by a signal (a debugger attaching, SIGSTOP
+    // and SIGCONT) resumes through restart_syscall: refused, glibc's futex
+    // wrapper aborts the worker ("unexpected error code").
+    libc::SYS_restart_syscall,
     libc::SYS_rt_sigprocmask,
     libc::SYS_rt_sigaction,
     libc::SYS_sigaltstack,
@@ -156,7 +160,7 @@ fn install_fatal_list() -> Result<(), ConfineError> {
     .map_err(|e| seccomp(e.into()))?;
     let program: seccompiler::BpfProgram =
         filter.try_into().map_err(|e: seccompiler::BackendError| seccomp(e.into()))?;
-    // Every thread of the process (ONNX Runtime's environment starts one).
+    // Every thread of the process, should a library have started one.
     seccompiler::apply_filter_all_threads(&program).map_err(seccomp)
 }
 
@@ -181,7 +185,7 @@ fn install_allow_list() -> Result<(), ConfineError> {
     .map_err(|e| seccomp(e.into()))?;
     let program: seccompiler::BpfProgram =
         filter.try_into().map_err(|e: seccompiler::BackendError| seccomp(e.into()))?;
-    // Every thread of the process (ONNX Runtime's environment starts one).
+    // Every thread of the process, should a library have started one.
     seccompiler::apply_filter_all_threads(&program).map_err(seccomp)
 }
 

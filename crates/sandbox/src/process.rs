@@ -92,6 +92,11 @@ impl WorkerProcess {
             // a worker would run out of memory at a fraction of its bound.
             // Without arenas it maps what it uses.
             .env("MIMALLOC_ARENA_RESERVE", "0")
+            // ONNX Runtime's Linux build starts a telemetry client with its
+            // environment, which some seconds later starts a thread to post
+            // to Microsoft's collector: a confined worker is killed for it
+            // (SIGSYS). The library reads this variable itself.
+            .env(runtime::onnxruntime::TELEMETRY_OFF.0, runtime::onnxruntime::TELEMETRY_OFF.1)
             .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

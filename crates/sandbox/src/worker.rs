@@ -37,8 +37,10 @@ pub fn main() -> i32 {
         }
     };
     runtime::probe_machine();
-    // ONNX Runtime's library is a file, and its environment starts a thread:
-    // both before the worker confines itself (every thread then).
+    // ONNX Runtime's library is a file: loaded, and its environment
+    // created, before the worker confines itself. With its telemetry off
+    // (`TELEMETRY_OFF`, from the pool) and one thread per session, it
+    // starts no thread: the worker stays one thread.
     let engine = if hello.onnxruntime_library.is_empty() {
         runtime::Engine::Tract
     } else {

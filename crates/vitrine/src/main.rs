@@ -103,11 +103,34 @@ enum Command {
     },
 }
 
+/// ONNX Runtime may load in this very process (`isolation = "none"`), and
+/// its telemetry client starts with it unless the environment says no
+/// (model workers get the variable from the pool). Only the environment at
+/// start can say so: this runs the program again with the variable set,
+/// once, before any thread starts; if that fails, it goes on.
+fn with_onnxruntime_telemetry_off() {
+    use std::os::unix::process::CommandExt;
+    let (name, value) = runtime::onnxruntime::TELEMETRY_OFF;
+    if std::env::var_os(name).is_some() {
+        return;
+    }
+    let Ok(program) = std::env::current_exe() else { return };
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| program.clone().into_os_string());
+    let error = std::process::Command::new(&program).arg0(arg0).args(args).env(name, value).exec();
+    eprintln!(
+        "warning: cannot start again with {name}={value} ({error}); ONNX Runtime in this process would send telemetry"
+    );
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Command::Worker { .. } = cli.command {
         // Before any runtime starts threads: a worker is one confined thread.
         return std::process::ExitCode::from(sandbox::worker_main().clamp(0, 255) as u8);
+    }
+    if matches!(cli.command, Command::Serve(_) | Command::Bench(_) | Command::Demo(_)) {
+        with_onnxruntime_telemetry_off();
     }
     if !matches!(cli.command, Command::Serve(_) | Command::Demo(_) | Command::Migrate(_) | Command::Witness(_)) {
         end_quietly_on_a_closed_pipe();

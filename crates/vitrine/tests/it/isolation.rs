@@ -894,3 +894,73 @@ async fn uploads_validate_in_workers_of_their_own_bounded_per_account_at_once_an
     let message = refused.error(429, "rate_limited");
     assert!(message.contains("model_load_ms_per_account_per_hour = 100 ms"), "{message}");
 }
+
+/// ONNX Runtime's Linux build starts a telemetry client with its
+/// environment, whose thread later starts another to post to Microsoft's
+/// collector: a confined worker is killed for it (SIGSYS), idle or mid-call.
+/// With the client kept off, a worker on ONNX Runtime is one thread, and a
+/// server running ONNX Runtime in its own process has it off too.
+#[tokio::test]
+async fn a_worker_on_onnxruntime_is_one_thread_and_sends_no_telemetry() {
+    let Some(library) = onnxruntime_library() else { return };
+    for isolation in ["process", "none"] {
+        let settings = [("engine", "onnxruntime"), ("onnxruntime_library", &library), ("isolation", isolation)];
+        let server = TestServer::start_with(&settings);
+        let api = server.api();
+        let alice = api.signup("alice").await;
+        priced_model(&api, &alice, "alice", "linear", crate::support::fixture("linear.onnx"), 0).await;
+        let body = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 4], "data": [1, 2, 3, 4]}}});
+        api.post("/v1/models/alice/linear/infer", Some(&alice), body).await.ok(200);
+        let environment = |pid: u32| std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let telemetry_off = |pid: u32| environment(pid).split(|&b| b == 0).any(|v| v == b"ORT_DISABLE_TELEMETRY=1");
+        if isolation == "none" {
+            assert!(telemetry_off(server.pid()), "the server loads ONNX Runtime itself");
+            continue;
+        }
+        let workers = worker_pids(server.pid());
+        assert!(!workers.is_empty());
+        for pid in workers {
+            assert!(telemetry_off(pid), "worker {pid}");
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count();
+            assert_eq!(threads, 1, "worker {pid} runs {threads} threads");
+        }
+    }
+}
+
+/// ONNX Runtime's arena keeps the most a session's calls ever needed, and a
+/// worker holds many sessions: their high-water marks would add up. Without
+/// it, two models that each need 256 MiB for a moment take turns in one
+/// worker of 640 MiB, again and again.
+#[tokio::test]
+async fn models_on_onnxruntime_take_turns_with_a_workers_memory() {
+    let Some(library) = onnxruntime_library() else { return };
+    let memory = (640 * MIB).to_string();
+    let server = TestServer::start_with(&[
+        ("engine", "onnxruntime"),
+        ("onnxruntime_library", &library),
+        ("inference_threads", "1"),
+        ("worker_memory_bytes_max", &memory),
+    ]);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    for name in ["wide_a", "wide_b"] {
+        priced_model(
+            &api,
+            &alice,
+            "alice",
+            &name.replace('_', "-"),
+            crate::support::fixture(&format!("{name}.onnx")),
+            0,
+        )
+        .await;
+    }
+    let body = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 1], "data": [0.5]}}});
+    for round in 0..3 {
+        for name in ["wide_a", "wide_b"] {
+            let answer = api
+                .post(&format!("/v1/models/alice/{}/infer", name.replace('_', "-")), Some(&alice), body.clone())
+                .await;
+            assert_eq!(answer.ok(200)["outputs"]["y"]["data"], json!([33554432.0]), "{name}, round {round}");
+        }
+    }
+}
