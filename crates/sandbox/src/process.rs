@@ -97,6 +97,12 @@ impl WorkerProcess {
             // to Microsoft's collector: a confined worker is killed for it
             // (SIGSYS). The library reads this variable itself.
             .env(runtime::onnxruntime::TELEMETRY_OFF.0, runtime::onnxruntime::TELEMETRY_OFF.1)
+            // ONNX Runtime allocates each call's tensors with glibc's malloc
+            // (its arena is off): kept in the heap once freed, up to 32 MiB
+            // a tensor, the next call reuses them instead of mapping and
+            // faulting in fresh pages, and returning them after.
+            .env("MALLOC_MMAP_THRESHOLD_", "33554432")
+            .env("MALLOC_TRIM_THRESHOLD_", "18446744073709551615")
             .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

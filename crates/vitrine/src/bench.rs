@@ -38,9 +38,9 @@ pub struct BenchArgs {
     /// each in a child process under `taskset`, and tabulate the scaling.
     #[arg(long, value_delimiter = ',')]
     cores: Vec<usize>,
-    /// Also measure a peer serving the tiny model at Vitrine's inference
-    /// route (`bench/python-peer/compare` starts one), with the same clients
-    /// and body as the paid calls.
+    /// Also measure a peer serving the tiny model (or `--model`) at
+    /// Vitrine's inference route (`bench/python-peer/compare` starts one),
+    /// with the same clients and body as the paid calls.
     #[arg(long, value_name = "URL")]
     peer: Option<String>,
     /// Layer widths of the realistic model (an MLP generated from a seed; the
@@ -68,6 +68,14 @@ pub struct BenchArgs {
     /// per call: the ceiling of paid calls/s whatever the cores.
     #[arg(long)]
     ledger_calls: Option<u64>,
+    /// Instead: paid calls of this ONNX model over HTTP, each with `--body`
+    /// (and with `--peer`, the same calls to the peer): a real model against
+    /// a peer serving it (`bench/real-models` runs it on production models).
+    #[arg(long, value_name = "FILE", requires = "body")]
+    model: Option<PathBuf>,
+    /// The body of each call of `--model`: the API's JSON inputs.
+    #[arg(long, value_name = "FILE", requires = "model")]
+    body: Option<PathBuf>,
 }
 
 /// A model the bench calls, with one call's input.
@@ -76,15 +84,19 @@ pub(crate) struct BenchModel {
     bytes: Vec<u8>,
     /// Elements of the one input `x`, shape `[1, width]`.
     width: usize,
+    /// The body of each call.
+    call: Value,
 }
 
 impl BenchModel {
     /// A tiny model: where the cost around the model shows most.
     pub(crate) fn tiny() -> BenchModel {
+        let width = 4;
         BenchModel {
             name: "linear 4-1".into(),
             bytes: include_bytes!("../../../fixtures/models/linear.onnx").to_vec(),
-            width: 4,
+            width,
+            call: f32_call(width),
         }
     }
 
@@ -95,16 +107,33 @@ impl BenchModel {
         }
         let name = format!("MLP {}", widths.iter().map(usize::to_string).collect::<Vec<_>>().join("-"));
         let model = runtime::synthetic::mlp(widths, 1);
-        Ok(BenchModel { name, bytes: model.bytes, width: widths[0] })
+        Ok(BenchModel { name, bytes: model.bytes, width: widths[0], call: f32_call(widths[0]) })
+    }
+
+    /// A model file and the JSON body each call sends.
+    fn from_files(model: &std::path::Path, body: &std::path::Path) -> anyhow::Result<BenchModel> {
+        let bytes = std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
+        let text = std::fs::read(body).with_context(|| format!("cannot read {}", body.display()))?;
+        let call: Value = serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", body.display()))?;
+        if !call["inputs"].is_object() {
+            bail!("{} is not a call's body: it has no \"inputs\" object", body.display());
+        }
+        let name = model.file_name().map_or_else(|| model.display().to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(BenchModel { name, bytes, width: 0, call })
     }
 
     fn input(&self) -> Vec<f32> {
-        (0..self.width).map(|i| (i % 10) as f32 / 10.0).collect()
+        f32_input(self.width)
     }
+}
 
-    fn call(&self) -> Value {
-        json!({"inputs": {"x": {"dtype": "f32", "shape": [1, self.width], "data": self.input()}}})
-    }
+fn f32_input(width: usize) -> Vec<f32> {
+    (0..width).map(|i| (i % 10) as f32 / 10.0).collect()
+}
+
+/// The body of a call with one input `x` of shape `[1, width]`.
+fn f32_call(width: usize) -> Value {
+    json!({"inputs": {"x": {"dtype": "f32", "shape": [1, width], "data": f32_input(width)}}})
 }
 
 /// Every figure of a run, by dotted name, for `--figures` and `--cores`.
@@ -165,7 +194,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         result?;
         return write_figures(&args, &report);
     }
-    let result = if args.cores.is_empty() { compare(&args, &data_dir, &report).await } else { scaling(&args, &report) };
+    let result = if let (Some(model), Some(body)) = (&args.model, &args.body) {
+        match BenchModel::from_files(model, body) {
+            Ok(model) => model_against_peer(&args, &data_dir, &model, &report).await,
+            Err(e) => Err(e),
+        }
+    } else if args.cores.is_empty() {
+        compare(&args, &data_dir, &report).await
+    } else {
+        scaling(&args, &report)
+    };
     if temporary {
         for folder in &folders {
             let _ = std::fs::remove_dir_all(folder);
@@ -423,7 +461,7 @@ impl Setup {
         }
         let deposit = json!({"account": "caller", "amount": "1000000000000000", "reference": "bench"});
         operator.send_json(operator.request(reqwest::Method::POST, "/v1/admin/deposits").json(&deposit)).await?;
-        Ok(Setup { caller, caller_key, operator, call: model.call() })
+        Ok(Setup { caller, caller_key, operator, call: model.call.clone() })
     }
 
     /// Calls `model` ("free" or "paid") over HTTP from every client, back to back.
@@ -431,6 +469,57 @@ impl Setup {
         let pace = Pace { clients: args.clients, duration: Duration::from_secs(args.seconds), per_second: None };
         http_phase(std::slice::from_ref(&self.caller), model, &self.call, pace).await
     }
+}
+
+/// `--model`: its paid calls over HTTP, and the peer's calls of the same
+/// body with the same clients, one after the other.
+async fn model_against_peer(
+    args: &BenchArgs,
+    data_dir: &std::path::Path,
+    model: &BenchModel,
+    report: &Report,
+) -> anyhow::Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("{threads} cores available, {} clients, {} s per phase; {}", args.clients, args.seconds, model.name);
+    report.set("cores", threads as u64);
+    report.set("clients", args.clients as u64);
+    report.set("model.name", model.name.clone());
+    let (paid, latency_ms) = with_server(data_dir, &[], |server| async move {
+        let setup = Setup::new(&server, model).await?;
+        // Warm the workers (each loads the model at its first call).
+        for _ in 0..server.workers * 2 {
+            setup
+                .caller
+                .send_json(
+                    setup.caller.request(reqwest::Method::POST, "/v1/models/creator/paid/infer").json(&setup.call),
+                )
+                .await?;
+        }
+        let answer = setup
+            .caller
+            .send_json(setup.caller.request(reqwest::Method::POST, "/v1/models/creator/paid/infer").json(&setup.call))
+            .await?;
+        let latency_ms = answer["latency_ms"].as_f64().context("an answer's latency_ms")?;
+        anyhow::Ok((setup.phase(args, "paid").await?, latency_ms))
+    })
+    .await?;
+    report.phase("model.paid", &paid);
+    report.set("model.latency_ms", latency_ms);
+    println!(
+        "paid calls over HTTP ({} clients): {} (one call alone: latency_ms {latency_ms:.2})",
+        args.clients,
+        paid.describe()
+    );
+    if let Some(url) = &args.peer {
+        let peer = Client::new(url.trim_end_matches('/').to_owned(), None)?;
+        let pace = Pace { clients: args.clients, duration: Duration::from_secs(args.seconds), per_second: None };
+        let peer = http_phase(&[peer], "peer", &model.call, pace).await?;
+        report.phase("model.peer", &peer);
+        report.set("model.paid_over_peer", paid.per_second / peer.per_second);
+        println!("the peer at {url} ({} clients): {}", args.clients, peer.describe());
+        println!("paid / peer = {:.2}", paid.per_second / peer.per_second);
+    }
+    Ok(())
 }
 
 /// The tiny model's full comparison on one server; returns its paid rate.
