@@ -192,7 +192,12 @@ async fn hostile_corpus(engine: &[(&str, &str)]) {
         };
         if expect == "refused" {
             let message = uploaded.error(422, "invalid_model");
-            if let Some(mentions) = entry["refusal_mentions"].as_str().filter(|_| !on_onnxruntime) {
+            let mentions = match entry.get("onnxruntime") {
+                Some(other) if on_onnxruntime => other.get("refusal_mentions"),
+                _ if on_onnxruntime => None,
+                _ => entry.get("refusal_mentions"),
+            };
+            if let Some(mentions) = mentions.and_then(Value::as_str) {
                 assert!(message.contains(mentions), "{name}: {message}");
             }
         } else {
