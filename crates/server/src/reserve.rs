@@ -141,7 +141,8 @@ struct Grant {
     hold: HoldId,
     /// What the hold has left, as this node's charges left it.
     left: u64,
-    /// Reserved by calls in flight, out of `left`.
+    /// Reserved by calls in flight, out of `left` (above it for a moment
+    /// when a charge answered before calls charged in the same batch).
     reserved: u64,
     /// Reserved from until then.
     usable_until_ms: i64,
@@ -150,7 +151,9 @@ struct Grant {
 
 impl Grant {
     fn covers(&self, amount: u64, now_ms: i64) -> bool {
-        now_ms < self.usable_until_ms && self.left - self.reserved >= amount
+        // `left` may be below `reserved` for a moment: a charge of the same
+        // batch answered before the ones reserved earlier.
+        now_ms < self.usable_until_ms && self.left.saturating_sub(self.reserved) >= amount
     }
 }
 
@@ -187,8 +190,11 @@ impl Reservation {
             grant.reserved -= self.amount;
             grant.last_used_ms = store::now_ms();
             match left {
-                // Grants only shrink: answers of one batch may come in any order.
-                Some(left) => grant.left = grant.left.min(left).max(grant.reserved),
+                // Grants only shrink: answers of one batch may come in any
+                // order, and the least left is the truth. (Keeping at least
+                // what calls still reserve let a spent grant look unspent,
+                // and a call reserve from it, run, and fail at its charge.)
+                Some(left) => grant.left = grant.left.min(left),
                 None => grant.usable_until_ms = i64::MIN,
             }
         }
@@ -622,6 +628,26 @@ mod tests {
         assert_eq!(reservations.settle(now).len(), 1, "the grant that could not pay goes back at once");
         assert_eq!(reservations.settle(now + 2_000).len(), 1);
         assert_eq!(reservations.grants(), (0, 0));
+    }
+
+    /// Two charges of one batch drew a grant to nothing; their answers came
+    /// back in the other order (the second's "0 left" first, then the
+    /// first's "100 left"). The grant is spent: no third call may reserve
+    /// from it, run its model, and find at its charge that nothing pays.
+    #[tokio::test]
+    async fn a_grant_answers_spent_out_of_order_is_not_reserved_from_again() {
+        let (_dir, store, sequencer, caller) = funded(1_000).await;
+        let reservations = Arc::new(Reservations::with_grants(GrantPolicy::new("a", 2, 60_000, 1_000, 60_000)));
+        let first = reservations.reserve(&store, &sequencer, caller, 100).await.unwrap();
+        let second = reservations.reserve(&store, &sequencer, caller, 100).await.unwrap();
+        let grant = first.grant();
+        assert_eq!((second.grant(), reservations.grants()), (grant, (1, 200)));
+        second.charged(Some(0));
+        assert_eq!(reservations.grants(), (1, 0), "spent, whatever the first call's answer says later");
+        first.charged(Some(100));
+        assert_eq!(reservations.grants(), (1, 0));
+        let third = reservations.reserve(&store, &sequencer, caller, 100).await.unwrap();
+        assert_ne!(third.grant(), grant, "a fresh grant pays for the third call");
     }
 
     #[tokio::test]
