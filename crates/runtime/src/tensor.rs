@@ -121,6 +121,97 @@ impl TensorData {
     }
 }
 
+/// Applies `$body` to the vector of whichever dtype `$data` holds, and
+/// wraps the result in the same variant.
+macro_rules! map_elements {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            TensorData::F32($v) => TensorData::F32($body),
+            TensorData::F64($v) => TensorData::F64($body),
+            TensorData::I8($v) => TensorData::I8($body),
+            TensorData::I16($v) => TensorData::I16($body),
+            TensorData::I32($v) => TensorData::I32($body),
+            TensorData::I64($v) => TensorData::I64($body),
+            TensorData::U8($v) => TensorData::U8($body),
+            TensorData::U16($v) => TensorData::U16($body),
+            TensorData::U32($v) => TensorData::U32($body),
+            TensorData::U64($v) => TensorData::U64($body),
+            TensorData::Bool($v) => TensorData::Bool($body),
+            TensorData::F16($v) => TensorData::F16($body),
+            TensorData::Bf16($v) => TensorData::Bf16($body),
+        }
+    };
+}
+
+impl TensorData {
+    /// The elements from `at` on, which leave `self`.
+    fn split_off(&mut self, at: usize) -> TensorData {
+        map_elements!(self, v => v.split_off(at))
+    }
+
+    /// `other`'s elements after these; `None` (and `self` unchanged) if
+    /// their dtypes differ.
+    fn extend_from(&mut self, other: &TensorData) -> Option<()> {
+        match (self, other) {
+            (TensorData::F32(a), TensorData::F32(b)) => a.extend_from_slice(b),
+            (TensorData::F64(a), TensorData::F64(b)) => a.extend_from_slice(b),
+            (TensorData::I8(a), TensorData::I8(b)) => a.extend_from_slice(b),
+            (TensorData::I16(a), TensorData::I16(b)) => a.extend_from_slice(b),
+            (TensorData::I32(a), TensorData::I32(b)) => a.extend_from_slice(b),
+            (TensorData::I64(a), TensorData::I64(b)) => a.extend_from_slice(b),
+            (TensorData::U8(a), TensorData::U8(b)) => a.extend_from_slice(b),
+            (TensorData::U16(a), TensorData::U16(b)) => a.extend_from_slice(b),
+            (TensorData::U32(a), TensorData::U32(b)) => a.extend_from_slice(b),
+            (TensorData::U64(a), TensorData::U64(b)) => a.extend_from_slice(b),
+            (TensorData::Bool(a), TensorData::Bool(b)) => a.extend_from_slice(b),
+            (TensorData::F16(a), TensorData::F16(b)) => a.extend_from_slice(b),
+            (TensorData::Bf16(a), TensorData::Bf16(b)) => a.extend_from_slice(b),
+            _ => return None,
+        }
+        Some(())
+    }
+}
+
+/// Tensors of one dtype whose shapes differ in their first dimension only,
+/// one after the other along it (a copy); `None` if they do not fit so.
+pub fn stack_rows<'a>(parts: impl IntoIterator<Item = &'a Tensor>) -> Option<Tensor> {
+    let mut parts = parts.into_iter();
+    let mut whole = parts.next()?.clone();
+    if whole.shape.is_empty() {
+        return None;
+    }
+    for part in parts {
+        if part.shape.len() != whole.shape.len() || part.shape[1..] != whole.shape[1..] {
+            return None;
+        }
+        whole.data.extend_from(&part.data)?;
+        whole.shape[0] += part.shape[0];
+    }
+    Some(whole)
+}
+
+impl Tensor {
+    /// [`stack_rows`] undone: the first `rows[0]` rows, then the next
+    /// `rows[1]`, …; `None` unless the first dimension is their sum.
+    pub fn split_rows(self, rows: &[usize]) -> Option<Vec<Tensor>> {
+        let total = rows.iter().try_fold(0usize, |sum, &r| sum.checked_add(r))?;
+        if self.shape.first() != Some(&total) {
+            return None;
+        }
+        let per_row: usize = self.shape[1..].iter().product();
+        let mut data = self.data;
+        let mut parts = Vec::with_capacity(rows.len());
+        for &count in rows.iter().rev() {
+            let tail = data.split_off(data.len() - count * per_row);
+            let mut shape = self.shape.clone();
+            shape[0] = count;
+            parts.push(Tensor { shape, data: tail });
+        }
+        parts.reverse();
+        Some(parts)
+    }
+}
+
 /// Bytes per element in [`Tensor::write_le`]'s form.
 pub fn dtype_width(dtype: Dtype) -> usize {
     match dtype {

@@ -241,3 +241,44 @@ fn the_cache_keeps_models_within_its_byte_budget_least_recently_used_first_out()
     assert_eq!(tiny.insert(a, linear), vec![a], "not kept");
     assert_eq!(tiny.usage(), (0, 0));
 }
+
+proptest! {
+    /// Calls stacked into one batch and the batch's rows split back give
+    /// each call its own tensor, whatever the rows and the other dimensions.
+    #[test]
+    fn rows_stacked_then_split_are_each_calls_own(
+        rows in proptest::collection::vec(0usize..4, 1..6),
+        inner in proptest::collection::vec(1usize..4, 0..3),
+    ) {
+        let per_row: usize = inner.iter().product();
+        let mut next = 0i64;
+        let calls: Vec<Tensor> = rows
+            .iter()
+            .map(|&r| {
+                let data = (0..r * per_row).map(|_| { next += 1; next }).collect();
+                Tensor { shape: [vec![r], inner.clone()].concat(), data: TensorData::I64(data) }
+            })
+            .collect();
+        let batch = runtime::stack_rows(&calls).unwrap();
+        prop_assert_eq!(batch.shape[0], rows.iter().sum::<usize>());
+        prop_assert_eq!(batch.clone().split_rows(&rows).unwrap(), calls);
+        // Rows that do not add up to the batch, and parts that do not fit.
+        let mut more = rows.clone();
+        more.push(1);
+        prop_assert!(batch.split_rows(&more).is_none());
+    }
+}
+
+#[test]
+fn only_tensors_alike_but_for_their_rows_stack() {
+    let f32s = |shape: Vec<usize>| {
+        let count = shape.iter().product();
+        Tensor { shape, data: TensorData::F32(vec![0.5; count]) }
+    };
+    assert!(runtime::stack_rows(&[f32s(vec![1, 3]), f32s(vec![2, 3])]).is_some());
+    assert!(runtime::stack_rows(&[f32s(vec![1, 3]), f32s(vec![1, 4])]).is_none());
+    assert!(runtime::stack_rows(&[f32s(vec![1, 3]), f32s(vec![1, 3, 1])]).is_none());
+    assert!(runtime::stack_rows(&[f32s(vec![]), f32s(vec![])]).is_none());
+    let ints = Tensor { shape: vec![1, 3], data: TensorData::I64(vec![1, 2, 3]) };
+    assert!(runtime::stack_rows(&[f32s(vec![1, 3]), ints]).is_none());
+}

@@ -190,6 +190,8 @@ pub struct Metrics {
     pub worker_requests_pipelined: u64,
     /// Calls waiting for a worker now.
     pub calls_waiting: u64,
+    /// Calls' worker slots taken now (0 without isolation: not counted).
+    pub workers_busy: u64,
 }
 
 impl Metrics {

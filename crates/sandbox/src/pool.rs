@@ -336,6 +336,7 @@ impl WorkerPool {
             worker_crashes: self.crashed.load(Ordering::Relaxed),
             worker_requests_pipelined: self.pipelined.load(Ordering::Relaxed),
             calls_waiting: state.waiting.iter().filter(|waiter| !waiter.handoff.is_closed()).count() as u64,
+            workers_busy: state.taken as u64,
             ..Metrics::default()
         }
     }

@@ -94,6 +94,12 @@ pub struct Config {
     /// Inferences running at once (worker processes, with isolation); 0
     /// means one per CPU core.
     pub inference_threads: usize,
+    /// One caller's concurrent calls of one model version, alike but for
+    /// their first dimension, run as one batch of at most this many calls
+    /// (each still answered, charged and logged alone); 1: no batching.
+    pub batch_calls_max: usize,
+    /// How long the first call of a batch waits for others, in microseconds.
+    pub batch_wait_us: u64,
     /// Memory charged to loaded models before the least recently used go;
     /// with isolation, in each worker.
     pub model_cache_bytes_max: u64,
@@ -325,6 +331,8 @@ impl Default for Config {
             tensor_elements_max: 1_000_000,
             inference_timeout_ms: 10_000,
             inference_threads: 0,
+            batch_calls_max: 1,
+            batch_wait_us: 2_000,
             calls_per_key_concurrent_max: 32,
             calls_per_key_per_minute_max: 60_000,
             connections_max: 1024,
@@ -472,6 +480,9 @@ impl Config {
         }
         if self.inference_timeout_ms == 0 {
             return invalid("inference_timeout_ms must be positive");
+        }
+        if self.batch_calls_max == 0 || self.batch_wait_us > 1_000_000 {
+            return invalid("batch_calls_max must be at least 1 and batch_wait_us at most 1000000 (a second)");
         }
         if self.model_inputs_max == 0 || self.model_outputs_max == 0 || self.tensor_rank_max == 0 {
             return invalid("model_inputs_max, model_outputs_max and tensor_rank_max must be positive");
@@ -758,6 +769,11 @@ mod tests {
         assert!(Config::load(None, env, toml::Table::new()).unwrap().batching().delay.is_zero());
         let env = [("VITRINE_ISOLATION".to_owned(), "sometimes".to_owned())];
         assert!(Config::load(None, env, toml::Table::new()).is_err());
+        // A batch holds one call at least, and its first waits a second at most.
+        for (name, value) in [("VITRINE_BATCH_CALLS_MAX", "0"), ("VITRINE_BATCH_WAIT_US", "1000001")] {
+            let error = Config::load(None, [(name.to_owned(), value.to_owned())], toml::Table::new()).unwrap_err();
+            assert!(error.to_string().contains("batch_calls_max must be at least 1"), "{error}");
+        }
         let env = [("VITRINE_ISOLATION".to_owned(), "none".to_owned())];
         assert_eq!(Config::load(None, env, toml::Table::new()).unwrap().isolation, IsolationSetting::None);
     }

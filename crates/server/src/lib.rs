@@ -5,6 +5,7 @@
 //! types of `wire.rs`, and fails with the one [`error::ApiError`].
 
 mod answers;
+mod batch;
 mod claims;
 pub mod config;
 pub mod error;
@@ -54,6 +55,9 @@ pub struct AppState {
     /// Where models are validated and run: worker processes (or, with
     /// `isolation = "none"`, this process), `inference_threads` at a time.
     pub executor: Arc<Executor>,
+    /// One caller's concurrent calls of a model, run as one batch
+    /// (`batch_calls_max`).
+    pub batcher: Arc<batch::Batcher>,
     /// Recent crashes per version, towards quarantine.
     pub strikes: Arc<quarantine::Strikes>,
     /// Calls that reached a model in this process (`vitrine_model_runs_total`).
@@ -244,6 +248,11 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         fee_split: config.fee_split().map_err(|e| e.to_string())?,
         system,
         executor: Arc::new(executor),
+        batcher: Arc::new(batch::Batcher::new(
+            config.batch_calls_max,
+            std::time::Duration::from_micros(config.batch_wait_us),
+            config.tensor_elements_max,
+        )),
         model_runs: Arc::default(),
         strikes: Arc::new(quarantine::Strikes::new(config.quarantine_strikes, config.quarantine_window_ms)),
         call_limits: Arc::new(limits::CallLimits::new(

@@ -741,7 +741,7 @@ async fn run_model(
     let digest = version.blob_sha256;
     let tenant = call.caller.id as u64;
     let model_file = || async { sandbox::ModelFile::of(state.blobs.open_blob(&digest).await?).await };
-    match state.executor.run(tenant, digest, inputs, deadline, model_file).await {
+    match state.batcher.run(&state.executor, tenant, version, inputs, deadline, model_file).await {
         Ok(ran) => {
             call.cpu_us.store(ran.cpu_us, Ordering::Relaxed);
             state.strikes.succeeded(call.model.id, version.version);

@@ -228,3 +228,83 @@ async fn a_model_whose_file_this_node_cannot_read_is_unavailable_not_an_internal
         second.api().post("/v1/models/alice/linear/infer", Some(&alice), call).await.error(503, "unavailable");
     assert!(message.contains("cannot read the model's file") && message.contains("blob_dir"), "{message}");
 }
+
+/// A metric's value on `/metrics`.
+async fn metric(api: &crate::support::Api, name: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", api.url)).await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|line| line.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// With `batch_calls_max`, one caller's concurrent calls of a model run as
+/// one batch in a worker, each answered with its own rows, charged and
+/// logged as if alone; two callers' calls never share a batch (a model may
+/// mix the rows of a batch); a call that fails in a batch fails alone.
+#[tokio::test]
+async fn one_callers_concurrent_calls_run_as_one_batch_each_answered_charged_and_logged_alone() {
+    let server =
+        TestServer::start_with(&[("batch_calls_max", "8"), ("batch_wait_us", "300000"), ("inference_threads", "1")]);
+    let api = server.api();
+    let op = server.operator_key.clone();
+    let alice = api.signup("alice").await;
+    let bob = api.signup("bob").await;
+    let carol = api.signup("carol").await;
+    api.model_with_version(&alice, "alice", "linear", "linear").await;
+    api.patch("/v1/models/alice/linear", Some(&alice), json!({"price_per_inference": "1000"})).await.ok(200);
+    for (who, reference) in [("bob", "d1"), ("carol", "d2")] {
+        let deposit = json!({"account": who, "amount": "100000", "reference": reference});
+        api.post("/v1/admin/deposits", Some(&op), deposit).await.ok(201);
+    }
+    let path = "/v1/models/alice/linear/infer";
+    let rows: Vec<Vec<f32>> = (0..6).map(|i| (0..4).map(|j| (i * 4 + j) as f32 / 7.0).collect()).collect();
+    // Each alone, one after the other: the answers a batch must give.
+    let mut alone = vec![];
+    for row in &rows {
+        let answer = api.post(path, Some(&bob), linear_input(json!([1, 4]), json!(row))).await;
+        alone.push(answer.ok(200)["outputs"]["y"].clone());
+    }
+    assert_eq!(metric(&api, "vitrine_batches_total").await, 0, "a call alone is no batch");
+
+    let batched = futures_util::future::join_all(
+        rows.iter().map(|row| api.post(path, Some(&bob), linear_input(json!([1, 4]), json!(row)))),
+    )
+    .await;
+    let mut log_indexes = std::collections::BTreeSet::new();
+    for (answer, wanted) in batched.iter().zip(&alone) {
+        let body = answer.ok(200);
+        assert_tensor_close(&body["outputs"]["y"], wanted, "a batched call's own rows");
+        assert_eq!(body["price"], "1000");
+        log_indexes.insert(body["receipt"]["log_index"].as_u64().unwrap());
+    }
+    assert_eq!(log_indexes.len(), rows.len(), "each call has its receipt");
+    assert!(metric(&api, "vitrine_batches_total").await >= 1);
+    let batched_calls = metric(&api, "vitrine_batched_calls_total").await;
+    assert!(batched_calls >= 2, "{batched_calls}");
+    let balance = api.get("/v1/account", Some(&bob)).await.ok(200)["balance"].clone();
+    assert_eq!(balance, json!((100_000 - 12 * 1000).to_string()), "each call charged once");
+
+    // Two callers at once: each alone.
+    let two = futures_util::future::join_all(
+        [&bob, &carol].map(|key| api.post(path, Some(key), linear_input(json!([1, 4]), json!(rows[0])))),
+    )
+    .await;
+    for answer in &two {
+        assert_tensor_close(&answer.ok(200)["outputs"]["y"], &alone[0], "alone");
+    }
+    assert_eq!(metric(&api, "vitrine_batched_calls_total").await, batched_calls, "no batch across callers");
+
+    // One call of a batch fails (an id outside the table): it fails alone.
+    api.model_with_version(&alice, "alice", "embed", "embedding").await;
+    let ids = |id: i64| json!({"inputs": {"ids": {"dtype": "i64", "shape": [1, 2], "data": [id, 1]}}});
+    let calls = futures_util::future::join_all(
+        [3, 99, 5].map(|id| api.post("/v1/models/alice/embed/infer", Some(&bob), ids(id))),
+    )
+    .await;
+    calls[1].error(422, "invalid_input");
+    for answer in [&calls[0], &calls[2]] {
+        assert_eq!(answer.ok(200)["outputs"]["vectors"]["shape"], json!([1, 2, 4]));
+    }
+    let reference: Value = serde_json::from_slice(&fixture("embedding.expected.json")).unwrap();
+    let table_row_3 = &reference["outputs"]["vectors"]["data"].as_array().unwrap()[8..12]; // ids[2] = 3
+    assert_eq!(&calls[0].body["outputs"]["vectors"]["data"].as_array().unwrap()[..4], table_row_3);
+}

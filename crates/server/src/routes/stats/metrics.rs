@@ -102,6 +102,18 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         workers.worker_requests_pipelined.to_string(),
     );
     gauge(
+        "vitrine_batches_total",
+        "Batches of two or more of one caller's calls run as one (batch_calls_max).",
+        "counter",
+        state.batcher.batches.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
+        "vitrine_batched_calls_total",
+        "Calls answered from such a batch.",
+        "counter",
+        state.batcher.batched_calls.load(Ordering::Relaxed).to_string(),
+    );
+    gauge(
         "vitrine_calls_waiting",
         "Calls waiting for a worker now; a free worker goes to the caller holding the fewest.",
         "gauge",
