@@ -270,6 +270,19 @@ async fn an_idempotency_key_charges_once_and_returns_the_first_answer() {
         .header("Idempotency-Key", "")
         .json(&linear_call());
     api.send(bad_key).await.error(400, "invalid_request");
+    // The version yanked (or quarantined) since: a retry of a finished call
+    // still gets its answer (it was paid for; a 410 would tell a client that
+    // lost the answer that its paid call failed), and a new call is refused.
+    // (The latest route names no version once all are yanked: 410.)
+    let yank = json!({"yanked": true, "reason": "wrong weights"});
+    api.patch("/v1/models/alice/linear/versions/1", Some(&alice), yank).await.ok(200);
+    let retry = api
+        .request(reqwest::Method::POST, "/v1/models/alice/linear/versions/1/infer", Some(&bob))
+        .header("Idempotency-Key", "order-1")
+        .json(&linear_call());
+    assert_eq!(api.send(retry).await.ok(200), &first);
+    api.send(call("order-1", linear_call())).await.error(410, "gone");
+    assert_eq!(units(&api, &op, "bob", "balance").await, 700);
 }
 
 /// Kept answers fill the disk for a whole window, and a stranger chooses
