@@ -121,6 +121,7 @@ pub async fn run_audit(args: AuditArgs, client_args: &ClientArgs) -> anyhow::Res
 
 async fn audit_once(args: &AuditArgs, client_args: &ClientArgs) -> anyhow::Result<()> {
     let client = server_client(client_args, args.server.as_deref())?;
+    crate::commands::learn_token(&client).await;
     let state_path = match &args.state {
         Some(path) => path.clone(),
         None => client_args.config_path()?.with_file_name("audit-state.json"),
@@ -416,10 +417,13 @@ async fn audit_creator(
             match per_leaf.get(&index) {
                 Some((leaf_model, share)) if *leaf_model == model && *share == amount => {}
                 Some((leaf_model, share)) => mismatches.push(format!(
-                    "leaf {index}: the log says {leaf_model} earned {share}, the ledger credited {model} {amount}"
+                    "leaf {index}: the log says {leaf_model} earned {}, the ledger credited {model} {}",
+                    output::tokens_of(share),
+                    output::tokens_of(amount)
                 )),
                 None => mismatches.push(format!(
-                    "leaf {index}: the ledger credited {amount} for {model}, the log has no such earning"
+                    "leaf {index}: the ledger credited {} for {model}, the log has no such earning",
+                    output::tokens_of(amount)
                 )),
             }
             let tally = tallies.entry(model).or_default();
@@ -430,7 +434,11 @@ async fn audit_creator(
             me.as_ref().and_then(|m| m["earned_total"].as_str()).and_then(|e| e.parse().ok()).unwrap_or(0);
         let logged: u128 = tallies.values().map(|t| t.log_amount).sum();
         if earned_total < logged {
-            mismatches.push(format!("the account's earned_total {earned_total} is less than the log's {logged}"));
+            mismatches.push(format!(
+                "the account's earned_total {} is less than the log's {}",
+                output::tokens_of(earned_total),
+                output::tokens_of(logged)
+            ));
         }
         // The stats routes must report the same earnings, when nothing was
         // earned after the checkpoint (or the figures could not agree yet).
@@ -443,9 +451,13 @@ async fn audit_creator(
             let earnings = own.send_json(own.request(Method::GET, &path)).await?;
             let reported: u128 = earnings["total"].as_str().and_then(|t| t.parse().ok()).unwrap_or(0);
             if reported != logged {
-                mismatches.push(format!("the stats routes report {reported} earned, the log {logged}"));
+                mismatches.push(format!(
+                    "the stats routes report {} earned, the log {}",
+                    output::tokens_of(reported),
+                    output::tokens_of(logged)
+                ));
             } else {
-                println!("the stats routes report the same earnings: {reported}");
+                println!("the stats routes report the same earnings: {}", output::tokens_of(reported));
             }
         }
     }
@@ -499,11 +511,14 @@ async fn audit_caller(caller: &Client, leaves: &[ReceiptLeaf], size: u64) -> any
         tally.ledger_amount += *amount as u128;
         match per_leaf.get(index) {
             Some((_, price)) if price == amount => {}
-            Some((_, price)) => {
-                mismatches.push(format!("leaf {index}: the log says {price} was paid, the ledger debited {amount}"))
-            }
+            Some((_, price)) => mismatches.push(format!(
+                "leaf {index}: the log says {} was paid, the ledger debited {}",
+                output::tokens_of(price),
+                output::tokens_of(amount)
+            )),
             None => mismatches.push(format!(
-                "leaf {index}: the ledger debited {amount} for {model}, the log has no such call of yours"
+                "leaf {index}: the ledger debited {} for {model}, the log has no such call of yours",
+                output::tokens_of(amount)
             )),
         }
     }
@@ -540,7 +555,10 @@ fn print_tallies(tallies: &BTreeMap<String, Tally>, with_ledger: bool, what: &st
         if !agrees {
             mismatches.push(format!(
                 "{model}: the log has {} calls and {} {what}, the ledger {} calls and {}",
-                t.log_calls, t.log_amount, t.ledger_calls, t.ledger_amount
+                t.log_calls,
+                output::tokens_of(t.log_amount),
+                t.ledger_calls,
+                output::tokens_of(t.ledger_amount)
             ));
         }
         let ledger = |value: String| if with_ledger { value } else { "-".to_owned() };
@@ -548,8 +566,8 @@ fn print_tallies(tallies: &BTreeMap<String, Tally>, with_ledger: bool, what: &st
             model.clone(),
             t.log_calls.to_string(),
             ledger(t.ledger_calls.to_string()),
-            t.log_amount.to_string(),
-            ledger(t.ledger_amount.to_string()),
+            output::tokens_of(t.log_amount),
+            ledger(output::tokens_of(t.ledger_amount)),
             if agrees { "ok" } else { "MISMATCH" }.to_owned(),
         ]);
     }
@@ -580,6 +598,7 @@ pub async fn run_receipt(command: ReceiptCommand, client_args: &ClientArgs) -> a
         return verify_offline(&text, &vkey, &witnesses);
     }
     let client = server_client(client_args, server.as_deref())?;
+    crate::commands::learn_token(&client).await;
     let json: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
     let receipt = if json.get("receipt").is_some() { json["receipt"].clone() } else { json };
     if receipt.is_null() {
@@ -641,7 +660,10 @@ pub async fn run_receipt(command: ReceiptCommand, client_args: &ClientArgs) -> a
             "price",
             format!(
                 "{} (creator {}, node {}, treasury {})",
-                leaf.price, leaf.creator_share, leaf.node_share, leaf.treasury_share
+                output::tokens_of(leaf.price),
+                output::tokens_of(leaf.creator_share),
+                output::tokens_of(leaf.node_share),
+                output::tokens_of(leaf.treasury_share)
             ),
         ),
         ("signature", format!("valid, node {}", leaf.node)),
@@ -726,8 +748,9 @@ fn verify_offline(text: &str, vkey: &str, witnesses: &[String]) -> anyhow::Resul
         ("receipt", format!("log index {}, {} v{}", proof.index, leaf.model, leaf.version)),
         (
             "price",
+            // Offline, the market's token is unknown: its minor units, said so.
             format!(
-                "{} (creator {}, node {}, treasury {})",
+                "{} minor units of the market's token (creator {}, node {}, treasury {})",
                 leaf.price, leaf.creator_share, leaf.node_share, leaf.treasury_share
             ),
         ),

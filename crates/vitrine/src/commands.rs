@@ -222,17 +222,21 @@ pub struct InferArgs {
     idempotency_key: Option<String>,
 }
 
-pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
-    let client = args.client()?;
-    // Amounts are shown and read in the server's token. A server that does
-    // not say (or cannot be reached: the command itself will say so) leaves
-    // the defaults.
+/// Amounts are shown and read in the server's token. A server that does not
+/// say (or cannot be reached: the command itself will say so) leaves the
+/// defaults.
+pub async fn learn_token(client: &Client) {
     if let Ok(health) = client.send_json(client.request(Method::GET, "/v1/health")).await
         && let (Some(symbol), Some(decimals)) =
             (health["token"]["symbol"].as_str(), health["token"]["decimals"].as_u64())
     {
         output::set_token(symbol.to_owned(), decimals as u32);
     }
+}
+
+pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
+    let client = args.client()?;
+    learn_token(&client).await;
     match command {
         Command::Serve(_)
         | Command::Bench(_)

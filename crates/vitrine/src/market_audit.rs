@@ -313,7 +313,8 @@ fn differences(window: &str, dimension: &str, log: &Figures, stats: &Figures) ->
     // possibly different orders.
     let ratio = |value: f64| format!("{:.9}", value);
     differ("calls".into(), log.calls.to_string(), stats.calls.to_string());
-    differ("revenue".into(), log.revenue.to_string(), stats.revenue.to_string());
+    let tokens = |minor_units: u128| crate::output::tokens_of(minor_units);
+    differ("revenue".into(), tokens(log.revenue), tokens(stats.revenue));
     differ("active".into(), log.active.to_string(), stats.active.to_string());
     differ("active_models".into(), log.active_models.to_string(), stats.active_models.to_string());
     differ("active_creators".into(), log.active_creators.to_string(), stats.active_creators.to_string());
@@ -327,7 +328,7 @@ fn differences(window: &str, dimension: &str, log: &Figures, stats: &Figures) ->
         let (ours, theirs) = (log.items.get(key).unwrap_or(&missing), stats.items.get(key).unwrap_or(&missing));
         let name = if key.is_empty() { "(none)" } else { key.as_str() };
         differ(format!("{name} calls"), ours.calls.to_string(), theirs.calls.to_string());
-        differ(format!("{name} revenue"), ours.revenue.to_string(), theirs.revenue.to_string());
+        differ(format!("{name} revenue"), tokens(ours.revenue), tokens(theirs.revenue));
         differ(format!("{name} share"), ratio(ours.share), ratio(theirs.share));
     }
     out
@@ -384,7 +385,11 @@ pub async fn audit_market(
             if differing.is_empty() {
                 println!(
                     "window {window}, by {dimension}: {} calls, {} revenue, {} items, gini {:.4}, hhi {:.4}: the stats agree",
-                    log.calls, log.revenue, log.active, log.gini, log.hhi
+                    log.calls,
+                    crate::output::tokens_of(log.revenue),
+                    log.active,
+                    log.gini,
+                    log.hhi
                 );
             }
             found.extend(differing);

@@ -83,6 +83,12 @@ pub fn tokens(value: &Value) -> String {
     }
 }
 
+/// An amount of minor units in tokens with the symbol (`480` is
+/// `0.00000048 OPG`): what people read; JSON and CSV keep minor units.
+pub fn tokens_of(minor_units: impl std::fmt::Display) -> String {
+    tokens(&Value::String(minor_units.to_string()))
+}
+
 /// One table row per item of a JSON array (none if it is not an array).
 pub fn rows(items: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
     items.as_array().map(|items| items.iter().map(row).collect()).unwrap_or_default()

@@ -387,6 +387,8 @@ async fn a_saved_receipt_verifies_and_a_doctored_one_does_not() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("in the checkpoint of 1 leaves"), "{stdout}");
+    // The price in the market's token, as people read it.
+    assert!(stdout.contains(" OPG (creator ") && stdout.contains(" OPG, treasury "), "{stdout}");
 
     let mut doctored = answer.clone();
     doctored["receipt"]["price"] = json!("1");

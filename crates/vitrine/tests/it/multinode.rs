@@ -88,6 +88,12 @@ async fn holds_drain(api: &Api, op: &str, within: Duration) -> Duration {
 
 /// Runs `vitrine audit` against `node`, keeping its state (the pinned log
 /// key, the last verified checkpoint) in `folder`; asserts it passes.
+/// Minor units as the CLI shows them: tokens, with the symbol.
+fn opg(minor_units: i128) -> String {
+    let amount = domain::Amount::from_minor_units(minor_units as u64).expect("an amount");
+    format!("{} OPG", amount.to_decimal_string(domain::DEFAULT_DECIMALS))
+}
+
 fn run_audit(node: &TestServer, folder: &std::path::Path, args: &[&str]) -> String {
     let output = std::process::Command::new(BINARY)
         .env_remove("VITRINE_KEY")
@@ -186,7 +192,7 @@ async fn three_nodes_serve_one_market_with_one_ledger_and_one_log() {
     let text = run_audit(&nodes[2], audit.path(), &["--creator", "alice", "--key", &alice]);
     let earned = 80 * (61 + paid);
     assert_eq!(units(&apis[1], &op, "alice", "balance").await, earned);
-    assert!(text.contains(&earned.to_string()), "{text}");
+    assert!(text.contains(&opg(earned)), "{text}");
     // Idle grants go back to their callers.
     holds_drain(&apis[0], &op, Duration::from_secs(10)).await;
 
@@ -400,7 +406,7 @@ async fn a_single_node_market_moves_to_postgres_and_its_audit_still_passes() {
     checkpoints_reach(std::slice::from_ref(&api), 6).await;
     // The auditor's pinned key and checkpoint still hold: same log, same key.
     let text = run_audit(&moved, audit.path(), &["--creator", "alice", "--key", &alice]);
-    assert!(text.contains(&(80 * 6).to_string()), "{text}");
+    assert!(text.contains(&opg(80 * 6)), "{text}");
     drop(moved);
     database.drop().await;
 }

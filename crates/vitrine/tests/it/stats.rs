@@ -249,8 +249,9 @@ async fn scripted_traffic_gives_exact_market_measures_and_reconciles() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success() && text.contains("480") && text.contains("27"), "{text}");
-    assert!(text.contains("the stats routes report the same earnings: 507"), "{text}");
+    // People read tokens (minor units stay in JSON and CSV): 480 is 0.00000048 OPG.
+    assert!(output.status.success() && text.contains("0.00000048 OPG") && text.contains("0.000000027 OPG"), "{text}");
+    assert!(text.contains("the stats routes report the same earnings: 0.000000507 OPG"), "{text}");
     // Analytics changed behind the server's back: the audit names it.
     let url = format!("sqlite://{}", server.data_dir.join("vitrine.db").display());
     let db = sqlx::SqlitePool::connect(&url).await.unwrap();
