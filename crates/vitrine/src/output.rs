@@ -73,11 +73,18 @@ pub fn token_decimals() -> u32 {
     TOKEN.get().map_or(DEFAULT_DECIMALS, |(_, decimals)| *decimals)
 }
 
-/// An amount of minor units (a JSON string) in tokens with the symbol, as
-/// people read it: `"2110900000"` is `2.1109 OPG`. Anything else as is.
+/// An amount of minor units (a JSON string, or a number such as a median,
+/// rounded to a whole unit) in tokens with the symbol, as people read it:
+/// `"2110900000"` is `2.1109 OPG`. Anything else as is.
 pub fn tokens(value: &Value) -> String {
     let symbol = TOKEN.get().map_or(DEFAULT_TOKEN_SYMBOL, |(symbol, _)| symbol.as_str());
-    match value.as_str().and_then(|s| Amount::parse_minor_units(s).ok()) {
+    let minor_units = match value {
+        Value::Number(number) => {
+            number.as_f64().filter(|n| *n >= 0.0).map(|n| Amount::from_minor_units(n.round() as u64))
+        }
+        other => other.as_str().map(Amount::parse_minor_units),
+    };
+    match minor_units.and_then(Result::ok) {
         Some(amount) => format!("{} {symbol}", amount.to_decimal_string(token_decimals())),
         None => cell(value),
     }

@@ -54,11 +54,15 @@ pub struct WindowArgs {
 
 #[derive(Debug, Args)]
 pub struct MarketArgs {
+    /// 24h, 7d or 30d.
     #[arg(long, default_value = "7d")]
     window: String,
     /// model, creator, task, app or node.
     #[arg(long, default_value = "model")]
     by: String,
+    /// Rows shown, the largest first (0: all); the summary counts them all.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
 }
 
 /// Options of `vitrine earnings` and `vitrine spending`.
@@ -81,9 +85,9 @@ pub struct AccountSeriesArgs {
 
 pub async fn run_stats(client: &Client, json: bool, command: StatsCommand) -> anyhow::Result<()> {
     match command {
-        StatsCommand::Market(args) => market(client, json, &args.window, &args.by).await,
-        StatsCommand::Apps(args) => market(client, json, &args.window, "app").await,
-        StatsCommand::Nodes(args) => market(client, json, &args.window, "node").await,
+        StatsCommand::Market(args) => market(client, json, &args.window, &args.by, args.limit).await,
+        StatsCommand::Apps(args) => market(client, json, &args.window, "app", 0).await,
+        StatsCommand::Nodes(args) => market(client, json, &args.window, "node", 0).await,
         StatsCommand::Model { model, bucket, from, to } => {
             let mut query = vec![("bucket", bucket)];
             query.extend(from.map(|f| ("from", f)));
@@ -155,14 +159,14 @@ pub async fn run_stats(client: &Client, json: bool, command: StatsCommand) -> an
     }
 }
 
-async fn market(client: &Client, json: bool, window: &str, by: &str) -> anyhow::Result<()> {
+async fn market(client: &Client, json: bool, window: &str, by: &str, limit: usize) -> anyhow::Result<()> {
     let query = [("window", window), ("by", by)];
     let view = client.send_json(client.request(Method::GET, "/v1/stats/market").query(&query)).await?;
     if json {
         output::json(&view);
         return Ok(());
     }
-    let rows = output::rows(&view["items"], |i| {
+    let mut rows = output::rows(&view["items"], |i| {
         vec![
             output::cell(&i["key"]),
             output::cell(&i["calls"]),
@@ -170,7 +174,11 @@ async fn market(client: &Client, json: bool, window: &str, by: &str) -> anyhow::
             format!("{:.1}%", i["share"].as_f64().unwrap_or(0.0) * 100.0),
         ]
     });
+    let more = if limit > 0 && rows.len() > limit { rows.split_off(limit).len() } else { 0 };
     output::table(&[by, "calls", "revenue", "share"], &rows);
+    if more > 0 {
+        println!("… and {more} more (--limit 0 shows every row)");
+    }
     println!(
         "{} calls, {} active; top-10 share {:.1}%, HHI {:.3}, Gini {:.3} ({})",
         output::cell(&view["calls"]),

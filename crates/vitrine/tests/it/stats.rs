@@ -289,7 +289,13 @@ async fn scripted_traffic_gives_exact_market_measures_and_reconciles() {
     // Amounts in tokens with the symbol, as everywhere else in the CLI.
     let series = cli(&["stats", "model", "alice/a"]);
     assert!(series.contains("0.0000006 OPG"), "{series}");
-    assert!(cli(&["stats", "tasks", "--sort", "opportunity"]).lines().nth(1).unwrap().starts_with("classification"));
+    let tasks = cli(&["stats", "tasks", "--sort", "opportunity"]);
+    assert!(tasks.lines().nth(1).unwrap().starts_with("classification"), "{tasks}");
+    // The median price too: tokens, not a float of minor units.
+    assert!(!tasks.contains(".0 ") && tasks.lines().nth(1).unwrap().matches(" OPG").count() == 2, "{tasks}");
+    // The largest rows first, and how many more there are.
+    let top = cli(&["stats", "market", "--limit", "1"]);
+    assert!(top.contains("alice/a") && top.contains("… and 2 more (--limit 0 shows every row)"), "{top}");
     assert!(cli(&["stats", "apps", "--window", "24h"]).contains("shop"));
     assert!(cli(&["stats", "nodes"]).contains("node-local"));
     assert!(cli(&["stats", "trending"]).contains("at least 10 calls"));
