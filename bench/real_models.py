@@ -23,6 +23,7 @@ import socket
 import sqlite3
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -165,7 +166,7 @@ def main():
                                                      args.seconds)
             result[engine] = {"refused": refused, "latency_ms": latency, "worker_cpu_ms": cpu, "calls": count}
         figures = against_peer(args.bin, args.library, path, body_path, args.seconds, args.clients,
-                               str(pathlib.Path(os.sys.executable)))
+                               sys.executable)
         result["paid_per_second"] = figures["model.paid.per_second"]
         result["peer_per_second"] = figures["model.peer.per_second"]
         result["paid_over_peer"] = figures["model.paid_over_peer"]

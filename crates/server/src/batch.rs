@@ -58,13 +58,16 @@ struct Key {
 }
 
 /// A batch being formed: the calls that joined its leader.
-#[derive(Default)]
 struct Forming {
     /// `None` once the leader took them.
-    joined: Mutex<Option<Vec<Joined>>>,
-    /// Elements of every call's inputs, the leader's included.
-    elements: AtomicU64,
+    joined: Mutex<Option<Joining>>,
     full: Notify,
+}
+
+struct Joining {
+    calls: Vec<Joined>,
+    /// Elements of every call's inputs, the leader's included.
+    elements: u64,
 }
 
 struct Joined {
@@ -148,13 +151,12 @@ impl Batcher {
     fn join(&self, key: &Key, joined: Joined, elements: u64) -> Result<(), Joined> {
         let forming = self.lock().get(key).cloned();
         let Some(forming) = forming else { return Err(joined) };
-        let mut calls = forming.joined.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(calls) = calls.as_mut() else { return Err(joined) };
-        let total = forming.elements.load(Ordering::Relaxed) + elements;
-        if calls.len() + 1 >= self.calls_max || total > self.elements_max {
+        let mut joining = forming.joined.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(Joining { calls, elements: total }) = joining.as_mut() else { return Err(joined) };
+        if calls.len() + 1 >= self.calls_max || *total + elements > self.elements_max {
             return Err(joined);
         }
-        forming.elements.store(total, Ordering::Relaxed);
+        *total += elements;
         calls.push(joined);
         if calls.len() + 1 >= self.calls_max {
             forming.full.notify_one();
@@ -175,8 +177,8 @@ impl Batcher {
         F: Fn() -> Fut,
         Fut: Future<Output = std::io::Result<ModelFile>>,
     {
-        let forming = Arc::new(Forming { joined: Mutex::new(Some(Vec::new())), ..Forming::default() });
-        forming.elements.store(elements, Ordering::Relaxed);
+        let joining = Joining { calls: Vec::new(), elements };
+        let forming = Arc::new(Forming { joined: Mutex::new(Some(joining)), full: Notify::new() });
         // Another call of the key may lead a batch already, one with no
         // room left: this one then forms the next.
         self.lock().insert(key.clone(), forming.clone());
@@ -281,7 +283,7 @@ impl Leading<'_> {
         }
         drop(forming);
         let mut joined = self.forming.joined.lock().unwrap_or_else(|p| p.into_inner());
-        self.joined = joined.take().unwrap_or_default();
+        self.joined = joined.take().map(|joining| joining.calls).unwrap_or_default();
     }
 }
 
