@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use market::CallError;
 use serde::Serialize;
 use store::StoreError;
 
@@ -148,6 +149,33 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+/// The paid call's errors, each to its status and stable code.
+impl From<CallError> for ApiError {
+    fn from(error: CallError) -> ApiError {
+        let code = error.code();
+        match error {
+            CallError::NotFound(message) => ApiError::not_found(message),
+            CallError::Gone(message) => ApiError::gone(message),
+            CallError::Quarantined(message) => ApiError::model_quarantined(message),
+            CallError::InvalidInput(message) => ApiError::invalid_input(message),
+            CallError::InvalidRequest(message) => ApiError::invalid_request(message),
+            CallError::TooLarge(message) => ApiError::payload_too_large(message),
+            CallError::InsufficientBalance(message) => ApiError::insufficient_balance(message),
+            CallError::Conflict(message) => ApiError::conflict(message),
+            CallError::AmountTooLarge(message) => ApiError::amount_too_large(message),
+            CallError::OutOfMemory(message) => ApiError::model_out_of_memory(message),
+            CallError::OutputTooLarge(message) => ApiError::output_too_large(message),
+            CallError::TimedOut(message) => ApiError::inference_timeout(message),
+            CallError::Crashed(message) => ApiError::model_crashed(message),
+            CallError::Unavailable { message, retry_after_s } => ApiError::unavailable(message, retry_after_s),
+            // Logged where it happened.
+            error @ CallError::RemoteStoreFailed => ApiError::unavailable(error.to_string(), 5),
+            error @ CallError::ShuttingDown => ApiError::unavailable(error.to_string(), 1),
+            error @ CallError::Internal => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, error.to_string()),
+        }
     }
 }
 

@@ -125,6 +125,7 @@ impl FromRequestParts<AppState> for MaybeCaller {
             Some(token) => match ApiKey::parse(token.trim()) {
                 Err(e) => Err(ApiError::unauthorized(format!("the API key is not valid: {e}"))),
                 Ok(key) => state
+                    .market
                     .known_keys
                     .account(&state.store, &key)
                     .await?

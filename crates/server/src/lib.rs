@@ -5,20 +5,14 @@
 //! types of `wire.rs`, and fails with the one [`error::ApiError`].
 
 mod answers;
-mod batch;
-mod claims;
 pub mod config;
 pub mod error;
 mod extract;
-mod known_keys;
-mod known_models;
 mod limits;
 mod listen;
 pub mod log;
 mod pages;
 pub mod parsers;
-mod quarantine;
-mod reserve;
 mod routes;
 mod tensor_body;
 mod wire;
@@ -33,6 +27,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use domain::{AccountName, ApiKey};
+use market::Market;
+use market::reserve::{GrantPolicy, Reservations};
 use runtime::ModelLimits;
 use sandbox::Executor;
 use store::{BlobStore, Store};
@@ -52,25 +48,15 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub blobs: BlobStore,
-    /// Where models are validated and run: worker processes (or, with
-    /// `isolation = "none"`, this process), `inference_threads` at a time.
-    pub executor: Arc<Executor>,
-    /// One caller's concurrent calls of a model, run as one batch
-    /// (`batch_calls_max`).
-    pub batcher: Arc<batch::Batcher>,
-    /// Recent crashes per version, towards quarantine.
-    pub strikes: Arc<quarantine::Strikes>,
-    /// Calls that reached a model in this process (`vitrine_model_runs_total`).
-    pub model_runs: Arc<std::sync::atomic::AtomicU64>,
+    /// The paid call and what it shares: workers, the ledger's writer,
+    /// reservations, caches, keys.
+    pub market: Arc<Market>,
     /// Calls per key, at once and per minute.
     pub call_limits: Arc<limits::CallLimits>,
     /// Sign-ups and failed authentications per network address.
     pub address_limits: Arc<limits::AddressLimits>,
     /// Answers built and not yet read by their clients, in all and per caller.
     pub unsent_answers: Arc<answers::UnsentAnswers>,
-    /// Bytes of answers kept for Idempotency-Key replays, per account
-    /// (`idempotency_answer_bytes_per_key`).
-    pub idempotency_bytes: Arc<limits::Buckets<i64>>,
     /// Uploads in flight: per account, per address, in all, and their bytes
     /// (`routes::uploads::start_upload`).
     pub uploads: Arc<limits::Uploads>,
@@ -79,23 +65,8 @@ pub struct AppState {
     /// Upload workers' milliseconds per account
     /// (`model_load_ms_per_account_per_hour`).
     pub load_time: Arc<limits::Buckets<i64>>,
-    /// The one writer of the ledger.
-    pub sequencer: store::Sequencer,
-    /// Prices of paid calls in flight, reserved in memory before their
-    /// models run.
-    pub reservations: Arc<reserve::Reservations>,
-    /// API keys already seen, and their accounts.
-    pub known_keys: Arc<known_keys::KnownKeys>,
-    /// Models and versions calls read recently.
-    pub known_models: Arc<known_models::KnownModels>,
     /// Full tiles of the log, as served (`routes/tiles.rs`).
     pub tiles: Arc<routes::tiles::TileCache>,
-    /// Idempotency-Keys of calls running on this node.
-    pub idempotency_claims: Arc<claims::IdempotencyClaims>,
-    pub fee_split: ledger::FeeSplit,
-    /// The ledger's own accounts.
-    pub system: SystemAccounts,
-    pub log_keys: Arc<log::LogKeys>,
     /// Uploads hold it shared from putting their file in the blob folder
     /// until their version is recorded; deleting a model holds it alone
     /// while it removes files no model uses any more, so it never removes
@@ -126,15 +97,7 @@ impl AppState {
     }
 }
 
-/// Account ids of the ledger's own accounts, created at start.
-#[derive(Debug, Clone, Copy)]
-pub struct SystemAccounts {
-    pub issuer: i64,
-    pub treasury: i64,
-    pub payouts: i64,
-    /// This node's account, paid the node share of what it serves.
-    pub node: i64,
-}
+pub use market::SystemAccounts;
 
 /// The file in the data directory that holds the operator's key.
 pub const OPERATOR_KEY_FILE: &str = "operator.key";
@@ -212,8 +175,8 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     // Several nodes may share a PostgreSQL market: there calls reserve from
     // grants (`reserve.rs`), on SQLite in memory.
     let reservations = Arc::new(if store.is_postgres() && config.grant_calls > 0 {
-        reserve::Reservations::with_grants(
-            reserve::GrantPolicy::new(
+        Reservations::with_grants(
+            GrantPolicy::new(
                 &config.node_id,
                 config.grant_calls,
                 config.hold_expiry_ms,
@@ -223,7 +186,7 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
             .with_recall_wait_ms(config.grant_recall_wait_ms),
         )
     } else {
-        reserve::Reservations::default()
+        Reservations::default()
     });
     let committed = {
         let reservations = reservations.clone();
@@ -234,27 +197,50 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     let sequencer = store::Sequencer::start(store.clone(), config.batching(), committed);
     spawn_maintenance(store.clone(), sequencer.clone(), reservations.clone(), log_keys.clone(), witnesses, &config);
     if reservations.takes_grants() {
-        tokio::spawn(answer_recalls(store.clone(), sequencer.clone(), reservations.clone(), config.node_id.clone()));
+        tokio::spawn(market::reserve::answer_recalls(
+            store.clone(),
+            sequencer.clone(),
+            reservations.clone(),
+            config.node_id.clone(),
+        ));
     }
-    let state = AppState {
-        log_keys,
-        sequencer,
-        reservations,
-        known_keys: Arc::default(),
-        known_models: Arc::default(),
-        tiles: Arc::default(),
-        idempotency_claims: Arc::default(),
-        blob_removal: Arc::default(),
-        fee_split: config.fee_split().map_err(|e| e.to_string())?,
-        system,
+    let market = Market {
+        store: store.clone(),
+        blobs: blobs.clone(),
         executor: Arc::new(executor),
-        batcher: Arc::new(batch::Batcher::new(
+        batcher: market::batch::Batcher::new(
             config.batch_calls_max,
             std::time::Duration::from_micros(config.batch_wait_us),
             config.tensor_elements_max,
-        )),
-        model_runs: Arc::default(),
-        strikes: Arc::new(quarantine::Strikes::new(config.quarantine_strikes, config.quarantine_window_ms)),
+        ),
+        strikes: market::quarantine::Strikes::new(config.quarantine_strikes, config.quarantine_window_ms),
+        model_runs: Default::default(),
+        sequencer,
+        reservations,
+        known_keys: Default::default(),
+        known_models: Default::default(),
+        idempotency_claims: Default::default(),
+        idempotency_bytes: market::Buckets::new(
+            u32::try_from(config.idempotency_answer_bytes_per_key).unwrap_or(u32::MAX),
+            std::time::Duration::from_millis(config.idempotency_window_ms.max(1)),
+        ),
+        fee_split: config.fee_split().map_err(|e| e.to_string())?,
+        system,
+        log_keys,
+        limits: market::Limits {
+            inference_timeout_ms: config.inference_timeout_ms,
+            tensor_elements_max: config.tensor_elements_max,
+            worker_memory_bytes_max: config.worker_memory_bytes_max,
+            quarantine_window_ms: config.quarantine_window_ms,
+            idempotency_window_ms: config.idempotency_window_ms,
+            idempotency_answer_bytes_max: config.idempotency_answer_bytes_max,
+            idempotency_answer_bytes_per_key: config.idempotency_answer_bytes_per_key,
+        },
+    };
+    let state = AppState {
+        market: Arc::new(market),
+        tiles: Arc::default(),
+        blob_removal: Arc::default(),
         call_limits: Arc::new(limits::CallLimits::new(
             config.calls_per_key_concurrent_max,
             config.calls_per_key_per_minute_max,
@@ -269,10 +255,6 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         unsent_answers: Arc::new(answers::UnsentAnswers::new(
             config.unsent_answer_bytes_max,
             config.unsent_answer_bytes_per_key_max,
-        )),
-        idempotency_bytes: Arc::new(limits::Buckets::new(
-            u32::try_from(config.idempotency_answer_bytes_per_key).unwrap_or(u32::MAX),
-            std::time::Duration::from_millis(config.idempotency_window_ms.max(1)),
         )),
         uploads: Arc::default(),
         upload_sessions: Arc::new(routes::uploads::Sessions::new(&config.blob_dir(), config.upload_session_idle_ms)),
@@ -351,7 +333,7 @@ async fn ensure_system_accounts(store: &Store, config: &Config) -> Result<System
 fn spawn_maintenance(
     store: Store,
     sequencer: store::Sequencer,
-    reservations: Arc<reserve::Reservations>,
+    reservations: Arc<Reservations>,
     log_keys: Arc<log::LogKeys>,
     witnesses: Arc<witness::Witnesses>,
     config: &Config,
@@ -395,12 +377,12 @@ fn spawn_maintenance(
             }
             ticks += 1;
             if reservations.takes_grants() {
-                departed = keep_grants_shared(&store, &sequencer, &reservations, departed).await;
+                departed = market::reserve::keep_grants_shared(&store, &sequencer, &reservations, departed).await;
             }
-            void_holds(&sequencer, reservations.settle(store::now_ms()), "returning a grant").await;
+            market::reserve::void_holds(&sequencer, reservations.settle(store::now_ms()), "returning a grant").await;
             // Expired holds are voided by the one writer, like everything else.
             match store.expired_holds(store::now_ms()).await {
-                Ok(holds) => void_holds(&sequencer, holds, "voiding an expired hold").await,
+                Ok(holds) => market::reserve::void_holds(&sequencer, holds, "voiding an expired hold").await,
                 Err(error) if !store.is_closed() => tracing::warn!(%error, "reading expired holds failed"),
                 Err(_) => {}
             }
@@ -411,101 +393,6 @@ fn spawn_maintenance(
             }
         }
     });
-}
-
-/// Voids holds through the sequencer, all queued at once so that they share
-/// its batches; one that is gone already (voided by another node as it
-/// expired) is no matter.
-/// A shared market's upkeep, each second: this node's presence, grants
-/// sized by the nodes alive, and the grants of nodes gone voided: those seen
-/// without their node at two ticks running (`departed`, the holds seen at
-/// the last; the ones seen now are returned), so that a node whose presence
-/// connection is re-made in a moment keeps the grants its calls draw on.
-async fn keep_grants_shared(
-    store: &Store,
-    sequencer: &store::Sequencer,
-    reservations: &reserve::Reservations,
-    departed: std::collections::HashSet<ledger::HoldId>,
-) -> std::collections::HashSet<ledger::HoldId> {
-    match store.keep_presence().await {
-        Ok(false) => {}
-        Ok(true) => {
-            // Others may have taken this node for gone and voided its grants.
-            tracing::warn!("this node lost its connection to the market's database and is back");
-            void_holds(sequencer, reservations.recall(None), "returning a grant").await;
-        }
-        Err(error) => tracing::warn!(%error, "cannot keep this node's presence"),
-    }
-    match store.live_nodes().await {
-        Ok(live) => reservations.set_live_nodes(live),
-        Err(error) => tracing::warn!(%error, "cannot count the nodes alive"),
-    }
-    match store.grants_of_departed_nodes().await {
-        Ok(holds) => {
-            let gone: Vec<ledger::HoldId> = holds.iter().copied().filter(|hold| departed.contains(hold)).collect();
-            if !gone.is_empty() {
-                tracing::info!(grants = gone.len(), "voiding the grants of nodes that are gone");
-            }
-            void_holds(sequencer, gone, "voiding a departed node's grant").await;
-            holds.into_iter().collect()
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the grants of departed nodes");
-            departed
-        }
-    }
-}
-
-/// Gives back this node's grants on a balance whenever another node recalls
-/// them, until the store closes.
-async fn answer_recalls(
-    store: Store,
-    sequencer: store::Sequencer,
-    reservations: Arc<reserve::Reservations>,
-    node: String,
-) {
-    let mut recalls = None;
-    loop {
-        if store.is_closed() {
-            return;
-        }
-        if recalls.is_none() {
-            match store.listen_for_recalls().await {
-                Ok(Some(listening)) => recalls = Some(listening),
-                Ok(None) => return,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for recalls of grants");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    continue;
-                }
-            }
-        }
-        let Some(listening) = recalls.as_mut() else { continue };
-        match listening.next().await {
-            Ok(recall) if recall.node != node => {
-                void_holds(&sequencer, reservations.recall(Some(recall.account)), "returning a recalled grant").await
-            }
-            Ok(_) => {}
-            Err(error) => {
-                if !store.is_closed() {
-                    tracing::warn!(%error, "listening for recalls of grants failed");
-                }
-                recalls = None;
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
-
-pub(crate) async fn void_holds(sequencer: &store::Sequencer, holds: Vec<ledger::HoldId>, what: &str) {
-    let voids = holds.into_iter().map(|hold| async move {
-        match sequencer.submit(store::BatchItem::command(ledger::Command::Void { hold })).await {
-            Ok(Ok(_)) | Ok(Err(store::ItemError::Ledger(ledger::LedgerError::UnknownHold(_)))) => {}
-            Ok(Err(error)) => tracing::warn!(hold, %error, "{what} failed"),
-            Err(error) => tracing::warn!(hold, %error, "{what} failed"),
-        }
-    });
-    futures_util::future::join_all(voids).await;
 }
 
 /// The file in a blob folder that names the folder: the first node of a
@@ -567,23 +454,7 @@ async fn ensure_operator(store: &Store, data_dir: &Path) -> Result<Option<ApiKey
     }
 }
 
-/// Writes a file only its owner can read (mode 0600 on Unix), fsynced: for
-/// keys, the server's and the CLI's.
-pub fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut file = options.open(path)?;
-    file.write_all(secret.as_bytes())?;
-    if !secret.ends_with('\n') {
-        file.write_all(b"\n")?;
-    }
-    file.sync_all()
-}
+pub use market::keys::write_secret;
 
 /// The API's OpenAPI document, generated from the route annotations.
 #[derive(OpenApi)]
@@ -741,10 +612,10 @@ pub async fn serve(
         response_write_idle_timeout: std::time::Duration::from_millis(state.config.response_write_idle_timeout_ms),
         transfer_bytes_per_s_min: state.config.transfer_bytes_per_s_min,
     };
-    let (reservations, sequencer) = (state.reservations.clone(), state.sequencer.clone());
+    let (reservations, sequencer) = (state.market.reservations.clone(), state.market.sequencer.clone());
     listen::serve_connections(listener, router(state), limits, shutdown).await;
     // Every call is over: what this node's grants have left goes back.
-    void_holds(&sequencer, reservations.settle(i64::MAX), "returning a grant at the stop").await;
+    market::reserve::void_holds(&sequencer, reservations.settle(i64::MAX), "returning a grant at the stop").await;
     store.close().await;
     Ok(())
 }

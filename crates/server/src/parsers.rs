@@ -12,7 +12,8 @@ use crate::error::ApiError;
 pub fn infer_json(body: &[u8]) -> Result<BTreeMap<String, Tensor>, ApiError> {
     let request: crate::wire::InferRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::invalid_request(e.to_string()))?;
-    request.inputs.into_iter().map(|(name, tensor)| tensor.into_tensor(&name).map(|t| (name, t))).collect()
+    let tensors = request.inputs.into_iter().map(|(name, tensor)| tensor.into_tensor(&name).map(|t| (name, t)));
+    Ok(tensors.collect::<Result<_, _>>()?)
 }
 
 /// The binary tensor body, read as the inference route reads it.

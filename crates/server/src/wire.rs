@@ -5,23 +5,15 @@
 use std::collections::BTreeMap;
 
 use domain::{Dim, TensorSpec};
+use market::CallError;
+use market::answer::JsonFloat;
 use runtime::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use store::{Account, ModelRecord, Quarantine, Version};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
-use crate::error::ApiError;
-
-/// RFC 3339 UTC, from the store's Unix milliseconds.
-pub fn timestamp(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
-}
+pub use market::timestamp;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -313,7 +305,7 @@ impl ModelView {
             model.visibility == domain::Visibility::Private && viewer.is_some_and(|v| v.id == model.owner_id);
         ModelView {
             log_label: own_private
-                .then(|| crate::log::log_model_label(keys, &model.owner, model.name.as_str(), model.visibility)),
+                .then(|| market::keys::log_model_label(keys, &model.owner, model.name.as_str(), model.visibility)),
             ..ModelView::from(model)
         }
     }
@@ -523,14 +515,14 @@ pub struct InferRequest {
 impl TensorIn {
     /// Reads `data` as the declared dtype: integers must be integers in range,
     /// booleans booleans. Shape checks come later, against the model.
-    pub fn into_tensor(self, name: &str) -> Result<Tensor, ApiError> {
+    pub fn into_tensor(self, name: &str) -> Result<Tensor, CallError> {
         let dtype: domain::Dtype = self
             .dtype
             .parse()
-            .map_err(|e: domain::DtypeError| ApiError::invalid_input(format!("input '{name}': {e}")))?;
+            .map_err(|e: domain::DtypeError| CallError::InvalidInput(format!("input '{name}': {e}")))?;
         let text = self.data.get();
         let bad = |e: serde_json::Error| {
-            ApiError::invalid_input(format!("input '{name}': data is not a flat array of {dtype} values ({e})"))
+            CallError::InvalidInput(format!("input '{name}': data is not a flat array of {dtype} values ({e})"))
         };
         let data = match dtype {
             domain::Dtype::F32 => {
@@ -561,114 +553,6 @@ impl TensorIn {
         };
         Ok(Tensor { shape: self.shape, data })
     }
-}
-
-/// A tensor in a response. Non-finite floats have no JSON number form and
-/// are written as the strings `"NaN"`, `"Infinity"` and `"-Infinity"`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TensorOut {
-    pub dtype: &'static str,
-    pub shape: Vec<usize>,
-    #[schema(value_type = Vec<serde_json::Value>)]
-    pub data: TensorDataOut,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(transparent)]
-pub struct TensorDataOut(#[serde(serialize_with = "serialize_data")] TensorData);
-
-fn serialize_data<S: serde::Serializer>(data: &TensorData, serializer: S) -> Result<S::Ok, S::Error> {
-    match data {
-        TensorData::F32(v) => serializer.collect_seq(v.iter().map(|&x| JsonFloat(f64::from(x)))),
-        TensorData::F64(v) => serializer.collect_seq(v.iter().map(|&x| JsonFloat(x))),
-        TensorData::I8(v) => v.serialize(serializer),
-        TensorData::I16(v) => v.serialize(serializer),
-        TensorData::I32(v) => v.serialize(serializer),
-        TensorData::I64(v) => v.serialize(serializer),
-        TensorData::U8(v) => v.serialize(serializer),
-        TensorData::U16(v) => v.serialize(serializer),
-        TensorData::U32(v) => v.serialize(serializer),
-        TensorData::U64(v) => v.serialize(serializer),
-        TensorData::Bool(v) => v.serialize(serializer),
-        TensorData::F16(v) => serializer.collect_seq(v.iter().map(|&x| JsonFloat(x.to_f64()))),
-        TensorData::Bf16(v) => serializer.collect_seq(v.iter().map(|&x| JsonFloat(x.to_f64()))),
-    }
-}
-
-/// A float as the API writes it: a JSON number, or for the values JSON has
-/// no number for, the strings `"NaN"`, `"Infinity"` and `"-Infinity"`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct JsonFloat(f64);
-
-impl Serialize for JsonFloat {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            x if x.is_finite() => serializer.serialize_f64(x),
-            x if x.is_nan() => serializer.serialize_str("NaN"),
-            x if x > 0.0 => serializer.serialize_str("Infinity"),
-            _ => serializer.serialize_str("-Infinity"),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for JsonFloat {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<JsonFloat, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = JsonFloat;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a number, or \"NaN\", \"Infinity\" or \"-Infinity\"")
-            }
-            fn visit_f64<E>(self, x: f64) -> Result<JsonFloat, E> {
-                Ok(JsonFloat(x))
-            }
-            fn visit_i64<E>(self, x: i64) -> Result<JsonFloat, E> {
-                Ok(JsonFloat(x as f64))
-            }
-            fn visit_u64<E>(self, x: u64) -> Result<JsonFloat, E> {
-                Ok(JsonFloat(x as f64))
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<JsonFloat, E> {
-                match text {
-                    "NaN" => Ok(JsonFloat(f64::NAN)),
-                    "Infinity" => Ok(JsonFloat(f64::INFINITY)),
-                    "-Infinity" => Ok(JsonFloat(f64::NEG_INFINITY)),
-                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
-                }
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
-impl TensorOut {
-    /// Its name's entry in a binary answer: shape and elements.
-    pub fn parts(&self) -> (&[usize], &TensorData) {
-        (&self.shape, &self.data.0)
-    }
-}
-
-impl From<Tensor> for TensorOut {
-    fn from(tensor: Tensor) -> TensorOut {
-        TensorOut { dtype: tensor.dtype().as_str(), shape: tensor.shape, data: TensorDataOut(tensor.data) }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct InferResponse {
-    /// `owner/name`.
-    pub model: String,
-    /// Keyed by output name.
-    pub outputs: BTreeMap<String, TensorOut>,
-    pub version: i64,
-    /// Minor units charged to the caller ("0" for free models; a creator
-    /// calling their own model pays only the node and treasury shares).
-    pub price: String,
-    pub latency_ms: f64,
-    /// The signed receipt of a paid call; `null` for free models. The last
-    /// field: `routes::inference::with_receipt` splices it into the answer.
-    #[schema(value_type = Option<Object>)]
-    pub receipt: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

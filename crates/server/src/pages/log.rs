@@ -7,9 +7,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use dashboard::Markup;
 use dashboard::format::count;
 use dashboard::layout::{self, Section};
+use market::Receipt;
 use maud::html;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::{PageResult, Query, model_link, render, token, when};
 use crate::AppState;
@@ -55,7 +55,7 @@ async fn log_page(state: &AppState, query: LogQuery) -> ApiResult<Markup> {
     for entry in entries.iter().rev() {
         let leaf = BASE64.decode(&entry.leaf).map_err(ApiError::internal)?;
         let signature = BASE64.decode(&entry.signature).map_err(ApiError::internal)?;
-        rows.push(crate::log::receipt_json(entry.index, &leaf, &signature)?);
+        rows.push(Receipt::of_leaf(entry.index, &leaf, &signature)?);
     }
     // The configured witnesses, and when each cosigned the latest checkpoint.
     let witnesses: Vec<(String, Option<String>)> = state
@@ -145,13 +145,13 @@ async fn log_page(state: &AppState, query: LogQuery) -> ApiResult<Markup> {
                     tbody {
                         @for row in &rows {
                             tr {
-                                td.num { a href=(format!("/log?receipt={}", row["log_index"])) { (row["log_index"]) } }
-                                td { (model_cell(row["model"].as_str().unwrap_or(""))) }
-                                td { (row["app"].as_str().unwrap_or("")) }
-                                td { (row["node"].as_str().unwrap_or("")) }
-                                td.num data-value=(row["price"].as_str().unwrap_or("0")) { (token.number(row["price"].as_str().unwrap_or("0"))) }
+                                td.num { a href=(format!("/log?receipt={}", row.log_index)) { (row.log_index) } }
+                                td { (model_cell(&row.model)) }
+                                td { (row.app) }
+                                td { (row.node) }
+                                td.num data-value=(row.price) { (token.number(&row.price)) }
                                 td { (outcome(row)) }
-                                td { (when(row["created_at"].as_str().unwrap_or(""))) }
+                                td { (when(&row.created_at)) }
                             }
                         }
                     }
@@ -177,33 +177,33 @@ fn model_cell(model: &str) -> Markup {
 }
 
 /// What a leaf says of its call: paid, free, or the failure's error code.
-fn outcome(leaf: &Value) -> String {
-    match leaf["error"].as_str() {
+fn outcome(receipt: &Receipt) -> String {
+    match &receipt.error {
         Some(code) => format!("failed: {code}"),
-        None if leaf["price"].as_str().unwrap_or("0") == "0" => "free".to_owned(),
+        None if receipt.price == "0" => "free".to_owned(),
         None => "paid".to_owned(),
     }
 }
 
-fn receipt_view(receipt: &Value, token: &dashboard::format::Token) -> Markup {
-    let text = |key: &str| receipt[key].as_str().unwrap_or("").to_owned();
+fn receipt_view(receipt: &Receipt, token: &dashboard::format::Token) -> Markup {
+    let (size, hashes) = receipt.inclusion.as_ref().map_or((0, &[][..]), |i| (i.size, i.hashes.as_slice()));
     html! {
         div #receipt {
             dl.facts {
-                div { dt { "Log index" } dd { (receipt["log_index"]) } }
-                div { dt { "Model" } dd { (model_cell(&text("model"))) " version " (receipt["version"]) } }
-                div { dt { "Price" } dd { (token.amount(&text("price"))) " (creator " (token.number(&text("creator_share"))) ", node " (token.number(&text("node_share"))) ", treasury " (token.number(&text("treasury_share"))) ")" } }
+                div { dt { "Log index" } dd { (receipt.log_index) } }
+                div { dt { "Model" } dd { (model_cell(&receipt.model)) " version " (receipt.version) } }
+                div { dt { "Price" } dd { (token.amount(&receipt.price)) " (creator " (token.number(&receipt.creator_share)) ", node " (token.number(&receipt.node_share)) ", treasury " (token.number(&receipt.treasury_share)) ")" } }
                 div { dt { "Outcome" } dd { (outcome(receipt)) } }
-                div { dt { "Task, app, node" } dd { (text("task")) ", " (text("app")) ", " (text("node")) } }
-                div { dt { "When" } dd { (when(&text("created_at"))) } }
-                div { dt { "Leaf hash" } dd { code.hash { (text("leaf_hash")) } } }
-                div { dt { "Input, output SHA-256" } dd { code.hash { (text("input_sha256")) } " " code.hash { (text("output_sha256")) } } }
+                div { dt { "Task, app, node" } dd { (receipt.task) ", " (receipt.app) ", " (receipt.node) } }
+                div { dt { "When" } dd { (when(&receipt.created_at)) } }
+                div { dt { "Leaf hash" } dd { code.hash { (receipt.leaf_hash) } } }
+                div { dt { "Input, output SHA-256" } dd { code.hash { (receipt.input_sha256) } " " code.hash { (receipt.output_sha256) } } }
             }
-            h3 { "Inclusion proof in the tree of " (receipt["inclusion"]["size"]) " leaves" }
+            h3 { "Inclusion proof in the tree of " (size) " leaves" }
             ol.proof {
-                @for hash in receipt["inclusion"]["hashes"].as_array().into_iter().flatten() { li { code.hash { (hash.as_str().unwrap_or("")) } } }
+                @for hash in hashes { li { code.hash { (hash) } } }
             }
-            p.more { a href=(format!("/v1/receipts/{}", receipt["log_index"])) { "The receipt as JSON" } }
+            p.more { a href=(format!("/v1/receipts/{}", receipt.log_index)) { "The receipt as JSON" } }
         }
     }
 }

@@ -51,5 +51,5 @@ pub async fn create_account(
 pub async fn get_account(State(state): State<AppState>, Caller(account): Caller) -> ApiResult<Json<AccountView>> {
     let (totals, earned) = state.store.balances(account.id).await?;
     let storage = (state.store.storage_used(account.id).await?, state.storage_quota());
-    Ok(Json(AccountView::new(&account, &totals, state.reservations.reserved(account.id), earned, storage)))
+    Ok(Json(AccountView::new(&account, &totals, state.market.reservations.reserved(account.id), earned, storage)))
 }

@@ -10,13 +10,13 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
+
+use market::receipt::{Inclusion, Receipt};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiQuery, Caller};
-use crate::log::receipt_json;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LogKeyView {
@@ -172,7 +172,7 @@ pub async fn checkpoints(
 /// The log's public key, and the nodes' receipt keys.
 #[utoipa::path(get, path = "/v1/log/key", tag = "log", responses((status = 200, body = LogKeyView)))]
 pub async fn key(State(state): State<AppState>) -> ApiResult<Json<LogKeyView>> {
-    let verifier = state.log_keys.log.verifier();
+    let verifier = state.market.log_keys.log.verifier();
     let node_keys = state.store.node_keys().await?.into_iter().map(|(name, key)| (name, BASE64.encode(key))).collect();
     Ok(Json(LogKeyView {
         name: verifier.name.clone(),
@@ -249,8 +249,8 @@ pub async fn consistency(
 /// checkpoint (signed now if the leaf is newer than the last one).
 #[utoipa::path(get, path = "/v1/receipts/{index}", tag = "log",
     params(("index" = u64, Path)),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn receipt(State(state): State<AppState>, Path(index): Path<String>) -> ApiResult<Json<Value>> {
+    responses((status = 200, body = Receipt), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn receipt(State(state): State<AppState>, Path(index): Path<String>) -> ApiResult<Json<Receipt>> {
     let not_found = || ApiError::not_found(format!("no receipt at log index {index}"));
     let index: u64 = index.parse().map_err(|_| not_found())?;
     let entry = state.store.log_entries(index, index + 1).await?.pop().ok_or_else(not_found)?;
@@ -269,8 +269,8 @@ pub async fn receipt(State(state): State<AppState>, Path(index): Path<String>) -
         }
     };
     let hashes = state.store.inclusion_proof(index, size).await?;
-    let mut receipt = receipt_json(index, &entry.leaf, &entry.signature)?;
-    receipt["inclusion"] = serde_json::json!({"size": size, "hashes": hex_list(hashes)});
+    let mut receipt = Receipt::of_leaf(index, &entry.leaf, &entry.signature)?;
+    receipt.inclusion = Some(Inclusion { size, hashes: hex_list(hashes) });
     Ok(Json(receipt))
 }
 
@@ -279,7 +279,7 @@ pub async fn receipt(State(state): State<AppState>, Path(index): Path<String>) -
     security(("api_key" = [])),
     responses((status = 200, body = PseudonymView), (status = 401, body = ErrorBody)))]
 pub async fn pseudonym(State(state): State<AppState>, Caller(caller): Caller) -> (StatusCode, Json<PseudonymView>) {
-    let secret = tlog::caller_secret(&state.log_keys.pseudonym, caller.id);
+    let secret = tlog::caller_secret(&state.market.log_keys.pseudonym, caller.id);
     let pseudonym = tlog::caller_pseudonym(&secret);
     (StatusCode::OK, Json(PseudonymView { pseudonym: pseudonym.to_hex(), secret: hex::encode(secret) }))
 }

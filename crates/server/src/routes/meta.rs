@@ -10,6 +10,7 @@ use crate::wire::{EngineView, Health, TokenView};
 #[utoipa::path(get, path = "/v1/health", tag = "meta", responses((status = 200, body = Health)))]
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
     let token = TokenView { symbol: state.config.token_symbol.clone(), decimals: state.config.token_decimals };
-    let engine = EngineView { name: state.executor.engine().as_str(), version: state.executor.engine_version() };
+    let engine =
+        EngineView { name: state.market.executor.engine().as_str(), version: state.market.executor.engine_version() };
     Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION"), token, engine })
 }

@@ -48,7 +48,7 @@ pub(crate) async fn callable_model(
     caller: &Account,
 ) -> ApiResult<ModelRecord> {
     let (owner_name, model_name) = model_names(owner, name)?;
-    let found = state.known_models.model(&state.store, &owner_name, &model_name).await?;
+    let found = state.market.known_models.model(&state.store, &owner_name, &model_name).await?;
     let model = visible_to(found, Some(caller), owner, name)?;
     check_deleted(&model)?;
     check_taken_down(&model)?;
@@ -163,7 +163,7 @@ pub async fn create_model(
         other => other?,
     };
     tracing::info!(model = %format!("{}/{}", record.owner, record.name), "model created");
-    Ok((StatusCode::CREATED, Json(ModelView::for_viewer(&record, Some(&caller), &state.log_keys))))
+    Ok((StatusCode::CREATED, Json(ModelView::for_viewer(&record, Some(&caller), &state.market.log_keys))))
 }
 
 /// Lists the models the caller may see: newest first, by name, or by usage
@@ -241,7 +241,7 @@ pub async fn list_models(
     };
     let (models, next) = state.store.list_models(&filter, sort, cursor.as_ref(), limit).await?;
     Ok(Json(ModelPage {
-        items: models.iter().map(|m| ModelView::for_viewer(m, viewer.as_ref(), &state.log_keys)).collect(),
+        items: models.iter().map(|m| ModelView::for_viewer(m, viewer.as_ref(), &state.market.log_keys)).collect(),
         next_page_token: next.map(|c| c.encode()),
     }))
 }
@@ -306,7 +306,7 @@ async fn list_models_by_usage(
         .iter()
         .skip(offset)
         .take(limit as usize)
-        .map(|m| ModelView::for_viewer(m, viewer, &state.log_keys))
+        .map(|m| ModelView::for_viewer(m, viewer, &state.market.log_keys))
         .collect();
     let next_offset = offset + page.len();
     let next_page_token = (next_offset < models.len()).then(|| format!("u{next_offset}"));
@@ -323,7 +323,7 @@ pub async fn get_model(
     Path((owner, name)): Path<(String, String)>,
 ) -> ApiResult<Json<ModelView>> {
     let model = visible_model(&state, &owner, &name, viewer.as_ref()).await?;
-    Ok(Json(ModelView::for_viewer(&model, viewer.as_ref(), &state.log_keys)))
+    Ok(Json(ModelView::for_viewer(&model, viewer.as_ref(), &state.market.log_keys)))
 }
 
 /// Changes any of the create fields but the name. A new price applies to
@@ -357,10 +357,10 @@ pub async fn update_model(
         listed: request.listed,
     };
     state.store.update_model(model.id, &patch).await?;
-    state.known_models.forget_model(&model.owner, &model.name);
+    state.market.known_models.forget_model(&model.owner, &model.name);
     let updated =
         state.store.model(&model.owner, &model.name).await?.ok_or_else(|| ApiError::internal("model vanished"))?;
-    Ok(Json(ModelView::for_viewer(&updated, Some(&caller), &state.log_keys)))
+    Ok(Json(ModelView::for_viewer(&updated, Some(&caller), &state.market.log_keys)))
 }
 
 #[utoipa::path(get, path = "/v1/models/{owner}/{name}/versions", tag = "models",
@@ -444,7 +444,7 @@ pub async fn delete_model(
 ) -> ApiResult<Json<DeletedModelView>> {
     let model = owned_model(&state, &owner, &name, &caller).await?;
     let used = state.store.delete_model(model.id).await?;
-    state.known_models.forget_model(&model.owner, &model.name);
+    state.market.known_models.forget_model(&model.owner, &model.name);
     remove_unused_blobs(&state, &used).await;
     tracing::info!(model = %format!("{}/{}", model.owner, model.name), "model deleted");
     Ok(Json(DeletedModelView {
@@ -511,8 +511,8 @@ pub async fn yank_version(
         (true, reason) => Some(crate::routes::quarantine::check_reason(reason.unwrap_or(""), true)?),
     };
     state.store.set_yank(model.id, found.version, reason).await?;
-    state.known_models.forget_version(model.id, found.version);
-    state.known_models.forget_model(&model.owner, &model.name);
+    state.market.known_models.forget_version(model.id, found.version);
+    state.market.known_models.forget_model(&model.owner, &model.name);
     let label = format!("{}/{}@{}", model.owner, model.name, found.version);
     tracing::info!(model = %label, yanked = request.yanked, "version yank changed");
     let version = find_version(&state, &model, &version).await?;

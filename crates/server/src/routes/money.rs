@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use domain::{AccountName, Amount};
-use ledger::{Command, LedgerError, Transfer, TransferKind};
+use ledger::{Command, Transfer, TransferKind};
 use store::{BatchItem, ItemError, PayoutChange, PayoutState};
 
 use crate::AppState;
@@ -45,21 +45,7 @@ fn reference(text: &str, required: bool) -> ApiResult<String> {
 
 /// Maps a ledger refusal to the API's codes.
 pub(crate) fn item_error(error: ItemError) -> ApiError {
-    match error {
-        ItemError::Ledger(LedgerError::InsufficientBalance { available, needed, .. }) => {
-            ApiError::insufficient_balance(format!(
-                "the balance available is {} minor units, {needed} are needed",
-                available.max(0)
-            ))
-        }
-        ItemError::Ledger(LedgerError::IdReused(_)) | ItemError::PayoutNotRequested(_) | ItemError::AlreadyAnswered => {
-            ApiError::conflict(error.to_string())
-        }
-        // A deposit, price or payout too large for some account's totals:
-        // refused, so that the ledger never holds a number it cannot store.
-        ItemError::Ledger(LedgerError::Overflow) => ApiError::amount_too_large(error.to_string()),
-        ItemError::Ledger(other) => ApiError::internal(other),
-    }
+    market::CallError::from(error).into()
 }
 
 /// The caller's transfers, newest first.
@@ -119,9 +105,9 @@ pub async fn deposit(
     // The reference identifies the deposit: a retry finds it instead of paying twice.
     let id = format!("deposit:{reference}");
     let transfer =
-        Transfer { debit: state.system.issuer, credit: account, amount, kind: TransferKind::Deposit, reference };
+        Transfer { debit: state.market.system.issuer, credit: account, amount, kind: TransferKind::Deposit, reference };
     let outcome =
-        state.sequencer.submit(BatchItem::command(Command::Once { id, transfer })).await?.map_err(item_error)?;
+        state.market.sequencer.submit(BatchItem::command(Command::Once { id, transfer })).await?.map_err(item_error)?;
     let record = outcome.transfers.first().ok_or_else(|| ApiError::internal("a deposit recorded no transfer"))?;
     Ok((StatusCode::CREATED, Json(TransferView::from(record))))
 }
@@ -152,13 +138,14 @@ pub async fn faucet(
         )));
     }
     let transfer = Transfer {
-        debit: state.system.issuer,
+        debit: state.market.system.issuer,
         credit: caller.id,
         amount,
         kind: TransferKind::Faucet,
         reference: "faucet".into(),
     };
-    let outcome = state.sequencer.submit(BatchItem::command(Command::Transfer(transfer))).await?.map_err(item_error)?;
+    let outcome =
+        state.market.sequencer.submit(BatchItem::command(Command::Transfer(transfer))).await?.map_err(item_error)?;
     let record = outcome.transfers.first().ok_or_else(|| ApiError::internal("the faucet recorded no transfer"))?;
     Ok((StatusCode::CREATED, Json(TransferView::from(record))))
 }
@@ -182,7 +169,7 @@ pub async fn request_payout(
     let amount = positive_amount(&request.amount)?;
     let transfer = Transfer {
         debit: caller.id,
-        credit: state.system.payouts,
+        credit: state.market.system.payouts,
         amount,
         kind: TransferKind::PayoutRequest,
         reference: "payout requested".into(),
@@ -191,7 +178,7 @@ pub async fn request_payout(
         command: Command::Transfer(transfer),
         payout: Some(PayoutChange::Request { account_id: caller.id, amount }),
     };
-    let outcome = state.sequencer.submit(item).await?.map_err(item_error)?;
+    let outcome = state.market.sequencer.submit(item).await?.map_err(item_error)?;
     let payout = outcome.payout.ok_or_else(|| ApiError::internal("a payout request recorded no payout"))?;
     Ok((StatusCode::CREATED, Json(PayoutView::from(&payout))))
 }
@@ -274,11 +261,11 @@ async fn resolve_payout(state: &AppState, id: &str, to: PayoutState, text: &str)
     let payout = state.store.payout(payout_id).await?.ok_or_else(not_found)?;
     let reference = reference(text, to == PayoutState::Completed)?;
     let (credit, kind) = match to {
-        PayoutState::Completed => (state.system.issuer, TransferKind::PayoutComplete),
+        PayoutState::Completed => (state.market.system.issuer, TransferKind::PayoutComplete),
         _ => (payout.account_id, TransferKind::PayoutReject),
     };
     let transfer = Transfer {
-        debit: state.system.payouts,
+        debit: state.market.system.payouts,
         credit,
         amount: payout.amount,
         kind,
@@ -288,7 +275,7 @@ async fn resolve_payout(state: &AppState, id: &str, to: PayoutState, text: &str)
         command: Command::Transfer(transfer),
         payout: Some(PayoutChange::Resolve { payout_id, to, reference }),
     };
-    let outcome = state.sequencer.submit(item).await?.map_err(item_error)?;
+    let outcome = state.market.sequencer.submit(item).await?.map_err(item_error)?;
     let payout = outcome.payout.ok_or_else(|| ApiError::internal("a payout resolution recorded no payout"))?;
     Ok(Json(PayoutView::from(&payout)))
 }
@@ -299,7 +286,7 @@ async fn resolve_payout(state: &AppState, id: &str, to: PayoutState, text: &str)
     responses((status = 200, body = LedgerView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn ledger_view(State(state): State<AppState>, _operator: Operator) -> ApiResult<Json<LedgerView>> {
     let totals = state.store.ledger_totals().await?;
-    let stats = &state.sequencer.stats;
+    let stats = &state.market.sequencer.stats;
     let batch_sizes = BATCH_SIZE_BUCKETS
         .iter()
         .zip(&stats.batch_sizes)
@@ -315,9 +302,9 @@ pub async fn ledger_view(State(state): State<AppState>, _operator: Operator) -> 
         token_symbol: state.config.token_symbol.clone(),
         token_decimals: state.config.token_decimals,
         fee_split_bps: FeeSplitView {
-            creator: state.fee_split.creator_bps(),
-            node: state.fee_split.node_bps(),
-            treasury: state.fee_split.treasury_bps(),
+            creator: state.market.fee_split.creator_bps(),
+            node: state.market.fee_split.node_bps(),
+            treasury: state.market.fee_split.treasury_bps(),
         },
         sequencer: SequencerView {
             batches: stats.batches.load(Ordering::Relaxed),
@@ -343,7 +330,7 @@ pub async fn account_view(
     let account = state.store.account_by_name(&account_name).await?.ok_or_else(not_found)?;
     let (totals, earned) = state.store.balances(account.id).await?;
     let storage = (state.store.storage_used(account.id).await?, state.storage_quota());
-    Ok(Json(AccountView::new(&account, &totals, state.reservations.reserved(account.id), earned, storage)))
+    Ok(Json(AccountView::new(&account, &totals, state.market.reservations.reserved(account.id), earned, storage)))
 }
 
 fn payout_state(text: Option<&str>) -> ApiResult<Option<PayoutState>> {

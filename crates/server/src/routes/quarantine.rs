@@ -60,7 +60,7 @@ pub async fn quarantine_version(
     let reason = check_reason(&request.reason, false)?;
     let (model, version) = model_version(&state, &owner, &name, &version).await?;
     state.store.quarantine_version(model.id, version, reason, store::now_ms()).await?;
-    state.known_models.forget_version(model.id, version);
+    state.market.known_models.forget_version(model.id, version);
     tracing::warn!(model = %format!("{owner}/{name}@{version}"), %reason, "version quarantined by the operator");
     version_view(&state, &model, version).await
 }
@@ -84,8 +84,8 @@ pub async fn lift_quarantine(
     if !state.store.lift_quarantine(model.id, version).await? {
         return Err(ApiError::not_found(format!("version {version} of '{owner}/{name}' is not quarantined")));
     }
-    state.known_models.forget_version(model.id, version);
-    state.strikes.forgive(model.id, version);
+    state.market.known_models.forget_version(model.id, version);
+    state.market.strikes.forgive(model.id, version);
     tracing::info!(model = %format!("{owner}/{name}@{version}"), "quarantine lifted");
     version_view(&state, &model, version).await
 }

@@ -37,7 +37,7 @@ pub async fn take_down(
         return Err(ApiError::gone(format!("'{owner}/{name}' was deleted by its owner")));
     }
     state.store.set_takedown(model.id, Some(reason)).await?;
-    state.known_models.forget_model(&model.owner, &model.name);
+    state.market.known_models.forget_model(&model.owner, &model.name);
     tracing::warn!(model = %format!("{owner}/{name}"), %reason, "model taken down by the operator");
     view(&state, &owner, &name, &operator).await
 }
@@ -62,12 +62,12 @@ pub async fn restore(
         return Err(ApiError::not_found(format!("'{owner}/{name}' is not taken down")));
     }
     state.store.set_takedown(model.id, None).await?;
-    state.known_models.forget_model(&model.owner, &model.name);
+    state.market.known_models.forget_model(&model.owner, &model.name);
     tracing::info!(model = %format!("{owner}/{name}"), "model restored by the operator");
     view(&state, &owner, &name, &operator).await
 }
 
 async fn view(state: &AppState, owner: &str, name: &str, operator: &store::Account) -> ApiResult<Json<ModelView>> {
     let model = any_model(state, owner, name).await?;
-    Ok(Json(ModelView::for_viewer(&model, Some(operator), &state.log_keys)))
+    Ok(Json(ModelView::for_viewer(&model, Some(operator), &state.market.log_keys)))
 }

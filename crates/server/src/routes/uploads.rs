@@ -271,7 +271,7 @@ async fn accept_version(
     let model_file = sandbox::ModelFile::open(finished.path()).await?;
     let started = tokio::time::Instant::now();
     let deadline = started + Duration::from_millis(state.config.model_load_timeout_ms);
-    let loaded = state.executor.load(caller.id as u64, finished.sha256, model_file, deadline).await;
+    let loaded = state.market.executor.load(caller.id as u64, finished.sha256, model_file, deadline).await;
     let spent_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
     state.load_time.spend(caller.id, spent_ms, std::time::Instant::now());
     let signature = loaded.map_err(|failure| load_error(state, failure))?;
@@ -282,7 +282,7 @@ async fn accept_version(
         size_bytes,
         inputs: &signature.inputs,
         outputs: &signature.outputs,
-        engine: state.executor.engine().as_str(),
+        engine: state.market.executor.engine().as_str(),
     };
     let no_removal = state.blob_removal.read().await;
     finished.commit(&state.blobs).await?;
@@ -295,7 +295,7 @@ async fn accept_version(
             return Err(quota_error(refused));
         }
     };
-    state.known_models.forget_model(&model.owner, &model.name);
+    state.market.known_models.forget_model(&model.owner, &model.name);
     tracing::info!(model = %format!("{}/{}", model.owner, model.name), version = version.version, %sha256, size_bytes, "version uploaded");
     Ok((StatusCode::CREATED, Json(VersionView::from(&version))))
 }

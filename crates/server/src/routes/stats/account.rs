@@ -200,7 +200,7 @@ pub async fn spending(
 ) -> ApiResult<Response> {
     let AccountSeries { bucket_name, width, from_ms, to_ms, group_by, csv } = account_series(&state, &query)?;
     let by_app = group_by == "app";
-    let pseudonym = tlog::caller_pseudonym(&tlog::caller_secret(&state.log_keys.pseudonym, caller.id));
+    let pseudonym = tlog::caller_pseudonym(&tlog::caller_secret(&state.market.log_keys.pseudonym, caller.id));
     let groups = state.store.spending(pseudonym.as_bytes(), by_app, from_ms, to_ms, width).await?;
     let mut series = vec![];
     for (group, buckets) in groups {

@@ -13,8 +13,8 @@ use crate::error::ApiResult;
 #[utoipa::path(get, path = "/metrics", tag = "stats", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     let (accounts, models, versions, blobs) = state.store.counts().await?;
-    let workers = state.executor.metrics();
-    let stats = &state.sequencer.stats;
+    let workers = state.market.executor.metrics();
+    let stats = &state.market.sequencer.stats;
     let totals = state.store.ledger_totals().await?;
     let mut text = String::new();
     let mut gauge = |name: &str, help: &str, kind: &str, value: String| {
@@ -52,7 +52,7 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         "vitrine_model_runs_total",
         "Calls that reached a model in this process (a call refused for its price never does).",
         "counter",
-        state.model_runs.load(Ordering::Relaxed).to_string(),
+        state.market.model_runs.load(Ordering::Relaxed).to_string(),
     );
     gauge(
         "vitrine_unsent_answer_bytes",
@@ -60,7 +60,7 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         "gauge",
         state.unsent_answers.total().to_string(),
     );
-    let (grants, granted) = state.reservations.grants();
+    let (grants, granted) = state.market.reservations.grants();
     gauge(
         "vitrine_grants",
         "Grants this node holds on callers' balances (shared markets).",
@@ -72,7 +72,7 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         "vitrine_nodes_alive",
         "Serving nodes alive on this market, as last counted (grants take a share of a balance by it).",
         "gauge",
-        state.reservations.live_nodes().to_string(),
+        state.market.reservations.live_nodes().to_string(),
     );
     gauge("vitrine_workers", "Model worker processes alive.", "gauge", workers.workers_live.to_string());
     gauge("vitrine_workers_max", "Model worker slots (inference_threads).", "gauge", workers.workers_max.to_string());
@@ -105,13 +105,13 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         "vitrine_batches_total",
         "Batches of two or more of one caller's calls run as one (batch_calls_max).",
         "counter",
-        state.batcher.batches.load(Ordering::Relaxed).to_string(),
+        state.market.batcher.batches.load(Ordering::Relaxed).to_string(),
     );
     gauge(
         "vitrine_batched_calls_total",
         "Calls answered from such a batch.",
         "counter",
-        state.batcher.batched_calls.load(Ordering::Relaxed).to_string(),
+        state.market.batcher.batched_calls.load(Ordering::Relaxed).to_string(),
     );
     gauge(
         "vitrine_calls_waiting",

@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use ledger::{AccountId, AccountState, HoldId, LedgerError};
 use store::{BatchItem, GrantRequest, ItemError, Sequencer, Store};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::CallError;
 
 /// Stop reserving from a grant this long, beyond the inference timeout,
 /// before it expires: room for the clocks of the nodes to differ.
@@ -232,7 +232,7 @@ impl Reservations {
         sequencer: &Sequencer,
         account: AccountId,
         amount: u64,
-    ) -> ApiResult<Reservation> {
+    ) -> Result<Reservation, CallError> {
         match &self.grants {
             None => self.reserve_in_memory(store, account, amount).await,
             Some(policy) => self.reserve_from_grant(policy, store, sequencer, account, amount).await,
@@ -244,7 +244,7 @@ impl Reservations {
         store: &Store,
         account: AccountId,
         amount: u64,
-    ) -> ApiResult<Reservation> {
+    ) -> Result<Reservation, CallError> {
         if !self.lock().available.contains_key(&account) {
             let (state, _) = store.balances(account).await?;
             // A batch may have committed since the read: its state wins.
@@ -254,7 +254,7 @@ impl Reservations {
         let reserved = book.reserved.get(&account).copied().unwrap_or(0);
         let free = book.available.get(&account).copied().unwrap_or(0) - reserved as i128;
         if free < amount as i128 {
-            return Err(insufficient(free, amount));
+            return Err(CallError::insufficient(free, amount));
         }
         *book.reserved.entry(account).or_default() += amount;
         let id = book.next_call;
@@ -270,7 +270,7 @@ impl Reservations {
         sequencer: &Sequencer,
         account: AccountId,
         amount: u64,
-    ) -> ApiResult<Reservation> {
+    ) -> Result<Reservation, CallError> {
         if let Some(reservation) = self.take_from_grant(account, amount) {
             return Ok(reservation);
         }
@@ -286,7 +286,7 @@ impl Reservations {
                 return Ok(reservation);
             }
             if placed == 4 {
-                return Err(ApiError::unavailable("the caller's balance is in heavy demand here; retry", 1));
+                return Err(CallError::unavailable("the caller's balance is in heavy demand here; retry", 1));
             }
             let now = store::now_ms();
             let request = GrantRequest {
@@ -302,12 +302,12 @@ impl Reservations {
             };
             let expires_at_ms = request.expires_at_ms;
             let hold = match sequencer.submit(BatchItem::Grant(request)).await? {
-                Ok(outcome) => outcome.grant.ok_or_else(|| ApiError::internal("a grant placed no hold"))?,
+                Ok(outcome) => outcome.grant.ok_or_else(|| CallError::internal("a grant placed no hold"))?,
                 Err(ItemError::Ledger(LedgerError::InsufficientBalance { available, .. })) => {
                     // What this node holds idle, too little for this call, goes back first.
                     let idle = self.recall(Some(account));
                     if !idle.is_empty() {
-                        crate::void_holds(sequencer, idle, "returning a grant too small for a call").await;
+                        void_holds(sequencer, idle, "returning a grant too small for a call").await;
                         continue;
                     }
                     // Then what other nodes hold: money the caller has, that
@@ -320,16 +320,18 @@ impl Reservations {
                     if held_elsewhere > 0 && self.recall_from_others(policy, store, account, amount, until).await {
                         continue;
                     }
-                    let mut refused = insufficient(available, amount);
-                    if held > 0 {
-                        refused.message.push_str(&format!(
+                    let mut refused = CallError::insufficient(available, amount);
+                    if held > 0
+                        && let CallError::InsufficientBalance(message) = &mut refused
+                    {
+                        message.push_str(&format!(
                             "; {held} more are held by serving nodes for calls in flight, and what they do not \
                              spend comes back when those calls end"
                         ));
                     }
                     return Err(refused);
                 }
-                Err(error) => return Err(crate::routes::money::item_error(error)),
+                Err(error) => return Err(error.into()),
             };
             placed += 1;
             self.lock().grants.entry(account).or_default().push(Grant {
@@ -501,18 +503,101 @@ impl Drop for Reservation {
     }
 }
 
-fn insufficient(available: i128, amount: u64) -> ApiError {
-    ApiError::insufficient_balance(format!(
-        "the balance available is {} minor units, {amount} are needed",
-        available.max(0)
-    ))
-}
-
 /// A hold id no node has used: random, positive, 63 bits.
 fn random_hold_id() -> HoldId {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the operating system's random source");
     (u64::from_le_bytes(bytes) >> 1).max(1) as HoldId
+}
+
+/// A shared market's upkeep, each second: this node's presence, grants
+/// sized by the nodes alive, and the grants of nodes gone voided: those seen
+/// without their node at two ticks running (`departed`, the holds seen at
+/// the last; the ones seen now are returned), so that a node whose presence
+/// connection is re-made in a moment keeps the grants its calls draw on.
+pub async fn keep_grants_shared(
+    store: &Store,
+    sequencer: &Sequencer,
+    reservations: &Reservations,
+    departed: std::collections::HashSet<ledger::HoldId>,
+) -> std::collections::HashSet<ledger::HoldId> {
+    match store.keep_presence().await {
+        Ok(false) => {}
+        Ok(true) => {
+            // Others may have taken this node for gone and voided its grants.
+            tracing::warn!("this node lost its connection to the market's database and is back");
+            void_holds(sequencer, reservations.recall(None), "returning a grant").await;
+        }
+        Err(error) => tracing::warn!(%error, "cannot keep this node's presence"),
+    }
+    match store.live_nodes().await {
+        Ok(live) => reservations.set_live_nodes(live),
+        Err(error) => tracing::warn!(%error, "cannot count the nodes alive"),
+    }
+    match store.grants_of_departed_nodes().await {
+        Ok(holds) => {
+            let gone: Vec<ledger::HoldId> = holds.iter().copied().filter(|hold| departed.contains(hold)).collect();
+            if !gone.is_empty() {
+                tracing::info!(grants = gone.len(), "voiding the grants of nodes that are gone");
+            }
+            void_holds(sequencer, gone, "voiding a departed node's grant").await;
+            holds.into_iter().collect()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the grants of departed nodes");
+            departed
+        }
+    }
+}
+
+/// Gives back this node's grants on a balance whenever another node recalls
+/// them, until the store closes.
+pub async fn answer_recalls(store: Store, sequencer: Sequencer, reservations: Arc<Reservations>, node: String) {
+    let mut recalls = None;
+    loop {
+        if store.is_closed() {
+            return;
+        }
+        if recalls.is_none() {
+            match store.listen_for_recalls().await {
+                Ok(Some(listening)) => recalls = Some(listening),
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for recalls of grants");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(listening) = recalls.as_mut() else { continue };
+        match listening.next().await {
+            Ok(recall) if recall.node != node => {
+                void_holds(&sequencer, reservations.recall(Some(recall.account)), "returning a recalled grant").await
+            }
+            Ok(_) => {}
+            Err(error) => {
+                if !store.is_closed() {
+                    tracing::warn!(%error, "listening for recalls of grants failed");
+                }
+                recalls = None;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Voids holds through the sequencer, all queued at once so that they share
+/// its batches; one that is gone already (voided by another node as it
+/// expired) is no matter.
+pub async fn void_holds(sequencer: &Sequencer, holds: Vec<ledger::HoldId>, what: &str) {
+    let voids = holds.into_iter().map(|hold| async move {
+        match sequencer.submit(store::BatchItem::command(ledger::Command::Void { hold })).await {
+            Ok(Ok(_)) | Ok(Err(store::ItemError::Ledger(ledger::LedgerError::UnknownHold(_)))) => {}
+            Ok(Err(error)) => tracing::warn!(hold, %error, "{what} failed"),
+            Err(error) => tracing::warn!(hold, %error, "{what} failed"),
+        }
+    });
+    futures_util::future::join_all(voids).await;
 }
 
 #[cfg(test)]
@@ -541,7 +626,7 @@ mod tests {
         let second = reservations.reserve(&store, &sequencer, 7, 20).await.unwrap();
         let refused = reservations.reserve(&store, &sequencer, 7, 1).await.unwrap_err();
         assert_eq!(
-            (refused.code, refused.message.as_str()),
+            (refused.code(), refused.to_string().as_str()),
             ("insufficient_balance", "the balance available is 0 minor units, 1 are needed")
         );
         assert_eq!(reservations.reserved(7), 50);
@@ -668,7 +753,7 @@ mod tests {
         // 50 free and the rest in use here: refused, before any model runs.
         let refused = reservations.reserve(&store, &sequencer, caller, 100).await.unwrap_err();
         assert_eq!(
-            (refused.code, refused.message.as_str()),
+            (refused.code(), refused.to_string().as_str()),
             (
                 "insufficient_balance",
                 "the balance available is 50 minor units, 100 are needed; 200 more are held by serving nodes for \
