@@ -176,6 +176,16 @@ pub enum Command {
     /// once nothing is left). All or none; refused past the hold's
     /// remainder or its expiry.
     Draw { hold: HoldId, transfers: Vec<Transfer> },
+    /// Places a grant: a hold on `account` of [`grant_size`] for `ask`,
+    /// sized from what the account has available as this command runs (so
+    /// after the commands before it in a batch); refused with
+    /// `InsufficientBalance` below one price.
+    Grant { hold: HoldId, account: AccountId, ask: GrantAsk, expires_at_ms: i64 },
+    /// Pays a call from a grant when the grant covers it, else from the
+    /// free balance: a grant gone, expired or too small is no refusal, and
+    /// the same transfers are then a [`Command::Linked`] (which the balance
+    /// may refuse). Its effects are the draw's or the transfers'.
+    DrawOrPay { hold: HoldId, transfers: Vec<Transfer> },
 }
 
 /// What a successful command did.
@@ -281,6 +291,24 @@ impl LedgerState {
                     return Err(LedgerError::HoldTooSmall { hold, left: placed.amount.minor_units(), needed: total });
                 }
                 self.apply_linked(transfers, Some((&placed, total)))
+            }
+            Command::Grant { hold, account, ask, expires_at_ms } => {
+                let available = self.accounts.get(&account).map_or(0, |a| a.available().max(0));
+                let size = grant_size(ask, available).ok_or(LedgerError::InsufficientBalance {
+                    account,
+                    available,
+                    needed: ask.price,
+                })?;
+                let amount = Amount::from_minor_units(size).map_err(|_| LedgerError::Overflow)?;
+                self.reserve(Hold { id: hold, account, amount, expires_at_ms })
+            }
+            Command::DrawOrPay { hold, transfers } => {
+                match self.execute(Command::Draw { hold, transfers: transfers.clone() }, now_ms) {
+                    Err(
+                        LedgerError::UnknownHold(_) | LedgerError::HoldExpired(_) | LedgerError::HoldTooSmall { .. },
+                    ) => self.apply_linked(transfers, None),
+                    drawn => drawn,
+                }
             }
             Command::Void { hold } => {
                 let placed = self.holds.remove(&hold).ok_or(LedgerError::UnknownHold(hold))?;

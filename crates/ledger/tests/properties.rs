@@ -5,8 +5,8 @@
 
 use domain::Amount;
 use ledger::{
-    AccountKind, AccountState, ChargeParties, Command, FeeSplit, Hold, LedgerError, LedgerState, Leg, Transfer,
-    TransferKind, charge_transfers, charged,
+    AccountKind, AccountState, ChargeParties, Command, FeeSplit, GrantAsk, Hold, HoldId, LedgerError, LedgerState, Leg,
+    Transfer, TransferKind, charge_transfers, charged, grant_size,
 };
 use proptest::prelude::*;
 
@@ -58,6 +58,19 @@ enum Step {
     Void {
         hold: i64,
     },
+    Grant {
+        hold: HoldId,
+        user: usize,
+        want: u64,
+        price: u64,
+        live_nodes: u64,
+    },
+    DrawOrPay {
+        hold: HoldId,
+        caller: usize,
+        creator: usize,
+        units: u64,
+    },
     Expire,
     Tick {
         ms: i64,
@@ -96,6 +109,10 @@ fn step() -> impl Strategy<Value = Step> {
         hold.clone().prop_map(|hold| Step::PostWrongAmount { hold }),
         (hold.clone(), user.clone(), prop_oneof![4 => 1u64..400, 1 => units.clone()])
             .prop_map(|(hold, creator, units)| Step::Draw { hold, creator, units }),
+        (hold.clone(), user.clone(), 0u64..5_000, 1u64..300, 1u64..4)
+            .prop_map(|(hold, user, want, price, live_nodes)| { Step::Grant { hold, user, want, price, live_nodes } }),
+        (hold.clone(), user.clone(), user.clone(), prop_oneof![4 => 1u64..400, 1 => units.clone()])
+            .prop_map(|(hold, caller, creator, units)| Step::DrawOrPay { hold, caller, creator, units }),
         hold.prop_map(|hold| Step::Void { hold }),
         Just(Step::Expire),
         (1i64..20).prop_map(|ms| Step::Tick { ms }),
@@ -173,6 +190,18 @@ proptest! {
                     let parties = ChargeParties { caller, creator: USERS[*creator], node: NODE, treasury: TREASURY };
                     Some(Command::Draw { hold: *hold, transfers: charge_transfers(parties, split.split(amount(*units)), "draw") })
                 }
+                Step::Grant { hold, user, want, price, live_nodes } => Some(Command::Grant {
+                    hold: *hold,
+                    account: USERS[*user],
+                    ask: GrantAsk { want: *want, price: *price, live_nodes: *live_nodes },
+                    expires_at_ms: now + 30,
+                }),
+                Step::DrawOrPay { hold, caller, creator, units } => {
+                    // The hold's own account when it exists, as a grant's calls are.
+                    let caller = state.holds.get(hold).map_or(USERS[*caller], |h| h.account);
+                    let parties = ChargeParties { caller, creator: USERS[*creator], node: NODE, treasury: TREASURY };
+                    Some(Command::DrawOrPay { hold: *hold, transfers: charge_transfers(parties, split.split(amount(*units)), "call") })
+                }
                 Step::Void { hold } => Some(Command::Void { hold: *hold }),
                 Step::Expire => {
                     for id in state.expire_holds(now) {
@@ -211,6 +240,28 @@ proptest! {
                             prop_assert_eq!(effects.hold_drawn.is_some(), left > 0);
                             prop_assert!(now < before.holds[hold].expires_at_ms);
                         }
+                        if let Command::Grant { hold, account, ask, .. } = &command {
+                            // As large as the ledger's rule allows on the balance before, in whole prices.
+                            let size = grant_size(*ask, before.accounts[account].available());
+                            prop_assert_eq!(Some(state.holds[hold].amount.minor_units()), size);
+                            prop_assert_eq!(size.unwrap_or(0) % ask.price, 0);
+                            prop_assert_eq!(effects.hold_placed.as_ref().map(|h| h.id), Some(*hold));
+                        }
+                        if let Command::DrawOrPay { hold, transfers } = &command {
+                            // From the hold when it covers the call, else from the free balance.
+                            let drawn = charged(transfers);
+                            let covers = before.holds.get(hold).is_some_and(|h| {
+                                now < h.expires_at_ms && transfers.iter().all(|t| t.debit == h.account) && h.amount.minor_units() >= drawn
+                            });
+                            let left = |s: &LedgerState| s.holds.get(hold).map_or(0, |h| h.amount.minor_units());
+                            if covers {
+                                prop_assert_eq!(left(&state), left(&before) - drawn);
+                            } else {
+                                prop_assert_eq!(left(&state), left(&before));
+                                prop_assert!(effects.hold_drawn.is_none() && effects.hold_resolved.is_none());
+                            }
+                            prop_assert_eq!(charged(&effects.transfers), drawn);
+                        }
                         if let Step::Reserve { .. } = step {
                             // Retrying the same reservation is refused and changes nothing.
                             let after = state.clone();
@@ -228,7 +279,19 @@ proptest! {
                             _ => {}
                         }
                     }
-                    Err(_) => prop_assert_eq!(&state, &before, "a failed command changed the state"),
+                    Err(error) => {
+                        prop_assert_eq!(&state, &before, "a failed command changed the state");
+                        if let Command::Grant { account, ask, .. } = &command
+                            && !matches!(error, LedgerError::DuplicateHold(_))
+                        {
+                            // Refused only below one price.
+                            prop_assert_eq!(grant_size(*ask, before.accounts[account].available()), None);
+                        }
+                        if let Command::DrawOrPay { .. } = &command {
+                            // Refused only when the free balance cannot pay either (or the hold is another's).
+                            prop_assert!(matches!(error, LedgerError::InsufficientBalance { .. } | LedgerError::Overflow | LedgerError::NotTheHoldsAccount { .. }), "{error:?}");
+                        }
+                    }
                 }
             }
             state.check_invariants().map_err(TestCaseError::fail)?;

@@ -161,7 +161,52 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     if store.holds_signer_lease().await.map_err(|e| format!("cannot ask for the signer's lease: {e}"))? {
         log::sign_checkpoint_if_grown(&store, &log_keys, &witnesses).await?;
     }
-    let settings = executor_settings(&config).map_err(|e| e.to_string())?;
+    let market = start_market(&config, &store, &blobs, system, log_keys, witnesses).await?;
+    let state = AppState {
+        market: Arc::new(market),
+        tiles: Arc::default(),
+        blob_removal: Arc::default(),
+        call_limits: Arc::new(limits::CallLimits::new(
+            config.calls_per_key_concurrent_max,
+            config.calls_per_key_per_minute_max,
+        )),
+        address_limits: Arc::new(limits::AddressLimits {
+            signups: limits::Buckets::new(config.signups_per_address_per_hour, std::time::Duration::from_secs(3600)),
+            failed_auth: limits::Buckets::new(
+                config.failed_auth_per_address_per_minute,
+                std::time::Duration::from_secs(60),
+            ),
+        }),
+        unsent_answers: Arc::new(answers::UnsentAnswers::new(
+            config.unsent_answer_bytes_max,
+            config.unsent_answer_bytes_per_key_max,
+        )),
+        uploads: Arc::default(),
+        upload_sessions: Arc::new(routes::uploads::Sessions::new(&config.blob_dir(), config.upload_session_idle_ms)),
+        load_time: Arc::new(limits::Buckets::new(
+            config.model_load_ms_per_account_per_hour,
+            std::time::Duration::from_secs(3600),
+        )),
+        config: Arc::new(config),
+        store,
+        blobs,
+    };
+    spawn_upload_sweep(state.upload_sessions.clone(), state.store.clone());
+    Ok((state, operator_key))
+}
+
+/// Starts the paid call's machinery: the model workers, reservations (from
+/// grants on a shared market), the ledger's sequencer and the upkeep of
+/// holds and checkpoints.
+async fn start_market(
+    config: &Config,
+    store: &Store,
+    blobs: &BlobStore,
+    system: SystemAccounts,
+    log_keys: Arc<log::LogKeys>,
+    witnesses: Arc<witness::Witnesses>,
+) -> Result<Market, StartError> {
+    let settings = executor_settings(config).map_err(|e| e.to_string())?;
     let executor = Executor::start(settings).await.map_err(|e| format!("cannot start the model workers: {e}"))?;
     let version = executor.engine_version().unwrap_or_else(|| "of unknown release".into());
     match executor.engine() {
@@ -195,7 +240,7 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         }
     };
     let sequencer = store::Sequencer::start(store.clone(), config.batching(), committed);
-    spawn_maintenance(store.clone(), sequencer.clone(), reservations.clone(), log_keys.clone(), witnesses, &config);
+    spawn_maintenance(store.clone(), sequencer.clone(), reservations.clone(), log_keys.clone(), witnesses, config);
     if reservations.takes_grants() {
         tokio::spawn(market::reserve::answer_recalls(
             store.clone(),
@@ -237,37 +282,7 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
             idempotency_answer_bytes_per_key: config.idempotency_answer_bytes_per_key,
         },
     };
-    let state = AppState {
-        market: Arc::new(market),
-        tiles: Arc::default(),
-        blob_removal: Arc::default(),
-        call_limits: Arc::new(limits::CallLimits::new(
-            config.calls_per_key_concurrent_max,
-            config.calls_per_key_per_minute_max,
-        )),
-        address_limits: Arc::new(limits::AddressLimits {
-            signups: limits::Buckets::new(config.signups_per_address_per_hour, std::time::Duration::from_secs(3600)),
-            failed_auth: limits::Buckets::new(
-                config.failed_auth_per_address_per_minute,
-                std::time::Duration::from_secs(60),
-            ),
-        }),
-        unsent_answers: Arc::new(answers::UnsentAnswers::new(
-            config.unsent_answer_bytes_max,
-            config.unsent_answer_bytes_per_key_max,
-        )),
-        uploads: Arc::default(),
-        upload_sessions: Arc::new(routes::uploads::Sessions::new(&config.blob_dir(), config.upload_session_idle_ms)),
-        load_time: Arc::new(limits::Buckets::new(
-            config.model_load_ms_per_account_per_hour,
-            std::time::Duration::from_secs(3600),
-        )),
-        config: Arc::new(config),
-        store,
-        blobs,
-    };
-    spawn_upload_sweep(state.upload_sessions.clone(), state.store.clone());
-    Ok((state, operator_key))
+    Ok(market)
 }
 
 /// Every minute, removes resumable uploads idle past

@@ -102,18 +102,10 @@ impl BatchItem {
     /// The ledger command the item runs; `None` for a record without money.
     fn ledger_command(&self) -> Option<Command> {
         match self {
-            BatchItem::Charge(Charge { transfers, grant: Some(hold), .. }) => {
-                Some(Command::Draw { hold: *hold, transfers: transfers.clone() })
-            }
-            BatchItem::Charge(charge) => Some(Command::Linked(charge.transfers.clone())),
+            BatchItem::Charge(charge) => Some(charge.command()),
             BatchItem::RecordOnly { .. } => None,
             BatchItem::Ledger { command, .. } => Some(command.clone()),
-            BatchItem::Grant(grant) => Some(Command::Reserve(Hold {
-                id: grant.hold,
-                account: grant.account,
-                amount: Amount::from_minor_units(grant.ask.want.max(1)).unwrap_or(Amount::MAX),
-                expires_at_ms: grant.expires_at_ms,
-            })),
+            BatchItem::Grant(grant) => Some(grant.command()),
         }
     }
 
@@ -132,20 +124,21 @@ impl BatchItem {
             BatchItem::Ledger { .. } | BatchItem::Grant(_) => None,
         }
     }
+}
 
-    fn payout(&self) -> Option<&PayoutChange> {
-        match self {
-            BatchItem::Ledger { payout, .. } => payout.as_ref(),
-            _ => None,
+impl Charge {
+    /// Paid from its grant when that covers it, else from the free balance.
+    fn command(&self) -> Command {
+        match self.grant {
+            Some(hold) => Command::DrawOrPay { hold, transfers: self.transfers.clone() },
+            None => Command::Linked(self.transfers.clone()),
         }
     }
+}
 
-    fn at_ms(&self) -> Option<i64> {
-        match self {
-            BatchItem::Charge(charge) => charge.at_ms,
-            BatchItem::RecordOnly { at_ms, .. } => *at_ms,
-            BatchItem::Ledger { .. } | BatchItem::Grant(_) => None,
-        }
+impl GrantRequest {
+    fn command(&self) -> Command {
+        Command::Grant { hold: self.hold, account: self.account, ask: self.ask, expires_at_ms: self.expires_at_ms }
     }
 }
 
@@ -327,7 +320,6 @@ impl Store {
         let (mut state, names) = load_state(tx, items, &write.memory.accounts).await?;
         let before = state.accounts.clone();
         let mut outcomes = Vec::with_capacity(items.len());
-        let mut resolved_payouts = HashSet::new();
         let mut rows = BatchRows { answered: answered_before(tx, items).await?, ..BatchRows::default() };
         rows.transfers.next = write.memory.next_transfer_id;
         // The log's edge is read only by batches that append (every call
@@ -339,8 +331,16 @@ impl Store {
             });
         }
         let mut events = vec![];
+        let mut applying = Applying {
+            tx: &mut *tx,
+            state: &mut state,
+            names: &names,
+            now,
+            resolved_payouts: HashSet::new(),
+            rows: &mut rows,
+        };
         for item in items {
-            let outcome = apply_item(tx, &mut state, &names, item, now, &mut resolved_payouts, &mut rows).await?;
+            let outcome = applying.apply(item).await?;
             if let (Ok(done), Some(event)) = (&outcome, item.usage()) {
                 events.push((event.clone(), done.log_index));
             }
@@ -643,9 +643,12 @@ async fn load_state(
             Command::Void { hold } => {
                 hold_ids.insert(*hold);
             }
-            Command::Draw { hold, transfers } => {
+            Command::Draw { hold, transfers } | Command::DrawOrPay { hold, transfers } => {
                 hold_ids.insert(*hold);
                 account_ids.extend(transfers.iter().flat_map(|t| [t.debit, t.credit]));
+            }
+            Command::Grant { account, .. } => {
+                account_ids.insert(*account);
             }
         }
     }
@@ -843,159 +846,148 @@ fn answers_piece(answers: Vec<(IdempotencyAnswer, Option<i64>)>, now: i64) -> Pi
 
 /// Keeps the item's answer for the batch's end, and counts its key as
 /// answered for the rest of the batch.
-fn remember_answer(rows: &mut BatchRows, item: &BatchItem, log_index: Option<i64>) {
-    if let Some(answer) = item.answer() {
-        rows.answered.insert((answer.account_id, answer.key.clone()));
-        rows.answers.push((answer.clone(), log_index));
-    }
+/// One batch's items as they apply, one after the other: the open
+/// transaction, the ledger's state as the items before left it, the
+/// accounts' names, and the rows written at the batch's end.
+struct Applying<'a> {
+    tx: &'a mut Tx,
+    state: &'a mut LedgerState,
+    names: &'a HashMap<AccountId, String>,
+    now: i64,
+    /// Payouts resolved earlier in this batch (one resolution each).
+    resolved_payouts: HashSet<i64>,
+    rows: &'a mut BatchRows,
 }
 
-async fn apply_item(
-    tx: &mut Tx,
-    state: &mut LedgerState,
-    names: &HashMap<AccountId, String>,
-    item: &BatchItem,
-    now: i64,
-    resolved_payouts: &mut HashSet<i64>,
-    rows: &mut BatchRows,
-) -> Result<Result<BatchOutcome, ItemError>, StoreError> {
-    if let Some(PayoutChange::Resolve { payout_id, .. }) = item.payout() {
-        let current: Option<String> = on_tx!(&mut *tx, tx => {
-            sqlx::query_scalar("SELECT state FROM payouts WHERE id = $1").bind(payout_id).fetch_optional(&mut **tx).await?
-        });
-        if current.as_deref() != Some("requested") || resolved_payouts.contains(payout_id) {
-            return Ok(Err(ItemError::PayoutNotRequested(*payout_id)));
+/// What a command's rows record beside its effects.
+#[derive(Default)]
+struct Origin<'a> {
+    /// The paid call's model.
+    model_id: Option<i64>,
+    /// A [`Command::Once`]'s id.
+    external_id: Option<&'a str>,
+    /// The paid call's leaf.
+    log_index: Option<i64>,
+    /// The node a grant is for.
+    node: Option<&'a str>,
+    /// When it happened (back-dated calls on development servers).
+    at_ms: Option<i64>,
+}
+
+impl Applying<'_> {
+    /// Applies one item: a refusal of it (`Ok(Err)`) changes nothing; an
+    /// `Err` fails the whole batch.
+    async fn apply(&mut self, item: &BatchItem) -> Result<Result<BatchOutcome, ItemError>, StoreError> {
+        if item.answer().is_some_and(|a| self.rows.answered.contains(&(a.account_id, a.key.clone()))) {
+            return Ok(Err(ItemError::AlreadyAnswered));
+        }
+        match item {
+            BatchItem::RecordOnly { leaf, signature, answer, at_ms, .. } => {
+                Ok(Ok(self.record(leaf, signature, answer.as_ref(), *at_ms)))
+            }
+            BatchItem::Charge(charge) => self.charge(charge).await,
+            BatchItem::Grant(grant) => self.grant(grant).await,
+            BatchItem::Ledger { command, payout } => self.ledger(command, payout.as_ref()).await,
         }
     }
-    if item.answer().is_some_and(|a| rows.answered.contains(&(a.account_id, a.key.clone()))) {
-        return Ok(Err(ItemError::AlreadyAnswered));
+
+    /// A record without money (a free or failed call): logged, and its
+    /// answer kept all the same (a free call's answer has no receipt, so its
+    /// replay has none either).
+    fn record(
+        &mut self,
+        leaf: &[u8],
+        signature: &[u8],
+        answer: Option<&IdempotencyAnswer>,
+        at_ms: Option<i64>,
+    ) -> BatchOutcome {
+        let now = self.now;
+        let log_index =
+            self.rows.frontier.as_mut().map(|f| self.rows.log.append(f, leaf, signature, at_ms.unwrap_or(now)));
+        self.remember_answer(answer, None);
+        BatchOutcome { log_index, ..BatchOutcome::default() }
     }
-    let Some(command) = item.ledger_command() else {
-        // A record without money (a free or failed call): logged, and its
-        // answer kept all the same (a free call's answer has no receipt, so
-        // its replay has none either).
-        let log_index = match (item, rows.frontier.as_mut()) {
-            (BatchItem::RecordOnly { leaf, signature, at_ms, .. }, Some(frontier)) => {
-                Some(rows.log.append(frontier, leaf, signature, at_ms.unwrap_or(now)))
+
+    /// A paid call: its transfers (from its grant, or the free balance),
+    /// its leaf and its answer.
+    async fn charge(&mut self, charge: &Charge) -> Result<Result<BatchOutcome, ItemError>, StoreError> {
+        let effects = match self.state.execute(charge.command(), self.now) {
+            Ok(effects) => effects,
+            Err(error) => return Ok(Err(ItemError::Ledger(error))),
+        };
+        let grant_left = match (&effects.hold_drawn, effects.hold_resolved) {
+            (Some(hold), _) => Some(hold.amount.minor_units()),
+            (None, Some(_)) => Some(0),
+            (None, None) => None,
+        };
+        let at_ms = charge.at_ms.unwrap_or(self.now);
+        let log_index =
+            self.rows.frontier.as_mut().map(|f| self.rows.log.append(f, &charge.leaf, &charge.signature, at_ms) as i64);
+        let origin = Origin { model_id: Some(charge.model_id), log_index, at_ms: charge.at_ms, ..Origin::default() };
+        let transfers = self.write_effects(&effects, origin).await?;
+        self.remember_answer(charge.answer.as_ref(), log_index);
+        Ok(Ok(BatchOutcome {
+            transfers,
+            log_index: log_index.map(|i| i as u64),
+            grant_left,
+            ..BatchOutcome::default()
+        }))
+    }
+
+    /// A grant, sized by the ledger from the balance as this batch left it.
+    async fn grant(&mut self, grant: &GrantRequest) -> Result<Result<BatchOutcome, ItemError>, StoreError> {
+        let effects = match self.state.execute(grant.command(), self.now) {
+            Ok(effects) => effects,
+            Err(error) => return Ok(Err(ItemError::Ledger(error))),
+        };
+        self.write_effects(&effects, Origin { node: Some(&grant.node), ..Origin::default() }).await?;
+        Ok(Ok(BatchOutcome { grant: effects.hold_placed, ..BatchOutcome::default() }))
+    }
+
+    /// Any other command, with the payout it is part of.
+    async fn ledger(
+        &mut self,
+        command: &Command,
+        payout: Option<&PayoutChange>,
+    ) -> Result<Result<BatchOutcome, ItemError>, StoreError> {
+        if let Some(PayoutChange::Resolve { payout_id, .. }) = payout {
+            let current: Option<String> = on_tx!(&mut *self.tx, tx => {
+                sqlx::query_scalar("SELECT state FROM payouts WHERE id = $1").bind(payout_id).fetch_optional(&mut **tx).await?
+            });
+            if current.as_deref() != Some("requested") || self.resolved_payouts.contains(payout_id) {
+                return Ok(Err(ItemError::PayoutNotRequested(*payout_id)));
             }
+        }
+        let external_id = match command {
+            Command::Once { id, .. } => Some(id.as_str()),
             _ => None,
         };
-        remember_answer(rows, item, None);
-        return Ok(Ok(BatchOutcome { log_index, ..BatchOutcome::default() }));
-    };
-    let external_id = match &command {
-        Command::Once { id, .. } => Some(id.clone()),
-        _ => None,
-    };
-    let command = match (item, command) {
-        // A grant's size depends on the balance as this batch left it.
-        (BatchItem::Grant(grant), Command::Reserve(mut hold)) => {
-            let available = state.accounts.get(&grant.account).map_or(0, |a| a.available().max(0));
-            let Some(amount) = ledger::grant_size(grant.ask, available) else {
-                let error =
-                    LedgerError::InsufficientBalance { account: grant.account, available, needed: grant.ask.price };
-                return Ok(Err(ItemError::Ledger(error)));
-            };
-            hold.amount = amount_from(i64::try_from(amount).unwrap_or(i64::MAX))?;
-            Command::Reserve(hold)
+        let effects = match self.state.execute(command.clone(), self.now) {
+            Ok(effects) => effects,
+            Err(error) => return Ok(Err(ItemError::Ledger(error))),
+        };
+        if effects.replayed {
+            let id = external_id.expect("only Once commands replay");
+            // The first application may be earlier in this very batch.
+            self.rows.transfers.write(self.tx).await?;
+            let transfer = on_tx!(&mut *self.tx, tx => {
+                transfer_from_row(&sqlx::query(TRANSFER_SELECT_BY_EXTERNAL_ID).bind(id).fetch_one(&mut **tx).await?)?
+            });
+            return Ok(Ok(BatchOutcome { transfers: vec![transfer], replayed: true, ..BatchOutcome::default() }));
         }
-        (_, command) => command,
-    };
-    let drawing = matches!(command, Command::Draw { .. });
-    let effects = match state.execute(command, now) {
-        Ok(effects) => effects,
-        // A grant that is gone, or short, leaves the charge to the free balance.
-        Err(error @ (LedgerError::UnknownHold(_) | LedgerError::HoldExpired(_) | LedgerError::HoldTooSmall { .. }))
-            if drawing =>
-        {
-            let BatchItem::Charge(charge) = item else { return Ok(Err(ItemError::Ledger(error))) };
-            match state.execute(Command::Linked(charge.transfers.clone()), now) {
-                Ok(effects) => effects,
-                Err(error) => return Ok(Err(ItemError::Ledger(error))),
-            }
-        }
-        Err(error) => return Ok(Err(ItemError::Ledger(error))),
-    };
-    let grant_left = match (&effects.hold_drawn, effects.hold_resolved) {
-        (Some(hold), _) if drawing => Some(hold.amount.minor_units()),
-        (None, Some(_)) if drawing => Some(0),
-        _ => None,
-    };
-    let recorded_at = item.at_ms().unwrap_or(now);
-    if effects.replayed {
-        let id = external_id.expect("only Once commands replay");
-        // The first application may be earlier in this very batch.
-        rows.transfers.write(tx).await?;
-        let transfer = on_tx!(&mut *tx, tx => {
-            transfer_from_row(&sqlx::query(TRANSFER_SELECT_BY_EXTERNAL_ID).bind(id).fetch_one(&mut **tx).await?)?
-        });
-        return Ok(Ok(BatchOutcome { transfers: vec![transfer], replayed: true, ..BatchOutcome::default() }));
+        let transfers = self.write_effects(&effects, Origin { external_id, ..Origin::default() }).await?;
+        let payout = match payout {
+            None => None,
+            Some(change) => Some(self.change_payout(change).await?),
+        };
+        Ok(Ok(BatchOutcome { transfers, payout, ..BatchOutcome::default() }))
     }
-    let log_index = match (item, rows.frontier.as_mut()) {
-        (BatchItem::Charge(charge), Some(frontier)) => {
-            Some(rows.log.append(frontier, &charge.leaf, &charge.signature, recorded_at) as i64)
-        }
-        _ => None,
-    };
-    if let Some(hold) = &effects.hold_placed {
-        on_tx!(&mut *tx, tx => {
-            sqlx::query(
-                "INSERT INTO holds (id, account_id, amount, expires_at, created_at, node) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(hold.id)
-            .bind(hold.account)
-            .bind(hold.amount.minor_units() as i64)
-            .bind(hold.expires_at_ms)
-            .bind(now)
-            .bind(match item {
-                BatchItem::Grant(grant) => Some(grant.node.clone()),
-                _ => None,
-            })
-            .execute(&mut **tx)
-            .await?;
-        });
-    }
-    if let Some(hold) = effects.hold_resolved {
-        rows.drawn.remove(&hold);
-        on_tx!(&mut *tx, tx => {
-            sqlx::query("DELETE FROM holds WHERE id = $1").bind(hold).execute(&mut **tx).await?;
-        });
-    }
-    if let Some(hold) = &effects.hold_drawn {
-        rows.drawn.insert(hold.id, hold.amount.minor_units());
-    }
-    let mut transfers = Vec::with_capacity(effects.transfers.len());
-    for transfer in &effects.transfers {
-        let id = rows.transfers.next_id(tx).await?;
-        rows.transfers.rows.push(TransferRow {
-            id,
-            transfer: transfer.clone(),
-            model_id: match item {
-                BatchItem::Charge(charge) => Some(charge.model_id),
-                _ => None,
-            },
-            external_id: external_id.clone(),
-            log_index,
-            created_at_ms: recorded_at,
-        });
-        let name = |id: &AccountId| names.get(id).cloned().unwrap_or_default();
-        transfers.push(TransferRecord {
-            id,
-            debit_account: name(&transfer.debit),
-            credit_account: name(&transfer.credit),
-            amount: transfer.amount,
-            kind: transfer.kind,
-            reference: transfer.reference.clone(),
-            log_index: log_index.map(|i| i as u64),
-            created_at_ms: recorded_at,
-        });
-    }
-    remember_answer(rows, item, log_index);
-    let payout = match item.payout() {
-        None => None,
-        Some(PayoutChange::Request { account_id, amount }) => {
-            let id: i64 = on_tx!(&mut *tx, tx => {
+
+    /// A payout's row: requested, or resolved.
+    async fn change_payout(&mut self, change: &PayoutChange) -> Result<PayoutRecord, StoreError> {
+        let now = self.now;
+        let id = match change {
+            PayoutChange::Request { account_id, amount } => on_tx!(&mut *self.tx, tx => {
                 sqlx::query_scalar(
                     "INSERT INTO payouts (account_id, amount, state, created_at) VALUES ($1, $2, 'requested', $3) \
                      RETURNING id",
@@ -1005,31 +997,91 @@ async fn apply_item(
                 .bind(now)
                 .fetch_one(&mut **tx)
                 .await?
+            }),
+            PayoutChange::Resolve { payout_id, to, reference } => {
+                self.resolved_payouts.insert(*payout_id);
+                on_tx!(&mut *self.tx, tx => {
+                    sqlx::query("UPDATE payouts SET state = $1, reference = $2, resolved_at = $3 WHERE id = $4")
+                        .bind(to.as_str())
+                        .bind(reference)
+                        .bind(now)
+                        .bind(payout_id)
+                        .execute(&mut **tx)
+                        .await?;
+                });
+                *payout_id
+            }
+        };
+        fetch_payout(self.tx, id).await
+    }
+
+    /// Writes what a command did: the hold it placed, resolved or drew
+    /// from, and its transfers (rows written at the batch's end); returns
+    /// the transfers as records.
+    async fn write_effects(
+        &mut self,
+        effects: &ledger::Effects,
+        origin: Origin<'_>,
+    ) -> Result<Vec<TransferRecord>, StoreError> {
+        let now = self.now;
+        if let Some(hold) = &effects.hold_placed {
+            on_tx!(&mut *self.tx, tx => {
+                sqlx::query(
+                    "INSERT INTO holds (id, account_id, amount, expires_at, created_at, node) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(hold.id)
+                .bind(hold.account)
+                .bind(hold.amount.minor_units() as i64)
+                .bind(hold.expires_at_ms)
+                .bind(now)
+                .bind(origin.node)
+                .execute(&mut **tx)
+                .await?;
             });
-            Some(fetch_payout(tx, id).await?)
         }
-        Some(PayoutChange::Resolve { payout_id, to, reference }) => {
-            resolved_payouts.insert(*payout_id);
-            on_tx!(&mut *tx, tx => {
-                sqlx::query("UPDATE payouts SET state = $1, reference = $2, resolved_at = $3 WHERE id = $4")
-                    .bind(to.as_str())
-                    .bind(reference)
-                    .bind(now)
-                    .bind(payout_id)
-                    .execute(&mut **tx)
-                    .await?;
+        if let Some(hold) = effects.hold_resolved {
+            self.rows.drawn.remove(&hold);
+            on_tx!(&mut *self.tx, tx => {
+                sqlx::query("DELETE FROM holds WHERE id = $1").bind(hold).execute(&mut **tx).await?;
             });
-            Some(fetch_payout(tx, *payout_id).await?)
         }
-    };
-    Ok(Ok(BatchOutcome {
-        transfers,
-        payout,
-        log_index: log_index.map(|i| i as u64),
-        grant_left,
-        grant: effects.hold_placed.filter(|_| matches!(item, BatchItem::Grant(_))),
-        ..BatchOutcome::default()
-    }))
+        if let Some(hold) = &effects.hold_drawn {
+            self.rows.drawn.insert(hold.id, hold.amount.minor_units());
+        }
+        let recorded_at = origin.at_ms.unwrap_or(now);
+        let mut transfers = Vec::with_capacity(effects.transfers.len());
+        for transfer in &effects.transfers {
+            let id = self.rows.transfers.next_id(self.tx).await?;
+            self.rows.transfers.rows.push(TransferRow {
+                id,
+                transfer: transfer.clone(),
+                model_id: origin.model_id,
+                external_id: origin.external_id.map(str::to_owned),
+                log_index: origin.log_index,
+                created_at_ms: recorded_at,
+            });
+            let name = |id: &AccountId| self.names.get(id).cloned().unwrap_or_default();
+            transfers.push(TransferRecord {
+                id,
+                debit_account: name(&transfer.debit),
+                credit_account: name(&transfer.credit),
+                amount: transfer.amount,
+                kind: transfer.kind,
+                reference: transfer.reference.clone(),
+                log_index: origin.log_index.map(|i| i as u64),
+                created_at_ms: recorded_at,
+            });
+        }
+        Ok(transfers)
+    }
+
+    fn remember_answer(&mut self, answer: Option<&IdempotencyAnswer>, log_index: Option<i64>) {
+        if let Some(answer) = answer {
+            self.rows.answered.insert((answer.account_id, answer.key.clone()));
+            self.rows.answers.push((answer.clone(), log_index));
+        }
+    }
 }
 
 const TRANSFER_SELECT_BY_EXTERNAL_ID: &str = "SELECT t.id, d.name AS debit_name, c.name AS credit_name, t.amount, t.kind, t.reference, t.log_index, t.created_at \
