@@ -18,9 +18,15 @@ use std::borrow::Cow;
 use sqlx::Arguments;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
-use sqlx::{Decode, Encode, FromRow, PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction, Type};
+use sqlx::{Decode, Encode, Executor, FromRow, PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction, Type};
 
-use crate::writer::OwnTx;
+use std::sync::Arc;
+
+use sqlx::pool::PoolConnection;
+
+/// Rows a statement inserts at most: well under SQLite's limit of bound
+/// variables per statement (32 766) for every table written in batches.
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
 
 /// A store's connections.
 #[derive(Debug, Clone)]
@@ -108,14 +114,14 @@ pub(crate) trait Record: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, Pg
 impl<T> Record for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
 
 /// The rows of `select` (ending in `IN `) for `values`, a statement per
-/// [`crate::log::ROWS_PER_STATEMENT`] values.
+/// [`ROWS_PER_STATEMENT`] values.
 pub(crate) async fn select_in<O: Record, T: Param>(
     tx: &mut Tx,
     select: &str,
     values: &[T],
 ) -> Result<Vec<O>, sqlx::Error> {
     let mut rows = vec![];
-    for chunk in values.chunks(crate::log::ROWS_PER_STATEMENT) {
+    for chunk in values.chunks(ROWS_PER_STATEMENT) {
         on_tx!(tx, tx => {
             let mut query = sqlx::QueryBuilder::new(select);
             query.push("(");
@@ -189,7 +195,7 @@ const POSTGRES_BINDS_MAX: usize = 60_000;
 
 /// The writes a batch keeps for its end, written in one round trip on
 /// either database. On SQLite each piece is a statement per
-/// [`crate::log::ROWS_PER_STATEMENT`] rows, all of them sent as one query
+/// [`ROWS_PER_STATEMENT`] rows, all of them sent as one query
 /// (sqlx runs its statements one after the other, binding each its share of
 /// the values): a round trip to the connection's thread wakes two threads,
 /// and on a virtual machine that costs more than a small batch's rows. On
@@ -278,14 +284,14 @@ impl Writes {
     }
 }
 
-/// A piece's rows, a statement's worth ([`crate::log::ROWS_PER_STATEMENT`])
+/// A piece's rows, a statement's worth ([`ROWS_PER_STATEMENT`])
 /// at a time, moved rather than copied (most pieces are one statement).
 fn statement_chunks(mut rows: Vec<Vec<Cell>>) -> impl Iterator<Item = Vec<Vec<Cell>>> {
     std::iter::from_fn(move || {
         if rows.is_empty() {
             return None;
         }
-        let rest = rows.split_off(rows.len().min(crate::log::ROWS_PER_STATEMENT));
+        let rest = rows.split_off(rows.len().min(ROWS_PER_STATEMENT));
         Some(std::mem::replace(&mut rows, rest))
     })
 }
@@ -449,6 +455,86 @@ pub(crate) fn contains_pattern(text: &str) -> String {
     }
     pattern.push('%');
     pattern
+}
+
+/// A transaction on the writer's own SQLite connection, begun and ended by
+/// this code rather than by sqlx's `Transaction`, so that its `BEGIN` goes
+/// in one query with the epoch's bump and its `COMMIT` in one with the
+/// batch's writes ([`Writes::commit`]): two round trips to the connection's
+/// thread where sqlx's took four, each of which woke two threads. Between
+/// transactions the connection waits in [`SqliteWriter`]'s `idle`, not in
+/// the pool, which pings a connection on its every return.
+///
+/// Dropped before its commit returned, it rolls back on a task of its own
+/// (and then returns the connection to the pool, where the next transaction
+/// takes it once the rollback is done): the write lock is not held until the
+/// writer's next batch.
+#[derive(Debug)]
+pub(crate) struct OwnTx {
+    /// Taken only by `drop`.
+    connection: Option<PoolConnection<Sqlite>>,
+    committed: bool,
+    idle: Arc<std::sync::Mutex<Option<PoolConnection<Sqlite>>>>,
+}
+
+impl OwnTx {
+    /// The transaction begun (by its first query) on `connection`, which
+    /// goes back to `idle` once it commits.
+    pub(crate) fn new(
+        connection: PoolConnection<Sqlite>,
+        idle: Arc<std::sync::Mutex<Option<PoolConnection<Sqlite>>>>,
+    ) -> OwnTx {
+        OwnTx { connection: Some(connection), committed: false, idle }
+    }
+
+    /// Runs `statements` (if any) and commits, in one round trip.
+    pub(crate) async fn commit(mut self, statements: Option<SqliteStatements>) -> Result<(), sqlx::Error> {
+        match statements {
+            Some(mut statements) => {
+                statements.sql.push_str("; COMMIT");
+                statements.execute(&mut self).await?;
+            }
+            None => {
+                sqlx::query("COMMIT").execute(&mut *self).await?;
+            }
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for OwnTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        self.connection.as_ref().expect("an OwnTx holds its connection until dropped")
+    }
+}
+
+impl std::ops::DerefMut for OwnTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.connection.as_mut().expect("an OwnTx holds its connection until dropped")
+    }
+}
+
+impl Drop for OwnTx {
+    fn drop(&mut self) {
+        let Some(mut connection) = self.connection.take() else { return };
+        if self.committed {
+            *self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(connection);
+            return;
+        }
+        // An error here is that nothing was begun (or SQLite already rolled
+        // back); a broken connection fails the pool's test on its return.
+        let rollback = async move {
+            if let Err(error) = connection.execute("ROLLBACK").await {
+                tracing::debug!(%error, "rolling back the writer's dropped transaction");
+            }
+        };
+        // On the runtime it was dropped on (like every sqlx connection, it
+        // lives in async code), as sqlx's `Transaction` starts its rollback.
+        tokio::spawn(rollback);
+    }
 }
 
 #[cfg(test)]

@@ -100,7 +100,7 @@ impl Store {
         let (upper, lower): (Vec<_>, Vec<_>) = wanted.into_iter().partition(|(level, _)| *level >= UPPER_LEVEL);
         let mut nodes = HashMap::with_capacity(upper.len() + lower.len());
         self.upper_nodes(&upper, &mut nodes).await?;
-        for chunk in lower.chunks(ROWS_PER_STATEMENT) {
+        for chunk in lower.chunks(crate::backend::ROWS_PER_STATEMENT) {
             on_pool!(&self.pool, pool => {
                 let mut select = QueryBuilder::new("SELECT level, idx, hash FROM log_nodes WHERE ");
                 for (n, (level, index)) in chunk.iter().enumerate() {
@@ -316,10 +316,6 @@ pub(crate) async fn load_frontier(tx: &mut Tx) -> Result<Frontier, StoreError> {
     }
     Frontier::new(size as u64, hashes).ok_or_else(|| StoreError::Corrupt("the log's frontier is incomplete".into()))
 }
-
-/// Rows a statement inserts at most: well under SQLite's limit of bound
-/// variables per statement (32 766) for every table written in batches.
-pub(crate) const ROWS_PER_STATEMENT: usize = 500;
 
 /// The leaves a batch appends and the subtree hashes they complete, kept
 /// until the batch's end and then written a statement per table: most of a

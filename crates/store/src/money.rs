@@ -804,7 +804,7 @@ async fn answered_before(tx: &mut Tx, items: &[BatchItem]) -> Result<HashSet<(i6
     let keys: Vec<(i64, String)> =
         items.iter().filter_map(BatchItem::answer).map(|a| (a.account_id, a.key.clone())).collect();
     let mut answered = HashSet::new();
-    for chunk in keys.chunks(crate::log::ROWS_PER_STATEMENT) {
+    for chunk in keys.chunks(crate::backend::ROWS_PER_STATEMENT) {
         let rows: Vec<(i64, String)> = on_tx!(&mut *tx, tx => {
             let mut select = sqlx::QueryBuilder::new(
                 "SELECT account_id, key FROM idempotency_keys WHERE response IS NOT NULL AND (account_id, key) IN ",

@@ -128,8 +128,18 @@ impl Rollup {
     }
 }
 
-/// (dimension, key, granularity, public, bucket).
-pub(crate) type RollupKey = (Dimension, String, i64, bool, i64);
+/// Which row of `usage_rollups` a rollup is: its primary key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct RollupKey {
+    pub(crate) dimension: Dimension,
+    /// The model, creator, task, app or node (as the dimension says).
+    pub(crate) key: String,
+    /// The bucket's width, in milliseconds.
+    pub(crate) granularity: i64,
+    pub(crate) public: bool,
+    /// The bucket's start, Unix milliseconds.
+    pub(crate) bucket: i64,
+}
 
 /// Inserts the events, and (with `rollups`) merges them into their rollups:
 /// the rows the writer remembers (`remembered`, kept current here) are not
@@ -195,7 +205,7 @@ pub(crate) async fn record(
             for granularity in GRANULARITIES {
                 // Every granularity is a whole number of minutes.
                 let bucket = group.minute.div_euclid(granularity) * granularity;
-                let key = (dimension, group.key(dimension), granularity, group.public, bucket);
+                let key = RollupKey { dimension, key: group.key(dimension), granularity, public: group.public, bucket };
                 batch.entry(key).or_default().merge(rollup);
             }
         }
@@ -216,13 +226,13 @@ pub(crate) async fn record(
             .into(),
         rows: rows
             .iter()
-            .map(|((dimension, key, granularity, public, bucket), rollup)| {
+            .map(|(key, rollup)| {
                 vec![
-                    dimension.as_str().into(),
-                    key.clone().into(),
-                    (*granularity).into(),
-                    i64::from(*public).into(),
-                    (*bucket).into(),
+                    key.dimension.as_str().into(),
+                    key.key.clone().into(),
+                    key.granularity.into(),
+                    i64::from(key.public).into(),
+                    key.bucket.into(),
                     (rollup.calls as i64).into(),
                     (rollup.errors as i64).into(),
                     (rollup.revenue as i64).into(),
@@ -244,31 +254,31 @@ pub(crate) async fn record(
 /// The stored rollup rows of `keys` (rows not stored yet are absent).
 async fn read_rollups(tx: &mut Tx, keys: &[&RollupKey]) -> Result<HashMap<RollupKey, Rollup>, StoreError> {
     let mut stored = HashMap::with_capacity(keys.len());
-    for chunk in keys.chunks(crate::log::ROWS_PER_STATEMENT) {
+    for chunk in keys.chunks(crate::backend::ROWS_PER_STATEMENT) {
         on_tx!(&mut *tx, tx => {
             let mut select = QueryBuilder::new(
                 "SELECT dimension, key, granularity, public, bucket, calls, errors, revenue, creator_revenue, latency, \
                  callers FROM usage_rollups WHERE (dimension, granularity, public, bucket, key) IN (",
             );
-            select.push_values(chunk, |mut row, (dimension, key, granularity, public, bucket)| {
-                row.push_bind(dimension.as_str())
-                    .push_bind(*granularity)
-                    .push_bind(i64::from(*public))
-                    .push_bind(*bucket)
-                    .push_bind(key.clone());
+            select.push_values(chunk, |mut row, key| {
+                row.push_bind(key.dimension.as_str())
+                    .push_bind(key.granularity)
+                    .push_bind(i64::from(key.public))
+                    .push_bind(key.bucket)
+                    .push_bind(key.key.clone());
             });
             select.push(")");
             for row in select.build().fetch_all(&mut **tx).await? {
                 let dimension: String = row.get("dimension")?;
                 let dimension = Dimension::parse(&dimension)
                     .ok_or_else(|| StoreError::Corrupt(format!("a usage rollup has the dimension '{dimension}'")))?;
-                let key = (
+                let key = RollupKey {
                     dimension,
-                    row.get("key")?,
-                    row.get("granularity")?,
-                    row.get::<i64>("public")? != 0,
-                    row.get("bucket")?,
-                );
+                    key: row.get("key")?,
+                    granularity: row.get("granularity")?,
+                    public: row.get::<i64>("public")? != 0,
+                    bucket: row.get("bucket")?,
+                };
                 stored.insert(key, rollup_from_row(&row)?);
             }
         });

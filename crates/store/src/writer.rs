@@ -19,14 +19,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
+use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Executor, Sqlite};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use ledger::{AccountId, AccountState};
 
-use crate::backend::{Pool, SqliteStatements, SqliteTx, Tx, Writes};
+use crate::backend::{OwnTx, Pool, SqliteTx, Tx, Writes};
 use crate::usage::{Rollup, RollupKey};
 use crate::{Store, StoreError};
 
@@ -88,88 +88,18 @@ struct SqliteWriter {
     wal: WalSync,
 }
 
-/// A transaction on the writer's own SQLite connection, begun and ended by
-/// this code rather than by sqlx's `Transaction`, so that its `BEGIN` goes
-/// in one query with the epoch's bump and its `COMMIT` in one with the
-/// batch's writes ([`Writes::commit`]): two round trips to the connection's
-/// thread where sqlx's took four, each of which woke two threads. Between
-/// transactions the connection waits in [`SqliteWriter`]'s `idle`, not in
-/// the pool, which pings a connection on its every return.
-///
-/// Dropped before its commit returned, it rolls back on a task of its own
-/// (and then returns the connection to the pool, where the next transaction
-/// takes it once the rollback is done): the write lock is not held until the
-/// writer's next batch.
-#[derive(Debug)]
-pub(crate) struct OwnTx {
-    /// Taken only by `drop`.
-    connection: Option<PoolConnection<Sqlite>>,
-    committed: bool,
-    idle: Arc<std::sync::Mutex<Option<PoolConnection<Sqlite>>>>,
-}
-
-impl OwnTx {
-    /// Begins on the writer's connection, bumps the epoch, and returns it.
-    async fn begin(sqlite: &SqliteWriter) -> Result<(OwnTx, i64), StoreError> {
-        const BEGIN: &str = "BEGIN IMMEDIATE; UPDATE writer_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch";
-        let idle = sqlite.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-        let connection = match idle {
-            Some(connection) => connection,
-            None => sqlite.own.acquire().await?,
-        };
-        let mut tx = OwnTx { connection: Some(connection), committed: false, idle: sqlite.idle.clone() };
-        let epoch: i64 = sqlx::query_scalar(BEGIN).fetch_one(&mut *tx).await?;
-        Ok((tx, epoch))
-    }
-
-    /// Runs `statements` (if any) and commits, in one round trip.
-    pub(crate) async fn commit(mut self, statements: Option<SqliteStatements>) -> Result<(), sqlx::Error> {
-        match statements {
-            Some(mut statements) => {
-                statements.sql.push_str("; COMMIT");
-                statements.execute(&mut self).await?;
-            }
-            None => {
-                sqlx::query("COMMIT").execute(&mut *self).await?;
-            }
-        }
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl std::ops::Deref for OwnTx {
-    type Target = SqliteConnection;
-
-    fn deref(&self) -> &SqliteConnection {
-        self.connection.as_ref().expect("an OwnTx holds its connection until dropped")
-    }
-}
-
-impl std::ops::DerefMut for OwnTx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        self.connection.as_mut().expect("an OwnTx holds its connection until dropped")
-    }
-}
-
-impl Drop for OwnTx {
-    fn drop(&mut self) {
-        let Some(mut connection) = self.connection.take() else { return };
-        if self.committed {
-            *self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(connection);
-            return;
-        }
-        // An error here is that nothing was begun (or SQLite already rolled
-        // back); a broken connection fails the pool's test on its return.
-        let rollback = async move {
-            if let Err(error) = connection.execute("ROLLBACK").await {
-                tracing::debug!(%error, "rolling back the writer's dropped transaction");
-            }
-        };
-        // On the runtime it was dropped on (like every sqlx connection, it
-        // lives in async code), as sqlx's `Transaction` starts its rollback.
-        tokio::spawn(rollback);
-    }
+/// Begins a transaction on the writer's own connection ([`OwnTx`]), bumps
+/// the epoch, and returns both.
+async fn begin_own(sqlite: &SqliteWriter) -> Result<(OwnTx, i64), StoreError> {
+    const BEGIN: &str = "BEGIN IMMEDIATE; UPDATE writer_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch";
+    let idle = sqlite.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+    let connection = match idle {
+        Some(connection) => connection,
+        None => sqlite.own.acquire().await?,
+    };
+    let mut tx = OwnTx::new(connection, sqlite.idle.clone());
+    let epoch: i64 = sqlx::query_scalar(BEGIN).fetch_one(&mut *tx).await?;
+    Ok((tx, epoch))
 }
 
 /// What makes the writer's commits durable: on SQLite an fsync of the
@@ -326,7 +256,7 @@ impl Store {
             Pool::Sqlite(shared) => match &self.writer.sqlite {
                 Some(sqlite) => {
                     checkpoint = Some((shared.clone(), sqlite.checkpoints.clone()));
-                    let (tx, epoch) = OwnTx::begin(sqlite).await?;
+                    let (tx, epoch) = begin_own(sqlite).await?;
                     (Tx::Sqlite(SqliteTx::Own(tx)), epoch)
                 }
                 None => {
@@ -398,7 +328,7 @@ impl WriterMemory {
         if self.rollups.len() <= ROLLUP_ROWS_MAX / 4 {
             return;
         }
-        self.rollups.retain(|(_, _, granularity, _, bucket), _| *bucket >= now_ms - 2 * granularity);
+        self.rollups.retain(|key, _| key.bucket >= now_ms - 2 * key.granularity);
         if self.rollups.len() > ROLLUP_ROWS_MAX {
             self.rollups.clear();
         }
