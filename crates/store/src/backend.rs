@@ -189,6 +189,73 @@ pub(crate) struct Piece {
     pub(crate) tail: Cow<'static, str>,
 }
 
+/// A row of a table written in bulk: a struct whose fields are the
+/// table's columns ([`table_row!`] writes both from one list), so a column
+/// is named once and its value never matched by position by hand.
+pub(crate) trait TableRow {
+    const TABLE: &'static str;
+    const COLUMNS: &'static [&'static str];
+    fn into_cells(self) -> Vec<Cell>;
+}
+
+/// Declares a [`TableRow`]: `struct Name in "table" { column: Type, … }`,
+/// each type one a [`Cell`] is made from.
+macro_rules! table_row {
+    ($(#[$meta:meta])* struct $name:ident in $table:literal { $($(#[$field_meta:meta])* $column:ident: $ty:ty),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        pub(crate) struct $name {
+            $($(#[$field_meta])* pub(crate) $column: $ty),+
+        }
+
+        impl $crate::backend::TableRow for $name {
+            const TABLE: &'static str = $table;
+            const COLUMNS: &'static [&'static str] = &[$(stringify!($column)),+];
+            fn into_cells(self) -> Vec<$crate::backend::Cell> {
+                vec![$(self.$column.into()),+]
+            }
+        }
+    };
+}
+pub(crate) use table_row;
+
+impl Piece {
+    /// `INSERT INTO table (columns) VALUES …`.
+    pub(crate) fn insert<R: TableRow>(rows: impl IntoIterator<Item = R>) -> Piece {
+        Piece {
+            head: format!("INSERT INTO {} ({}) ", R::TABLE, R::COLUMNS.join(", ")).into(),
+            rows: rows.into_iter().map(R::into_cells).collect(),
+            tail: "".into(),
+        }
+    }
+
+    /// An insert whose rows replace those of the same `key` columns: every
+    /// other column takes the new row's value (an update in place, so the
+    /// row's index entries stay).
+    pub(crate) fn upsert<R: TableRow>(key: &[&str], rows: impl IntoIterator<Item = R>) -> Piece {
+        let set: Vec<String> =
+            R::COLUMNS.iter().filter(|c| !key.contains(c)).map(|c| format!("{c} = excluded.{c}")).collect();
+        Piece {
+            tail: format!(" ON CONFLICT ({}) DO UPDATE SET {}", key.join(", "), set.join(", ")).into(),
+            ..Piece::insert(rows)
+        }
+    }
+
+    /// Updates rows found by their first column (the key) to the values of
+    /// the others: `UPDATE table SET b = v.column2, … FROM (VALUES …) AS v
+    /// WHERE table.a = v.column1` (a `VALUES` list's columns have no other
+    /// names on SQLite).
+    pub(crate) fn update<R: TableRow>(rows: impl IntoIterator<Item = R>) -> Piece {
+        let (key, columns) = R::COLUMNS.split_first().expect("a row has a key column");
+        let set: Vec<String> = columns.iter().enumerate().map(|(n, c)| format!("{c} = v.column{}", n + 2)).collect();
+        Piece {
+            head: format!("UPDATE {} SET {} FROM (", R::TABLE, set.join(", ")).into(),
+            rows: rows.into_iter().map(R::into_cells).collect(),
+            tail: format!(") AS v WHERE {}.{key} = v.column1", R::TABLE).into(),
+        }
+    }
+}
+
 /// Bound values one PostgreSQL statement carries at most here (its protocol
 /// allows 65,535).
 const POSTGRES_BINDS_MAX: usize = 60_000;

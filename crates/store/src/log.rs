@@ -10,7 +10,7 @@ use sqlx::QueryBuilder;
 use tlog::Hash;
 use tlog::merkle::{Frontier, NodeRecorder};
 
-use crate::backend::{Columns, Piece, Tx, Writes, on_pool, on_tx};
+use crate::backend::{Columns, Piece, Tx, Writes, on_pool, on_tx, table_row};
 use crate::{Store, StoreError, now_ms};
 
 /// The lowest level of the log's nodes kept in memory once read. A node at
@@ -322,43 +322,39 @@ pub(crate) async fn load_frontier(tx: &mut Tx) -> Result<Frontier, StoreError> {
 /// batch's cost was one statement per row.
 #[derive(Debug, Default)]
 pub(crate) struct LogRows {
-    /// (index, leaf, signature, created at).
-    leaves: Vec<(i64, Vec<u8>, Vec<u8>, i64)>,
-    /// (level, index, hash).
-    nodes: Vec<(i64, i64, Hash)>,
+    leaves: Vec<LeafRow>,
+    nodes: Vec<NodeRow>,
+}
+
+table_row! {
+    struct LeafRow in "log_leaves" { idx: i64, leaf: Vec<u8>, signature: Vec<u8>, created_at: i64 }
+}
+
+table_row! {
+    /// A complete subtree's hash, written once.
+    struct NodeRow in "log_nodes" { level: i64, idx: i64, hash: Vec<u8> }
 }
 
 impl LogRows {
     /// Appends a leaf to `frontier` and keeps its rows; returns its index.
     pub(crate) fn append(&mut self, frontier: &mut Frontier, leaf: &[u8], signature: &[u8], now: i64) -> u64 {
         let index = frontier.size();
-        self.leaves.push((index as i64, leaf.to_vec(), signature.to_vec(), now));
+        self.leaves.push(LeafRow {
+            idx: index as i64,
+            leaf: leaf.to_vec(),
+            signature: signature.to_vec(),
+            created_at: now,
+        });
         for (level, node_index, hash) in frontier.append(tlog::leaf_hash(leaf)) {
-            self.nodes.push((level as i64, node_index as i64, hash));
+            self.nodes.push(NodeRow { level: level as i64, idx: node_index as i64, hash: hash.to_vec() });
         }
         index
     }
 
     /// Adds the rows to the batch's writes.
     pub(crate) fn pieces(self, writes: &mut Writes) {
-        writes.push(Piece {
-            head: "INSERT INTO log_leaves (idx, leaf, signature, created_at) ".into(),
-            rows: self
-                .leaves
-                .into_iter()
-                .map(|(index, leaf, signature, at)| vec![index.into(), leaf.into(), signature.into(), at.into()])
-                .collect(),
-            tail: "".into(),
-        });
-        writes.push(Piece {
-            head: "INSERT INTO log_nodes (level, idx, hash) ".into(),
-            rows: self
-                .nodes
-                .into_iter()
-                .map(|(level, index, hash)| vec![level.into(), index.into(), hash.to_vec().into()])
-                .collect(),
-            tail: "".into(),
-        });
+        writes.push(Piece::insert(self.leaves));
+        writes.push(Piece::insert(self.nodes));
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::backend::{Columns, Piece, Tx, Writes, on_pool, on_tx, select_in};
+use crate::backend::{Columns, Piece, Tx, Writes, on_pool, on_tx, select_in, table_row};
 use crate::db::{AccountKind, parse_column};
 use crate::{Account, Store, StoreError, now_ms};
 use domain::{AccountName, Amount, Sha256};
@@ -357,23 +357,12 @@ impl Store {
         }
         let changed: Vec<(&AccountId, &AccountState)> =
             state.accounts.iter().filter(|(id, account)| before.get(id) != Some(account)).collect();
-        writes.push(Piece {
-            head: "UPDATE accounts SET debits_posted = v.column2, credits_posted = v.column3, \
-                   debits_pending = v.column4 FROM ("
-                .into(),
-            rows: changed
-                .iter()
-                .map(|(id, account)| {
-                    vec![
-                        (**id).into(),
-                        (account.debits_posted as i64).into(),
-                        (account.credits_posted as i64).into(),
-                        (account.debits_pending as i64).into(),
-                    ]
-                })
-                .collect(),
-            tail: ") AS v WHERE accounts.id = v.column1".into(),
-        });
+        writes.push(Piece::update(changed.iter().map(|(id, account)| AccountBalances {
+            id: **id,
+            debits_posted: account.debits_posted as i64,
+            credits_posted: account.credits_posted as i64,
+            debits_pending: account.debits_pending as i64,
+        })));
         if rows.frontier.is_some() {
             write.memory.frontier = rows.frontier.take();
         }
@@ -719,25 +708,49 @@ impl BatchRows {
         std::mem::take(&mut self.log).pieces(writes);
         writes.push(self.transfers.piece());
         writes.push(answers_piece(std::mem::take(&mut self.answers), now));
-        writes.push(Piece {
-            head: "UPDATE holds SET amount = v.column2 FROM (".into(),
-            rows: std::mem::take(&mut self.drawn)
-                .into_iter()
-                .map(|(id, left)| vec![id.into(), (left as i64).into()])
-                .collect(),
-            tail: ") AS v WHERE holds.id = v.column1".into(),
-        });
+        let drawn = std::mem::take(&mut self.drawn);
+        writes.push(Piece::update(drawn.into_iter().map(|(id, left)| HoldLeft { id, amount: left as i64 })));
     }
 }
 
-#[derive(Debug)]
-struct TransferRow {
-    id: i64,
-    transfer: ledger::Transfer,
-    model_id: Option<i64>,
-    external_id: Option<String>,
-    log_index: Option<i64>,
-    created_at_ms: i64,
+table_row! {
+    /// A batch's new balances of an account (`Piece::update`).
+    struct AccountBalances in "accounts" { id: i64, debits_posted: i64, credits_posted: i64, debits_pending: i64 }
+}
+
+table_row! {
+    /// What a grant has left after the batch's draws (`Piece::update`).
+    struct HoldLeft in "holds" { id: i64, amount: i64 }
+}
+
+table_row! {
+    struct TransferRow in "transfers" {
+        id: i64,
+        debit_account_id: i64,
+        credit_account_id: i64,
+        amount: i64,
+        kind: &'static str,
+        reference: String,
+        /// The paid call's model.
+        model_id: Option<i64>,
+        /// A `Command::Once`'s id.
+        external_id: Option<String>,
+        /// The paid call's leaf.
+        log_index: Option<i64>,
+        created_at: i64,
+    }
+}
+
+table_row! {
+    /// An Idempotency-Key's answer (`response` empty when not kept).
+    struct AnswerRow in "idempotency_keys" {
+        account_id: i64,
+        key: String,
+        request_sha256: String,
+        response: String,
+        log_index: Option<i64>,
+        created_at: i64,
+    }
 }
 
 /// Transfers not written yet, with their ids: given here, one after the last
@@ -762,30 +775,7 @@ impl TransferRows {
 
     /// The rows not written yet, as one piece of the batch's writes.
     fn piece(&mut self) -> Piece {
-        let rows = std::mem::take(&mut self.rows)
-            .into_iter()
-            .map(|t| {
-                vec![
-                    t.id.into(),
-                    t.transfer.debit.into(),
-                    t.transfer.credit.into(),
-                    (t.transfer.amount.minor_units() as i64).into(),
-                    t.transfer.kind.as_str().into(),
-                    t.transfer.reference.into(),
-                    t.model_id.into(),
-                    t.external_id.into(),
-                    t.log_index.into(),
-                    t.created_at_ms.into(),
-                ]
-            })
-            .collect();
-        Piece {
-            head: "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, kind, reference, model_id, \
-                   external_id, log_index, created_at) "
-                .into(),
-            rows,
-            tail: "".into(),
-        }
+        Piece::insert(std::mem::take(&mut self.rows))
     }
 
     /// Writes the rows not written yet, now.
@@ -822,30 +812,17 @@ async fn answered_before(tx: &mut Tx, items: &[BatchItem]) -> Result<HashSet<(i6
 /// The batch's idempotency keys with the answers a retry replays (over
 /// expired or unanswered rows of the same keys), as one piece.
 fn answers_piece(answers: Vec<(IdempotencyAnswer, Option<i64>)>, now: i64) -> Piece {
-    let rows = answers
-        .into_iter()
-        .map(|(answer, log_index)| {
-            vec![
-                answer.account_id.into(),
-                answer.key.into(),
-                answer.request.to_hex().into(),
-                answer.response.unwrap_or_default().into(),
-                log_index.into(),
-                now.into(),
-            ]
-        })
-        .collect();
-    Piece {
-        head: "INSERT INTO idempotency_keys (account_id, key, request_sha256, response, log_index, created_at) ".into(),
-        rows,
-        tail: " ON CONFLICT (account_id, key) DO UPDATE SET request_sha256 = excluded.request_sha256, \
-               response = excluded.response, log_index = excluded.log_index, created_at = excluded.created_at"
-            .into(),
-    }
+    let rows = answers.into_iter().map(|(answer, log_index)| AnswerRow {
+        account_id: answer.account_id,
+        key: answer.key,
+        request_sha256: answer.request.to_hex(),
+        response: answer.response.unwrap_or_default(),
+        log_index,
+        created_at: now,
+    });
+    Piece::upsert(&["account_id", "key"], rows)
 }
 
-/// Keeps the item's answer for the batch's end, and counts its key as
-/// answered for the rest of the batch.
 /// One batch's items as they apply, one after the other: the open
 /// transaction, the ledger's state as the items before left it, the
 /// accounts' names, and the rows written at the batch's end.
@@ -1055,11 +1032,15 @@ impl Applying<'_> {
             let id = self.rows.transfers.next_id(self.tx).await?;
             self.rows.transfers.rows.push(TransferRow {
                 id,
-                transfer: transfer.clone(),
+                debit_account_id: transfer.debit,
+                credit_account_id: transfer.credit,
+                amount: transfer.amount.minor_units() as i64,
+                kind: transfer.kind.as_str(),
+                reference: transfer.reference.clone(),
                 model_id: origin.model_id,
                 external_id: origin.external_id.map(str::to_owned),
                 log_index: origin.log_index,
-                created_at_ms: recorded_at,
+                created_at: recorded_at,
             });
             let name = |id: &AccountId| self.names.get(id).cloned().unwrap_or_default();
             transfers.push(TransferRecord {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use analytics::{CallerSketch, LatencyHistogram};
 use sqlx::QueryBuilder;
 
-use crate::backend::{Columns, Piece, Pool, Tx, Writes, on_pool, on_tx};
+use crate::backend::{Columns, Piece, Pool, Tx, Writes, on_pool, on_tx, table_row};
 use crate::{Store, StoreError};
 
 pub use analytics::{DAY_MS, HOUR_MS, MINUTE_MS};
@@ -141,6 +141,42 @@ pub(crate) struct RollupKey {
     pub(crate) bucket: i64,
 }
 
+table_row! {
+    struct UsageEventRow in "usage_events" {
+        created_at: i64,
+        model_id: i64,
+        version: i64,
+        owner_id: i64,
+        task: String,
+        public: i64,
+        caller: Vec<u8>,
+        app: String,
+        node: String,
+        price: i64,
+        creator_share: i64,
+        latency_us: i64,
+        cpu_us: i64,
+        status: String,
+        log_index: Option<i64>,
+    }
+}
+
+table_row! {
+    struct RollupRow in "usage_rollups" {
+        dimension: &'static str,
+        key: String,
+        granularity: i64,
+        public: i64,
+        bucket: i64,
+        calls: i64,
+        errors: i64,
+        revenue: i64,
+        creator_revenue: i64,
+        latency: Vec<u8>,
+        callers: Vec<u8>,
+    }
+}
+
 /// Inserts the events, and (with `rollups`) merges them into their rollups:
 /// the rows the writer remembers (`remembered`, kept current here) are not
 /// read again; the others are read in one statement per chunk.
@@ -151,34 +187,23 @@ pub(crate) async fn record(
     remembered: &mut HashMap<RollupKey, Rollup>,
     writes: &mut Writes,
 ) -> Result<(), StoreError> {
-    writes.push(Piece {
-        head: "INSERT INTO usage_events (created_at, model_id, version, owner_id, task, public, caller, app, node, \
-               price, creator_share, latency_us, cpu_us, status, log_index) "
-            .into(),
-        rows: events
-            .iter()
-            .map(|(event, log_index)| {
-                vec![
-                    event.created_at_ms.into(),
-                    event.model_id.into(),
-                    event.version.into(),
-                    event.owner_id.into(),
-                    event.task.clone().into(),
-                    i64::from(event.public).into(),
-                    event.caller.to_vec().into(),
-                    event.app.clone().into(),
-                    event.node.clone().into(),
-                    (event.price as i64).into(),
-                    (event.creator_share as i64).into(),
-                    (event.latency_us as i64).into(),
-                    (event.cpu_us as i64).into(),
-                    event.status.clone().into(),
-                    log_index.map(|i| i as i64).into(),
-                ]
-            })
-            .collect(),
-        tail: "".into(),
-    });
+    writes.push(Piece::insert(events.iter().map(|(event, log_index)| UsageEventRow {
+        created_at: event.created_at_ms,
+        model_id: event.model_id,
+        version: event.version,
+        owner_id: event.owner_id,
+        task: event.task.clone(),
+        public: i64::from(event.public),
+        caller: event.caller.to_vec(),
+        app: event.app.clone(),
+        node: event.node.clone(),
+        price: event.price as i64,
+        creator_share: event.creator_share as i64,
+        latency_us: event.latency_us as i64,
+        cpu_us: event.cpu_us as i64,
+        status: event.status.clone(),
+        log_index: log_index.map(|i| i as i64),
+    })));
     if !rollups || events.is_empty() {
         return Ok(());
     }
@@ -220,33 +245,20 @@ pub(crate) async fn record(
     }
     // An upsert updates a row in place; its key and so its index entry stay
     // (a REPLACE would delete and insert both).
-    writes.push(Piece {
-        head: "INSERT INTO usage_rollups (dimension, key, granularity, public, bucket, calls, errors, revenue, \
-               creator_revenue, latency, callers) "
-            .into(),
-        rows: rows
-            .iter()
-            .map(|(key, rollup)| {
-                vec![
-                    key.dimension.as_str().into(),
-                    key.key.clone().into(),
-                    key.granularity.into(),
-                    i64::from(key.public).into(),
-                    key.bucket.into(),
-                    (rollup.calls as i64).into(),
-                    (rollup.errors as i64).into(),
-                    (rollup.revenue as i64).into(),
-                    (rollup.creator_revenue as i64).into(),
-                    rollup.latency.to_bytes().into(),
-                    rollup.callers.to_bytes().into(),
-                ]
-            })
-            .collect(),
-        tail: " ON CONFLICT (dimension, granularity, public, bucket, key) DO UPDATE SET calls = excluded.calls, \
-               errors = excluded.errors, revenue = excluded.revenue, creator_revenue = excluded.creator_revenue, \
-               latency = excluded.latency, callers = excluded.callers"
-            .into(),
+    let stored_rows = rows.iter().map(|(key, rollup)| RollupRow {
+        dimension: key.dimension.as_str(),
+        key: key.key.clone(),
+        granularity: key.granularity,
+        public: i64::from(key.public),
+        bucket: key.bucket,
+        calls: rollup.calls as i64,
+        errors: rollup.errors as i64,
+        revenue: rollup.revenue as i64,
+        creator_revenue: rollup.creator_revenue as i64,
+        latency: rollup.latency.to_bytes(),
+        callers: rollup.callers.to_bytes(),
     });
+    writes.push(Piece::upsert(&["dimension", "granularity", "public", "bucket", "key"], stored_rows));
     remembered.extend(rows);
     Ok(())
 }
