@@ -358,7 +358,15 @@ impl Market {
         let deadline = tokio::time::Instant::from_std(call.started + timeout);
         let digest = version.blob_sha256;
         let tenant = call.caller.id as u64;
-        let model_file = || async { sandbox::ModelFile::of(self.blobs.open_blob(&digest).await?).await };
+        // Whether the model's file could not be read because the remote
+        // store of model files failed (the sandbox sees only a message).
+        let remote_failed = AtomicBool::new(false);
+        let model_file = || async {
+            let file = self.blobs.open_blob(&digest).await;
+            let file =
+                file.inspect_err(|e| remote_failed.store(store::RemoteStoreFailed::caused(e), Ordering::Relaxed))?;
+            sandbox::ModelFile::of(file).await
+        };
         match self.batcher.run(&self.executor, tenant, version, inputs, deadline, model_file).await {
             Ok(ran) => {
                 call.cpu_us.store(ran.cpu_us, Ordering::Relaxed);
@@ -370,7 +378,7 @@ impl Market {
                 if failure.is_strike() {
                     self.strike(call, version.version, &failure).await;
                 }
-                Err(self.run_failure_error(version, failure))
+                Err(self.run_failure_error(version, failure, remote_failed.into_inner()))
             }
         }
     }
@@ -400,7 +408,7 @@ impl Market {
         }
     }
 
-    fn run_failure_error(&self, version: &Version, failure: Failure) -> CallError {
+    fn run_failure_error(&self, version: &Version, failure: Failure, remote_failed: bool) -> CallError {
         match failure {
             Failure::Failed(message) => CallError::InvalidInput(message),
             Failure::OutputTooLarge(message) => CallError::OutputTooLarge(message),
@@ -416,9 +424,7 @@ impl Market {
             Failure::Crashed(cause) => {
                 CallError::Crashed(format!("the worker running the model died ({cause}); nothing was charged"))
             }
-            Failure::ModelUnreadable(message) if message.starts_with(store::REMOTE_STORE_FAILED) => {
-                CallError::remote_store_failed(message)
-            }
+            Failure::ModelUnreadable(message) if remote_failed => CallError::remote_store_failed(message),
             Failure::ModelUnreadable(message) => {
                 // Uploaded through another node whose model files this node does
                 // not see, or removed behind the server's back: the operator's

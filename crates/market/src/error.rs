@@ -70,9 +70,9 @@ impl CallError {
         CallError::Internal
     }
 
-    /// The remote store of model files failed (a file fetched from there,
-    /// its message beginning with [`store::REMOTE_STORE_FAILED`]): its
-    /// outage, not the call's fault; logged, and worth a retry.
+    /// The remote store of model files failed (a file fetched from there:
+    /// [`store::RemoteStoreFailed`]): its outage, not the call's fault;
+    /// logged, and worth a retry.
     pub fn remote_store_failed(message: impl std::fmt::Display) -> CallError {
         tracing::error!(%message, "the remote store of model files failed");
         CallError::RemoteStoreFailed

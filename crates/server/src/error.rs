@@ -127,7 +127,7 @@ impl ApiError {
 
     /// The remote store of model files failed (an upload put there, a file
     /// fetched from there, its message beginning with
-    /// [`store::REMOTE_STORE_FAILED`]): its outage, not the request's fault;
+    /// [`store::RemoteStoreFailed`]): its outage, not the request's fault;
     /// logged, and worth a retry.
     pub fn remote_store_failed(message: impl std::fmt::Display) -> ApiError {
         tracing::error!(%message, "the remote store of model files failed");
@@ -200,9 +200,8 @@ impl From<store::SequencerError> for ApiError {
 
 impl From<std::io::Error> for ApiError {
     fn from(error: std::io::Error) -> ApiError {
-        let message = error.to_string();
-        if message.starts_with(store::REMOTE_STORE_FAILED) {
-            return ApiError::remote_store_failed(message);
+        if store::RemoteStoreFailed::caused(&error) {
+            return ApiError::remote_store_failed(error);
         }
         ApiError::internal(error)
     }

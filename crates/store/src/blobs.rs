@@ -283,12 +283,22 @@ impl Remote {
     }
 }
 
-/// How the message of an error of the remote blob store begins (a fault of
-/// the store, not of the blob: the server answers 503 for it).
-pub const REMOTE_STORE_FAILED: &str = "the remote blob store failed: ";
+/// A fault of the remote blob store, not of the blob (the server answers
+/// 503 for it): carried inside the `std::io::Error`s of the blob store's
+/// methods, and found there by [`RemoteStoreFailed::caused`].
+#[derive(Debug, thiserror::Error)]
+#[error("the remote blob store failed: {0}")]
+pub struct RemoteStoreFailed(object_store::Error);
+
+impl RemoteStoreFailed {
+    /// Whether the remote store's failure caused `error`.
+    pub fn caused(error: &std::io::Error) -> bool {
+        error.get_ref().is_some_and(|inner| inner.is::<RemoteStoreFailed>())
+    }
+}
 
 fn remote_error(error: object_store::Error) -> std::io::Error {
-    std::io::Error::other(format!("{REMOTE_STORE_FAILED}{error}"))
+    std::io::Error::other(RemoteStoreFailed(error))
 }
 
 impl BlobWriter {

@@ -18,7 +18,7 @@ mod signature;
 mod usage;
 mod writer;
 
-pub use blobs::{BlobStore, BlobStoreError, BlobWriter, FinishedBlob, REMOTE_STORE_FAILED, TestBucket};
+pub use blobs::{BlobStore, BlobStoreError, BlobWriter, FinishedBlob, RemoteStoreFailed, TestBucket};
 pub use db::{
     Account, AccountKind, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel, NewVersion, Quarantine,
     QuarantinedVersion, QuotaExceeded, Store, Takedown, Version, Yank,
