@@ -27,6 +27,23 @@ pub struct LogKeys {
     pub pseudonym: [u8; 32],
 }
 
+/// Why a key could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("{path} is not 64 hex digits")]
+    NotHex { path: String },
+    #[error("no random source: {0}")]
+    NoRandom(getrandom::Error),
+    #[error("cannot read the market's {name}: {source}")]
+    Store { name: String, source: store::StoreError },
+    #[error("the key {name}: {message}")]
+    Unusable { name: String, message: String },
+}
+
 pub const LOG_KEY_FILE: &str = "log.key";
 pub const PSEUDONYM_KEY_FILE: &str = "pseudonym.key";
 
@@ -42,16 +59,17 @@ impl LogKeys {
         data_dir: &Path,
         origin: &str,
         node: &AccountName,
-    ) -> Result<LogKeys, String> {
-        let market_seed = async |name: &str| -> Result<[u8; 32], String> {
+    ) -> Result<LogKeys, KeyError> {
+        let market_seed = async |name: &str| -> Result<[u8; 32], KeyError> {
             if store.is_postgres() {
                 let fresh = random_seed()?;
-                store.market_seed(name, fresh).await.map_err(|e| format!("cannot read the market's {name}: {e}"))
+                store.market_seed(name, fresh).await.map_err(|source| KeyError::Store { name: name.to_owned(), source })
             } else {
                 seed(data_dir, name)
             }
         };
-        let log = NoteKey::from_seed(origin, &market_seed(LOG_KEY_FILE).await?).map_err(|e| e.to_string())?;
+        let log = NoteKey::from_seed(origin, &market_seed(LOG_KEY_FILE).await?)
+            .map_err(|e| KeyError::Unusable { name: origin.to_owned(), message: e.to_string() })?;
         let node_seed = seed(data_dir, &format!("{node}.key"))?;
         let (node, receipts) = ReceiptKey::from_seed(node.as_str(), &node_seed)?;
         Ok(LogKeys { log, node, receipts, pseudonym: market_seed(PSEUDONYM_KEY_FILE).await? })
@@ -71,11 +89,12 @@ impl ReceiptKey {
     /// The node's key as a note key (its name, verifier and checkpoints'
     /// format) and as a receipt key, from one seed; the two must agree on
     /// the public key.
-    pub fn from_seed(name: &str, seed: &[u8; 32]) -> Result<(NoteKey, ReceiptKey), String> {
-        let node = NoteKey::from_seed(name, seed).map_err(|e| e.to_string())?;
-        let receipts = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|e| format!("the node's key: {e}"))?;
+    pub fn from_seed(name: &str, seed: &[u8; 32]) -> Result<(NoteKey, ReceiptKey), KeyError> {
+        let unusable = |message: String| KeyError::Unusable { name: name.to_owned(), message };
+        let node = NoteKey::from_seed(name, seed).map_err(|e| unusable(e.to_string()))?;
+        let receipts = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|e| unusable(e.to_string()))?;
         if receipts.public_key().as_ref() != node.verifier().public_key().as_slice() {
-            return Err("the node's key gives two public keys".into());
+            return Err(unusable("it gives two public keys".into()));
         }
         Ok((node, ReceiptKey(Arc::new(receipts))))
     }
@@ -91,36 +110,36 @@ impl ReceiptKey {
 }
 
 /// A seed file of the data directory, if it is there.
-pub fn read_seed(data_dir: &Path, file: &str) -> Result<Option<[u8; 32]>, String> {
+pub fn read_seed(data_dir: &Path, file: &str) -> Result<Option<[u8; 32]>, KeyError> {
     if !data_dir.join(file).exists() {
         return Ok(None);
     }
     seed(data_dir, file).map(Some)
 }
 
-fn random_seed() -> Result<[u8; 32], String> {
+fn random_seed() -> Result<[u8; 32], KeyError> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| format!("no random source: {e}"))?;
+    getrandom::fill(&mut seed).map_err(KeyError::NoRandom)?;
     Ok(seed)
 }
 
 /// A 32-byte seed kept in `file` of `data_dir` (64 hex digits), created at
 /// random (mode 0600) the first time.
-pub fn seed(data_dir: &Path, file: &str) -> Result<[u8; 32], String> {
+pub fn seed(data_dir: &Path, file: &str) -> Result<[u8; 32], KeyError> {
     let path = data_dir.join(file);
+    let shown = || path.display().to_string();
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let mut seed = [0u8; 32];
-            hex::decode_to_slice(text.trim(), &mut seed)
-                .map_err(|_| format!("{} is not 64 hex digits", path.display()))?;
+            hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| KeyError::NotHex { path: shown() })?;
             Ok(seed)
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let seed = random_seed()?;
-            write_secret(&path, &hex::encode(seed)).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            write_secret(&path, &hex::encode(seed)).map_err(|source| KeyError::Write { path: shown(), source })?;
             Ok(seed)
         }
-        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+        Err(source) => Err(KeyError::Read { path: shown(), source }),
     }
 }
 

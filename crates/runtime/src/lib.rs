@@ -29,7 +29,7 @@ use domain::{Dim, Dtype, TensorSpec};
 use tract_onnx::prelude::*;
 
 pub use cache::ModelCache;
-pub use tensor::{InputError, Tensor, TensorData, dtype_width, stack_rows};
+pub use tensor::{InputError, Tensor, TensorBytesError, TensorData, dtype_width, stack_rows};
 
 /// Limits on what an upload may contain. Each one names the configuration key
 /// that sets it, so a refusal tells the operator what to raise.

@@ -29,18 +29,25 @@ pub const TELEMETRY_OFF: (&str, &str) = ("ORT_DISABLE_TELEMETRY", "1");
 
 static ENVIRONMENT: OnceLock<(ort::environment::Environment, String)> = OnceLock::new();
 
+/// Why ONNX Runtime could not be started ([`init`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InitError {
+    #[error("cannot load {library}: {message}")]
+    Load { library: String, message: String },
+    #[error("cannot start ONNX Runtime: {0}")]
+    Start(String),
+}
+
 /// Loads the library at `library` and creates the environment, once per
 /// process; the library's version. Later calls return the first's.
-pub fn init(library: &Path) -> Result<String, String> {
+pub fn init(library: &Path) -> Result<String, InitError> {
     if let Some((_, version)) = ENVIRONMENT.get() {
         return Ok(version.clone());
     }
-    let builder = ort::init_from(library).map_err(|e| format!("cannot load {}: {e}", library.display()))?;
-    let environment = builder
-        .with_name("vitrine")
-        .with_telemetry(false)
-        .build()
-        .map_err(|e| format!("cannot start ONNX Runtime: {e}"))?;
+    let builder = ort::init_from(library)
+        .map_err(|e| InitError::Load { library: library.display().to_string(), message: e.to_string() })?;
+    let environment =
+        builder.with_name("vitrine").with_telemetry(false).build().map_err(|e| InitError::Start(e.to_string()))?;
     // Its errors come back through its API, with the call's answer; what it
     // would also print (a worker's standard error goes to the server's log)
     // only repeats them.

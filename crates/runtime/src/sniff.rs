@@ -28,14 +28,20 @@ pub const SNIFF_BYTES_MAX: usize = 64 << 10;
 /// The highest `ir_version` accepted (ONNX is at 11; room to grow).
 const IR_VERSION_MAX: u64 = 64;
 
+/// An upload's first bytes that are neither an ONNX model nor a tar archive
+/// of one, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not an ONNX model nor a tar archive of one: {0}")]
+pub struct NotAModel(pub String);
+
 /// Judges `prefix`, the first bytes of an upload of `total` bytes (when
 /// known); `Err` names why they cannot begin a model.
-pub fn sniff(prefix: &[u8], total: Option<u64>) -> Result<Sniff, String> {
+pub fn sniff(prefix: &[u8], total: Option<u64>) -> Result<Sniff, NotAModel> {
     if is_archive(prefix) {
         return Ok(Sniff::Archive);
     }
     let complete = total.is_some_and(|total| total <= prefix.len() as u64);
-    let refuse = |why: String| Err(format!("not an ONNX model nor a tar archive of one: {why}"));
+    let refuse = |why: String| Err(NotAModel(why));
     let undecided_or = |why: &str| {
         // A tar header's magic is at 257: a shorter prefix may still be one.
         if complete { refuse(why.to_owned()) } else { Ok(Sniff::Undecided) }
@@ -119,7 +125,7 @@ fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
 mod tests {
     use super::*;
 
-    fn whole(bytes: &[u8]) -> Result<Sniff, String> {
+    fn whole(bytes: &[u8]) -> Result<Sniff, NotAModel> {
         sniff(bytes, Some(bytes.len() as u64))
     }
 
@@ -133,22 +139,22 @@ mod tests {
         tar[257..262].copy_from_slice(b"ustar");
         assert_eq!(whole(&tar), Ok(Sniff::Archive));
 
-        let text = whole(b"this is not an ONNX model at all").unwrap_err();
+        let text = whole(b"this is not an ONNX model at all").unwrap_err().to_string();
         assert!(text.contains("not an ONNX model"), "{text}");
         assert!(whole(&[]).is_err());
-        assert!(whole(&[0x08, 0x00]).unwrap_err().contains("ir_version is 0"));
-        assert!(whole(&[0x08, 0xe8, 0x07]).unwrap_err().contains("ir_version is 1000"));
+        assert!(whole(&[0x08, 0x00]).unwrap_err().0.contains("ir_version is 0"));
+        assert!(whole(&[0x08, 0xe8, 0x07]).unwrap_err().0.contains("ir_version is 1000"));
         // A length past the end of the upload.
-        assert!(sniff(&[0x3a, 0xff, 0x7f], Some(100)).unwrap_err().contains("past the file's end"));
+        assert!(sniff(&[0x3a, 0xff, 0x7f], Some(100)).unwrap_err().0.contains("past the file's end"));
         // A field ONNX does not have, or the wrong wire type for its field.
         let bytes = [0x98, 0x01, 0x00];
         assert!(sniff(&bytes, Some(1 << 20)).is_ok(), "too few bytes to tell it from a tar");
         let mut long = vec![0x98, 0x01];
         long.resize(300, 0);
-        assert!(sniff(&long, Some(1 << 20)).unwrap_err().contains("field 19"));
+        assert!(sniff(&long, Some(1 << 20)).unwrap_err().0.contains("field 19"));
         let mut wrong = vec![0x3d];
         wrong.resize(300, 0);
-        assert!(sniff(&wrong, Some(1 << 20)).unwrap_err().contains("wire type 5, not 2"));
+        assert!(sniff(&wrong, Some(1 << 20)).unwrap_err().0.contains("wire type 5, not 2"));
     }
 
     #[test]

@@ -222,6 +222,15 @@ pub fn dtype_width(dtype: Dtype) -> usize {
     }
 }
 
+/// Bytes that are not a tensor ([`Tensor::from_le`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TensorBytesError {
+    #[error("shape {shape:?} of {dtype} does not fit {bytes} bytes")]
+    Size { shape: Vec<usize>, dtype: Dtype, bytes: usize },
+    #[error("a bool is the byte 0 or 1, not {0}")]
+    Bool(u8),
+}
+
 impl Tensor {
     pub fn dtype(&self) -> Dtype {
         self.data.dtype()
@@ -242,11 +251,11 @@ impl Tensor {
 
     /// Reads [`Tensor::write_le`]'s bytes back: exactly the shape's elements
     /// of `dtype`, bools 0 or 1. The error says what did not fit.
-    pub fn from_le(dtype: Dtype, shape: Vec<usize>, data: &[u8]) -> Result<Tensor, String> {
+    pub fn from_le(dtype: Dtype, shape: Vec<usize>, data: &[u8]) -> Result<Tensor, TensorBytesError> {
         let width = dtype_width(dtype);
         let elements = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
         if elements.and_then(|n| n.checked_mul(width)) != Some(data.len()) {
-            return Err(format!("shape {shape:?} of {dtype} does not fit {} bytes", data.len()));
+            return Err(TensorBytesError::Size { shape, dtype, bytes: data.len() });
         }
         fn le<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
             data.chunks_exact(N).map(|chunk| from(chunk.try_into().expect("chunks of N"))).collect()
@@ -269,7 +278,7 @@ impl Tensor {
                     .map(|&b| match b {
                         0 => Ok(false),
                         1 => Ok(true),
-                        other => Err(format!("a bool is the byte 0 or 1, not {other}")),
+                        other => Err(TensorBytesError::Bool(other)),
                     })
                     .collect::<Result<_, _>>()?,
             ),

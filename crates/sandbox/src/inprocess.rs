@@ -32,7 +32,7 @@ impl InProcess {
     pub(crate) fn new(settings: &Settings, workers: usize) -> Result<InProcess, crate::StartFailure> {
         let engine = match &settings.onnxruntime_library {
             Some(library) => {
-                runtime::onnxruntime::init(library).map_err(crate::StartFailure)?;
+                runtime::onnxruntime::init(library).map_err(|e| crate::StartFailure(e.to_string()))?;
                 runtime::Engine::OnnxRuntime
             }
             None => runtime::Engine::Tract,

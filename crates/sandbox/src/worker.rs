@@ -45,7 +45,7 @@ pub fn main() -> i32 {
         runtime::Engine::Tract
     } else {
         if let Err(error) = runtime::onnxruntime::init(std::path::Path::new(&hello.onnxruntime_library)) {
-            let answer = Response::ConfinementFailed { message: error };
+            let answer = Response::ConfinementFailed { message: error.to_string() };
             let _ = protocol::write_frame(&mut output, &answer.encode());
             return 4;
         }

@@ -685,3 +685,15 @@ impl From<String> for StartError {
         StartError(message)
     }
 }
+
+impl From<witness::WitnessError> for StartError {
+    fn from(error: witness::WitnessError) -> StartError {
+        StartError(error.to_string())
+    }
+}
+
+impl From<market::keys::KeyError> for StartError {
+    fn from(error: market::keys::KeyError) -> StartError {
+        StartError(error.to_string())
+    }
+}

@@ -56,20 +56,34 @@ pub struct Witness {
     seen: tokio::sync::Mutex<Seen>,
 }
 
+/// Why a witness (or a market's witnesses) could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum WitnessError {
+    #[error("the key {key}: {message}")]
+    Key { key: String, message: String },
+    #[error("{path} is not a witness's state: {source}")]
+    State { path: String, source: serde_json::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("no HTTP client: {0}")]
+    Http(reqwest::Error),
+}
+
 impl Witness {
     /// A witness trusting `logs` (verifier keys; the origin is each key's
     /// name), its state in `state_path` (created empty if absent).
-    pub fn open(cosigner: Cosigner, logs: &[String], state_path: PathBuf) -> Result<Witness, String> {
+    pub fn open(cosigner: Cosigner, logs: &[String], state_path: PathBuf) -> Result<Witness, WitnessError> {
         let mut trusted: HashMap<String, Vec<NoteVerifier>> = HashMap::new();
         for vkey in logs {
-            let key = NoteVerifier::from_vkey(vkey).map_err(|e| format!("log key {vkey}: {e}"))?;
+            let key = NoteVerifier::from_vkey(vkey)
+                .map_err(|e| WitnessError::Key { key: vkey.clone(), message: e.to_string() })?;
             trusted.entry(key.name.clone()).or_default().push(key);
         }
+        let path = || state_path.display().to_string();
         let seen = match std::fs::read_to_string(&state_path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| format!("{} is not a witness's state: {e}", state_path.display()))?,
+            Ok(text) => serde_json::from_str(&text).map_err(|source| WitnessError::State { path: path(), source })?,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Seen::default(),
-            Err(error) => return Err(format!("cannot read {}: {error}", state_path.display())),
+            Err(source) => return Err(WitnessError::Read { path: path(), source }),
         };
         Ok(Witness { cosigner, logs: trusted, state_path, seen: tokio::sync::Mutex::new(seen) })
     }
@@ -191,16 +205,18 @@ pub struct Witnesses {
 }
 
 impl Witnesses {
-    pub fn new(settings: &[WitnessSetting], timeout: Duration) -> Result<Witnesses, String> {
+    pub fn new(settings: &[WitnessSetting], timeout: Duration) -> Result<Witnesses, WitnessError> {
         let witnesses = settings
             .iter()
             .map(|setting| {
-                let verifier = CosignatureVerifier::from_vkey(&setting.vkey)
-                    .map_err(|e| format!("witness {}: its vkey: {e}", setting.url))?;
+                let verifier = CosignatureVerifier::from_vkey(&setting.vkey).map_err(|e| WitnessError::Key {
+                    key: format!("of witness {}", setting.url),
+                    message: e.to_string(),
+                })?;
                 Ok((setting.clone(), verifier))
             })
-            .collect::<Result<Vec<_>, String>>()?;
-        let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
+            .collect::<Result<Vec<_>, WitnessError>>()?;
+        let http = reqwest::Client::builder().timeout(timeout).build().map_err(WitnessError::Http)?;
         Ok(Witnesses { witnesses, sizes: Mutex::new(HashMap::new()), http, timeout })
     }
 

@@ -236,7 +236,7 @@ impl Incoming {
             match sniff(prefix, self.total) {
                 Ok(Sniff::Undecided) if prefix.len() < SNIFF_BYTES_MAX => {}
                 Ok(_) => self.first_bytes = None,
-                Err(reason) => return Err(ApiError::invalid_model(reason)),
+                Err(reason) => return Err(ApiError::invalid_model(reason.to_string())),
             }
         }
         Ok(())
@@ -246,7 +246,7 @@ impl Incoming {
     /// bytes is whole.
     fn judge_whole(&self, size: u64) -> ApiResult<()> {
         match &self.first_bytes {
-            Some(prefix) => sniff(prefix, Some(size)).map(|_| ()).map_err(ApiError::invalid_model),
+            Some(prefix) => sniff(prefix, Some(size)).map(|_| ()).map_err(|e| ApiError::invalid_model(e.to_string())),
             None => Ok(()),
         }
     }
@@ -851,7 +851,7 @@ pub async fn commit_upload(
         (&mut reader).take(SNIFF_BYTES_MAX as u64).read_to_end(&mut prefix).await?;
         if let Err(reason) = sniff(&prefix, Some(has)) {
             sessions.remove(&id).await;
-            return Err(ApiError::invalid_model(reason));
+            return Err(ApiError::invalid_model(reason.to_string()));
         }
     }
     let quota = Quota::of(&state, caller.id).await?;
