@@ -15,7 +15,7 @@ mod pages;
 pub mod parsers;
 mod routes;
 mod tensor_body;
-mod wire;
+pub mod wire;
 pub mod witness;
 
 use std::net::SocketAddr;

@@ -15,6 +15,19 @@ use utoipa::ToSchema;
 
 pub use market::timestamp;
 
+/// The usage views of the stats routes.
+pub mod stats {
+    pub use crate::routes::stats::*;
+}
+
+/// The log's views: its keys, entries, proofs and checkpoints.
+pub mod log {
+    pub use crate::routes::log::{
+        CheckpointList, CheckpointView, ConsistencyProof, InclusionProof, LogEntries, LogEntryView, LogKeyView,
+        PseudonymView,
+    };
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountRequest {
@@ -23,20 +36,20 @@ pub struct CreateAccountRequest {
     pub name: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AccountSummary {
     pub id: i64,
     pub name: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreatedAccount {
     pub account: AccountSummary,
     /// Shown only in this response; the server keeps only a hash.
     pub api_key: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AccountView {
     pub id: i64,
     pub name: String,
@@ -78,12 +91,12 @@ impl AccountView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TransferView {
     pub id: i64,
     /// deposit, faucet, inference_creator, inference_node, inference_treasury,
     /// payout_request, payout_complete or payout_reject.
-    pub kind: &'static str,
+    pub kind: String,
     /// Minor units.
     pub amount: String,
     pub debit_account: String,
@@ -98,7 +111,7 @@ impl From<&store::TransferRecord> for TransferView {
     fn from(t: &store::TransferRecord) -> TransferView {
         TransferView {
             id: t.id,
-            kind: t.kind.as_str(),
+            kind: t.kind.as_str().to_owned(),
             amount: t.amount.to_string(),
             debit_account: t.debit_account.clone(),
             credit_account: t.credit_account.clone(),
@@ -109,7 +122,7 @@ impl From<&store::TransferRecord> for TransferView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TransferPage {
     pub items: Vec<TransferView>,
     pub next_page_token: Option<String>,
@@ -151,13 +164,13 @@ pub struct ResolvePayoutRequest {
     pub reference: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PayoutView {
     pub id: i64,
     pub account: String,
     pub amount: String,
     /// requested, completed or rejected.
-    pub state: &'static str,
+    pub state: String,
     pub reference: String,
     pub created_at: String,
     pub resolved_at: Option<String>,
@@ -169,7 +182,7 @@ impl From<&store::PayoutRecord> for PayoutView {
             id: p.id,
             account: p.account.to_string(),
             amount: p.amount.to_string(),
-            state: p.state.as_str(),
+            state: p.state.as_str().to_owned(),
             reference: p.reference.clone(),
             created_at: timestamp(p.created_at_ms),
             resolved_at: p.resolved_at_ms.map(timestamp),
@@ -177,7 +190,7 @@ impl From<&store::PayoutRecord> for PayoutView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PayoutList {
     pub items: Vec<PayoutView>,
 }
@@ -191,7 +204,7 @@ pub struct PayoutQuery {
 }
 
 /// The whole ledger at a glance, for the operator.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LedgerView {
     /// Sums over all accounts; always equal.
     pub debits_total: String,
@@ -210,14 +223,14 @@ pub struct LedgerView {
     pub sequencer: SequencerView,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FeeSplitView {
     pub creator: u32,
     pub node: u32,
     pub treasury: u32,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SequencerView {
     pub batches: u64,
     pub items: u64,
@@ -265,7 +278,7 @@ pub struct UpdateModelRequest {
     pub listed: Option<bool>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ModelView {
     pub owner: String,
     pub name: String,
@@ -292,7 +305,7 @@ pub struct ModelView {
 }
 
 /// Why, and since when.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ReasonView {
     pub reason: String,
     pub since: String,
@@ -335,7 +348,7 @@ impl From<&ModelRecord> for ModelView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ModelPage {
     pub items: Vec<ModelView>,
     /// Pass as `page_token` for the next page; `null` on the last page.
@@ -360,14 +373,14 @@ pub struct ListModelsQuery {
 }
 
 /// One dimension: a size, or a symbol chosen per call (such as `"N"`).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum DimView {
     Fixed(u64),
     Symbol(String),
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TensorSpecView {
     pub name: String,
     #[schema(example = "f32")]
@@ -389,7 +402,7 @@ impl From<&TensorSpec> for TensorSpecView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct VersionView {
     pub version: i64,
     pub blob_sha256: String,
@@ -423,7 +436,7 @@ impl From<&Version> for VersionView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct QuarantineView {
     pub reason: String,
     pub since: String,
@@ -436,7 +449,7 @@ impl From<&Quarantine> for QuarantineView {
 }
 
 /// A quarantined version, in the operator's list.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct QuarantinedVersionView {
     /// `owner/name`.
     pub model: String,
@@ -445,7 +458,7 @@ pub struct QuarantinedVersionView {
     pub since: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct QuarantineList {
     pub items: Vec<QuarantinedVersionView>,
 }
@@ -458,7 +471,7 @@ pub struct QuarantineRequest {
 }
 
 /// A model just deleted.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeletedModelView {
     /// `owner/name`.
     pub model: String,
@@ -483,7 +496,7 @@ pub struct YankRequest {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct VersionList {
     pub items: Vec<VersionView>,
 }
@@ -555,11 +568,22 @@ impl TensorIn {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+/// An upload session: where to send the next piece from.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UploadView {
+    pub id: String,
+    /// Bytes the server has, from the file's start: the next piece starts here.
+    pub offset: u64,
+    pub size_bytes: u64,
+    /// When the session goes unless a piece arrives first (RFC 3339).
+    pub expires_at: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     #[schema(example = "ok")]
-    pub status: &'static str,
-    pub version: &'static str,
+    pub status: String,
+    pub version: String,
     /// The market's token: clients show amounts (minor units on the wire)
     /// in tokens with its symbol.
     pub token: TokenView,
@@ -567,17 +591,17 @@ pub struct Health {
     pub engine: EngineView,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EngineView {
     /// `tract` or `onnxruntime`.
     #[schema(example = "onnxruntime")]
-    pub name: &'static str,
+    pub name: String,
     /// Its release, where known.
     #[schema(example = "1.32.0")]
     pub version: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TokenView {
     #[schema(example = "OPG")]
     pub symbol: String,

@@ -13,9 +13,12 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Args, Subcommand};
+use market::Receipt;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use server::wire::log::{ConsistencyProof, InclusionProof, LogEntries, LogKeyView, PseudonymView};
+use server::wire::stats::EarningsView;
+use server::wire::{AccountView, ModelPage, TransferPage, TransferView};
 use tlog::merkle::MemoryTree;
 use tlog::{Checkpoint, NoteVerifier, ReceiptLeaf};
 
@@ -135,9 +138,9 @@ async fn audit_once(args: &AuditArgs, client_args: &ClientArgs) -> anyhow::Resul
 
     // 1. The key: pinned, remembered, or (first run) the server's. A log is
     // remembered by its name (the checkpoints' origin), not by its address.
-    let key_view = client.send_json(client.request(Method::GET, "/v1/log/key")).await?;
-    let served_vkey = key_view["vkey"].as_str().context("the server sent no vkey")?.to_owned();
-    let log_name = key_view["name"].as_str().context("the server sent no key name")?.to_owned();
+    let key_view: LogKeyView = client.send_as(client.request(Method::GET, "/v1/log/key")).await?;
+    let served_vkey = key_view.vkey.clone();
+    let log_name = key_view.name.clone();
     let remembered = state.logs.get(&log_name).cloned();
     let vkey = args.log_key.clone().or(remembered.as_ref().map(|s| s.vkey.clone())).unwrap_or(served_vkey.clone());
     if vkey != served_vkey {
@@ -176,8 +179,8 @@ async fn audit_once(args: &AuditArgs, client_args: &ClientArgs) -> anyhow::Resul
             bail!("the log shrank: {} leaves now, {} verified before", checkpoint.size, last.size);
         }
         let path = format!("/v1/log/proof/consistency?from={}&to={}", last.size, checkpoint.size);
-        let proof = client.send_json(client.request(Method::GET, &path)).await?;
-        let hashes = hashes_from(&proof["hashes"])?;
+        let proof: ConsistencyProof = client.send_as(client.request(Method::GET, &path)).await?;
+        let hashes = hashes_from(&proof.hashes)?;
         if !tlog::verify_consistency(last.size, checkpoint.size, &last_root, &checkpoint.root, &hashes) {
             bail!(
                 "the log is not consistent with the checkpoint of {} leaves verified before: history was rewritten",
@@ -281,10 +284,10 @@ pub(crate) async fn fetch_checkpoint_note(
     Ok((checkpoint, note))
 }
 
-fn node_verifiers(key_view: &Value) -> anyhow::Result<HashMap<String, NoteVerifier>> {
+fn node_verifiers(key_view: &LogKeyView) -> anyhow::Result<HashMap<String, NoteVerifier>> {
     let mut verifiers = HashMap::new();
-    for (name, key) in key_view["node_keys"].as_object().context("the server sent no node keys")? {
-        let bytes = BASE64.decode(key.as_str().unwrap_or_default()).context("a node key is not base64")?;
+    for (name, key) in &key_view.node_keys {
+        let bytes = BASE64.decode(key).context("a node key is not base64")?;
         verifiers.insert(
             name.clone(),
             NoteVerifier::new(name, &bytes).map_err(|e| anyhow::anyhow!("node key {name}: {e}"))?,
@@ -306,16 +309,15 @@ async fn fetch_leaves(
     let mut start = 0;
     while start < size {
         let end = (start + ENTRIES_PAGE).min(size);
-        let page =
-            client.send_json(client.request(Method::GET, &format!("/v1/log/entries?start={start}&end={end}"))).await?;
-        let items = page["items"].as_array().context("no items")?;
-        if items.len() as u64 != end - start {
-            bail!("asked for leaves {start}..{end}, got {}", items.len());
+        let page: LogEntries =
+            client.send_as(client.request(Method::GET, &format!("/v1/log/entries?start={start}&end={end}"))).await?;
+        if page.items.len() as u64 != end - start {
+            bail!("asked for leaves {start}..{end}, got {}", page.items.len());
         }
-        for (offset, item) in items.iter().enumerate() {
+        for (offset, item) in page.items.iter().enumerate() {
             let index = start + offset as u64;
-            let bytes = BASE64.decode(item["leaf"].as_str().unwrap_or_default()).context("a leaf is not base64")?;
-            let signature = BASE64.decode(item["signature"].as_str().unwrap_or_default()).unwrap_or_default();
+            let bytes = BASE64.decode(&item.leaf).context("a leaf is not base64")?;
+            let signature = BASE64.decode(&item.signature).unwrap_or_default();
             let leaf = ReceiptLeaf::decode(&bytes).map_err(|e| anyhow::anyhow!("leaf {index}: {e}"))?;
             let node =
                 node_keys.get(&leaf.node).with_context(|| format!("leaf {index}: unknown node {}", leaf.node))?;
@@ -353,8 +355,8 @@ async fn audit_creator(
     // and the ledger can be compared.
     let own = client_args.client()?;
     let own = Client::new(client.base().to_owned(), own_key(&own))?;
-    let me = match own.send_json(own.request(Method::GET, "/v1/account")).await {
-        Ok(account) if account["name"].as_str() == Some(creator) => Some(account),
+    let me = match own.send_as::<AccountView>(own.request(Method::GET, "/v1/account")).await {
+        Ok(account) if account.name == creator => Some(account),
         _ => None,
     };
     let mut labels: HashMap<String, String> = HashMap::new();
@@ -363,19 +365,19 @@ async fn audit_creator(
         loop {
             let mut query = vec![("owner", creator.to_owned()), ("limit", "100".to_owned())];
             query.extend(page_token.take().map(|token| ("page_token", token)));
-            let models = own.send_json(own.request(Method::GET, "/v1/models").query(&query)).await?;
-            for model in models["items"].as_array().into_iter().flatten() {
-                let name = model["name"].as_str().unwrap_or_default();
+            let models: ModelPage = own.send_as(own.request(Method::GET, "/v1/models").query(&query)).await?;
+            for model in &models.items {
+                let name = &model.name;
                 // The server shows the owner each private model's keyed log label;
                 // leaves written before labels were keyed used SHA-256(name).
-                if let Some(label) = model["log_label"].as_str() {
-                    labels.insert(label.to_owned(), format!("{creator}/{name}"));
+                if let Some(label) = &model.log_label {
+                    labels.insert(label.clone(), format!("{creator}/{name}"));
                 }
                 let legacy = domain::Sha256::digest(name.as_bytes()).to_hex();
                 labels.insert(format!("{creator}/~{}", &legacy[..16]), format!("{creator}/{name}"));
             }
-            match models["next_page_token"].as_str() {
-                Some(token) => page_token = Some(token.to_owned()),
+            match models.next_page_token {
+                Some(token) => page_token = Some(token),
                 None => break,
             }
         }
@@ -400,20 +402,19 @@ async fn audit_creator(
     } else {
         let mut after_checkpoint = 0;
         for transfer in all_transfers(&own).await? {
-            if transfer["kind"] != "inference_creator" || transfer["credit_account"].as_str() != Some(creator) {
+            if transfer.kind != "inference_creator" || transfer.credit_account != creator {
                 continue;
             }
-            let Some(index) = transfer["log_index"].as_u64() else {
-                mismatches.push(format!("transfer {} pays an inference but names no log leaf", transfer["id"]));
+            let Some(index) = transfer.log_index else {
+                mismatches.push(format!("transfer {} pays an inference but names no log leaf", transfer.id));
                 continue;
             };
             if index >= size {
                 after_checkpoint += 1;
                 continue; // After the checkpoint: the next audit covers it.
             }
-            let amount: u64 = transfer["amount"].as_str().and_then(|a| a.parse().ok()).unwrap_or(0);
-            let model =
-                transfer["reference"].as_str().unwrap_or_default().split('@').next().unwrap_or_default().to_owned();
+            let amount: u64 = transfer.amount.parse().unwrap_or(0);
+            let model = transfer.reference.split('@').next().unwrap_or_default().to_owned();
             match per_leaf.get(&index) {
                 Some((leaf_model, share)) if *leaf_model == model && *share == amount => {}
                 Some((leaf_model, share)) => mismatches.push(format!(
@@ -430,8 +431,7 @@ async fn audit_creator(
             tally.ledger_calls += 1;
             tally.ledger_amount += amount as u128;
         }
-        let earned_total: u128 =
-            me.as_ref().and_then(|m| m["earned_total"].as_str()).and_then(|e| e.parse().ok()).unwrap_or(0);
+        let earned_total: u128 = me.as_ref().and_then(|m| m.earned_total.parse().ok()).unwrap_or(0);
         let logged: u128 = tallies.values().map(|t| t.log_amount).sum();
         if earned_total < logged {
             mismatches.push(format!(
@@ -448,8 +448,8 @@ async fn audit_creator(
             let from = time::OffsetDateTime::from_unix_timestamp_nanos(first as i128 * 1_000_000)?
                 .format(&time::format_description::well_known::Rfc3339)?;
             let path = format!("/v1/account/earnings?bucket=day&from={from}");
-            let earnings = own.send_json(own.request(Method::GET, &path)).await?;
-            let reported: u128 = earnings["total"].as_str().and_then(|t| t.parse().ok()).unwrap_or(0);
+            let earnings: EarningsView = own.send_as(own.request(Method::GET, &path)).await?;
+            let reported: u128 = earnings.total.parse().unwrap_or(0);
             if reported != logged {
                 mismatches.push(format!(
                     "the stats routes report {} earned, the log {}",
@@ -466,17 +466,17 @@ async fn audit_creator(
 }
 
 async fn audit_caller(caller: &Client, leaves: &[ReceiptLeaf], size: u64) -> anyhow::Result<Vec<String>> {
-    let pseudonym = caller.send_json(caller.request(Method::GET, "/v1/account/pseudonym")).await?;
-    let secret: [u8; 32] = hex::decode(pseudonym["secret"].as_str().unwrap_or_default())
+    let pseudonym: PseudonymView = caller.send_as(caller.request(Method::GET, "/v1/account/pseudonym")).await?;
+    let secret: [u8; 32] = hex::decode(&pseudonym.secret)
         .ok()
         .and_then(|s| s.try_into().ok())
-        .context("the server sent no pseudonym secret")?;
+        .context("the server's pseudonym secret is not 32 bytes of hex")?;
     let mine = tlog::caller_pseudonym(&secret);
-    if pseudonym["pseudonym"].as_str() != Some(mine.to_hex().as_str()) {
+    if pseudonym.pseudonym != mine.to_hex() {
         bail!("the server's pseudonym does not match its secret");
     }
-    let account = caller.send_json(caller.request(Method::GET, "/v1/account")).await?;
-    let name = account["name"].as_str().unwrap_or_default().to_owned();
+    let account: AccountView = caller.send_as(caller.request(Method::GET, "/v1/account")).await?;
+    let name = account.name;
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
     let mut per_leaf: HashMap<u64, (String, u64)> = HashMap::new();
     for (index, leaf) in leaves.iter().enumerate() {
@@ -490,16 +490,15 @@ async fn audit_caller(caller: &Client, leaves: &[ReceiptLeaf], size: u64) -> any
     }
     let mut paid: BTreeMap<u64, (String, u64)> = BTreeMap::new();
     for transfer in all_transfers(caller).await? {
-        let kind = transfer["kind"].as_str().unwrap_or_default();
-        if !kind.starts_with("inference_") || transfer["debit_account"].as_str() != Some(name.as_str()) {
+        if !transfer.kind.starts_with("inference_") || transfer.debit_account != name {
             continue;
         }
-        let Some(index) = transfer["log_index"].as_u64() else { continue };
+        let Some(index) = transfer.log_index else { continue };
         if index >= size {
             continue;
         }
-        let amount: u64 = transfer["amount"].as_str().and_then(|a| a.parse().ok()).unwrap_or(0);
-        let model = transfer["reference"].as_str().unwrap_or_default().split('@').next().unwrap_or_default().to_owned();
+        let amount: u64 = transfer.amount.parse().unwrap_or(0);
+        let model = transfer.reference.split('@').next().unwrap_or_default().to_owned();
         let entry = paid.entry(index).or_insert((model, 0));
         entry.1 += amount;
     }
@@ -535,13 +534,13 @@ fn own_key(client: &Client) -> Option<String> {
     client.key().map(str::to_owned)
 }
 
-async fn all_transfers(client: &Client) -> anyhow::Result<Vec<Value>> {
+async fn all_transfers(client: &Client) -> anyhow::Result<Vec<TransferView>> {
     let mut transfers = vec![];
     let mut path = "/v1/account/transfers?limit=100".to_owned();
     loop {
-        let page = client.send_json(client.request(Method::GET, &path)).await?;
-        transfers.extend(page["items"].as_array().cloned().unwrap_or_default());
-        match page["next_page_token"].as_str() {
+        let page: TransferPage = client.send_as(client.request(Method::GET, &path)).await?;
+        transfers.extend(page.items);
+        match page.next_page_token {
             Some(token) => path = format!("/v1/account/transfers?limit=100&page_token={token}"),
             None => return Ok(transfers),
         }
@@ -580,8 +579,8 @@ fn hash_from_hex(text: &str) -> anyhow::Result<tlog::Hash> {
     hex::decode(text).ok().and_then(|b| b.try_into().ok()).with_context(|| format!("{text} is not a hex hash"))
 }
 
-fn hashes_from(value: &Value) -> anyhow::Result<Vec<tlog::Hash>> {
-    value.as_array().context("no hashes")?.iter().map(|h| hash_from_hex(h.as_str().unwrap_or_default())).collect()
+fn hashes_from(hashes: &[String]) -> anyhow::Result<Vec<tlog::Hash>> {
+    hashes.iter().map(|h| hash_from_hex(h)).collect()
 }
 
 pub async fn run_receipt(command: ReceiptCommand, client_args: &ClientArgs) -> anyhow::Result<()> {
@@ -599,58 +598,59 @@ pub async fn run_receipt(command: ReceiptCommand, client_args: &ClientArgs) -> a
     }
     let client = server_client(client_args, server.as_deref())?;
     crate::commands::learn_token(&client).await;
-    let json: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
-    let receipt = if json.get("receipt").is_some() { json["receipt"].clone() } else { json };
-    if receipt.is_null() {
-        bail!("no receipt: free calls have none");
+    /// A receipt, or an answer that carries one (or `null`, for a free call).
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum ReceiptFile {
+        Receipt(Box<Receipt>),
+        Answer { receipt: Option<Box<Receipt>> },
     }
-    let index = receipt["log_index"].as_u64().context("the receipt has no log_index")?;
-    let bytes =
-        BASE64.decode(receipt["leaf"].as_str().unwrap_or_default()).context("the receipt's leaf is not base64")?;
-    if hex::encode(tlog::leaf_hash(&bytes)) != receipt["leaf_hash"].as_str().unwrap_or_default() {
+    let file_content: ReceiptFile = serde_json::from_str(&text)
+        .with_context(|| format!("{} is neither a receipt nor an answer", file.display()))?;
+    let (ReceiptFile::Receipt(receipt) | ReceiptFile::Answer { receipt: Some(receipt) }) = file_content else {
+        bail!("no receipt: free calls have none");
+    };
+    let index = receipt.log_index;
+    let bytes = BASE64.decode(&receipt.leaf).context("the receipt's leaf is not base64")?;
+    if hex::encode(tlog::leaf_hash(&bytes)) != receipt.leaf_hash {
         bail!("the receipt's leaf_hash is not the hash of its leaf");
     }
     let leaf = ReceiptLeaf::decode(&bytes).map_err(|e| anyhow::anyhow!("the receipt's leaf: {e}"))?;
-    let fields = [
-        ("model", leaf.model.clone()),
-        ("blob_sha256", leaf.blob_sha256.to_hex()),
-        ("caller", leaf.caller.to_hex()),
-        ("app", leaf.app.clone()),
-        ("node", leaf.node.clone()),
-        ("price", leaf.price.to_string()),
-        ("creator_share", leaf.creator_share.to_string()),
-        ("node_share", leaf.node_share.to_string()),
-        ("treasury_share", leaf.treasury_share.to_string()),
-        ("input_sha256", leaf.input_sha256.to_hex()),
-        ("output_sha256", leaf.output_sha256.to_hex()),
-    ];
-    for (field, value) in fields {
-        if receipt[field].as_str() != Some(value.as_str()) {
-            bail!("the receipt's {field} does not match its leaf");
-        }
+    let signature = BASE64.decode(&receipt.signature).unwrap_or_default();
+    // Every field the receipt shows is its leaf's.
+    let from_leaf =
+        Receipt::of_leaf(index, &bytes, &signature).map_err(|e| anyhow::anyhow!("the receipt's leaf: {e}"))?;
+    let shown = Receipt { inclusion: None, ..(*receipt).clone() };
+    if shown != from_leaf {
+        let (shown, expected) = (serde_json::to_value(&shown)?, serde_json::to_value(&from_leaf)?);
+        let differing: Vec<&String> = expected
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(field, value)| shown.get(field.as_str()) != Some(*value))
+            .map(|(field, _)| field)
+            .collect();
+        let differing: Vec<&str> = differing.iter().map(|f| f.as_str()).collect();
+        bail!("the receipt does not match its leaf in {}", differing.join(", "));
     }
-    if receipt["version"].as_u64() != Some(leaf.version as u64) {
-        bail!("the receipt's version does not match its leaf");
-    }
-    let key_view = client.send_json(client.request(Method::GET, "/v1/log/key")).await?;
+    let key_view: LogKeyView = client.send_as(client.request(Method::GET, "/v1/log/key")).await?;
     let nodes = node_verifiers(&key_view)?;
-    let signature = BASE64.decode(receipt["signature"].as_str().unwrap_or_default()).unwrap_or_default();
     let node = nodes.get(&leaf.node).with_context(|| format!("the server does not know node {}", leaf.node))?;
     if !node.verify(&bytes, &signature) {
         bail!("the signature of node {} does not verify", leaf.node);
     }
     let vkey = match log_key {
         Some(vkey) => vkey,
-        None => key_view["vkey"].as_str().context("the server sent no vkey")?.to_owned(),
+        None => key_view.vkey.clone(),
     };
     let verifier = NoteVerifier::from_vkey(&vkey).map_err(|e| anyhow::anyhow!("the log key: {e}"))?;
     // Asking for the receipt makes the server sign a checkpoint that covers it.
-    client.send_json(client.request(Method::GET, &format!("/v1/receipts/{index}"))).await?;
+    client.send(client.request(Method::GET, &format!("/v1/receipts/{index}"))).await?;
     let (checkpoint, note) = fetch_checkpoint_note(&client, &verifier).await?;
     require_cosignatures(&note, checkpoint.size, &witnesses)?;
     let path = format!("/v1/log/proof/inclusion?index={index}&size={}", checkpoint.size);
-    let proof = client.send_json(client.request(Method::GET, &path)).await?;
-    let hashes = hashes_from(&proof["hashes"])?;
+    let proof: InclusionProof = client.send_as(client.request(Method::GET, &path)).await?;
+    let hashes = hashes_from(&proof.hashes)?;
     if !tlog::verify_inclusion(&tlog::leaf_hash(&bytes), index, checkpoint.size, &hashes, &checkpoint.root) {
         bail!("leaf {index} is not included in the checkpoint of {} leaves", checkpoint.size);
     }
@@ -676,10 +676,9 @@ pub async fn run_receipt(command: ReceiptCommand, client_args: &ClientArgs) -> a
 async fn get_receipt(index: u64, client_args: &ClientArgs, server: Option<&str>) -> anyhow::Result<()> {
     let client = server_client(client_args, server)?;
     // Asking for the receipt makes the server sign a checkpoint that covers it.
-    let receipt = client.send_json(client.request(Method::GET, &format!("/v1/receipts/{index}"))).await?;
-    let leaf = BASE64.decode(receipt["leaf"].as_str().unwrap_or_default()).context("the receipt's leaf")?;
-    let signature =
-        BASE64.decode(receipt["signature"].as_str().unwrap_or_default()).context("the receipt's signature")?;
+    let receipt: Receipt = client.send_as(client.request(Method::GET, &format!("/v1/receipts/{index}"))).await?;
+    let leaf = BASE64.decode(&receipt.leaf).context("the receipt's leaf")?;
+    let signature = BASE64.decode(&receipt.signature).context("the receipt's signature")?;
     let mut note = client.send(client.request(Method::GET, "/v1/log/checkpoint")).await?.text().await?;
     let mut size = note_size(&note)?;
     while size <= index {
@@ -688,11 +687,11 @@ async fn get_receipt(index: u64, client_args: &ClientArgs, server: Option<&str>)
         size = note_size(&note)?;
     }
     let path = format!("/v1/log/proof/inclusion?index={index}&size={size}");
-    let proof = client.send_json(client.request(Method::GET, &path)).await?;
+    let proof: InclusionProof = client.send_as(client.request(Method::GET, &path)).await?;
     let proof = tlog::TlogProof {
         extra: Some(tlog::proof::receipt_extra(&leaf, &signature).context("the leaf is too long for a proof")?),
         index,
-        hashes: hashes_from(&proof["hashes"])?,
+        hashes: hashes_from(&proof.hashes)?,
         checkpoint: note,
     };
     print!("{}", proof.encode());

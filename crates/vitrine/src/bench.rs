@@ -439,10 +439,9 @@ impl Setup {
             let anonymous = anonymous.clone();
             async move {
                 let body = json!({"name": name});
-                let created =
-                    anonymous.send_json(anonymous.request(reqwest::Method::POST, "/v1/accounts").json(&body)).await?;
-                let key = created["api_key"].as_str().context("a new account's key")?.to_owned();
-                anyhow::Ok(key)
+                let created: server::wire::CreatedAccount =
+                    anonymous.send_as(anonymous.request(reqwest::Method::POST, "/v1/accounts").json(&body)).await?;
+                anyhow::Ok(created.api_key)
             }
         };
         let creator = Client::new(url.clone(), Some(signup("creator").await?))?;
@@ -495,11 +494,11 @@ async fn model_against_peer(
                 )
                 .await?;
         }
-        let answer = setup
+        let answer: market::InferResponse = setup
             .caller
-            .send_json(setup.caller.request(reqwest::Method::POST, "/v1/models/creator/paid/infer").json(&setup.call))
+            .send_as(setup.caller.request(reqwest::Method::POST, "/v1/models/creator/paid/infer").json(&setup.call))
             .await?;
-        let latency_ms = answer["latency_ms"].as_f64().context("an answer's latency_ms")?;
+        let latency_ms = answer.latency_ms;
         anyhow::Ok((setup.phase(args, "paid").await?, latency_ms))
     })
     .await?;
@@ -811,24 +810,16 @@ fn scaling(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
 
 /// (batches, items, largest batch, histogram text) from the operator's ledger view.
 pub(crate) async fn ledger_items(operator: &Client) -> anyhow::Result<(u64, u64, u64, String)> {
-    let view: Value = operator.send_json(operator.request(reqwest::Method::GET, "/v1/admin/ledger")).await?;
-    let sequencer = &view["sequencer"];
-    let histogram: Vec<String> = sequencer["batch_sizes"]
-        .as_array()
-        .map(|buckets| {
-            buckets
-                .iter()
-                .filter(|b| b[1].as_u64() != Some(0))
-                .map(|b| format!("≤{}: {}", b[0].as_u64().map(|n| n.to_string()).unwrap_or("∞".into()), b[1]))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok((
-        sequencer["batches"].as_u64().unwrap_or(0),
-        sequencer["items"].as_u64().unwrap_or(0),
-        sequencer["largest_batch"].as_u64().unwrap_or(0),
-        histogram.join(", "),
-    ))
+    let view: server::wire::LedgerView =
+        operator.send_as(operator.request(reqwest::Method::GET, "/v1/admin/ledger")).await?;
+    let sequencer = view.sequencer;
+    let histogram: Vec<String> = sequencer
+        .batch_sizes
+        .iter()
+        .filter(|(_, count)| *count != 0)
+        .map(|(bound, count)| format!("≤{}: {count}", bound.map(|n| n.to_string()).unwrap_or("∞".into())))
+        .collect();
+    Ok((sequencer.batches, sequencer.items, sequencer.largest_batch, histogram.join(", ")))
 }
 
 /// The `i`th of a bench's receipt leaves: a paid call of `model` (its file

@@ -109,15 +109,35 @@ impl Client {
         response.json().await.context("the server's answer is not JSON")
     }
 
+    /// Sends a request and reads the JSON body of a 2xx answer as the
+    /// server's own wire type `T`; any other answer becomes an error with
+    /// the server's code and message.
+    pub async fn send_as<T: serde::de::DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let response = self.send(request).await?;
+        let body = response.bytes().await.context("the server's answer broke off")?;
+        serde_json::from_slice(&body)
+            .with_context(|| format!("the server's answer is not the {} this client reads", std::any::type_name::<T>()))
+    }
+
     pub async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let response = request.send().await.with_context(|| format!("cannot reach the server at {}", self.base))?;
         if response.status().is_success() {
             return Ok(response);
         }
         let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        let text = |field: &str| body["error"][field].as_str().map(str::to_owned);
-        Err(Refused { status, code: text("code"), message: text("message") }.into())
+        // The API's error body (`{"error": {"code", "message"}}`), when the
+        // answer is one (a proxy's may not be).
+        #[derive(serde::Deserialize, Default)]
+        struct ErrorAnswer {
+            error: ErrorFields,
+        }
+        #[derive(serde::Deserialize, Default)]
+        struct ErrorFields {
+            code: Option<String>,
+            message: Option<String>,
+        }
+        let body: ErrorAnswer = response.json().await.unwrap_or_default();
+        Err(Refused { status, code: body.error.code, message: body.error.message }.into())
     }
 }
 

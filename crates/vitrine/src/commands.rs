@@ -1,5 +1,6 @@
 //! The client commands: each one is a route of the API.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -10,7 +11,13 @@ use serde_json::{Map, Value, json};
 
 use crate::Command;
 use crate::client::{Client, ClientArgs, ClientConfig};
-use crate::output::{self, tokens};
+use market::InferResponse;
+use server::wire::{
+    AccountView, CreatedAccount, DeletedModelView, Health, ModelPage, ModelView, PayoutList, PayoutView,
+    QuarantineList, TensorIn, TensorSpecView, TransferPage, TransferView, VersionList, VersionView,
+};
+
+use crate::output::{self, tokens_of};
 
 #[derive(Debug, Args)]
 pub struct SignupArgs {
@@ -226,11 +233,8 @@ pub struct InferArgs {
 /// say (or cannot be reached: the command itself will say so) leaves the
 /// defaults.
 pub async fn learn_token(client: &Client) {
-    if let Ok(health) = client.send_json(client.request(Method::GET, "/v1/health")).await
-        && let (Some(symbol), Some(decimals)) =
-            (health["token"]["symbol"].as_str(), health["token"]["decimals"].as_u64())
-    {
-        output::set_token(symbol.to_owned(), decimals as u32);
+    if let Ok(health) = client.send_as::<Health>(client.request(Method::GET, "/v1/health")).await {
+        output::set_token(health.token.symbol, health.token.decimals);
     }
 }
 
@@ -251,16 +255,16 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
         Command::Signup(signup) => run_signup(&client, &args, signup).await,
         Command::Whoami => {
             client.require_key()?;
-            let account = client.send_json(client.request(Method::GET, "/v1/account")).await?;
+            let account: AccountView = client.send_as(client.request(Method::GET, "/v1/account")).await?;
             if args.json {
                 output::json(&account);
             } else {
                 output::fields(&[
-                    ("name", output::cell(&account["name"])),
-                    ("id", output::cell(&account["id"])),
-                    ("balance", tokens(&account["balance"])),
-                    ("held", tokens(&account["held"])),
-                    ("earned", tokens(&account["earned_total"])),
+                    ("name", account.name),
+                    ("id", account.id.to_string()),
+                    ("balance", tokens_of(&account.balance)),
+                    ("held", tokens_of(&account.held)),
+                    ("earned", tokens_of(&account.earned_total)),
                 ]);
             }
             Ok(())
@@ -273,19 +277,18 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
         Command::Infer(infer) => run_infer(&client, args.json, infer).await,
         Command::Balance => {
             client.require_key()?;
-            let account = client.send_json(client.request(Method::GET, "/v1/account")).await?;
+            let account: AccountView = client.send_as(client.request(Method::GET, "/v1/account")).await?;
             if args.json {
                 output::json(&account);
                 return Ok(());
             }
-            let available =
-                ["balance", "held"].map(|f| account[f].as_str().and_then(|s| s.parse::<i128>().ok()).unwrap_or(0));
+            let units = |text: &str| text.parse::<i128>().unwrap_or(0);
             output::fields(&[
-                ("account", output::cell(&account["name"])),
-                ("balance", tokens(&account["balance"])),
-                ("held", tokens(&account["held"])),
-                ("available", tokens(&json!((available[0] - available[1]).to_string()))),
-                ("earned", tokens(&account["earned_total"])),
+                ("account", account.name),
+                ("balance", tokens_of(&account.balance)),
+                ("held", tokens_of(&account.held)),
+                ("available", tokens_of(units(&account.balance) - units(&account.held))),
+                ("earned", tokens_of(&account.earned_total)),
             ]);
             Ok(())
         }
@@ -298,13 +301,14 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
             if let Some(token) = list.page_token {
                 query.push(("page_token", token));
             }
-            let page = client.send_json(client.request(Method::GET, "/v1/account/transfers").query(&query)).await?;
+            let page: TransferPage =
+                client.send_as(client.request(Method::GET, "/v1/account/transfers").query(&query)).await?;
             if args.json {
                 output::json(&page);
                 return Ok(());
             }
-            print_transfers(&page["items"]);
-            if let Some(token) = page["next_page_token"].as_str() {
+            print_transfers(&page.items);
+            if let Some(token) = &page.next_page_token {
                 println!("more: --page-token {token}");
             }
             Ok(())
@@ -314,16 +318,12 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
             let amount = decimal_tokens(&deposit.amount, "amount")?;
             let body =
                 json!({"account": deposit.account, "amount": amount.to_string(), "reference": deposit.reference});
-            let transfer = client.send_json(client.request(Method::POST, "/v1/admin/deposits").json(&body)).await?;
+            let transfer: TransferView =
+                client.send_as(client.request(Method::POST, "/v1/admin/deposits").json(&body)).await?;
             if args.json {
                 output::json(&transfer);
             } else {
-                println!(
-                    "deposited {} to {} (transfer {})",
-                    tokens(&transfer["amount"]),
-                    deposit.account,
-                    output::cell(&transfer["id"])
-                );
+                println!("deposited {} to {} (transfer {})", tokens_of(&transfer.amount), deposit.account, transfer.id);
             }
             Ok(())
         }
@@ -331,11 +331,12 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
             client.require_key()?;
             let amount = decimal_tokens(&amount, "amount")?;
             let body = json!({"amount": amount.to_string()});
-            let transfer = client.send_json(client.request(Method::POST, "/v1/dev/faucet").json(&body)).await?;
+            let transfer: TransferView =
+                client.send_as(client.request(Method::POST, "/v1/dev/faucet").json(&body)).await?;
             if args.json {
                 output::json(&transfer);
             } else {
-                println!("received {} from the faucet", tokens(&transfer["amount"]));
+                println!("received {} from the faucet", tokens_of(&transfer.amount));
             }
             Ok(())
         }
@@ -344,21 +345,28 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
         Command::Takedown(takedown) => run_takedown(&client, args.json, takedown).await,
         Command::Stats(stats) => crate::stats::run_stats(&client, args.json, stats).await,
         Command::Earnings(series) => {
-            crate::stats::run_account_series(&client, args.json, &crate::stats::EARNINGS, series).await
+            crate::stats::run_account_series(&client, args.json, crate::stats::AccountSeriesKind::Earnings, series)
+                .await
         }
         Command::Spending(series) => {
-            crate::stats::run_account_series(&client, args.json, &crate::stats::SPENDING, series).await
+            crate::stats::run_account_series(&client, args.json, crate::stats::AccountSeriesKind::Spending, series)
+                .await
         }
     }
 }
 
 /// Sends a request with a JSON body, if there is one, and reads the answer.
-async fn send_with_body(client: &Client, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+async fn send_with_body<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<T> {
     let mut request = client.request(method, path);
     if let Some(body) = body {
         request = request.json(&body);
     }
-    client.send_json(request).await
+    client.send_as(request).await
 }
 
 async fn run_takedown(client: &Client, json: bool, command: TakedownCommand) -> anyhow::Result<()> {
@@ -369,13 +377,14 @@ async fn run_takedown(client: &Client, json: bool, command: TakedownCommand) -> 
     };
     let model_ref = parse_model(&model)?;
     let path = format!("/v1/admin/models/{}/{}/takedown", model_ref.owner, model_ref.name);
-    let shown = send_with_body(client, method, &path, body).await?;
+    let shown: ModelView = send_with_body(client, method, &path, body).await?;
     if json {
         output::json(&shown);
-    } else if shown["takedown"].is_null() {
-        println!("{model_ref} is restored");
     } else {
-        println!("{model_ref} is taken down: {}", output::cell(&shown["takedown"]["reason"]));
+        match &shown.takedown {
+            None => println!("{model_ref} is restored"),
+            Some(takedown) => println!("{model_ref} is taken down: {}", takedown.reason),
+        }
     }
     Ok(())
 }
@@ -384,18 +393,13 @@ async fn run_quarantine(client: &Client, json: bool, command: QuarantineCommand)
     client.require_key()?;
     let (model, version, method, body) = match command {
         QuarantineCommand::List => {
-            let list = client.send_json(client.request(Method::GET, "/v1/admin/quarantines")).await?;
+            let list: QuarantineList = client.send_as(client.request(Method::GET, "/v1/admin/quarantines")).await?;
             if json {
                 output::json(&list);
                 return Ok(());
             }
-            let rows = output::rows(&list["items"], |q| {
-                vec![
-                    format!("{}@{}", output::cell(&q["model"]), output::cell(&q["version"])),
-                    output::cell(&q["since"]),
-                    output::cell(&q["reason"]),
-                ]
-            });
+            let rows: Vec<Vec<String>> =
+                list.items.into_iter().map(|q| vec![format!("{}@{}", q.model, q.version), q.since, q.reason]).collect();
             output::table(&["version", "since", "reason"], &rows);
             return Ok(());
         }
@@ -406,82 +410,75 @@ async fn run_quarantine(client: &Client, json: bool, command: QuarantineCommand)
     };
     let model_ref = parse_model(&model)?;
     let path = format!("/v1/models/{}/{}/versions/{version}/quarantine", model_ref.owner, model_ref.name);
-    let shown = send_with_body(client, method, &path, body).await?;
+    let shown: VersionView = send_with_body(client, method, &path, body).await?;
     if json {
         output::json(&shown);
-    } else if shown["quarantine"].is_null() {
-        println!("{model_ref}@{version} is back in service");
     } else {
-        println!("{model_ref}@{version} is quarantined: {}", output::cell(&shown["quarantine"]["reason"]));
+        match &shown.quarantine {
+            None => println!("{model_ref}@{version} is back in service"),
+            Some(quarantine) => println!("{model_ref}@{version} is quarantined: {}", quarantine.reason),
+        }
     }
     Ok(())
 }
 
 async fn run_payout(client: &Client, json: bool, command: PayoutCommand) -> anyhow::Result<()> {
     client.require_key()?;
-    let payout = match command {
+    let payout: PayoutView = match command {
         PayoutCommand::Request { amount } => {
             let amount = decimal_tokens(&amount, "amount")?;
             client
-                .send_json(client.request(Method::POST, "/v1/payouts").json(&json!({"amount": amount.to_string()})))
+                .send_as(client.request(Method::POST, "/v1/payouts").json(&json!({"amount": amount.to_string()})))
                 .await?
         }
         PayoutCommand::List { state, all } => {
             let path = if all { "/v1/admin/payouts" } else { "/v1/payouts" };
             let query: Vec<(&str, String)> = state.map(|s| ("state", s)).into_iter().collect();
-            let list = client.send_json(client.request(Method::GET, path).query(&query)).await?;
+            let list: PayoutList = client.send_as(client.request(Method::GET, path).query(&query)).await?;
             if json {
                 output::json(&list);
                 return Ok(());
             }
-            let rows = output::rows(&list["items"], |p| {
-                vec![
-                    output::cell(&p["id"]),
-                    output::cell(&p["account"]),
-                    tokens(&p["amount"]),
-                    output::cell(&p["state"]),
-                    output::cell(&p["reference"]),
-                    output::cell(&p["created_at"]),
-                ]
-            });
+            let rows: Vec<Vec<String>> = list
+                .items
+                .into_iter()
+                .map(|p| vec![p.id.to_string(), p.account, tokens_of(&p.amount), p.state, p.reference, p.created_at])
+                .collect();
             output::table(&["id", "account", "amount", "state", "reference", "requested"], &rows);
             return Ok(());
         }
         PayoutCommand::Complete { id, reference } => {
             let path = format!("/v1/admin/payouts/{id}/complete");
-            client.send_json(client.request(Method::POST, &path).json(&json!({"reference": reference}))).await?
+            client.send_as(client.request(Method::POST, &path).json(&json!({"reference": reference}))).await?
         }
         PayoutCommand::Reject { id, reason } => {
             let path = format!("/v1/admin/payouts/{id}/reject");
-            client.send_json(client.request(Method::POST, &path).json(&json!({"reference": reason}))).await?
+            client.send_as(client.request(Method::POST, &path).json(&json!({"reference": reason}))).await?
         }
     };
     if json {
         output::json(&payout);
     } else {
-        println!(
-            "payout {} of {} for {}: {}",
-            output::cell(&payout["id"]),
-            tokens(&payout["amount"]),
-            output::cell(&payout["account"]),
-            output::cell(&payout["state"])
-        );
+        println!("payout {} of {} for {}: {}", payout.id, tokens_of(&payout.amount), payout.account, payout.state);
     }
     Ok(())
 }
 
-fn print_transfers(items: &Value) {
-    let rows = output::rows(items, |t| {
-        vec![
-            output::cell(&t["id"]),
-            output::cell(&t["kind"]),
-            tokens(&t["amount"]),
-            output::cell(&t["debit_account"]),
-            output::cell(&t["credit_account"]),
-            output::cell(&t["reference"]),
-            output::cell(&t["created_at"]),
-        ]
-    });
+fn print_transfers(items: &[TransferView]) {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                t.kind.clone(),
+                tokens_of(&t.amount),
+                t.debit_account.clone(),
+                t.credit_account.clone(),
+                t.reference.clone(),
+                t.created_at.clone(),
+            ]
+        })
+        .collect();
     output::table(&["id", "kind", "amount", "from", "to", "reference", "time"], &rows);
 }
 
@@ -491,9 +488,9 @@ fn decimal_tokens(text: &str, what: &str) -> anyhow::Result<Amount> {
 }
 
 async fn run_signup(client: &Client, args: &ClientArgs, signup: SignupArgs) -> anyhow::Result<()> {
-    let created =
-        client.send_json(client.request(Method::POST, "/v1/accounts").json(&json!({"name": signup.name}))).await?;
-    let key = created["api_key"].as_str().context("the server sent no api_key")?.to_owned();
+    let created: CreatedAccount =
+        client.send_as(client.request(Method::POST, "/v1/accounts").json(&json!({"name": signup.name}))).await?;
+    let key = created.api_key.clone();
     let path = args.config_path()?;
     let config = ClientConfig { url: Some(client.base().to_owned()), key: Some(key.clone()) };
     if let Some(dir) = path.parent() {
@@ -526,22 +523,26 @@ async fn run_models(client: &Client, json: bool, list: ListModelsArgs) -> anyhow
     if let Some(limit) = list.limit {
         query.push(("limit", limit.to_string()));
     }
-    let page = client.send_json(client.request(Method::GET, "/v1/models").query(&query)).await?;
+    let page: ModelPage = client.send_as(client.request(Method::GET, "/v1/models").query(&query)).await?;
     if json {
         output::json(&page);
         return Ok(());
     }
-    let rows = output::rows(&page["items"], |m| {
-        vec![
-            format!("{}/{}", output::cell(&m["owner"]), output::cell(&m["name"])),
-            output::cell(&m["task"]),
-            tokens(&m["price_per_inference"]),
-            output::cell(&m["latest_version"]),
-            output::cell(&m["visibility"]),
-        ]
-    });
+    let rows: Vec<Vec<String>> = page
+        .items
+        .iter()
+        .map(|m| {
+            vec![
+                format!("{}/{}", m.owner, m.name),
+                m.task.clone(),
+                tokens_of(&m.price_per_inference),
+                output::or_dash(m.latest_version),
+                m.visibility.clone(),
+            ]
+        })
+        .collect();
     output::table(&["model", "task", "price", "version", "visibility"], &rows);
-    if let Some(token) = page["next_page_token"].as_str() {
+    if let Some(token) = &page.next_page_token {
         println!("more: --page-token {token}");
     }
     Ok(())
@@ -552,11 +553,11 @@ async fn run_model(client: &Client, json: bool, command: ModelCommand, uploads_s
     match command {
         ModelCommand::Create(fields) => {
             client.require_key()?;
-            let me = client.send_json(client.request(Method::GET, "/v1/account")).await?;
-            let name = own_model_name(&fields.model, me["name"].as_str().unwrap_or_default())?;
+            let me: AccountView = client.send_as(client.request(Method::GET, "/v1/account")).await?;
+            let name = own_model_name(&fields.model, &me.name)?;
             let mut body = model_fields(&fields)?;
             body.insert("name".into(), json!(name));
-            let model = client.send_json(client.request(Method::POST, "/v1/models").json(&body)).await?;
+            let model: ModelView = client.send_as(client.request(Method::POST, "/v1/models").json(&body)).await?;
             print_model(json, &model, None);
         }
         ModelCommand::Update(fields) => {
@@ -564,7 +565,7 @@ async fn run_model(client: &Client, json: bool, command: ModelCommand, uploads_s
             let model_ref = parse_model(&fields.model)?;
             let body = model_fields(&fields)?;
             let path = format!("/v1/models/{}/{}", model_ref.owner, model_ref.name);
-            let model = client.send_json(client.request(Method::PATCH, &path).json(&body)).await?;
+            let model: ModelView = client.send_as(client.request(Method::PATCH, &path).json(&body)).await?;
             print_model(json, &model, None);
         }
         ModelCommand::Push { model, file, piece_bytes } => {
@@ -577,9 +578,7 @@ async fn run_model(client: &Client, json: bool, command: ModelCommand, uploads_s
             } else {
                 println!(
                     "pushed {model_ref} version {} ({} bytes, sha256 {})",
-                    output::cell(&version["version"]),
-                    output::cell(&version["size_bytes"]),
-                    output::cell(&version["blob_sha256"])
+                    version.version, version.size_bytes, version.blob_sha256
                 );
                 print_specs(&version);
             }
@@ -587,8 +586,9 @@ async fn run_model(client: &Client, json: bool, command: ModelCommand, uploads_s
         ModelCommand::Show { model } => {
             let model_ref = parse_model(&model)?;
             let path = format!("/v1/models/{}/{}", model_ref.owner, model_ref.name);
-            let shown = client.send_json(client.request(Method::GET, &path)).await?;
-            let versions = client.send_json(client.request(Method::GET, &format!("{path}/versions"))).await?;
+            let shown: ModelView = client.send_as(client.request(Method::GET, &path)).await?;
+            let versions: VersionList =
+                client.send_as(client.request(Method::GET, &format!("{path}/versions"))).await?;
             print_model(json, &shown, Some(&versions));
         }
         ModelCommand::Price { model, price } => {
@@ -597,17 +597,17 @@ async fn run_model(client: &Client, json: bool, command: ModelCommand, uploads_s
             let amount = decimal_tokens(&price, "price")?;
             let path = format!("/v1/models/{}/{}", model_ref.owner, model_ref.name);
             let body = json!({"price_per_inference": amount.to_string()});
-            let updated = client.send_json(client.request(Method::PATCH, &path).json(&body)).await?;
+            let updated: ModelView = client.send_as(client.request(Method::PATCH, &path).json(&body)).await?;
             if json {
                 output::json(&updated);
             } else {
-                println!("{model_ref} now costs {} per inference", tokens(&updated["price_per_inference"]));
+                println!("{model_ref} now costs {} per inference", tokens_of(&updated.price_per_inference));
             }
         }
         ModelCommand::Versions { model } => {
             let model_ref = parse_model(&model)?;
             let path = format!("/v1/models/{}/{}/versions", model_ref.owner, model_ref.name);
-            let versions = client.send_json(client.request(Method::GET, &path)).await?;
+            let versions: VersionList = client.send_as(client.request(Method::GET, &path)).await?;
             if json {
                 output::json(&versions);
             } else {
@@ -623,14 +623,11 @@ async fn run_model(client: &Client, json: bool, command: ModelCommand, uploads_s
                 bail!("deleting {model_ref} cannot be undone (its name is not given out again): add --yes");
             }
             let path = format!("/v1/models/{}/{}", model_ref.owner, model_ref.name);
-            let deleted = client.send_json(client.request(Method::DELETE, &path)).await?;
+            let deleted: DeletedModelView = client.send_as(client.request(Method::DELETE, &path)).await?;
             if json {
                 output::json(&deleted);
             } else {
-                println!(
-                    "deleted {model_ref}; your models now store {} bytes",
-                    output::cell(&deleted["storage_bytes"])
-                );
+                println!("deleted {model_ref}; your models now store {} bytes", deleted.storage_bytes);
             }
         }
         ModelCommand::Yank { model, version, reason } => {
@@ -642,27 +639,23 @@ async fn run_model(client: &Client, json: bool, command: ModelCommand, uploads_s
         ModelCommand::Download { model, version, output: target } => {
             let model_ref = parse_model(&model)?;
             let path = format!("/v1/models/{}/{}/versions", model_ref.owner, model_ref.name);
-            let versions = client.send_json(client.request(Method::GET, &path)).await?;
-            let items = versions["items"].as_array().cloned().unwrap_or_default();
+            let versions: VersionList = client.send_as(client.request(Method::GET, &path)).await?;
             // Without --version, the model's latest: the newest version not yanked.
             let version = match version {
                 Some(n) => Some(n),
                 None => {
-                    let shown = client
-                        .send_json(
-                            client.request(Method::GET, &format!("/v1/models/{}/{}", model_ref.owner, model_ref.name)),
-                        )
-                        .await?;
-                    shown["latest_version"].as_i64()
+                    let path = format!("/v1/models/{}/{}", model_ref.owner, model_ref.name);
+                    let shown: ModelView = client.send_as(client.request(Method::GET, &path)).await?;
+                    shown.latest_version
                 }
             };
             let chosen = version
-                .and_then(|n| items.iter().find(|v| v["version"] == json!(n)))
+                .and_then(|n| versions.items.iter().find(|v| v.version == n))
                 .with_context(|| format!("{model_ref} has no such version"))?;
-            let sha = chosen["blob_sha256"].as_str().context("the version has no blob_sha256")?;
+            let sha = &chosen.blob_sha256;
             let response = client.send(client.request(Method::GET, &format!("/v1/blobs/{sha}"))).await?;
             let bytes = response.bytes().await.context("the download broke off")?;
-            if domain::Sha256::digest(&bytes).to_hex() != sha {
+            if domain::Sha256::digest(&bytes).to_hex() != *sha {
                 bail!("the downloaded file does not match its SHA-256 {sha}");
             }
             std::fs::write(&target, &bytes).with_context(|| format!("cannot write {}", target.display()))?;
@@ -704,34 +697,19 @@ async fn run_infer(client: &Client, json: bool, args: InferArgs) -> anyhow::Resu
     if let Some(key) = &args.idempotency_key {
         request = request.header("Idempotency-Key", key);
     }
-    let response = client.send_json(request).await?;
+    let response: InferResponse = client.send_as(request).await?;
     if json {
         output::json(&response);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = response["outputs"]
-        .as_object()
-        .map(|outputs| {
-            outputs
-                .iter()
-                .map(|(name, t)| {
-                    vec![
-                        name.clone(),
-                        output::cell(&t["dtype"]),
-                        output::shape(&t["shape"]),
-                        output::preview(&t["data"], 8),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let outputs: BTreeMap<String, TensorIn> =
+        serde_json::from_str(response.outputs.get()).context("the answer's outputs are not tensors")?;
+    let rows: Vec<Vec<String>> = outputs
+        .into_iter()
+        .map(|(name, t)| vec![name, t.dtype, output::shape(&t.shape), output::preview(t.data.get(), 8)])
+        .collect();
     output::table(&["output", "dtype", "shape", "data"], &rows);
-    println!(
-        "version {} · price {} · {} ms",
-        output::cell(&response["version"]),
-        tokens(&response["price"]),
-        output::cell(&response["latency_ms"])
-    );
+    println!("version {} · price {} · {} ms", response.version, tokens_of(&response.price), response.latency_ms);
     Ok(())
 }
 
@@ -783,31 +761,30 @@ fn model_fields(fields: &ModelFieldsArgs) -> anyhow::Result<Map<String, Value>> 
     Ok(body)
 }
 
-fn print_model(json: bool, model: &Value, versions: Option<&Value>) {
+fn print_model(json: bool, model: &ModelView, versions: Option<&VersionList>) {
     if json {
         match versions {
-            Some(versions) => output::json(&json!({"model": model, "versions": versions["items"]})),
+            Some(versions) => output::json(&json!({"model": model, "versions": versions.items})),
             None => output::json(model),
         }
         return;
     }
-    let tags: Vec<String> = model["tags"].as_array().map(|t| t.iter().map(output::cell).collect()).unwrap_or_default();
     output::fields(&[
-        ("model", format!("{}/{}", output::cell(&model["owner"]), output::cell(&model["name"]))),
-        ("task", output::cell(&model["task"])),
-        ("license", output::cell(&model["license"])),
-        ("tags", tags.join(", ")),
-        ("visibility", output::cell(&model["visibility"])),
-        ("listed", output::cell(&model["listed"])),
-        ("price", tokens(&model["price_per_inference"])),
-        ("latest version", output::cell(&model["latest_version"])),
-        ("created", output::cell(&model["created_at"])),
+        ("model", format!("{}/{}", model.owner, model.name)),
+        ("task", model.task.clone()),
+        ("license", model.license.clone()),
+        ("tags", model.tags.join(", ")),
+        ("visibility", model.visibility.clone()),
+        ("listed", model.listed.to_string()),
+        ("price", tokens_of(&model.price_per_inference)),
+        ("latest version", output::or_dash(model.latest_version)),
+        ("created", model.created_at.clone()),
     ]);
-    if let Some(reason) = model["takedown"]["reason"].as_str() {
-        println!("taken down by the operator since {}: {reason}", output::cell(&model["takedown"]["since"]));
+    if let Some(takedown) = &model.takedown {
+        println!("taken down by the operator since {}: {}", takedown.since, takedown.reason);
     }
-    if let Some(description) = model["description"].as_str().filter(|d| !d.is_empty()) {
-        println!("\n{description}");
+    if !model.description.is_empty() {
+        println!("\n{}", model.description);
     }
     if let Some(versions) = versions {
         println!();
@@ -819,7 +796,8 @@ async fn set_listed(client: &Client, json: bool, model: &str, listed: bool) -> a
     client.require_key()?;
     let model_ref = parse_model(model)?;
     let path = format!("/v1/models/{}/{}", model_ref.owner, model_ref.name);
-    let updated = client.send_json(client.request(Method::PATCH, &path).json(&json!({"listed": listed}))).await?;
+    let updated: ModelView =
+        client.send_as(client.request(Method::PATCH, &path).json(&json!({"listed": listed}))).await?;
     if json {
         output::json(&updated);
     } else if listed {
@@ -834,10 +812,10 @@ async fn yank(client: &Client, json: bool, model: &str, version: i64, body: Valu
     client.require_key()?;
     let model_ref = parse_model(model)?;
     let path = format!("/v1/models/{}/{}/versions/{version}", model_ref.owner, model_ref.name);
-    let shown = client.send_json(client.request(Method::PATCH, &path).json(&body)).await?;
+    let shown: VersionView = client.send_as(client.request(Method::PATCH, &path).json(&body)).await?;
     if json {
         output::json(&shown);
-    } else if shown["yank"].is_null() {
+    } else if shown.yank.is_none() {
         println!("{model_ref}@{version} is back");
     } else {
         println!("{model_ref}@{version} is yanked: its calls answer 410 and latest skips it");
@@ -845,41 +823,36 @@ async fn yank(client: &Client, json: bool, model: &str, version: i64, body: Valu
     Ok(())
 }
 
-fn print_versions(versions: &Value) {
-    let rows = output::rows(&versions["items"], |v| {
-        vec![
-            output::cell(&v["version"]),
-            output::cell(&v["size_bytes"]),
-            specs(&v["inputs"]),
-            specs(&v["outputs"]),
-            output::cell(&v["blob_sha256"]),
-            match (v["quarantine"]["reason"].as_str(), v["yank"]["reason"].as_str()) {
-                (Some(reason), _) => format!("quarantined: {reason}"),
-                (None, Some("")) => "yanked".to_owned(),
-                (None, Some(reason)) => format!("yanked: {reason}"),
-                (None, None) => "serving".to_owned(),
-            },
-        ]
-    });
+fn print_versions(versions: &VersionList) {
+    let rows: Vec<Vec<String>> = versions
+        .items
+        .iter()
+        .map(|v| {
+            vec![
+                v.version.to_string(),
+                v.size_bytes.to_string(),
+                specs(&v.inputs),
+                specs(&v.outputs),
+                v.blob_sha256.clone(),
+                match (&v.quarantine, &v.yank) {
+                    (Some(quarantine), _) => format!("quarantined: {}", quarantine.reason),
+                    (None, Some(yank)) if yank.reason.is_empty() => "yanked".to_owned(),
+                    (None, Some(yank)) => format!("yanked: {}", yank.reason),
+                    (None, None) => "serving".to_owned(),
+                },
+            ]
+        })
+        .collect();
     output::table(&["version", "bytes", "inputs", "outputs", "sha256", "state"], &rows);
 }
 
-fn print_specs(version: &Value) {
-    println!("inputs:  {}", specs(&version["inputs"]));
-    println!("outputs: {}", specs(&version["outputs"]));
+fn print_specs(version: &VersionView) {
+    println!("inputs:  {}", specs(&version.inputs));
+    println!("outputs: {}", specs(&version.outputs));
 }
 
-fn specs(list: &Value) -> String {
-    let specs: Vec<String> = list
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|s| {
-                    format!("{}: {}{}", output::cell(&s["name"]), output::cell(&s["dtype"]), output::shape(&s["shape"]))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+fn specs(list: &[TensorSpecView]) -> String {
+    let specs: Vec<String> =
+        list.iter().map(|s| format!("{}: {}{}", s.name, s.dtype, output::dims(&s.shape))).collect();
     specs.join("; ")
 }

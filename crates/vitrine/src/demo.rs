@@ -92,8 +92,9 @@ pub async fn populate(config: &server::Config, size: &DemoSize) -> anyhow::Resul
 
 async fn fill(data_dir: &Path, urls: &[String], size: &DemoSize) -> anyhow::Result<bool> {
     let anonymous = Client::new(urls[0].clone(), None)?;
-    let existing = anonymous.send_json(anonymous.request(Method::GET, "/v1/models?limit=1")).await?;
-    if existing["items"].as_array().is_some_and(|items| !items.is_empty()) {
+    let existing: server::wire::ModelPage =
+        anonymous.send_as(anonymous.request(Method::GET, "/v1/models?limit=1")).await?;
+    if !existing.items.is_empty() {
         return Ok(false);
     }
     let operator_key = std::fs::read_to_string(data_dir.join(server::OPERATOR_KEY_FILE))?.trim().to_owned();
@@ -210,9 +211,9 @@ async fn fill(data_dir: &Path, urls: &[String], size: &DemoSize) -> anyhow::Resu
 }
 
 async fn signup(anonymous: &Client, name: &str) -> anyhow::Result<Client> {
-    let created =
-        anonymous.send_json(anonymous.request(Method::POST, "/v1/accounts").json(&json!({"name": name}))).await?;
-    Client::new(anonymous.base().to_owned(), created["api_key"].as_str().map(str::to_owned))
+    let created: server::wire::CreatedAccount =
+        anonymous.send_as(anonymous.request(Method::POST, "/v1/accounts").json(&json!({"name": name}))).await?;
+    Client::new(anonymous.base().to_owned(), Some(created.api_key))
 }
 
 fn pick(rng: &mut Seeded, weights: &[f64]) -> usize {

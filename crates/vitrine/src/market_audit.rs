@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use analytics::{CallerSketch, HOUR_MS, Window, concentration};
 use anyhow::{Context, bail};
 use reqwest::Method;
-use serde_json::Value;
+use server::wire::ModelView;
+use server::wire::stats::MarketView;
 use tlog::{Checkpoint, Frontier, NoteVerifier, ReceiptLeaf};
 
 use crate::audit::{fetch_checkpoint, fetch_checkpoint_note};
@@ -203,8 +204,8 @@ async fn catalogue(client: &Client, leaves: &[ReceiptLeaf]) -> anyhow::Result<Ca
         match response.status().as_u16() {
             404 => {}
             200 => {
-                let view: Value = response.json().await?;
-                tasks.insert(model.to_owned(), view["task"].as_str().unwrap_or_default().to_owned());
+                let view: ModelView = response.json().await?;
+                tasks.insert(model.to_owned(), view.task);
             }
             410 => {
                 tasks.insert(model.to_owned(), String::new());
@@ -272,33 +273,25 @@ fn recompute(leaves: &[ReceiptLeaf], catalogue: &Catalogue, window: Window, now_
 }
 
 /// The figures as the stats route reports them.
-fn reported(view: &Value) -> anyhow::Result<Figures> {
-    let count = |field: &str| view[field].as_u64().with_context(|| format!("the stats have no {field}"));
-    let amount = |value: &Value| value.as_str().and_then(|v| v.parse::<u128>().ok()).unwrap_or(0);
-    let mut items = BTreeMap::new();
-    for item in view["items"].as_array().context("the stats have no items")? {
-        let key = item["key"].as_str().context("an item has no key")?.to_owned();
-        items.insert(
-            key,
-            Item {
-                calls: item["calls"].as_u64().unwrap_or(0),
-                revenue: amount(&item["revenue"]),
-                share: item["share"].as_f64().unwrap_or(f64::NAN),
-            },
-        );
-    }
-    Ok(Figures {
-        calls: count("calls")?,
-        revenue: amount(&view["revenue"]),
-        active: count("active")? as usize,
-        active_models: count("active_models")? as usize,
-        active_creators: count("active_creators")? as usize,
-        unique_callers: count("unique_callers")?,
-        gini: view["gini"].as_f64().unwrap_or(f64::NAN),
-        hhi: view["hhi"].as_f64().unwrap_or(f64::NAN),
-        top10_share: view["top10_share"].as_f64().unwrap_or(f64::NAN),
+fn reported(view: &MarketView) -> Figures {
+    let amount = |value: &str| value.parse::<u128>().unwrap_or(0);
+    let items = view
+        .items
+        .iter()
+        .map(|item| (item.key.clone(), Item { calls: item.calls, revenue: amount(&item.revenue), share: item.share }))
+        .collect();
+    Figures {
+        calls: view.calls,
+        revenue: amount(&view.revenue),
+        active: view.active,
+        active_models: view.active_models,
+        active_creators: view.active_creators,
+        unique_callers: view.unique_callers,
+        gini: view.gini,
+        hhi: view.hhi,
+        top10_share: view.top10_share,
         items,
-    })
+    }
 }
 
 /// Every figure on which the log and the stats differ, named.
@@ -357,7 +350,8 @@ pub async fn audit_market(
         for window in windows {
             for dimension in DIMENSIONS {
                 let path = format!("/v1/stats/market?window={window}&by={dimension}");
-                views.push((window.clone(), dimension, client.send_json(client.request(Method::GET, &path)).await?));
+                let view: MarketView = client.send_as(client.request(Method::GET, &path)).await?;
+                views.push((window.clone(), dimension, view));
             }
         }
         let again = fetch_checkpoint(client, verifier).await?;
@@ -380,7 +374,7 @@ pub async fn audit_market(
         for (window, dimension, view) in &views {
             let named = Window::parse(window).with_context(|| format!("window is 24h, 7d or 30d, not {window}"))?;
             let log = recompute(&leaves, &catalogue, named, now_ms, dimension);
-            let stats = reported(view)?;
+            let stats = reported(view);
             let differing = differences(window, dimension, &log, &stats);
             if differing.is_empty() {
                 println!(

@@ -29,8 +29,13 @@ pub fn fields(pairs: &[(&str, String)]) {
     }
 }
 
-pub fn json(value: &Value) {
+pub fn json(value: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+/// A value, or "-" for none.
+pub fn or_dash(value: Option<impl std::fmt::Display>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
 /// A JSON value as a short cell: strings without quotes, null as "-".
@@ -42,15 +47,28 @@ pub fn cell(value: &Value) -> String {
     }
 }
 
-/// `[N, 4]` from a shape array.
-pub fn shape(value: &Value) -> String {
-    let dims: Vec<String> = value.as_array().map(|a| a.iter().map(cell).collect()).unwrap_or_default();
+/// `[1, 4]` from a tensor's shape.
+pub fn shape(dims: &[usize]) -> String {
+    let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
     format!("[{}]", dims.join(", "))
 }
 
-/// The first few elements of a data array, and how many more there are.
-pub fn preview(data: &Value, shown: usize) -> String {
-    let Some(items) = data.as_array() else { return cell(data) };
+/// `[N, 4]` from a signature's shape, its symbols by name.
+pub fn dims(dims: &[server::wire::DimView]) -> String {
+    let dims: Vec<String> = dims
+        .iter()
+        .map(|d| match d {
+            server::wire::DimView::Fixed(n) => n.to_string(),
+            server::wire::DimView::Symbol(s) => s.clone(),
+        })
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// The first few elements of a data array (its JSON text), and how many
+/// more there are.
+pub fn preview(data: &str, shown: usize) -> String {
+    let Ok(Value::Array(items)) = serde_json::from_str::<Value>(data) else { return data.to_owned() };
     let head: Vec<String> = items.iter().take(shown).map(cell).collect();
     if items.len() > shown {
         format!("[{}, … {} more]", head.join(", "), items.len() - shown)
@@ -94,9 +112,4 @@ pub fn tokens(value: &Value) -> String {
 /// `0.00000048 OPG`): what people read; JSON and CSV keep minor units.
 pub fn tokens_of(minor_units: impl std::fmt::Display) -> String {
     tokens(&Value::String(minor_units.to_string()))
-}
-
-/// One table row per item of a JSON array (none if it is not an array).
-pub fn rows(items: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
-    items.as_array().map(|items| items.iter().map(row).collect()).unwrap_or_default()
 }

@@ -15,10 +15,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use domain::ModelRef;
+use server::wire::{UploadView, VersionView};
 
 use crate::client::{Client, Refused};
 
@@ -44,7 +45,12 @@ pub struct PushOptions {
 
 /// Pushes `file` (an `.onnx` file, a folder, or a `.tar`) as `model`'s next
 /// version; the server's version.
-pub async fn push(client: &Client, model: &ModelRef, file: &Path, options: &PushOptions) -> anyhow::Result<Value> {
+pub async fn push(
+    client: &Client,
+    model: &ModelRef,
+    file: &Path,
+    options: &PushOptions,
+) -> anyhow::Result<VersionView> {
     let packed;
     let (file, content_type) = if file.is_dir() {
         packed = pack_folder(file)?;
@@ -77,7 +83,7 @@ async fn in_one_request(
     file: &Path,
     size: u64,
     content_type: &str,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<VersionView> {
     let handle = tokio::fs::File::open(file).await.with_context(|| format!("cannot open {}", file.display()))?;
     let progress = progress_bar(size);
     let counter = progress.clone();
@@ -92,7 +98,7 @@ async fn in_one_request(
         .header(reqwest::header::CONTENT_TYPE, content_type)
         .header(reqwest::header::CONTENT_LENGTH, size)
         .body(reqwest::Body::wrap_stream(stream));
-    let result = client.send_json(request).await;
+    let result = client.send_as(request).await;
     progress.finish_and_clear();
     result
 }
@@ -145,7 +151,7 @@ async fn in_pieces(
     size: u64,
     piece_bytes: u64,
     state_file: &Path,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<VersionView> {
     let sha256 = sha256_of(file)?;
     let uploads = format!("/v1/models/{}/{}/uploads", model.owner, model.name);
     // By model and content, not by address: the same server may be reached
@@ -155,11 +161,11 @@ async fn in_pieces(
     // An upload of this file begun before, if the server still has it.
     let mut session = None;
     if let Some(id) = state.get(&key) {
-        let found = client.send_json(client.request(Method::GET, &format!("{uploads}/{id}"))).await;
+        let found = client.send_as::<UploadView>(client.request(Method::GET, &format!("{uploads}/{id}"))).await;
         if let Ok(found) = found
-            && found["size_bytes"].as_u64() == Some(size)
+            && found.size_bytes == size
         {
-            session = Some((id.clone(), found["offset"].as_u64().unwrap_or(0)));
+            session = Some((id.clone(), found.offset));
         }
     }
     let (id, mut offset) = match session {
@@ -168,9 +174,9 @@ async fn in_pieces(
             (id, offset)
         }
         None => {
-            let started =
-                client.send_json(client.request(Method::POST, &uploads).json(&json!({"size_bytes": size}))).await?;
-            let id = started["id"].as_str().context("the server's upload has no id")?.to_owned();
+            let started: UploadView =
+                client.send_as(client.request(Method::POST, &uploads).json(&json!({"size_bytes": size}))).await?;
+            let id = started.id;
             state.insert(key.clone(), id.clone());
             save_state(state_file, &state)?;
             (id, 0)
@@ -190,7 +196,7 @@ async fn in_pieces(
     }
     progress.finish_and_clear();
     let committed =
-        client.send_json(client.request(Method::POST, &format!("{session}/commit")).json(&json!({"sha256": sha256})));
+        client.send_as(client.request(Method::POST, &format!("{session}/commit")).json(&json!({"sha256": sha256})));
     let version = committed.await;
     // Committed, or refused for good (the session is gone either way).
     state.remove(&key);
@@ -206,8 +212,8 @@ async fn send_piece(client: &Client, session: &str, offset: u64, piece: Vec<u8>,
     for _ in 0..PIECE_TRIES {
         // Where the server stands: the piece may have arrived in part.
         let stands = if last_error.is_some() {
-            match client.send_json(client.request(Method::GET, session)).await {
-                Ok(found) => found["offset"].as_u64().unwrap_or(offset),
+            match client.send_as::<UploadView>(client.request(Method::GET, session)).await {
+                Ok(found) => found.offset,
                 Err(error) => {
                     last_error = Some(error);
                     tokio::time::sleep(pause).await;
@@ -232,8 +238,8 @@ async fn send_piece(client: &Client, session: &str, offset: u64, piece: Vec<u8>,
             .body(rest.to_vec());
         match client.send(request).await {
             Ok(answer) => {
-                let answer: Value = answer.json().await.context("the server's answer is not JSON")?;
-                return answer["offset"].as_u64().context("the server's answer has no offset");
+                let answer: UploadView = answer.json().await.context("the server's answer is not an upload session")?;
+                return Ok(answer.offset);
             }
             Err(error) if error.downcast_ref::<Refused>().is_some_and(Refused::is_for_good) => return Err(error),
             Err(error) => last_error = Some(error),

@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 use reqwest::Method;
-use serde_json::Value;
+use server::wire::stats::{EarningsView, MarketView, SeriesView, SpendingView, TasksView, TrendingView};
 
 use crate::client::Client;
 use crate::output;
@@ -93,66 +93,78 @@ pub async fn run_stats(client: &Client, json: bool, command: StatsCommand) -> an
             query.extend(from.map(|f| ("from", f)));
             query.extend(to.map(|t| ("to", t)));
             let path = format!("/v1/stats/models/{}", model.trim_matches('/'));
-            let view = client.send_json(client.request(Method::GET, &path).query(&query)).await?;
+            let view: SeriesView = client.send_as(client.request(Method::GET, &path).query(&query)).await?;
             if json {
                 output::json(&view);
                 return Ok(());
             }
-            let rows = output::rows(&view["series"], |p| {
-                vec![
-                    output::cell(&p["t"]),
-                    output::cell(&p["calls"]),
-                    output::cell(&p["errors"]),
-                    output::tokens(&p["revenue"]),
-                    output::cell(&p["unique_callers"]),
-                    milliseconds(&p["latency_ms_p50"]),
-                    milliseconds(&p["latency_ms_p99"]),
-                ]
-            });
+            let rows: Vec<Vec<String>> = view
+                .series
+                .into_iter()
+                .map(|p| {
+                    vec![
+                        p.t,
+                        p.calls.to_string(),
+                        p.errors.to_string(),
+                        output::tokens_of(&p.revenue),
+                        p.unique_callers.to_string(),
+                        milliseconds(p.latency_ms_p50),
+                        milliseconds(p.latency_ms_p99),
+                    ]
+                })
+                .collect();
             output::table(&["bucket", "calls", "errors", "revenue", "callers", "p50", "p99"], &rows);
             Ok(())
         }
         StatsCommand::Trending { window } => {
-            let view = client
-                .send_json(client.request(Method::GET, "/v1/stats/trending").query(&[("window", window)]))
-                .await?;
+            let view: TrendingView =
+                client.send_as(client.request(Method::GET, "/v1/stats/trending").query(&[("window", window)])).await?;
             if json {
                 output::json(&view);
                 return Ok(());
             }
-            let rows = output::rows(&view["items"], |i| {
-                vec![
-                    output::cell(&i["model"]),
-                    output::cell(&i["calls"]),
-                    output::cell(&i["previous_calls"]),
-                    format!("{:.1}", i["baseline_calls"].as_f64().unwrap_or(0.0)),
-                    format!("{:+.0}%", i["growth"].as_f64().unwrap_or(0.0) * 100.0),
-                ]
-            });
+            let rows: Vec<Vec<String>> = view
+                .items
+                .into_iter()
+                .map(|i| {
+                    vec![
+                        i.model,
+                        i.calls.to_string(),
+                        i.previous_calls.to_string(),
+                        format!("{:.1}", i.baseline_calls),
+                        format!("{:+.0}%", i.growth * 100.0),
+                    ]
+                })
+                .collect();
             // Growth compares against the baseline (the mean of the three
             // windows before), not the one window before.
             output::table(&["model", "calls", "previous", "baseline", "growth"], &rows);
-            println!("(at least {} calls in the window to be listed)", output::cell(&view["calls_min"]));
+            println!("(at least {} calls in the window to be listed)", view.calls_min);
             Ok(())
         }
         StatsCommand::Tasks { window, sort } => {
             let query = [("window", window), ("sort", sort)];
-            let view = client.send_json(client.request(Method::GET, "/v1/stats/tasks").query(&query)).await?;
+            let view: TasksView = client.send_as(client.request(Method::GET, "/v1/stats/tasks").query(&query)).await?;
             if json {
                 output::json(&view);
                 return Ok(());
             }
-            let rows = output::rows(&view["items"], |i| {
-                vec![
-                    output::cell(&i["task"]),
-                    output::cell(&i["calls"]),
-                    output::tokens(&i["revenue"]),
-                    output::cell(&i["unique_callers"]),
-                    output::cell(&i["models"]),
-                    output::tokens(&i["median_price"]),
-                    format!("{:.1}", i["calls_per_model"].as_f64().unwrap_or(0.0)),
-                ]
-            });
+            let rows: Vec<Vec<String>> = view
+                .items
+                .into_iter()
+                .map(|i| {
+                    vec![
+                        i.task,
+                        i.calls.to_string(),
+                        output::tokens_of(&i.revenue),
+                        i.unique_callers.to_string(),
+                        i.models.to_string(),
+                        // A median of prices: rounded to a whole minor unit.
+                        output::or_dash(i.median_price.map(|m| output::tokens_of(m.round() as u64))),
+                        format!("{:.1}", i.calls_per_model),
+                    ]
+                })
+                .collect();
             output::table(&["task", "calls", "revenue", "callers", "models", "median price", "calls/model"], &rows);
             Ok(())
         }
@@ -161,19 +173,18 @@ pub async fn run_stats(client: &Client, json: bool, command: StatsCommand) -> an
 
 async fn market(client: &Client, json: bool, window: &str, by: &str, limit: usize) -> anyhow::Result<()> {
     let query = [("window", window), ("by", by)];
-    let view = client.send_json(client.request(Method::GET, "/v1/stats/market").query(&query)).await?;
+    let view: MarketView = client.send_as(client.request(Method::GET, "/v1/stats/market").query(&query)).await?;
     if json {
         output::json(&view);
         return Ok(());
     }
-    let mut rows = output::rows(&view["items"], |i| {
-        vec![
-            output::cell(&i["key"]),
-            output::cell(&i["calls"]),
-            output::tokens(&i["revenue"]),
-            format!("{:.1}%", i["share"].as_f64().unwrap_or(0.0) * 100.0),
-        ]
-    });
+    let mut rows: Vec<Vec<String>> = view
+        .items
+        .iter()
+        .map(|i| {
+            vec![i.key.clone(), i.calls.to_string(), output::tokens_of(&i.revenue), format!("{:.1}%", i.share * 100.0)]
+        })
+        .collect();
     let more = if limit > 0 && rows.len() > limit { rows.split_off(limit).len() } else { 0 };
     output::table(&[by, "calls", "revenue", "share"], &rows);
     if more > 0 {
@@ -181,45 +192,39 @@ async fn market(client: &Client, json: bool, window: &str, by: &str, limit: usiz
     }
     println!(
         "{} calls, {} active; top-10 share {:.1}%, HHI {:.3}, Gini {:.3} ({})",
-        output::cell(&view["calls"]),
-        output::cell(&view["active"]),
-        view["top10_share"].as_f64().unwrap_or(0.0) * 100.0,
-        view["hhi"].as_f64().unwrap_or(0.0),
-        view["gini"].as_f64().unwrap_or(0.0),
-        output::cell(&view["window"]),
+        view.calls,
+        view.active,
+        view.top10_share * 100.0,
+        view.hhi,
+        view.gini,
+        view.window,
     );
     Ok(())
 }
 
-/// What an account series shows: its route, its amount field and how that
-/// field is headed.
-pub struct AccountSeriesKind {
-    path: &'static str,
-    amount: &'static str,
-    /// Spending also shows failed calls (which cost nothing).
-    failed: bool,
-    columns: &'static [&'static str],
+/// Which of the caller's own series: what it earned as a creator, or what
+/// it spent as a caller.
+#[derive(Debug, Clone, Copy)]
+pub enum AccountSeriesKind {
+    Earnings,
+    Spending,
 }
 
-pub const EARNINGS: AccountSeriesKind = AccountSeriesKind {
-    path: "/v1/account/earnings",
-    amount: "earned",
-    failed: false,
-    columns: &["bucket", "group", "calls", "earned"],
-};
-pub const SPENDING: AccountSeriesKind = AccountSeriesKind {
-    path: "/v1/account/spending",
-    amount: "spent",
-    failed: true,
-    columns: &["bucket", "group", "calls", "failed", "spent"],
-};
+impl AccountSeriesKind {
+    fn path(self) -> &'static str {
+        match self {
+            AccountSeriesKind::Earnings => "/v1/account/earnings",
+            AccountSeriesKind::Spending => "/v1/account/spending",
+        }
+    }
+}
 
 /// `vitrine earnings` and `vitrine spending`: the caller's own series as a
 /// table, the server's JSON, or its CSV.
 pub async fn run_account_series(
     client: &Client,
     json: bool,
-    kind: &AccountSeriesKind,
+    kind: AccountSeriesKind,
     args: AccountSeriesArgs,
 ) -> anyhow::Result<()> {
     client.require_key()?;
@@ -228,28 +233,44 @@ pub async fn run_account_series(
     query.extend(args.to.map(|t| ("to", t)));
     if args.csv {
         query.push(("format", "csv".into()));
-        let response = client.send(client.request(Method::GET, kind.path).query(&query)).await?;
+        let response = client.send(client.request(Method::GET, kind.path()).query(&query)).await?;
         print!("{}", response.text().await?);
         return Ok(());
     }
-    let view = client.send_json(client.request(Method::GET, kind.path).query(&query)).await?;
-    if json {
-        output::json(&view);
-        return Ok(());
-    }
-    let rows = output::rows(&view["series"], |p| {
-        let mut row = vec![output::cell(&p["t"]), output::cell(&p["group"]), output::cell(&p["calls"])];
-        if kind.failed {
-            row.push(output::cell(&p["errors"]));
+    let request = client.request(Method::GET, kind.path()).query(&query);
+    match kind {
+        AccountSeriesKind::Earnings => {
+            let view: EarningsView = client.send_as(request).await?;
+            if json {
+                output::json(&view);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = view
+                .series
+                .into_iter()
+                .map(|p| vec![p.t, p.group, p.calls.to_string(), output::tokens_of(&p.earned)])
+                .collect();
+            output::table(&["bucket", "group", "calls", "earned"], &rows);
+            println!("total earned: {}", output::tokens_of(&view.total));
         }
-        row.push(output::tokens(&p[kind.amount]));
-        row
-    });
-    output::table(kind.columns, &rows);
-    println!("total {}: {}", kind.amount, output::tokens(&view["total"]));
+        AccountSeriesKind::Spending => {
+            let view: SpendingView = client.send_as(request).await?;
+            if json {
+                output::json(&view);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = view
+                .series
+                .into_iter()
+                .map(|p| vec![p.t, p.group, p.calls.to_string(), p.errors.to_string(), output::tokens_of(&p.spent)])
+                .collect();
+            output::table(&["bucket", "group", "calls", "failed", "spent"], &rows);
+            println!("total spent: {}", output::tokens_of(&view.total));
+        }
+    }
     Ok(())
 }
 
-fn milliseconds(value: &Value) -> String {
-    value.as_f64().map(|ms| format!("{ms:.2} ms")).unwrap_or_else(|| "-".into())
+fn milliseconds(value: Option<f64>) -> String {
+    value.map(|ms| format!("{ms:.2} ms")).unwrap_or_else(|| "-".into())
 }

@@ -18,7 +18,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiQuery, Caller};
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LogKeyView {
     /// The key name, which is also the checkpoints' origin line.
     pub name: String,
@@ -43,7 +43,7 @@ pub struct EntriesQuery {
     pub end: u64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LogEntryView {
     pub index: u64,
     /// Base64 of the canonical leaf bytes.
@@ -53,7 +53,7 @@ pub struct LogEntryView {
     pub signature: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LogEntries {
     pub items: Vec<LogEntryView>,
 }
@@ -66,7 +66,7 @@ pub struct InclusionQuery {
     pub size: u64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct InclusionProof {
     pub index: u64,
     pub size: u64,
@@ -82,7 +82,7 @@ pub struct ConsistencyQuery {
     pub to: u64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ConsistencyProof {
     pub from: u64,
     pub to: u64,
@@ -100,7 +100,7 @@ pub struct CheckpointsQuery {
     pub limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CheckpointView {
     /// Leaves in the tree.
     pub size: u64,
@@ -111,7 +111,7 @@ pub struct CheckpointView {
     pub note: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CheckpointList {
     /// Largest first.
     pub items: Vec<CheckpointView>,
@@ -119,7 +119,7 @@ pub struct CheckpointList {
     pub next_before: Option<u64>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PseudonymView {
     /// How the caller appears in the log (hex).
     pub pseudonym: String,

@@ -34,7 +34,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, Caller};
 use crate::limits::Taken;
 use crate::routes::models::{check_taken_down, owned_model, remove_unused_blobs};
-use crate::wire::VersionView;
+use crate::wire::{UploadView, VersionView};
 
 /// A refused upload's body is read and dropped for this long, up to this
 /// many bytes, while its answer goes out: a client still sending then
@@ -402,17 +402,6 @@ struct SessionRecord {
 pub struct StartUploadRequest {
     /// The whole file's size, in bytes.
     pub size_bytes: u64,
-}
-
-/// An upload session: where to send the next piece from.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UploadView {
-    pub id: String,
-    /// Bytes the server has, from the file's start: the next piece starts here.
-    pub offset: u64,
-    pub size_bytes: u64,
-    /// When the session goes unless a piece arrives first (RFC 3339).
-    pub expires_at: String,
 }
 
 /// `POST …/uploads/{id}/commit`.

@@ -32,7 +32,7 @@ pub struct AccountSeriesQuery {
     pub format: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EarningsPoint {
     pub t: String,
     /// The model (`owner/name`) or app.
@@ -43,7 +43,7 @@ pub struct EarningsPoint {
     pub earned: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EarningsView {
     pub group_by: String,
     pub bucket: String,
@@ -164,7 +164,7 @@ pub async fn earnings(
     .into_response())
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SpendingPoint {
     pub t: String,
     /// The model (`owner/name`, as in the log) or app.
@@ -175,7 +175,7 @@ pub struct SpendingPoint {
     pub spent: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SpendingView {
     pub group_by: String,
     pub bucket: String,

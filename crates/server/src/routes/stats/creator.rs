@@ -23,7 +23,7 @@ pub struct CreatorQuery {
     pub window: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreatorModel {
     /// `owner/name`.
     pub model: String,
@@ -37,7 +37,7 @@ pub struct CreatorModel {
     pub share: f64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreatorPoint {
     pub t: String,
     pub calls: u64,
@@ -48,7 +48,7 @@ pub struct CreatorPoint {
     pub share: f64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreatorView {
     pub creator: String,
     pub window: String,

@@ -22,7 +22,7 @@ pub struct DemandQuery {
     pub window: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AppDemand {
     /// The caller's `X-App` tag; empty for untagged calls.
     pub app: String,
@@ -34,7 +34,7 @@ pub struct AppDemand {
     pub share: f64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ModelDemandView {
     pub model: String,
     pub window: String,

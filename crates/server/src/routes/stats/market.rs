@@ -26,7 +26,7 @@ pub struct MarketQuery {
 }
 
 /// A window's headline figures, over public models.
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct MarketTotals {
     pub calls: u64,
     /// Minor units paid.
@@ -41,7 +41,7 @@ pub struct MarketTotals {
     pub unique_callers: u64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MarketItem {
     /// The model (`owner/name`), creator, task, app or node.
     pub key: String,
@@ -51,7 +51,7 @@ pub struct MarketItem {
     pub share: f64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MarketModel {
     pub model: String,
     pub calls: u64,
@@ -59,7 +59,7 @@ pub struct MarketModel {
     pub share: f64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MarketView {
     pub window: String,
     pub by: String,
@@ -207,7 +207,7 @@ pub struct MarketSeriesQuery {
 }
 
 /// One item's figures, bucket by bucket, aligned with `buckets`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MarketSeriesItem {
     /// The model (`owner/name`), creator, task, app or node; `other` for the
     /// rest, `total` for all.
@@ -218,7 +218,7 @@ pub struct MarketSeriesItem {
 }
 
 /// How concentrated demand was within one bucket.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ConcentrationPoint {
     pub t: String,
     pub calls: u64,
@@ -229,7 +229,7 @@ pub struct ConcentrationPoint {
     pub top10_share: f64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MarketSeriesView {
     pub window: String,
     pub by: String,

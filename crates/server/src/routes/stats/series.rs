@@ -25,7 +25,7 @@ pub struct SeriesQuery {
     pub bucket: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SeriesPoint {
     /// The bucket's start.
     pub t: String,
@@ -39,7 +39,7 @@ pub struct SeriesPoint {
     pub latency_ms_p99: Option<f64>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SeriesView {
     pub model: String,
     pub bucket: String,

@@ -26,7 +26,7 @@ pub struct TasksQuery {
     pub sort: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TaskItem {
     pub task: String,
     pub calls: u64,
@@ -47,7 +47,7 @@ pub struct TaskItem {
     pub calls_per_model: f64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TasksView {
     pub window: String,
     pub items: Vec<TaskItem>,

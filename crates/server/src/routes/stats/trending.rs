@@ -23,7 +23,7 @@ pub struct TrendingQuery {
     pub window: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TrendingItem {
     pub model: String,
     /// Calls in the current window.
@@ -36,7 +36,7 @@ pub struct TrendingItem {
     pub growth: f64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TrendingView {
     pub window: String,
     /// Calls a model needs in the current window to be listed.
