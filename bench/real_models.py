@@ -10,7 +10,7 @@ For each model and input shape:
    of `latency_ms` (the server's handling, JSON parsing of the inputs and
    the worker's round trip included);
 3. paid calls over HTTP against the peer serving the same model:
-   `vitrine bench --model --body --peer` with `--clients` connections, the
+   `vitrine bench model FILE --body --peer` with `--clients` connections, the
    server on ONNX Runtime with its default workers (one per core).
 Prints a table and writes every figure to target/real-models/results.json.
 """
@@ -131,7 +131,7 @@ def against_peer(binary, library, path, body_path, seconds, clients, python):
                 time.sleep(0.1)
         figures = pathlib.Path(tempfile.mkstemp(suffix=".json")[1])
         env = dict(os.environ, VITRINE_ENGINE="onnxruntime", VITRINE_ONNXRUNTIME_LIBRARY=library)
-        subprocess.run([binary, "bench", "--model", str(path), "--body", str(body_path), "--peer",
+        subprocess.run([binary, "bench", "model", str(path), "--body", str(body_path), "--peer",
                         f"http://127.0.0.1:{port}", "--clients", str(clients), "--seconds", str(seconds),
                         "--figures", str(figures)], check=True, env=env, stdout=subprocess.DEVNULL)
         return json.loads(figures.read_text())
@@ -167,9 +167,9 @@ def main():
             result[engine] = {"refused": refused, "latency_ms": latency, "worker_cpu_ms": cpu, "calls": count}
         figures = against_peer(args.bin, args.library, path, body_path, args.seconds, args.clients,
                                sys.executable)
-        result["paid_per_second"] = figures["model.paid.per_second"]
-        result["peer_per_second"] = figures["model.peer.per_second"]
-        result["paid_over_peer"] = figures["model.paid_over_peer"]
+        result["paid_per_second"] = figures["paid"]["per_second"]
+        result["peer_per_second"] = figures["peer"]["per_second"]
+        result["paid_over_peer"] = figures["paid_over_peer"]
         results[file] = result
         ort, tract = result["onnxruntime"], result["tract"]
 

@@ -4,8 +4,6 @@
 
 mod audit;
 mod bench;
-mod bench_nodes;
-mod bench_writer;
 mod client;
 mod commands;
 mod demo;

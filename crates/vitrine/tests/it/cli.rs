@@ -192,35 +192,35 @@ fn the_benchmark_runs_and_reports_its_ratios() {
     }
     assert!(stdout.contains("realistic raw/s"), "the scaling table is missing from:\n{stdout}");
     let figures: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&figures).unwrap()).unwrap();
-    let run = &figures["scaling.runs"][0];
+    let run = &figures["runs"][0];
     assert_eq!(run["cores"], 1, "{figures}");
     assert_eq!(run["figures"]["cores"], 1, "the child saw one core: {figures}");
+    let figure = |name: &str| run["figures"].pointer(name).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
     for name in [
-        "tiny.free.per_second",
-        "tiny.paid.per_second",
-        "tiny.paid_without_http.per_second",
-        "tiny.paid_at_half_rate.p99_ms",
-        "realistic.raw.per_second",
-        "realistic.raw_before.per_second",
-        "realistic.raw_after.per_second",
-        "realistic.paid.per_second",
-        "realistic.paid_over_raw",
-        "realistic.one_worker.paid.per_second",
-        "realistic.one_worker.paid_over_raw",
-        "realistic.one_worker.paid.workers_busy",
-        "realistic.paid.process_cpu_us_per_call",
-        "realistic.one_worker.paid.process_cpu_us_per_call",
+        "/tiny/free/per_second",
+        "/tiny/paid/per_second",
+        "/tiny/paid_without_http/per_second",
+        "/tiny/paid_at_half_rate/p99_ms",
+        "/realistic/raw_per_second",
+        "/realistic/raw_before_per_second",
+        "/realistic/raw_after_per_second",
+        "/realistic/paid/per_second",
+        "/realistic/paid_over_raw",
+        "/realistic/one_worker_paid/per_second",
+        "/realistic/one_worker_paid_over_raw",
+        "/realistic/one_worker_use/busy",
+        "/realistic/paid_use/process_cpu_us_per_call",
+        "/realistic/one_worker_use/process_cpu_us_per_call",
         // Four clients, one worker: calls wait, and are written behind the one running.
-        "realistic.one_worker.paid.pipelined",
+        "/realistic/one_worker_use/pipelined",
     ] {
-        let value = run["figures"][name].as_f64().unwrap_or(0.0);
+        let value = figure(name);
         assert!(value > 0.0, "{name} is {value} in {figures}");
     }
     // The realistic model's raw rate is that of both sides of its paid phase.
-    let raw = |name: &str| run["figures"][name].as_f64().unwrap_or(0.0);
-    let sides = (raw("realistic.raw_before.per_second") + raw("realistic.raw_after.per_second")) / 2.0;
-    assert!((raw("realistic.raw.per_second") - sides).abs() <= 1e-6 * sides, "{figures}");
-    let pipelined = run["figures"]["realistic.one_worker.paid.pipelined"].as_f64().unwrap_or(0.0);
+    let sides = (figure("/realistic/raw_before_per_second") + figure("/realistic/raw_after_per_second")) / 2.0;
+    assert!((figure("/realistic/raw_per_second") - sides).abs() <= 1e-6 * sides, "{figures}");
+    let pipelined = figure("/realistic/one_worker_use/pipelined");
     assert!(pipelined <= 1.0, "more calls pipelined than made: {figures}");
 }
 
@@ -232,19 +232,19 @@ fn the_writer_benchmark_reports_its_cpu_per_call() {
     let folder = tempfile::tempdir().unwrap();
     let figures = folder.path().join("figures.json");
     let output = Command::new(BINARY)
-        .args(["bench", "--ledger-calls", "3000", "--clients", "16", "--figures"])
+        .args(["bench", "ledger", "--calls", "3000", "--clients", "16", "--figures"])
         .arg(&figures)
         .output()
-        .expect("run vitrine bench --ledger-calls");
+        .expect("run vitrine bench ledger");
     let stdout = success(&output);
     assert!(stdout.contains("writer CPU per call"), "{stdout}");
     let figures: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&figures).unwrap()).unwrap();
-    assert_eq!(figures["writer.calls"], 3000, "{figures}");
-    for name in ["writer.per_second", "writer.mean_batch", "writer.serial_cpu_us_per_call", "writer.cpu_us_per_call"] {
+    assert_eq!(figures["calls"], 3000, "{figures}");
+    for name in ["per_second", "mean_batch", "serial_cpu_us_per_call", "cpu_us_per_call"] {
         let value = figures[name].as_f64().unwrap_or(0.0);
         assert!(value > 0.0, "{name} is {value} in {figures}");
     }
-    let refused = Command::new(BINARY).args(["bench", "--ledger-calls", "0"]).output().unwrap();
+    let refused = Command::new(BINARY).args(["bench", "ledger", "--calls", "0"]).output().unwrap();
     assert!(!refused.status.success());
 }
 
@@ -254,7 +254,7 @@ fn the_writer_benchmark_reports_its_cpu_per_call() {
 fn a_bench_whose_reader_goes_away_ends_quietly_and_leaves_nothing() {
     let temporary = tempfile::tempdir().unwrap();
     let mut bench = Command::new(BINARY)
-        .args(["bench", "--ledger-calls", "2000", "--clients", "8"])
+        .args(["bench", "ledger", "--calls", "2000", "--clients", "8"])
         .env("TMPDIR", temporary.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -1,4 +1,4 @@
-//! `vitrine bench --postgres URL --nodes 1,2,3`: paid calls spread over
+//! `vitrine bench nodes --postgres URL --counts 1,2,3`: paid calls spread over
 //! several nodes sharing one PostgreSQL database, against one node on the
 //! embedded SQLite in the same run. Each node count gets a fresh database
 //! (created on the server of URL, dropped after) and a fresh set of nodes
@@ -9,44 +9,65 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 
-use crate::bench::{BenchArgs, BenchModel, BenchServer, Pace, Report, Setup, http_phase, ledger_items};
+use super::http::{BenchModel, BenchServer, Pace, Setup, http_phase, ledger_items};
+use super::{Common, PhaseFigures};
 use crate::client::Client;
 
-pub async fn run(args: &BenchArgs, postgres: &str, scratch: &Path, report: &Report) -> anyhow::Result<()> {
-    let counts = if args.nodes.is_empty() { vec![1, 2, 3] } else { args.nodes.clone() };
+/// Paid calls on one node on SQLite, then on each count of nodes on PostgreSQL.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct NodesFigures {
+    pub(crate) cores: usize,
+    pub(crate) clients: usize,
+    pub(crate) sqlite: MarketFigures,
+    pub(crate) postgres: Vec<MarketFigures>,
+}
+
+/// Paid calls spread over a market's nodes.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct MarketFigures {
+    pub(crate) nodes: usize,
+    pub(crate) paid: PhaseFigures,
+    pub(crate) mean_batch: f64,
+    /// PostgreSQL transactions per paid call (on PostgreSQL).
+    pub(crate) transactions_per_call: Option<f64>,
+    /// Paid calls/s over those of one node on SQLite (on PostgreSQL).
+    pub(crate) over_sqlite: Option<f64>,
+}
+
+pub(crate) async fn run(
+    args: &Common,
+    postgres: &str,
+    counts: &[usize],
+    scratch: &Path,
+) -> anyhow::Result<NodesFigures> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    report.set("cores", cores as u64);
-    report.set("clients", args.clients as u64);
     println!("{cores} cores available, {} clients, {} s per phase, the tiny model, paid", args.clients, args.seconds);
-    let sqlite = market(args, None, 1, &scratch.join("sqlite"), report, "sqlite").await?;
-    for nodes in counts {
+    let sqlite = market(args, None, 1, &scratch.join("sqlite")).await?;
+    let mut figures = NodesFigures { cores, clients: args.clients, sqlite, postgres: vec![] };
+    for &nodes in counts {
         let name = format!("vitrine_bench_{}_{nodes}", std::process::id());
         store::postgres::drop_database(postgres, &name).await?;
         let url = store::postgres::create_database(postgres, &name)
             .await
             .with_context(|| format!("cannot create a database on {postgres}"))?;
         let label = format!("postgres_{nodes}");
-        let result = market(args, Some(&url), nodes, &scratch.join(&label), report, &label).await;
+        let result = market(args, Some(&url), nodes, &scratch.join(&label)).await;
         store::postgres::drop_database(postgres, &name).await?;
-        let rate = result?;
-        report.set(&format!("nodes.{label}.over_sqlite"), rate / sqlite);
-        println!("  {nodes} node(s) on PostgreSQL / one node on SQLite = {:.2}", rate / sqlite);
+        let mut market = result?;
+        let over = market.paid.per_second / figures.sqlite.paid.per_second;
+        market.over_sqlite = Some(over);
+        println!("  {nodes} node(s) on PostgreSQL / one node on SQLite = {over:.2}");
+        figures.postgres.push(market);
     }
-    Ok(())
+    Ok(figures)
 }
 
 /// Starts `nodes` nodes on `database_url` (SQLite in the data directory
 /// when `None`), sets up a paid model and a caller, and measures paid calls
-/// spread over the nodes; returns calls per second.
-async fn market(
-    args: &BenchArgs,
-    database_url: Option<&str>,
-    nodes: usize,
-    dir: &Path,
-    report: &Report,
-    label: &str,
-) -> anyhow::Result<f64> {
+/// spread over the nodes.
+async fn market(args: &Common, database_url: Option<&str>, nodes: usize, dir: &Path) -> anyhow::Result<MarketFigures> {
     let mut running = vec![];
     let mut operator_key = None;
     let mut first_router = None;
@@ -116,8 +137,13 @@ async fn market(
     let paid = http_phase(&callers, "paid", &setup.call, pace).await?;
     let (after, committed_after) = (batches().await?, committed().await?);
     let (batches, items) = (after.0 - before.0, after.1 - before.1);
-    report.phase(&format!("nodes.{label}.paid"), &paid);
-    report.set(&format!("nodes.{label}.mean_batch"), items as f64 / batches.max(1) as f64);
+    let mut figures = MarketFigures {
+        nodes,
+        paid: paid.figures(),
+        mean_batch: items as f64 / batches.max(1) as f64,
+        transactions_per_call: None,
+        over_sqlite: None,
+    };
     let database = if database_url.is_some() { "PostgreSQL" } else { "SQLite" };
     println!(
         "{nodes} node(s) on {database}: {}; {items} ledger commands in {batches} batches (mean {:.1})",
@@ -127,7 +153,7 @@ async fn market(
     if let (Some(before), Some(after)) = (committed_before, committed_after) {
         // Every batch is one transaction; reads outside one count one each.
         let per_call = (after - before) as f64 / paid.calls.max(1) as f64;
-        report.set(&format!("nodes.{label}.transactions_per_call"), per_call);
+        figures.transactions_per_call = Some(per_call);
         println!("  PostgreSQL transactions per paid call: {per_call:.3}");
     }
     if let Some(probe) = probe {
@@ -136,5 +162,5 @@ async fn market(
     for node in running {
         node.stop().await?;
     }
-    Ok(paid.per_second)
+    Ok(figures)
 }

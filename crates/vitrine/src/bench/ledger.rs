@@ -1,4 +1,4 @@
-//! `vitrine bench --ledger-calls N`: the one writer alone. Paid calls'
+//! `vitrine bench ledger --calls N`: the one writer alone. Paid calls'
 //! writes (three transfers, a signed receipt leaf, a usage event and its
 //! rollups) go straight to the sequencer from `--clients` tasks, with no
 //! HTTP and no model, so that what is measured is what every paid call
@@ -14,9 +14,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use domain::{AccountName, Amount, ApiKey};
 use ledger::{ChargeParties, Command, Shares, Transfer, TransferKind};
+use serde::{Deserialize, Serialize};
 use store::{AccountKind, BatchItem, Charge, Sequencer, Store, UsageEvent};
-
-use crate::bench::Report;
 
 /// Distinct receipt leaves the clients take turns with (signing is not the
 /// writer's work: they are signed before the clock starts).
@@ -27,7 +26,7 @@ const LEAVES: usize = 512;
 /// syncer (its fsyncs run beside the sequencer's next batch).
 const WRITER_THREADS: [&str; 3] = ["vitrine-sequenc", "sqlx-sqlite-wor", "vitrine-syncer"];
 
-pub(crate) async fn run(data_dir: &Path, calls: u64, clients: usize, report: &Report) -> anyhow::Result<()> {
+pub(crate) async fn run(data_dir: &Path, calls: u64, clients: usize) -> anyhow::Result<LedgerWriterFigures> {
     if calls == 0 || clients == 0 {
         bail!("--ledger-calls and --clients must be above 0");
     }
@@ -75,7 +74,7 @@ pub(crate) async fn run(data_dir: &Path, calls: u64, clients: usize, report: &Re
     let parties = ChargeParties { caller, creator, node, treasury: treasury.id };
     let leaves: Vec<(Vec<u8>, Vec<u8>)> = (0..LEAVES as u64)
         .map(|i| {
-            let leaf = crate::bench::receipt_leaf(
+            let leaf = super::receipt_leaf(
                 i,
                 "bench-creator/writer-bench".into(),
                 domain::Sha256::digest(b"writer bench"),
@@ -157,16 +156,31 @@ pub(crate) async fn run(data_dir: &Path, calls: u64, clients: usize, report: &Re
         process_ms as f64 * 1e3 / calls as f64,
         1e6 / serial_us.max(f64::MIN_POSITIVE)
     );
-    report.set("writer.calls", calls);
-    report.set("writer.clients", clients as u64);
-    report.set("writer.per_second", per_second);
-    report.set("writer.mean_batch", calls as f64 / batches.max(1) as f64);
-    report.set("writer.serial_cpu_us_per_call", serial_us);
-    report.set("writer.cpu_us_per_call", writer_us);
-    report.set("writer.process_cpu_us_per_call", process_ms as f64 * 1e3 / calls as f64);
     drop(sequencer);
     store.close().await;
-    Ok(())
+    Ok(LedgerWriterFigures {
+        calls,
+        clients,
+        per_second,
+        mean_batch: calls as f64 / batches.max(1) as f64,
+        serial_cpu_us_per_call: serial_us,
+        cpu_us_per_call: writer_us,
+        process_cpu_us_per_call: process_ms as f64 * 1e3 / calls as f64,
+    })
+}
+
+/// The writer alone: what it sustains, and its CPU per call.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct LedgerWriterFigures {
+    pub(crate) calls: u64,
+    pub(crate) clients: usize,
+    pub(crate) per_second: f64,
+    pub(crate) mean_batch: f64,
+    /// The sequencer's and its connection's CPU, one batch after another.
+    pub(crate) serial_cpu_us_per_call: f64,
+    /// With the checkpoints beside it.
+    pub(crate) cpu_us_per_call: f64,
+    pub(crate) process_cpu_us_per_call: f64,
 }
 
 /// CPU time used since [`CpuMeter::start`]: the process's, and its
