@@ -11,8 +11,8 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::http::{
-    BenchModel, BenchServer, Pace, Setup, WorkerUse, http_phase, ledger_items, raw_calls_per_second, router_phase,
-    with_server, workers_busy,
+    BenchModel, BenchServer, Pace, Setup, WorkerUse, http_phase, ledger_items, market_phase, raw_calls_per_second,
+    router_phase, with_server, workers_busy,
 };
 use super::{Common, PhaseFigures};
 use crate::client::Client;
@@ -64,6 +64,10 @@ pub(crate) struct TinyFigures {
     /// Through the router in this process: no sockets, no HTTP parsing.
     pub(crate) paid_without_http: PhaseFigures,
     pub(crate) paid_over_paid_without_http: f64,
+    /// Handed to `market::Market::call`: the paid call alone, no HTTP,
+    /// JSON or router.
+    pub(crate) paid_market_only: PhaseFigures,
+    pub(crate) paid_over_paid_market_only: f64,
     /// Offered at half the paid rate: the latency where a server should run.
     pub(crate) paid_at_half_rate: PhaseFigures,
     pub(crate) paid_without_rollups_per_second: f64,
@@ -300,6 +304,15 @@ async fn full_comparison(
         args.clients,
         direct.describe(),
         paid.per_second / direct.per_second
+    );
+    let alone = market_phase(server, setup, model, args.clients, duration).await?;
+    tiny.paid_market_only = alone.figures();
+    tiny.paid_over_paid_market_only = paid.per_second / alone.per_second;
+    println!(
+        "paid calls handed to the market, no HTTP at all ({} tasks): {}; over HTTP / market alone = {:.2}",
+        args.clients,
+        alone.describe(),
+        paid.per_second / alone.per_second
     );
     // Latency where a server should run: at half the rate it can take.
     let pace = Pace { clients: args.clients, duration, per_second: Some(paid.per_second / 2.0) };

@@ -77,6 +77,8 @@ pub(crate) struct BenchServer {
     pub(crate) workers: usize,
     pub(crate) operator_key: String,
     pub(crate) router: axum::Router,
+    /// The paid call itself, for calls made without HTTP at all.
+    pub(crate) market: Arc<market::Market>,
 }
 
 /// Runs `work` against a fresh in-process server on `data_dir`, with
@@ -106,9 +108,10 @@ where
     let (state, operator_key) = server::open_state(config).await.context("cannot start the server")?;
     let operator_key = operator_key.context("the bench needs a fresh data directory")?;
     let router = server::router(state.clone());
+    let market = state.market.clone();
     let running = server::RunningServer::start(state).await?;
     let url = running.url.clone();
-    let server = BenchServer { url, workers, operator_key: operator_key.expose().to_owned(), router };
+    let server = BenchServer { url, workers, operator_key: operator_key.expose().to_owned(), router, market };
     let result = work(server).await;
     running.stop().await?;
     result
@@ -331,6 +334,51 @@ pub(crate) async fn router_phase(
     let mut latencies = vec![];
     for handle in handles {
         latencies.extend(handle.await??);
+    }
+    Phase::from_latencies(latencies, started.elapsed().as_secs_f64())
+}
+
+/// Paid calls handed to the market (`market::Market::call`) in this
+/// process: the paid call itself, without HTTP, JSON or the router.
+pub(crate) async fn market_phase(
+    server: &BenchServer,
+    setup: &Setup,
+    model: &BenchModel,
+    tasks: usize,
+    duration: Duration,
+) -> anyhow::Result<Phase> {
+    let market = &server.market;
+    let key = domain::ApiKey::parse(&setup.caller_key)?;
+    let caller = market.known_keys.account(&market.store, &key).await?.context("the bench's caller")?;
+    let (owner, name) = ("creator".parse::<domain::AccountName>()?, "paid".parse::<domain::ModelName>()?);
+    let paid = market.known_models.model(&market.store, &owner, &name).await?.context("the bench's paid model")?;
+    let version = paid.latest_version.context("the paid model has a version")?;
+    let input = runtime::Tensor { shape: vec![1, model.width], data: runtime::TensorData::F32(model.input()) };
+    let inputs = std::collections::BTreeMap::from([("x".to_owned(), input)]);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let calls = (0..tasks).map(|_| async {
+        let mut latencies = vec![];
+        while Instant::now() < deadline {
+            let sent = Instant::now();
+            let request = market::CallRequest {
+                caller: &caller,
+                model: &paid,
+                version,
+                app: String::new(),
+                at_ms: None,
+                started: sent,
+                idempotency: None,
+                inputs: market::Inputs::Read(inputs.clone()),
+            };
+            market.call(request).await.map_err(|e| anyhow::anyhow!("a paid call failed: {e}"))?;
+            latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+        }
+        anyhow::Ok(latencies)
+    });
+    let mut latencies = vec![];
+    for done in futures_util::future::join_all(calls).await {
+        latencies.extend(done?);
     }
     Phase::from_latencies(latencies, started.elapsed().as_secs_f64())
 }

@@ -71,6 +71,7 @@ async fn market(args: &Common, database_url: Option<&str>, nodes: usize, dir: &P
     let mut running = vec![];
     let mut operator_key = None;
     let mut first_router = None;
+    let mut first_market = None;
     let mut workers = None;
     for node in 0..nodes {
         let mut flags = toml::Table::new();
@@ -92,6 +93,7 @@ async fn market(args: &Common, database_url: Option<&str>, nodes: usize, dir: &P
             operator_key = Some(key.expose().to_owned());
         }
         first_router.get_or_insert_with(|| server::router(state.clone()));
+        first_market.get_or_insert_with(|| state.market.clone());
         running.push(server::RunningServer::start(state).await?);
     }
     let urls: Vec<String> = running.iter().map(|node| node.url.clone()).collect();
@@ -100,6 +102,7 @@ async fn market(args: &Common, database_url: Option<&str>, nodes: usize, dir: &P
         workers: workers.context("a node")?,
         operator_key: operator_key.context("the bench needs a fresh database")?,
         router: first_router.context("a node")?,
+        market: first_market.context("a node")?,
     };
     let setup = Setup::new(&first, &BenchModel::tiny()).await?;
     let callers = urls

@@ -200,6 +200,7 @@ fn the_benchmark_runs_and_reports_its_ratios() {
         "/tiny/free/per_second",
         "/tiny/paid/per_second",
         "/tiny/paid_without_http/per_second",
+        "/tiny/paid_market_only/per_second",
         "/tiny/paid_at_half_rate/p99_ms",
         "/realistic/raw_per_second",
         "/realistic/raw_before_per_second",
