@@ -2,10 +2,13 @@
 //! directory. Three nodes (in this process, sharing the directory) serve;
 //! creators publish about a hundred small real ONNX models across the tasks;
 //! callers with Zipf-distributed demand call them through several apps for
-//! several weeks of back-dated traffic. Every call goes through the real
-//! path (holds, charges, receipts, usage), with its time set by the
-//! development header `X-Vitrine-Time`; no total is written directly.
+//! several weeks of back-dated traffic. Accounts, models and deposits go
+//! through the HTTP API; every call goes through the market's paid call
+//! (`market::Market::call`: reservations, charges, receipts, usage, the
+//! model run in a worker) on one of the nodes, back-dated; no total is
+//! written directly.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,9 +16,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context;
 use clap::Args;
 use domain::Task;
+use market::Market;
 use reqwest::Method;
 use runtime::synthetic::{Seeded, model_for_task};
-use serde_json::{Value, json};
+use runtime::{Tensor, TensorData};
+use serde_json::json;
+use store::ModelRecord;
 
 use crate::client::Client;
 
@@ -63,10 +69,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 /// Fills the configured data directory if it holds no models; returns
 /// whether it did. The demo's nodes take every setting from `config` but
-/// their address, node id and development mode (for back-dating).
+/// their address, node id and development mode, and no limits on the demo's
+/// own few keys and one address.
 pub async fn populate(config: &server::Config, size: &DemoSize) -> anyhow::Result<bool> {
     let data_dir = config.data_dir.clone();
-    let mut nodes = vec![];
+    let (mut nodes, mut markets) = (vec![], vec![]);
     for node in NODES {
         // The demo's own traffic all comes from one address and few keys.
         let config = server::Config {
@@ -80,17 +87,18 @@ pub async fn populate(config: &server::Config, size: &DemoSize) -> anyhow::Resul
         };
         // One at a time: the first creates the schema and the operator.
         let (state, _) = server::open_state(config).await.context("cannot start a demo node")?;
+        markets.push(state.market.clone());
         nodes.push(server::RunningServer::start(state).await?);
     }
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
-    let result = fill(&data_dir, &urls, size).await;
+    let result = fill(&data_dir, &urls, &markets, size).await;
     for node in nodes {
         node.stop().await?;
     }
     result
 }
 
-async fn fill(data_dir: &Path, urls: &[String], size: &DemoSize) -> anyhow::Result<bool> {
+async fn fill(data_dir: &Path, urls: &[String], markets: &[Arc<Market>], size: &DemoSize) -> anyhow::Result<bool> {
     let anonymous = Client::new(urls[0].clone(), None)?;
     let existing: server::wire::ModelPage =
         anonymous.send_as(anonymous.request(Method::GET, "/v1/models?limit=1")).await?;
@@ -103,7 +111,7 @@ async fn fill(data_dir: &Path, urls: &[String], size: &DemoSize) -> anyhow::Resu
     let started = std::time::Instant::now();
 
     // Creators and their models.
-    let mut models: Vec<(String, runtime::synthetic::SyntheticModel)> = vec![];
+    let mut models: Vec<(ModelRecord, runtime::synthetic::SyntheticModel)> = vec![];
     for c in 0..size.creators {
         let creator = signup(&anonymous, &format!("studio-{c:02}")).await?;
         for m in 0..rng.range(2, 6) {
@@ -125,7 +133,10 @@ async fn fill(data_dir: &Path, urls: &[String], size: &DemoSize) -> anyhow::Resu
                 .body(synthetic.bytes.clone());
             creator.send_json(upload).await?;
             if visibility == "public" {
-                models.push((format!("studio-{c:02}/{name}"), synthetic));
+                let (owner, name) = (format!("studio-{c:02}").parse()?, name.parse()?);
+                let market = &markets[0];
+                let record = market.known_models.model(&market.store, &owner, &name).await?;
+                models.push((record.context("a model just created")?, synthetic));
             }
         }
     }
@@ -137,7 +148,10 @@ async fn fill(data_dir: &Path, urls: &[String], size: &DemoSize) -> anyhow::Resu
         let caller = signup(&anonymous, &name).await?;
         let deposit = json!({"account": name, "amount": "100000000000000", "reference": format!("demo-{name}")});
         operator.send_json(operator.request(Method::POST, "/v1/admin/deposits").json(&deposit)).await?;
-        callers.push((caller.key().unwrap_or_default().to_owned(), APPS[rng.range(0, APPS.len())]));
+        let key = domain::ApiKey::parse(caller.key().unwrap_or_default())?;
+        let market = &markets[0];
+        let account = market.known_keys.account(&market.store, &key).await?.context("a caller just signed up")?;
+        callers.push((account, APPS[rng.range(0, APPS.len())]));
     }
 
     // Zipf demand over models (weight 1 / rank^1.1), a few rising in the
@@ -158,36 +172,36 @@ async fn fill(data_dir: &Path, urls: &[String], size: &DemoSize) -> anyhow::Resu
             }
         }
         let model = pick(&mut rng, &weighted);
-        let (key, app) = &callers[rng.range(0, callers.len())];
-        plan.push((model, key.clone(), *app, at));
+        plan.push((model, rng.range(0, callers.len()), at));
     }
-    plan.sort_by_key(|p| p.3);
+    plan.sort_by_key(|p| p.2);
 
-    let plan = Arc::new(plan);
-    let models = Arc::new(models);
+    let (plan, models, callers) = (Arc::new(plan), Arc::new(models), Arc::new(callers));
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let mut workers = vec![];
     for w in 0..CONCURRENCY {
-        let (plan, models, next, failed) = (plan.clone(), models.clone(), next.clone(), failed.clone());
-        let url = urls[w % urls.len()].clone();
+        let (plan, models, callers) = (plan.clone(), models.clone(), callers.clone());
+        let (next, failed) = (next.clone(), failed.clone());
+        let market = markets[w % markets.len()].clone();
         workers.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
             let mut inputs = Seeded::new(w as u64);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                let Some((model, key, app, at)) = plan.get(i) else { break };
-                let (name, synthetic) = &models[*model];
-                let body = call_body(synthetic, &mut inputs);
-                let response = http
-                    .post(format!("{url}/v1/models/{name}/infer"))
-                    .bearer_auth(key)
-                    .header("X-App", *app)
-                    .header("X-Vitrine-Time", at.to_string())
-                    .json(&body)
-                    .send()
-                    .await;
-                if !response.is_ok_and(|r| r.status().is_success()) {
+                let Some(&(model, caller, at)) = plan.get(i) else { break };
+                let ((record, synthetic), (account, app)) = (&models[model], &callers[caller]);
+                let Some(version) = record.latest_version else { break };
+                let request = market::CallRequest {
+                    caller: account,
+                    model: record,
+                    version,
+                    app: (*app).to_owned(),
+                    at_ms: Some(at),
+                    started: std::time::Instant::now(),
+                    idempotency: None,
+                    inputs: market::Inputs::Read(call_inputs(synthetic, &mut inputs)),
+                };
+                if market.call(request).await.is_err() {
                     failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -228,10 +242,11 @@ fn pick(rng: &mut Seeded, weights: &[f64]) -> usize {
     weights.len() - 1
 }
 
-fn call_body(model: &runtime::synthetic::SyntheticModel, rng: &mut Seeded) -> Value {
-    let data: Value = match model.vocabulary {
-        Some(v) => json!((0..model.width).map(|_| rng.range(0, v) as i64).collect::<Vec<_>>()),
-        None => json!((0..model.width).map(|_| rng.unit() as f32).collect::<Vec<_>>()),
+/// One call's input: token ids below the model's vocabulary, or floats.
+fn call_inputs(model: &runtime::synthetic::SyntheticModel, rng: &mut Seeded) -> BTreeMap<String, Tensor> {
+    let data = match model.vocabulary {
+        Some(v) => TensorData::I64((0..model.width).map(|_| rng.range(0, v) as i64).collect()),
+        None => TensorData::F32((0..model.width).map(|_| rng.unit() as f32).collect()),
     };
-    json!({"inputs": {model.input.clone(): {"dtype": model.dtype, "shape": [1, model.width], "data": data}}})
+    BTreeMap::from([(model.input.clone(), Tensor { shape: vec![1, model.width], data })])
 }
