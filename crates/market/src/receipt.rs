@@ -48,11 +48,12 @@ pub struct Receipt {
     pub version: u32,
 }
 
-/// A leaf's inclusion proof in the tree of `size` leaves (hex hashes).
+/// A leaf's inclusion proof in the tree of `size` leaves (hex hashes;
+/// fields in alphabetical order, as the receipt's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Inclusion {
-    pub size: u64,
     pub hashes: Vec<String>,
+    pub size: u64,
 }
 
 impl Receipt {
