@@ -232,6 +232,11 @@ pub struct Config {
     /// Time one witness has to answer a submission; past it the checkpoint
     /// is published without its cosignature.
     pub witness_timeout_ms: u64,
+    /// The EVM chain the market is paid and pays on (`chain::Settings`:
+    /// `{rpc_url, network, token, key_file, confirmations}`); none: money
+    /// moves only in the ledger, as the operator records it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<chain::Settings>,
     /// Leaves one `GET /v1/log/entries` returns at most (400 above it).
     pub log_entries_page_max: u64,
     /// Keep usage rollups up to date in every ledger batch. Off, usage events
@@ -389,6 +394,7 @@ impl Default for Config {
             log_origin: "vitrine.local/log".to_owned(),
             checkpoint_interval_ms: 1000,
             witnesses: vec![],
+            chain: None,
             witness_timeout_ms: 5_000,
             log_entries_page_max: 1000,
             analytics_rollups: true,

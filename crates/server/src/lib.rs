@@ -67,6 +67,8 @@ pub struct AppState {
     pub load_time: Arc<limits::Buckets<i64>>,
     /// Full tiles of the log, as served (`routes/tiles.rs`).
     pub tiles: Arc<routes::tiles::TileCache>,
+    /// The EVM chain, when the `chain` setting names one.
+    pub chain: Option<Arc<chain::Chain>>,
     /// Uploads hold it shared from putting their file in the blob folder
     /// until their version is recorded; deleting a model holds it alone
     /// while it removes files no model uses any more, so it never removes
@@ -161,10 +163,25 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     if store.holds_signer_lease().await.map_err(|e| format!("cannot ask for the signer's lease: {e}"))? {
         log::sign_checkpoint_if_grown(&store, &log_keys, &witnesses).await?;
     }
+    // Checked before the workers and the ledger's writer start: a market
+    // configured for a chain never runs without it.
+    let chain = match &config.chain {
+        Some(settings) => {
+            let chain = chain::Chain::connect(settings, config.token_decimals)
+                .await
+                .map_err(|e| format!("the chain setting: {e}"))?;
+            let token = chain.token();
+            tracing::info!(network = chain.network(), token = %token.address, name = %token.name,
+                decimals = token.decimals, address = %chain.address(), "paid and paying on chain");
+            Some(Arc::new(chain))
+        }
+        None => None,
+    };
     let market = start_market(&config, &store, &blobs, system, log_keys, witnesses).await?;
     let state = AppState {
         market: Arc::new(market),
         tiles: Arc::default(),
+        chain,
         blob_removal: Arc::default(),
         call_limits: Arc::new(limits::CallLimits::new(
             config.calls_per_key_concurrent_max,
@@ -571,6 +588,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::inference::infer_latest))
         .routes(routes!(routes::inference::infer_version))
         .routes(routes!(routes::models::get_blob))
+        .routes(routes!(routes::chain::reserves))
         .routes(routes!(routes::quarantine::list_quarantines))
         .routes(routes!(routes::quarantine::quarantine_version, routes::quarantine::lift_quarantine))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -568,6 +568,24 @@ impl TensorIn {
     }
 }
 
+/// The market's reserves on its chain against its ledger's liabilities
+/// (`GET /v1/chain/reserves`). Amounts in ledger minor units; the on-chain
+/// balance rounded down to one.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReservesView {
+    /// CAIP-2, e.g. `eip155:8453`.
+    pub network: String,
+    /// The token's contract address.
+    pub token: String,
+    /// The market's own address, which holds its reserves.
+    pub address: String,
+    /// The block the balance was read at: the newest final one.
+    pub block: u64,
+    pub onchain_balance: String,
+    /// Every balance in the ledger but the issuer's (pending payouts included).
+    pub liabilities: String,
+}
+
 /// An upload session: where to send the next piece from.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UploadView {

@@ -18,7 +18,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use server::wire::log::{ConsistencyProof, InclusionProof, LogEntries, LogKeyView, PseudonymView};
 use server::wire::stats::EarningsView;
-use server::wire::{AccountView, ModelPage, TransferPage, TransferView};
+use server::wire::{AccountView, ModelPage, ReservesView, TransferPage, TransferView};
 use tlog::merkle::MemoryTree;
 use tlog::{Checkpoint, NoteVerifier, ReceiptLeaf};
 
@@ -62,6 +62,14 @@ pub struct AuditArgs {
     /// The windows --market checks (24h, 7d, 30d).
     #[arg(long = "window", value_name = "WINDOW", default_values = ["24h", "7d", "30d"], requires = "market")]
     windows: Vec<String>,
+    /// Proof of reserves: the market's token balance on its chain, at a
+    /// final block, against what its ledger owes; fails if it owes more.
+    #[arg(long, conflicts_with_all = ["creator", "caller", "market"])]
+    reserves: bool,
+    /// With --reserves, read the balance from this node yourself (an
+    /// Ethereum JSON-RPC URL) instead of taking the server's word for it.
+    #[arg(long, value_name = "URL", requires = "reserves")]
+    rpc_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +133,9 @@ pub async fn run_audit(args: AuditArgs, client_args: &ClientArgs) -> anyhow::Res
 async fn audit_once(args: &AuditArgs, client_args: &ClientArgs) -> anyhow::Result<()> {
     let client = server_client(client_args, args.server.as_deref())?;
     crate::commands::learn_token(&client).await;
+    if args.reserves {
+        return audit_reserves(&client, args.rpc_url.as_deref()).await;
+    }
     let state_path = match &args.state {
         Some(path) => path.clone(),
         None => client_args.config_path()?.with_file_name("audit-state.json"),
@@ -223,6 +234,37 @@ async fn audit_once(args: &AuditArgs, client_args: &ClientArgs) -> anyhow::Resul
         bail!("the audit found {} mismatch(es) between the log and the ledger", mismatches.len());
     }
     println!("audit passed");
+    Ok(())
+}
+
+/// Proof of reserves: what the market holds on its chain at a final block
+/// (read from `rpc_url` when given) against what its ledger owes.
+async fn audit_reserves(client: &Client, rpc_url: Option<&str>) -> anyhow::Result<()> {
+    let view: ReservesView = client.send_as(client.request(Method::GET, "/v1/chain/reserves")).await?;
+    let onchain: u128 = view.onchain_balance.parse().context("the server's onchain_balance is not a number")?;
+    let owed: u128 = view.liabilities.parse().context("the server's liabilities are not a number")?;
+    println!("market {} on {}, token {}, at block {}", view.address, view.network, view.token, view.block);
+    if let Some(url) = rpc_url {
+        let (read, token_decimals) = chain::balance_of(url, &view.token, &view.address, view.block).await?;
+        // The server says its balance in ledger units, rounded down: the
+        // same rounding of what this node says must give the same figure.
+        let units =
+            chain::Units { ledger_decimals: crate::output::token_decimals(), token_decimals: token_decimals.into() };
+        if units.to_ledger(read).map(|(whole, _)| u128::from(whole)) != Ok(onchain) {
+            bail!(
+                "the node at {url} says the market holds {read} token units at block {}, not what the server says",
+                view.block
+            );
+        }
+        println!("on chain (read from {url}): {}", output::tokens_of(onchain));
+    } else {
+        println!("on chain (as the server reads it): {}", output::tokens_of(onchain));
+    }
+    println!("owed by the ledger: {}", output::tokens_of(owed));
+    if onchain < owed {
+        bail!("the market owes {} more than it holds on chain", output::tokens_of(owed - onchain));
+    }
+    println!("reserves cover the ledger: {} to spare", output::tokens_of(onchain - owed));
     Ok(())
 }
 

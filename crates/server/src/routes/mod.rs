@@ -2,6 +2,7 @@
 //! OpenAPI document with `#[utoipa::path]`.
 
 pub mod accounts;
+pub mod chain;
 pub mod inference;
 pub mod log;
 pub mod meta;

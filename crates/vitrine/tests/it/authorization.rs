@@ -77,6 +77,9 @@ async fn every_route_answers_every_role_as_the_matrix_says() {
     let rows: Vec<Row> = vec![
         ("GET", "/metrics", "/metrics".into(), None, public),
         ("GET", "/v1/health", "/v1/health".into(), None, public),
+        // Public, and this market has no chain: the same 404 for anyone
+        // (`chain.rs` has a market with one).
+        ("GET", "/v1/chain/reserves", "/v1/chain/reserves".into(), None, [404; 5]),
         ("GET", "/v1/account", "/v1/account".into(), None, private),
         ("GET", "/v1/account/earnings", "/v1/account/earnings".into(), None, private),
         ("GET", "/v1/account/pseudonym", "/v1/account/pseudonym".into(), None, private),

@@ -4,6 +4,7 @@
 mod accounts;
 mod authorization;
 mod binary;
+mod chain;
 mod cli;
 mod dashboard;
 mod inference;

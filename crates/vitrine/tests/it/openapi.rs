@@ -30,6 +30,9 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
 
 /// Every operation in the OpenAPI document is called on a live server, and
 /// must answer with a status the document lists for it.
+/// Routes of a market with a chain (`tests/it/chain.rs` runs them on one).
+const NEED_A_CHAIN: &[&str] = &["/v1/chain/reserves"];
+
 #[tokio::test]
 async fn every_documented_route_answers_as_documented() {
     let server = TestServer::start_with(&[("dev", "true")]);
@@ -130,6 +133,11 @@ async fn every_documented_route_answers_as_documented() {
                 answer.status,
                 answer.body
             );
+            if NEED_A_CHAIN.contains(&path.as_str()) {
+                // This market has none: the documented 404, everywhere.
+                assert_eq!(answer.status, 404, "{method} {path}: {}", answer.body);
+                continue;
+            }
             assert!(answer.status < 300, "{method} {path} should succeed here: {}", answer.body);
             if answer.status >= 400 {
                 assert!(answer.body["error"]["code"].is_string());

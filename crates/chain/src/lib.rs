@@ -1,0 +1,233 @@
+//! The EVM chain a market is paid and pays on, when its operator configures
+//! one (the `chain` setting): the token (an ERC-20 with EIP-3009), the
+//! market's own key and address, what is final (`confirmations`), and the
+//! market's balance of the token at a final block (its reserves). Without a
+//! `chain` the market works as it always has.
+//!
+//! Amounts cross between the ledger's minor units and the token's units by
+//! one exact rule ([`units`]).
+
+pub mod test_token;
+pub mod units;
+
+use std::path::{Path, PathBuf};
+
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+use serde::{Deserialize, Serialize};
+
+pub use alloy::primitives::{Address, U256};
+pub use units::{Units, UnitsError};
+
+alloy::sol! {
+    /// What the market reads of its token.
+    #[sol(rpc)]
+    interface Erc20 {
+        function name() external view returns (string);
+        function version() external view returns (string);
+        function decimals() external view returns (uint8);
+        function balanceOf(address owner) external view returns (uint256);
+    }
+}
+
+/// The `chain` setting: `{rpc_url, network, token, key_file, confirmations}`
+/// (and `facilitator_url`, for x402's verify and settle elsewhere).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The node's JSON-RPC endpoint.
+    pub rpc_url: String,
+    /// CAIP-2: `eip155:<chain id>`, checked against the node's chain id.
+    pub network: String,
+    /// The token's contract address.
+    pub token: String,
+    /// The market's hot key: `0x` and 64 hex digits, in a file only its
+    /// owner may read (mode 0600). Never in settings, logs or answers.
+    pub key_file: PathBuf,
+    /// Blocks on top of a transaction's block before it counts as final.
+    pub confirmations: u64,
+    /// An x402 facilitator to verify and settle payments through, instead
+    /// of the market itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facilitator_url: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("chain.network must be eip155:<chain id>, not {0:?}")]
+    Network(String),
+    #[error("chain.token is not an address: {0:?}")]
+    TokenAddress(String),
+    #[error("chain.rpc_url {url:?}: {message}")]
+    Rpc { url: String, message: String },
+    #[error("the node at chain.rpc_url is chain {found}, not {expected} (chain.network)")]
+    WrongChain { expected: u64, found: u64 },
+    #[error("chain.token {token} does not answer as an ERC-20 with a version (EIP-712): {message}")]
+    NotAToken { token: String, message: String },
+    #[error("chain.key_file {path}: {message}")]
+    Key { path: String, message: String },
+    #[error(transparent)]
+    Units(#[from] UnitsError),
+}
+
+/// The token as the market reads it from its contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Token {
+    pub address: Address,
+    /// Its name and version: its EIP-712 domain, which x402 payments sign.
+    pub name: String,
+    pub version: String,
+    pub decimals: u8,
+}
+
+/// A market's connection to its chain.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    provider: DynProvider,
+    chain_id: u64,
+    network: String,
+    token: Token,
+    /// Kept out of `Debug` output.
+    signer: HiddenSigner,
+    confirmations: u64,
+    units: Units,
+}
+
+#[derive(Clone)]
+struct HiddenSigner(PrivateKeySigner);
+
+impl std::fmt::Debug for HiddenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HiddenSigner({})", self.0.address())
+    }
+}
+
+/// The market's token balance at a final block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balance {
+    pub block: u64,
+    /// Token units.
+    pub amount: U256,
+}
+
+impl Chain {
+    /// Connects as `settings` say and checks them: the node's chain is the
+    /// network's, the token answers as an ERC-20 with an EIP-712 version,
+    /// and the key file holds a key only its owner can read.
+    /// `ledger_decimals`: the ledger's minor units per token.
+    pub async fn connect(settings: &Settings, ledger_decimals: u32) -> Result<Chain, ChainError> {
+        let expected = settings
+            .network
+            .strip_prefix("eip155:")
+            .and_then(|id| id.parse::<u64>().ok())
+            .ok_or_else(|| ChainError::Network(settings.network.clone()))?;
+        let token: Address = settings.token.parse().map_err(|_| ChainError::TokenAddress(settings.token.clone()))?;
+        let signer = read_key(&settings.key_file)?;
+        let rpc = |message: String| ChainError::Rpc { url: settings.rpc_url.clone(), message };
+        let url = settings.rpc_url.parse().map_err(|e| rpc(format!("not a URL: {e}")))?;
+        let provider = ProviderBuilder::new().connect_http(url).erased();
+        let found = provider.get_chain_id().await.map_err(|e| rpc(e.to_string()))?;
+        if found != expected {
+            return Err(ChainError::WrongChain { expected, found });
+        }
+        let contract = Erc20::new(token, &provider);
+        let not_a_token =
+            |e: alloy::contract::Error| ChainError::NotAToken { token: settings.token.clone(), message: e.to_string() };
+        let name = contract.name().call().await.map_err(not_a_token)?;
+        let version = contract.version().call().await.map_err(not_a_token)?;
+        let decimals = contract.decimals().call().await.map_err(not_a_token)?;
+        let units = Units { ledger_decimals, token_decimals: u32::from(decimals) };
+        Ok(Chain {
+            provider,
+            chain_id: found,
+            network: settings.network.clone(),
+            token: Token { address: token, name, version, decimals },
+            signer: HiddenSigner(signer),
+            confirmations: settings.confirmations,
+            units,
+        })
+    }
+
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    pub fn token(&self) -> &Token {
+        &self.token
+    }
+
+    /// The market's address (its key's), where it is paid.
+    pub fn address(&self) -> Address {
+        self.signer.0.address()
+    }
+
+    pub fn units(&self) -> Units {
+        self.units
+    }
+
+    /// The newest block that is final: `confirmations` below the head.
+    pub async fn final_block(&self) -> Result<u64, ChainError> {
+        let head = self.provider.get_block_number().await.map_err(|e| self.rpc_error(e))?;
+        Ok(head.saturating_sub(self.confirmations))
+    }
+
+    /// The market's balance of the token at the newest final block.
+    pub async fn reserves(&self) -> Result<Balance, ChainError> {
+        let block = self.final_block().await?;
+        let amount = balance_at(&self.provider, self.token.address, self.address(), block).await.map_err(|e| {
+            ChainError::Rpc { url: "chain.rpc_url".into(), message: format!("balanceOf at block {block}: {e}") }
+        })?;
+        Ok(Balance { block, amount })
+    }
+
+    fn rpc_error(&self, error: impl std::fmt::Display) -> ChainError {
+        ChainError::Rpc { url: "chain.rpc_url".into(), message: error.to_string() }
+    }
+}
+
+/// `owner`'s balance of `token` at `block`, and the token's decimals, read
+/// from the node at `rpc_url` (an auditor's own node, say).
+pub async fn balance_of(rpc_url: &str, token: &str, owner: &str, block: u64) -> Result<(U256, u8), ChainError> {
+    let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };
+    let url = rpc_url.parse().map_err(|e| rpc(format!("not a URL: {e}")))?;
+    let provider = ProviderBuilder::new().connect_http(url).erased();
+    let token: Address = token.parse().map_err(|_| ChainError::TokenAddress(token.to_owned()))?;
+    let owner: Address = owner.parse().map_err(|_| rpc(format!("{owner:?} is not an address")))?;
+    let balance = balance_at(&provider, token, owner, block).await.map_err(|e| rpc(e.to_string()))?;
+    let decimals = Erc20::new(token, &provider).decimals().call().await.map_err(|e| rpc(e.to_string()))?;
+    Ok((balance, decimals))
+}
+
+async fn balance_at(
+    provider: &DynProvider,
+    token: Address,
+    owner: Address,
+    block: u64,
+) -> Result<U256, alloy::contract::Error> {
+    Erc20::new(token, provider).balanceOf(owner).block(block.into()).call().await
+}
+
+/// Reads the market's key: `0x` and 64 hex digits, the file readable by its
+/// owner alone.
+fn read_key(path: &Path) -> Result<PrivateKeySigner, ChainError> {
+    let error = |message: String| ChainError::Key { path: path.display().to_string(), message };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(|e| error(e.to_string()))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(error(format!("others may read it (mode {:o}); chmod 600 it", mode & 0o777)));
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    let hex = text.trim().strip_prefix("0x").ok_or_else(|| error("it does not start with 0x".into()))?;
+    if hex.len() != 64 {
+        return Err(error(format!("it holds {} hex digits, not 64", hex.len())));
+    }
+    // The key itself never goes into a message.
+    hex.parse::<PrivateKeySigner>().map_err(|_| error("it is not a valid secp256k1 key".into()))
+}

@@ -1,0 +1,94 @@
+//! The tests' token (`fixtures/chain/TestToken.sol`, compiled by
+//! `fixtures/chain/build` into `TestToken.json`): deployed on a private
+//! chain (`scripts/anvil`) by a funded key, minted by anyone.
+
+use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::primitives::{Address, Bytes, U256};
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolValue;
+
+use crate::ChainError;
+
+alloy::sol! {
+    #[sol(rpc)]
+    interface Mintable {
+        function mint(address to, uint256 amount) external;
+    }
+}
+
+/// The compiled contract: its ABI and creation bytecode.
+const ARTIFACT: &str = include_str!("../../../fixtures/chain/TestToken.json");
+
+/// The first of anvil's well-known accounts, funded with ether on every
+/// anvil: it pays for deployments and mints.
+pub const ANVIL_FUNDED_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+/// Deploys a token of `name` (its symbol too), EIP-712 `version` and
+/// `decimals` on the chain at `rpc_url`, paid by `funded_key`; its address.
+pub async fn deploy(
+    rpc_url: &str,
+    funded_key: &str,
+    name: &str,
+    version: &str,
+    decimals: u8,
+) -> Result<Address, ChainError> {
+    let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };
+    #[derive(serde::Deserialize)]
+    struct Artifact {
+        bytecode: Bytes,
+    }
+    let artifact: Artifact = serde_json::from_str(ARTIFACT).map_err(|e| rpc(format!("TestToken.json: {e}")))?;
+    let provider = funded(rpc_url, funded_key)?;
+    // A uint8 is encoded as any uint: one word.
+    let arguments = (name.to_owned(), name.to_owned(), version.to_owned(), U256::from(decimals)).abi_encode_params();
+    let code = [artifact.bytecode.as_ref(), arguments.as_slice()].concat();
+    let deploy = TransactionRequest::default().with_deploy_code(code);
+    let pending = provider.send_transaction(deploy).await.map_err(|e| rpc(e.to_string()))?;
+    let receipt = pending.get_receipt().await.map_err(|e| rpc(e.to_string()))?;
+    receipt.contract_address.ok_or_else(|| rpc("the deployment created no contract".into()))
+}
+
+/// Mints `amount` token units of `token` to `to`, paid by `funded_key`.
+pub async fn mint(
+    rpc_url: &str,
+    funded_key: &str,
+    token: Address,
+    to: Address,
+    amount: U256,
+) -> Result<(), ChainError> {
+    let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };
+    let provider = funded(rpc_url, funded_key)?;
+    let pending = Mintable::new(token, &provider).mint(to, amount).send().await.map_err(|e| rpc(e.to_string()))?;
+    pending.get_receipt().await.map_err(|e| rpc(e.to_string()))?;
+    Ok(())
+}
+
+fn funded(rpc_url: &str, key: &str) -> Result<impl Provider, ChainError> {
+    let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };
+    let signer: PrivateKeySigner = key.parse().map_err(|_| rpc("the funded key is not a key".into()))?;
+    let url = rpc_url.parse().map_err(|e| rpc(format!("not a URL: {e}")))?;
+    Ok(ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url))
+}
+
+/// Mines `blocks` empty blocks on anvil (`anvil_mine`): what makes the
+/// transactions before them final in a test.
+pub async fn mine(rpc_url: &str, blocks: u64) -> Result<(), ChainError> {
+    let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };
+    let url = rpc_url.parse().map_err(|e| rpc(format!("not a URL: {e}")))?;
+    let provider = ProviderBuilder::new().connect_http(url);
+    let _: serde_json::Value =
+        provider.raw_request("anvil_mine".into(), (U256::from(blocks),)).await.map_err(|e| rpc(e.to_string()))?;
+    Ok(())
+}
+
+/// Writes a fresh random key to `path` as the `key_file` setting wants it
+/// (`0x` and 64 hex digits, mode 0600); its address.
+pub fn new_key_file(path: &std::path::Path) -> std::io::Result<Address> {
+    use std::os::unix::fs::PermissionsExt;
+    let signer = PrivateKeySigner::random();
+    std::fs::write(path, format!("0x{}\n", alloy::primitives::hex::encode(signer.to_bytes())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(signer.address())
+}
