@@ -215,7 +215,9 @@ pub struct ModelFieldsArgs {
 pub struct InferArgs {
     /// owner/name, or owner/name@version.
     model: String,
-    /// NAME=JSON or NAME=@FILE: one input tensor, {"dtype", "shape", "data"}.
+    /// NAME=JSON or NAME=@FILE: one input tensor, {"dtype", "shape", "data"},
+    /// or just its numbers as a nested array (`x=[[1,2,3,4]]`): the shape
+    /// is read from the nesting and the dtype is the model's.
     #[arg(long = "input", short = 'i', value_name = "NAME=TENSOR")]
     inputs: Vec<String>,
     /// JSON or @FILE holding all inputs: {"inputs": {...}} or the map itself.
@@ -686,6 +688,19 @@ async fn run_infer(client: &Client, json: bool, args: InferArgs) -> anyhow::Resu
     if inputs.is_empty() {
         bail!("give the model's inputs with --input NAME=JSON (or NAME=@FILE) or --inputs");
     }
+    if inputs.values().any(Value::is_array) {
+        let signature = input_signature(client, &model_ref, version).await?;
+        for (name, value) in inputs.iter_mut() {
+            if value.is_array() {
+                let dtype =
+                    signature.iter().find(|s| s.name == *name).map(|s| s.dtype.as_str()).with_context(|| {
+                        let names: Vec<&str> = signature.iter().map(|s| s.name.as_str()).collect();
+                        format!("{model_ref} has no input '{name}'; its inputs: {}", names.join(", "))
+                    })?;
+                *value = tensor_from_array(name, value, dtype)?;
+            }
+        }
+    }
     let path = match version {
         Some(n) => format!("/v1/models/{}/{}/versions/{n}/infer", model_ref.owner, model_ref.name),
         None => format!("/v1/models/{}/{}/infer", model_ref.owner, model_ref.name),
@@ -711,6 +726,55 @@ async fn run_infer(client: &Client, json: bool, args: InferArgs) -> anyhow::Resu
     output::table(&["output", "dtype", "shape", "data"], &rows);
     println!("version {} · price {} · {} ms", response.version, tokens_of(&response.price), response.latency_ms);
     Ok(())
+}
+
+/// The inputs of the version a call will run (the latest without one).
+async fn input_signature(
+    client: &Client,
+    model: &ModelRef,
+    version: Option<i64>,
+) -> anyhow::Result<Vec<TensorSpecView>> {
+    let path = format!("/v1/models/{}/{}", model.owner, model.name);
+    let version = match version {
+        Some(n) => n,
+        None => {
+            let shown: ModelView = client.send_as(client.request(Method::GET, &path)).await?;
+            shown.latest_version.with_context(|| format!("{model} has no version to call"))?
+        }
+    };
+    let found: VersionView = client.send_as(client.request(Method::GET, &format!("{path}/versions/{version}"))).await?;
+    Ok(found.inputs)
+}
+
+/// A tensor from its numbers as a nested JSON array: the shape read from
+/// the nesting (every row as long as its siblings), the data flattened.
+fn tensor_from_array(name: &str, value: &Value, dtype: &str) -> anyhow::Result<Value> {
+    fn walk(value: &Value, depth: usize, shape: &mut Vec<usize>, data: &mut Vec<Value>) -> Result<(), String> {
+        match value {
+            Value::Array(items) => {
+                match shape.get(depth) {
+                    None => shape.push(items.len()),
+                    Some(&length) if length != items.len() => {
+                        return Err(format!("its rows at depth {depth} are not all {length} long"));
+                    }
+                    Some(_) => {}
+                }
+                items.iter().try_for_each(|item| walk(item, depth + 1, shape, data))
+            }
+            Value::Number(_) | Value::Bool(_) if depth == shape.len() => {
+                data.push(value.clone());
+                Ok(())
+            }
+            Value::Number(_) | Value::Bool(_) => Err("it mixes numbers and rows at one depth".to_owned()),
+            other => Err(format!("it holds {other}, not a number")),
+        }
+    }
+    let (mut shape, mut data) = (vec![], vec![]);
+    walk(value, 0, &mut shape, &mut data).map_err(|why| anyhow::anyhow!("--input {name}: {why}"))?;
+    if shape.iter().product::<usize>() != data.len() {
+        bail!("--input {name}: its rows are not all equally deep");
+    }
+    Ok(json!({"dtype": dtype, "shape": shape, "data": data}))
 }
 
 /// `@path` reads a file; anything else is inline JSON.

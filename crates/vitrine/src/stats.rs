@@ -28,12 +28,13 @@ pub enum StatsCommand {
     /// Models whose demand grows fastest.
     Trending {
         /// 24h or 7d.
-        #[arg(long, default_value = "24h")]
+        #[arg(long, default_value = "7d")]
         window: String,
     },
     /// Demand and supply per task.
     Tasks {
-        #[arg(long, default_value = "30d")]
+        /// 24h, 7d, 30d or all.
+        #[arg(long, default_value = "7d")]
         window: String,
         /// calls or opportunity.
         #[arg(long, default_value = "calls")]
@@ -136,10 +137,13 @@ pub async fn run_stats(client: &Client, json: bool, command: StatsCommand) -> an
                     ]
                 })
                 .collect();
-            // Growth compares against the baseline (the mean of the three
-            // windows before), not the one window before.
+            print_window(&view.window);
             output::table(&["model", "calls", "previous", "baseline", "growth"], &rows);
-            println!("(at least {} calls in the window to be listed)", view.calls_min);
+            println!(
+                "growth: calls in the window against the baseline, the mean of the 3 windows before it (at least {} \
+                 calls in the window to be listed)",
+                view.calls_min
+            );
             Ok(())
         }
         StatsCommand::Tasks { window, sort } => {
@@ -165,7 +169,12 @@ pub async fn run_stats(client: &Client, json: bool, command: StatsCommand) -> an
                     ]
                 })
                 .collect();
-            output::table(&["task", "calls", "revenue", "callers", "models", "median price", "calls/model"], &rows);
+            print_window(&view.window);
+            output::table(&["task", "calls", "revenue", "callers", "models", "median price", "opportunity"], &rows);
+            println!(
+                "opportunity: calls per public model of the task, where a new model would find the most demand per \
+                 competitor"
+            );
             Ok(())
         }
     }
@@ -178,6 +187,7 @@ async fn market(client: &Client, json: bool, window: &str, by: &str, limit: usiz
         output::json(&view);
         return Ok(());
     }
+    print_window(&view.window);
     let mut rows: Vec<Vec<String>> = view
         .items
         .iter()
@@ -269,6 +279,19 @@ pub async fn run_account_series(
         }
     }
     Ok(())
+}
+
+/// Which window the figures below cover, first.
+fn print_window(window: &str) {
+    let words = match window {
+        "24h" => "the last 24 hours".to_owned(),
+        "all" => "all time".to_owned(),
+        other => match other.strip_suffix('d') {
+            Some(days) => format!("the last {days} days"),
+            None => other.to_owned(),
+        },
+    };
+    println!("window: {window} ({words}; --window changes it)");
 }
 
 fn milliseconds(value: Option<f64>) -> String {

@@ -99,6 +99,12 @@ fn a_new_user_signs_up_pushes_a_model_and_runs_it() {
     success(&run(&["model", "update", "alice/linear", "--description", "Now documented.", "--price", "0"]));
     assert!(success(&run(&["model", "show", "alice/linear"])).contains("Now documented."));
     assert!(success(&run(&["model", "versions", "alice/linear"])).contains("x: f32[N, 4]"));
+    // Now free: its inputs as just the numbers, nested: the shape from the nesting, the dtype the model's.
+    let nested = success(&run(&["infer", "alice/linear", "-i", "x=[[1,2,3,4],[5,6,7,8]]"]));
+    assert!(nested.contains("[2, 1]"), "{nested}");
+    assert!(failure(&run(&["infer", "alice/linear", "-i", "x=[[1,2],[3]]"])).contains("not all 2 long"));
+    assert!(failure(&run(&["infer", "alice/linear", "-i", "x=[1,[2,3]]"])).contains("not all equally deep"));
+    assert!(failure(&run(&["infer", "alice/linear", "-i", "z=[[1,2,3,4]]"])).contains("its inputs: x"));
     // alice paid the node and treasury shares (20% of 0.002) on each of her three paid calls.
     let transfers = success(&run(&["transfers"]));
     assert!(transfers.contains("inference_node") && transfers.contains("deposit"), "{transfers}");
@@ -247,6 +253,31 @@ fn the_writer_benchmark_reports_its_cpu_per_call() {
     }
     let refused = Command::new(BINARY).args(["bench", "ledger", "--calls", "0"]).output().unwrap();
     assert!(!refused.status.success());
+}
+
+/// A server's log written to a file (not a terminal) is plain text: no
+/// colour codes.
+#[test]
+fn a_log_into_a_file_is_plain_text() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let mut server = Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("ORT_DISABLE_TELEMETRY", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Its first line on standard output says it listens.
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("INFO"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in a file: {text:?}");
 }
 
 /// A bench piped into a reader that goes away (`vitrine bench | head`) ends

@@ -290,15 +290,21 @@ async fn scripted_traffic_gives_exact_market_measures_and_reconciles() {
     let series = cli(&["stats", "model", "alice/a"]);
     assert!(series.contains("0.0000006 OPG"), "{series}");
     let tasks = cli(&["stats", "tasks", "--sort", "opportunity"]);
-    assert!(tasks.lines().nth(1).unwrap().starts_with("classification"), "{tasks}");
+    // The window first, the same by default for every stats command.
+    assert!(tasks.starts_with("window: 7d (the last 7 days"), "{tasks}");
+    let first_row = tasks.lines().skip_while(|line| !line.starts_with("TASK")).nth(1).unwrap();
+    assert!(first_row.starts_with("classification"), "{tasks}");
+    assert!(tasks.contains("OPPORTUNITY") && tasks.contains("opportunity: calls per public model"), "{tasks}");
     // The median price too: tokens, not a float of minor units.
-    assert!(!tasks.contains(".0 ") && tasks.lines().nth(1).unwrap().matches(" OPG").count() == 2, "{tasks}");
+    assert!(!tasks.contains(".0 ") && first_row.matches(" OPG").count() == 2, "{tasks}");
     // The largest rows first, and how many more there are.
     let top = cli(&["stats", "market", "--limit", "1"]);
     assert!(top.contains("alice/a") && top.contains("… and 2 more (--limit 0 shows every row)"), "{top}");
     assert!(cli(&["stats", "apps", "--window", "24h"]).contains("shop"));
     assert!(cli(&["stats", "nodes"]).contains("node-local"));
-    assert!(cli(&["stats", "trending"]).contains("at least 10 calls"));
+    let trending = cli(&["stats", "trending"]);
+    assert!(trending.starts_with("window: 7d") && trending.contains("at least 10 calls"), "{trending}");
+    assert!(cli(&["stats", "market"]).starts_with("window: 7d"));
     let earnings = cli(&["earnings"]);
     assert!(earnings.contains("total earned: 0.000000507 OPG"), "{earnings}");
     assert!(cli(&["spending"]).contains("total spent: "));
