@@ -21,9 +21,21 @@ alloy::sol! {
 /// The compiled contract: its ABI and creation bytecode.
 const ARTIFACT: &str = include_str!("../../../fixtures/chain/TestToken.json");
 
-/// The first of anvil's well-known accounts, funded with ether on every
-/// anvil: it pays for deployments and mints.
-pub const ANVIL_FUNDED_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+/// A fresh key funded with ether on anvil (`anvil_setBalance`): each test
+/// pays with its own, so that tests running at once never race for one
+/// account's nonces.
+pub async fn funded_key(rpc_url: &str) -> Result<String, ChainError> {
+    let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };
+    let signer = PrivateKeySigner::random();
+    let url = rpc_url.parse().map_err(|e| rpc(format!("not a URL: {e}")))?;
+    let provider = ProviderBuilder::new().connect_http(url);
+    let ether = U256::from(100u8) * U256::from(10u8).pow(U256::from(18u8));
+    let _: serde_json::Value = provider
+        .raw_request("anvil_setBalance".into(), (signer.address(), ether))
+        .await
+        .map_err(|e| rpc(e.to_string()))?;
+    Ok(format!("0x{}", alloy::primitives::hex::encode(signer.to_bytes())))
+}
 
 /// Deploys a token of `name` (its symbol too), EIP-712 `version` and
 /// `decimals` on the chain at `rpc_url`, paid by `funded_key`; its address.
@@ -50,19 +62,20 @@ pub async fn deploy(
     receipt.contract_address.ok_or_else(|| rpc("the deployment created no contract".into()))
 }
 
-/// Mints `amount` token units of `token` to `to`, paid by `funded_key`.
+/// Mints `amount` token units of `token` to `to`, paid by `funded_key`; the
+/// block the mint is in.
 pub async fn mint(
     rpc_url: &str,
     funded_key: &str,
     token: Address,
     to: Address,
     amount: U256,
-) -> Result<(), ChainError> {
+) -> Result<u64, ChainError> {
     let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };
     let provider = funded(rpc_url, funded_key)?;
     let pending = Mintable::new(token, &provider).mint(to, amount).send().await.map_err(|e| rpc(e.to_string()))?;
-    pending.get_receipt().await.map_err(|e| rpc(e.to_string()))?;
-    Ok(())
+    let receipt = pending.get_receipt().await.map_err(|e| rpc(e.to_string()))?;
+    receipt.block_number.ok_or_else(|| rpc("the mint is in no block".into()))
 }
 
 fn funded(rpc_url: &str, key: &str) -> Result<impl Provider, ChainError> {

@@ -42,10 +42,11 @@ fn tokens(n: u64) -> U256 {
 #[tokio::test]
 async fn the_reserves_show_what_the_market_holds_against_what_it_owes() {
     let Some(url) = anvil() else { return };
-    let token = test_token::deploy(&url, test_token::ANVIL_FUNDED_KEY, "OpenGradient", "2", 18).await.unwrap();
+    let payer = test_token::funded_key(&url).await.unwrap();
+    let token = test_token::deploy(&url, &payer, "OpenGradient", "2", 18).await.unwrap();
     let keys = tempfile::tempdir().unwrap();
     let (key_file, address) = market_key(keys.path());
-    test_token::mint(&url, test_token::ANVIL_FUNDED_KEY, token, address, tokens(5)).await.unwrap();
+    test_token::mint(&url, &payer, token, address, tokens(5)).await.unwrap();
     test_token::mine(&url, 2).await.unwrap();
     let setting = chain_setting(&url, &token.to_string(), &key_file);
     let server = TestServer::start_with(&[("chain", &setting)]);
@@ -103,7 +104,8 @@ async fn a_market_without_a_chain_says_so() {
 #[tokio::test]
 async fn a_market_whose_chain_setting_is_wrong_does_not_start() {
     let Some(url) = anvil() else { return };
-    let token = test_token::deploy(&url, test_token::ANVIL_FUNDED_KEY, "OpenGradient", "2", 18).await.unwrap();
+    let payer = test_token::funded_key(&url).await.unwrap();
+    let token = test_token::deploy(&url, &payer, "OpenGradient", "2", 18).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (key_file, _) = market_key(dir.path());
     let serve = |setting: String| {
