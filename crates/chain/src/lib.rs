@@ -178,9 +178,9 @@ impl Chain {
     /// The market's balance of the token at the newest final block.
     pub async fn reserves(&self) -> Result<Balance, ChainError> {
         let block = self.final_block().await?;
-        let amount = balance_at(&self.provider, self.token.address, self.address(), block).await.map_err(|e| {
-            ChainError::Rpc { url: "chain.rpc_url".into(), message: format!("balanceOf at block {block}: {e}") }
-        })?;
+        let amount = balance_at(&self.provider, self.token.address, self.address(), block)
+            .await
+            .map_err(|e| self.rpc_error(format!("balanceOf at block {block}: {e}")))?;
         Ok(Balance { block, amount })
     }
 

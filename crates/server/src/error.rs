@@ -125,15 +125,6 @@ impl ApiError {
         }
     }
 
-    /// The remote store of model files failed (an upload put there, a file
-    /// fetched from there, its message beginning with
-    /// [`store::RemoteStoreFailed`]): its outage, not the request's fault;
-    /// logged, and worth a retry.
-    pub fn remote_store_failed(message: impl std::fmt::Display) -> ApiError {
-        tracing::error!(%message, "the remote store of model files failed");
-        ApiError::unavailable("the store of model files does not answer; try again shortly", 5)
-    }
-
     /// Logs `cause` and answers 500 without revealing it.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(%cause, "internal error");
@@ -179,29 +170,25 @@ impl From<CallError> for ApiError {
     }
 }
 
+/// The store's errors, as the market maps them.
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
-        match error {
-            StoreError::Conflict(what) => ApiError::conflict(format!("{what} already exists")),
-            StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            other => ApiError::internal(other),
-        }
+        CallError::from(error).into()
     }
 }
 
 impl From<store::SequencerError> for ApiError {
     fn from(error: store::SequencerError) -> ApiError {
-        match error {
-            store::SequencerError::Stopped => ApiError::unavailable("the server is shutting down", 1),
-            batch => ApiError::internal(batch),
-        }
+        CallError::from(error).into()
     }
 }
 
 impl From<std::io::Error> for ApiError {
     fn from(error: std::io::Error) -> ApiError {
         if store::RemoteStoreFailed::caused(&error) {
-            return ApiError::remote_store_failed(error);
+            // An upload put there, or a file fetched from there: the
+            // store's outage, not the request's fault (logged, 503).
+            return CallError::remote_store_failed(error).into();
         }
         ApiError::internal(error)
     }

@@ -248,20 +248,17 @@ pub async fn run_account_series(
         return Ok(());
     }
     let request = client.request(Method::GET, kind.path()).query(&query);
-    match kind {
+    // The caller's own series: its columns, its rows, and what its total counts.
+    let (header, rows, amount, total): (&[&str], Vec<Vec<String>>, &str, String) = match kind {
         AccountSeriesKind::Earnings => {
             let view: EarningsView = client.send_as(request).await?;
             if json {
                 output::json(&view);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = view
-                .series
-                .into_iter()
-                .map(|p| vec![p.t, p.group, p.calls.to_string(), output::tokens_of(&p.earned)])
-                .collect();
-            output::table(&["bucket", "group", "calls", "earned"], &rows);
-            println!("total earned: {}", output::tokens_of(&view.total));
+            let rows =
+                view.series.into_iter().map(|p| vec![p.t, p.group, p.calls.to_string(), output::tokens_of(&p.earned)]);
+            (&["bucket", "group", "calls", "earned"], rows.collect(), "earned", view.total)
         }
         AccountSeriesKind::Spending => {
             let view: SpendingView = client.send_as(request).await?;
@@ -269,15 +266,15 @@ pub async fn run_account_series(
                 output::json(&view);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = view
+            let rows = view
                 .series
                 .into_iter()
-                .map(|p| vec![p.t, p.group, p.calls.to_string(), p.errors.to_string(), output::tokens_of(&p.spent)])
-                .collect();
-            output::table(&["bucket", "group", "calls", "failed", "spent"], &rows);
-            println!("total spent: {}", output::tokens_of(&view.total));
+                .map(|p| vec![p.t, p.group, p.calls.to_string(), p.errors.to_string(), output::tokens_of(&p.spent)]);
+            (&["bucket", "group", "calls", "failed", "spent"], rows.collect(), "spent", view.total)
         }
-    }
+    };
+    output::table(header, &rows);
+    println!("total {amount}: {}", output::tokens_of(&total));
     Ok(())
 }
 
