@@ -9,14 +9,17 @@
 
 pub mod test_token;
 pub mod units;
+pub mod x402;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::signers::local::PrivateKeySigner;
 use serde::{Deserialize, Serialize};
 
-pub use alloy::primitives::{Address, U256};
+pub use alloy::primitives::{Address, B256, U256};
+pub use alloy::signers::local::PrivateKeySigner;
 pub use units::{Units, UnitsError};
 
 alloy::sol! {
@@ -50,6 +53,15 @@ pub struct Settings {
     /// of the market itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facilitator_url: Option<String>,
+    /// x402's `maxTimeoutSeconds` (at least 60): how long a payment may
+    /// take to be settled, and how long the market waits for a settlement
+    /// to be mined.
+    #[serde(default = "default_max_timeout_seconds")]
+    pub max_timeout_seconds: u64,
+}
+
+fn default_max_timeout_seconds() -> u64 {
+    x402::MAX_TIMEOUT_SECONDS_MIN
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +78,11 @@ pub enum ChainError {
     NotAToken { token: String, message: String },
     #[error("chain.key_file {path}: {message}")]
     Key { path: String, message: String },
+    #[error(
+        "chain.facilitator_url {0:?}: payments through an outside facilitator are not supported yet; without \
+         it the market verifies and settles payments itself"
+    )]
+    Facilitator(String),
     #[error(transparent)]
     Units(#[from] UnitsError),
 }
@@ -91,6 +108,14 @@ pub struct Chain {
     signer: HiddenSigner,
     confirmations: u64,
     units: Units,
+    /// The market's next transaction nonce, once read from the node; the
+    /// lock orders the market's own transactions.
+    nonce: Arc<tokio::sync::Mutex<Option<u64>>>,
+    /// x402's `maxTimeoutSeconds`: how long a payment may take.
+    max_timeout_seconds: u64,
+    /// How long a settlement waits for its receipt before its fate is
+    /// called unknown (and left to the recovery).
+    settle_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -121,6 +146,9 @@ impl Chain {
             .strip_prefix("eip155:")
             .and_then(|id| id.parse::<u64>().ok())
             .ok_or_else(|| ChainError::Network(settings.network.clone()))?;
+        if let Some(url) = &settings.facilitator_url {
+            return Err(ChainError::Facilitator(url.clone()));
+        }
         let token: Address = settings.token.parse().map_err(|_| ChainError::TokenAddress(settings.token.clone()))?;
         let signer = read_key(&settings.key_file)?;
         let rpc = |message: String| ChainError::Rpc { url: settings.rpc_url.clone(), message };
@@ -145,6 +173,9 @@ impl Chain {
             signer: HiddenSigner(signer),
             confirmations: settings.confirmations,
             units,
+            nonce: Arc::default(),
+            max_timeout_seconds: x402::MAX_TIMEOUT_SECONDS_MIN.max(settings.max_timeout_seconds),
+            settle_timeout: Duration::from_secs(settings.max_timeout_seconds.max(x402::MAX_TIMEOUT_SECONDS_MIN)),
         })
     }
 
@@ -167,6 +198,11 @@ impl Chain {
 
     pub fn units(&self) -> Units {
         self.units
+    }
+
+    /// How long a settlement waits to be mined before its fate is unknown.
+    pub fn settle_timeout(&self) -> Duration {
+        self.settle_timeout
     }
 
     /// The newest block that is final: `confirmations` below the head.

@@ -15,6 +15,7 @@ alloy::sol! {
     #[sol(rpc)]
     interface Mintable {
         function mint(address to, uint256 amount) external;
+        function transfer(address to, uint256 amount) external returns (bool);
     }
 }
 
@@ -25,16 +26,21 @@ const ARTIFACT: &str = include_str!("../../../fixtures/chain/TestToken.json");
 /// pays with its own, so that tests running at once never race for one
 /// account's nonces.
 pub async fn funded_key(rpc_url: &str) -> Result<String, ChainError> {
-    let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };
     let signer = PrivateKeySigner::random();
+    fund(rpc_url, signer.address()).await?;
+    Ok(format!("0x{}", alloy::primitives::hex::encode(signer.to_bytes())))
+}
+
+/// Gives `address` 100 ether on anvil (`anvil_setBalance`): gas for its
+/// transactions (a market's settlements, say).
+pub async fn fund(rpc_url: &str, address: Address) -> Result<(), ChainError> {
+    let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };
     let url = rpc_url.parse().map_err(|e| rpc(format!("not a URL: {e}")))?;
     let provider = ProviderBuilder::new().connect_http(url);
     let ether = U256::from(100u8) * U256::from(10u8).pow(U256::from(18u8));
-    let _: serde_json::Value = provider
-        .raw_request("anvil_setBalance".into(), (signer.address(), ether))
-        .await
-        .map_err(|e| rpc(e.to_string()))?;
-    Ok(format!("0x{}", alloy::primitives::hex::encode(signer.to_bytes())))
+    let _: serde_json::Value =
+        provider.raw_request("anvil_setBalance".into(), (address, ether)).await.map_err(|e| rpc(e.to_string()))?;
+    Ok(())
 }
 
 /// Deploys a token of `name` (its symbol too), EIP-712 `version` and
@@ -76,6 +82,27 @@ pub async fn mint(
     let pending = Mintable::new(token, &provider).mint(to, amount).send().await.map_err(|e| rpc(e.to_string()))?;
     let receipt = pending.get_receipt().await.map_err(|e| rpc(e.to_string()))?;
     receipt.block_number.ok_or_else(|| rpc("the mint is in no block".into()))
+}
+
+/// Sends `amount` token units of `token` from `key`'s address (which must
+/// hold ether for gas) to `to`; the block the transfer is in.
+pub async fn transfer(rpc_url: &str, key: &str, token: Address, to: Address, amount: U256) -> Result<u64, ChainError> {
+    let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };
+    let provider = funded(rpc_url, key)?;
+    let pending = Mintable::new(token, &provider).transfer(to, amount).send().await.map_err(|e| rpc(e.to_string()))?;
+    let receipt = pending.get_receipt().await.map_err(|e| rpc(e.to_string()))?;
+    if !receipt.status() {
+        return Err(rpc("the transfer reverted".into()));
+    }
+    receipt.block_number.ok_or_else(|| rpc("the transfer is in no block".into()))
+}
+
+/// `owner`'s balance of `token` now (at the newest block).
+pub async fn balance(rpc_url: &str, token: Address, owner: Address) -> Result<U256, ChainError> {
+    let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };
+    let url = rpc_url.parse().map_err(|e| rpc(format!("not a URL: {e}")))?;
+    let provider = ProviderBuilder::new().connect_http(url);
+    crate::Erc20::new(token, &provider).balanceOf(owner).call().await.map_err(|e| rpc(e.to_string()))
 }
 
 fn funded(rpc_url: &str, key: &str) -> Result<impl Provider, ChainError> {

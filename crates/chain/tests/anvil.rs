@@ -34,6 +34,7 @@ fn settings(url: &str, token: &str, key_file: &Path) -> Settings {
         key_file: key_file.to_owned(),
         confirmations: 2,
         facilitator_url: None,
+        max_timeout_seconds: 60,
     }
 }
 

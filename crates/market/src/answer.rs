@@ -41,6 +41,8 @@ pub struct Answer {
     pub response: InferResponse,
     pub tensors: Option<Vec<(String, Tensor)>>,
     pub log_index: Option<u64>,
+    /// A call paid on the chain: its settlement (`PAYMENT-RESPONSE`).
+    pub settlement: Option<chain::x402::SettlementResponse>,
 }
 
 /// A call's latency in milliseconds, to the microsecond: a number of at

@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use chain::x402::PaymentPayload;
 use domain::{Amount, Sha256, Visibility};
 use ledger::ChargeParties;
 use runtime::{InputError, Signature, Tensor};
@@ -36,6 +37,10 @@ pub struct CallRequest<'a> {
     pub started: Instant,
     pub idempotency: Option<IdempotencyKey>,
     pub inputs: Inputs,
+    /// An x402 payment (`PAYMENT-SIGNATURE`) from a caller without an
+    /// account: `caller` is then the market's issuer, and the price is paid
+    /// on the chain (`onchain.rs`).
+    pub payment: Option<PaymentPayload>,
 }
 
 /// An Idempotency-Key and what it stands for: the request's fingerprint
@@ -93,6 +98,10 @@ struct Call<'a> {
     /// sequencer, or the call is owed none: an abandoned call is recorded
     /// only while this is false (`RecordIfAbandoned`).
     recorded: AtomicBool,
+    /// Paid on the chain: the payer (CAIP-10), once its payment is verified,
+    /// and the settlement's transaction, once settled.
+    payer: OnceLock<String>,
+    settlement: OnceLock<String>,
 }
 
 impl Market {
@@ -101,7 +110,14 @@ impl Market {
     /// up before the version is, so a replay is answered even after its
     /// version was yanked or quarantined.
     pub async fn call(&self, request: CallRequest<'_>) -> Result<Answer, CallError> {
-        let CallRequest { caller, model, version, app, at_ms, started, idempotency, inputs } = request;
+        let CallRequest { caller, model, version, app, at_ms, started, idempotency, inputs, payment } = request;
+        if payment.is_some() && idempotency.is_some() {
+            return Err(CallError::InvalidRequest(
+                "a call paid with PAYMENT-SIGNATURE takes no Idempotency-Key: its payment is used once, and a \
+                 retry pays with a new one"
+                    .into(),
+            ));
+        }
         let call = Call {
             caller,
             model,
@@ -114,9 +130,11 @@ impl Market {
             blob_sha256: OnceLock::new(),
             input_sha256: OnceLock::new(),
             recorded: AtomicBool::new(false),
+            payer: OnceLock::new(),
+            settlement: OnceLock::new(),
         };
         let Some(key) = idempotency else {
-            return self.record_call(&call, inputs, None).await;
+            return self.record_call(&call, inputs, None, payment.as_ref()).await;
         };
         if let Some(answer) = self.replay(caller, &key).await? {
             return Ok(answer);
@@ -126,7 +144,7 @@ impl Market {
                 "a call with this Idempotency-Key is still running; retry when it is done".into(),
             ));
         };
-        let result = self.record_call(&call, inputs, Some(&key)).await;
+        let result = self.record_call(&call, inputs, Some(&key), None).await;
         if result.is_err() {
             // Another node sharing the database may have answered the key while
             // this call ran (its charge was then refused): that answer stands.
@@ -151,7 +169,7 @@ impl Market {
                     let entry = entry.ok_or_else(|| CallError::internal(format!("leaf {index} is missing")))?;
                     response.receipt = Some(Receipt::of_leaf(index, &entry.leaf, &entry.signature)?);
                 }
-                Ok(Some(Answer { response, tensors: None, log_index }))
+                Ok(Some(Answer { response, tensors: None, log_index, settlement: None }))
             }
             IdempotencyStart::NotKept(log_index) => {
                 let receipt = match log_index {
@@ -180,9 +198,10 @@ impl Market {
         call: &Call<'_>,
         inputs: Inputs,
         key: Option<&IdempotencyKey>,
+        payment: Option<&PaymentPayload>,
     ) -> Result<Answer, CallError> {
         let _abandoned = RecordIfAbandoned { market: self, call };
-        let result = self.charge_and_run(call, inputs, key).await;
+        let result = self.charge_and_run(call, inputs, key, payment).await;
         // A call to a version that does not exist, or is yanked, is not a
         // call to the model; every other failure is usage too.
         if let Err(error) = &result
@@ -201,11 +220,14 @@ impl Market {
     /// split transfers, the signed receipt leaf, the usage event and the
     /// answer of its Idempotency-Key (with the request's fingerprint), if
     /// any. Answers once that is durable; a failed call writes no charge.
+    /// A call paid on the chain has its payment verified and claimed instead
+    /// of a reservation, and settled once its model succeeded.
     async fn charge_and_run(
         &self,
         call: &Call<'_>,
         inputs: Inputs,
         key: Option<&IdempotencyKey>,
+        payment: Option<&PaymentPayload>,
     ) -> Result<Answer, CallError> {
         let (caller, model) = (call.caller, call.model);
         let version = self.callable_version(call).await?;
@@ -220,7 +242,9 @@ impl Market {
         // applies to later calls. Who pays whom is the ledger's rule.
         let shares = self.fee_split.split(model.price_per_inference);
         let parties = ChargeParties {
-            caller: caller.id,
+            // Paid on the chain: the tokens are the market's there, and enter
+            // the ledger from the issuer, as a deposit's do.
+            caller: if payment.is_some() { self.system.issuer } else { caller.id },
             creator: model.owner_id,
             node: self.system.node,
             treasury: self.system.treasury,
@@ -231,15 +255,39 @@ impl Market {
         // Reserved (in memory, or from this node's grant on a shared market;
         // 402 here, before the model runs), charged below in one batch,
         // released when this call is over, whatever its end.
-        let reservation: Option<reserve::Reservation> = if charged > Amount::ZERO {
-            Some(self.reservations.reserve(&self.store, &self.sequencer, caller.id, charged.minor_units()).await?)
-        } else {
-            None
-        };
+        let mut claim = None;
+        let mut reservation: Option<reserve::Reservation> = None;
+        match payment {
+            Some(payment) if charged > Amount::ZERO => {
+                let claimed = self.claim_payment(payment, charged, model.id, version.version, parties, shares).await?;
+                let _ = call.payer.set(claimed.payer.clone());
+                claim = Some(claimed);
+            }
+            Some(_) => {
+                return Err(CallError::InvalidRequest(
+                    "this model is free: call it with an API key, without PAYMENT-SIGNATURE".into(),
+                ));
+            }
+            None if charged > Amount::ZERO => {
+                let reserved =
+                    self.reservations.reserve(&self.store, &self.sequencer, caller.id, charged.minor_units()).await?;
+                reservation = Some(reserved);
+            }
+            None => {}
+        }
 
         // A batch formed while the model runs may wait a little for this call.
         let coming = self.sequencer.coming();
         let outputs = self.run_model(call, &version, inputs).await?;
+        // Settled only once the model answered: a failed call pays nothing.
+        let settled = match &claim {
+            Some(claim) => {
+                let settled = self.settle(claim).await?;
+                let _ = call.settlement.set(format!("{:#x}", settled.transaction));
+                Some(self.settlement_response(claim, &settled))
+            }
+            None => None,
+        };
         let output_sha256 = tensors_sha256(outputs.iter().map(|(n, t)| (n.as_str(), t)))?;
         let mut response = InferResponse {
             model: format!("{}/{}", model.owner, model.name),
@@ -273,7 +321,7 @@ impl Market {
             drop(coming);
             call.recorded.store(true, Ordering::Relaxed);
             let outcome = self.sequencer.submit(item).await??;
-            return Ok(Answer { response, tensors: Some(outputs), log_index: outcome.log_index });
+            return Ok(Answer { response, tensors: Some(outputs), log_index: outcome.log_index, settlement: None });
         }
         let node_shares = [creator_share, shares.node.minor_units(), shares.treasury.minor_units()];
         let (leaf, signature) = call.leaf(self, &usage, node_shares, Some(output_sha256), "")?;
@@ -290,6 +338,7 @@ impl Market {
             at_ms: call.at_ms,
             grant: reservation.as_ref().and_then(|r| r.grant()),
             release: reservation.as_ref().and_then(|r| r.id()),
+            payment: claim.as_ref().map(|c| c.key.clone()),
         });
         drop(coming);
         call.recorded.store(true, Ordering::Relaxed);
@@ -299,7 +348,7 @@ impl Market {
         }
         let index = outcome.log_index.ok_or_else(|| CallError::internal("a paid call was not logged"))?;
         response.receipt = Some(Receipt::of_leaf(index, &leaf, &signature)?);
-        Ok(Answer { response, tensors: Some(outputs), log_index: Some(index) })
+        Ok(Answer { response, tensors: Some(outputs), log_index: Some(index), settlement: settled })
     }
 
     /// The call's version, if it may be called: not yanked, not quarantined.
@@ -467,7 +516,11 @@ impl Market {
 
 impl Call<'_> {
     fn usage(&self, market: &Market, price: u64, creator_share: u64, status: &str) -> UsageEvent {
-        let pseudonym = tlog::caller_pseudonym(&tlog::caller_secret(&market.log_keys.pseudonym, self.caller.id));
+        // A payer on the chain is public: its pseudonym is its address's digest.
+        let pseudonym = match self.payer.get() {
+            Some(payer) => Sha256::digest(payer.as_bytes()),
+            None => tlog::caller_pseudonym(&tlog::caller_secret(&market.log_keys.pseudonym, self.caller.id)),
+        };
         UsageEvent {
             created_at_ms: self.at_ms.unwrap_or_else(store::now_ms),
             model_id: self.model.id,
@@ -499,8 +552,15 @@ impl Call<'_> {
     ) -> Result<(Vec<u8>, Vec<u8>), CallError> {
         let zeros = Sha256::from_bytes([0; 32]);
         let keys = &market.log_keys;
+        // A call paid on the chain names its payer and settlement (format 3).
+        let (format, payer, settlement) = match (self.payer.get(), self.settlement.get()) {
+            (Some(payer), Some(settlement)) if error.is_empty() => {
+                (tlog::leaf::LEAF_FORMAT_PAID_ON_CHAIN, payer.clone(), settlement.clone())
+            }
+            _ => (tlog::leaf::LEAF_FORMAT_VERSION, String::new(), String::new()),
+        };
         let leaf = ReceiptLeaf {
-            format: tlog::leaf::LEAF_FORMAT_VERSION,
+            format,
             created_at_ms: usage.created_at_ms,
             model: log_model_label(keys, &self.model.owner, self.model.name.as_str(), self.model.visibility),
             version: u32::try_from(self.version).map_err(CallError::internal)?,
@@ -517,6 +577,8 @@ impl Call<'_> {
             output_sha256: output_sha256.unwrap_or(zeros),
             idempotency_key_sha256: self.idempotency_key_sha256,
             error: error.to_owned(),
+            payer,
+            settlement,
         };
         let leaf = leaf.encode().map_err(CallError::internal)?;
         let signature = keys.sign_receipt(&leaf);

@@ -28,6 +28,13 @@ pub enum CallError {
     /// The caller's balance cannot cover the price.
     #[error("{0}")]
     InsufficientBalance(String),
+    /// An x402 payment that is refused (`reason`: x402's `errorReason`):
+    /// nothing ran, or nothing was paid.
+    #[error("{message}")]
+    PaymentInvalid { reason: &'static str, message: String },
+    /// A `PAYMENT-SIGNATURE` that is not an x402 payment at all (400).
+    #[error("{0}")]
+    MalformedPayment(String),
     /// A call with the Idempotency-Key is running, or was answered without
     /// its answer being kept.
     #[error("{0}")]
@@ -93,6 +100,8 @@ impl CallError {
             CallError::InvalidRequest(_) => "invalid_request",
             CallError::TooLarge(_) => "payload_too_large",
             CallError::InsufficientBalance(_) => "insufficient_balance",
+            CallError::PaymentInvalid { .. } => "payment_invalid",
+            CallError::MalformedPayment(_) => "invalid_request",
             CallError::Conflict(_) => "conflict",
             CallError::AmountTooLarge(_) => "amount_too_large",
             CallError::OutOfMemory(_) => "model_out_of_memory",
@@ -147,7 +156,8 @@ impl From<ItemError> for CallError {
             }
             ItemError::Ledger(LedgerError::IdReused(_))
             | ItemError::PayoutNotRequested(_)
-            | ItemError::AlreadyAnswered => CallError::Conflict(error.to_string()),
+            | ItemError::AlreadyAnswered
+            | ItemError::PaymentNotSettling => CallError::Conflict(error.to_string()),
             // A deposit, price or payout too large for some account's totals:
             // refused, so that the ledger never holds a number it cannot store.
             ItemError::Ledger(LedgerError::Overflow) => CallError::AmountTooLarge(error.to_string()),

@@ -8,7 +8,7 @@
 //!
 //! [`Market::call`] is the entry; it answers an [`Answer`] or a typed
 //! [`CallError`], which the HTTP layer (`server`) maps to its status and
-//! code. On-chain money plugs in here.
+//! code. On-chain money plugs in here: a call paid with x402 (`onchain.rs`).
 
 pub mod answer;
 pub mod batch;
@@ -19,6 +19,7 @@ pub mod error;
 pub mod keys;
 pub mod known_keys;
 pub mod known_models;
+mod onchain;
 pub mod quarantine;
 pub mod receipt;
 pub mod reserve;
@@ -98,4 +99,11 @@ pub struct Market {
     pub system: SystemAccounts,
     pub log_keys: Arc<keys::LogKeys>,
     pub limits: Limits,
+    /// The chain the market is paid on, when it has one (`chain` setting):
+    /// x402 payments are verified and settled there.
+    pub chain: Option<Arc<chain::Chain>>,
+    /// Tests' crash injection (`VITRINE_CRASH_AFTER_SETTLEMENT`): the process
+    /// aborts once a settlement is mined, before its call's ledger write,
+    /// as a crash there would leave it.
+    pub crash_after_settlement: bool,
 }

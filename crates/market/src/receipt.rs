@@ -41,6 +41,10 @@ pub struct Receipt {
     pub node_share: String,
     pub output_sha256: String,
     pub price: String,
+    /// A call paid on the chain (x402): its settlement's transaction. Its
+    /// `caller` is then the payer, CAIP-10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<String>,
     /// The node's Ed25519 signature of the leaf, base64.
     pub signature: String,
     pub task: String,
@@ -64,7 +68,7 @@ impl Receipt {
         Ok(Receipt {
             app: decoded.app,
             blob_sha256: decoded.blob_sha256.to_hex(),
-            caller: decoded.caller.to_hex(),
+            caller: if decoded.payer.is_empty() { decoded.caller.to_hex() } else { decoded.payer },
             created_at: timestamp(decoded.created_at_ms),
             creator_share: decoded.creator_share.to_string(),
             error: (!decoded.error.is_empty()).then_some(decoded.error),
@@ -79,6 +83,7 @@ impl Receipt {
             node_share: decoded.node_share.to_string(),
             output_sha256: decoded.output_sha256.to_hex(),
             price: decoded.price.to_string(),
+            settlement: (!decoded.settlement.is_empty()).then_some(decoded.settlement),
             signature: BASE64.encode(signature),
             task: decoded.task,
             treasury_share: decoded.treasury_share.to_string(),

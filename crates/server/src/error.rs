@@ -80,6 +80,15 @@ impl ApiError {
     pub fn amount_too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "amount_too_large", message)
     }
+    /// A priced call without a key or a payment: x402's terms go with it
+    /// (`PAYMENT-REQUIRED`, added by the inference route).
+    pub fn payment_required(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYMENT_REQUIRED, "payment_required", message)
+    }
+    /// An x402 payment that is refused: nothing ran, or nothing was paid.
+    pub fn payment_invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYMENT_REQUIRED, "payment_invalid", message)
+    }
     pub fn insufficient_balance(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::PAYMENT_REQUIRED, "insufficient_balance", message)
     }
@@ -155,6 +164,8 @@ impl From<CallError> for ApiError {
             CallError::InvalidRequest(message) => ApiError::invalid_request(message),
             CallError::TooLarge(message) => ApiError::payload_too_large(message),
             CallError::InsufficientBalance(message) => ApiError::insufficient_balance(message),
+            CallError::PaymentInvalid { reason, message } => ApiError::payment_invalid(format!("{message} ({reason})")),
+            CallError::MalformedPayment(message) => ApiError::bad_request(message),
             CallError::Conflict(message) => ApiError::conflict(message),
             CallError::AmountTooLarge(message) => ApiError::amount_too_large(message),
             CallError::OutOfMemory(message) => ApiError::model_out_of_memory(message),

@@ -69,6 +69,8 @@ pub struct AppState {
     pub tiles: Arc<routes::tiles::TileCache>,
     /// The EVM chain, when the `chain` setting names one.
     pub chain: Option<Arc<chain::Chain>>,
+    /// The issuer's account: the caller that calls paid on the chain run as.
+    pub issuer: Arc<store::Account>,
     /// Uploads hold it shared from putting their file in the blob folder
     /// until their version is recorded; deleting a model holds it alone
     /// while it removes files no model uses any more, so it never removes
@@ -177,11 +179,16 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         }
         None => None,
     };
-    let market = start_market(&config, &store, &blobs, system, log_keys, witnesses).await?;
+    let issuer = store
+        .ensure_system_account(&AccountName::issuer(), store::AccountKind::Issuer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let market = start_market(&config, &store, &blobs, system, log_keys, witnesses, chain.clone()).await?;
     let state = AppState {
         market: Arc::new(market),
         tiles: Arc::default(),
         chain,
+        issuer: Arc::new(issuer),
         blob_removal: Arc::default(),
         call_limits: Arc::new(limits::CallLimits::new(
             config.calls_per_key_concurrent_max,
@@ -209,6 +216,9 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         blobs,
     };
     spawn_upload_sweep(state.upload_sessions.clone(), state.store.clone());
+    if state.chain.is_some() {
+        spawn_payment_recovery(state.market.clone(), state.config.inference_timeout_ms).await;
+    }
     Ok((state, operator_key))
 }
 
@@ -222,6 +232,7 @@ async fn start_market(
     system: SystemAccounts,
     log_keys: Arc<log::LogKeys>,
     witnesses: Arc<witness::Witnesses>,
+    chain: Option<Arc<chain::Chain>>,
 ) -> Result<Market, StartError> {
     let settings = executor_settings(config).map_err(|e| e.to_string())?;
     let executor = Executor::start(settings).await.map_err(|e| format!("cannot start the model workers: {e}"))?;
@@ -298,8 +309,37 @@ async fn start_market(
             idempotency_answer_bytes_max: config.idempotency_answer_bytes_max,
             idempotency_answer_bytes_per_key: config.idempotency_answer_bytes_per_key,
         },
+        chain,
+        crash_after_settlement: std::env::var_os("VITRINE_CRASH_AFTER_SETTLEMENT").is_some(),
     };
     Ok(market)
+}
+
+/// Finishes the x402 payments a stop left half-way (all of this node's
+/// now, before any call: none of its calls is running), then every 30
+/// seconds those older than a call and its settlement can take (a
+/// settlement whose fate was unknown when its call ended).
+async fn spawn_payment_recovery(market: Arc<Market>, inference_timeout_ms: u64) {
+    let report = |recovered: Result<(usize, usize), market::CallError>| match recovered {
+        Ok((0, 0)) => {}
+        Ok((credited, voided)) => tracing::info!(credited, voided, "finished payments a stop or an outage left"),
+        Err(error) => tracing::warn!(%error, "finishing interrupted payments failed; retried in 30 s"),
+    };
+    report(market.recover_payments(0).await);
+    let settle_ms = market.chain.as_ref().map_or(0, |c| c.settle_timeout().as_millis() as i64);
+    let older_than_ms = inference_timeout_ms as i64 + settle_ms + 30_000;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if market.store.is_closed() {
+                break;
+            }
+            report(market.recover_payments(older_than_ms).await);
+        }
+    });
 }
 
 /// Every minute, removes resumable uploads idle past

@@ -211,7 +211,8 @@ pub struct LedgerView {
     pub credits_total: String,
     /// Tokens in circulation: the sum of every balance but the issuer's.
     pub circulating: String,
-    /// All deposits (and faucet grants) ever.
+    /// Every token that entered ever: deposits, faucet grants and calls
+    /// paid on the chain (x402).
     pub deposited_total: String,
     /// All completed payouts ever.
     pub paid_out_total: String,

@@ -32,6 +32,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("migrations/sqlite/0011_grants.sql")),
     (12, include_str!("migrations/sqlite/0012_usage_index.sql")),
     (13, include_str!("migrations/sqlite/0013_version_engine.sql")),
+    (14, include_str!("migrations/sqlite/0014_chain_payments.sql")),
 ];
 
 /// PostgreSQL's migrations: its first is SQLite's first ten at once.
@@ -40,6 +41,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/postgres/0002_grants.sql")),
     (3, include_str!("migrations/postgres/0003_usage_index.sql")),
     (4, include_str!("migrations/postgres/0004_version_engine.sql")),
+    (5, include_str!("migrations/postgres/0005_chain_payments.sql")),
 ];
 
 /// The key of the advisory lock that nodes starting together on one
@@ -604,6 +606,15 @@ impl Store {
                 .fetch_optional(pool)
                 .await?;
             row.as_ref().map(model_from_row).transpose()
+        })
+    }
+
+    /// A model by its id, whatever its state.
+    pub async fn model_by_id(&self, model_id: i64) -> Result<ModelRecord, StoreError> {
+        let sql = const_format_model_query("WHERE m.id = $1");
+        on_pool!(&self.pool, pool => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model_id).fetch_optional(pool).await?;
+            row.as_ref().map(model_from_row).transpose()?.ok_or_else(|| StoreError::NotFound(format!("model {model_id}")))
         })
     }
 

@@ -7,6 +7,7 @@
 
 mod backend;
 mod blobs;
+mod chain_payments;
 mod db;
 mod log;
 mod migrate;
@@ -19,6 +20,7 @@ mod usage;
 mod writer;
 
 pub use blobs::{BlobStore, BlobStoreError, BlobWriter, FinishedBlob, RemoteStoreFailed, TestBucket};
+pub use chain_payments::{ChainPayment, PaymentKey, PaymentState};
 pub use db::{
     Account, AccountKind, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel, NewVersion, Quarantine,
     QuarantinedVersion, QuotaExceeded, Store, Takedown, Version, Yank,

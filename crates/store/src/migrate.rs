@@ -155,6 +155,27 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
     ),
     ("nodes", &[("name", Text), ("public_key", Bytes), ("registered_at", Int)]),
     ("market_secrets", &[("name", Text), ("seed", Bytes), ("created_at", Int)]),
+    (
+        "chain_payments",
+        &[
+            ("network", Text),
+            ("payer", Text),
+            ("nonce", Text),
+            ("amount", Int),
+            ("valid_before", Int),
+            ("state", Text),
+            ("node", Text),
+            ("model_id", Int),
+            ("version", Int),
+            ("creator_id", Int),
+            ("creator_share", Int),
+            ("node_share", Int),
+            ("treasury_share", Int),
+            ("tx_hash", Text),
+            ("log_index", Int),
+            ("created_at", Int),
+        ],
+    ),
 ];
 
 /// Tables whose ids PostgreSQL generates: their sequences continue after

@@ -77,6 +77,10 @@ pub struct Charge {
     /// with the balances the batch left, so that no one sees the price both
     /// reserved and spent.
     pub release: Option<u64>,
+    /// The x402 payment that paid this call (its transfers then come from
+    /// the issuer: the tokens arrived on the chain): credited here, once,
+    /// if it is settling, else the charge fails and writes nothing.
+    pub payment: Option<crate::PaymentKey>,
 }
 
 /// Completes an Idempotency-Key with the answer a retry replays.
@@ -233,6 +237,9 @@ pub enum ItemError {
     /// first answer is the one to give.
     #[error("this Idempotency-Key was answered by another call")]
     AlreadyAnswered,
+    /// The x402 payment is credited already, or was never settled.
+    #[error("the payment is not waiting to be credited")]
+    PaymentNotSettling,
 }
 
 /// The whole ledger's sums, read at one instant.
@@ -244,7 +251,8 @@ pub struct LedgerTotals {
     pub issuer_balance: i128,
     /// Sum of every other account's balance: the tokens in circulation.
     pub balances: i128,
-    /// All deposits and faucet grants ever.
+    /// Every token that entered: deposits, faucet grants, and calls paid on
+    /// the chain (x402), all from the issuer.
     pub deposited: i128,
     /// All completed payouts ever.
     pub paid_out: i128,
@@ -453,7 +461,7 @@ impl Store {
             halves("credits_posted", "accounts"),
             halves("debits_posted", "accounts WHERE kind = 'issuer'"),
             halves("credits_posted", "accounts WHERE kind = 'issuer'"),
-            halves("amount", "transfers WHERE kind IN ('deposit', 'faucet')"),
+            halves("amount", "transfers WHERE debit_account_id IN (SELECT id FROM accounts WHERE kind = 'issuer')"),
             halves("amount", "transfers WHERE kind = 'payout_complete'"),
             halves("debits_pending", "accounts"),
         ]
@@ -888,6 +896,11 @@ impl Applying<'_> {
     /// A paid call: its transfers (from its grant, or the free balance),
     /// its leaf and its answer.
     async fn charge(&mut self, charge: &Charge) -> Result<Result<BatchOutcome, ItemError>, StoreError> {
+        if let Some(payment) = &charge.payment
+            && !crate::chain_payments::is_settling(self.tx, payment).await?
+        {
+            return Ok(Err(ItemError::PaymentNotSettling));
+        }
         let effects = match self.state.execute(charge.command(), self.now) {
             Ok(effects) => effects,
             Err(error) => return Ok(Err(ItemError::Ledger(error))),
@@ -902,6 +915,9 @@ impl Applying<'_> {
             self.rows.frontier.as_mut().map(|f| self.rows.log.append(f, &charge.leaf, &charge.signature, at_ms) as i64);
         let origin = Origin { model_id: Some(charge.model_id), log_index, at_ms: charge.at_ms, ..Origin::default() };
         let transfers = self.write_effects(&effects, origin).await?;
+        if let Some(payment) = &charge.payment {
+            crate::chain_payments::credit(self.tx, payment, log_index).await?;
+        }
         self.remember_answer(charge.answer.as_ref(), log_index);
         Ok(Ok(BatchOutcome {
             transfers,

@@ -19,6 +19,7 @@ use store::{
     RollupQuery, Store, StoreError, UsageEvent,
 };
 use store::{BlobStore, BlobStoreError, TestBucket};
+use store::{ChainPayment, PaymentKey, PaymentState};
 
 /// Runs `test` against a fresh SQLite store, then a fresh PostgreSQL one.
 async fn on_every_database<F, Fut>(test: F)
@@ -505,7 +506,72 @@ fn charge(market: &Market, price: u64, leaf: &str, key: Option<&str>) -> BatchIt
         at_ms: None,
         grant: None,
         release: None,
+        payment: None,
     })
+}
+
+#[tokio::test]
+async fn a_payment_on_the_chain_is_claimed_once_and_credited_once() {
+    on_every_database(|store| async move {
+        let market = market(&store).await;
+        let issuer = store.ensure_system_account(&AccountName::issuer(), AccountKind::Issuer).await.expect("issuer");
+        let key = PaymentKey { network: "eip155:31337".into(), payer: "0xabc".into(), nonce: "0x01".into() };
+        let payment = ChainPayment {
+            key: key.clone(),
+            amount: 100,
+            valid_before: 2_000_000_000,
+            state: PaymentState::Claimed,
+            node: "node-a".into(),
+            model_id: market.model_id,
+            version: 1,
+            creator_id: market.creator.id,
+            shares: [80, 15, 5],
+            tx_hash: None,
+            log_index: None,
+            created_at_ms: 1_700_000_000_000,
+        };
+        assert!(store.claim_chain_payment(&payment).await.expect("claim"));
+        // The same authorization again, on any node: refused.
+        let elsewhere = ChainPayment { node: "node-b".into(), ..payment.clone() };
+        assert!(!store.claim_chain_payment(&elsewhere).await.expect("claim again"));
+
+        // Paid from the issuer, credited only once it is settling.
+        let mut paid = charge(&market, 100, "paid leaf", None);
+        if let BatchItem::Charge(charge) = &mut paid {
+            charge.payment = Some(key.clone());
+            for transfer in &mut charge.transfers {
+                transfer.debit = issuer.id;
+            }
+        }
+        let outcomes = store.apply_batch(std::slice::from_ref(&paid)).await.expect("a batch");
+        assert!(matches!(outcomes[0], Err(ItemError::PaymentNotSettling)), "{:?}", outcomes[0]);
+        assert_eq!(store.unfinished_chain_payments("node-a").await.expect("unfinished").len(), 1);
+        assert!(store.chain_payment_settling(&key, "0xfeed").await.expect("settling"));
+        assert!(!store.chain_payment_settling(&key, "0xbeef").await.expect("settling twice"), "one transaction");
+        let outcomes = store.apply_batch(std::slice::from_ref(&paid)).await.expect("a batch");
+        let log_index = outcomes[0].as_ref().expect("credited").log_index;
+        let outcomes = store.apply_batch(std::slice::from_ref(&paid)).await.expect("a batch");
+        assert!(matches!(outcomes[0], Err(ItemError::PaymentNotSettling)), "credited once: {:?}", outcomes[0]);
+
+        let stored = store.chain_payment(&key).await.expect("read").expect("stored");
+        assert_eq!(stored.state, PaymentState::Credited);
+        assert_eq!(stored.tx_hash.as_deref(), Some("0xfeed"));
+        assert_eq!(stored.log_index, log_index.map(|i| i as i64));
+        assert!(store.unfinished_chain_payments("node-a").await.expect("unfinished").is_empty());
+        let (_, earned) = store.balances(market.creator.id).await.expect("balances");
+        assert_eq!(earned, 80);
+        // What entered from the chain counts as entered.
+        let totals = store.ledger_totals().await.expect("totals");
+        assert_eq!((totals.deposited, totals.balances), (1_100, 1_100));
+
+        // A claim voided settles nothing more.
+        let other = PaymentKey { nonce: "0x02".into(), ..key.clone() };
+        assert!(store.claim_chain_payment(&ChainPayment { key: other.clone(), ..payment }).await.expect("claim"));
+        assert!(store.void_chain_payment(&other, PaymentState::Claimed).await.expect("void"));
+        assert!(!store.chain_payment_settling(&other, "0xdead").await.expect("settling a void one"));
+        assert_eq!(store.chain_payment(&other).await.expect("read").expect("kept").state, PaymentState::Void);
+    })
+    .await;
 }
 
 #[tokio::test]

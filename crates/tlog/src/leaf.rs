@@ -22,6 +22,15 @@
 //! | … | 32 | `idempotency_key_sha256`: SHA-256 of the Idempotency-Key, zeros if none |
 //! | … | 1 + e | `error`: the error code of a failed call (`inference_timeout`, …), empty if it succeeded |
 //!
+//! Format 3, written for a call paid on the chain (x402): format 2's fields,
+//! then
+//!
+//! | … | 1 + p | `payer`: the payer, CAIP-10 (`eip155:8453:0x…`), never empty |
+//! | … | 1 + s | `settlement`: the settlement's transaction hash, `0x` and hex |
+//!
+//! Its `caller` is the SHA-256 of `payer` (the payer is public: it paid on
+//! the chain).
+//!
 //! Format 1 (paid calls only, before every call was logged) stays valid and
 //! decodes: the same fields without `task` and `error`, and its digests were
 //! SHA-256 of the inputs' JSON as the server re-serialised it (or of the
@@ -36,10 +45,12 @@ use hmac::{KeyInit, Mac};
 
 /// The format this server writes.
 pub const LEAF_FORMAT_VERSION: u8 = 2;
+/// The format of a leaf of a call paid on the chain.
+pub const LEAF_FORMAT_PAID_ON_CHAIN: u8 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptLeaf {
-    /// 1 or 2: a leaf encodes back to the format it was read in.
+    /// 1, 2 or 3: a leaf encodes back to the format it was read in.
     pub format: u8,
     pub created_at_ms: i64,
     pub model: String,
@@ -59,6 +70,10 @@ pub struct ReceiptLeaf {
     pub idempotency_key_sha256: Option<Sha256>,
     /// The failed call's error code; empty if it succeeded (always in format 1).
     pub error: String,
+    /// Format 3: who paid on the chain (CAIP-10) and the settlement's
+    /// transaction; empty in formats 1 and 2.
+    pub payer: String,
+    pub settlement: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,6 +94,8 @@ pub enum LeafError {
     FailedButCharged,
     #[error("format 1 has no task or error")]
     NotInFormat1,
+    #[error("only format 3 names a payer and a settlement, and it always does")]
+    PayerOnlyInFormat3,
 }
 
 impl ReceiptLeaf {
@@ -86,9 +103,15 @@ impl ReceiptLeaf {
         let second = match self.format {
             1 if self.task.is_empty() && self.error.is_empty() => false,
             1 => return Err(LeafError::NotInFormat1),
-            2 => true,
+            2 | 3 => true,
             other => return Err(LeafError::UnknownVersion(other)),
         };
+        let paid_on_chain = self.format == LEAF_FORMAT_PAID_ON_CHAIN;
+        let names_any = !self.payer.is_empty() || !self.settlement.is_empty();
+        let names_both = !self.payer.is_empty() && !self.settlement.is_empty();
+        if names_any != paid_on_chain || names_any != names_both {
+            return Err(LeafError::PayerOnlyInFormat3);
+        }
         if !self.error.is_empty() && self.price != 0 {
             return Err(LeafError::FailedButCharged);
         }
@@ -113,13 +136,17 @@ impl ReceiptLeaf {
         if second {
             put_str(&mut out, &self.error)?;
         }
+        if paid_on_chain {
+            put_str(&mut out, &self.payer)?;
+            put_str(&mut out, &self.settlement)?;
+        }
         Ok(out)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<ReceiptLeaf, LeafError> {
         let mut reader = Reader { bytes, at: 0 };
         let format = reader.take::<1>()?[0];
-        if !matches!(format, 1 | 2) {
+        if !matches!(format, 1..=3) {
             return Err(LeafError::UnknownVersion(format));
         }
         let created_at_ms = i64::from_be_bytes(reader.take()?);
@@ -129,13 +156,23 @@ impl ReceiptLeaf {
         let caller = Sha256::from_bytes(reader.take()?);
         let app = reader.string()?;
         let node = reader.string()?;
-        let task = if format == 2 { reader.string()? } else { String::new() };
+        let task = if format >= 2 { reader.string()? } else { String::new() };
         let [price, creator_share, node_share, treasury_share] = [(); 4].map(|_| reader.take().map(u64::from_be_bytes));
         let (price, creator_share, node_share, treasury_share) = (price?, creator_share?, node_share?, treasury_share?);
         let input_sha256 = Sha256::from_bytes(reader.take()?);
         let output_sha256 = Sha256::from_bytes(reader.take()?);
         let key: [u8; 32] = reader.take()?;
-        let error = if format == 2 { reader.string()? } else { String::new() };
+        let error = if format >= 2 { reader.string()? } else { String::new() };
+        let (payer, settlement) = if format == LEAF_FORMAT_PAID_ON_CHAIN {
+            let payer = reader.string()?;
+            let settlement = reader.string()?;
+            if payer.is_empty() || settlement.is_empty() {
+                return Err(LeafError::PayerOnlyInFormat3);
+            }
+            (payer, settlement)
+        } else {
+            (String::new(), String::new())
+        };
         if reader.at != bytes.len() {
             return Err(LeafError::TrailingBytes(bytes.len() - reader.at));
         }
@@ -164,6 +201,8 @@ impl ReceiptLeaf {
             output_sha256,
             idempotency_key_sha256: (key != [0; 32]).then(|| Sha256::from_bytes(key)),
             error,
+            payer,
+            settlement,
         })
     }
 
@@ -316,7 +355,45 @@ mod tests {
             output_sha256: Sha256::digest(b"out"),
             idempotency_key_sha256: None,
             error: String::new(),
+            payer: String::new(),
+            settlement: String::new(),
         }
+    }
+
+    fn paid_on_chain() -> ReceiptLeaf {
+        ReceiptLeaf {
+            format: 3,
+            payer: "eip155:31337:0x70997970c51812dc3a010c7d01b50e0d17dc79c8".into(),
+            settlement: format!("0x{}", "ab".repeat(32)),
+            ..sample()
+        }
+    }
+
+    #[test]
+    fn only_format_3_names_a_payer_and_always_names_both() {
+        let leaf = paid_on_chain();
+        let bytes = leaf.encode().unwrap();
+        assert_eq!(bytes[0], 3);
+        assert_eq!(ReceiptLeaf::decode(&bytes), Ok(leaf.clone()));
+        // Format 2's bytes are a prefix: the payer and the settlement follow.
+        let second = ReceiptLeaf { format: 2, payer: String::new(), settlement: String::new(), ..leaf.clone() };
+        let mut second_bytes = second.encode().unwrap();
+        second_bytes[0] = 3;
+        assert_eq!(&bytes[..second_bytes.len()], &second_bytes[..]);
+        assert_eq!(ReceiptLeaf::decode(&second_bytes), Err(LeafError::Truncated));
+        for wrong in [
+            ReceiptLeaf { format: 2, ..leaf.clone() },
+            ReceiptLeaf { payer: String::new(), ..leaf.clone() },
+            ReceiptLeaf { settlement: String::new(), ..leaf.clone() },
+            ReceiptLeaf { format: 2, settlement: String::new(), ..leaf.clone() },
+        ] {
+            assert_eq!(wrong.encode(), Err(LeafError::PayerOnlyInFormat3), "{wrong:?}");
+        }
+        // An empty payer written by hand is refused when read.
+        let mut empty = second.encode().unwrap();
+        empty[0] = 3;
+        empty.extend_from_slice(&[0, 1, b'x']);
+        assert_eq!(ReceiptLeaf::decode(&empty), Err(LeafError::PayerOnlyInFormat3));
     }
 
     fn format_1() -> ReceiptLeaf {
@@ -360,8 +437,8 @@ mod tests {
         longer.push(0);
         assert_eq!(ReceiptLeaf::decode(&longer), Err(LeafError::TrailingBytes(1)));
         let mut version = bytes.clone();
-        version[0] = 3;
-        assert_eq!(ReceiptLeaf::decode(&version), Err(LeafError::UnknownVersion(3)));
+        version[0] = 4;
+        assert_eq!(ReceiptLeaf::decode(&version), Err(LeafError::UnknownVersion(4)));
         let mut charged_failure = sample();
         charged_failure.error = "model_crashed".into();
         assert_eq!(charged_failure.encode(), Err(LeafError::FailedButCharged));
@@ -444,8 +521,10 @@ mod tests {
                 ..sample()
             };
             prop_assert_eq!(ReceiptLeaf::decode(&leaf.encode().unwrap()), Ok(leaf.clone()));
-            let old = ReceiptLeaf { format: 1, task: String::new(), ..leaf };
+            let old = ReceiptLeaf { format: 1, task: String::new(), ..leaf.clone() };
             prop_assert_eq!(ReceiptLeaf::decode(&old.encode().unwrap()), Ok(old));
+            let paid = ReceiptLeaf { format: 3, payer: paid_on_chain().payer, settlement: paid_on_chain().settlement, ..leaf };
+            prop_assert_eq!(ReceiptLeaf::decode(&paid.encode().unwrap()), Ok(paid));
         }
 
         #[test]

@@ -200,6 +200,7 @@ async fn fill(data_dir: &Path, urls: &[String], markets: &[Arc<Market>], size: &
                     started: std::time::Instant::now(),
                     idempotency: None,
                     inputs: market::Inputs::Read(call_inputs(synthetic, &mut inputs)),
+                    payment: None,
                 };
                 if market.call(request).await.is_err() {
                     failed.fetch_add(1, Ordering::Relaxed);

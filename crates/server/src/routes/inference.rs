@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chain::x402::PaymentPayload;
 use domain::Sha256;
 use market::{Answer, CallRequest, IdempotencyKey, InferResponse, Inputs};
 use store::{Account, ModelRecord};
@@ -16,7 +17,7 @@ use store::{Account, ModelRecord};
 use crate::AppState;
 use crate::answers::AnswerFor;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{Caller, InferBody};
+use crate::extract::{InferBody, MaybeCaller};
 use crate::routes::models::callable_model;
 use crate::wire::{InferRequest, TensorIn};
 
@@ -54,20 +55,27 @@ const APP_TAG_CHARS_MAX: usize = 64;
     ))]
 pub async fn infer_latest(
     State(state): State<AppState>,
-    Caller(caller): Caller,
+    MaybeCaller(caller): MaybeCaller,
     Path((owner, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: InferBody,
-) -> ApiResult<Response> {
+) -> Response {
     let started = Instant::now();
-    let model = callable_model(&state, &owner, &name, &caller).await?;
-    let Some(latest) = model.latest_version else {
-        if state.store.versions(model.id).await?.is_empty() {
-            return Err(ApiError::not_found(format!("model '{owner}/{name}' has no versions yet")));
-        }
-        return Err(ApiError::gone(format!("every version of '{owner}/{name}' is yanked by its owner")));
+    let paying = match Paying::of(&state, caller, &headers) {
+        Ok(paying) => paying,
+        Err(error) => return error.into_response(),
     };
-    infer(&state, &caller, &model, latest, &headers, body, started).await
+    let answered = async {
+        let model = callable_model(&state, &owner, &name, paying.account()).await?;
+        let Some(latest) = model.latest_version else {
+            if state.store.versions(model.id).await?.is_empty() {
+                return Err(ApiError::not_found(format!("model '{owner}/{name}' has no versions yet")));
+            }
+            return Err(ApiError::gone(format!("every version of '{owner}/{name}' is yanked by its owner")));
+        };
+        Ok((infer(&state, &paying, &model, latest, &headers, body, started).await, model))
+    };
+    paying.answer(&state, answered.await, resource_url(&headers, &format!("/v1/models/{owner}/{name}/infer")))
 }
 
 /// Runs one version of the model.
@@ -99,33 +107,184 @@ pub async fn infer_latest(
     ))]
 pub async fn infer_version(
     State(state): State<AppState>,
-    Caller(caller): Caller,
+    MaybeCaller(caller): MaybeCaller,
     Path((owner, name, version)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: InferBody,
-) -> ApiResult<Response> {
+) -> Response {
     let started = Instant::now();
-    let model = callable_model(&state, &owner, &name, &caller).await?;
-    let version = version.parse::<i64>().map_err(|_| ApiError::not_found(format!("version '{version}' not found")))?;
-    infer(&state, &caller, &model, version, &headers, body, started).await
+    let paying = match Paying::of(&state, caller, &headers) {
+        Ok(paying) => paying,
+        Err(error) => return error.into_response(),
+    };
+    let answered = async {
+        let model = callable_model(&state, &owner, &name, paying.account()).await?;
+        let version =
+            version.parse::<i64>().map_err(|_| ApiError::not_found(format!("version '{version}' not found")))?;
+        Ok((infer(&state, &paying, &model, version, &headers, body, started).await, model))
+    };
+    let path = format!("/v1/models/{owner}/{name}/versions/{version}/infer");
+    paying.answer(&state, answered.await, resource_url(&headers, &path))
 }
+
+/// Who pays a call: an account by its key, or (on a market with a chain,
+/// without a key) a payer with x402, whose `PAYMENT-SIGNATURE` the market
+/// verifies and settles. Without either, a priced call is answered 402 with
+/// the terms (`PAYMENT-REQUIRED`).
+enum Paying {
+    Account(Account),
+    /// The market's issuer stands as the caller; the payment, if one came.
+    Chain {
+        issuer: Account,
+        payment: Option<Box<PaymentPayload>>,
+        limit_id: i64,
+    },
+}
+
+impl Paying {
+    fn of(state: &AppState, caller: Option<Account>, headers: &HeaderMap) -> ApiResult<Paying> {
+        if let Some(account) = caller {
+            return Ok(Paying::Account(account));
+        }
+        if state.chain.is_none() {
+            return Err(ApiError::unauthorized("this route needs an API key: 'Authorization: Bearer <key>'"));
+        };
+        let payment = match headers.get(PAYMENT_SIGNATURE) {
+            None => None,
+            Some(value) => {
+                let text = value.to_str().map_err(|_| ApiError::bad_request("PAYMENT-SIGNATURE is not text"))?;
+                let payment: PaymentPayload = chain::x402::decode_header(text)
+                    .map_err(|e| ApiError::bad_request(format!("PAYMENT-SIGNATURE: {e}")))?;
+                Some(Box::new(payment))
+            }
+        };
+        // Each payer's calls are limited as one key's are: by the address it
+        // pays from (a negative id, never an account's).
+        let payer = payment.as_ref().map_or("", |p| p.payload.authorization.from.as_str()).to_ascii_lowercase();
+        let digest = Sha256::digest(payer.as_bytes());
+        let limit_id = -(i64::from_be_bytes(digest.as_bytes()[..8].try_into().unwrap_or_default()) & i64::MAX) - 1;
+        Ok(Paying::Chain { issuer: state.issuer.as_ref().clone(), payment, limit_id })
+    }
+
+    /// The account the call runs as.
+    fn account(&self) -> &Account {
+        match self {
+            Paying::Account(account) | Paying::Chain { issuer: account, .. } => account,
+        }
+    }
+
+    /// The id its calls are limited and counted by.
+    fn limit_id(&self) -> i64 {
+        match self {
+            Paying::Account(account) => account.id,
+            Paying::Chain { limit_id, .. } => *limit_id,
+        }
+    }
+
+    /// The answer, with x402's headers when paid (or to be paid) on the
+    /// chain: `PAYMENT-REQUIRED` with the terms on a 402, `PAYMENT-RESPONSE`
+    /// with the settlement on a 200.
+    fn answer(
+        &self,
+        state: &AppState,
+        answered: ApiResult<(ApiResult<Response>, ModelRecord)>,
+        resource: String,
+    ) -> Response {
+        let Paying::Chain { .. } = self else {
+            return match answered {
+                Ok((Ok(response), _)) => response,
+                Ok((Err(error), _)) | Err(error) => error.into_response(),
+            };
+        };
+        let (result, model) = match answered {
+            Ok(answered) => answered,
+            Err(error) => return error.into_response(),
+        };
+        let mut response = match result {
+            Ok(response) => response,
+            Err(error) if error.status == StatusCode::PAYMENT_REQUIRED => {
+                let reason = (error.code == "payment_invalid").then(|| error.message.clone());
+                let mut response = error.into_response();
+                if let Some(terms) = payment_terms(state, &model, resource, reason) {
+                    response.headers_mut().insert(PAYMENT_REQUIRED, terms);
+                }
+                response
+            }
+            Err(error) => error.into_response(),
+        };
+        response.headers_mut().insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("PAYMENT-REQUIRED, PAYMENT-RESPONSE"),
+        );
+        response
+    }
+}
+
+/// x402's `PAYMENT-REQUIRED` for a call of `model`: its price in token
+/// units, paid to the market's address. `None` when the price cannot be
+/// paid in the token (fewer decimals than the price has).
+fn payment_terms(state: &AppState, model: &ModelRecord, url: String, error: Option<String>) -> Option<HeaderValue> {
+    let chain = state.chain.as_ref()?;
+    let amount = chain.units().to_token(model.price_per_inference.minor_units()).ok()?;
+    let terms = chain::x402::PaymentRequired {
+        x402_version: chain::x402::X402_VERSION,
+        error,
+        resource: chain::x402::Resource {
+            url,
+            description: format!("one call of {}/{}", model.owner, model.name),
+            mime_type: "application/json".into(),
+        },
+        accepts: vec![chain.requirements(amount)],
+    };
+    HeaderValue::from_str(&chain::x402::encode_header(&terms)).ok()
+}
+
+/// The URL a request was sent to, as its `Host` header names it.
+fn resource_url(headers: &HeaderMap, path: &str) -> String {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    format!("http://{host}{path}")
+}
+
+/// x402's headers.
+const PAYMENT_SIGNATURE: &str = "payment-signature";
+const PAYMENT_REQUIRED: &str = "payment-required";
+const PAYMENT_RESPONSE: &str = "payment-response";
 
 /// Reads the call from HTTP, has the market run it, and answers in the
 /// format asked for. The answer counts against its caller's unsent answers
 /// until it is read (`answers.rs`).
 async fn infer(
     state: &AppState,
-    caller: &Account,
+    paying: &Paying,
     model: &ModelRecord,
     version: i64,
     headers: &HeaderMap,
     body: InferBody,
     started: Instant,
 ) -> ApiResult<Response> {
+    let (caller, limit_id) = (paying.account(), paying.limit_id());
+    let payment = match paying {
+        Paying::Account(_) => None,
+        Paying::Chain { payment: None, .. } if model.price_per_inference.minor_units() == 0 => {
+            return Err(ApiError::unauthorized(
+                "this model is free to call with an API key: 'Authorization: Bearer <key>'",
+            ));
+        }
+        Paying::Chain { payment: None, .. } => {
+            return Err(ApiError::payment_required(format!(
+                "a call of '{}/{}' costs {} minor units: send an API key, or pay with x402 (the terms are in the \
+                 PAYMENT-REQUIRED header; retry with PAYMENT-SIGNATURE)",
+                model.owner,
+                model.name,
+                model.price_per_inference.minor_units()
+            )));
+        }
+        Paying::Chain { payment: Some(payment), .. } => Some(payment.as_ref().clone()),
+    };
     // Held until the call is answered, whichever way.
-    let _permit = state.start_call(caller.id)?;
+    let _permit = state.start_call(limit_id)?;
     // A caller whose clients leave answers unread starts nothing more.
-    state.unsent_answers.admit_caller(caller.id)?;
+    state.unsent_answers.admit_caller(limit_id)?;
     let key = idempotency_key(headers)?;
     let app = app_tag(headers)?;
     let at_ms = dev_time(state, headers)?;
@@ -139,10 +298,14 @@ async fn infer(
         })),
         InferBody::Binary(inputs) => Inputs::Read(inputs),
     };
-    let request = CallRequest { caller, model, version, app, at_ms, started, idempotency, inputs };
+    let request = CallRequest { caller, model, version, app, at_ms, started, idempotency, inputs, payment };
     let answer = state.market.call(request).await?;
-    let response = render(AnswerFormat::accepted(headers), answer)?;
-    Ok(AnswerFor::mark(caller.id, response))
+    let settlement = answer.settlement.as_ref().map(chain::x402::encode_header);
+    let mut response = render(AnswerFormat::accepted(headers), answer)?;
+    if let Some(settlement) = settlement.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        response.headers_mut().insert(PAYMENT_RESPONSE, settlement);
+    }
+    Ok(AnswerFor::mark(limit_id, response))
 }
 
 /// Where a call's leaf is in the log (free calls have no receipt to say it).
@@ -152,7 +315,7 @@ pub const LOG_INDEX_HEADER: &str = "x-vitrine-log-index";
 /// with the rest as metadata (a replay's outputs read back from their
 /// JSON); the call's log index in a header.
 fn render(format: AnswerFormat, answer: Answer) -> ApiResult<Response> {
-    let Answer { response, tensors, log_index } = answer;
+    let Answer { response, tensors, log_index, settlement: _ } = answer;
     let mut rendered = match format {
         AnswerFormat::Json => {
             let body = serde_json::to_string(&response).map_err(ApiError::internal)?;

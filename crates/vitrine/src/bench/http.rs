@@ -370,6 +370,7 @@ pub(crate) async fn market_phase(
                 started: sent,
                 idempotency: None,
                 inputs: market::Inputs::Read(inputs.clone()),
+                payment: None,
             };
             market.call(request).await.map_err(|e| anyhow::anyhow!("a paid call failed: {e}"))?;
             latencies.push(sent.elapsed().as_secs_f64() * 1e3);
@@ -449,5 +450,7 @@ pub(crate) fn receipt_leaf(i: u64, model: String, blob: domain::Sha256, caller: 
         output_sha256: domain::Sha256::digest(&i.to_le_bytes()),
         idempotency_key_sha256: None,
         error: String::new(),
+        payer: String::new(),
+        settlement: String::new(),
     }
 }

@@ -123,6 +123,7 @@ pub(crate) async fn run(data_dir: &Path, calls: u64, clients: usize) -> anyhow::
                     at_ms: None,
                     grant: None,
                     release: None,
+                    payment: None,
                 });
                 match sequencer.submit(item).await {
                     Ok(Ok(_)) => {}

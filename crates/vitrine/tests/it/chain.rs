@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::support::{BINARY, TestServer};
 
 /// The node, or `None` (the test is skipped) when none is given but under CI.
-fn anvil() -> Option<String> {
+pub(crate) fn anvil() -> Option<String> {
     match std::env::var("VITRINE_TEST_ANVIL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var_os("CI").is_some() => {
@@ -22,13 +22,13 @@ fn anvil() -> Option<String> {
 }
 
 /// A fresh market key in `dir` (mode 0600); its address.
-fn market_key(dir: &Path) -> (std::path::PathBuf, Address) {
+pub(crate) fn market_key(dir: &Path) -> (std::path::PathBuf, Address) {
     let path = dir.join("market.key");
     let address = test_token::new_key_file(&path).unwrap();
     (path, address)
 }
 
-fn chain_setting(url: &str, token: &str, key_file: &Path) -> String {
+pub(crate) fn chain_setting(url: &str, token: &str, key_file: &Path) -> String {
     format!(
         "{{rpc_url = \"{url}\", network = \"eip155:31337\", token = \"{token}\", key_file = \"{}\", confirmations = 2}}",
         key_file.display()

@@ -21,3 +21,4 @@ mod support;
 mod tiles;
 mod uploads;
 mod witness;
+mod x402;

@@ -144,6 +144,16 @@ impl TestServer {
         TestServer::spawn(self.data_dir.clone(), settings, dir)
     }
 
+    /// Stops (SIGTERM) and starts again on the same data directory with
+    /// these environment variables (crash injection, say).
+    pub fn restart_with_env(mut self, env: &[(String, String)]) -> TestServer {
+        let status = self.terminate();
+        assert!(status.success(), "graceful shutdown exited with {status}");
+        let dir = self._dir.take();
+        let settings = std::mem::take(&mut self.settings);
+        TestServer::spawn_with_env(self.data_dir.clone(), settings, dir, env)
+    }
+
     /// Starts again a server that was already stopped (with `terminate`).
     pub fn restart_stopped(mut self) -> TestServer {
         let dir = self._dir.take();

@@ -1,0 +1,246 @@
+//! x402 payments (`chain_payments`): each authorization (network, payer,
+//! nonce) claimed once, before the model runs; its settlement's hash stored
+//! before the settlement is sent; credited in the same transaction as its
+//! call's charge ([`crate::Charge::payment`]). What a crash leaves half-way
+//! is found again by [`Store::unfinished_chain_payments`].
+
+use crate::backend::{Columns, on_pool, on_tx};
+use crate::{Store, StoreError};
+
+/// A payment's identity: one authorization of one payer on one network.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PaymentKey {
+    /// CAIP-2.
+    pub network: String,
+    /// The payer's address, lowercase hex.
+    pub payer: String,
+    /// The authorization's nonce, lowercase hex.
+    pub nonce: String,
+}
+
+/// Where a payment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentState {
+    /// Verified; its call is running.
+    Claimed,
+    /// Its settlement is signed, its hash stored, maybe sent.
+    Settling,
+    /// Settled and split in the ledger.
+    Credited,
+    /// Never settled: its call failed, or it was abandoned unsent.
+    Void,
+}
+
+impl PaymentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentState::Claimed => "claimed",
+            PaymentState::Settling => "settling",
+            PaymentState::Credited => "credited",
+            PaymentState::Void => "void",
+        }
+    }
+
+    fn parse(text: &str) -> Result<PaymentState, StoreError> {
+        [PaymentState::Claimed, PaymentState::Settling, PaymentState::Credited, PaymentState::Void]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| StoreError::Corrupt(format!("chain payment state {text:?}")))
+    }
+}
+
+/// A claimed payment, with who its call pays: its split is fixed when it
+/// is claimed, so that a payment credited after a restart is split as its
+/// call would have been.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainPayment {
+    pub key: PaymentKey,
+    /// Ledger minor units.
+    pub amount: u64,
+    /// The authorization's `validBefore`, Unix seconds.
+    pub valid_before: i64,
+    pub state: PaymentState,
+    /// The node whose call claimed it, and which settles it.
+    pub node: String,
+    pub model_id: i64,
+    pub version: i64,
+    pub creator_id: i64,
+    /// Minor units; they add up to `amount`.
+    pub shares: [u64; 3],
+    /// The settlement's hash, once signed.
+    pub tx_hash: Option<String>,
+    /// The call's log index, once credited.
+    pub log_index: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+/// The table's columns, in the order [`read`] reads them.
+macro_rules! columns {
+    () => {
+        "network, payer, nonce, amount, valid_before, state, node, model_id, version, creator_id, creator_share, \
+         node_share, treasury_share, tx_hash, log_index, created_at"
+    };
+}
+
+fn read(row: &impl Columns) -> Result<ChainPayment, StoreError> {
+    let state: String = row.at(5)?;
+    let units = |index: usize| -> Result<u64, StoreError> {
+        let value: i64 = row.at(index)?;
+        u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("a chain payment's amount is {value}")))
+    };
+    Ok(ChainPayment {
+        key: PaymentKey { network: row.at(0)?, payer: row.at(1)?, nonce: row.at(2)? },
+        amount: units(3)?,
+        valid_before: row.at(4)?,
+        state: PaymentState::parse(&state)?,
+        node: row.at(6)?,
+        model_id: row.at(7)?,
+        version: row.at(8)?,
+        creator_id: row.at(9)?,
+        shares: [units(10)?, units(11)?, units(12)?],
+        tx_hash: row.at(13)?,
+        log_index: row.at(14)?,
+        created_at_ms: row.at(15)?,
+    })
+}
+
+impl Store {
+    /// Claims a payment before its call runs: false if its authorization
+    /// was claimed before (by any call, on any node), whatever became of it.
+    pub async fn claim_chain_payment(&self, payment: &ChainPayment) -> Result<bool, StoreError> {
+        let inserted = on_pool!(&self.pool, pool => {
+            sqlx::query(concat!(
+                "INSERT INTO chain_payments (",
+                columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                 ON CONFLICT (network, payer, nonce) DO NOTHING"
+            ))
+            .bind(&payment.key.network)
+            .bind(&payment.key.payer)
+            .bind(&payment.key.nonce)
+            .bind(payment.amount as i64)
+            .bind(payment.valid_before)
+            .bind(payment.state.as_str())
+            .bind(&payment.node)
+            .bind(payment.model_id)
+            .bind(payment.version)
+            .bind(payment.creator_id)
+            .bind(payment.shares[0] as i64)
+            .bind(payment.shares[1] as i64)
+            .bind(payment.shares[2] as i64)
+            .bind(&payment.tx_hash)
+            .bind(payment.log_index)
+            .bind(payment.created_at_ms)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(inserted == 1)
+    }
+
+    /// Stores a claimed payment's settlement hash, before it is sent.
+    pub async fn chain_payment_settling(&self, key: &PaymentKey, tx_hash: &str) -> Result<bool, StoreError> {
+        self.move_chain_payment(key, PaymentState::Claimed, PaymentState::Settling, Some(tx_hash)).await
+    }
+
+    /// Voids a payment that was never settled (`from`: where it stands).
+    pub async fn void_chain_payment(&self, key: &PaymentKey, from: PaymentState) -> Result<bool, StoreError> {
+        self.move_chain_payment(key, from, PaymentState::Void, None).await
+    }
+
+    async fn move_chain_payment(
+        &self,
+        key: &PaymentKey,
+        from: PaymentState,
+        to: PaymentState,
+        tx_hash: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let moved = on_pool!(&self.pool, pool => {
+            sqlx::query(
+                "UPDATE chain_payments SET state = $1, tx_hash = COALESCE($2, tx_hash) \
+                 WHERE network = $3 AND payer = $4 AND nonce = $5 AND state = $6",
+            )
+            .bind(to.as_str())
+            .bind(tx_hash)
+            .bind(&key.network)
+            .bind(&key.payer)
+            .bind(&key.nonce)
+            .bind(from.as_str())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(moved == 1)
+    }
+
+    /// The payment of an authorization, if it was claimed.
+    pub async fn chain_payment(&self, key: &PaymentKey) -> Result<Option<ChainPayment>, StoreError> {
+        let row = on_pool!(&self.pool, pool => {
+            sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM chain_payments WHERE network = $1 AND payer = $2 AND nonce = $3"
+            ))
+            .bind(&key.network)
+            .bind(&key.payer)
+            .bind(&key.nonce)
+            .fetch_optional(pool)
+            .await?
+            .map(|row| read(&row))
+        });
+        row.transpose()
+    }
+
+    /// `node`'s payments that are claimed or settling: after a crash, what
+    /// it must settle, credit or void.
+    pub async fn unfinished_chain_payments(&self, node: &str) -> Result<Vec<ChainPayment>, StoreError> {
+        let rows = on_pool!(&self.pool, pool => {
+            sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM chain_payments WHERE node = $1 AND state IN ('claimed', 'settling') ORDER BY created_at"
+            ))
+            .bind(node)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(read)
+            .collect::<Vec<_>>()
+        });
+        rows.into_iter().collect()
+    }
+}
+
+/// Within a batch: whether `key` is settling (and so may be credited).
+pub(crate) async fn is_settling(tx: &mut crate::backend::Tx, key: &PaymentKey) -> Result<bool, StoreError> {
+    let state: Option<String> = on_tx!(tx, tx => {
+        sqlx::query_scalar("SELECT state FROM chain_payments WHERE network = $1 AND payer = $2 AND nonce = $3")
+            .bind(&key.network)
+            .bind(&key.payer)
+            .bind(&key.nonce)
+            .fetch_optional(&mut **tx)
+            .await?
+    });
+    Ok(state.as_deref() == Some(PaymentState::Settling.as_str()))
+}
+
+/// Within a batch: marks `key` credited by the call at `log_index`.
+pub(crate) async fn credit(
+    tx: &mut crate::backend::Tx,
+    key: &PaymentKey,
+    log_index: Option<i64>,
+) -> Result<(), StoreError> {
+    on_tx!(tx, tx => {
+        sqlx::query(
+            "UPDATE chain_payments SET state = 'credited', log_index = $1 \
+             WHERE network = $2 AND payer = $3 AND nonce = $4 AND state = 'settling'",
+        )
+        .bind(log_index)
+        .bind(&key.network)
+        .bind(&key.payer)
+        .bind(&key.nonce)
+        .execute(&mut **tx)
+        .await?;
+    });
+    Ok(())
+}

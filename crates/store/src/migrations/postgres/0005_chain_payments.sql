@@ -1,0 +1,26 @@
+-- x402 payments (with a `chain`): one row per authorization (its network,
+-- payer and nonce), claimed before the model runs so that it pays once.
+-- `claimed`: verified, the call running; `settling`: its settlement
+-- transaction signed (its hash stored before it was sent); `credited`: paid
+-- and split in the ledger (its call's log index); `void`: never settled (a
+-- call that failed, or an authorization that expired unsent).
+CREATE TABLE chain_payments (
+    network         TEXT    NOT NULL,
+    payer           TEXT    NOT NULL,
+    nonce           TEXT    NOT NULL,
+    amount          BIGINT NOT NULL,
+    valid_before    BIGINT NOT NULL,
+    state           TEXT    NOT NULL,
+    node            TEXT    NOT NULL,
+    model_id        BIGINT NOT NULL,
+    version         BIGINT NOT NULL,
+    creator_id      BIGINT NOT NULL,
+    creator_share   BIGINT NOT NULL,
+    node_share      BIGINT NOT NULL,
+    treasury_share  BIGINT NOT NULL,
+    tx_hash         TEXT,
+    log_index       BIGINT,
+    created_at      BIGINT NOT NULL,
+    PRIMARY KEY (network, payer, nonce)
+);
+CREATE INDEX chain_payments_unfinished ON chain_payments (node, state);

@@ -1,0 +1,374 @@
+//! Calls paid with x402 on a chain (anvil, `VITRINE_TEST_ANVIL`; a token of
+//! its own per test), by callers without an account: the 402 and its terms,
+//! the paid retry, its split in the ledger and its receipt; payments built
+//! to cheat, and faults (the payer's tokens moved away mid-call, the chain's
+//! node gone, a crash between settlement and the ledger write).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chain::x402::{PaymentPayload, PaymentRequired, PaymentRequirements, SettlementResponse, sign_payment};
+use chain::{Address, PrivateKeySigner, Token, U256, test_token};
+use serde_json::{Value, json};
+
+use crate::chain::{anvil, chain_setting, market_key};
+use crate::ledger::{linear_call, priced_model, units};
+use crate::support::{Api, TestServer};
+
+/// The price of the tests' model: 0.002 OPG in minor units (9 decimals).
+const PRICE: u64 = 2_000_000;
+/// The same in the token's units (18 decimals).
+fn price_in_token() -> U256 {
+    U256::from(PRICE) * U256::from(10u64.pow(9))
+}
+
+/// A market on its own token, a creator with a priced model, and a payer
+/// holding `payer_tokens` token units (and ether, for its own transfers).
+struct Market {
+    server: TestServer,
+    api: Api,
+    rpc: String,
+    token: Token,
+    market: Address,
+    payer: PrivateKeySigner,
+    payer_key: String,
+    alice: String,
+    _keys: tempfile::TempDir,
+}
+
+async fn market(payer_tokens: U256, extra: &[(&str, &str)]) -> Option<Market> {
+    let rpc = anvil()?;
+    let deployer = test_token::funded_key(&rpc).await.unwrap();
+    let address = test_token::deploy(&rpc, &deployer, "OpenGradient", "2", 18).await.unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (key_file, market) = market_key(keys.path());
+    // The market pays the gas of its settlements.
+    test_token::fund(&rpc, market).await.unwrap();
+    let payer_key = test_token::funded_key(&rpc).await.unwrap();
+    let payer: PrivateKeySigner = payer_key.parse().unwrap();
+    if payer_tokens > U256::ZERO {
+        test_token::mint(&rpc, &deployer, address, payer.address(), payer_tokens).await.unwrap();
+    }
+    let setting = chain_setting(&rpc, &address.to_string(), &key_file);
+    let mut settings = vec![("chain", setting.as_str())];
+    settings.extend_from_slice(extra);
+    let server = TestServer::start_with(&settings);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    priced_model(&api, &alice, "alice", "linear", PRICE).await;
+    let token = Token { address, name: "OpenGradient".into(), version: "2".into(), decimals: 18 };
+    Some(Market { server, api, rpc, token, market, payer, payer_key, alice, _keys: keys })
+}
+
+impl Market {
+    /// A keyless call of `model`, with `payment` if any: its status, body
+    /// and headers.
+    async fn call(&self, model: &str, payment: Option<&PaymentPayload>) -> (u16, Value, reqwest::header::HeaderMap) {
+        self.call_with(model, payment.map(chain::x402::encode_header), linear_call()).await
+    }
+
+    async fn call_with(
+        &self,
+        model: &str,
+        signature: Option<String>,
+        body: Value,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut request =
+            self.api.request(reqwest::Method::POST, &format!("/v1/models/{model}/infer"), None).json(&body);
+        if let Some(signature) = signature {
+            request = request.header("PAYMENT-SIGNATURE", signature);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, response.json().await.unwrap_or(Value::Null), headers)
+    }
+
+    /// The terms a keyless call of `model` is answered with.
+    async fn terms(&self, model: &str) -> PaymentRequirements {
+        let (status, body, headers) = self.call(model, None).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (402, Some("payment_required")), "{body}");
+        decoded::<PaymentRequired>(&headers, "payment-required").accepts.remove(0)
+    }
+
+    /// A payment of `terms` by the payer, valid from a minute ago for two.
+    fn pay(&self, terms: &PaymentRequirements) -> PaymentPayload {
+        self.pay_as(&self.payer, terms, now() - 60, now() + 120)
+    }
+
+    fn pay_as(&self, key: &PrivateKeySigner, terms: &PaymentRequirements, after: u64, before: u64) -> PaymentPayload {
+        sign_payment(key, terms, 31337, &self.token, after, before).unwrap()
+    }
+
+    async fn balance(&self, owner: Address) -> U256 {
+        test_token::balance(&self.rpc, self.token.address, owner).await.unwrap()
+    }
+
+    async fn refused(&self, payment: &PaymentPayload, reason: &str) {
+        let before = self.balance(self.payer.address()).await;
+        let (status, body, headers) = self.call("alice/linear", Some(payment)).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (402, Some("payment_invalid")), "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(reason), "{reason}: {message}");
+        // The terms come again, with the reason.
+        let terms = decoded::<PaymentRequired>(&headers, "payment-required");
+        assert!(terms.error.unwrap().contains(reason));
+        assert_eq!(self.balance(self.payer.address()).await, before, "{reason}: nothing moved");
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn decoded<T: for<'de> serde::Deserialize<'de>>(headers: &reqwest::header::HeaderMap, name: &str) -> T {
+    let value = headers.get(name).unwrap_or_else(|| panic!("no {name} header")).to_str().unwrap();
+    serde_json::from_slice(&BASE64.decode(value).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_caller_without_an_account_pays_a_call_with_x402_and_the_creator_is_paid() {
+    let Some(m) = market(price_in_token() * U256::from(3u8), &[]).await else { return };
+    let op = m.server.operator_key.clone();
+
+    // No key, no payment: 402 with the terms.
+    let (status, body, headers) = m.call("alice/linear", None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (402, Some("payment_required")), "{body}");
+    let exposed = headers["access-control-expose-headers"].to_str().unwrap();
+    assert!(exposed.contains("PAYMENT-REQUIRED") && exposed.contains("PAYMENT-RESPONSE"));
+    let required = decoded::<PaymentRequired>(&headers, "payment-required");
+    assert_eq!(required.x402_version, 2);
+    assert!(required.resource.url.ends_with("/v1/models/alice/linear/infer"), "{}", required.resource.url);
+    let terms = &required.accepts[0];
+    assert_eq!((terms.scheme.as_str(), terms.network.as_str()), ("exact", "eip155:31337"));
+    assert_eq!(terms.amount, price_in_token().to_string());
+    assert_eq!(terms.pay_to, format!("{:#x}", m.market));
+    assert_eq!(terms.asset, format!("{:#x}", m.token.address));
+    assert!(terms.max_timeout_seconds >= 60);
+    assert_eq!((terms.extra["name"].as_str(), terms.extra["version"].as_str()), (Some("OpenGradient"), Some("2")));
+
+    // Paid: answered, settled on the chain, split in the ledger.
+    let payment = m.pay(terms);
+    let (status, body, headers) = m.call("alice/linear", Some(&payment)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["price"], PRICE.to_string());
+    let settled = decoded::<SettlementResponse>(&headers, "payment-response");
+    assert!(settled.success);
+    assert_eq!(settled.payer, format!("{:#x}", m.payer.address()));
+    assert_eq!(settled.network, "eip155:31337");
+    let receipt = &body["receipt"];
+    assert_eq!(receipt["caller"], format!("eip155:31337:{:#x}", m.payer.address()));
+    assert_eq!(receipt["settlement"], settled.transaction);
+    assert_eq!(receipt["leaf_format"], 3);
+    assert_eq!(m.balance(m.market).await, price_in_token());
+    assert_eq!(m.balance(m.payer.address()).await, price_in_token() * U256::from(2u8));
+    // 15 % to the node, 5 % to the treasury, the rest to the creator.
+    assert_eq!(units(&m.api, &op, "alice", "balance").await, (PRICE * 80 / 100) as i128);
+    assert_eq!(units(&m.api, &op, "node-local", "balance").await, (PRICE * 15 / 100) as i128);
+    assert_eq!(units(&m.api, &op, "treasury", "balance").await, (PRICE * 5 / 100) as i128);
+    // The market holds exactly what it owes.
+    test_token::mine(&m.rpc, 2).await.unwrap();
+    let reserves = m.api.get("/v1/chain/reserves", None).await.ok(200).clone();
+    assert_eq!(reserves["onchain_balance"], reserves["liabilities"]);
+    assert_eq!(reserves["liabilities"], PRICE.to_string());
+    // The receipt is in the log, the payer named in its leaf.
+    let index = receipt["log_index"].as_u64().unwrap();
+    let logged = m.api.get(&format!("/v1/receipts/{index}"), None).await.ok(200).clone();
+    assert_eq!(logged["caller"], receipt["caller"]);
+    assert_eq!(logged["settlement"], receipt["settlement"]);
+
+    // The same payment again: refused, whichever model it is sent to.
+    m.refused(&payment, "nonce").await;
+    m.api.model_with_version(&m.alice, "alice", "other", "linear").await;
+    let patch = json!({"price_per_inference": PRICE.to_string()});
+    m.api.patch("/v1/models/alice/other", Some(&m.alice), patch).await.ok(200);
+    let (status, body, _) = m.call("alice/other", Some(&payment)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (402, Some("payment_invalid")), "{body}");
+    assert_eq!(m.balance(m.market).await, price_in_token());
+
+    // A free model wants a key, paid or not.
+    m.api.patch("/v1/models/alice/other", Some(&m.alice), json!({"price_per_inference": "0"})).await.ok(200);
+    let (status, body, _) = m.call("alice/other", None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")), "{body}");
+
+    // A caller with a key pays from its balance as before, and no 402 terms.
+    let bob = m.api.signup("bob").await;
+    let (status, body) = {
+        let answer = m.api.post("/v1/models/alice/linear/infer", Some(&bob), linear_call()).await;
+        (answer.status, answer.body.clone())
+    };
+    assert_eq!((status, body["error"]["code"].as_str()), (402, Some("insufficient_balance")), "{body}");
+}
+
+#[tokio::test]
+async fn payments_built_to_cheat_are_refused_and_move_nothing() {
+    let Some(m) = market(price_in_token() * U256::from(2u8), &[]).await else { return };
+    let terms = m.terms("alice/linear").await;
+
+    // Signed by someone else in the payer's name.
+    let thief = PrivateKeySigner::random();
+    let mut forged = m.pay_as(&thief, &terms, now() - 60, now() + 120);
+    forged.payload.authorization.from = format!("{:#x}", m.payer.address());
+    m.refused(&forged, "is not 0x").await;
+
+    // Paid to someone else.
+    let elsewhere = PaymentRequirements { pay_to: format!("{:#x}", Address::repeat_byte(9)), ..terms.clone() };
+    m.refused(&m.pay(&elsewhere), "payTo must be").await;
+
+    // Less than the price: as accepted, or as authorized.
+    let cheaper = PaymentRequirements { amount: (price_in_token() - U256::from(1u8)).to_string(), ..terms.clone() };
+    m.refused(&m.pay(&cheaper), "the price is").await;
+    let mut cheaper_authorization = m.pay(&cheaper);
+    cheaper_authorization.accepted = terms.clone();
+    m.refused(&cheaper_authorization, "the price is").await;
+
+    // Expired, or not valid yet.
+    m.refused(&m.pay_as(&m.payer, &terms, now() - 600, now() - 10), "expires at").await;
+    m.refused(&m.pay_as(&m.payer, &terms, now() + 600, now() + 900), "valid only after").await;
+
+    // Another token, another network.
+    let other_token = PaymentRequirements { asset: format!("{:#x}", Address::repeat_byte(7)), ..terms.clone() };
+    m.refused(&m.pay(&other_token), "asset").await;
+    let other_network = PaymentRequirements { network: "eip155:8453".into(), ..terms.clone() };
+    m.refused(&m.pay(&other_network), "this market takes exact on eip155:31337").await;
+
+    // A payer without the tokens.
+    let poor = PrivateKeySigner::random();
+    m.refused(&m.pay_as(&poor, &terms, now() - 60, now() + 120), "token units, ").await;
+
+    // Not a payment at all: 400.
+    for garbage in ["not base64!", &BASE64.encode("{\"x402Version\": 2}"), &BASE64.encode("[]")] {
+        let (status, body, _) = m.call_with("alice/linear", Some(garbage.to_owned()), linear_call()).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")), "{garbage}: {body}");
+    }
+    // With an Idempotency-Key: its payment is its idempotency.
+    let response = m
+        .api
+        .request(reqwest::Method::POST, "/v1/models/alice/linear/infer", None)
+        .header("PAYMENT-SIGNATURE", chain::x402::encode_header(&m.pay(&terms)))
+        .header("Idempotency-Key", "k1")
+        .json(&linear_call())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+
+    // Inputs that do not fit are refused before the payment is taken: it
+    // stays good for a call that fits.
+    let payment = m.pay(&terms);
+    let bad = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 3], "data": [1, 2, 3]}}});
+    let signature = chain::x402::encode_header(&payment);
+    let (status, body, _) = m.call_with("alice/linear", Some(signature), bad).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_input")), "{body}");
+    assert_eq!(m.balance(m.market).await, U256::ZERO);
+
+    // After all that, an honest payment still goes through.
+    let (status, body, _) = m.call("alice/linear", Some(&payment)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(m.balance(m.market).await, price_in_token());
+}
+
+#[tokio::test]
+async fn tokens_moved_away_while_the_model_runs_settle_nothing() {
+    let Some(m) = market(price_in_token(), &[]).await else { return };
+    m.api.model_with_version(&m.alice, "alice", "slow", "slow").await;
+    let patch = json!({"price_per_inference": PRICE.to_string()});
+    m.api.patch("/v1/models/alice/slow", Some(&m.alice), patch).await.ok(200);
+    let terms = m.terms("alice/slow").await;
+    let payment = m.pay(&terms);
+    let input = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 1], "data": [0.5]}}});
+    let call = m.call_with("alice/slow", Some(chain::x402::encode_header(&payment)), input);
+    let move_away = async {
+        // Verified within a second; the slow model runs for several.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let elsewhere = Address::repeat_byte(5);
+        test_token::transfer(&m.rpc, &m.payer_key, m.token.address, elsewhere, price_in_token()).await.unwrap();
+    };
+    let ((status, body, _), ()) = tokio::join!(call, move_away);
+    assert_eq!((status, body["error"]["code"].as_str()), (402, Some("payment_invalid")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("nothing was paid"), "{body}");
+    assert_eq!(m.balance(m.market).await, U256::ZERO);
+    let op = m.server.operator_key.clone();
+    assert_eq!(units(&m.api, &op, "alice", "balance").await, 0);
+}
+
+#[tokio::test]
+async fn a_call_that_fails_once_its_payment_is_taken_settles_nothing() {
+    let Some(m) = market(price_in_token(), &[("inference_timeout_ms", "300")]).await else { return };
+    m.api.model_with_version(&m.alice, "alice", "slow", "slow").await;
+    let patch = json!({"price_per_inference": PRICE.to_string()});
+    m.api.patch("/v1/models/alice/slow", Some(&m.alice), patch).await.ok(200);
+    let payment = m.pay(&m.terms("alice/slow").await);
+    let input = json!({"inputs": {"x": {"dtype": "f32", "shape": [1, 1], "data": [0.5]}}});
+    let (status, body, headers) =
+        m.call_with("alice/slow", Some(chain::x402::encode_header(&payment)), input.clone()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (504, Some("inference_timeout")), "{body}");
+    assert!(headers.get("payment-response").is_none());
+    assert_eq!(m.balance(m.market).await, U256::ZERO);
+    assert_eq!(m.balance(m.payer.address()).await, price_in_token());
+    // Its authorization was taken for that call: a retry signs a new one.
+    let (status, body, _) = m.call_with("alice/slow", Some(chain::x402::encode_header(&payment)), input).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (402, Some("payment_invalid")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("presented before"), "{body}");
+}
+
+#[tokio::test]
+async fn a_crash_between_settlement_and_the_ledger_credits_the_payment_once_after_restart() {
+    let Some(m) = market(price_in_token() * U256::from(2u8), &[]).await else { return };
+    let terms = m.terms("alice/linear").await;
+    let op = m.server.operator_key.clone();
+    let Market { server, rpc, token, market, payer, _keys, .. } = m;
+    // The same market, started again to abort once a settlement is mined.
+    let mut crashing = server.restart_with_env(&[("VITRINE_CRASH_AFTER_SETTLEMENT".into(), "1".into())]);
+    let payment = sign_payment(&payer, &terms, 31337, &token, now() - 60, now() + 300).unwrap();
+    let signature = chain::x402::encode_header(&payment);
+    let call = |api: Api| {
+        let signature = signature.clone();
+        async move {
+            api.request(reqwest::Method::POST, "/v1/models/alice/linear/infer", None)
+                .header("PAYMENT-SIGNATURE", signature)
+                .json(&linear_call())
+                .send()
+                .await
+        }
+    };
+    let response = call(crashing.api()).await;
+    assert!(response.is_err(), "the server answered: {:?}", response.map(|r| r.status()));
+    assert!(!crashing.terminate_wait().success());
+    // Paid on the chain, not yet in the ledger.
+    assert_eq!(test_token::balance(&rpc, token.address, market).await.unwrap(), price_in_token());
+
+    // Started again: the settlement is found and credited, once.
+    let restarted = crashing.restart_stopped();
+    let api = restarted.api();
+    assert_eq!(units(&api, &op, "alice", "balance").await, (PRICE * 80 / 100) as i128);
+    let restarted = restarted.restart();
+    let api = restarted.api();
+    assert_eq!(units(&api, &op, "alice", "balance").await, (PRICE * 80 / 100) as i128);
+    test_token::mine(&rpc, 2).await.unwrap();
+    let reserves = api.get("/v1/chain/reserves", None).await.ok(200).clone();
+    assert_eq!(reserves["onchain_balance"], reserves["liabilities"]);
+    assert_eq!(reserves["liabilities"], PRICE.to_string());
+    // The payment is spent.
+    let response = call(api.clone()).await.unwrap();
+    assert_eq!(response.status().as_u16(), 402);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payment_invalid", "{body}");
+}
+
+#[tokio::test]
+async fn without_a_chain_a_keyless_call_is_refused_as_before() {
+    let server = TestServer::start();
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    priced_model(&api, &alice, "alice", "linear", PRICE).await;
+    let answer = api.post("/v1/models/alice/linear/infer", None, linear_call()).await;
+    answer.error(401, "unauthorized");
+    let response = api
+        .request(reqwest::Method::POST, "/v1/models/alice/linear/infer", None)
+        .header("PAYMENT-SIGNATURE", "e30=")
+        .json(&linear_call())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+}
