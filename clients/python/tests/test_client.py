@@ -142,6 +142,23 @@ def test_a_paid_call_returns_numpy_and_a_receipt_that_verifies_and_tampering_is_
     assert bob.receipt(receipt.log_index).leaf == receipt.leaf
 
 
+def test_a_leaf_paid_on_the_chain_names_its_payer_and_settlement():
+    def text(value: str) -> bytes:
+        return bytes([len(value)]) + value.encode()
+
+    payer, settlement = "eip155:31337:0x" + "ab" * 20, "0x" + "cd" * 32
+    head = bytes([3]) + (1_764_100_000_000).to_bytes(8, "big") + text("alice/linear") + (1).to_bytes(4, "big")
+    body = bytes(32) + bytes(32) + text("") + text("node-local") + text("regression")
+    money = b"".join(n.to_bytes(8, "big") for n in (100, 80, 15, 5))
+    tail = bytes(96) + text("")
+    leaf = vitrine.log.Leaf.decode(head + body + money + tail + text(payer) + text(settlement))
+    assert (leaf.format, leaf.payer, leaf.settlement, leaf.price) == (3, payer, settlement, 100)
+    with pytest.raises(vitrine.ReceiptInvalid, match="payer"):
+        vitrine.log.Leaf.decode(head + body + money + tail + text("") + text(settlement))
+    with pytest.raises(vitrine.ReceiptInvalid, match="ends early"):
+        vitrine.log.Leaf.decode(head + body + money + tail + text(payer))
+
+
 def extremes() -> dict[str, np.ndarray]:
     arrays = {}
     for name, dtype in vitrine.tensors.DTYPES.items():

@@ -109,7 +109,9 @@ class Receipt:
         if leaf_hash(self.leaf).hex() != self.fields.get("leaf_hash"):
             raise ReceiptInvalid("the receipt's leaf_hash is not the hash of its leaf")
         shown = {
-            "model": leaf.model, "version": leaf.version, "blob_sha256": leaf.blob_sha256, "caller": leaf.caller,
+            # A call paid on the chain shows its payer as its caller.
+            "model": leaf.model, "version": leaf.version, "blob_sha256": leaf.blob_sha256,
+            "caller": leaf.payer or leaf.caller,
             "app": leaf.app, "node": leaf.node, "price": str(leaf.price), "creator_share": str(leaf.creator_share),
             "node_share": str(leaf.node_share), "treasury_share": str(leaf.treasury_share),
             "input_sha256": leaf.input_sha256, "output_sha256": leaf.output_sha256,
@@ -117,6 +119,8 @@ class Receipt:
         for name, value in shown.items():
             if self.fields.get(name) != value:
                 raise ReceiptInvalid(f"the receipt's {name} is not its leaf's")
+        if self.fields.get("settlement") != (leaf.settlement or None):
+            raise ReceiptInvalid("the receipt's settlement is not its leaf's")
         if leaf.format >= 2:
             if self.inputs is not None and tensors.tensors_sha256(self.inputs) != leaf.input_sha256:
                 raise ReceiptInvalid("the leaf's input_sha256 is not the digest of the inputs sent")

@@ -1,5 +1,5 @@
 """The transparency log's formats, read and checked in Python: the leaf
-(formats 1 and 2, as ``crates/tlog/src/leaf.rs`` documents them), RFC 6962
+(formats 1, 2 and 3, as ``crates/tlog/src/leaf.rs`` documents them), RFC 6962
 hashing and inclusion proofs, C2SP signed notes (checkpoints) and verifier
 keys, and C2SP cosignatures.
 """
@@ -41,6 +41,10 @@ class Leaf:
     idempotency_key_sha256: Optional[str]
     #: A failed call's error code; empty if it succeeded (always in format 1).
     error: str
+    #: Format 3, a call paid on the chain (x402): the payer (CAIP-10,
+    #: ``eip155:8453:0x…``) and the settlement's transaction; empty before.
+    payer: str = ""
+    settlement: str = ""
 
     @staticmethod
     def decode(raw: bytes) -> "Leaf":
@@ -62,17 +66,20 @@ class Leaf:
                 raise ReceiptInvalid("a text field of the leaf is not UTF-8") from error
 
         fmt = take(1)[0]
-        if fmt not in (1, 2):
+        if fmt not in (1, 2, 3):
             raise ReceiptInvalid(f"leaf format {fmt} is not known")
         (created,) = struct.unpack(">q", take(8))
         model = string()
         (version,) = struct.unpack(">I", take(4))
         blob, caller = take(32).hex(), take(32).hex()
         app, node = string(), string()
-        task = string() if fmt == 2 else ""
+        task = string() if fmt >= 2 else ""
         price, creator, node_share, treasury = struct.unpack(">4Q", take(32))
         inputs, outputs, key = take(32).hex(), take(32).hex(), take(32)
-        error = string() if fmt == 2 else ""
+        error = string() if fmt >= 2 else ""
+        payer, settlement = (string(), string()) if fmt == 3 else ("", "")
+        if fmt == 3 and not (payer and settlement):
+            raise ReceiptInvalid("a format 3 leaf names its payer and its settlement")
         if at != len(raw):
             raise ReceiptInvalid(f"the leaf has {len(raw) - at} bytes after its last field")
         if creator + node_share + treasury != price:
@@ -81,7 +88,7 @@ class Leaf:
             raise ReceiptInvalid("the leaf charges a failed call")
         return Leaf(
             fmt, created, model, version, blob, caller, app, node, task, price, creator, node_share, treasury,
-            inputs, outputs, None if key == bytes(32) else key.hex(), error,
+            inputs, outputs, None if key == bytes(32) else key.hex(), error, payer, settlement,
         )
 
 

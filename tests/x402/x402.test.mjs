@@ -1,0 +1,166 @@
+// A call paid with x402 by the official clients (@x402/fetch and
+// @x402/evm, from npm) against a real `vitrine serve` on a private chain
+// (anvil: VITRINE_TEST_ANVIL) with a token of its own (fixtures/chain):
+// the 402, the signed retry, the settlement on the chain, the split in the
+// ledger, the receipt naming the payer; and the same payment refused when
+// sent again.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync, readdirSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createPublicClient, createWalletClient, http, parseAbi, defineChain } from 'viem';
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
+import { wrapFetchWithPaymentFromConfig, decodePaymentResponseHeader } from '@x402/fetch';
+import { ExactEvmScheme } from '@x402/evm';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BINARY = process.env.VITRINE_BIN ?? join(root, 'target', 'debug', 'vitrine');
+const RPC = process.env.VITRINE_TEST_ANVIL;
+const NETWORK = 'eip155:31337';
+const PRICE = 2_000_000n; // minor units: 0.002 OPG
+const PRICE_IN_TOKEN = PRICE * 10n ** 9n; // 18 decimals
+
+const anvil = defineChain({
+  id: 31337, name: 'anvil', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+  rpcUrls: { default: { http: [RPC] } },
+});
+const chain = createPublicClient({ chain: anvil, transport: http(RPC) });
+const erc20 = parseAbi([
+  'function mint(address to, uint256 amount)',
+  'function balanceOf(address owner) view returns (uint256)',
+]);
+
+let server;
+let base;
+let operatorKey;
+let token;
+let market;
+
+async function fund(address) {
+  await chain.request({ method: 'anvil_setBalance', params: [address, '0x56BC75E2D63100000'] });
+}
+
+async function wallet() {
+  const account = privateKeyToAccount(generatePrivateKey());
+  await fund(account.address);
+  return { account, client: createWalletClient({ account, chain: anvil, transport: http(RPC) }) };
+}
+
+async function api(method, path, { key, body, bytes } = {}) {
+  const headers = {};
+  if (key) headers.Authorization = `Bearer ${key}`;
+  let payload;
+  if (bytes) {
+    headers['Content-Type'] = 'application/octet-stream';
+    payload = bytes;
+  } else if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    payload = JSON.stringify(body);
+  }
+  const response = await fetch(base + path, { method, headers, body: payload });
+  return { status: response.status, body: await response.json().catch(() => null) };
+}
+
+before(async () => {
+  assert.ok(RPC, 'VITRINE_TEST_ANVIL: the URL of a private anvil (scripts/anvil)');
+  // The token: OpenZeppelin's ERC-20 with EIP-3009, as the Rust tests deploy it.
+  const artifact = JSON.parse(readFileSync(join(root, 'fixtures', 'chain', 'TestToken.json'), 'utf8'));
+  const deployer = await wallet();
+  const hash = await deployer.client.deployContract({
+    abi: artifact.abi, bytecode: artifact.bytecode, args: ['OpenGradient', 'OPG', '2', 18],
+  });
+  token = (await chain.waitForTransactionReceipt({ hash })).contractAddress;
+
+  // The market's key, with ether for the gas of its settlements.
+  const dir = mkdtempSync(join(tmpdir(), 'vitrine-x402-'));
+  const marketKey = generatePrivateKey();
+  market = privateKeyToAccount(marketKey).address;
+  await fund(market);
+  const keyFile = join(dir, 'market.key');
+  writeFileSync(keyFile, marketKey + '\n');
+  chmodSync(keyFile, 0o600);
+  const setting = `chain={rpc_url = "${RPC}", network = "${NETWORK}", token = "${token}", key_file = "${keyFile}", confirmations = 1}`;
+  const dataDir = join(dir, 'data');
+  server = spawn(BINARY, ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--set', setting], {
+    stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' },
+  });
+  base = await new Promise((resolveUrl, reject) => {
+    let seen = '';
+    server.stdout.on('data', (chunk) => {
+      seen += chunk;
+      const match = seen.match(/listening on (http:\/\/\S+)/);
+      if (match) resolveUrl(match[1]);
+    });
+    server.on('exit', (code) => reject(new Error(`the server exited (${code}) before listening`)));
+  });
+  operatorKey = readFileSync(join(dataDir, readdirSync(dataDir).find((f) => f.includes('operator'))), 'utf8').trim();
+
+  // A creator with a priced model.
+  const alice = (await api('POST', '/v1/accounts', { body: { name: 'alice' } })).body.api_key;
+  assert.equal((await api('POST', '/v1/models', { key: alice, body: { name: 'linear', task: 'other' } })).status, 201);
+  const model = readFileSync(join(root, 'fixtures', 'models', 'linear.onnx'));
+  assert.equal((await api('POST', '/v1/models/alice/linear/versions', { key: alice, bytes: model })).status, 201);
+  const patch = { price_per_inference: PRICE.toString() };
+  assert.equal((await api('PATCH', '/v1/models/alice/linear', { key: alice, body: patch })).status, 200);
+});
+
+after(() => server?.kill('SIGTERM'));
+
+test('the official x402 client pays a call without an account, and the creator is paid', async () => {
+  const payer = await wallet();
+  const mint = await payer.client.writeContract({ address: token, abi: erc20, functionName: 'mint', args: [payer.account.address, PRICE_IN_TOKEN * 2n] });
+  await chain.waitForTransactionReceipt({ hash: mint });
+
+  // What the client sends, kept to send its payment again by hand below.
+  const sent = [];
+  const recording = (input, init) => {
+    const request = new Request(input, init);
+    sent.push(request.headers.get('PAYMENT-SIGNATURE'));
+    return fetch(request);
+  };
+  const paying = wrapFetchWithPaymentFromConfig(recording, {
+    schemes: [{ network: NETWORK, client: new ExactEvmScheme(payer.account) }],
+    // The test token is no default asset of the client: allowed by name.
+    spendControls: { allowedAssets: [{ network: NETWORK, asset: token }] },
+  });
+  const body = JSON.stringify({ inputs: { x: { dtype: 'f32', shape: [1, 4], data: [1, 2, 3, 4] } } });
+  const init = { method: 'POST', headers: { 'Content-Type': 'application/json' }, body };
+  const response = await paying(`${base}/v1/models/alice/linear/infer`, init);
+  const answer = await response.json();
+  assert.equal(response.status, 200, JSON.stringify(answer));
+  const settled = decodePaymentResponseHeader(response.headers.get('PAYMENT-RESPONSE'));
+  assert.equal(settled.success, true);
+  assert.equal(settled.network, NETWORK);
+  assert.equal(settled.payer.toLowerCase(), payer.account.address.toLowerCase());
+  assert.equal(answer.price, PRICE.toString());
+  assert.equal(answer.receipt.caller, `${NETWORK}:${payer.account.address.toLowerCase()}`);
+  assert.equal(answer.receipt.settlement, settled.transaction);
+
+  // On the chain: the price moved from the payer to the market.
+  const receipt = await chain.getTransactionReceipt({ hash: settled.transaction });
+  assert.equal(receipt.status, 'success');
+  console.log(`settlement gas: ${receipt.gasUsed}`);
+  assert.equal(await chain.readContract({ address: token, abi: erc20, functionName: 'balanceOf', args: [market] }), PRICE_IN_TOKEN);
+  assert.equal(await chain.readContract({ address: token, abi: erc20, functionName: 'balanceOf', args: [payer.account.address] }), PRICE_IN_TOKEN);
+
+  // In the ledger: the creator's share (80 %), the node's and the treasury's.
+  const balance = async (name) => (await api('GET', `/v1/admin/accounts/${name}`, { key: operatorKey })).body.balance;
+  assert.equal(await balance('alice'), (PRICE * 80n / 100n).toString());
+  assert.equal(await balance('node-local'), (PRICE * 15n / 100n).toString());
+  assert.equal(await balance('treasury'), (PRICE * 5n / 100n).toString());
+
+  // The first try went without a payment (402), the retry with one.
+  assert.deepEqual(sent.map((s) => s !== null), [false, true]);
+  // The same payment sent again: refused, nothing moves.
+  const again = await fetch(`${base}/v1/models/alice/linear/infer`, {
+    ...init, headers: { ...init.headers, 'PAYMENT-SIGNATURE': sent[1] },
+  });
+  assert.equal(again.status, 402);
+  assert.equal((await again.json()).error.code, 'payment_invalid');
+  assert.ok(again.headers.get('PAYMENT-REQUIRED'));
+  assert.equal(await chain.readContract({ address: token, abi: erc20, functionName: 'balanceOf', args: [market] }), PRICE_IN_TOKEN);
+});
