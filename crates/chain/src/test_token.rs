@@ -97,6 +97,15 @@ pub async fn transfer(rpc_url: &str, key: &str, token: Address, to: Address, amo
     receipt.block_number.ok_or_else(|| rpc("the transfer is in no block".into()))
 }
 
+/// The gas a mined transaction used.
+pub async fn gas_used(rpc_url: &str, transaction: alloy::primitives::B256) -> Result<u64, ChainError> {
+    let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };
+    let url = rpc_url.parse().map_err(|e| rpc(format!("not a URL: {e}")))?;
+    let provider = ProviderBuilder::new().connect_http(url);
+    let receipt = provider.get_transaction_receipt(transaction).await.map_err(|e| rpc(e.to_string()))?;
+    Ok(receipt.ok_or_else(|| rpc(format!("{transaction} is not mined")))?.gas_used)
+}
+
 /// `owner`'s balance of `token` now (at the newest block).
 pub async fn balance(rpc_url: &str, token: Address, owner: Address) -> Result<U256, ChainError> {
     let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };

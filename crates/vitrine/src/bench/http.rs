@@ -232,7 +232,7 @@ impl Phase {
         )
     }
 
-    fn from_latencies(mut latencies: Vec<f64>, elapsed: f64) -> anyhow::Result<Phase> {
+    pub(crate) fn from_latencies(mut latencies: Vec<f64>, elapsed: f64) -> anyhow::Result<Phase> {
         if latencies.is_empty() {
             bail!("no call finished");
         }

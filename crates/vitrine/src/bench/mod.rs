@@ -6,7 +6,8 @@
 //! ratios between these are what to compare across machines. The modes
 //! measure one part alone: `model` (a model file against a peer), `nodes`
 //! (several nodes on PostgreSQL), `ledger` (the ledger's writer), `log`
-//! (the log) and `usage` (the stats over many usage events).
+//! (the log), `usage` (the stats over many usage events) and `x402` (calls
+//! paid on a chain against calls paid with a key).
 //!
 //! `--figures FILE` writes a run's figures as JSON: each mode's own typed
 //! figures (`CompareFigures`, `ModelFigures`, …).
@@ -18,6 +19,7 @@ mod log;
 mod model;
 mod nodes;
 mod usage;
+mod x402;
 
 use std::path::{Path, PathBuf};
 
@@ -101,6 +103,14 @@ enum BenchMode {
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
     },
+    /// Calls paid per call with x402 (each settled on the chain) against
+    /// calls paid from a prepaid balance with a key, in one run, on a
+    /// private chain (anvil: scripts/anvil), and one settlement's gas.
+    X402 {
+        /// The anvil node, e.g. http://127.0.0.1:58545 (scripts/anvil prints it).
+        #[arg(long, value_name = "URL")]
+        rpc_url: String,
+    },
 }
 
 /// One HTTP phase's figures.
@@ -142,6 +152,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ledger::run(&data_dir, calls, common.clients).await.and_then(|f| to_json(&f))
         }
         Some(BenchMode::Log { leaves }) => log::run(&data_dir, leaves).await.map(|()| None),
+        Some(BenchMode::X402 { rpc_url }) => {
+            x402::run(&common, &rpc_url, &data_dir).await.and_then(|f| to_json(&f))
+        }
         Some(BenchMode::Usage { events }) => usage::run(&data_dir, events).await.map(|()| None),
     };
     if temporary {
