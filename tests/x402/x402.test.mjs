@@ -1,9 +1,9 @@
-// A call paid with x402 by the official clients (@x402/fetch and
-// @x402/evm, from npm) against a real `vitrine serve` on a private chain
-// (anvil: VITRINE_TEST_ANVIL) with a token of its own (fixtures/chain):
-// the 402, the signed retry, the settlement on the chain, the split in the
-// ledger, the receipt naming the payer; and the same payment refused when
-// sent again.
+// Payments by the official x402 clients (@x402/fetch and @x402/evm, from
+// npm) against a real `vitrine serve` on a private chain (anvil:
+// VITRINE_TEST_ANVIL) with a token of its own (fixtures/chain): a call
+// without an account (the 402, the signed retry, the settlement on the
+// chain, the split in the ledger, the receipt naming the payer; the same
+// payment refused when sent again), and a top-up of a prepaid balance.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -36,6 +36,7 @@ const erc20 = parseAbi([
 
 let server;
 let base;
+let alice;
 let operatorKey;
 let token;
 let market;
@@ -100,7 +101,7 @@ before(async () => {
   operatorKey = readFileSync(join(dataDir, readdirSync(dataDir).find((f) => f.includes('operator'))), 'utf8').trim();
 
   // A creator with a priced model.
-  const alice = (await api('POST', '/v1/accounts', { body: { name: 'alice' } })).body.api_key;
+  alice = (await api('POST', '/v1/accounts', { body: { name: 'alice' } })).body.api_key;
   assert.equal((await api('POST', '/v1/models', { key: alice, body: { name: 'linear', task: 'other' } })).status, 201);
   const model = readFileSync(join(root, 'fixtures', 'models', 'linear.onnx'));
   assert.equal((await api('POST', '/v1/models/alice/linear/versions', { key: alice, bytes: model })).status, 201);
@@ -163,4 +164,38 @@ test('the official x402 client pays a call without an account, and the creator i
   assert.equal((await again.json()).error.code, 'payment_invalid');
   assert.ok(again.headers.get('PAYMENT-REQUIRED'));
   assert.equal(await chain.readContract({ address: token, abi: erc20, functionName: 'balanceOf', args: [market] }), PRICE_IN_TOKEN);
+});
+
+test('the official x402 client tops up a balance, credited once final', async () => {
+  const payer = await wallet();
+  const mint = await payer.client.writeContract({ address: token, abi: erc20, functionName: 'mint', args: [payer.account.address, PRICE_IN_TOKEN * 10n] });
+  await chain.waitForTransactionReceipt({ hash: mint });
+  const bob = (await api('POST', '/v1/accounts', { body: { name: 'bob' } })).body.api_key;
+  const paying = wrapFetchWithPaymentFromConfig(fetch, {
+    schemes: [{ network: NETWORK, client: new ExactEvmScheme(payer.account) }],
+    spendControls: { allowedAssets: [{ network: NETWORK, asset: token }] },
+  });
+  // The market credits a top-up once `confirmations` blocks stand on it: mined here.
+  const mining = setInterval(() => chain.request({ method: 'anvil_mine', params: ['0x1'] }).catch(() => {}), 200);
+  try {
+    const response = await paying(`${base}/v1/account/topup`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${bob}` },
+      body: JSON.stringify({ amount: (PRICE * 3n).toString() }),
+    });
+    const answer = await response.json();
+    assert.equal(response.status, 200, JSON.stringify(answer));
+    const settled = decodePaymentResponseHeader(response.headers.get('PAYMENT-RESPONSE'));
+    assert.equal(answer.transaction, settled.transaction);
+    assert.equal(answer.transfer.kind, 'deposit');
+    assert.equal(answer.transfer.amount, (PRICE * 3n).toString());
+  } finally {
+    clearInterval(mining);
+  }
+  const account = (await api('GET', '/v1/account', { key: bob })).body;
+  assert.equal(account.balance, (PRICE * 3n).toString());
+  // The balance pays calls with no payment each.
+  const body = { inputs: { x: { dtype: 'f32', shape: [1, 4], data: [1, 2, 3, 4] } } };
+  assert.equal((await api('POST', '/v1/models/alice/linear/infer', { key: bob, body })).status, 200);
+  assert.equal((await api('GET', '/v1/account', { key: bob })).body.balance, (PRICE * 2n).toString());
 });

@@ -259,7 +259,9 @@ impl Market {
         let mut reservation: Option<reserve::Reservation> = None;
         match payment {
             Some(payment) if charged > Amount::ZERO => {
-                let claimed = self.claim_payment(payment, charged, model.id, version.version, parties, shares).await?;
+                let purpose =
+                    crate::onchain::Purpose::Call { model_id: model.id, version: version.version, parties, shares };
+                let claimed = self.claim_payment(payment, charged, purpose).await?;
                 let _ = call.payer.set(claimed.payer.clone());
                 claim = Some(claimed);
             }

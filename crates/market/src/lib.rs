@@ -34,6 +34,7 @@ pub use answer::{Answer, InferResponse, TensorOut};
 pub use buckets::Buckets;
 pub use call::{CLIENT_CLOSED, CallRequest, IdempotencyKey, Inputs};
 pub use error::CallError;
+pub use onchain::TopUp;
 pub use receipt::{Receipt, timestamp};
 
 /// The limits a call keeps (each a setting of the server's, named so).

@@ -23,6 +23,23 @@ use tlog::ReceiptLeaf;
 
 use crate::{CallError, Market};
 
+/// What a payment on the chain pays for.
+pub(crate) enum Purpose {
+    /// A call of `model_id`'s `version`, split so.
+    Call { model_id: i64, version: i64, parties: ChargeParties, shares: Shares },
+    /// `account_id`'s prepaid balance.
+    TopUp { account_id: i64 },
+}
+
+/// A top-up paid with x402: its settlement, and its deposit once final
+/// (`None` when it was not final within the settlement's wait: the
+/// recovery credits it once it is).
+#[derive(Debug)]
+pub struct TopUp {
+    pub transfer: Option<store::TransferRecord>,
+    pub settlement: SettlementResponse,
+}
+
 /// The payment of a call paid on the chain, once verified and claimed.
 pub(crate) struct Claim {
     store: Store,
@@ -74,17 +91,14 @@ impl Market {
         })
     }
 
-    /// Verifies `payment` against the price `charged` and claims its
-    /// authorization for this call, with the split it pays (`shares` to
-    /// `parties`, fixed now).
+    /// Verifies `payment` against `charged` and claims its authorization
+    /// for what it pays: a call, with its split (`shares` to `parties`,
+    /// fixed now), or a top-up.
     pub(crate) async fn claim_payment(
         &self,
         payment: &PaymentPayload,
         charged: Amount,
-        model_id: i64,
-        version: i64,
-        parties: ChargeParties,
-        shares: Shares,
+        purpose: Purpose,
     ) -> Result<Claim, CallError> {
         let chain = self.chain()?;
         let amount = chain.units().to_token(charged.minor_units()).map_err(|e| CallError::PaymentInvalid {
@@ -98,6 +112,16 @@ impl Market {
             payer: chain::x402::lower(verified.payer),
             nonce: format!("{:#x}", verified.nonce),
         };
+        let (model_id, account_id, version, creator_id, shares) = match purpose {
+            Purpose::Call { model_id, version, parties, shares } => (
+                model_id,
+                None,
+                version,
+                parties.creator,
+                [shares.creator.minor_units(), shares.node.minor_units(), shares.treasury.minor_units()],
+            ),
+            Purpose::TopUp { account_id } => (0, Some(account_id), 0, account_id, [charged.minor_units(), 0, 0]),
+        };
         let row = ChainPayment {
             key: key.clone(),
             amount: charged.minor_units(),
@@ -105,9 +129,10 @@ impl Market {
             state: PaymentState::Claimed,
             node: self.log_keys.node.name().to_owned(),
             model_id,
+            account_id,
             version,
-            creator_id: parties.creator,
-            shares: [shares.creator.minor_units(), shares.node.minor_units(), shares.treasury.minor_units()],
+            creator_id,
+            shares,
             tx_hash: None,
             log_index: None,
             created_at_ms: store::now_ms(),
@@ -202,6 +227,57 @@ impl Market {
         }
     }
 
+    /// Funds `account_id`'s prepaid balance with `amount` paid by x402:
+    /// verified and claimed, settled, then credited once its block is final
+    /// (the deposit's id is the payment's, so it is credited once whoever
+    /// credits it: this call, or the recovery after a stop).
+    pub async fn top_up(&self, account_id: i64, amount: Amount, payment: &PaymentPayload) -> Result<TopUp, CallError> {
+        let claim = self.claim_payment(payment, amount, Purpose::TopUp { account_id }).await?;
+        let settled = self.settle(&claim).await?;
+        let settlement = self.settlement_response(&claim, &settled);
+        let chain = self.chain()?;
+        let deadline = tokio::time::Instant::now() + chain.settle_timeout();
+        loop {
+            let final_block = chain.final_block().await.map_err(|e| {
+                tracing::warn!(error = %e, "reading the final block failed; the recovery credits the top-up");
+                CallError::unavailable("the chain's node does not answer; the top-up is credited once final", 5)
+            })?;
+            if final_block >= settled.block {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(TopUp { transfer: None, settlement });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        let transfer =
+            self.credit_top_up(&claim.key, account_id, amount.minor_units(), &settlement.transaction).await?;
+        Ok(TopUp { transfer: Some(transfer), settlement })
+    }
+
+    /// Deposits a final top-up: from the issuer (the tokens arrived on the
+    /// chain), once per payment whoever asks.
+    async fn credit_top_up(
+        &self,
+        key: &PaymentKey,
+        account_id: i64,
+        amount: u64,
+        transaction: &str,
+    ) -> Result<store::TransferRecord, CallError> {
+        let transfer = ledger::Transfer {
+            debit: self.system.issuer,
+            credit: account_id,
+            amount: Amount::from_minor_units(amount).map_err(CallError::internal)?,
+            kind: ledger::TransferKind::Deposit,
+            reference: format!("x402 top-up {transaction}"),
+        };
+        let id = format!("x402:{}:{}:{}", key.network, key.payer, key.nonce);
+        let command = ledger::Command::Once { id, transfer };
+        let outcome = self.sequencer.submit(BatchItem::command(command)).await??;
+        self.store.chain_payment_credited(key).await?;
+        outcome.transfers.into_iter().next().ok_or_else(|| CallError::internal("a top-up recorded no transfer"))
+    }
+
     /// Finishes what a crash (or a settlement whose fate was unknown) left of
     /// this node's payments older than `older_than_ms`: a claim never
     /// signed is voided; a settlement that landed (or an authorization used
@@ -219,7 +295,13 @@ impl Market {
             let outcome = self.payment_outcome(chain, &payment).await;
             match outcome {
                 Ok(Some(true)) => {
-                    self.credit_recovered(&payment).await?;
+                    match payment.account_id {
+                        Some(account) => {
+                            let transaction = payment.tx_hash.clone().unwrap_or_default();
+                            self.credit_top_up(&payment.key, account, payment.amount, &transaction).await?;
+                        }
+                        None => self.credit_recovered(&payment).await?,
+                    }
                     credited += 1;
                 }
                 Ok(Some(false)) => {
@@ -241,13 +323,22 @@ impl Market {
         let payer = payment.key.payer.parse().map_err(|_| format!("payer {:?}", payment.key.payer))?;
         if let Some(hash) = &payment.tx_hash {
             let transaction: B256 = hash.parse().map_err(|_| format!("transaction {hash:?}"))?;
-            if let Some((succeeded, _block)) = chain.transaction_outcome(transaction).await? {
+            if let Some((succeeded, block)) = chain.transaction_outcome(transaction).await? {
+                // A top-up is credited only once final: a reorganisation may
+                // still take it away before.
+                if succeeded
+                    && payment.account_id.is_some()
+                    && chain.final_block().await.map_err(|e| e.to_string())? < block
+                {
+                    return Ok(None);
+                }
                 return Ok(Some(succeeded || chain.authorization_used(payer, nonce).await?));
             }
         }
         if chain.authorization_used(payer, nonce).await? {
             // Used by another transaction than ours (anyone may send it): the
-            // tokens still went to the market.
+            // tokens still went to the market. (A top-up's is credited at once:
+            // which block holds it is not known here.)
             return Ok(Some(payment.state == PaymentState::Settling));
         }
         let expired = store::now_ms() / 1000 > payment.valid_before;

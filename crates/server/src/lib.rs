@@ -17,6 +17,7 @@ mod routes;
 mod tensor_body;
 pub mod wire;
 pub mod witness;
+mod x402;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -629,6 +630,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::inference::infer_version))
         .routes(routes!(routes::models::get_blob))
         .routes(routes!(routes::chain::reserves))
+        .routes(routes!(routes::chain::top_up))
         .routes(routes!(routes::quarantine::list_quarantines))
         .routes(routes!(routes::quarantine::quarantine_version, routes::quarantine::lift_quarantine))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -570,6 +570,15 @@ impl TensorIn {
 }
 
 /// The market's reserves on its chain against its ledger's liabilities
+/// A top-up paid with x402 (`POST /v1/account/topup`): the settlement's
+/// transaction, and the deposit once the settlement is final (`null` while
+/// it is not: it is credited once final, by the server).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TopUpView {
+    pub transfer: Option<TransferView>,
+    pub transaction: String,
+}
+
 /// (`GET /v1/chain/reserves`). Amounts in ledger minor units; the on-chain
 /// balance rounded down to one.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -62,7 +62,10 @@ pub struct ChainPayment {
     pub state: PaymentState,
     /// The node whose call claimed it, and which settles it.
     pub node: String,
+    /// A call's model (0 for a top-up).
     pub model_id: i64,
+    /// A top-up's account: the balance it funds (`None` for a call).
+    pub account_id: Option<i64>,
     pub version: i64,
     pub creator_id: i64,
     /// Minor units; they add up to `amount`.
@@ -77,8 +80,8 @@ pub struct ChainPayment {
 /// The table's columns, in the order [`read`] reads them.
 macro_rules! columns {
     () => {
-        "network, payer, nonce, amount, valid_before, state, node, model_id, version, creator_id, creator_share, \
-         node_share, treasury_share, tx_hash, log_index, created_at"
+        "network, payer, nonce, amount, valid_before, state, node, model_id, account_id, version, creator_id, \
+         creator_share, node_share, treasury_share, tx_hash, log_index, created_at"
     };
 }
 
@@ -95,16 +98,23 @@ fn read(row: &impl Columns) -> Result<ChainPayment, StoreError> {
         state: PaymentState::parse(&state)?,
         node: row.at(6)?,
         model_id: row.at(7)?,
-        version: row.at(8)?,
-        creator_id: row.at(9)?,
-        shares: [units(10)?, units(11)?, units(12)?],
-        tx_hash: row.at(13)?,
-        log_index: row.at(14)?,
-        created_at_ms: row.at(15)?,
+        account_id: row.at(8)?,
+        version: row.at(9)?,
+        creator_id: row.at(10)?,
+        shares: [units(11)?, units(12)?, units(13)?],
+        tx_hash: row.at(14)?,
+        log_index: row.at(15)?,
+        created_at_ms: row.at(16)?,
     })
 }
 
 impl Store {
+    /// Marks a settled top-up credited (its deposit, a `Command::Once` by the
+    /// payment's id, is what pays once).
+    pub async fn chain_payment_credited(&self, key: &PaymentKey) -> Result<bool, StoreError> {
+        self.move_chain_payment(key, PaymentState::Settling, PaymentState::Credited, None).await
+    }
+
     /// Claims a payment before its call runs: false if its authorization
     /// was claimed before (by any call, on any node), whatever became of it.
     pub async fn claim_chain_payment(&self, payment: &ChainPayment) -> Result<bool, StoreError> {
@@ -112,7 +122,7 @@ impl Store {
             sqlx::query(concat!(
                 "INSERT INTO chain_payments (",
                 columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
                  ON CONFLICT (network, payer, nonce) DO NOTHING"
             ))
             .bind(&payment.key.network)
@@ -123,6 +133,7 @@ impl Store {
             .bind(payment.state.as_str())
             .bind(&payment.node)
             .bind(payment.model_id)
+            .bind(payment.account_id)
             .bind(payment.version)
             .bind(payment.creator_id)
             .bind(payment.shares[0] as i64)

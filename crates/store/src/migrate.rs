@@ -60,6 +60,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         "model_versions",
         &[
             ("model_id", Int),
+            ("account_id", Int),
             ("version", Int),
             ("blob_sha256", Text),
             ("signature", Text),
@@ -122,6 +123,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("id", Int),
             ("created_at", Int),
             ("model_id", Int),
+            ("account_id", Int),
             ("version", Int),
             ("owner_id", Int),
             ("task", Text),
@@ -166,6 +168,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("state", Text),
             ("node", Text),
             ("model_id", Int),
+            ("account_id", Int),
             ("version", Int),
             ("creator_id", Int),
             ("creator_share", Int),

@@ -523,6 +523,7 @@ async fn a_payment_on_the_chain_is_claimed_once_and_credited_once() {
             state: PaymentState::Claimed,
             node: "node-a".into(),
             model_id: market.model_id,
+            account_id: None,
             version: 1,
             creator_id: market.creator.id,
             shares: [80, 15, 5],

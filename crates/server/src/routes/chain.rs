@@ -1,11 +1,15 @@
-//! The market on its chain: proof of reserves.
+//! The market on its chain: proof of reserves, and top-ups paid with x402.
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::wire::ReservesView;
+use crate::extract::{ApiJson, Caller};
+use crate::wire::{AmountRequest, ReservesView, TopUpView, TransferView};
+use crate::x402;
 
 /// The market's token balance on its chain at the newest final block,
 /// against what its ledger owes (every balance but the issuer's, pending
@@ -36,4 +40,73 @@ pub async fn reserves(State(state): State<AppState>) -> ApiResult<Json<ReservesV
         onchain_balance: onchain.to_string(),
         liabilities: totals.balances.max(0).to_string(),
     }))
+}
+
+/// Funds the caller's prepaid balance with x402: without `PAYMENT-SIGNATURE`,
+/// 402 with the terms for `amount` (`PAYMENT-REQUIRED`); with a payment of
+/// them, settled on the chain and credited once its block is final (the
+/// answer waits for that up to the settlement's wait, `max_timeout_seconds`;
+/// past it, `transfer` is `null` and the server credits it once final).
+/// Calls paid from the balance then cost no gas each.
+#[utoipa::path(post, path = "/v1/account/topup", tag = "money",
+    security(("api_key" = [])),
+    params(("PAYMENT-SIGNATURE" = Option<String>, Header, description = "an x402 v2 payment of the terms (base64 JSON)")),
+    request_body = AmountRequest,
+    responses(
+        (status = 200, body = TopUpView, description = "settled (PAYMENT-RESPONSE), and credited once final"),
+        (status = 400, description = "a PAYMENT-SIGNATURE that is not an x402 payment", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 402, description = "the terms (payment_required, PAYMENT-REQUIRED), or a payment refused (payment_invalid)", body = ErrorBody),
+        (status = 404, description = "this market has no chain", body = ErrorBody),
+        (status = 422, description = "an amount that is not positive, or not a whole number of the token's units", body = ErrorBody),
+        (status = 503, description = "the chain's node does not answer", body = ErrorBody),
+    ))]
+pub async fn top_up(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<AmountRequest>,
+) -> Response {
+    let amount = match top_up_amount(&state, &request.amount) {
+        Ok(amount) => amount,
+        Err(error) => return error.into_response(),
+    };
+    let answered = async {
+        let payment = x402::payment(&headers)?.ok_or_else(|| {
+            ApiError::payment_required(format!(
+                "a top-up of {} minor units is paid with x402: the terms are in the PAYMENT-REQUIRED header; retry \
+                 with PAYMENT-SIGNATURE",
+                amount.minor_units()
+            ))
+        })?;
+        let top_up = state.market.top_up(caller.id, amount, &payment).await?;
+        let view = TopUpView {
+            transfer: top_up.transfer.as_ref().map(TransferView::from),
+            transaction: top_up.settlement.transaction.clone(),
+        };
+        ApiResult::Ok((Json(view).into_response(), top_up.settlement))
+    };
+    let (response, settlement) = match answered.await {
+        Ok((response, settlement)) => (response, Some(settlement)),
+        Err(error) => (x402::error_response(error), None),
+    };
+    let terms = |error| {
+        let description = format!("a top-up of {}'s balance", caller.name);
+        x402::terms(&state, &headers, "/v1/account/topup", amount.minor_units(), description, error)
+    };
+    x402::with_headers(response, terms, settlement.as_ref())
+}
+
+/// A top-up's amount: positive, and a whole number of the token's units.
+fn top_up_amount(state: &AppState, text: &str) -> ApiResult<domain::Amount> {
+    let Some(chain) = &state.chain else {
+        return Err(ApiError::not_found("this market has no chain: its operator deposits to balances"));
+    };
+    let amount =
+        domain::Amount::parse_minor_units(text).map_err(|e| ApiError::invalid_request(format!("amount: {e}")))?;
+    if amount == domain::Amount::ZERO {
+        return Err(ApiError::invalid_request("amount must be positive"));
+    }
+    chain.units().to_token(amount.minor_units()).map_err(|e| ApiError::invalid_request(format!("amount: {e}")))?;
+    Ok(amount)
 }

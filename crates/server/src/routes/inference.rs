@@ -20,6 +20,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{InferBody, MaybeCaller};
 use crate::routes::models::callable_model;
 use crate::wire::{InferRequest, TensorIn};
+use crate::x402;
 
 /// Idempotency keys are the client's; bounded like every such field.
 const IDEMPOTENCY_KEY_CHARS_MAX: usize = 255;
@@ -77,7 +78,7 @@ pub async fn infer_latest(
         };
         Ok((infer(&state, &paying, &model, latest, &headers, body, started).await, model))
     };
-    paying.answer(&state, answered.await, resource_url(&headers, &format!("/v1/models/{owner}/{name}/infer")))
+    paying.answer(&state, &headers, answered.await, format!("/v1/models/{owner}/{name}/infer"))
 }
 
 /// Runs one version of the model.
@@ -128,7 +129,7 @@ pub async fn infer_version(
         Ok((infer(&state, &paying, &model, version, &headers, body, started).await, model))
     };
     let path = format!("/v1/models/{owner}/{name}/versions/{version}/infer");
-    paying.answer(&state, answered.await, resource_url(&headers, &path))
+    paying.answer(&state, &headers, answered.await, path)
 }
 
 /// Who pays a call: an account by its key, or (on a market with a chain,
@@ -152,16 +153,8 @@ impl Paying {
         }
         if state.chain.is_none() {
             return Err(ApiError::unauthorized("this route needs an API key: 'Authorization: Bearer <key>'"));
-        };
-        let payment = match headers.get(PAYMENT_SIGNATURE) {
-            None => None,
-            Some(value) => {
-                let text = value.to_str().map_err(|_| ApiError::bad_request("PAYMENT-SIGNATURE is not text"))?;
-                let payment: PaymentPayload = chain::x402::decode_header(text)
-                    .map_err(|e| ApiError::bad_request(format!("PAYMENT-SIGNATURE: {e}")))?;
-                Some(Box::new(payment))
-            }
-        };
+        }
+        let payment = x402::payment(headers)?.map(Box::new);
         // Each payer's calls are limited as one key's are: by the address it
         // pays from (a negative id, never an account's).
         let payer = payment.as_ref().map_or("", |p| p.payload.authorization.from.as_str()).to_ascii_lowercase();
@@ -186,73 +179,28 @@ impl Paying {
     }
 
     /// The answer, with x402's headers when paid (or to be paid) on the
-    /// chain: `PAYMENT-REQUIRED` with the terms on a 402, `PAYMENT-RESPONSE`
-    /// with the settlement on a 200.
+    /// chain: `PAYMENT-REQUIRED` with the terms on a 402.
     fn answer(
         &self,
         state: &AppState,
+        headers: &HeaderMap,
         answered: ApiResult<(ApiResult<Response>, ModelRecord)>,
-        resource: String,
+        path: String,
     ) -> Response {
-        let Paying::Chain { .. } = self else {
-            return match answered {
-                Ok((Ok(response), _)) => response,
-                Ok((Err(error), _)) | Err(error) => error.into_response(),
-            };
-        };
         let (result, model) = match answered {
             Ok(answered) => answered,
             Err(error) => return error.into_response(),
         };
-        let mut response = match result {
-            Ok(response) => response,
-            Err(error) if error.status == StatusCode::PAYMENT_REQUIRED => {
-                let reason = (error.code == "payment_invalid").then(|| error.message.clone());
-                let mut response = error.into_response();
-                if let Some(terms) = payment_terms(state, &model, resource, reason) {
-                    response.headers_mut().insert(PAYMENT_REQUIRED, terms);
-                }
-                response
-            }
-            Err(error) => error.into_response(),
+        let response = result.unwrap_or_else(x402::error_response);
+        let Paying::Chain { .. } = self else { return response };
+        let terms = |error| {
+            let description = format!("one call of {}/{}", model.owner, model.name);
+            x402::terms(state, headers, &path, model.price_per_inference.minor_units(), description, error)
         };
-        response.headers_mut().insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("PAYMENT-REQUIRED, PAYMENT-RESPONSE"),
-        );
-        response
+        // The settlement's header is on the answer already (`infer`).
+        x402::with_headers(response, terms, None)
     }
 }
-
-/// x402's `PAYMENT-REQUIRED` for a call of `model`: its price in token
-/// units, paid to the market's address. `None` when the price cannot be
-/// paid in the token (fewer decimals than the price has).
-fn payment_terms(state: &AppState, model: &ModelRecord, url: String, error: Option<String>) -> Option<HeaderValue> {
-    let chain = state.chain.as_ref()?;
-    let amount = chain.units().to_token(model.price_per_inference.minor_units()).ok()?;
-    let terms = chain::x402::PaymentRequired {
-        x402_version: chain::x402::X402_VERSION,
-        error,
-        resource: chain::x402::Resource {
-            url,
-            description: format!("one call of {}/{}", model.owner, model.name),
-            mime_type: "application/json".into(),
-        },
-        accepts: vec![chain.requirements(amount)],
-    };
-    HeaderValue::from_str(&chain::x402::encode_header(&terms)).ok()
-}
-
-/// The URL a request was sent to, as its `Host` header names it.
-fn resource_url(headers: &HeaderMap, path: &str) -> String {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    format!("http://{host}{path}")
-}
-
-/// x402's headers.
-const PAYMENT_SIGNATURE: &str = "payment-signature";
-const PAYMENT_REQUIRED: &str = "payment-required";
-const PAYMENT_RESPONSE: &str = "payment-response";
 
 /// Reads the call from HTTP, has the market run it, and answers in the
 /// format asked for. The answer counts against its caller's unsent answers
@@ -307,7 +255,7 @@ async fn infer(
     let settlement = answer.settlement.as_ref().map(chain::x402::encode_header);
     let mut response = render(AnswerFormat::accepted(headers), answer)?;
     if let Some(settlement) = settlement.and_then(|s| HeaderValue::from_str(&s).ok()) {
-        response.headers_mut().insert(PAYMENT_RESPONSE, settlement);
+        response.headers_mut().insert(x402::PAYMENT_RESPONSE, settlement);
     }
     Ok(AnswerFor::mark(limit_id, response))
 }

@@ -152,9 +152,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ledger::run(&data_dir, calls, common.clients).await.and_then(|f| to_json(&f))
         }
         Some(BenchMode::Log { leaves }) => log::run(&data_dir, leaves).await.map(|()| None),
-        Some(BenchMode::X402 { rpc_url }) => {
-            x402::run(&common, &rpc_url, &data_dir).await.and_then(|f| to_json(&f))
-        }
+        Some(BenchMode::X402 { rpc_url }) => x402::run(&common, &rpc_url, &data_dir).await.and_then(|f| to_json(&f)),
         Some(BenchMode::Usage { events }) => usage::run(&data_dir, events).await.map(|()| None),
     };
     if temporary {

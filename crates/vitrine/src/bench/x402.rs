@@ -53,7 +53,10 @@ pub(crate) async fn run(common: &Common, rpc_url: &str, data_dir: &std::path::Pa
     chain.insert("key_file".into(), key_file.display().to_string().into());
     chain.insert("confirmations".into(), 1.into());
     let settings = [("chain", toml::Value::Table(chain))];
-    println!("{cores} cores available, {} clients, {} s per phase, the tiny model at 1000 minor units", common.clients, common.seconds);
+    println!(
+        "{cores} cores available, {} clients, {} s per phase, the tiny model at 1000 minor units",
+        common.clients, common.seconds
+    );
     with_server(&data_dir.join("server"), &settings, |server| async move {
         let setup = Setup::new(&server, &BenchModel::tiny()).await?;
         let pace = Pace { clients: common.clients, duration: Duration::from_secs(common.seconds), per_second: None };

@@ -356,6 +356,71 @@ async fn a_crash_between_settlement_and_the_ledger_credits_the_payment_once_afte
 }
 
 #[tokio::test]
+async fn an_account_tops_up_its_balance_with_x402_credited_once_final() {
+    let Some(m) = market(price_in_token() * U256::from(10u8), &[]).await else { return };
+    let op = m.server.operator_key.clone();
+    let bob = m.api.signup("bob").await;
+    let top_up = |payment: Option<&PaymentPayload>, amount: &str| {
+        let mut request =
+            m.api.request(reqwest::Method::POST, "/v1/account/topup", Some(&bob)).json(&json!({"amount": amount}));
+        if let Some(payment) = payment {
+            request = request.header("PAYMENT-SIGNATURE", chain::x402::encode_header(payment));
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let (status, headers) = (response.status().as_u16(), response.headers().clone());
+            (status, response.json::<Value>().await.unwrap_or(Value::Null), headers)
+        }
+    };
+    let amount = PRICE * 5;
+
+    // The terms for the amount, in token units.
+    let (status, body, headers) = top_up(None, &amount.to_string()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (402, Some("payment_required")), "{body}");
+    let terms = decoded::<PaymentRequired>(&headers, "payment-required").accepts.remove(0);
+    assert_eq!(terms.amount, (price_in_token() * U256::from(5u8)).to_string());
+    assert_eq!(top_up(None, "0").await.0, 422);
+
+    // Paid: settled, then credited once two blocks stand on it (the test mines them).
+    let payment = m.pay(&terms);
+    let mining = tokio::spawn({
+        let rpc = m.rpc.clone();
+        async move {
+            for _ in 0..20 {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                test_token::mine(&rpc, 1).await.unwrap();
+            }
+        }
+    });
+    let (status, body, headers) = top_up(Some(&payment), &amount.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let settled = decoded::<SettlementResponse>(&headers, "payment-response");
+    assert_eq!(body["transaction"], settled.transaction);
+    assert_eq!(
+        (body["transfer"]["kind"].as_str(), body["transfer"]["amount"].as_str()),
+        (Some("deposit"), Some("10000000"))
+    );
+    assert_eq!(units(&m.api, &op, "bob", "balance").await, amount as i128);
+    assert_eq!(m.balance(m.market).await, price_in_token() * U256::from(5u8));
+
+    // Once: the same payment again is refused.
+    let (status, body, _) = top_up(Some(&payment), &amount.to_string()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (402, Some("payment_invalid")), "{body}");
+    // A payment of other terms is refused too.
+    let (status, body, _) = top_up(Some(&m.pay(&terms)), &(amount * 2).to_string()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (402, Some("payment_invalid")), "{body}");
+    assert_eq!(units(&m.api, &op, "bob", "balance").await, amount as i128);
+
+    // The balance pays calls with no gas each.
+    let answer = m.api.post("/v1/models/alice/linear/infer", Some(&bob), linear_call()).await;
+    assert_eq!(answer.ok(200)["price"], PRICE.to_string());
+    assert_eq!(units(&m.api, &op, "bob", "balance").await, (amount - PRICE) as i128);
+    mining.await.unwrap();
+    let reserves = m.api.get("/v1/chain/reserves", None).await.ok(200).clone();
+    assert_eq!(reserves["onchain_balance"], reserves["liabilities"]);
+}
+
+#[tokio::test]
 async fn without_a_chain_a_keyless_call_is_refused_as_before() {
     let server = TestServer::start();
     let api = server.api();
@@ -371,4 +436,6 @@ async fn without_a_chain_a_keyless_call_is_refused_as_before() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 401);
+    let answer = api.post("/v1/account/topup", Some(&alice), json!({"amount": "1000"})).await;
+    answer.error(404, "not_found");
 }

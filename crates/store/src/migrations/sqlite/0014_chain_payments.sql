@@ -1,5 +1,6 @@
 -- x402 payments (with a `chain`): one row per authorization (its network,
--- payer and nonce), claimed before the model runs so that it pays once.
+-- payer and nonce), claimed before the model runs (or, for a top-up of
+-- `account_id`'s balance, before it is settled) so that it pays once.
 -- `claimed`: verified, the call running; `settling`: its settlement
 -- transaction signed (its hash stored before it was sent); `credited`: paid
 -- and split in the ledger (its call's log index); `void`: never settled (a
@@ -13,6 +14,7 @@ CREATE TABLE chain_payments (
     state           TEXT    NOT NULL,
     node            TEXT    NOT NULL,
     model_id        INTEGER NOT NULL,
+    account_id      INTEGER,
     version         INTEGER NOT NULL,
     creator_id      INTEGER NOT NULL,
     creator_share   INTEGER NOT NULL,
