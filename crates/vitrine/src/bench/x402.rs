@@ -106,8 +106,9 @@ async fn x402_phase(
     let deadline = started + pace.duration;
     let (terms, token, call) = (Arc::new(terms.clone()), Arc::new(token.clone()), Arc::new(call.clone()));
     let mut tasks = vec![];
-    for payer in payers.iter().take(pace.clients).cloned() {
+    for payer in payers.iter().take(pace.clients) {
         let (anonymous, terms, token, call) = (anonymous.clone(), terms.clone(), token.clone(), call.clone());
+        let payer = payer.clone();
         tasks.push(tokio::spawn(async move {
             let (mut latencies, mut settlement) = (vec![], String::new());
             while Instant::now() < deadline {
