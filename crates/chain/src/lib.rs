@@ -247,9 +247,9 @@ async fn balance_at(
     Erc20::new(token, provider).balanceOf(owner).block(block.into()).call().await
 }
 
-/// Reads the market's key: `0x` and 64 hex digits, the file readable by its
-/// owner alone.
-fn read_key(path: &Path) -> Result<PrivateKeySigner, ChainError> {
+/// Reads a key file (the market's, or a wallet's for `vitrine topup`): `0x`
+/// and 64 hex digits, the file readable by its owner alone.
+pub fn read_key(path: &Path) -> Result<PrivateKeySigner, ChainError> {
     let error = |message: String| ChainError::Key { path: path.display().to_string(), message };
     #[cfg(unix)]
     {

@@ -121,6 +121,18 @@ pub struct DepositArgs {
     reference: String,
 }
 
+#[derive(Debug, Args)]
+pub struct TopUpArgs {
+    /// Tokens, as a decimal (12.5).
+    amount: String,
+    /// The wallet that pays: a file holding its key, `0x` and 64 hex digits,
+    /// readable by you alone (mode 0600). It signs one EIP-3009
+    /// authorization of exactly the amount to the market; the market pays
+    /// the gas.
+    #[arg(long, value_name = "FILE")]
+    wallet_key_file: std::path::PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PayoutCommand {
     /// Ask to be paid out this many tokens.
@@ -329,6 +341,7 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Topup(top_up) => run_top_up(&client, args.json, top_up).await,
         Command::Faucet { amount } => {
             client.require_key()?;
             let amount = decimal_tokens(&amount, "amount")?;
@@ -919,4 +932,60 @@ fn specs(list: &[TensorSpecView]) -> String {
     let specs: Vec<String> =
         list.iter().map(|s| format!("{}: {}{}", s.name, s.dtype, output::dims(&s.shape))).collect();
     specs.join("; ")
+}
+
+/// `vitrine topup`: asks the market for its terms (402), signs a payment of
+/// them with the wallet's key, and sends it; the market settles it and
+/// credits the balance once final.
+async fn run_top_up(client: &Client, json: bool, args: TopUpArgs) -> anyhow::Result<()> {
+    client.require_key()?;
+    let amount = decimal_tokens(&args.amount, "amount")?;
+    let wallet = chain::read_key(&args.wallet_key_file)?;
+    let body = json!({"amount": amount.to_string()});
+    let asked = client.request(Method::POST, "/v1/account/topup").json(&body).send().await?;
+    if asked.status() == reqwest::StatusCode::NOT_FOUND {
+        anyhow::bail!("this market has no chain: its operator deposits to balances (vitrine deposit)");
+    }
+    anyhow::ensure!(
+        asked.status() == reqwest::StatusCode::PAYMENT_REQUIRED,
+        "the market answered {} instead of its terms: {}",
+        asked.status(),
+        asked.text().await.unwrap_or_default()
+    );
+    let header = asked.headers().get("payment-required").context("the 402 carries no PAYMENT-REQUIRED")?;
+    let required: chain::x402::PaymentRequired = chain::x402::decode_header(header.to_str()?)?;
+    let terms = required.accepts.into_iter().next().context("the market offers no way to pay")?;
+    let chain_id = terms
+        .network
+        .strip_prefix("eip155:")
+        .and_then(|id| id.parse::<u64>().ok())
+        .with_context(|| format!("the market is paid on {}, not an EVM chain", terms.network))?;
+    let text = |key: &str| terms.extra.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let token =
+        chain::Token { address: terms.asset.parse()?, name: text("name"), version: text("version"), decimals: 0 };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let payment =
+        chain::x402::sign_payment(&wallet, &terms, chain_id, &token, now - 60, now + terms.max_timeout_seconds)?;
+    eprintln!("paying {} from {} on {} …", tokens_of(amount), chain::x402::lower(wallet.address()), terms.network);
+    let request = client
+        .request(Method::POST, "/v1/account/topup")
+        .header("PAYMENT-SIGNATURE", chain::x402::encode_header(&payment))
+        .json(&body);
+    let top_up: server::wire::TopUpView = client.send_as(request).await?;
+    if json {
+        output::json(&top_up);
+    } else if let Some(transfer) = &top_up.transfer {
+        println!(
+            "topped up {} (transaction {}, transfer {})",
+            tokens_of(&transfer.amount),
+            top_up.transaction,
+            transfer.id
+        );
+    } else {
+        println!(
+            "paid in transaction {}; your balance is credited once it is final (vitrine balance)",
+            top_up.transaction
+        );
+    }
+    Ok(())
 }

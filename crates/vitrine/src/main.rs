@@ -64,6 +64,8 @@ enum Command {
     Transfers(commands::TransfersArgs),
     /// Credit an account with tokens paid for outside (operator key).
     Deposit(commands::DepositArgs),
+    /// Fund your balance from a wallet with x402, on a market with a chain.
+    Topup(commands::TopUpArgs),
     /// Get test tokens from a development server (serve --dev).
     Faucet {
         /// Tokens, as a decimal.

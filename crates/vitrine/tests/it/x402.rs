@@ -415,9 +415,40 @@ async fn an_account_tops_up_its_balance_with_x402_credited_once_final() {
     let answer = m.api.post("/v1/models/alice/linear/infer", Some(&bob), linear_call()).await;
     assert_eq!(answer.ok(200)["price"], PRICE.to_string());
     assert_eq!(units(&m.api, &op, "bob", "balance").await, (amount - PRICE) as i128);
-    mining.await.unwrap();
+    mining.abort();
+    test_token::mine(&m.rpc, 2).await.unwrap();
     let reserves = m.api.get("/v1/chain/reserves", None).await.ok(200).clone();
     assert_eq!(reserves["onchain_balance"], reserves["liabilities"]);
+
+    // From the command line, with the wallet's key in a file.
+    let wallet = m._keys.path().join("wallet.key");
+    std::fs::write(&wallet, format!("{}\n", m.payer_key)).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wallet, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let mining = tokio::spawn({
+        let rpc = m.rpc.clone();
+        async move {
+            for _ in 0..20 {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                test_token::mine(&rpc, 1).await.unwrap();
+            }
+        }
+    });
+    let output = tokio::process::Command::new(crate::support::BINARY)
+        .args(["topup", "0.004", "--wallet-key-file"])
+        .arg(&wallet)
+        .args(["--url", &m.server.url, "--key", &bob])
+        .env("VITRINE_CLIENT_CONFIG", m._keys.path().join("client.toml"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("topped up 0.004 OPG (transaction 0x"), "{stdout}");
+    assert_eq!(units(&m.api, &op, "bob", "balance").await, (amount - PRICE + 4_000_000) as i128);
+    mining.abort();
 }
 
 #[tokio::test]
