@@ -7,6 +7,7 @@
 //! Amounts cross between the ledger's minor units and the token's units by
 //! one exact rule ([`units`]).
 
+pub mod deposits;
 pub mod test_token;
 pub mod units;
 pub mod x402;

@@ -132,6 +132,18 @@ pub async fn mine(rpc_url: &str, blocks: u64) -> Result<(), ChainError> {
     Ok(())
 }
 
+/// Replaces the newest `depth` blocks with empty ones (`anvil_reorg`): the
+/// transactions in them are gone, as in a reorganisation.
+pub async fn reorg(rpc_url: &str, depth: u64) -> Result<(), ChainError> {
+    let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };
+    let url = rpc_url.parse().map_err(|e| rpc(format!("not a URL: {e}")))?;
+    let provider = ProviderBuilder::new().connect_http(url);
+    let none: Vec<serde_json::Value> = vec![];
+    let _: serde_json::Value =
+        provider.raw_request("anvil_reorg".into(), (depth, none)).await.map_err(|e| rpc(e.to_string()))?;
+    Ok(())
+}
+
 /// Writes a fresh random key to `path` as the `key_file` setting wants it
 /// (`0x` and 64 hex digits, mode 0600); its address.
 pub fn new_key_file(path: &std::path::Path) -> std::io::Result<Address> {

@@ -15,6 +15,7 @@ pub mod batch;
 mod buckets;
 mod call;
 pub mod claims;
+mod deposits;
 pub mod error;
 pub mod keys;
 pub mod known_keys;

@@ -319,7 +319,8 @@ async fn start_market(
 /// Finishes the x402 payments a stop left half-way (all of this node's
 /// now, before any call: none of its calls is running), then every 30
 /// seconds those older than a call and its settlement can take (a
-/// settlement whose fate was unknown when its call ended).
+/// settlement whose fate was unknown when its call ended); and every 2
+/// seconds credits the deposits by transfer that became final.
 async fn spawn_payment_recovery(market: Arc<Market>, inference_timeout_ms: u64) {
     let report = |recovered: Result<(usize, usize), market::CallError>| match recovered {
         Ok((0, 0)) => {}
@@ -330,15 +331,23 @@ async fn spawn_payment_recovery(market: Arc<Market>, inference_timeout_ms: u64) 
     let settle_ms = market.chain.as_ref().map_or(0, |c| c.settle_timeout().as_millis() as i64);
     let older_than_ms = inference_timeout_ms as i64 + settle_ms + 30_000;
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
+        let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
             if market.store.is_closed() {
                 break;
             }
-            report(market.recover_payments(older_than_ms).await);
+            if let Err(error) = market.credit_deposits().await
+                && !market.store.is_closed()
+            {
+                tracing::warn!(%error, "crediting deposits failed; retried in 2 s");
+            }
+            ticks += 1;
+            if ticks.is_multiple_of(15) {
+                report(market.recover_payments(older_than_ms).await);
+            }
         }
     });
 }
@@ -631,6 +640,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::models::get_blob))
         .routes(routes!(routes::chain::reserves))
         .routes(routes!(routes::chain::top_up))
+        .routes(routes!(routes::chain::address_challenge))
+        .routes(routes!(routes::chain::prove_address, routes::chain::list_addresses))
         .routes(routes!(routes::quarantine::list_quarantines))
         .routes(routes!(routes::quarantine::quarantine_version, routes::quarantine::lift_quarantine))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -570,6 +570,38 @@ impl TensorIn {
 }
 
 /// The market's reserves on its chain against its ledger's liabilities
+/// The text an account signs to prove it holds an address
+/// (`GET /v1/account/addresses/challenge`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChallengeView {
+    /// Sign it with EIP-191 (`personal_sign`).
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProveAddressRequest {
+    /// Hex, lowercase or checksummed.
+    pub address: String,
+    /// The challenge's EIP-191 signature by the address's key: 65 bytes, hex.
+    pub signature: String,
+}
+
+/// An address the account proved it holds: transfers of the token from it
+/// to the market's address are credited to the account once final.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AddressView {
+    pub network: String,
+    /// Lowercase hex.
+    pub address: String,
+    pub proven_at: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AddressList {
+    pub items: Vec<AddressView>,
+}
+
 /// A top-up paid with x402 (`POST /v1/account/topup`): the settlement's
 /// transaction, and the deposit once the settlement is final (`null` while
 /// it is not: it is credited once final, by the server).

@@ -222,6 +222,110 @@ impl Store {
     }
 }
 
+/// An address an account proved it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvenAddress {
+    pub network: String,
+    /// Lowercase hex.
+    pub address: String,
+    pub account_id: i64,
+    pub proven_at_ms: i64,
+}
+
+impl Store {
+    /// Records that `account_id` holds `address` on `network`. The address's
+    /// proof as it stands: this one, or an earlier one (of this account, or
+    /// of another, which keeps it).
+    pub async fn prove_address(
+        &self,
+        network: &str,
+        address: &str,
+        account_id: i64,
+        now_ms: i64,
+    ) -> Result<ProvenAddress, StoreError> {
+        let (account_id, proven_at_ms): (i64, i64) = on_pool!(&self.pool, pool => {
+            sqlx::query(
+                "INSERT INTO chain_addresses (network, address, account_id, proven_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (network, address) DO NOTHING",
+            )
+            .bind(network)
+            .bind(address)
+            .bind(account_id)
+            .bind(now_ms)
+            .execute(pool)
+            .await?;
+            let row = sqlx::query(
+                "SELECT account_id, proven_at FROM chain_addresses WHERE network = $1 AND address = $2",
+            )
+            .bind(network)
+            .bind(address)
+            .fetch_one(pool)
+            .await?;
+            (row.at(0)?, row.at(1)?)
+        });
+        Ok(ProvenAddress { network: network.to_owned(), address: address.to_owned(), account_id, proven_at_ms })
+    }
+
+    /// The addresses proven on `network`: by `account_id`, or everyone's.
+    pub async fn proven_addresses(
+        &self,
+        network: &str,
+        account_id: Option<i64>,
+    ) -> Result<Vec<ProvenAddress>, StoreError> {
+        // -1 stands for every account (no account has it).
+        let rows = on_pool!(&self.pool, pool => {
+            sqlx::query(
+                "SELECT address, account_id, proven_at FROM chain_addresses \
+                 WHERE network = $1 AND ($2 = -1 OR account_id = $2) ORDER BY proven_at, address",
+            )
+            .bind(network)
+            .bind(account_id.unwrap_or(-1))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| -> Result<ProvenAddress, StoreError> {
+                Ok(ProvenAddress {
+                    network: network.to_owned(),
+                    address: row.at(0)?,
+                    account_id: row.at(1)?,
+                    proven_at_ms: row.at(2)?,
+                })
+            })
+            .collect::<Vec<_>>()
+        });
+        rows.into_iter().collect()
+    }
+
+    /// The last block whose deposits of `token` on `network` are read.
+    pub async fn chain_cursor(&self, network: &str, token: &str) -> Result<Option<u64>, StoreError> {
+        let block: Option<i64> = on_pool!(&self.pool, pool => {
+            sqlx::query_scalar("SELECT block FROM chain_cursors WHERE network = $1 AND token = $2")
+                .bind(network)
+                .bind(token)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(block.map(|b| b.max(0) as u64))
+    }
+
+    /// Moves the cursor forward to `block` (never back).
+    pub async fn advance_chain_cursor(&self, network: &str, token: &str, block: u64) -> Result<(), StoreError> {
+        on_pool!(&self.pool, pool => {
+            sqlx::query(
+                "INSERT INTO chain_cursors (network, token, block) VALUES ($1, $2, $3) \
+                 ON CONFLICT (network, token) DO UPDATE SET block = EXCLUDED.block \
+                 WHERE chain_cursors.block < EXCLUDED.block",
+            )
+            .bind(network)
+            .bind(token)
+            .bind(block as i64)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+}
+
 /// Within a batch: whether `key` is settling (and so may be credited).
 pub(crate) async fn is_settling(tx: &mut crate::backend::Tx, key: &PaymentKey) -> Result<bool, StoreError> {
     let state: Option<String> = on_tx!(tx, tx => {

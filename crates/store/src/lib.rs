@@ -20,7 +20,7 @@ mod usage;
 mod writer;
 
 pub use blobs::{BlobStore, BlobStoreError, BlobWriter, FinishedBlob, RemoteStoreFailed, TestBucket};
-pub use chain_payments::{ChainPayment, PaymentKey, PaymentState};
+pub use chain_payments::{ChainPayment, PaymentKey, PaymentState, ProvenAddress};
 pub use db::{
     Account, AccountKind, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel, NewVersion, Quarantine,
     QuarantinedVersion, QuotaExceeded, Store, Takedown, Version, Yank,

@@ -179,6 +179,8 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("created_at", Int),
         ],
     ),
+    ("chain_addresses", &[("network", Text), ("address", Text), ("account_id", Int), ("proven_at", Int)]),
+    ("chain_cursors", &[("network", Text), ("token", Text), ("block", Int)]),
 ];
 
 /// Tables whose ids PostgreSQL generates: their sequences continue after

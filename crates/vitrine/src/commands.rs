@@ -965,7 +965,7 @@ async fn run_top_up(client: &Client, json: bool, args: TopUpArgs) -> anyhow::Res
         chain::Token { address: terms.asset.parse()?, name: text("name"), version: text("version"), decimals: 0 };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let payment =
-        chain::x402::sign_payment(&wallet, &terms, chain_id, &token, now - 60, now + terms.max_timeout_seconds)?;
+        chain::x402::sign_payment(&wallet, &terms, chain_id, &token, now - 600, now + terms.max_timeout_seconds)?;
     eprintln!("paying {} from {} on {} …", tokens_of(amount), chain::x402::lower(wallet.address()), terms.network);
     let request = client
         .request(Method::POST, "/v1/account/topup")

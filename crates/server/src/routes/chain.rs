@@ -1,14 +1,17 @@
-//! The market on its chain: proof of reserves, and top-ups paid with x402.
+//! The market on its chain: proof of reserves, top-ups paid with x402, and
+//! the addresses whose transfers are deposits.
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, Caller};
-use crate::wire::{AmountRequest, ReservesView, TopUpView, TransferView};
+use crate::wire::{
+    AddressList, AddressView, AmountRequest, ChallengeView, ProveAddressRequest, ReservesView, TopUpView, TransferView,
+};
 use crate::x402;
 
 /// The market's token balance on its chain at the newest final block,
@@ -109,4 +112,94 @@ fn top_up_amount(state: &AppState, text: &str) -> ApiResult<domain::Amount> {
     }
     chain.units().to_token(amount.minor_units()).map_err(|e| ApiError::invalid_request(format!("amount: {e}")))?;
     Ok(amount)
+}
+
+fn chain_of(state: &AppState) -> ApiResult<&std::sync::Arc<chain::Chain>> {
+    state
+        .chain
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("this market has no chain: its operator deposits to balances"))
+}
+
+/// The text to sign (`personal_sign`) to prove an address: it names the
+/// market, its network and the account, so it proves nothing elsewhere.
+#[utoipa::path(get, path = "/v1/account/addresses/challenge", tag = "money",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = ChallengeView),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "this market has no chain", body = ErrorBody),
+    ))]
+pub async fn address_challenge(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> ApiResult<Json<ChallengeView>> {
+    let chain = chain_of(&state)?;
+    let message = chain::deposits::challenge(&state.config.log_origin, chain.network(), caller.name.as_str());
+    Ok(Json(ChallengeView { message }))
+}
+
+/// Proves the caller holds an address: the challenge's EIP-191 signature by
+/// its key. From then on, transfers of the token from it to the market's
+/// address are credited to the caller once final. An address belongs to
+/// the first account that proves it.
+#[utoipa::path(post, path = "/v1/account/addresses", tag = "money",
+    security(("api_key" = [])),
+    request_body = ProveAddressRequest,
+    responses(
+        (status = 201, body = AddressView),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "this market has no chain", body = ErrorBody),
+        (status = 409, description = "another account proved this address", body = ErrorBody),
+        (status = 422, description = "not an address, or the signature is not its key's signature of the challenge", body = ErrorBody),
+    ))]
+pub async fn prove_address(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiJson(request): ApiJson<ProveAddressRequest>,
+) -> ApiResult<(StatusCode, Json<AddressView>)> {
+    let chain = chain_of(&state)?;
+    let address: chain::Address = request
+        .address
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::invalid_request(format!("address {:?} is not an address", request.address)))?;
+    let message = chain::deposits::challenge(&state.config.log_origin, chain.network(), caller.name.as_str());
+    let signer = chain::deposits::signer_of(&message, request.signature.trim())
+        .map_err(|e| ApiError::invalid_request(format!("signature: {e}")))?;
+    if signer != address {
+        return Err(ApiError::invalid_request(format!(
+            "the signature is {}'s, not {}'s: sign GET /v1/account/addresses/challenge's message with the address's key",
+            chain::x402::lower(signer),
+            chain::x402::lower(address)
+        )));
+    }
+    let address = chain::x402::lower(address);
+    let proof = state.store.prove_address(chain.network(), &address, caller.id, store::now_ms()).await?;
+    if proof.account_id != caller.id {
+        return Err(ApiError::conflict(format!("{address} was proven by another account")));
+    }
+    Ok((StatusCode::CREATED, Json(address_view(proof))))
+}
+
+/// The addresses the caller proved.
+#[utoipa::path(get, path = "/v1/account/addresses", tag = "money",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = AddressList),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "this market has no chain", body = ErrorBody),
+    ))]
+pub async fn list_addresses(State(state): State<AppState>, Caller(caller): Caller) -> ApiResult<Json<AddressList>> {
+    let chain = chain_of(&state)?;
+    let proofs = state.store.proven_addresses(chain.network(), Some(caller.id)).await?;
+    Ok(Json(AddressList { items: proofs.into_iter().map(address_view).collect() }))
+}
+
+fn address_view(proof: store::ProvenAddress) -> AddressView {
+    AddressView {
+        network: proof.network,
+        address: proof.address,
+        proven_at: crate::wire::timestamp(proof.proven_at_ms),
+    }
 }

@@ -114,7 +114,7 @@ async fn x402_phase(
             while Instant::now() < deadline {
                 let sent = Instant::now();
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-                let payment = chain::x402::sign_payment(&payer, &terms, 31337, &token, now - 60, now + 120)?;
+                let payment = chain::x402::sign_payment(&payer, &terms, 31337, &token, now - 600, now + 120)?;
                 let response = anonymous
                     .request(reqwest::Method::POST, "/v1/models/creator/paid/infer")
                     .header("PAYMENT-SIGNATURE", chain::x402::encode_header(&payment))

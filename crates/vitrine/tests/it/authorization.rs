@@ -80,6 +80,29 @@ async fn every_route_answers_every_role_as_the_matrix_says() {
         // Public, and this market has no chain: the same 404 for anyone
         // (`chain.rs` has a market with one).
         ("GET", "/v1/chain/reserves", "/v1/chain/reserves".into(), None, [404; 5]),
+        // An account's routes of a market with a chain: a caller is checked first.
+        (
+            "POST",
+            "/v1/account/topup",
+            "/v1/account/topup".into(),
+            json(json!({"amount": "1"})),
+            [401, 401, 404, 404, 404],
+        ),
+        (
+            "GET",
+            "/v1/account/addresses/challenge",
+            "/v1/account/addresses/challenge".into(),
+            None,
+            [401, 401, 404, 404, 404],
+        ),
+        ("GET", "/v1/account/addresses", "/v1/account/addresses".into(), None, [401, 401, 404, 404, 404]),
+        (
+            "POST",
+            "/v1/account/addresses",
+            "/v1/account/addresses".into(),
+            json(json!({"address": "0x00", "signature": "0x00"})),
+            [401, 401, 404, 404, 404],
+        ),
         ("GET", "/v1/account", "/v1/account".into(), None, private),
         ("GET", "/v1/account/earnings", "/v1/account/earnings".into(), None, private),
         ("GET", "/v1/account/pseudonym", "/v1/account/pseudonym".into(), None, private),

@@ -31,7 +31,8 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
 /// Every operation in the OpenAPI document is called on a live server, and
 /// must answer with a status the document lists for it.
 /// Routes of a market with a chain (`tests/it/chain.rs` runs them on one).
-const NEED_A_CHAIN: &[&str] = &["/v1/chain/reserves"];
+const NEED_A_CHAIN: &[&str] =
+    &["/v1/chain/reserves", "/v1/account/topup", "/v1/account/addresses/challenge", "/v1/account/addresses"];
 
 #[tokio::test]
 async fn every_documented_route_answers_as_documented() {
@@ -109,7 +110,10 @@ async fn every_documented_route_answers_as_documented() {
                 ("post", "/v1/admin/deposits") => {
                     request.json(&json!({"account": "alice", "amount": "5", "reference": "again"}))
                 }
-                ("post", "/v1/dev/faucet") | ("post", "/v1/payouts") => request.json(&json!({"amount": "3"})),
+                ("post", "/v1/dev/faucet") | ("post", "/v1/payouts") | ("post", "/v1/account/topup") => {
+                    request.json(&json!({"amount": "3"}))
+                }
+                ("post", "/v1/account/addresses") => request.json(&json!({"address": "0x00", "signature": "0x00"})),
                 ("post", p) if p.starts_with("/v1/admin/payouts/") => request.json(&json!({"reference": "bank-1"})),
                 ("post", p) if p.ends_with("/quarantine") || p.ends_with("/takedown") => {
                     request.json(&json!({"reason": "taken down"}))

@@ -90,9 +90,11 @@ impl Market {
         decoded::<PaymentRequired>(&headers, "payment-required").accepts.remove(0)
     }
 
-    /// A payment of `terms` by the payer, valid from a minute ago for two.
+    /// A payment of `terms` by the payer, valid from ten minutes ago (as the
+    /// official client signs: a chain whose clock lags still takes it) to
+    /// two minutes ahead.
     fn pay(&self, terms: &PaymentRequirements) -> PaymentPayload {
-        self.pay_as(&self.payer, terms, now() - 60, now() + 120)
+        self.pay_as(&self.payer, terms, now() - 600, now() + 120)
     }
 
     fn pay_as(&self, key: &PrivateKeySigner, terms: &PaymentRequirements, after: u64, before: u64) -> PaymentPayload {
@@ -206,7 +208,7 @@ async fn payments_built_to_cheat_are_refused_and_move_nothing() {
 
     // Signed by someone else in the payer's name.
     let thief = PrivateKeySigner::random();
-    let mut forged = m.pay_as(&thief, &terms, now() - 60, now() + 120);
+    let mut forged = m.pay_as(&thief, &terms, now() - 600, now() + 120);
     forged.payload.authorization.from = format!("{:#x}", m.payer.address());
     m.refused(&forged, "is not 0x").await;
 
@@ -233,7 +235,7 @@ async fn payments_built_to_cheat_are_refused_and_move_nothing() {
 
     // A payer without the tokens.
     let poor = PrivateKeySigner::random();
-    m.refused(&m.pay_as(&poor, &terms, now() - 60, now() + 120), "token units, ").await;
+    m.refused(&m.pay_as(&poor, &terms, now() - 600, now() + 120), "token units, ").await;
 
     // Not a payment at all: 400.
     for garbage in ["not base64!", &BASE64.encode("{\"x402Version\": 2}"), &BASE64.encode("[]")] {
@@ -319,7 +321,7 @@ async fn a_crash_between_settlement_and_the_ledger_credits_the_payment_once_afte
     let Market { server, rpc, token, market, payer, _keys, .. } = m;
     // The same market, started again to abort once a settlement is mined.
     let mut crashing = server.restart_with_env(&[("VITRINE_CRASH_AFTER_SETTLEMENT".into(), "1".into())]);
-    let payment = sign_payment(&payer, &terms, 31337, &token, now() - 60, now() + 300).unwrap();
+    let payment = sign_payment(&payer, &terms, 31337, &token, now() - 600, now() + 300).unwrap();
     let signature = chain::x402::encode_header(&payment);
     let call = |api: Api| {
         let signature = signature.clone();
@@ -449,6 +451,121 @@ async fn an_account_tops_up_its_balance_with_x402_credited_once_final() {
     assert!(stdout.contains("topped up 0.004 OPG (transaction 0x"), "{stdout}");
     assert_eq!(units(&m.api, &op, "bob", "balance").await, (amount - PRICE + 4_000_000) as i128);
     mining.abort();
+}
+
+async fn prove(api: &Api, key: &str, address: &str, signature: &str) -> crate::support::Answer {
+    api.post("/v1/account/addresses", Some(key), json!({"address": address, "signature": signature})).await
+}
+
+/// Waits (up to 15 s) until `check` holds, reading every 200 ms.
+async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "waited 15 s for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn transfers_from_a_proven_address_are_deposits_credited_once_final() {
+    let Some(m) = market(price_in_token() * U256::from(100u8), &[]).await else { return };
+    let op = m.server.operator_key.clone();
+    let bob = m.api.signup("bob").await;
+    let payer = format!("{:#x}", m.payer.address());
+
+    // Bob proves he holds the payer's address: the challenge, signed.
+    let challenge = m.api.get("/v1/account/addresses/challenge", Some(&bob)).await.ok(200).clone();
+    let message = challenge["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("account bob") && message.contains("eip155:31337"), "{message}");
+    let signature = chain::deposits::sign_message(&m.payer, &message).unwrap();
+    // Someone else's signature, a signature of another text, a non-address: refused.
+    let other = PrivateKeySigner::random();
+    let by_other = chain::deposits::sign_message(&other, &message).unwrap();
+    assert!(prove(&m.api, &bob, &payer, &by_other).await.error(422, "invalid_request").contains("not"));
+    let of_other_text = chain::deposits::sign_message(&m.payer, "something else").unwrap();
+    prove(&m.api, &bob, &payer, &of_other_text).await.error(422, "invalid_request");
+    prove(&m.api, &bob, "0x12", &signature).await.error(422, "invalid_request");
+    let proven = prove(&m.api, &bob, &payer, &signature).await.ok(201).clone();
+    assert_eq!(proven["address"], payer);
+    // Once proven, it is bob's: alice cannot claim it, even signing her own challenge with its key.
+    let alice_message = m.api.get("/v1/account/addresses/challenge", Some(&m.alice)).await.ok(200)["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let alice_signature = chain::deposits::sign_message(&m.payer, &alice_message).unwrap();
+    prove(&m.api, &m.alice, &payer, &alice_signature).await.error(409, "conflict");
+    // Bob's own signature again is the same proof.
+    assert_eq!(prove(&m.api, &bob, &payer, &signature).await.ok(201)["address"], payer);
+    let listed = m.api.get("/v1/account/addresses", Some(&bob)).await.ok(200).clone();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+
+    // The market reads from where it stood when it started; a transfer counts once final.
+    let balance = || async { units(&m.api, &op, "bob", "balance").await };
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    test_token::transfer(&m.rpc, &m.payer_key, m.token.address, m.market, price_in_token() * U256::from(3u8))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    assert_eq!(balance().await, 0, "not final yet");
+    test_token::mine(&m.rpc, 2).await.unwrap();
+    eventually("the deposit", || async { balance().await == (PRICE * 3) as i128 }).await;
+
+    // A transfer reorganised away before it was final is never credited.
+    test_token::transfer(&m.rpc, &m.payer_key, m.token.address, m.market, price_in_token()).await.unwrap();
+    test_token::reorg(&m.rpc, 1).await.unwrap();
+    // From an address nobody proved: the market's, not a deposit.
+    let stranger = test_token::funded_key(&m.rpc).await.unwrap();
+    let stranger_address = stranger.parse::<PrivateKeySigner>().unwrap().address();
+    let deployer = test_token::funded_key(&m.rpc).await.unwrap();
+    test_token::mint(&m.rpc, &deployer, m.token.address, stranger_address, price_in_token()).await.unwrap();
+    test_token::transfer(&m.rpc, &stranger, m.token.address, m.market, price_in_token()).await.unwrap();
+    // An x402 top-up by the proven address: credited as the top-up, never again as a deposit.
+    let terms = {
+        let response = m
+            .api
+            .request(reqwest::Method::POST, "/v1/account/topup", Some(&bob))
+            .json(&json!({"amount": PRICE.to_string()}))
+            .send()
+            .await
+            .unwrap();
+        decoded::<PaymentRequired>(response.headers(), "payment-required").accepts.remove(0)
+    };
+    let mining = tokio::spawn({
+        let rpc = m.rpc.clone();
+        async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                test_token::mine(&rpc, 1).await.unwrap();
+            }
+        }
+    });
+    let response = m
+        .api
+        .request(reqwest::Method::POST, "/v1/account/topup", Some(&bob))
+        .header("PAYMENT-SIGNATURE", chain::x402::encode_header(&m.pay(&terms)))
+        .json(&json!({"amount": PRICE.to_string()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{}", response.text().await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(5_000)).await;
+    mining.abort();
+    assert_eq!(balance().await, (PRICE * 4) as i128, "the deposit and the top-up, each once");
+
+    // A restart reads nothing twice.
+    let server = m.server.restart();
+    let api = server.api();
+    test_token::mine(&m.rpc, 3).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(4_500)).await;
+    assert_eq!(units(&api, &op, "bob", "balance").await, (PRICE * 4) as i128);
+    // The market holds more than it owes: the stranger's transfer.
+    let reserves = api.get("/v1/chain/reserves", None).await.ok(200).clone();
+    let (held, owed) = (reserves["onchain_balance"].as_str().unwrap(), reserves["liabilities"].as_str().unwrap());
+    assert_eq!((held.parse::<u64>().unwrap(), owed.parse::<u64>().unwrap()), (PRICE * 5, PRICE * 4));
 }
 
 #[tokio::test]

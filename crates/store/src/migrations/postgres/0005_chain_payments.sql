@@ -26,3 +26,24 @@ CREATE TABLE chain_payments (
     PRIMARY KEY (network, payer, nonce)
 );
 CREATE INDEX chain_payments_unfinished ON chain_payments (node, state);
+
+-- Addresses an account proved it holds (an EIP-191 signature): each of one
+-- account, on its network. Transfers of the token from one to the market's
+-- address are credited to that account once final.
+CREATE TABLE chain_addresses (
+    network     TEXT    NOT NULL,
+    address     TEXT    NOT NULL,
+    account_id  BIGINT NOT NULL,
+    proven_at   BIGINT NOT NULL,
+    PRIMARY KEY (network, address)
+);
+CREATE INDEX chain_addresses_account ON chain_addresses (account_id);
+
+-- How far the deposits of a token are read: every final block up to
+-- `block` (its transfers credited, each once by its transaction and log).
+CREATE TABLE chain_cursors (
+    network     TEXT    NOT NULL,
+    token       TEXT    NOT NULL,
+    block       BIGINT NOT NULL,
+    PRIMARY KEY (network, token)
+);
