@@ -134,6 +134,21 @@ pub struct TopUpArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AddressCommand {
+    /// Sign the market's challenge with the wallet's key and send it: from
+    /// then on, transfers of the market's token from that address to the
+    /// market's address are credited to you once final.
+    Prove {
+        /// The wallet: a file holding its key, `0x` and 64 hex digits,
+        /// readable by you alone (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        wallet_key_file: std::path::PathBuf,
+    },
+    /// The addresses you proved.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum PayoutCommand {
     /// Ask to be paid out this many tokens.
     Request { amount: String },
@@ -342,6 +357,7 @@ pub async fn run(command: Command, args: ClientArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Topup(top_up) => run_top_up(&client, args.json, top_up).await,
+        Command::Address(address) => run_address(&client, args.json, address).await,
         Command::Faucet { amount } => {
             client.require_key()?;
             let amount = decimal_tokens(&amount, "amount")?;
@@ -986,6 +1002,45 @@ async fn run_top_up(client: &Client, json: bool, args: TopUpArgs) -> anyhow::Res
             "paid in transaction {}; your balance is credited once it is final (vitrine balance)",
             top_up.transaction
         );
+    }
+    Ok(())
+}
+
+/// `vitrine address prove | list`.
+async fn run_address(client: &Client, json: bool, command: AddressCommand) -> anyhow::Result<()> {
+    client.require_key()?;
+    let view = |address: &server::wire::AddressView| {
+        format!("{} on {} (proven {})", address.address, address.network, address.proven_at)
+    };
+    match command {
+        AddressCommand::Prove { wallet_key_file } => {
+            let wallet = chain::read_key(&wallet_key_file)?;
+            let challenge: server::wire::ChallengeView =
+                client.send_as(client.request(Method::GET, "/v1/account/addresses/challenge")).await?;
+            let signature = chain::deposits::sign_message(&wallet, &challenge.message).map_err(anyhow::Error::msg)?;
+            let body = json!({"address": chain::x402::lower(wallet.address()), "signature": signature});
+            let proven: server::wire::AddressView =
+                client.send_as(client.request(Method::POST, "/v1/account/addresses").json(&body)).await?;
+            if json {
+                output::json(&proven);
+            } else {
+                println!(
+                    "proved {}: its transfers of the market's token to the market are your deposits",
+                    view(&proven)
+                );
+            }
+        }
+        AddressCommand::List => {
+            let list: server::wire::AddressList =
+                client.send_as(client.request(Method::GET, "/v1/account/addresses")).await?;
+            if json {
+                output::json(&list);
+            } else if list.items.is_empty() {
+                println!("no address proved yet (vitrine address prove --wallet-key-file FILE)");
+            } else {
+                list.items.iter().for_each(|address| println!("{}", view(address)));
+            }
+        }
     }
     Ok(())
 }

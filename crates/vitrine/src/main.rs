@@ -66,6 +66,10 @@ enum Command {
     Deposit(commands::DepositArgs),
     /// Fund your balance from a wallet with x402, on a market with a chain.
     Topup(commands::TopUpArgs),
+    /// Prove you hold an address, so that its transfers to the market are
+    /// deposits to your balance; list the addresses you proved.
+    #[command(subcommand)]
+    Address(commands::AddressCommand),
     /// Get test tokens from a development server (serve --dev).
     Faucet {
         /// Tokens, as a decimal.

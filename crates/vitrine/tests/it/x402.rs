@@ -118,6 +118,10 @@ impl Market {
     }
 }
 
+fn alloy_hex(key: &PrivateKeySigner) -> String {
+    key.to_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
@@ -502,6 +506,28 @@ async fn transfers_from_a_proven_address_are_deposits_credited_once_final() {
     assert_eq!(prove(&m.api, &bob, &payer, &signature).await.ok(201)["address"], payer);
     let listed = m.api.get("/v1/account/addresses", Some(&bob)).await.ok(200).clone();
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    // From the command line, with a wallet's key in a file.
+    let wallet = PrivateKeySigner::random();
+    let wallet_file = m._keys.path().join("cli-wallet.key");
+    std::fs::write(&wallet_file, format!("0x{}\n", alloy_hex(&wallet))).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wallet_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let cli = |args: &[&str]| {
+        std::process::Command::new(crate::support::BINARY)
+            .args(args)
+            .args(["--url", &m.server.url, "--key", &bob])
+            .env("VITRINE_CLIENT_CONFIG", m._keys.path().join("client.toml"))
+            .output()
+            .unwrap()
+    };
+    let output = cli(&["address", "prove", "--wallet-key-file", wallet_file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("proved {:#x} on eip155:31337", wallet.address())), "{stdout}");
+    let stdout = String::from_utf8(cli(&["address", "list"]).stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
 
     // The market reads from where it stood when it started; a transfer counts once final.
     let balance = || async { units(&m.api, &op, "bob", "balance").await };
