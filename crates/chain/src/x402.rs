@@ -354,11 +354,8 @@ impl Chain {
         let transaction = *envelope.tx_hash();
         before_sending(transaction).await.map_err(not_sent)?;
         let sent = self.provider.send_tx_envelope(envelope).await;
-        let pending = match sent {
-            Ok(pending) => {
-                *nonce = Some(next + 1);
-                pending
-            }
+        match sent {
+            Ok(_) => *nonce = Some(next + 1),
             Err(error) => {
                 // The node's count is read again for the next one.
                 *nonce = None;
@@ -370,13 +367,30 @@ impl Chain {
                     other => SettleError::Unknown { transaction, message: other.to_string() },
                 });
             }
-        };
+        }
         drop(nonce);
-        let receipt = pending
-            .with_timeout(Some(self.settle_timeout))
-            .get_receipt()
-            .await
-            .map_err(|e| SettleError::Unknown { transaction, message: e.to_string() })?;
+        // Its receipt, asked for at once and then at growing intervals (to a
+        // quarter second): a node that mines at once answers within
+        // milliseconds, where a fixed poll would wait its whole interval.
+        let deadline = tokio::time::Instant::now() + self.settle_timeout;
+        let mut wait = std::time::Duration::from_millis(5);
+        let receipt = loop {
+            let asked = self.provider.get_transaction_receipt(transaction).await;
+            match asked {
+                Ok(Some(receipt)) => break receipt,
+                Ok(None) => {}
+                Err(error) if tokio::time::Instant::now() >= deadline => {
+                    return Err(SettleError::Unknown { transaction, message: error.to_string() });
+                }
+                Err(_) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let message = format!("not mined within {} s", self.settle_timeout.as_secs());
+                return Err(SettleError::Unknown { transaction, message });
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_millis(250));
+        };
         if !receipt.status() {
             return Err(SettleError::Reverted { transaction });
         }
