@@ -60,7 +60,6 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         "model_versions",
         &[
             ("model_id", Int),
-            ("account_id", Int),
             ("version", Int),
             ("blob_sha256", Text),
             ("signature", Text),
@@ -123,7 +122,6 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("id", Int),
             ("created_at", Int),
             ("model_id", Int),
-            ("account_id", Int),
             ("version", Int),
             ("owner_id", Int),
             ("task", Text),

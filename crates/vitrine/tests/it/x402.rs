@@ -36,6 +36,11 @@ struct Market {
 }
 
 async fn market(payer_tokens: U256, extra: &[(&str, &str)]) -> Option<Market> {
+    market_through(payer_tokens, extra, None).await
+}
+
+/// `market`, its server reaching the chain through `proxy` if given.
+async fn market_through(payer_tokens: U256, extra: &[(&str, &str)], proxy: Option<&str>) -> Option<Market> {
     let rpc = anvil()?;
     let deployer = test_token::funded_key(&rpc).await.unwrap();
     let address = test_token::deploy(&rpc, &deployer, "OpenGradient", "2", 18).await.unwrap();
@@ -48,7 +53,7 @@ async fn market(payer_tokens: U256, extra: &[(&str, &str)]) -> Option<Market> {
     if payer_tokens > U256::ZERO {
         test_token::mint(&rpc, &deployer, address, payer.address(), payer_tokens).await.unwrap();
     }
-    let setting = chain_setting(&rpc, &address.to_string(), &key_file);
+    let setting = chain_setting(proxy.unwrap_or(&rpc), &address.to_string(), &key_file);
     let mut settings = vec![("chain", setting.as_str())];
     settings.extend_from_slice(extra);
     let server = TestServer::start_with(&settings);
@@ -592,6 +597,73 @@ async fn transfers_from_a_proven_address_are_deposits_credited_once_final() {
     let reserves = api.get("/v1/chain/reserves", None).await.ok(200).clone();
     let (held, owed) = (reserves["onchain_balance"].as_str().unwrap(), reserves["liabilities"].as_str().unwrap());
     assert_eq!((held.parse::<u64>().unwrap(), owed.parse::<u64>().unwrap()), (PRICE * 5, PRICE * 4));
+}
+
+/// A TCP proxy to the chain's node that can be cut: its connections
+/// dropped and new ones refused, until it is restored.
+struct Proxy {
+    url: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn to(target: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let target = target.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (accepting, cuts) = (open.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let (target, mut cuts) = (target.clone(), cuts.subscribe());
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { url, open, cut }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|cuts| *cuts += 1);
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+// Several threads: the proxy serves the server while the test waits for it
+// to start (which blocks its thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_node_gone_mid_call_answers_503_before_the_model_runs_and_nothing_moves() {
+    let Some(rpc) = anvil() else { return };
+    let proxy = Proxy::to(&rpc).await;
+    let Some(m) = market_through(price_in_token(), &[], Some(&proxy.url)).await else { return };
+    let payment = m.pay(&m.terms("alice/linear").await);
+    let runs = m.api.metric("vitrine_model_runs_total").await;
+    proxy.cut();
+    let (status, body, _) = m.call("alice/linear", Some(&payment)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("nothing ran"), "{body}");
+    assert_eq!(m.api.metric("vitrine_model_runs_total").await, runs, "the model did not run");
+    assert_eq!(m.balance(m.market).await, U256::ZERO);
+    // Back: the same payment was never taken, and pays now.
+    proxy.restore();
+    let (status, body, _) = m.call("alice/linear", Some(&payment)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(m.balance(m.market).await, price_in_token());
 }
 
 #[tokio::test]
