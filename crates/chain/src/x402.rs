@@ -506,13 +506,7 @@ pub fn check_terms(
         validBefore: valid_before,
         nonce,
     };
-    let domain = eip712_domain! {
-        name: token.name.clone(),
-        version: token.version.clone(),
-        chain_id: chain_id,
-        verifying_contract: token.address,
-    };
-    let signer = signature.recover_address_from_prehash(&message.eip712_signing_hash(&domain));
+    let signer = signature.recover_address_from_prehash(&signing_hash(&message, chain_id, token));
     if signer.ok() != Some(from) {
         return Err(refused(
             "invalid_exact_evm_payload_signature",
@@ -520,6 +514,18 @@ pub fn check_terms(
         ));
     }
     Ok(Verified { payer: from, value, valid_after, valid_before, nonce, signature })
+}
+
+/// What an EIP-3009 authorization's signature signs: the message's EIP-712
+/// hash in the token's domain (its name, version, chain and address).
+fn signing_hash(message: &TransferWithAuthorization, chain_id: u64, token: &crate::Token) -> B256 {
+    let domain = eip712_domain! {
+        name: token.name.clone(),
+        version: token.version.clone(),
+        chain_id: chain_id,
+        verifying_contract: token.address,
+    };
+    message.eip712_signing_hash(&domain)
 }
 
 /// Signs a payment for `terms` as an x402 client does: an EIP-3009
@@ -553,14 +559,8 @@ pub fn sign_payment(
         validBefore: U256::from(valid_before),
         nonce,
     };
-    let domain = eip712_domain! {
-        name: token.name.clone(),
-        version: token.version.clone(),
-        chain_id: chain_id,
-        verifying_contract: token.address,
-    };
     let signature = key
-        .sign_hash_sync(&message.eip712_signing_hash(&domain))
+        .sign_hash_sync(&signing_hash(&message, chain_id, token))
         .map_err(|e| PaymentError::Malformed(format!("signing failed: {e}")))?;
     Ok(PaymentPayload {
         x402_version: X402_VERSION,
@@ -579,4 +579,96 @@ pub fn sign_payment(
         },
         extensions: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::signers::local::PrivateKeySigner;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn token() -> crate::Token {
+        crate::Token { address: Address::repeat_byte(1), name: "OpenGradient".into(), version: "2".into(), decimals: 18 }
+    }
+
+    fn terms() -> PaymentRequirements {
+        let mut extra = Map::new();
+        extra.insert("name".into(), "OpenGradient".into());
+        extra.insert("version".into(), "2".into());
+        PaymentRequirements {
+            scheme: "exact".into(),
+            network: "eip155:31337".into(),
+            amount: "2000000000000000".into(),
+            asset: lower(Address::repeat_byte(1)),
+            pay_to: lower(Address::repeat_byte(2)),
+            max_timeout_seconds: 60,
+            extra,
+        }
+    }
+
+    fn paid(key: &PrivateKeySigner, terms: &PaymentRequirements) -> PaymentPayload {
+        sign_payment(key, terms, 31337, &token(), NOW - 600, NOW + 60).unwrap()
+    }
+
+    fn reason(result: Result<Verified, PaymentError>) -> &'static str {
+        match result {
+            Err(PaymentError::Refused { reason, .. }) => reason,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_payment_of_the_terms_verifies_and_names_its_payer() {
+        let key = PrivateKeySigner::random();
+        let payment = paid(&key, &terms());
+        // Through its header, as a client sends it.
+        let payment: PaymentPayload = decode_header(&encode_header(&payment)).unwrap();
+        let verified = check_terms(&payment, &terms(), 31337, &token(), NOW).unwrap();
+        assert_eq!(verified.payer, key.address());
+        assert_eq!(verified.value, U256::from(2_000_000_000_000_000u64));
+        assert_eq!(verified.payer_caip10("eip155:31337"), format!("eip155:31337:{}", lower(key.address())));
+    }
+
+    #[test]
+    fn every_mismatch_is_refused_with_its_reason() {
+        let key = PrivateKeySigner::random();
+        let terms = terms();
+        let check = |payment: &PaymentPayload| check_terms(payment, &terms, 31337, &token(), NOW);
+
+        let mut forged = paid(&PrivateKeySigner::random(), &terms);
+        forged.payload.authorization.from = lower(key.address());
+        assert_eq!(reason(check(&forged)), "invalid_exact_evm_payload_signature");
+        // Signed for another chain: the domain differs, so does the signer.
+        let other_chain = sign_payment(&key, &terms, 8453, &token(), NOW - 600, NOW + 60).unwrap();
+        assert_eq!(reason(check(&other_chain)), "invalid_exact_evm_payload_signature");
+        let elsewhere = PaymentRequirements { pay_to: lower(Address::repeat_byte(3)), ..terms.clone() };
+        assert_eq!(reason(check(&paid(&key, &elsewhere))), "invalid_exact_evm_payload_recipient_mismatch");
+        let cheaper = PaymentRequirements { amount: "1999999999999999".into(), ..terms.clone() };
+        assert_eq!(reason(check(&paid(&key, &cheaper))), "invalid_exact_evm_payload_authorization_value");
+        let mut under = paid(&key, &cheaper);
+        under.accepted = terms.clone();
+        assert_eq!(reason(check(&under)), "invalid_exact_evm_payload_authorization_value");
+        let expired = sign_payment(&key, &terms, 31337, &token(), NOW - 600, NOW + 3).unwrap();
+        assert_eq!(reason(check(&expired)), "invalid_exact_evm_payload_authorization_valid_before");
+        let early = sign_payment(&key, &terms, 31337, &token(), NOW + 10, NOW + 600).unwrap();
+        assert_eq!(reason(check(&early)), "invalid_exact_evm_payload_authorization_valid_after");
+        let other_asset = PaymentRequirements { asset: lower(Address::repeat_byte(9)), ..terms.clone() };
+        assert_eq!(reason(check(&paid(&key, &other_asset))), "invalid_exact_evm_asset_mismatch");
+        let other_network = PaymentRequirements { network: "eip155:8453".into(), ..terms.clone() };
+        assert_eq!(reason(check(&paid(&key, &other_network))), "invalid_scheme");
+        let mut no_extra = paid(&key, &terms);
+        no_extra.accepted.extra.remove("version");
+        assert_eq!(reason(check(&no_extra)), "invalid_exact_evm_extra");
+        let mut version_one = paid(&key, &terms);
+        version_one.x402_version = 1;
+        assert_eq!(reason(check(&version_one)), "invalid_x402_version");
+        let mut short = paid(&key, &terms);
+        short.payload.signature = "0x1234".into();
+        assert_eq!(reason(check(&short)), "invalid_exact_evm_payload_signature");
+        let mut garbage = paid(&key, &terms);
+        garbage.payload.authorization.nonce = "not hex".into();
+        assert!(matches!(check(&garbage), Err(PaymentError::Malformed(_))));
+        assert!(matches!(decode_header::<PaymentPayload>("not base64!"), Err(PaymentError::Malformed(_))));
+    }
 }

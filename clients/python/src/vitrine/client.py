@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Generator, Iterable, List, Mapping, Opti
 import httpx
 import numpy as np
 
-from . import config, tensors
+from . import config, tensors, x402
 from .errors import Conflict, RateLimited, ReceiptInvalid, Unavailable, VitrineError, error_from
 from .log import Checkpoint, Leaf, VerifierKey, leaf_hash, verify_inclusion, verify_signature
 
@@ -199,6 +199,10 @@ class _Operations:
     _pinned_log_key: Optional[str]
     _witnesses: List[str]
     _retries: int
+    key: Optional[str]
+    #: Pays calls with x402 when there is no key (``x402.py``).
+    _wallet: Any
+    _max_payment: int
 
     def _log_key(self) -> Operation:
         answer = yield _Request("GET", "/v1/log/key", auth=False)
@@ -377,6 +381,15 @@ class _Operations:
             body = {"inputs": {name: tensors.to_json(a) for name, a in arrays.items()}}
             request = _Request("POST", path, json=body, headers=headers, retries=self._retries)
         answer = yield request
+        required = answer.headers.get("payment-required")
+        if answer.status == 402 and required and self.key is None and self._wallet is not None:
+            # No account: the wallet pays this call with x402. The payment's
+            # nonce is its idempotency, so the key goes.
+            request.headers.pop("idempotency-key", None)
+            request.headers["payment-signature"] = x402.payment_signature(
+                self._wallet, required, self._max_payment
+            )
+            answer = yield request
         if answer.status != 200:
             raise error_from(answer.status, _body(answer), answer.headers.get("retry-after"))
         if answer.headers.get("content-type", "").startswith(_OCTETS):
@@ -483,8 +496,14 @@ class _Base(_Operations):
         witnesses: Iterable[str],
         retries: int,
         timeout: float,
+        wallet: Any = None,
+        max_payment: Optional[int] = None,
     ):
+        if wallet is not None and max_payment is None:
+            raise TypeError("a wallet pays up to max_payment token units per call: give max_payment")
         self.url, self.key = config.load(url, key)
+        self._wallet = wallet
+        self._max_payment = max_payment or 0
         self._pinned_log_key = log_key
         self._witnesses = list(witnesses)
         self._retries = retries
@@ -511,6 +530,11 @@ class Client(_Base):
         retries: how often a call is sent again (same Idempotency-Key, so it
             is charged once) after a dropped connection, a 429 or a 503.
         http: an ``httpx.Client`` to use instead of the client's own.
+        wallet: without a key, on a market with a chain, pay each call with
+            x402 from this wallet (a private key as hex, or an ``eth_account``
+            account); needs ``pip install 'vitrine[x402]'``.
+        max_payment: with ``wallet``, the most one call may cost, in the
+            token's smallest units (as x402's terms count them).
     """
 
     def __init__(
@@ -523,8 +547,19 @@ class Client(_Base):
         retries: int = 3,
         timeout: float = 60.0,
         http: Optional[httpx.Client] = None,
+        wallet: Any = None,
+        max_payment: Optional[int] = None,
     ):
-        super().__init__(url, key, log_key=log_key, witnesses=witnesses, retries=retries, timeout=timeout)
+        super().__init__(
+            url,
+            key,
+            log_key=log_key,
+            witnesses=witnesses,
+            retries=retries,
+            timeout=timeout,
+            wallet=wallet,
+            max_payment=max_payment,
+        )
         self._http = http or httpx.Client(timeout=timeout)
         self.stats = Stats(self)
 
@@ -789,8 +824,19 @@ class AsyncClient(_Base):
         retries: int = 3,
         timeout: float = 60.0,
         http: Optional[httpx.AsyncClient] = None,
+        wallet: Any = None,
+        max_payment: Optional[int] = None,
     ):
-        super().__init__(url, key, log_key=log_key, witnesses=witnesses, retries=retries, timeout=timeout)
+        super().__init__(
+            url,
+            key,
+            log_key=log_key,
+            witnesses=witnesses,
+            retries=retries,
+            timeout=timeout,
+            wallet=wallet,
+            max_payment=max_payment,
+        )
         self._http = http or httpx.AsyncClient(timeout=timeout)
 
     async def aclose(self) -> None:
