@@ -589,7 +589,12 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
 
     fn token() -> crate::Token {
-        crate::Token { address: Address::repeat_byte(1), name: "OpenGradient".into(), version: "2".into(), decimals: 18 }
+        crate::Token {
+            address: Address::repeat_byte(1),
+            name: "OpenGradient".into(),
+            version: "2".into(),
+            decimals: 18,
+        }
     }
 
     fn terms() -> PaymentRequirements {
