@@ -204,7 +204,6 @@ impl Verified {
 pub struct Settled {
     pub transaction: B256,
     pub block: u64,
-    pub gas_used: u64,
 }
 
 /// Why a settlement did not happen. `Reverted` and `NotSent` moved
@@ -394,7 +393,7 @@ impl Chain {
         if !receipt.status() {
             return Err(SettleError::Reverted { transaction });
         }
-        Ok(Settled { transaction, block: receipt.block_number.unwrap_or_default(), gas_used: receipt.gas_used })
+        Ok(Settled { transaction, block: receipt.block_number.unwrap_or_default() })
     }
 
     /// Whether `transaction` is mined, and whether it succeeded; `None`

@@ -38,18 +38,24 @@ impl Market {
         if final_block <= cursor {
             return Ok(0);
         }
-        let proven: HashMap<String, i64> = self
-            .store
-            .proven_addresses(network, None)
-            .await?
-            .into_iter()
-            .map(|proof| (proof.address, proof.account_id))
-            .collect();
+        // Read once a range holds a transfer to the market, not every round.
+        let mut proven: Option<HashMap<String, i64>> = None;
         let mut credited = 0;
         let mut from = cursor + 1;
         while from <= final_block {
             let to = final_block.min(from + BLOCKS_PER_QUERY - 1);
             for incoming in chain.incoming(from, to).await.map_err(unavailable)? {
+                let proven = match &mut proven {
+                    Some(proven) => proven,
+                    None => proven.insert(
+                        self.store
+                            .proven_addresses(network, None)
+                            .await?
+                            .into_iter()
+                            .map(|proof| (proof.address, proof.account_id))
+                            .collect(),
+                    ),
+                };
                 let Some(&account) = proven.get(&lower(incoming.from)) else { continue };
                 if incoming.by_authorization {
                     continue;

@@ -128,7 +128,7 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         check_shared_blob_folder(&store, &config.blob_dir()).await?;
     }
     let operator_key = ensure_operator(&store, &data_dir).await?;
-    let system = ensure_system_accounts(&store, &config)
+    let (system, issuer) = ensure_system_accounts(&store, &config)
         .await
         .map_err(|e| format!("cannot create the ledger's accounts: {e}"))?;
     // Alive from here on a shared market: other nodes size their grants by
@@ -180,10 +180,6 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         }
         None => None,
     };
-    let issuer = store
-        .ensure_system_account(&AccountName::issuer(), store::AccountKind::Issuer)
-        .await
-        .map_err(|e| e.to_string())?;
     let market = start_market(&config, &store, &blobs, system, log_keys, witnesses, chain.clone()).await?;
     let state = AppState {
         market: Arc::new(market),
@@ -395,15 +391,22 @@ fn executor_settings(config: &Config) -> Result<sandbox::Settings, config::Confi
     })
 }
 
-async fn ensure_system_accounts(store: &Store, config: &Config) -> Result<SystemAccounts, store::StoreError> {
+/// The ledger's own accounts, and the issuer's whole record (the caller
+/// that calls paid on a chain run as).
+async fn ensure_system_accounts(
+    store: &Store,
+    config: &Config,
+) -> Result<(SystemAccounts, store::Account), store::StoreError> {
     use store::AccountKind;
     let node_name = AccountName::node(&config.node_id).map_err(|e| store::StoreError::Corrupt(e.to_string()))?;
-    Ok(SystemAccounts {
-        issuer: store.ensure_system_account(&AccountName::issuer(), AccountKind::Issuer).await?.id,
+    let issuer = store.ensure_system_account(&AccountName::issuer(), AccountKind::Issuer).await?;
+    let system = SystemAccounts {
+        issuer: issuer.id,
         treasury: store.ensure_system_account(&AccountName::treasury(), AccountKind::Treasury).await?.id,
         payouts: store.ensure_system_account(&AccountName::payouts(), AccountKind::Payouts).await?.id,
         node: store.ensure_system_account(&node_name, AccountKind::Node).await?.id,
-    })
+    };
+    Ok((system, issuer))
 }
 
 /// Signs a checkpoint every `checkpoint_interval_ms` while leaves arrive;

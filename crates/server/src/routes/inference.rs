@@ -78,7 +78,7 @@ pub async fn infer_latest(
         };
         Ok((infer(&state, &paying, &model, latest, &headers, body, started).await, model))
     };
-    paying.answer(&state, &headers, answered.await, format!("/v1/models/{owner}/{name}/infer"))
+    paying.answer(&state, &headers, answered.await, || format!("/v1/models/{owner}/{name}/infer"))
 }
 
 /// Runs one version of the model.
@@ -128,7 +128,7 @@ pub async fn infer_version(
             version.parse::<i64>().map_err(|_| ApiError::not_found(format!("version '{version}' not found")))?;
         Ok((infer(&state, &paying, &model, version, &headers, body, started).await, model))
     };
-    let path = format!("/v1/models/{owner}/{name}/versions/{version}/infer");
+    let path = || format!("/v1/models/{owner}/{name}/versions/{version}/infer");
     paying.answer(&state, &headers, answered.await, path)
 }
 
@@ -185,7 +185,7 @@ impl Paying {
         state: &AppState,
         headers: &HeaderMap,
         answered: ApiResult<(ApiResult<Response>, ModelRecord)>,
-        path: String,
+        path: impl FnOnce() -> String,
     ) -> Response {
         let (result, model) = match answered {
             Ok(answered) => answered,
@@ -195,7 +195,7 @@ impl Paying {
         let Paying::Chain { .. } = self else { return response };
         let terms = |error| {
             let description = format!("one call of {}/{}", model.owner, model.name);
-            x402::terms(state, headers, &path, model.price_per_inference.minor_units(), description, error)
+            x402::terms(state, headers, &path(), model.price_per_inference.minor_units(), description, error)
         };
         // The settlement's header is on the answer already (`infer`).
         x402::with_headers(response, terms, None)
