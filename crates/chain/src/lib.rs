@@ -8,6 +8,7 @@
 //! one exact rule ([`units`]).
 
 pub mod deposits;
+pub mod payouts;
 pub mod test_token;
 pub mod units;
 pub mod x402;
@@ -16,7 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use alloy::consensus::TxEnvelope;
+use alloy::network::{Ethereum, EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
 use serde::{Deserialize, Serialize};
 
 pub use alloy::primitives::{Address, B256, U256};
@@ -59,6 +63,14 @@ pub struct Settings {
     /// to be mined.
     #[serde(default = "default_max_timeout_seconds")]
     pub max_timeout_seconds: u64,
+    /// How long a payout's transaction may wait unmined before it is sent
+    /// again with higher fees (the same nonce).
+    #[serde(default = "default_fee_bump_seconds")]
+    pub fee_bump_seconds: u64,
+}
+
+fn default_fee_bump_seconds() -> u64 {
+    120
 }
 
 fn default_max_timeout_seconds() -> u64 {
@@ -86,6 +98,14 @@ pub enum ChainError {
     Facilitator(String),
     #[error(transparent)]
     Units(#[from] UnitsError),
+}
+
+/// Why a transaction of the market's could not be priced.
+pub(crate) enum Unpriced {
+    /// The node says it would fail now.
+    WouldRevert(String),
+    /// The node did not answer, or not as asked.
+    Unavailable(String),
 }
 
 /// The token as the market reads it from its contract.
@@ -117,6 +137,8 @@ pub struct Chain {
     /// How long a settlement waits for its receipt before its fate is
     /// called unknown (and left to the recovery).
     settle_timeout: Duration,
+    /// How long a payout's transaction waits unmined before a fee bump.
+    fee_bump_after: Duration,
 }
 
 #[derive(Clone)]
@@ -177,6 +199,7 @@ impl Chain {
             nonce: Arc::default(),
             max_timeout_seconds: x402::MAX_TIMEOUT_SECONDS_MIN.max(settings.max_timeout_seconds),
             settle_timeout: Duration::from_secs(settings.max_timeout_seconds.max(x402::MAX_TIMEOUT_SECONDS_MIN)),
+            fee_bump_after: Duration::from_secs(settings.fee_bump_seconds.max(1)),
         })
     }
 
@@ -206,6 +229,11 @@ impl Chain {
         self.settle_timeout
     }
 
+    /// How long a payout's transaction waits unmined before a fee bump.
+    pub fn fee_bump_after(&self) -> Duration {
+        self.fee_bump_after
+    }
+
     /// The newest block that is final: `confirmations` below the head.
     pub async fn final_block(&self) -> Result<u64, ChainError> {
         let head = self.provider.get_block_number().await.map_err(|e| self.rpc_error(e))?;
@@ -219,6 +247,43 @@ impl Chain {
             .await
             .map_err(|e| self.rpc_error(format!("balanceOf at block {block}: {e}")))?;
         Ok(Balance { block, amount })
+    }
+
+    /// `request` from the market, with its chain, its gas (the node's
+    /// estimate and a fifth more: the state may move before it is mined)
+    /// and the fees the node asks now.
+    pub(crate) async fn priced(&self, request: TransactionRequest) -> Result<TransactionRequest, Unpriced> {
+        let gas = match self.provider.estimate_gas(request.clone()).await {
+            Ok(gas) => gas,
+            Err(alloy::transports::RpcError::ErrorResp(response)) => {
+                return Err(Unpriced::WouldRevert(response.message.to_string()));
+            }
+            Err(other) => return Err(Unpriced::Unavailable(other.to_string())),
+        };
+        let fees = self.provider.estimate_eip1559_fees().await.map_err(|e| Unpriced::Unavailable(e.to_string()))?;
+        Ok(request
+            .with_chain_id(self.chain_id)
+            .with_gas_limit(gas + gas / 5)
+            .with_max_fee_per_gas(fees.max_fee_per_gas)
+            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas))
+    }
+
+    /// The market's next nonce: the counter's, or the node's count of its
+    /// transactions (pending included) the first time. The caller holds the
+    /// counter's lock until its transaction is sent (or stored).
+    pub(crate) async fn next_nonce(&self, counter: &mut Option<u64>) -> Result<u64, String> {
+        match *counter {
+            Some(next) => Ok(next),
+            None => self.provider.get_transaction_count(self.address()).pending().await.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Signs a complete request with the market's key.
+    pub(crate) async fn sign_request(&self, request: TransactionRequest) -> Result<TxEnvelope, String> {
+        let wallet = EthereumWallet::from(self.signer.0.clone());
+        <TransactionRequest as NetworkTransactionBuilder<Ethereum>>::build(request, &wallet)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     fn rpc_error(&self, error: impl std::fmt::Display) -> ChainError {

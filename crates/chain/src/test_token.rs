@@ -153,3 +153,28 @@ pub fn new_key_file(path: &std::path::Path) -> std::io::Result<Address> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(signer.address())
 }
+
+/// Forgets every transaction waiting to be mined (`anvil_dropAllTransactions`):
+/// a broadcast lost, as when a node restarts with an empty pool.
+pub async fn drop_pending(rpc_url: &str) -> Result<(), ChainError> {
+    let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };
+    let url = rpc_url.parse().map_err(|e| rpc(format!("not a URL: {e}")))?;
+    let provider = ProviderBuilder::new().connect_http(url);
+    let _: serde_json::Value =
+        provider.raw_request("anvil_dropAllTransactions".into(), ()).await.map_err(|e| rpc(e.to_string()))?;
+    Ok(())
+}
+
+/// A transaction the node holds (pending or mined): its nonce and, once
+/// mined, its block; `None` if the node does not know it.
+pub async fn transaction(
+    rpc_url: &str,
+    hash: alloy::primitives::B256,
+) -> Result<Option<(u64, Option<u64>)>, ChainError> {
+    use alloy::consensus::Transaction as _;
+    let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };
+    let url = rpc_url.parse().map_err(|e| rpc(format!("not a URL: {e}")))?;
+    let provider = ProviderBuilder::new().connect_http(url);
+    let found = provider.get_transaction_by_hash(hash).await.map_err(|e| rpc(e.to_string()))?;
+    Ok(found.map(|t| (t.nonce(), t.block_number)))
+}

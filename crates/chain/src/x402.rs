@@ -10,7 +10,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use alloy::network::{Ethereum, EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
+use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, B256, Bytes, Signature, U256};
 use alloy::providers::Provider;
 use alloy::rpc::types::TransactionRequest;
@@ -320,36 +320,13 @@ impl Chain {
         Fut: Future<Output = Result<(), String>>,
     {
         let not_sent = |e: String| SettleError::NotSent(e);
-        let request = self.settlement_request(verified);
-        let gas = match self.provider.estimate_gas(request.clone()).await {
-            Ok(gas) => gas,
-            Err(alloy::transports::RpcError::ErrorResp(response)) => {
-                return Err(SettleError::WouldRevert(response.message.to_string()));
-            }
-            Err(other) => return Err(not_sent(other.to_string())),
-        };
-        let fees = self.provider.estimate_eip1559_fees().await.map_err(|e| not_sent(e.to_string()))?;
+        let request = self.priced(self.settlement_request(verified)).await.map_err(|unpriced| match unpriced {
+            crate::Unpriced::WouldRevert(message) => SettleError::WouldRevert(message),
+            crate::Unpriced::Unavailable(message) => not_sent(message),
+        })?;
         let mut nonce = self.nonce.lock().await;
-        let next = match *nonce {
-            Some(next) => next,
-            None => self
-                .provider
-                .get_transaction_count(self.address())
-                .pending()
-                .await
-                .map_err(|e| not_sent(e.to_string()))?,
-        };
-        let request = request
-            .with_chain_id(self.chain_id)
-            .with_nonce(next)
-            // A margin over the estimate: the state may move before it is mined.
-            .with_gas_limit(gas + gas / 5)
-            .with_max_fee_per_gas(fees.max_fee_per_gas)
-            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-        let wallet = EthereumWallet::from(self.signer.0.clone());
-        let envelope = <TransactionRequest as NetworkTransactionBuilder<Ethereum>>::build(request, &wallet)
-            .await
-            .map_err(|e| not_sent(e.to_string()))?;
+        let next = self.next_nonce(&mut nonce).await.map_err(not_sent)?;
+        let envelope = self.sign_request(request.with_nonce(next)).await.map_err(not_sent)?;
         let transaction = *envelope.tx_hash();
         before_sending(transaction).await.map_err(not_sent)?;
         let sent = self.provider.send_tx_envelope(envelope).await;

@@ -35,6 +35,7 @@ fn settings(url: &str, token: &str, key_file: &Path) -> Settings {
         confirmations: 2,
         facilitator_url: None,
         max_timeout_seconds: 60,
+        fee_bump_seconds: 120,
     }
 }
 

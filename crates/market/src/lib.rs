@@ -21,6 +21,7 @@ pub mod keys;
 pub mod known_keys;
 pub mod known_models;
 mod onchain;
+pub mod payouts;
 pub mod quarantine;
 pub mod receipt;
 pub mod reserve;

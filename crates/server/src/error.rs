@@ -80,6 +80,10 @@ impl ApiError {
     pub fn amount_too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "amount_too_large", message)
     }
+    /// A payout to an address the account has not proven it holds (422).
+    pub fn address_not_proven(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "address_not_proven", message)
+    }
     /// A priced call without a key or a payment: x402's terms go with it
     /// (`PAYMENT-REQUIRED`, added by the inference route).
     pub fn payment_required(message: impl Into<String>) -> ApiError {

@@ -317,6 +317,17 @@ async fn start_market(
 /// seconds those older than a call and its settlement can take (a
 /// settlement whose fate was unknown when its call ended); and every 2
 /// seconds credits the deposits by transfer that became final.
+/// One round of on-chain payouts, its failures logged (the next round,
+/// 2 s later, tries again).
+async fn pay_out(market: &Market, bump_after_ms: i64) {
+    match market.send_payouts(bump_after_ms).await {
+        Ok(round) if round != market::payouts::PayoutRound::default() => tracing::debug!(?round, "on-chain payouts"),
+        Ok(_) => {}
+        Err(error) if !market.store.is_closed() => tracing::warn!(%error, "on-chain payouts wait; retried in 2 s"),
+        Err(_) => {}
+    }
+}
+
 async fn spawn_payment_recovery(market: Arc<Market>, inference_timeout_ms: u64) {
     let report = |recovered: Result<(usize, usize), market::CallError>| match recovered {
         Ok((0, 0)) => {}
@@ -324,6 +335,10 @@ async fn spawn_payment_recovery(market: Arc<Market>, inference_timeout_ms: u64) 
         Err(error) => tracing::warn!(%error, "finishing interrupted payments failed; retried in 30 s"),
     };
     report(market.recover_payments(0).await);
+    // Before any call: transactions this node stored for payouts are sent
+    // again and their nonces held, so no settlement takes one.
+    let bump_after_ms = market.chain.as_ref().map_or(i64::MAX, |c| c.fee_bump_after().as_millis() as i64);
+    pay_out(&market, bump_after_ms).await;
     let settle_ms = market.chain.as_ref().map_or(0, |c| c.settle_timeout().as_millis() as i64);
     let older_than_ms = inference_timeout_ms as i64 + settle_ms + 30_000;
     tokio::spawn(async move {
@@ -340,6 +355,7 @@ async fn spawn_payment_recovery(market: Arc<Market>, inference_timeout_ms: u64) 
             {
                 tracing::warn!(%error, "crediting deposits failed; retried in 2 s");
             }
+            pay_out(&market, bump_after_ms).await;
             ticks += 1;
             if ticks.is_multiple_of(15) {
                 report(market.recover_payments(older_than_ms).await);
@@ -611,6 +627,11 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::money::faucet))
         .routes(routes!(routes::money::request_payout, routes::money::list_payouts))
         .routes(routes!(routes::money::list_all_payouts))
+        .routes(routes!(
+            routes::money::automatic_payouts,
+            routes::money::set_automatic_payouts,
+            routes::money::stop_automatic_payouts
+        ))
         .routes(routes!(routes::money::complete_payout))
         .routes(routes!(routes::money::reject_payout))
         .routes(routes!(routes::money::ledger_view))

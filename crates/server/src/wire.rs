@@ -164,30 +164,85 @@ pub struct ResolvePayoutRequest {
     pub reference: String,
 }
 
+/// A payout request: an amount and, on a market with a chain, where to.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutRequest {
+    /// Minor units.
+    #[schema(example = "1000000000")]
+    pub amount: String,
+    /// On a market with a chain: one of the caller's proven addresses
+    /// (`POST /v1/account/addresses`), paid by a token transfer.
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PayoutView {
     pub id: i64,
     pub account: String,
     pub amount: String,
-    /// requested, completed or rejected.
+    /// By hand: requested, completed or rejected. On the chain: requested,
+    /// signed, broadcast, mined, final or failed.
     pub state: String,
     pub reference: String,
     pub created_at: String,
     pub resolved_at: Option<String>,
+    /// On the chain: the proven address paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// On the chain: the transaction mined (or, before, the latest sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<String>,
+    /// On the chain: every transaction signed for it (fee bumps reuse the
+    /// nonce), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transactions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<u64>,
+    /// On the chain: the block it was mined in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<u64>,
 }
 
-impl From<&store::PayoutRecord> for PayoutView {
-    fn from(p: &store::PayoutRecord) -> PayoutView {
+impl PayoutView {
+    pub fn of(p: &store::PayoutRecord, chain: Option<&store::ChainPayout>) -> PayoutView {
         PayoutView {
             id: p.id,
             account: p.account.to_string(),
             amount: p.amount.to_string(),
-            state: p.state.as_str().to_owned(),
+            state: chain.map_or(p.state.as_str(), |c| c.state.as_str()).to_owned(),
             reference: p.reference.clone(),
             created_at: timestamp(p.created_at_ms),
             resolved_at: p.resolved_at_ms.map(timestamp),
+            address: chain.map(|c| c.address.clone()),
+            transaction: chain.and_then(|c| c.tx_hash.clone()),
+            transactions: chain.map(|c| c.transactions.iter().map(|t| t.hash.clone()).collect()).unwrap_or_default(),
+            nonce: chain.and_then(|c| c.nonce),
+            block: chain.and_then(|c| c.block),
         }
     }
+}
+
+/// A creator's automatic payouts, on a market with a chain: both fields, or
+/// (none set) neither.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct AutomaticPayoutsView {
+    pub address: Option<String>,
+    /// Minor units.
+    pub threshold: Option<String>,
+}
+
+/// Sets a creator's automatic payouts.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutomaticPayouts {
+    /// One of the caller's proven addresses.
+    pub address: String,
+    /// Minor units: once the available balance reaches it, all of it is
+    /// paid out to `address`.
+    #[schema(example = "10000000000")]
+    pub threshold: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -199,7 +254,8 @@ pub struct PayoutList {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PayoutQuery {
-    /// requested, completed or rejected.
+    /// requested, completed or rejected (the ledger's view: a payout on the
+    /// chain is requested until final, then completed).
     pub state: Option<String>,
 }
 

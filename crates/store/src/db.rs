@@ -33,6 +33,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("migrations/sqlite/0012_usage_index.sql")),
     (13, include_str!("migrations/sqlite/0013_version_engine.sql")),
     (14, include_str!("migrations/sqlite/0014_chain_payments.sql")),
+    (15, include_str!("migrations/sqlite/0015_chain_payouts.sql")),
 ];
 
 /// PostgreSQL's migrations: its first is SQLite's first ten at once.
@@ -42,6 +43,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/postgres/0003_usage_index.sql")),
     (4, include_str!("migrations/postgres/0004_version_engine.sql")),
     (5, include_str!("migrations/postgres/0005_chain_payments.sql")),
+    (6, include_str!("migrations/postgres/0006_chain_payouts.sql")),
 ];
 
 /// The key of the advisory lock that nodes starting together on one

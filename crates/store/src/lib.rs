@@ -8,6 +8,7 @@
 mod backend;
 mod blobs;
 mod chain_payments;
+mod chain_payouts;
 mod db;
 mod log;
 mod migrate;
@@ -21,6 +22,7 @@ mod writer;
 
 pub use blobs::{BlobStore, BlobStoreError, BlobWriter, FinishedBlob, RemoteStoreFailed, TestBucket};
 pub use chain_payments::{ChainPayment, PaymentKey, PaymentState, ProvenAddress};
+pub use chain_payouts::{AutoPayout, ChainPayout, ChainPayoutRequest, ChainPayoutState, PayoutTransaction};
 pub use db::{
     Account, AccountKind, Cursor, ModelFilter, ModelPatch, ModelRecord, ModelSort, NewModel, NewVersion, Quarantine,
     QuarantinedVersion, QuotaExceeded, Store, Takedown, Version, Yank,

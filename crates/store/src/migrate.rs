@@ -179,6 +179,29 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
     ),
     ("chain_addresses", &[("network", Text), ("address", Text), ("account_id", Int), ("proven_at", Int)]),
     ("chain_cursors", &[("network", Text), ("token", Text), ("block", Int)]),
+    (
+        "chain_payouts",
+        &[
+            ("payout_id", Int),
+            ("network", Text),
+            ("address", Text),
+            ("token_amount", Text),
+            ("state", Text),
+            ("node", Text),
+            ("nonce", Int),
+            ("tx_hash", Text),
+            ("block", Int),
+            ("updated_at", Int),
+        ],
+    ),
+    (
+        "chain_payout_transactions",
+        &[("payout_id", Int), ("hash", Text), ("raw", Text), ("max_fee", Text), ("created_at", Int)],
+    ),
+    (
+        "chain_auto_payouts",
+        &[("account_id", Int), ("network", Text), ("address", Text), ("threshold", Int), ("updated_at", Int)],
+    ),
 ];
 
 /// Tables whose ids PostgreSQL generates: their sequences continue after

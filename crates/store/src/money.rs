@@ -148,10 +148,14 @@ impl GrantRequest {
 
 #[derive(Debug, Clone)]
 pub enum PayoutChange {
-    /// Records a payout request; the command moves its tokens to the payouts account.
-    Request { account_id: i64, amount: Amount },
+    /// Records a payout request; the command moves its tokens to the payouts
+    /// account. With `chain`, it is sent on the chain to a proven address
+    /// (`chain_payouts`), and resolved when final.
+    Request { account_id: i64, amount: Amount, chain: Option<crate::ChainPayoutRequest> },
     /// Resolves a requested payout; the command moves its tokens out or back.
-    Resolve { payout_id: i64, to: PayoutState, reference: String },
+    /// `onchain`: a payout paid on the chain, resolved by its final
+    /// transaction; an operator may only reject one before it is signed.
+    Resolve { payout_id: i64, to: PayoutState, reference: String, onchain: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -943,12 +947,20 @@ impl Applying<'_> {
         command: &Command,
         payout: Option<&PayoutChange>,
     ) -> Result<Result<BatchOutcome, ItemError>, StoreError> {
-        if let Some(PayoutChange::Resolve { payout_id, .. }) = payout {
+        // A payout on the chain leaves its chain state here (mined → final,
+        // or → failed), which is put back if the command fails.
+        let mut left_chain_state = None;
+        if let Some(PayoutChange::Resolve { payout_id, to, onchain, .. }) = payout {
             let current: Option<String> = on_tx!(&mut *self.tx, tx => {
                 sqlx::query_scalar("SELECT state FROM payouts WHERE id = $1").bind(payout_id).fetch_optional(&mut **tx).await?
             });
             if current.as_deref() != Some("requested") || self.resolved_payouts.contains(payout_id) {
                 return Ok(Err(ItemError::PayoutNotRequested(*payout_id)));
+            }
+            let completed = *to == PayoutState::Completed;
+            match crate::chain_payouts::resolve(self.tx, *payout_id, completed, *onchain, self.now).await? {
+                Ok(left) => left_chain_state = left.map(|state| (*payout_id, state, completed)),
+                Err(()) => return Ok(Err(ItemError::PayoutNotRequested(*payout_id))),
             }
         }
         let external_id = match command {
@@ -957,7 +969,14 @@ impl Applying<'_> {
         };
         let effects = match self.state.execute(command.clone(), self.now) {
             Ok(effects) => effects,
-            Err(error) => return Ok(Err(ItemError::Ledger(error))),
+            Err(error) => {
+                if let Some((payout_id, state, completed)) = left_chain_state {
+                    use crate::ChainPayoutState::{Failed, Final};
+                    let to = if completed { Final } else { Failed };
+                    crate::chain_payouts::set_state(self.tx, payout_id, to, state, self.now).await?;
+                }
+                return Ok(Err(ItemError::Ledger(error)));
+            }
         };
         if effects.replayed {
             let id = external_id.expect("only Once commands replay");
@@ -980,18 +999,24 @@ impl Applying<'_> {
     async fn change_payout(&mut self, change: &PayoutChange) -> Result<PayoutRecord, StoreError> {
         let now = self.now;
         let id = match change {
-            PayoutChange::Request { account_id, amount } => on_tx!(&mut *self.tx, tx => {
-                sqlx::query_scalar(
-                    "INSERT INTO payouts (account_id, amount, state, created_at) VALUES ($1, $2, 'requested', $3) \
-                     RETURNING id",
-                )
-                .bind(account_id)
-                .bind(amount.minor_units() as i64)
-                .bind(now)
-                .fetch_one(&mut **tx)
-                .await?
-            }),
-            PayoutChange::Resolve { payout_id, to, reference } => {
+            PayoutChange::Request { account_id, amount, chain } => {
+                let id = on_tx!(&mut *self.tx, tx => {
+                    sqlx::query_scalar(
+                        "INSERT INTO payouts (account_id, amount, state, created_at) VALUES ($1, $2, 'requested', $3) \
+                         RETURNING id",
+                    )
+                    .bind(account_id)
+                    .bind(amount.minor_units() as i64)
+                    .bind(now)
+                    .fetch_one(&mut **tx)
+                    .await?
+                });
+                if let Some(chain) = chain {
+                    crate::chain_payouts::request(self.tx, id, chain, now).await?;
+                }
+                id
+            }
+            PayoutChange::Resolve { payout_id, to, reference, .. } => {
                 self.resolved_payouts.insert(*payout_id);
                 on_tx!(&mut *self.tx, tx => {
                     sqlx::query("UPDATE payouts SET state = $1, reference = $2, resolved_at = $3 WHERE id = $4")

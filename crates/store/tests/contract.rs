@@ -18,6 +18,7 @@ use store::{
     ItemError, ModelFilter, ModelPatch, ModelSort, NewModel, NewVersion, PayoutChange, PayoutState, QuotaExceeded,
     RollupQuery, Store, StoreError, UsageEvent,
 };
+use store::{AutoPayout, ChainPayoutRequest, ChainPayoutState, PayoutTransaction};
 use store::{BlobStore, BlobStoreError, TestBucket};
 use store::{ChainPayment, PaymentKey, PaymentState};
 
@@ -576,6 +577,139 @@ async fn a_payment_on_the_chain_is_claimed_once_and_credited_once() {
 }
 
 #[tokio::test]
+async fn a_payout_on_the_chain_is_signed_by_one_node_and_resolved_once_final() {
+    on_every_database(|store| async move {
+        let market = market(&store).await;
+        let payouts =
+            store.ensure_system_account(&AccountName::payouts(), AccountKind::Payouts).await.expect("payouts");
+        let issuer = store.ensure_system_account(&AccountName::issuer(), AccountKind::Issuer).await.expect("issuer");
+        let network = "eip155:31337";
+        let request = |amount: u64| BatchItem::Ledger {
+            command: Command::Transfer(Transfer {
+                debit: market.caller.id,
+                credit: payouts.id,
+                amount: tokens(amount),
+                kind: TransferKind::PayoutRequest,
+                reference: "payout".into(),
+            }),
+            payout: Some(PayoutChange::Request {
+                account_id: market.caller.id,
+                amount: tokens(amount),
+                chain: Some(ChainPayoutRequest {
+                    network: network.into(),
+                    address: "0xc0ffee".into(),
+                    token_amount: format!("{amount}000000000"),
+                }),
+            }),
+        };
+        let resolve = |payout_id: i64, to: PayoutState, onchain: bool| BatchItem::Ledger {
+            command: Command::Transfer(Transfer {
+                debit: payouts.id,
+                credit: if to == PayoutState::Completed { issuer.id } else { market.caller.id },
+                amount: tokens(100),
+                kind: if to == PayoutState::Completed {
+                    TransferKind::PayoutComplete
+                } else {
+                    TransferKind::PayoutReject
+                },
+                reference: "resolved".into(),
+            }),
+            payout: Some(PayoutChange::Resolve { payout_id, to, reference: "resolved".into(), onchain }),
+        };
+        let outcomes = store.apply_batch(&[request(100), request(100)]).await.expect("request");
+        let ids: Vec<i64> =
+            outcomes.iter().map(|o| o.as_ref().expect("requested").payout.as_ref().unwrap().id).collect();
+        let unfinished = store.unfinished_chain_payouts(network).await.expect("unfinished");
+        assert_eq!(
+            unfinished.iter().map(|p| (p.payout_id, p.state)).collect::<Vec<_>>(),
+            [(ids[0], ChainPayoutState::Requested), (ids[1], ChainPayoutState::Requested)]
+        );
+        assert!(store.unfinished_chain_payouts("eip155:1").await.expect("another network").is_empty());
+
+        // Nobody completes it by hand, nor resolves it by a transaction before it is mined.
+        let outcomes = store
+            .apply_batch(&[
+                resolve(ids[0], PayoutState::Completed, false),
+                resolve(ids[0], PayoutState::Completed, true),
+            ])
+            .await
+            .expect("resolve");
+        assert!(outcomes.iter().all(|o| matches!(o, Err(ItemError::PayoutNotRequested(_)))), "{outcomes:?}");
+
+        // One node signs it, with its transaction stored.
+        let signed = |hash: &str, fee: &str| PayoutTransaction {
+            hash: hash.into(),
+            raw: format!("0xraw{hash}"),
+            max_fee: fee.into(),
+            created_at_ms: store::now_ms(),
+        };
+        assert!(store.sign_chain_payout(ids[0], "node-a", 7, &signed("0x01", "10")).await.expect("sign"));
+        assert!(!store.sign_chain_payout(ids[0], "node-b", 8, &signed("0x02", "10")).await.expect("sign twice"));
+        // Signed, it is no longer the operator's to reject.
+        let outcomes = store.apply_batch(&[resolve(ids[0], PayoutState::Rejected, false)]).await.expect("reject");
+        assert!(matches!(outcomes[0], Err(ItemError::PayoutNotRequested(_))), "{outcomes:?}");
+        // A fee bump by its node only; the same nonce, every hash kept.
+        assert!(!store.bump_chain_payout(ids[0], "node-b", &signed("0x03", "20")).await.expect("bump elsewhere"));
+        assert!(store.bump_chain_payout(ids[0], "node-a", &signed("0x04", "13")).await.expect("bump"));
+        let payout = store.chain_payout(ids[0]).await.expect("read").expect("on the chain");
+        assert_eq!(
+            (payout.nonce, payout.node.as_deref(), payout.tx_hash.as_deref()),
+            (Some(7), Some("node-a"), Some("0x04"))
+        );
+        assert_eq!(payout.transactions.iter().map(|t| t.hash.as_str()).collect::<Vec<_>>(), ["0x01", "0x04"]);
+        assert_eq!(payout.transactions[0].raw, "0xraw0x01");
+        let (mined, broadcast, signed_state) =
+            (ChainPayoutState::Mined, ChainPayoutState::Broadcast, ChainPayoutState::Signed);
+        assert!(store.move_chain_payout(ids[0], signed_state, broadcast, None).await.expect("sent"));
+        assert!(!store.move_chain_payout(ids[0], signed_state, broadcast, None).await.expect("sent twice"));
+        assert!(store.move_chain_payout(ids[0], broadcast, mined, Some(("0x01", 42))).await.expect("mined"));
+        let payout = store.chain_payout(ids[0]).await.expect("read").expect("on the chain");
+        assert_eq!((payout.state, payout.tx_hash.as_deref(), payout.block), (mined, Some("0x01"), Some(42)));
+
+        // Final: resolved once, by its transaction.
+        let outcomes = store
+            .apply_batch(&[
+                resolve(ids[0], PayoutState::Completed, true),
+                resolve(ids[0], PayoutState::Completed, true),
+            ])
+            .await
+            .expect("final");
+        let done = outcomes[0].as_ref().expect("completed").payout.clone().expect("the payout");
+        assert_eq!(done.state, PayoutState::Completed);
+        assert!(matches!(outcomes[1], Err(ItemError::PayoutNotRequested(_))), "{outcomes:?}");
+        assert_eq!(store.chain_payout(ids[0]).await.expect("read").expect("kept").state, ChainPayoutState::Final);
+        assert_eq!(store.ledger_totals().await.expect("totals").paid_out, 100);
+
+        // The other: rejected before it is signed, then nobody signs it.
+        let outcomes = store.apply_batch(&[resolve(ids[1], PayoutState::Rejected, false)]).await.expect("reject");
+        assert!(outcomes[0].is_ok(), "{outcomes:?}");
+        assert!(
+            !store.sign_chain_payout(ids[1], "node-a", 8, &signed("0x05", "10")).await.expect("sign a rejected one")
+        );
+        assert_eq!(store.chain_payout(ids[1]).await.expect("read").expect("kept").state, ChainPayoutState::Failed);
+        assert!(store.unfinished_chain_payouts(network).await.expect("unfinished").is_empty());
+        let (caller, _) = store.balances(market.caller.id).await.expect("balances");
+        assert_eq!(caller.balance(), 900);
+
+        // Automatic payouts: set, replaced, removed.
+        let auto = |threshold: u64| AutoPayout {
+            account_id: market.caller.id,
+            network: network.into(),
+            address: "0xc0ffee".into(),
+            threshold,
+            updated_at_ms: 1,
+        };
+        store.set_auto_payout(market.caller.id, Some(&auto(5))).await.expect("set");
+        store.set_auto_payout(market.caller.id, Some(&auto(9))).await.expect("replace");
+        assert_eq!(store.auto_payouts(network, None).await.expect("read"), [auto(9)]);
+        assert_eq!(store.auto_payouts(network, Some(market.creator.id)).await.expect("read"), []);
+        store.set_auto_payout(market.caller.id, None).await.expect("remove");
+        assert!(store.auto_payouts(network, None).await.expect("read").is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_paid_call_is_charged_logged_and_counted_in_one_batch() {
     on_every_database(|store| async move {
         let market = market(&store).await;
@@ -740,7 +874,7 @@ async fn holds_reserve_post_and_expire_and_payouts_resolve_once() {
                 kind: TransferKind::PayoutRequest,
                 reference: "payout".into(),
             }),
-            payout: Some(PayoutChange::Request { account_id: market.creator.id, amount: tokens(150) }),
+            payout: Some(PayoutChange::Request { account_id: market.creator.id, amount: tokens(150), chain: None }),
         };
         let outcomes = store.apply_batch(&[request]).await.expect("request");
         let payout = outcomes[0].as_ref().expect("requested").payout.clone().expect("a payout");
@@ -758,6 +892,7 @@ async fn holds_reserve_post_and_expire_and_payouts_resolve_once() {
                 payout_id: payout.id,
                 to: PayoutState::Rejected,
                 reference: reference.into(),
+                onchain: false,
             }),
         };
         // Resolved twice in one batch: the second is refused.

@@ -13,8 +13,8 @@ use crate::Command;
 use crate::client::{Client, ClientArgs, ClientConfig};
 use market::InferResponse;
 use server::wire::{
-    AccountView, CreatedAccount, DeletedModelView, Health, ModelPage, ModelView, PayoutList, PayoutView,
-    QuarantineList, TensorIn, TensorSpecView, TransferPage, TransferView, VersionList, VersionView,
+    AccountView, AutomaticPayoutsView, CreatedAccount, DeletedModelView, Health, ModelPage, ModelView, PayoutList,
+    PayoutView, QuarantineList, TensorIn, TensorSpecView, TransferPage, TransferView, VersionList, VersionView,
 };
 
 use crate::output::{self, tokens_of};
@@ -151,7 +151,13 @@ pub enum AddressCommand {
 #[derive(Debug, Subcommand)]
 pub enum PayoutCommand {
     /// Ask to be paid out this many tokens.
-    Request { amount: String },
+    Request {
+        amount: String,
+        /// On a market with a chain: one of your proven addresses (`vitrine
+        /// address prove`), paid by a token transfer.
+        #[arg(long)]
+        address: Option<String>,
+    },
     /// Your payouts (with the operator key and --all, everyone's).
     List {
         /// requested, completed or rejected.
@@ -173,6 +179,19 @@ pub enum PayoutCommand {
         id: i64,
         #[arg(long, default_value = "")]
         reason: String,
+    },
+    /// On a market with a chain: your automatic payouts. With --address
+    /// and --threshold, whenever your balance reaches the threshold all of
+    /// it is paid to the address; --off stops them; alone, shows them.
+    Auto {
+        /// One of your proven addresses.
+        #[arg(long, requires = "threshold", conflicts_with = "off")]
+        address: Option<String>,
+        /// Tokens, as a decimal (e.g. 10 or 2.5).
+        #[arg(long, requires = "address")]
+        threshold: Option<String>,
+        #[arg(long)]
+        off: bool,
     },
 }
 
@@ -456,11 +475,37 @@ async fn run_quarantine(client: &Client, json: bool, command: QuarantineCommand)
 async fn run_payout(client: &Client, json: bool, command: PayoutCommand) -> anyhow::Result<()> {
     client.require_key()?;
     let payout: PayoutView = match command {
-        PayoutCommand::Request { amount } => {
+        PayoutCommand::Request { amount, address } => {
             let amount = decimal_tokens(&amount, "amount")?;
-            client
-                .send_as(client.request(Method::POST, "/v1/payouts").json(&json!({"amount": amount.to_string()})))
-                .await?
+            let mut body = json!({"amount": amount.to_string()});
+            if let Some(address) = address {
+                body["address"] = json!(address);
+            }
+            client.send_as(client.request(Method::POST, "/v1/payouts").json(&body)).await?
+        }
+        PayoutCommand::Auto { address, threshold, off } => {
+            let path = "/v1/payouts/automatic";
+            let set: AutomaticPayoutsView = match (address, threshold) {
+                _ if off => {
+                    client.send(client.request(Method::DELETE, path)).await?;
+                    AutomaticPayoutsView::default()
+                }
+                (Some(address), Some(threshold)) => {
+                    let threshold = decimal_tokens(&threshold, "threshold")?.to_string();
+                    let body = json!({"address": address, "threshold": threshold});
+                    client.send_as(client.request(Method::PUT, path).json(&body)).await?
+                }
+                _ => client.send_as(client.request(Method::GET, path)).await?,
+            };
+            match (json, set.address, set.threshold) {
+                (true, address, threshold) => output::json(&json!({"address": address, "threshold": threshold})),
+                (false, Some(address), Some(threshold)) => println!(
+                    "automatic payouts: all of your balance to {address} once it reaches {}",
+                    tokens_of(&threshold)
+                ),
+                (false, ..) => println!("no automatic payouts"),
+            }
+            return Ok(());
         }
         PayoutCommand::List { state, all } => {
             let path = if all { "/v1/admin/payouts" } else { "/v1/payouts" };
@@ -473,9 +518,23 @@ async fn run_payout(client: &Client, json: bool, command: PayoutCommand) -> anyh
             let rows: Vec<Vec<String>> = list
                 .items
                 .into_iter()
-                .map(|p| vec![p.id.to_string(), p.account, tokens_of(&p.amount), p.state, p.reference, p.created_at])
+                .map(|p| {
+                    let to = p.address.unwrap_or_default();
+                    let transaction = p.transaction.unwrap_or_default();
+                    vec![
+                        p.id.to_string(),
+                        p.account,
+                        tokens_of(&p.amount),
+                        p.state,
+                        to,
+                        transaction,
+                        p.reference,
+                        p.created_at,
+                    ]
+                })
                 .collect();
-            output::table(&["id", "account", "amount", "state", "reference", "requested"], &rows);
+            let columns = ["id", "account", "amount", "state", "to", "transaction", "reference", "requested"];
+            output::table(&columns, &rows);
             return Ok(());
         }
         PayoutCommand::Complete { id, reference } => {
@@ -491,6 +550,10 @@ async fn run_payout(client: &Client, json: bool, command: PayoutCommand) -> anyh
         output::json(&payout);
     } else {
         println!("payout {} of {} for {}: {}", payout.id, tokens_of(&payout.amount), payout.account, payout.state);
+        if let Some(address) = &payout.address {
+            let transaction = payout.transaction.as_deref().map(|t| format!(", transaction {t}")).unwrap_or_default();
+            println!("paid on the chain to {address}{transaction}");
+        }
     }
     Ok(())
 }

@@ -89,6 +89,11 @@ async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResul
         charts.push(earnings_chart(group_by, &earnings, &starts, bucket, &token, csv));
     }
     let symbol = &token.symbol;
+    let onchain = state.chain.is_some();
+    let wallet = match &state.chain {
+        Some(chain) => Some(wallet_section(state, chain, account.id, &token).await?),
+        None => None,
+    };
     Ok(html! {
         div.heading {
             h2 { (view.name) }
@@ -127,13 +132,21 @@ async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResul
             @if payouts.items.is_empty() { (layout::notice("No payout requested yet.")) } @else {
                 div.table-wrap {
                     table #payouts {
-                        thead { tr { th scope="col" { "Requested" } th.num scope="col" { "Amount (" (symbol) ")" } th scope="col" { "State" } th scope="col" { "Reference" } th scope="col" { "Resolved" } } }
+                        thead { tr {
+                            th scope="col" { "Requested" } th.num scope="col" { "Amount (" (symbol) ")" } th scope="col" { "State" }
+                            @if onchain { th scope="col" title="The proven address paid" { "To" } th scope="col" title="The token transfer that pays it (fee bumps reuse its nonce)" { "Transaction" } }
+                            th scope="col" { "Reference" } th scope="col" { "Resolved" }
+                        } }
                         tbody {
                             @for p in &payouts.items {
                                 tr {
                                     td { (when(&p.created_at)) }
                                     td.num data-value=(p.amount) { (token.number(&p.amount)) }
-                                    td { (p.state) }
+                                    td data-state=(p.state) { (p.state) }
+                                    @if onchain {
+                                        td { code title=[p.address.as_deref()] { (short_hex(p.address.as_deref())) } }
+                                        td { code.transaction title=[p.transaction.as_deref()] data-transaction=[p.transaction.as_deref()] { (short_hex(p.transaction.as_deref())) } }
+                                    }
                                     td { (p.reference) }
                                     td { (p.resolved_at.as_deref().map(when).unwrap_or_default()) }
                                 }
@@ -143,7 +156,49 @@ async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResul
                 }
             }
         }
+        @if let Some(wallet) = wallet { (wallet) }
     })
+}
+
+/// On a market with a chain: how to pay and be paid with a wallet, the
+/// caller's proven addresses and automatic payouts.
+async fn wallet_section(state: &AppState, chain: &chain::Chain, account_id: i64, token: &Token) -> ApiResult<Markup> {
+    let network = chain.network();
+    let addresses = state.store.proven_addresses(network, Some(account_id)).await?;
+    let automatic = state.store.auto_payouts(network, Some(account_id)).await?;
+    let market = chain::x402::lower(chain.address());
+    Ok(html! {
+        section #wallet aria-labelledby="wallet-title" {
+            h2 id="wallet-title" { "Paying and getting paid with a wallet" }
+            p { "This market takes and pays " (token.symbol) " on " code { (network) } " (token " code { (chain::x402::lower(chain.token().address)) } "). Its address, where it is paid and holds its reserves: " code #market-address { (market) } "." }
+            ul {
+                li { strong { "Top up your balance" } " with x402 from a wallet: " code { "vitrine topup 5 --wallet-key-file wallet.key" } "; credited once final. Calls paid from your balance then cost no gas." }
+                li { strong { "Or send " (token.symbol) " from a proven address" } " to the market's address: each transfer is credited once final. Prove an address with " code { "vitrine address prove --wallet-key-file wallet.key" } "." }
+                li { strong { "Without an account" } ", any x402 client pays each call from its wallet: a call without a key answers 402 with the terms." }
+                li { strong { "Get paid" } " to a proven address: " code { "vitrine payout request 5 --address 0x…" } ", or automatically with " code { "vitrine payout auto --address 0x… --threshold 10" } ". A payout completes once its transfer is final." }
+            }
+            h3 { "Your proven addresses" }
+            @if addresses.is_empty() { (layout::notice("No address proven yet.")) } @else {
+                ul #addresses { @for a in &addresses { li { code { (a.address) } } } }
+            }
+            p #automatic-payouts {
+                @match automatic.first() {
+                    Some(auto) => { "Automatic payouts: all of your balance to " code { (auto.address) } " whenever it reaches " (token.amount(&auto.threshold.to_string())) "." }
+                    None => { "No automatic payouts." }
+                }
+            }
+        }
+    })
+}
+
+/// An address or hash as its first and last hex digits (the whole in its
+/// title); empty for none.
+fn short_hex(text: Option<&str>) -> String {
+    match text {
+        Some(text) if text.len() > 14 => format!("{}…{}", &text[..8], &text[text.len() - 6..]),
+        Some(text) => text.to_owned(),
+        None => String::new(),
+    }
 }
 
 /// Earnings per bucket, one layer per model (or app), from the API's points

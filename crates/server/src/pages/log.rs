@@ -77,6 +77,7 @@ async fn log_page(state: &AppState, query: LogQuery) -> ApiResult<Markup> {
             Err(error) => Err(error.message),
         }),
     };
+    let reserves = reserves_section(state, &token).await;
     let body = html! {
         h1 { "The log" }
         p.lede { "Every call, paid, free or failed, is a leaf of an append-only Merkle tree (RFC 6962); a paid call's leaf is its receipt. Each checkpoint signs the tree's size and root, and witnesses cosign it only if it extends every checkpoint they saw before; anyone can check a receipt's inclusion, and recompute the market's figures from the leaves (vitrine audit --market)." }
@@ -105,6 +106,7 @@ async fn log_page(state: &AppState, query: LogQuery) -> ApiResult<Markup> {
             }
             p.small { "Log key " code #log-vkey { (key.vkey) } " · " a href="/v1/log/checkpoint" { "checkpoint" } " · " a href="/v1/log/key" { "keys" } }
         }
+        @if let Some(reserves) = reserves { (reserves) }
         section aria-labelledby="history-title" {
             h2 id="history-title" { "History" }
             div.table-wrap {
@@ -206,4 +208,46 @@ fn receipt_view(receipt: &Receipt, token: &dashboard::format::Token) -> Markup {
             p.more { a href=(format!("/v1/receipts/{}", receipt.log_index)) { "The receipt as JSON" } }
         }
     }
+}
+
+/// How long the page waits for the chain's node before it says so.
+const RESERVES_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// On a market with a chain: its token balance at a final block against
+/// what its ledger owes (`GET /v1/chain/reserves`), and how to check it
+/// yourself.
+async fn reserves_section(state: &AppState, token: &dashboard::format::Token) -> Option<Markup> {
+    let chain = state.chain.as_ref()?;
+    let read = tokio::time::timeout(RESERVES_WAIT, crate::routes::chain::reserves(State(state.clone()))).await;
+    let figures = match read {
+        Ok(Ok(view)) => Ok(view.0),
+        Ok(Err(error)) => Err(error.message),
+        Err(_) => Err(format!("the chain's node did not answer within {} s", RESERVES_WAIT.as_secs())),
+    };
+    Some(html! {
+        section #reserves aria-labelledby="reserves-title" {
+            h2 id="reserves-title" { "Reserves" }
+            p { "What the market holds on " code { (chain.network()) } " at its address " code { (chain::x402::lower(chain.address())) } ", against everything its ledger owes (every balance, pending payouts included), at the newest final block." }
+            @match &figures {
+                Ok(view) => {
+                    @let onchain: u128 = view.onchain_balance.parse().unwrap_or(0);
+                    @let owed: u128 = view.liabilities.parse().unwrap_or(0);
+                    dl.headline {
+                        (layout::headline("Held on the chain", &token.amount(&view.onchain_balance), None, None))
+                        (layout::headline("Owed by the ledger", &token.amount(&view.liabilities), None, None))
+                        (layout::headline("At block", &count(view.block), None, None))
+                    }
+                    p #reserves-verdict data-covered=(onchain >= owed) {
+                        @if onchain >= owed {
+                            "The reserves cover what the market owes, with " (token.amount(&(onchain - owed).to_string())) " to spare."
+                        } @else {
+                            "The reserves fall short of what the market owes by " (token.amount(&(owed - onchain).to_string())) "."
+                        }
+                    }
+                }
+                Err(message) => (layout::notice(message)),
+            }
+            p.small { "Check it against your own node: " code { "vitrine audit --reserves --rpc-url YOUR_NODE" } " · " a href="/v1/chain/reserves" { "reserves as JSON" } }
+        }
+    })
 }

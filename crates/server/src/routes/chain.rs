@@ -35,13 +35,24 @@ pub async fn reserves(State(state): State<AppState>) -> ApiResult<Json<ReservesV
     // liabilities look larger, never the reserves.
     let totals = state.store.ledger_totals().await?;
     let (onchain, _rest) = chain.units().to_ledger(balance.amount).map_err(ApiError::internal)?;
+    // A payout mined by that block has left the balance, and leaves the
+    // ledger once final: owed no more. Read last, so that one turning final
+    // meanwhile is counted in the liabilities rather than missed twice.
+    let mut paid = 0u128;
+    for payout in state.store.unfinished_chain_payouts(chain.network()).await? {
+        if payout.state == store::ChainPayoutState::Mined && payout.block.is_some_and(|b| b <= balance.block) {
+            let amount = payout.token_amount.parse::<chain::U256>().map_err(ApiError::internal)?;
+            paid += u128::from(chain.units().to_ledger(amount).map_err(ApiError::internal)?.0);
+        }
+    }
+    let liabilities = u128::try_from(totals.balances.max(0)).unwrap_or(0).saturating_sub(paid);
     Ok(Json(ReservesView {
         network: chain.network().to_owned(),
         token: chain.token().address.to_string(),
         address: chain.address().to_string(),
         block: balance.block,
         onchain_balance: onchain.to_string(),
-        liabilities: totals.balances.max(0).to_string(),
+        liabilities: liabilities.to_string(),
     }))
 }
 

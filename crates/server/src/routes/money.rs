@@ -9,14 +9,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use domain::{AccountName, Amount};
 use ledger::{Command, Transfer, TransferKind};
-use store::{BatchItem, ItemError, PayoutChange, PayoutState};
+use store::{BatchItem, ItemError, PayoutState};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, Caller, Operator};
 use crate::wire::{
-    AccountView, AmountRequest, DepositRequest, FeeSplitView, LedgerView, PageQuery, PayoutList, PayoutQuery,
-    PayoutView, ResolvePayoutRequest, SequencerView, TransferPage, TransferView,
+    AccountView, AmountRequest, AutomaticPayouts, AutomaticPayoutsView, DepositRequest, FeeSplitView, LedgerView,
+    PageQuery, PayoutList, PayoutQuery, PayoutRequest, PayoutView, ResolvePayoutRequest, SequencerView, TransferPage,
+    TransferView,
 };
 use store::BATCH_SIZE_BUCKETS;
 
@@ -150,37 +151,83 @@ pub async fn faucet(
     Ok((StatusCode::CREATED, Json(TransferView::from(record))))
 }
 
-/// Asks to be paid out: the amount moves from the caller to pending payouts
-/// until the operator completes or rejects it.
+/// Asks to be paid out: the amount moves from the caller to pending payouts.
+/// Without a chain the operator completes or rejects it; with one, `address`
+/// (one of the caller's proven addresses) is paid by a token transfer, and
+/// the payout completes itself once that transfer is final.
 #[utoipa::path(post, path = "/v1/payouts", tag = "money",
     security(("api_key" = [])),
-    request_body = AmountRequest,
+    request_body = PayoutRequest,
     responses(
         (status = 201, body = PayoutView),
         (status = 401, body = ErrorBody),
         (status = 402, body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 422, description = "an invalid amount, no address on a market with a chain (or one on a market without), or an address the caller has not proven (address_not_proven)", body = ErrorBody),
     ))]
 pub async fn request_payout(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    ApiJson(request): ApiJson<AmountRequest>,
+    ApiJson(request): ApiJson<PayoutRequest>,
 ) -> ApiResult<(StatusCode, Json<PayoutView>)> {
     let amount = positive_amount(&request.amount)?;
-    let transfer = Transfer {
-        debit: caller.id,
-        credit: state.market.system.payouts,
-        amount,
-        kind: TransferKind::PayoutRequest,
-        reference: "payout requested".into(),
+    let chain = match (&state.chain, request.address.as_deref().map(str::trim)) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(ApiError::invalid_request(
+                "this market has no chain: its operator pays payouts out by hand; leave out address",
+            ));
+        }
+        (Some(_), None) => {
+            return Err(ApiError::invalid_request(
+                "this market pays out on its chain: name one of your proven addresses (POST /v1/account/addresses)",
+            ));
+        }
+        (Some(chain), Some(address)) => Some(payout_destination(&state, chain, caller.id, address, amount).await?),
     };
-    let item = BatchItem::Ledger {
-        command: Command::Transfer(transfer),
-        payout: Some(PayoutChange::Request { account_id: caller.id, amount }),
-    };
-    let outcome = state.market.sequencer.submit(item).await?.map_err(item_error)?;
-    let payout = outcome.payout.ok_or_else(|| ApiError::internal("a payout request recorded no payout"))?;
-    Ok((StatusCode::CREATED, Json(PayoutView::from(&payout))))
+    let payout = state.market.request_payout(caller.id, amount, chain).await?;
+    let chain = state.store.chain_payout(payout.id).await?;
+    Ok((StatusCode::CREATED, Json(PayoutView::of(&payout, chain.as_ref()))))
+}
+
+/// Where a payout of `amount` to `address` goes: a proven address of the
+/// account's, and the amount in token units.
+async fn payout_destination(
+    state: &AppState,
+    chain: &chain::Chain,
+    account_id: i64,
+    address: &str,
+    amount: Amount,
+) -> ApiResult<store::ChainPayoutRequest> {
+    let parsed: chain::Address =
+        address.parse().map_err(|_| ApiError::invalid_request(format!("address {address:?} is not an address")))?;
+    let address = chain::x402::lower(parsed);
+    let proven = state.store.proven_addresses(chain.network(), Some(account_id)).await?;
+    if !proven.iter().any(|proof| proof.address == address) {
+        return Err(ApiError::address_not_proven(format!(
+            "{address} is not one of your proven addresses on {}: prove it first (GET /v1/account/addresses/challenge, \
+             then POST /v1/account/addresses)",
+            chain.network()
+        )));
+    }
+    let token_amount = chain
+        .units()
+        .to_token(amount.minor_units())
+        .map_err(|e| ApiError::invalid_request(format!("amount: {e}")))?
+        .to_string();
+    Ok(store::ChainPayoutRequest { network: chain.network().to_owned(), address, token_amount })
+}
+
+/// The payouts' views, with their chain records where they have one.
+async fn payout_views(state: &AppState, payouts: &[store::PayoutRecord]) -> ApiResult<Vec<PayoutView>> {
+    let mut views = Vec::with_capacity(payouts.len());
+    for payout in payouts {
+        let chain = match state.chain {
+            Some(_) => state.store.chain_payout(payout.id).await?,
+            None => None,
+        };
+        views.push(PayoutView::of(payout, chain.as_ref()));
+    }
+    Ok(views)
 }
 
 /// The caller's payouts, newest first.
@@ -194,7 +241,7 @@ pub async fn list_payouts(
     ApiQuery(query): ApiQuery<PayoutQuery>,
 ) -> ApiResult<Json<PayoutList>> {
     let payouts = state.store.payouts(Some(caller.id), payout_state(query.state.as_deref())?).await?;
-    Ok(Json(PayoutList { items: payouts.iter().map(PayoutView::from).collect() }))
+    Ok(Json(PayoutList { items: payout_views(&state, &payouts).await? }))
 }
 
 /// Everyone's payouts (operator only), newest first.
@@ -208,20 +255,21 @@ pub async fn list_all_payouts(
     ApiQuery(query): ApiQuery<PayoutQuery>,
 ) -> ApiResult<Json<PayoutList>> {
     let payouts = state.store.payouts(None, payout_state(query.state.as_deref())?).await?;
-    Ok(Json(PayoutList { items: payouts.iter().map(PayoutView::from).collect() }))
+    Ok(Json(PayoutList { items: payout_views(&state, &payouts).await? }))
 }
 
-/// Marks a payout paid (operator only): its tokens leave the ledger.
+/// Marks a payout paid (operator only): its tokens leave the ledger. A
+/// payout on the chain completes itself once its transaction is final.
 #[utoipa::path(post, path = "/v1/admin/payouts/{id}/complete", tag = "money",
     security(("api_key" = [])),
-    params(("id" = i64, Path)),
+    params(("id" = String, Path, description = "the payout's id")),
     request_body = ResolvePayoutRequest,
     responses(
         (status = 200, body = PayoutView),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "already resolved", body = ErrorBody),
+        (status = 409, description = "already resolved, or paid on the chain", body = ErrorBody),
         (status = 422, body = ErrorBody),
     ))]
 pub async fn complete_payout(
@@ -233,17 +281,18 @@ pub async fn complete_payout(
     resolve_payout(&state, &id, PayoutState::Completed, &request.reference).await
 }
 
-/// Refuses a payout (operator only): its tokens go back to the creator.
+/// Refuses a payout (operator only): its tokens go back to the creator. A
+/// payout on the chain can be refused only before it is signed.
 #[utoipa::path(post, path = "/v1/admin/payouts/{id}/reject", tag = "money",
     security(("api_key" = [])),
-    params(("id" = i64, Path)),
+    params(("id" = String, Path, description = "the payout's id")),
     request_body = ResolvePayoutRequest,
     responses(
         (status = 200, body = PayoutView),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "already resolved", body = ErrorBody),
+        (status = 409, description = "already resolved, or on the chain and signed", body = ErrorBody),
         (status = 422, body = ErrorBody),
     ))]
 pub async fn reject_payout(
@@ -260,24 +309,98 @@ async fn resolve_payout(state: &AppState, id: &str, to: PayoutState, text: &str)
     let payout_id: i64 = id.parse().map_err(|_| not_found())?;
     let payout = state.store.payout(payout_id).await?.ok_or_else(not_found)?;
     let reference = reference(text, to == PayoutState::Completed)?;
-    let (credit, kind) = match to {
-        PayoutState::Completed => (state.market.system.issuer, TransferKind::PayoutComplete),
-        _ => (payout.account_id, TransferKind::PayoutReject),
+    if let Some(chain) = state.store.chain_payout(payout_id).await? {
+        let refused = match to {
+            PayoutState::Completed => Some("it completes itself once its transaction is final"),
+            _ if chain.state != store::ChainPayoutState::Requested => {
+                Some("it is signed already, and completes or fails by its transaction")
+            }
+            _ => None,
+        };
+        if let Some(why) = refused {
+            return Err(ApiError::conflict(format!(
+                "payout {payout_id} is paid on the chain ({}): {why}",
+                chain.state.as_str()
+            )));
+        }
+    }
+    let resolved = state.market.resolve_payout(&payout, to, reference, false).await?.map_err(item_error)?;
+    let chain = state.store.chain_payout(payout_id).await?;
+    Ok(Json(PayoutView::of(&resolved, chain.as_ref())))
+}
+
+/// The caller's automatic payouts, if set.
+#[utoipa::path(get, path = "/v1/payouts/automatic", tag = "money",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = AutomaticPayoutsView, description = "the address and threshold, or both null when none are set"),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "this market has no chain", body = ErrorBody),
+    ))]
+pub async fn automatic_payouts(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> ApiResult<Json<AutomaticPayoutsView>> {
+    let chain = chain_of(&state)?;
+    let set = state.store.auto_payouts(chain.network(), Some(caller.id)).await?;
+    Ok(Json(set.into_iter().next().map(auto_view).unwrap_or_default()))
+}
+
+fn auto_view(auto: store::AutoPayout) -> AutomaticPayoutsView {
+    AutomaticPayoutsView { address: Some(auto.address), threshold: Some(auto.threshold.to_string()) }
+}
+
+/// Sets the caller's automatic payouts: whenever its available balance
+/// reaches `threshold`, all of it is paid out to `address` (a proven
+/// address), one payout at a time.
+#[utoipa::path(put, path = "/v1/payouts/automatic", tag = "money",
+    security(("api_key" = [])),
+    request_body = AutomaticPayouts,
+    responses(
+        (status = 200, body = AutomaticPayoutsView),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "this market has no chain", body = ErrorBody),
+        (status = 422, description = "an invalid threshold, or an address the caller has not proven (address_not_proven)", body = ErrorBody),
+    ))]
+pub async fn set_automatic_payouts(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiJson(request): ApiJson<AutomaticPayouts>,
+) -> ApiResult<Json<AutomaticPayoutsView>> {
+    let chain = chain_of(&state)?;
+    let threshold = positive_amount(&request.threshold)
+        .map_err(|_| ApiError::invalid_request("threshold must be a positive whole number of minor units"))?;
+    let destination = payout_destination(&state, chain, caller.id, request.address.trim(), threshold).await?;
+    let auto = store::AutoPayout {
+        account_id: caller.id,
+        network: destination.network,
+        address: destination.address,
+        threshold: threshold.minor_units(),
+        updated_at_ms: store::now_ms(),
     };
-    let transfer = Transfer {
-        debit: state.market.system.payouts,
-        credit,
-        amount: payout.amount,
-        kind,
-        reference: format!("payout {payout_id}: {reference}"),
-    };
-    let item = BatchItem::Ledger {
-        command: Command::Transfer(transfer),
-        payout: Some(PayoutChange::Resolve { payout_id, to, reference }),
-    };
-    let outcome = state.market.sequencer.submit(item).await?.map_err(item_error)?;
-    let payout = outcome.payout.ok_or_else(|| ApiError::internal("a payout resolution recorded no payout"))?;
-    Ok(Json(PayoutView::from(&payout)))
+    state.store.set_auto_payout(caller.id, Some(&auto)).await?;
+    Ok(Json(auto_view(auto)))
+}
+
+/// Stops the caller's automatic payouts.
+#[utoipa::path(delete, path = "/v1/payouts/automatic", tag = "money",
+    security(("api_key" = [])),
+    responses(
+        (status = 204, description = "stopped (or never set)"),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "this market has no chain", body = ErrorBody),
+    ))]
+pub async fn stop_automatic_payouts(State(state): State<AppState>, Caller(caller): Caller) -> ApiResult<StatusCode> {
+    chain_of(&state)?;
+    state.store.set_auto_payout(caller.id, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn chain_of(state: &AppState) -> ApiResult<&std::sync::Arc<chain::Chain>> {
+    state
+        .chain
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("this market has no chain: its operator pays payouts out by hand"))
 }
 
 /// The ledger's totals and the sequencer's batch sizes (operator only).

@@ -15,6 +15,7 @@ mod log;
 mod models;
 mod multinode;
 mod openapi;
+mod payouts;
 mod restart;
 mod stats;
 mod support;

@@ -31,8 +31,13 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
 /// Every operation in the OpenAPI document is called on a live server, and
 /// must answer with a status the document lists for it.
 /// Routes of a market with a chain (`tests/it/chain.rs` runs them on one).
-const NEED_A_CHAIN: &[&str] =
-    &["/v1/chain/reserves", "/v1/account/topup", "/v1/account/addresses/challenge", "/v1/account/addresses"];
+const NEED_A_CHAIN: &[&str] = &[
+    "/v1/chain/reserves",
+    "/v1/account/topup",
+    "/v1/account/addresses/challenge",
+    "/v1/account/addresses",
+    "/v1/payouts/automatic",
+];
 
 #[tokio::test]
 async fn every_documented_route_answers_as_documented() {
@@ -114,6 +119,7 @@ async fn every_documented_route_answers_as_documented() {
                     request.json(&json!({"amount": "3"}))
                 }
                 ("post", "/v1/account/addresses") => request.json(&json!({"address": "0x00", "signature": "0x00"})),
+                ("put", "/v1/payouts/automatic") => request.json(&json!({"address": "0x00", "threshold": "5"})),
                 ("post", p) if p.starts_with("/v1/admin/payouts/") => request.json(&json!({"reference": "bank-1"})),
                 ("post", p) if p.ends_with("/quarantine") || p.ends_with("/takedown") => {
                     request.json(&json!({"reason": "taken down"}))
