@@ -103,6 +103,16 @@ async fn every_route_answers_every_role_as_the_matrix_says() {
             json(json!({"address": "0x00", "signature": "0x00"})),
             [401, 401, 404, 404, 404],
         ),
+        // Automatic payouts need a chain: a key is checked first, then 404.
+        ("GET", "/v1/payouts/automatic", "/v1/payouts/automatic".into(), None, [401, 401, 404, 404, 404]),
+        (
+            "PUT",
+            "/v1/payouts/automatic",
+            "/v1/payouts/automatic".into(),
+            json(json!({"address": "0x00", "threshold": "5"})),
+            [401, 401, 404, 404, 404],
+        ),
+        ("DELETE", "/v1/payouts/automatic", "/v1/payouts/automatic".into(), None, [401, 401, 404, 404, 404]),
         ("GET", "/v1/account", "/v1/account".into(), None, private),
         ("GET", "/v1/account/earnings", "/v1/account/earnings".into(), None, private),
         ("GET", "/v1/account/pseudonym", "/v1/account/pseudonym".into(), None, private),
