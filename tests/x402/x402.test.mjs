@@ -14,8 +14,12 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createPublicClient, createWalletClient, http, parseAbi, defineChain } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
+import { createServer } from 'node:http';
+import { publicActions } from 'viem';
 import { wrapFetchWithPaymentFromConfig, decodePaymentResponseHeader } from '@x402/fetch';
-import { ExactEvmScheme } from '@x402/evm';
+import { ExactEvmScheme, toFacilitatorEvmSigner } from '@x402/evm';
+import { x402Facilitator } from '@x402/core/facilitator';
+import { registerExactEvmScheme } from '@x402/evm/exact/facilitator';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BINARY = process.env.VITRINE_BIN ?? join(root, 'target', 'debug', 'vitrine');
@@ -51,7 +55,11 @@ async function wallet() {
   return { account, client: createWalletClient({ account, chain: anvil, transport: http(RPC) }) };
 }
 
-async function api(method, path, { key, body, bytes } = {}) {
+function api(method, path, options) {
+  return apiAt(base, method, path, options);
+}
+
+async function apiAt(url, method, path, { key, body, bytes } = {}) {
   const headers = {};
   if (key) headers.Authorization = `Bearer ${key}`;
   let payload;
@@ -62,7 +70,7 @@ async function api(method, path, { key, body, bytes } = {}) {
     headers['Content-Type'] = 'application/json';
     payload = JSON.stringify(body);
   }
-  const response = await fetch(base + path, { method, headers, body: payload });
+  const response = await fetch(url + path, { method, headers, body: payload });
   return { status: response.status, body: await response.json().catch(() => null) };
 }
 
@@ -77,37 +85,46 @@ before(async () => {
   token = (await chain.waitForTransactionReceipt({ hash })).contractAddress;
 
   // The market's key, with ether for the gas of its settlements.
+  const started = await serve({ funded: true });
+  ({ server, base, operatorKey, market } = started);
+  alice = started.alice;
+});
+
+/// A market on the test token (with `extra` settings in its chain table),
+/// its key funded with ether if `funded`, and a creator, alice, with a
+/// priced model.
+async function serve({ funded, extra = '' }) {
   const dir = mkdtempSync(join(tmpdir(), 'vitrine-x402-'));
   const marketKey = generatePrivateKey();
-  market = privateKeyToAccount(marketKey).address;
-  await fund(market);
+  const address = privateKeyToAccount(marketKey).address;
+  if (funded) await fund(address);
   const keyFile = join(dir, 'market.key');
   writeFileSync(keyFile, marketKey + '\n');
   chmodSync(keyFile, 0o600);
-  const setting = `chain={rpc_url = "${RPC}", network = "${NETWORK}", token = "${token}", key_file = "${keyFile}", confirmations = 1}`;
+  const setting = `chain={rpc_url = "${RPC}", network = "${NETWORK}", token = "${token}", key_file = "${keyFile}", confirmations = 1${extra}}`;
   const dataDir = join(dir, 'data');
-  server = spawn(BINARY, ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--set', setting], {
+  const child = spawn(BINARY, ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--set', setting], {
     stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' },
   });
-  base = await new Promise((resolveUrl, reject) => {
+  const url = await new Promise((resolveUrl, reject) => {
     let seen = '';
-    server.stdout.on('data', (chunk) => {
+    child.stdout.on('data', (chunk) => {
       seen += chunk;
       const match = seen.match(/listening on (http:\/\/\S+)/);
       if (match) resolveUrl(match[1]);
     });
-    server.on('exit', (code) => reject(new Error(`the server exited (${code}) before listening`)));
+    child.on('exit', (code) => reject(new Error(`the server exited (${code}) before listening`)));
   });
-  operatorKey = readFileSync(join(dataDir, readdirSync(dataDir).find((f) => f.includes('operator'))), 'utf8').trim();
-
-  // A creator with a priced model.
-  alice = (await api('POST', '/v1/accounts', { body: { name: 'alice' } })).body.api_key;
-  assert.equal((await api('POST', '/v1/models', { key: alice, body: { name: 'linear', task: 'other' } })).status, 201);
+  const operator = readFileSync(join(dataDir, readdirSync(dataDir).find((f) => f.includes('operator'))), 'utf8').trim();
+  const call = (method, path, options) => apiAt(url, method, path, options);
+  const creator = (await call('POST', '/v1/accounts', { body: { name: 'alice' } })).body.api_key;
+  assert.equal((await call('POST', '/v1/models', { key: creator, body: { name: 'linear', task: 'other' } })).status, 201);
   const model = readFileSync(join(root, 'fixtures', 'models', 'linear.onnx'));
-  assert.equal((await api('POST', '/v1/models/alice/linear/versions', { key: alice, bytes: model })).status, 201);
+  assert.equal((await call('POST', '/v1/models/alice/linear/versions', { key: creator, bytes: model })).status, 201);
   const patch = { price_per_inference: PRICE.toString() };
-  assert.equal((await api('PATCH', '/v1/models/alice/linear', { key: alice, body: patch })).status, 200);
-});
+  assert.equal((await call('PATCH', '/v1/models/alice/linear', { key: creator, body: patch })).status, 200);
+  return { server: child, base: url, operatorKey: operator, market: address, alice: creator, api: call };
+}
 
 after(() => server?.kill('SIGTERM'));
 
@@ -198,4 +215,85 @@ test('the official x402 client tops up a balance, credited once final', async ()
   const body = { inputs: { x: { dtype: 'f32', shape: [1, 4], data: [1, 2, 3, 4] } } };
   assert.equal((await api('POST', '/v1/models/alice/linear/infer', { key: bob, body })).status, 200);
   assert.equal((await api('GET', '/v1/account', { key: bob })).body.balance, (PRICE * 2n).toString());
+});
+
+test('a market with an outside facilitator has payments verified and settled by it', async () => {
+  // The official facilitator (@x402/core, @x402/evm) behind a bare HTTP
+  // server: POST /verify and /settle, with a key of its own that pays the gas.
+  const paymaster = await wallet();
+  const client = paymaster.client.extend(publicActions);
+  const signer = toFacilitatorEvmSigner({
+    address: paymaster.account.address,
+    readContract: (args) => client.readContract(args),
+    verifyTypedData: (args) => client.verifyTypedData(args),
+    writeContract: (args) => client.writeContract(args),
+    sendTransaction: (args) => client.sendTransaction(args),
+    waitForTransactionReceipt: (args) => client.waitForTransactionReceipt(args),
+    getCode: (args) => client.getCode(args),
+  });
+  const facilitator = new x402Facilitator();
+  registerExactEvmScheme(facilitator, { signer, networks: NETWORK });
+  const asked = [];
+  const http402 = createServer(async (request, response) => {
+    let text = '';
+    for await (const chunk of request) text += chunk;
+    asked.push(request.url);
+    const { paymentPayload, paymentRequirements } = JSON.parse(text || '{}');
+    const answer = request.url === '/verify' ? await facilitator.verify(paymentPayload, paymentRequirements)
+      : request.url === '/settle' ? await facilitator.settle(paymentPayload, paymentRequirements) : null;
+    response.writeHead(answer ? 200 : 404, { 'Content-Type': 'application/json' });
+    response.end(JSON.stringify(answer ?? {}));
+  });
+  await new Promise((listening) => http402.listen(0, '127.0.0.1', listening));
+  const facilitatorUrl = `http://127.0.0.1:${http402.address().port}`;
+  // The market's key holds no ether: the facilitator pays for settlements.
+  const other = await serve({ funded: false, extra: `, facilitator_url = "${facilitatorUrl}"` });
+  try {
+    const payer = await wallet();
+    const mint = await payer.client.writeContract({ address: token, abi: erc20, functionName: 'mint', args: [payer.account.address, PRICE_IN_TOKEN] });
+    await chain.waitForTransactionReceipt({ hash: mint });
+    const sent = [];
+    const recording = (input, init) => {
+      const request = new Request(input, init);
+      sent.push(request.headers.get('PAYMENT-SIGNATURE'));
+      return fetch(request);
+    };
+    const paying = wrapFetchWithPaymentFromConfig(recording, {
+      schemes: [{ network: NETWORK, client: new ExactEvmScheme(payer.account) }],
+      spendControls: { allowedAssets: [{ network: NETWORK, asset: token }] },
+    });
+    const body = JSON.stringify({ inputs: { x: { dtype: 'f32', shape: [1, 4], data: [1, 2, 3, 4] } } });
+    const init = { method: 'POST', headers: { 'Content-Type': 'application/json' }, body };
+    const response = await paying(`${other.base}/v1/models/alice/linear/infer`, init);
+    const answer = await response.json();
+    assert.equal(response.status, 200, JSON.stringify(answer));
+    assert.deepEqual(asked, ['/verify', '/settle']);
+    const settled = decodePaymentResponseHeader(response.headers.get('PAYMENT-RESPONSE'));
+    assert.equal(answer.receipt.settlement, settled.transaction);
+    // Sent by the facilitator's key, paid to the market.
+    const transaction = await chain.getTransaction({ hash: settled.transaction });
+    assert.equal(transaction.from.toLowerCase(), paymaster.account.address.toLowerCase());
+    assert.equal(await chain.readContract({ address: token, abi: erc20, functionName: 'balanceOf', args: [other.market] }), PRICE_IN_TOKEN);
+    const balance = (await other.api('GET', '/v1/admin/accounts/alice', { key: other.operatorKey })).body.balance;
+    assert.equal(balance, (PRICE * 80n / 100n).toString());
+    // The same payment again: refused by the market's own claim, nothing asked of the facilitator.
+    const again = await fetch(`${other.base}/v1/models/alice/linear/infer`, {
+      ...init, headers: { ...init.headers, 'PAYMENT-SIGNATURE': sent[1] },
+    });
+    assert.equal(again.status, 402);
+    assert.equal((await again.json()).error.code, 'payment_invalid');
+    // A payment the facilitator refuses (the payer spent its tokens): 402 with its reason, nothing runs.
+    const broke = await wallet();
+    const refused = await wrapFetchWithPaymentFromConfig(fetch, {
+      schemes: [{ network: NETWORK, client: new ExactEvmScheme(broke.account) }],
+      spendControls: { allowedAssets: [{ network: NETWORK, asset: token }] },
+    })(`${other.base}/v1/models/alice/linear/infer`, init);
+    const refusal = await refused.json();
+    assert.equal(refused.status, 402, JSON.stringify(refusal));
+    assert.match(refusal.error.message, /facilitator refused/);
+    assert.equal(asked.filter((path) => path === '/settle').length, 1);
+  } finally {
+    other.server.kill('SIGTERM');
+    http402.close();
+  }
 });

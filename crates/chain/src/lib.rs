@@ -8,6 +8,7 @@
 //! one exact rule ([`units`]).
 
 pub mod deposits;
+pub mod facilitator;
 pub mod payouts;
 pub mod test_token;
 pub mod units;
@@ -54,8 +55,8 @@ pub struct Settings {
     pub key_file: PathBuf,
     /// Blocks on top of a transaction's block before it counts as final.
     pub confirmations: u64,
-    /// An x402 facilitator to verify and settle payments through, instead
-    /// of the market itself.
+    /// An x402 facilitator to verify and settle payments through (its
+    /// `/verify` and `/settle`), instead of the market itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facilitator_url: Option<String>,
     /// x402's `maxTimeoutSeconds` (at least 60): how long a payment may
@@ -91,11 +92,8 @@ pub enum ChainError {
     NotAToken { token: String, message: String },
     #[error("chain.key_file {path}: {message}")]
     Key { path: String, message: String },
-    #[error(
-        "chain.facilitator_url {0:?}: payments through an outside facilitator are not supported yet; without \
-         it the market verifies and settles payments itself"
-    )]
-    Facilitator(String),
+    #[error("chain.facilitator_url {url:?}: {message}")]
+    Facilitator { url: String, message: String },
     #[error(transparent)]
     Units(#[from] UnitsError),
 }
@@ -139,6 +137,9 @@ pub struct Chain {
     settle_timeout: Duration,
     /// How long a payout's transaction waits unmined before a fee bump.
     fee_bump_after: Duration,
+    /// x402 payments verified and settled through an outside facilitator
+    /// (`chain.facilitator_url`), when set.
+    facilitator: Option<facilitator::Facilitator>,
 }
 
 #[derive(Clone)]
@@ -169,9 +170,14 @@ impl Chain {
             .strip_prefix("eip155:")
             .and_then(|id| id.parse::<u64>().ok())
             .ok_or_else(|| ChainError::Network(settings.network.clone()))?;
-        if let Some(url) = &settings.facilitator_url {
-            return Err(ChainError::Facilitator(url.clone()));
-        }
+        let settle_timeout = Duration::from_secs(settings.max_timeout_seconds.max(x402::MAX_TIMEOUT_SECONDS_MIN));
+        let facilitator = match &settings.facilitator_url {
+            Some(url) => Some(
+                facilitator::Facilitator::new(url, settle_timeout)
+                    .map_err(|message| ChainError::Facilitator { url: url.clone(), message })?,
+            ),
+            None => None,
+        };
         let token: Address = settings.token.parse().map_err(|_| ChainError::TokenAddress(settings.token.clone()))?;
         let signer = read_key(&settings.key_file)?;
         let rpc = |message: String| ChainError::Rpc { url: settings.rpc_url.clone(), message };
@@ -198,7 +204,8 @@ impl Chain {
             units,
             nonce: Arc::default(),
             max_timeout_seconds: x402::MAX_TIMEOUT_SECONDS_MIN.max(settings.max_timeout_seconds),
-            settle_timeout: Duration::from_secs(settings.max_timeout_seconds.max(x402::MAX_TIMEOUT_SECONDS_MIN)),
+            settle_timeout,
+            facilitator,
             fee_bump_after: Duration::from_secs(settings.fee_bump_seconds.max(1)),
         })
     }
@@ -227,6 +234,11 @@ impl Chain {
     /// How long a settlement waits to be mined before its fate is unknown.
     pub fn settle_timeout(&self) -> Duration {
         self.settle_timeout
+    }
+
+    /// The outside facilitator x402 payments go through, if any.
+    pub fn facilitator(&self) -> Option<&facilitator::Facilitator> {
+        self.facilitator.as_ref()
     }
 
     /// How long a payout's transaction waits unmined before a fee bump.

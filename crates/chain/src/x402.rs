@@ -26,6 +26,8 @@ use crate::Chain;
 pub const X402_VERSION: u32 = 2;
 /// The shortest `maxTimeoutSeconds` offered, as the specification asks.
 pub const MAX_TIMEOUT_SECONDS_MIN: u64 = 60;
+/// How far back a settlement sent by a facilitator is looked for.
+pub const AUTHORIZATION_LOOKBACK_BLOCKS: u64 = 10_000;
 /// An authorization must stay valid this long past its verification, for
 /// the call to run and the settlement to be mined.
 const VALID_BEFORE_MARGIN_S: u64 = 6;
@@ -204,6 +206,9 @@ impl Verified {
 pub struct Settled {
     pub transaction: B256,
     pub block: u64,
+    /// Settled by the outside facilitator: its hash was not known (nor
+    /// stored) before it was sent.
+    pub by_facilitator: bool,
 }
 
 /// Why a settlement did not happen. `Reverted` and `NotSent` moved
@@ -221,8 +226,10 @@ pub enum SettleError {
         "the settlement {transaction} reverted: the payer's authorization no longer pays (tokens moved away, or the authorization was used)"
     )]
     Reverted { transaction: B256 },
-    #[error("the settlement {transaction} was sent but its receipt was not seen: {message}")]
-    Unknown { transaction: B256, message: String },
+    /// Sent (by the market, `transaction`; or maybe by the facilitator,
+    /// whose transaction may not be known) and its receipt not seen.
+    #[error("the settlement was sent but its receipt was not seen: {message}")]
+    Unknown { transaction: Option<B256>, message: String },
 }
 
 /// Lowercase hex of an address, as the market writes addresses.
@@ -261,6 +268,10 @@ impl Chain {
         terms: &PaymentRequirements,
     ) -> Result<Verified, PaymentError> {
         let verified = check_terms(payment, terms, self.chain_id, &self.token, now_s())?;
+        if let Some(facilitator) = &self.facilitator {
+            facilitator.verify(payment, terms).await?;
+            return Ok(verified);
+        }
         let token = Erc3009::new(self.token.address, &self.provider);
         let unavailable = |e: alloy::contract::Error| PaymentError::Unavailable(e.to_string());
         let balance = crate::Erc20::new(self.token.address, &self.provider)
@@ -311,15 +322,42 @@ impl Chain {
             .with_input(Bytes::from(call.abi_encode()))
     }
 
-    /// Settles a verified payment: signs the transfer with the market's key,
-    /// hands its hash to `before_sending` (which stores it durably, so that
-    /// a restart finds it), sends it and waits for its receipt.
-    pub async fn settle<F, Fut>(&self, verified: &Verified, before_sending: F) -> Result<Settled, SettleError>
+    /// Settles a verified payment (`payment` of `terms`): signs the transfer
+    /// with the market's key, hands its hash to `before_sending` (which
+    /// stores it durably, so that a restart finds it), sends it and waits
+    /// for its receipt. Through a facilitator, `before_sending` is handed
+    /// no hash (the facilitator signs and sends it) and the facilitator's
+    /// `/settle` answers once it is mined.
+    pub async fn settle<F, Fut>(
+        &self,
+        verified: &Verified,
+        payment: &PaymentPayload,
+        terms: &PaymentRequirements,
+        before_sending: F,
+    ) -> Result<Settled, SettleError>
     where
-        F: FnOnce(B256) -> Fut,
+        F: FnOnce(Option<B256>) -> Fut,
         Fut: Future<Output = Result<(), String>>,
     {
         let not_sent = |e: String| SettleError::NotSent(e);
+        if let Some(facilitator) = &self.facilitator {
+            before_sending(None).await.map_err(not_sent)?;
+            let transaction = match facilitator.settle(payment, terms).await {
+                Ok(transaction) => transaction,
+                Err(crate::facilitator::NotSettled::Refused { transaction: Some(transaction), .. }) => {
+                    return Err(SettleError::Reverted { transaction });
+                }
+                Err(crate::facilitator::NotSettled::Refused { message, .. }) => return Err(not_sent(message)),
+                Err(crate::facilitator::NotSettled::Unknown(message)) => {
+                    return Err(SettleError::Unknown { transaction: None, message });
+                }
+            };
+            let (succeeded, block) = self.receipt(transaction).await?;
+            if !succeeded {
+                return Err(SettleError::Reverted { transaction });
+            }
+            return Ok(Settled { transaction, block, by_facilitator: true });
+        }
         let request = self.priced(self.settlement_request(verified)).await.map_err(|unpriced| match unpriced {
             crate::Unpriced::WouldRevert(message) => SettleError::WouldRevert(message),
             crate::Unpriced::Unavailable(message) => not_sent(message),
@@ -328,7 +366,7 @@ impl Chain {
         let next = self.next_nonce(&mut nonce).await.map_err(not_sent)?;
         let envelope = self.sign_request(request.with_nonce(next)).await.map_err(not_sent)?;
         let transaction = *envelope.tx_hash();
-        before_sending(transaction).await.map_err(not_sent)?;
+        before_sending(Some(transaction)).await.map_err(not_sent)?;
         let sent = self.provider.send_tx_envelope(envelope).await;
         match sent {
             Ok(_) => *nonce = Some(next + 1),
@@ -340,37 +378,61 @@ impl Chain {
                     alloy::transports::RpcError::ErrorResp(response) => {
                         SettleError::NotSent(format!("the node refused {transaction:#x}: {}", response.message))
                     }
-                    other => SettleError::Unknown { transaction, message: other.to_string() },
+                    other => SettleError::Unknown { transaction: Some(transaction), message: other.to_string() },
                 });
             }
         }
         drop(nonce);
-        // Its receipt, asked for at once and then at growing intervals (to a
-        // quarter second): a node that mines at once answers within
-        // milliseconds, where a fixed poll would wait its whole interval.
+        let (succeeded, block) = self.receipt(transaction).await?;
+        if !succeeded {
+            return Err(SettleError::Reverted { transaction });
+        }
+        Ok(Settled { transaction, block, by_facilitator: false })
+    }
+
+    /// Waits for `transaction`'s receipt (up to the settlement's wait): its
+    /// success and block. Asked at once and then at growing intervals (to a
+    /// quarter second): a node that mines at once answers within
+    /// milliseconds, where a fixed poll would wait its whole interval.
+    async fn receipt(&self, transaction: B256) -> Result<(bool, u64), SettleError> {
         let deadline = tokio::time::Instant::now() + self.settle_timeout;
         let mut wait = std::time::Duration::from_millis(5);
-        let receipt = loop {
+        loop {
             let asked = self.provider.get_transaction_receipt(transaction).await;
             match asked {
-                Ok(Some(receipt)) => break receipt,
+                Ok(Some(receipt)) => return Ok((receipt.status(), receipt.block_number.unwrap_or_default())),
                 Ok(None) => {}
                 Err(error) if tokio::time::Instant::now() >= deadline => {
-                    return Err(SettleError::Unknown { transaction, message: error.to_string() });
+                    return Err(SettleError::Unknown { transaction: Some(transaction), message: error.to_string() });
                 }
                 Err(_) => {}
             }
             if tokio::time::Instant::now() >= deadline {
-                let message = format!("not mined within {} s", self.settle_timeout.as_secs());
-                return Err(SettleError::Unknown { transaction, message });
+                let message = format!("{transaction:#x} not mined within {} s", self.settle_timeout.as_secs());
+                return Err(SettleError::Unknown { transaction: Some(transaction), message });
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(std::time::Duration::from_millis(250));
-        };
-        if !receipt.status() {
-            return Err(SettleError::Reverted { transaction });
         }
-        Ok(Settled { transaction, block: receipt.block_number.unwrap_or_default() })
+    }
+
+    /// The transaction that used `payer`'s authorization `nonce`
+    /// (`AuthorizationUsed`), looked for in the newest
+    /// [`AUTHORIZATION_LOOKBACK_BLOCKS`] blocks: a settlement a facilitator
+    /// sent, whose hash the market never learnt.
+    pub async fn authorization_transaction(&self, payer: Address, nonce: B256) -> Result<Option<B256>, String> {
+        use alloy::rpc::types::Filter;
+        use alloy::sol_types::SolEvent;
+        let head = self.provider.get_block_number().await.map_err(|e| e.to_string())?;
+        let filter = Filter::new()
+            .address(self.token.address)
+            .from_block(head.saturating_sub(AUTHORIZATION_LOOKBACK_BLOCKS))
+            .to_block(head)
+            .event_signature(crate::deposits::AuthorizationUsed::SIGNATURE_HASH)
+            .topic1(B256::left_padding_from(payer.as_slice()))
+            .topic2(nonce);
+        let logs = self.provider.get_logs(&filter).await.map_err(|e| e.to_string())?;
+        Ok(logs.first().and_then(|log| log.transaction_hash))
     }
 
     /// Whether `transaction` is mined, and whether it succeeded; `None`

@@ -3,8 +3,10 @@
 //! address is credited to that account once its block is final, exactly
 //! once per (network, transaction, log index): the deposit's ledger id is
 //! that triple, so reading a block twice (a restart, two nodes) credits
-//! nothing twice. A transfer reorganised away before it was final was
-//! never read. Transfers that are x402 settlements (`transferWithAuthorization`)
+//! nothing twice; and a range's credits are written in one transaction
+//! with the cursor moved past the range, only if the cursor still stands
+//! where the range began. A transfer reorganised away before it was final
+//! was never read. Transfers that are x402 settlements (`transferWithAuthorization`)
 //! are their call's or top-up's, never a deposit.
 
 use std::collections::HashMap;
@@ -13,7 +15,7 @@ use chain::deposits::BLOCKS_PER_QUERY;
 use chain::x402::lower;
 use domain::Amount;
 use ledger::{Command, Transfer, TransferKind};
-use store::BatchItem;
+use store::{BatchItem, ChainDeposits};
 
 use crate::{CallError, Market};
 
@@ -44,6 +46,7 @@ impl Market {
         let mut from = cursor + 1;
         while from <= final_block {
             let to = final_block.min(from + BLOCKS_PER_QUERY - 1);
+            let mut credits = vec![];
             for incoming in chain.incoming(from, to).await.map_err(unavailable)? {
                 let proven = match &mut proven {
                     Some(proven) => proven,
@@ -78,13 +81,22 @@ impl Market {
                     reference,
                 };
                 let id = format!("chain:{network}:{transaction}:{}", incoming.log_index);
-                let outcome = self.sequencer.submit(BatchItem::command(Command::Once { id, transfer })).await??;
-                if !outcome.replayed {
-                    credited += 1;
-                    tracing::info!(account, amount, %transaction, "a deposit by transfer was credited");
-                }
+                credits.push(Command::Once { id, transfer });
             }
-            self.store.advance_chain_cursor(network, &token, to).await?;
+            // The range's credits and the cursor past it, in one transaction.
+            let range =
+                ChainDeposits { credits, network: network.to_owned(), token: token.clone(), from: from - 1, to };
+            match self.sequencer.submit(BatchItem::Deposits(range)).await? {
+                Ok(outcome) => {
+                    for transfer in &outcome.transfers {
+                        tracing::info!(account = %transfer.credit_account, amount = %transfer.amount, reference = %transfer.reference, "a deposit by transfer was credited");
+                    }
+                    credited += outcome.transfers.len();
+                }
+                // Another node read these blocks first: it credited them.
+                Err(store::ItemError::CursorMoved) => return Ok(credited),
+                Err(other) => return Err(other.into()),
+            }
             from = to + 1;
         }
         Ok(credited)

@@ -157,7 +157,8 @@ impl From<ItemError> for CallError {
             ItemError::Ledger(LedgerError::IdReused(_))
             | ItemError::PayoutNotRequested(_)
             | ItemError::AlreadyAnswered
-            | ItemError::PaymentNotSettling => CallError::Conflict(error.to_string()),
+            | ItemError::PaymentNotSettling
+            | ItemError::CursorMoved => CallError::Conflict(error.to_string()),
             // A deposit, price or payout too large for some account's totals:
             // refused, so that the ledger never holds a number it cannot store.
             ItemError::Ledger(LedgerError::Overflow) => CallError::AmountTooLarge(error.to_string()),

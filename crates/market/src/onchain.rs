@@ -14,7 +14,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use chain::x402::{PaymentError, PaymentPayload, SettleError, Settled, SettlementResponse, Verified};
+use chain::x402::{
+    PaymentError, PaymentPayload, PaymentRequirements, SettleError, Settled, SettlementResponse, Verified,
+};
 use chain::{B256, Chain};
 use domain::{Amount, Sha256};
 use ledger::{ChargeParties, Shares};
@@ -46,6 +48,9 @@ pub(crate) struct Claim {
     chain: Arc<Chain>,
     pub(crate) key: PaymentKey,
     pub(crate) verified: Verified,
+    /// The payment and the terms it paid: what an outside facilitator settles.
+    payment: PaymentPayload,
+    terms: PaymentRequirements,
     /// CAIP-10.
     pub(crate) payer: String,
     /// Set once a settlement was signed: from then on, the row is the
@@ -105,7 +110,8 @@ impl Market {
             reason: "invalid_exact_evm_payload_authorization_value",
             message: format!("the price cannot be paid in this token: {e}"),
         })?;
-        let verified = chain.verify(payment, &chain.requirements(amount)).await?;
+        let terms = chain.requirements(amount);
+        let verified = chain.verify(payment, &terms).await?;
         let payer = verified.payer_caip10(chain.network());
         let key = PaymentKey {
             network: chain.network().to_owned(),
@@ -148,6 +154,8 @@ impl Market {
             chain: chain.clone(),
             key,
             verified,
+            payment: payment.clone(),
+            terms,
             payer,
             signed: AtomicBool::new(false),
         })
@@ -158,21 +166,31 @@ impl Market {
     /// whose fate is unknown is left to the recovery, which credits it if
     /// it lands.
     pub(crate) async fn settle(&self, claim: &Claim) -> Result<Settled, CallError> {
-        let before_sending = |transaction: B256| async move {
+        let before_sending = |transaction: Option<B256>| async move {
             claim.signed.store(true, Ordering::Relaxed);
-            let stored = self.store.chain_payment_settling(&claim.key, &format!("{transaction:#x}")).await;
+            let hash = transaction.map(|transaction| format!("{transaction:#x}"));
+            let stored = self.store.chain_payment_settling(&claim.key, hash.as_deref()).await;
             match stored {
                 Ok(true) => Ok(()),
                 Ok(false) => Err("the payment is no longer claimed".to_owned()),
                 Err(error) => Err(error.to_string()),
             }
         };
-        match claim.chain.settle(&claim.verified, before_sending).await {
+        match claim.chain.settle(&claim.verified, &claim.payment, &claim.terms, before_sending).await {
             Ok(_) if self.crash_after_settlement => {
                 tracing::error!("VITRINE_CRASH_AFTER_SETTLEMENT: aborting between a settlement and its ledger write");
                 std::process::abort()
             }
-            Ok(settled) => Ok(settled),
+            Ok(settled) => {
+                if settled.by_facilitator {
+                    // Known only now: kept for the recovery and the audit.
+                    let hash = format!("{:#x}", settled.transaction);
+                    if let Err(error) = self.store.chain_payment_transaction(&claim.key, &hash).await {
+                        tracing::warn!(%error, "storing a facilitator's settlement hash failed");
+                    }
+                }
+                Ok(settled)
+            }
             Err(SettleError::WouldRevert(message)) => {
                 self.void(claim, PaymentState::Claimed).await;
                 Err(CallError::PaymentInvalid {
@@ -197,10 +215,11 @@ impl Market {
                 })
             }
             Err(SettleError::Unknown { transaction, message }) => {
-                tracing::warn!(%message, transaction = %format!("{transaction:#x}"), "a settlement's fate is unknown");
+                let transaction = transaction.map(|t| format!("{t:#x} ")).unwrap_or_default();
+                tracing::warn!(%message, %transaction, "a settlement's fate is unknown");
                 Err(CallError::unavailable(
                     format!(
-                        "the settlement {transaction:#x} was sent but not seen mined; it is credited if it lands, \
+                        "the settlement {transaction}was sent but not seen mined; it is credited if it lands, \
                          and the payment cannot be used again"
                     ),
                     5,
@@ -295,6 +314,12 @@ impl Market {
             let outcome = self.payment_outcome(chain, &payment).await;
             match outcome {
                 Ok(Some(true)) => {
+                    let mut payment = payment;
+                    if payment.tx_hash.is_none() {
+                        // Settled by a facilitator that never answered: its
+                        // transaction is the one that used the authorization.
+                        payment.tx_hash = settlement_of(chain, &payment).await;
+                    }
                     match payment.account_id {
                         Some(account) => {
                             let transaction = payment.tx_hash.clone().unwrap_or_default();
@@ -421,5 +446,18 @@ impl Market {
         self.sequencer.submit(item).await??;
         tracing::info!(payer = %payment.key.payer, amount = payment.amount, "a settled payment was credited after a restart");
         Ok(())
+    }
+}
+
+/// The transaction that used a payment's authorization, if found.
+async fn settlement_of(chain: &Chain, payment: &ChainPayment) -> Option<String> {
+    let payer = payment.key.payer.parse().ok()?;
+    let nonce = payment.key.nonce.parse().ok()?;
+    match chain.authorization_transaction(payer, nonce).await {
+        Ok(found) => found.map(|transaction| format!("{transaction:#x}")),
+        Err(message) => {
+            tracing::warn!(%message, payer = %payment.key.payer, "the settlement of a recovered payment was not found");
+            None
+        }
     }
 }

@@ -149,9 +149,30 @@ impl Store {
         Ok(inserted == 1)
     }
 
-    /// Stores a claimed payment's settlement hash, before it is sent.
-    pub async fn chain_payment_settling(&self, key: &PaymentKey, tx_hash: &str) -> Result<bool, StoreError> {
-        self.move_chain_payment(key, PaymentState::Claimed, PaymentState::Settling, Some(tx_hash)).await
+    /// Marks a claimed payment settling, with its settlement's hash, before
+    /// it is sent (`None`: an outside facilitator sends it, and its hash is
+    /// known once it answers: [`Store::chain_payment_transaction`]).
+    pub async fn chain_payment_settling(&self, key: &PaymentKey, tx_hash: Option<&str>) -> Result<bool, StoreError> {
+        self.move_chain_payment(key, PaymentState::Claimed, PaymentState::Settling, tx_hash).await
+    }
+
+    /// Records the settlement's hash of a payment an outside facilitator
+    /// settled (once: a hash stored is kept).
+    pub async fn chain_payment_transaction(&self, key: &PaymentKey, tx_hash: &str) -> Result<bool, StoreError> {
+        let stored = on_pool!(&self.pool, pool => {
+            sqlx::query(
+                "UPDATE chain_payments SET tx_hash = $1 \
+                 WHERE network = $2 AND payer = $3 AND nonce = $4 AND tx_hash IS NULL",
+            )
+            .bind(tx_hash)
+            .bind(&key.network)
+            .bind(&key.payer)
+            .bind(&key.nonce)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(stored == 1)
     }
 
     /// Voids a payment that was never settled (`from`: where it stands).
@@ -308,7 +329,9 @@ impl Store {
         Ok(block.map(|b| b.max(0) as u64))
     }
 
-    /// Moves the cursor forward to `block` (never back).
+    /// Sets the cursor where it starts, at `block`, if it has none; moves
+    /// it forward to `block` (never back) otherwise. A range's deposits move
+    /// it with their credits ([`crate::BatchItem::Deposits`]).
     pub async fn advance_chain_cursor(&self, network: &str, token: &str, block: u64) -> Result<(), StoreError> {
         on_pool!(&self.pool, pool => {
             sqlx::query(
@@ -358,4 +381,23 @@ pub(crate) async fn credit(
         .await?;
     });
     Ok(())
+}
+
+/// Within a batch: moves the deposits' cursor from where `deposits` began
+/// to its end; false if it no longer stands there.
+pub(crate) async fn move_cursor(
+    tx: &mut crate::backend::Tx,
+    deposits: &crate::ChainDeposits,
+) -> Result<bool, StoreError> {
+    let moved = on_tx!(tx, tx => {
+        sqlx::query("UPDATE chain_cursors SET block = $1 WHERE network = $2 AND token = $3 AND block = $4")
+            .bind(deposits.to as i64)
+            .bind(&deposits.network)
+            .bind(&deposits.token)
+            .bind(deposits.from as i64)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+    });
+    Ok(moved == 1)
 }

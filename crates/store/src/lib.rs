@@ -29,8 +29,8 @@ pub use db::{
 };
 pub use log::{LogEntry, StoredCheckpoint};
 pub use money::{
-    BatchItem, BatchOutcome, Charge, GrantRequest, IdempotencyAnswer, IdempotencyStart, ItemError, LedgerTotals,
-    PayoutChange, PayoutRecord, PayoutState, TransferRecord,
+    BatchItem, BatchOutcome, ChainDeposits, Charge, GrantRequest, IdempotencyAnswer, IdempotencyStart, ItemError,
+    LedgerTotals, PayoutChange, PayoutRecord, PayoutState, TransferRecord,
 };
 pub use presence::{RECALL_CHANNEL, Recall, Recalls};
 pub use sequencer::{BATCH_SIZE_BUCKETS, Batching, Coming, Reply, Sequencer, SequencerError, SequencerStats};

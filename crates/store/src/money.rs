@@ -36,6 +36,24 @@ pub enum BatchItem {
     /// [`ledger::grant_size`] from what is available when it commits
     /// (refused below one price).
     Grant(GrantRequest),
+    /// Deposits read from the chain in a range of final blocks: their
+    /// credits and the chain cursor moved past the range, in one
+    /// transaction, only if the cursor still stands where the range began
+    /// (else another node read it: nothing is written).
+    Deposits(ChainDeposits),
+}
+
+/// A range of final blocks' deposits ([`BatchItem::Deposits`]).
+#[derive(Debug, Clone)]
+pub struct ChainDeposits {
+    /// `Command::Once`, each with its (network, transaction, log index) id.
+    pub credits: Vec<Command>,
+    pub network: String,
+    pub token: String,
+    /// The cursor as it stood when the range was read (its last block
+    /// read), and where the range ends.
+    pub from: u64,
+    pub to: u64,
 }
 
 /// What a node asks of a caller's balance ([`BatchItem::Grant`]).
@@ -107,9 +125,17 @@ impl BatchItem {
     fn ledger_command(&self) -> Option<Command> {
         match self {
             BatchItem::Charge(charge) => Some(charge.command()),
-            BatchItem::RecordOnly { .. } => None,
+            BatchItem::RecordOnly { .. } | BatchItem::Deposits(_) => None,
             BatchItem::Ledger { command, .. } => Some(command.clone()),
             BatchItem::Grant(grant) => Some(grant.command()),
+        }
+    }
+
+    /// Commands beside [`BatchItem::ledger_command`]: a range's deposits.
+    fn more_commands(&self) -> &[Command] {
+        match self {
+            BatchItem::Deposits(deposits) => &deposits.credits,
+            _ => &[],
         }
     }
 
@@ -117,7 +143,7 @@ impl BatchItem {
         match self {
             BatchItem::Charge(charge) => Some(&charge.usage),
             BatchItem::RecordOnly { usage, .. } => Some(usage),
-            BatchItem::Ledger { .. } | BatchItem::Grant(_) => None,
+            BatchItem::Ledger { .. } | BatchItem::Grant(_) | BatchItem::Deposits(_) => None,
         }
     }
 
@@ -125,7 +151,7 @@ impl BatchItem {
         match self {
             BatchItem::Charge(charge) => charge.answer.as_ref(),
             BatchItem::RecordOnly { answer, .. } => answer.as_ref(),
-            BatchItem::Ledger { .. } | BatchItem::Grant(_) => None,
+            BatchItem::Ledger { .. } | BatchItem::Grant(_) | BatchItem::Deposits(_) => None,
         }
     }
 }
@@ -244,6 +270,9 @@ pub enum ItemError {
     /// The x402 payment is credited already, or was never settled.
     #[error("the payment is not waiting to be credited")]
     PaymentNotSettling,
+    /// Another node read these deposits' blocks first.
+    #[error("the deposits' cursor moved meanwhile")]
+    CursorMoved,
 }
 
 /// The whole ledger's sums, read at one instant.
@@ -625,8 +654,9 @@ async fn load_state(
     let mut account_ids: HashSet<AccountId> = HashSet::new();
     let mut hold_ids: HashSet<HoldId> = HashSet::new();
     let mut external_ids: HashSet<String> = HashSet::new();
-    for item in items {
-        let Some(command) = item.ledger_command() else { continue };
+    let commands =
+        items.iter().flat_map(|item| item.ledger_command().into_iter().chain(item.more_commands().iter().cloned()));
+    for command in commands {
         match &command {
             Command::Transfer(t) => account_ids.extend([t.debit, t.credit]),
             Command::Once { id, transfer: t } => {
@@ -877,7 +907,33 @@ impl Applying<'_> {
             BatchItem::Charge(charge) => self.charge(charge).await,
             BatchItem::Grant(grant) => self.grant(grant).await,
             BatchItem::Ledger { command, payout } => self.ledger(command, payout.as_ref()).await,
+            BatchItem::Deposits(deposits) => self.deposits(deposits).await,
         }
+    }
+
+    /// A range's deposits: the cursor moved past the range if it stands
+    /// where the range began, and each credit applied once (a credit
+    /// applied before, by its id, moves nothing; one the ledger refuses, an
+    /// amount past what it can hold, stays in the reserves, logged).
+    async fn deposits(&mut self, deposits: &ChainDeposits) -> Result<Result<BatchOutcome, ItemError>, StoreError> {
+        if !crate::chain_payments::move_cursor(self.tx, deposits).await? {
+            return Ok(Err(ItemError::CursorMoved));
+        }
+        let mut transfers = vec![];
+        for command in &deposits.credits {
+            let Command::Once { id, .. } = command else {
+                return Err(StoreError::Corrupt("a deposit that is not a once-only transfer".into()));
+            };
+            match self.state.execute(command.clone(), self.now) {
+                Ok(effects) if effects.replayed => {}
+                Ok(effects) => {
+                    let origin = Origin { external_id: Some(id), ..Origin::default() };
+                    transfers.extend(self.write_effects(&effects, origin).await?);
+                }
+                Err(error) => tracing::warn!(%error, id, "a deposit the ledger cannot take stays in the reserves"),
+            }
+        }
+        Ok(Ok(BatchOutcome { transfers, ..BatchOutcome::default() }))
     }
 
     /// A record without money (a free or failed call): logged, and its

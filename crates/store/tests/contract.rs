@@ -18,7 +18,7 @@ use store::{
     ItemError, ModelFilter, ModelPatch, ModelSort, NewModel, NewVersion, PayoutChange, PayoutState, QuotaExceeded,
     RollupQuery, Store, StoreError, UsageEvent,
 };
-use store::{AutoPayout, ChainPayoutRequest, ChainPayoutState, PayoutTransaction};
+use store::{AutoPayout, ChainDeposits, ChainPayoutRequest, ChainPayoutState, PayoutTransaction};
 use store::{BlobStore, BlobStoreError, TestBucket};
 use store::{ChainPayment, PaymentKey, PaymentState};
 
@@ -548,8 +548,8 @@ async fn a_payment_on_the_chain_is_claimed_once_and_credited_once() {
         let outcomes = store.apply_batch(std::slice::from_ref(&paid)).await.expect("a batch");
         assert!(matches!(outcomes[0], Err(ItemError::PaymentNotSettling)), "{:?}", outcomes[0]);
         assert_eq!(store.unfinished_chain_payments("node-a").await.expect("unfinished").len(), 1);
-        assert!(store.chain_payment_settling(&key, "0xfeed").await.expect("settling"));
-        assert!(!store.chain_payment_settling(&key, "0xbeef").await.expect("settling twice"), "one transaction");
+        assert!(store.chain_payment_settling(&key, Some("0xfeed")).await.expect("settling"));
+        assert!(!store.chain_payment_settling(&key, Some("0xbeef")).await.expect("settling twice"), "one transaction");
         let outcomes = store.apply_batch(std::slice::from_ref(&paid)).await.expect("a batch");
         let log_index = outcomes[0].as_ref().expect("credited").log_index;
         let outcomes = store.apply_batch(std::slice::from_ref(&paid)).await.expect("a batch");
@@ -570,7 +570,7 @@ async fn a_payment_on_the_chain_is_claimed_once_and_credited_once() {
         let other = PaymentKey { nonce: "0x02".into(), ..key.clone() };
         assert!(store.claim_chain_payment(&ChainPayment { key: other.clone(), ..payment }).await.expect("claim"));
         assert!(store.void_chain_payment(&other, PaymentState::Claimed).await.expect("void"));
-        assert!(!store.chain_payment_settling(&other, "0xdead").await.expect("settling a void one"));
+        assert!(!store.chain_payment_settling(&other, Some("0xdead")).await.expect("settling a void one"));
         assert_eq!(store.chain_payment(&other).await.expect("read").expect("kept").state, PaymentState::Void);
     })
     .await;
@@ -705,6 +705,47 @@ async fn a_payout_on_the_chain_is_signed_by_one_node_and_resolved_once_final() {
         assert_eq!(store.auto_payouts(network, Some(market.creator.id)).await.expect("read"), []);
         store.set_auto_payout(market.caller.id, None).await.expect("remove");
         assert!(store.auto_payouts(network, None).await.expect("read").is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_range_of_deposits_is_credited_with_its_cursor_once() {
+    on_every_database(|store| async move {
+        let market = market(&store).await;
+        let issuer = store.ensure_system_account(&AccountName::issuer(), AccountKind::Issuer).await.expect("issuer");
+        let (network, token) = ("eip155:31337", "0x70ce");
+        store.advance_chain_cursor(network, token, 10).await.expect("start");
+        let credit = |log: u32, amount: u64| Command::Once {
+            id: format!("chain:{network}:0xabc:{log}"),
+            transfer: Transfer {
+                debit: issuer.id,
+                credit: market.creator.id,
+                amount: tokens(amount),
+                kind: TransferKind::Deposit,
+                reference: format!("transfer 0xabc #{log}"),
+            },
+        };
+        let range = |credits: Vec<Command>, from: u64, to: u64| {
+            BatchItem::Deposits(ChainDeposits { credits, network: network.into(), token: token.into(), from, to })
+        };
+        let outcomes =
+            store.apply_batch(&[range(vec![credit(0, 5), credit(1, 7)], 10, 20)]).await.expect("credit a range");
+        assert_eq!(outcomes[0].as_ref().expect("credited").transfers.len(), 2);
+        assert_eq!(store.chain_cursor(network, token).await.expect("cursor"), Some(20));
+        // Read again (another node, a restart that lost its place): nothing moves.
+        let outcomes = store.apply_batch(&[range(vec![credit(0, 5)], 10, 20)]).await.expect("again");
+        assert!(matches!(outcomes[0], Err(ItemError::CursorMoved)), "{outcomes:?}");
+        // A credit already applied, beside a new one: only the new one moves.
+        let outcomes =
+            store.apply_batch(&[range(vec![credit(1, 7), credit(2, 11)], 20, 25)]).await.expect("the next range");
+        let transfers = &outcomes[0].as_ref().expect("credited").transfers;
+        assert_eq!(transfers.iter().map(|t| t.amount).collect::<Vec<_>>(), [tokens(11)]);
+        // An empty range moves the cursor alone.
+        store.apply_batch(&[range(vec![], 25, 30)]).await.expect("empty")[0].as_ref().expect("moved");
+        assert_eq!(store.chain_cursor(network, token).await.expect("cursor"), Some(30));
+        let (creator, _) = store.balances(market.creator.id).await.expect("balances");
+        assert_eq!(creator.balance(), 23);
     })
     .await;
 }

@@ -123,6 +123,9 @@ async fn a_market_whose_chain_setting_is_wrong_does_not_start() {
     assert!(serve(wrong_network).contains("chain 31337, not 8453"));
     let not_a_token = chain_setting(&url, &Address::repeat_byte(7).to_string(), &key_file);
     assert!(serve(not_a_token).contains("does not answer as an ERC-20"));
+    let setting = chain_setting(&url, &token.to_string(), &key_file);
+    let ftp = format!("{}, facilitator_url = \"ftp://x402.example\"}}", setting.trim_end_matches('}'));
+    assert!(serve(ftp).contains("chain.facilitator_url \"ftp://x402.example\": not an http(s) URL"));
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -685,3 +685,33 @@ async fn without_a_chain_a_keyless_call_is_refused_as_before() {
     let answer = api.post("/v1/account/topup", Some(&alice), json!({"amount": "1000"})).await;
     answer.error(404, "not_found");
 }
+
+#[tokio::test]
+async fn a_facilitator_that_does_not_answer_is_503_before_the_model_runs_and_nothing_moves() {
+    let Some(rpc) = anvil() else { return };
+    let deployer = test_token::funded_key(&rpc).await.unwrap();
+    let address = test_token::deploy(&rpc, &deployer, "OpenGradient", "2", 18).await.unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (key_file, market) = market_key(keys.path());
+    let payer: PrivateKeySigner = test_token::funded_key(&rpc).await.unwrap().parse().unwrap();
+    test_token::mint(&rpc, &deployer, address, payer.address(), price_in_token()).await.unwrap();
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let setting = chain_setting(&rpc, &address.to_string(), &key_file);
+    let setting = format!("{}, facilitator_url = \"http://{closed}\"}}", setting.trim_end_matches('}'));
+    let server = TestServer::start_with(&[("chain", &setting)]);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    priced_model(&api, &alice, "alice", "linear", PRICE).await;
+    let token = Token { address, name: "OpenGradient".into(), version: "2".into(), decimals: 18 };
+    let m =
+        Market { server, api, rpc, token, market, payer: payer.clone(), payer_key: String::new(), alice, _keys: keys };
+    let terms = m.terms("alice/linear").await;
+    let payment = m.pay(&terms);
+    let runs = m.api.metric("vitrine_model_runs_total").await;
+    let (status, body, _) = m.call("alice/linear", Some(&payment)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
+    assert_eq!(m.api.metric("vitrine_model_runs_total").await, runs, "the model did not run");
+    assert_eq!(m.balance(m.payer.address()).await, price_in_token(), "nothing moved");
+    assert_eq!(m.balance(m.market).await, U256::ZERO);
+}
