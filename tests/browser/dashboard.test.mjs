@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
+import { createPublicClient, createWalletClient, http as viemHttp, parseAbi, defineChain } from 'viem';
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 
 const require = createRequire(import.meta.url);
 const AXE_SOURCE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
@@ -290,4 +292,116 @@ test('the market page shows new calls without a reload', async () => {
   assert.match(await page.textContent('[data-live="status"]'), /^Live · updated/);
   assert.deepEqual(problems, []);
   await page.close();
+});
+
+// ---- A market that pays on a chain -------------------------------------------
+
+test('on a market with a chain: how to pay with a wallet, payouts with their transactions, the reserves', async () => {
+  const rpc = process.env.VITRINE_TEST_ANVIL;
+  assert.ok(rpc, 'VITRINE_TEST_ANVIL: the URL of a private anvil (scripts/anvil; scripts/browser-tests starts one)');
+  const anvil = defineChain({
+    id: 31337, name: 'anvil', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [rpc] } },
+  });
+  const chain = createPublicClient({ chain: anvil, transport: viemHttp(rpc) });
+  const funded = async () => {
+    const account = privateKeyToAccount(generatePrivateKey());
+    await chain.request({ method: 'anvil_setBalance', params: [account.address, '0x56BC75E2D63100000'] });
+    return { account, client: createWalletClient({ account, chain: anvil, transport: viemHttp(rpc) }) };
+  };
+  const mine = (blocks) => chain.request({ method: 'anvil_mine', params: [`0x${blocks.toString(16)}`] });
+  const artifact = JSON.parse(readFileSync(join(ROOT, 'fixtures/chain/TestToken.json'), 'utf8'));
+  const deployer = await funded();
+  const deployed = await deployer.client.deployContract({ abi: artifact.abi, bytecode: artifact.bytecode, args: ['OpenGradient', 'OPG', '2', 18] });
+  const token = (await chain.waitForTransactionReceipt({ hash: deployed })).contractAddress;
+  const dir = mkdtempSync(join(tmpdir(), 'vitrine-browser-chain-'));
+  const marketKey = generatePrivateKey();
+  const market = privateKeyToAccount(marketKey).address;
+  await chain.request({ method: 'anvil_setBalance', params: [market, '0x56BC75E2D63100000'] });
+  const mint = await deployer.client.writeContract({
+    address: token, abi: parseAbi(['function mint(address to, uint256 amount)']), functionName: 'mint', args: [market, 10n * 10n ** 18n],
+  });
+  await chain.waitForTransactionReceipt({ hash: mint });
+  await mine(2);
+  const keyFile = join(dir, 'market.key');
+  execFileSync('sh', ['-c', `umask 077 && printf '%s\\n' ${marketKey} > ${keyFile}`]);
+  const setting = `chain={rpc_url = "${rpc}", network = "eip155:31337", token = "${token}", key_file = "${keyFile}", confirmations = 2}`;
+  const chainServer = spawn(BINARY, ['serve', '--data-dir', join(dir, 'data'), '--listen', '127.0.0.1:0', '--set', setting], {
+    stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' },
+  });
+  const mainBase = base;
+  try {
+    base = await new Promise((resolveUrl, reject) => {
+      let seen = '';
+      chainServer.stdout.on('data', (chunk) => {
+        seen += chunk;
+        const match = seen.match(/listening on (http:\/\/\S+)/);
+        if (match) resolveUrl(match[1]);
+      });
+      chainServer.on('exit', (code) => reject(new Error(`the server exited (${code}) before listening`)));
+    });
+    const dataFiles = execFileSync('ls', [join(dir, 'data')]).toString().split('\n');
+    const operator = readFileSync(join(dir, 'data', dataFiles.find((f) => f.includes('operator'))), 'utf8').trim();
+    const { api_key: creator } = await call('POST', '/v1/accounts', { body: { name: 'earner' } });
+    await call('POST', '/v1/admin/deposits', { key: operator, body: { account: 'earner', amount: '5000000000', reference: 'wire' } });
+    // The creator proves a wallet, and is paid out to it.
+    const wallet = privateKeyToAccount(generatePrivateKey());
+    const { message } = await call('GET', '/v1/account/addresses/challenge', { key: creator });
+    const signature = await wallet.signMessage({ message });
+    await call('POST', '/v1/account/addresses', { key: creator, body: { address: wallet.address, signature } });
+    const payout = await call('POST', '/v1/payouts', { key: creator, body: { amount: '2000000000', address: wallet.address } });
+    const until = async (state) => {
+      for (let i = 0; i < 150; i += 1) {
+        const { items } = await call('GET', '/v1/payouts', { key: creator });
+        const found = items.find((p) => p.id === payout.id);
+        if (found.state === state) return found;
+        if (state === 'final' && found.state === 'mined') await mine(1);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      throw new Error(`payout ${payout.id} never ${state}`);
+    };
+    const paid = await until('final');
+    await mine(1);
+    await call('PUT', '/v1/payouts/automatic', { key: creator, body: { address: wallet.address, threshold: '10000000000' } });
+
+    const { page, problems } = await open('/account');
+    await page.fill('#key-form input[name="key"]', creator);
+    await page.click('#key-form button[type="submit"]');
+    await page.waitForSelector('#wallet');
+    assert.match(await page.textContent('#wallet'), /vitrine topup 5 --wallet-key-file/);
+    assert.equal((await page.textContent('#market-address')).trim(), market.toLowerCase());
+    assert.equal(await page.getAttribute('#payouts [data-transaction]', 'data-transaction'), paid.transaction);
+    assert.equal(await page.textContent('#payouts [data-state]'), 'final');
+    assert.match(await page.textContent('#automatic-payouts'), /whenever it reaches 10 OPG/);
+    await page.screenshot({ path: join(ARTIFACTS, 'account-chain.png'), fullPage: true });
+    assert.deepEqual(problems, [], 'the account page on a chain had console errors or failed requests');
+    await page.close();
+
+    const log = await open('/log');
+    assert.equal(await log.page.getAttribute('#reserves-verdict', 'data-covered'), 'true');
+    const reserves = await call('GET', '/v1/chain/reserves');
+    assert.equal(reserves.onchain_balance, '8000000000');
+    assert.equal(reserves.liabilities, '3000000000');
+    assert.match(await log.page.textContent('#reserves'), /to spare/);
+    await log.page.screenshot({ path: join(ARTIFACTS, 'log-chain.png'), fullPage: true });
+    assert.deepEqual(log.problems, []);
+    await log.page.close();
+    assert.deepEqual(await seriousViolations('/log'), [], 'accessibility of /log with reserves');
+
+    for (const path of ['/account', '/log']) {
+      const phone = await open(path, { width: 390 });
+      if (path === '/account') {
+        await phone.page.fill('#key-form input[name="key"]', creator);
+        await phone.page.click('#key-form button[type="submit"]');
+        await phone.page.waitForSelector('#wallet');
+      }
+      const width = await phone.page.evaluate(() => document.documentElement.scrollWidth);
+      assert.ok(width <= 390, `${path} on a chain scrolls sideways at 390 px (${width} px wide)`);
+      await phone.page.screenshot({ path: join(ARTIFACTS, `${shortName(path)}-chain-390px.png`), fullPage: true });
+      await phone.page.close();
+    }
+  } finally {
+    base = mainBase;
+    chainServer.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -144,10 +144,10 @@ async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResul
                                     td.num data-value=(p.amount) { (token.number(&p.amount)) }
                                     td data-state=(p.state) { (p.state) }
                                     @if onchain {
-                                        td { code title=[p.address.as_deref()] { (short_hex(p.address.as_deref())) } }
-                                        td { code.transaction title=[p.transaction.as_deref()] data-transaction=[p.transaction.as_deref()] { (short_hex(p.transaction.as_deref())) } }
+                                        td { code.short title=[p.address.as_deref()] { (short_hex(p.address.as_deref())) } }
+                                        td { code.short title=[p.transaction.as_deref()] data-transaction=[p.transaction.as_deref()] { (short_hex(p.transaction.as_deref())) } }
                                     }
-                                    td { (p.reference) }
+                                    td.reference { (p.reference) }
                                     td { (p.resolved_at.as_deref().map(when).unwrap_or_default()) }
                                 }
                             }
