@@ -85,8 +85,15 @@ pub async fn mint(
 }
 
 /// Sends `amount` token units of `token` from `key`'s address (which must
-/// hold ether for gas) to `to`; the block the transfer is in.
-pub async fn transfer(rpc_url: &str, key: &str, token: Address, to: Address, amount: U256) -> Result<u64, ChainError> {
+/// hold ether for gas) to `to`; the block the transfer is in, and the gas
+/// it used.
+pub async fn transfer(
+    rpc_url: &str,
+    key: &str,
+    token: Address,
+    to: Address,
+    amount: U256,
+) -> Result<(u64, u64), ChainError> {
     let rpc = |message: String| ChainError::Rpc { url: rpc_url.to_owned(), message };
     let provider = funded(rpc_url, key)?;
     let pending = Mintable::new(token, &provider).transfer(to, amount).send().await.map_err(|e| rpc(e.to_string()))?;
@@ -94,7 +101,8 @@ pub async fn transfer(rpc_url: &str, key: &str, token: Address, to: Address, amo
     if !receipt.status() {
         return Err(rpc("the transfer reverted".into()));
     }
-    receipt.block_number.ok_or_else(|| rpc("the transfer is in no block".into()))
+    let block = receipt.block_number.ok_or_else(|| rpc("the transfer is in no block".into()))?;
+    Ok((block, receipt.gas_used))
 }
 
 /// The gas a mined transaction used.

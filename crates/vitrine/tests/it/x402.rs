@@ -537,9 +537,11 @@ async fn transfers_from_a_proven_address_are_deposits_credited_once_final() {
     // The market reads from where it stood when it started; a transfer counts once final.
     let balance = || async { units(&m.api, &op, "bob", "balance").await };
     tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
-    test_token::transfer(&m.rpc, &m.payer_key, m.token.address, m.market, price_in_token() * U256::from(3u8))
-        .await
-        .unwrap();
+    let (_, gas) =
+        test_token::transfer(&m.rpc, &m.payer_key, m.token.address, m.market, price_in_token() * U256::from(3u8))
+            .await
+            .unwrap();
+    eprintln!("gas per deposit (a plain transfer to the market): {gas}");
     tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
     assert_eq!(balance().await, 0, "not final yet");
     test_token::mine(&m.rpc, 2).await.unwrap();
@@ -714,4 +716,83 @@ async fn a_facilitator_that_does_not_answer_is_503_before_the_model_runs_and_not
     assert_eq!(m.api.metric("vitrine_model_runs_total").await, runs, "the model did not run");
     assert_eq!(m.balance(m.payer.address()).await, price_in_token(), "nothing moved");
     assert_eq!(m.balance(m.market).await, U256::ZERO);
+}
+
+/// The crash loop on a market paid on its chain: callers without accounts
+/// pay every call with x402 while the server is killed (SIGKILL) at random;
+/// after each restart the ledger owes exactly what the market holds on the
+/// chain (never more: nothing credited without its tokens, nothing paid
+/// and lost), every answered call was paid once, and no authorization paid
+/// twice. `SERVER_CRASH_LOOP_KILLS` kills (3 by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_mid_x402_load_never_owes_more_than_the_reserves() {
+    let kills: u64 = std::env::var("SERVER_CRASH_LOOP_KILLS").ok().and_then(|n| n.parse().ok()).unwrap_or(3);
+    let Some(m) = market(price_in_token() * U256::from(100_000u32), &[]).await else { return };
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("x402 crash loop: {kills} kills, seed {seed}");
+    let mut random = runtime::synthetic::Seeded::new(seed);
+    let terms = m.terms("alice/linear").await;
+    let op = m.server.operator_key.clone();
+    let Market { server, rpc, token, market, payer, _keys, .. } = m;
+    let mut server = server;
+    let mut answered_total = 0u64;
+    for round in 0..kills {
+        let api = server.api();
+        let mut clients = vec![];
+        for _ in 0..4 {
+            let (api, payer, terms, token) = (api.clone(), payer.clone(), terms.clone(), token.clone());
+            clients.push(tokio::spawn(async move {
+                let mut answered = 0u64;
+                loop {
+                    let payment = sign_payment(&payer, &terms, 31337, &token, now() - 600, now() + 300).unwrap();
+                    let request = api
+                        .request(reqwest::Method::POST, "/v1/models/alice/linear/infer", None)
+                        .header("PAYMENT-SIGNATURE", chain::x402::encode_header(&payment))
+                        .json(&linear_call());
+                    match request.send().await {
+                        Ok(response) if response.status() == 200 => match response.text().await {
+                            Ok(_) => answered += 1,
+                            Err(_) => break,
+                        },
+                        // 503 while the chain's node or the server is busy: tried again.
+                        Ok(response) if response.status() == 503 => {}
+                        Ok(response) => {
+                            let status = response.status();
+                            panic!("HTTP {status}: {}", response.text().await.unwrap_or_default())
+                        }
+                        Err(_) => break,
+                    }
+                }
+                answered
+            }));
+        }
+        let delay_ms = 300 + random.next_u64() % 900;
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        server = server.kill_and_restart();
+        let mut answered = 0;
+        for client in clients {
+            answered += client.await.unwrap();
+        }
+        assert!(answered > 0, "round {round}: the load ran before the kill");
+        answered_total += answered;
+
+        // Settled before the kill and not yet written: credited at the start.
+        let api = server.api();
+        let held = test_token::balance(&rpc, token.address, market).await.unwrap();
+        let (onchain, rest) = chain::Units { ledger_decimals: 9, token_decimals: 18 }.to_ledger(held).unwrap();
+        assert_eq!(rest, U256::ZERO);
+        let ledger = api.get("/v1/admin/ledger", Some(&op)).await.ok(200).clone();
+        let circulating: u64 = ledger["circulating"].as_str().unwrap().parse().unwrap();
+        assert_eq!(circulating, onchain, "round {round}: the ledger owes exactly what the market holds");
+        assert_eq!(ledger["debits_total"], ledger["credits_total"], "round {round}");
+        let calls_paid = onchain / PRICE;
+        assert!(answered_total <= calls_paid, "round {round}: {answered_total} answered, {calls_paid} paid");
+        // And at a final block, as anyone can check.
+        test_token::mine(&rpc, 2).await.unwrap();
+        let reserves = api.get("/v1/chain/reserves", None).await.ok(200).clone();
+        let owed: u64 = reserves["liabilities"].as_str().unwrap().parse().unwrap();
+        let held: u64 = reserves["onchain_balance"].as_str().unwrap().parse().unwrap();
+        assert!(owed <= held, "round {round}: the ledger owes {owed}, the market holds {held}");
+        eprintln!("round {round}: {answered} answered, {calls_paid} paid in all, reserves {held} ≥ owed {owed}");
+    }
 }
