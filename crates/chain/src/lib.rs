@@ -7,6 +7,7 @@
 //! Amounts cross between the ledger's minor units and the token's units by
 //! one exact rule ([`units`]).
 
+pub mod anchors;
 pub mod deposits;
 pub mod facilitator;
 pub mod payouts;
@@ -68,6 +69,15 @@ pub struct Settings {
     /// again with higher fees (the same nonce).
     #[serde(default = "default_fee_bump_seconds")]
     pub fee_bump_seconds: u64,
+    /// How often the log's latest checkpoint is anchored on the chain (a
+    /// transaction from the market's address to itself carrying the
+    /// checkpoint's origin, size and root); 0: never.
+    #[serde(default = "default_anchor_interval_seconds")]
+    pub anchor_interval_seconds: u64,
+}
+
+fn default_anchor_interval_seconds() -> u64 {
+    3600
 }
 
 fn default_fee_bump_seconds() -> u64 {
@@ -140,6 +150,8 @@ pub struct Chain {
     /// x402 payments verified and settled through an outside facilitator
     /// (`chain.facilitator_url`), when set.
     facilitator: Option<facilitator::Facilitator>,
+    /// How often the log's checkpoint is anchored; `None`: never.
+    anchor_interval: Option<Duration>,
 }
 
 #[derive(Clone)]
@@ -206,6 +218,8 @@ impl Chain {
             max_timeout_seconds: x402::MAX_TIMEOUT_SECONDS_MIN.max(settings.max_timeout_seconds),
             settle_timeout,
             facilitator,
+            anchor_interval: (settings.anchor_interval_seconds > 0)
+                .then(|| Duration::from_secs(settings.anchor_interval_seconds)),
             fee_bump_after: Duration::from_secs(settings.fee_bump_seconds.max(1)),
         })
     }
@@ -234,6 +248,11 @@ impl Chain {
     /// How long a settlement waits to be mined before its fate is unknown.
     pub fn settle_timeout(&self) -> Duration {
         self.settle_timeout
+    }
+
+    /// How often the log's checkpoint is anchored on the chain, if it is.
+    pub fn anchor_interval(&self) -> Option<Duration> {
+        self.anchor_interval
     }
 
     /// The outside facilitator x402 payments go through, if any.

@@ -394,7 +394,7 @@ impl Chain {
     /// success and block. Asked at once and then at growing intervals (to a
     /// quarter second): a node that mines at once answers within
     /// milliseconds, where a fixed poll would wait its whole interval.
-    async fn receipt(&self, transaction: B256) -> Result<(bool, u64), SettleError> {
+    pub(crate) async fn receipt(&self, transaction: B256) -> Result<(bool, u64), SettleError> {
         let deadline = tokio::time::Instant::now() + self.settle_timeout;
         let mut wait = std::time::Duration::from_millis(5);
         loop {

@@ -36,6 +36,7 @@ fn settings(url: &str, token: &str, key_file: &Path) -> Settings {
         facilitator_url: None,
         max_timeout_seconds: 60,
         fee_bump_seconds: 120,
+        anchor_interval_seconds: 0,
     }
 }
 

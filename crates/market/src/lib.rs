@@ -10,6 +10,7 @@
 //! [`CallError`], which the HTTP layer (`server`) maps to its status and
 //! code. On-chain money plugs in here: a call paid with x402 (`onchain.rs`).
 
+mod anchors;
 pub mod answer;
 pub mod batch;
 mod buckets;

@@ -214,7 +214,12 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     };
     spawn_upload_sweep(state.upload_sessions.clone(), state.store.clone());
     if state.chain.is_some() {
-        spawn_payment_recovery(state.market.clone(), state.config.inference_timeout_ms).await;
+        spawn_payment_recovery(
+            state.market.clone(),
+            state.config.inference_timeout_ms,
+            state.config.log_origin.clone(),
+        )
+        .await;
     }
     Ok((state, operator_key))
 }
@@ -328,7 +333,7 @@ async fn pay_out(market: &Market, bump_after_ms: i64) {
     }
 }
 
-async fn spawn_payment_recovery(market: Arc<Market>, inference_timeout_ms: u64) {
+async fn spawn_payment_recovery(market: Arc<Market>, inference_timeout_ms: u64, origin: String) {
     let report = |recovered: Result<(usize, usize), market::CallError>| match recovered {
         Ok((0, 0)) => {}
         Ok((credited, voided)) => tracing::info!(credited, voided, "finished payments a stop or an outage left"),
@@ -356,6 +361,11 @@ async fn spawn_payment_recovery(market: Arc<Market>, inference_timeout_ms: u64) 
                 tracing::warn!(%error, "crediting deposits failed; retried in 2 s");
             }
             pay_out(&market, bump_after_ms).await;
+            if let Err(error) = market.anchor_log(&origin).await
+                && !market.store.is_closed()
+            {
+                tracing::warn!(%error, "anchoring the log failed; retried at the next interval");
+            }
             ticks += 1;
             if ticks.is_multiple_of(15) {
                 report(market.recover_payments(older_than_ms).await);
@@ -663,6 +673,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::inference::infer_version))
         .routes(routes!(routes::models::get_blob))
         .routes(routes!(routes::chain::reserves))
+        .routes(routes!(routes::chain::anchors))
         .routes(routes!(routes::chain::top_up))
         .routes(routes!(routes::chain::address_challenge))
         .routes(routes!(routes::chain::prove_address, routes::chain::list_addresses))

@@ -684,6 +684,29 @@ pub struct ReservesView {
     pub liabilities: String,
 }
 
+/// The log's checkpoints anchored on the chain (`GET /v1/log/anchors`),
+/// largest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AnchorList {
+    /// CAIP-2.
+    pub network: String,
+    /// The market's address: each anchor is a transaction from it to itself.
+    pub address: String,
+    pub items: Vec<AnchorView>,
+}
+
+/// One anchored checkpoint: its transaction's data is `vitrine-anchor/1\n`
+/// then the checkpoint's origin, size and base64 root, a line each.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AnchorView {
+    pub size: u64,
+    /// Base64, as in the checkpoint.
+    pub root: String,
+    pub transaction: String,
+    pub block: u64,
+    pub anchored_at: String,
+}
+
 /// An upload session: where to send the next piece from.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UploadView {

@@ -34,6 +34,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("migrations/sqlite/0013_version_engine.sql")),
     (14, include_str!("migrations/sqlite/0014_chain_payments.sql")),
     (15, include_str!("migrations/sqlite/0015_chain_payouts.sql")),
+    (16, include_str!("migrations/sqlite/0016_chain_anchors.sql")),
 ];
 
 /// PostgreSQL's migrations: its first is SQLite's first ten at once.
@@ -44,6 +45,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/postgres/0004_version_engine.sql")),
     (5, include_str!("migrations/postgres/0005_chain_payments.sql")),
     (6, include_str!("migrations/postgres/0006_chain_payouts.sql")),
+    (7, include_str!("migrations/postgres/0007_chain_anchors.sql")),
 ];
 
 /// The key of the advisory lock that nodes starting together on one

@@ -7,6 +7,7 @@
 
 mod backend;
 mod blobs;
+mod chain_anchors;
 mod chain_payments;
 mod chain_payouts;
 mod db;
@@ -21,6 +22,7 @@ mod usage;
 mod writer;
 
 pub use blobs::{BlobStore, BlobStoreError, BlobWriter, FinishedBlob, RemoteStoreFailed, TestBucket};
+pub use chain_anchors::Anchor;
 pub use chain_payments::{ChainPayment, PaymentKey, PaymentState, ProvenAddress};
 pub use chain_payouts::{AutoPayout, ChainPayout, ChainPayoutRequest, ChainPayoutState, PayoutTransaction};
 pub use db::{

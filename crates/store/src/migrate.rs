@@ -199,6 +199,10 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         &[("payout_id", Int), ("hash", Text), ("raw", Text), ("max_fee", Text), ("created_at", Int)],
     ),
     (
+        "chain_anchors",
+        &[("network", Text), ("size", Int), ("root", Bytes), ("tx_hash", Text), ("block", Int), ("created_at", Int)],
+    ),
+    (
         "chain_auto_payouts",
         &[("account_id", Int), ("network", Text), ("address", Text), ("threshold", Int), ("updated_at", Int)],
     ),

@@ -18,7 +18,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use server::wire::log::{ConsistencyProof, InclusionProof, LogEntries, LogKeyView, PseudonymView};
 use server::wire::stats::EarningsView;
-use server::wire::{AccountView, ModelPage, ReservesView, TransferPage, TransferView};
+use server::wire::{AccountView, AnchorList, AnchorView, ModelPage, ReservesView, TransferPage, TransferView};
 use tlog::merkle::MemoryTree;
 use tlog::{Checkpoint, NoteVerifier, ReceiptLeaf};
 
@@ -66,9 +66,16 @@ pub struct AuditArgs {
     /// final block, against what its ledger owes; fails if it owes more.
     #[arg(long, conflicts_with_all = ["creator", "caller", "market"])]
     reserves: bool,
+    /// The log's checkpoints anchored on the market's chain, each read from
+    /// your own node (--rpc-url): sent by the market's address, carrying
+    /// the checkpoint's origin, size and root, and extended by the log's
+    /// latest signed checkpoint.
+    #[arg(long, conflicts_with_all = ["creator", "caller", "market", "reserves"], requires = "rpc_url")]
+    anchors: bool,
     /// With --reserves, read the balance from this node yourself (an
-    /// Ethereum JSON-RPC URL) instead of taking the server's word for it.
-    #[arg(long, value_name = "URL", requires = "reserves")]
+    /// Ethereum JSON-RPC URL) instead of taking the server's word for it;
+    /// with --anchors, where the anchors are read.
+    #[arg(long, value_name = "URL")]
     rpc_url: Option<String>,
 }
 
@@ -136,6 +143,9 @@ async fn audit_once(args: &AuditArgs, client_args: &ClientArgs) -> anyhow::Resul
     if args.reserves {
         return audit_reserves(&client, args.rpc_url.as_deref()).await;
     }
+    if args.rpc_url.is_some() && !args.anchors {
+        bail!("--rpc-url goes with --reserves or --anchors");
+    }
     let state_path = match &args.state {
         Some(path) => path.clone(),
         None => client_args.config_path()?.with_file_name("audit-state.json"),
@@ -199,6 +209,11 @@ async fn audit_once(args: &AuditArgs, client_args: &ClientArgs) -> anyhow::Resul
             );
         }
         println!("consistent with the checkpoint of {} leaves verified before", last.size);
+    }
+    if let Some(rpc_url) = args.rpc_url.as_deref().filter(|_| args.anchors) {
+        audit_anchors(&client, &log_name, &checkpoint, rpc_url).await?;
+        remember(&mut state, &state_path, log_name, &vkey, &checkpoint)?;
+        return Ok(());
     }
     if let Some((_, _, differences)) = market {
         remember(&mut state, &state_path, log_name, &vkey, &checkpoint)?;
@@ -265,6 +280,73 @@ async fn audit_reserves(client: &Client, rpc_url: Option<&str>) -> anyhow::Resul
         bail!("the market owes {} more than it holds on chain", output::tokens_of(owed - onchain));
     }
     println!("reserves cover the ledger: {} to spare", output::tokens_of(onchain - owed));
+    Ok(())
+}
+
+/// The log's anchors on the chain, each read from the node at `rpc_url`:
+/// a mined transaction from the market's address to itself whose data is
+/// the anchored checkpoint, which the verified `checkpoint` extends.
+async fn audit_anchors(client: &Client, origin: &str, checkpoint: &Checkpoint, rpc_url: &str) -> anyhow::Result<()> {
+    let list: AnchorList = client.send_as(client.request(Method::GET, "/v1/log/anchors")).await?;
+    let market: chain::Address = list.address.parse().context("the server's market address is not an address")?;
+    println!("{} anchor(s) on {} by {}, read from {rpc_url}", list.items.len(), list.network, list.address);
+    let mut problems = vec![];
+    let mut rows = vec![];
+    for anchor in &list.items {
+        let status = match check_anchor(client, origin, checkpoint, rpc_url, market, anchor).await {
+            Ok(()) => "ok".to_owned(),
+            Err(problem) => {
+                problems.push(format!("anchor of {} leaves ({}): {problem:#}", anchor.size, anchor.transaction));
+                "FAILED".to_owned()
+            }
+        };
+        rows.push(vec![anchor.size.to_string(), anchor.block.to_string(), anchor.transaction.clone(), status]);
+    }
+    output::table(&["leaves", "block", "transaction", "status"], &rows);
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("mismatch: {problem}");
+        }
+        bail!("{} anchor(s) do not hold", problems.len());
+    }
+    println!("audit passed: every anchor is on the chain, and the log extends it");
+    Ok(())
+}
+
+async fn check_anchor(
+    client: &Client,
+    origin: &str,
+    checkpoint: &Checkpoint,
+    rpc_url: &str,
+    market: chain::Address,
+    anchor: &AnchorView,
+) -> anyhow::Result<()> {
+    let hash: chain::B256 = anchor.transaction.parse().context("not a transaction hash")?;
+    let root: [u8; 32] = BASE64
+        .decode(&anchor.root)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .context("its root is not 32 bytes of base64")?;
+    let seen = chain::anchors::transaction_at(rpc_url, hash).await?.context("the node does not know it")?;
+    let Some(block) = seen.block else { bail!("not mined") };
+    if seen.from != market || seen.to != Some(market) {
+        bail!("it is not from the market's address to itself (from {}, to {:?})", seen.from, seen.to);
+    }
+    if seen.input.as_ref() != chain::anchors::anchor_data(origin, anchor.size, &root).as_slice() {
+        bail!("its data is not this checkpoint of {origin}");
+    }
+    if block != anchor.block {
+        bail!("mined in block {block}, not {}", anchor.block);
+    }
+    if anchor.size > checkpoint.size {
+        bail!("it anchors {} leaves, more than the latest checkpoint's {}", anchor.size, checkpoint.size);
+    }
+    let path = format!("/v1/log/proof/consistency?from={}&to={}", anchor.size, checkpoint.size);
+    let proof: ConsistencyProof = client.send_as(client.request(Method::GET, &path)).await?;
+    let hashes = hashes_from(&proof.hashes)?;
+    if !tlog::verify_consistency(anchor.size, checkpoint.size, &root, &checkpoint.root, &hashes) {
+        bail!("the latest checkpoint does not extend it: history was rewritten after it was anchored");
+    }
     Ok(())
 }
 

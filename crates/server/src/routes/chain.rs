@@ -10,7 +10,8 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, Caller};
 use crate::wire::{
-    AddressList, AddressView, AmountRequest, ChallengeView, ProveAddressRequest, ReservesView, TopUpView, TransferView,
+    AddressList, AddressView, AmountRequest, AnchorList, AnchorView, ChallengeView, ProveAddressRequest, ReservesView,
+    TopUpView, TransferView,
 };
 use crate::x402;
 
@@ -213,4 +214,35 @@ fn address_view(proof: store::ProvenAddress) -> AddressView {
         address: proof.address,
         proven_at: crate::wire::timestamp(proof.proven_at_ms),
     }
+}
+
+/// Anchors shown at most.
+const ANCHORS_MAX: u32 = 1000;
+
+/// The log's checkpoints anchored on the chain, largest first (the newest
+/// thousand): check them on a node of your own with `vitrine audit
+/// --anchors --rpc-url`.
+#[utoipa::path(get, path = "/v1/log/anchors", tag = "log",
+    responses(
+        (status = 200, body = AnchorList),
+        (status = 404, description = "this market has no chain (the chain setting)", body = ErrorBody),
+    ))]
+pub async fn anchors(State(state): State<AppState>) -> ApiResult<Json<AnchorList>> {
+    let chain = chain_of(&state)?;
+    let anchors = state.store.anchors(chain.network(), ANCHORS_MAX).await?;
+    let base64 = |root: &[u8; 32]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, root);
+    let items = anchors
+        .into_iter()
+        .filter_map(|anchor| {
+            // A claim whose transaction was never mined is no anchor.
+            Some(AnchorView {
+                size: anchor.size,
+                root: base64(&anchor.root),
+                transaction: anchor.tx_hash?,
+                block: anchor.block?,
+                anchored_at: crate::wire::timestamp(anchor.created_at_ms),
+            })
+        })
+        .collect();
+    Ok(Json(AnchorList { network: chain.network().to_owned(), address: chain::x402::lower(chain.address()), items }))
 }

@@ -162,6 +162,8 @@ async fn every_route_answers_every_role_as_the_matrix_says() {
         ("GET", "/v1/blobs/{sha256}", format!("/v1/blobs/{blob}"), None, public_for_anyone_valid),
         // Only development servers (`serve --dev`) have a faucet; a caller is checked first.
         ("POST", "/v1/dev/faucet", "/v1/dev/faucet".into(), json(json!({"amount": "1"})), [401, 401, 404, 404, 404]),
+        // Anchors need a chain: public, and 404 without one.
+        ("GET", "/v1/log/anchors", "/v1/log/anchors".into(), None, [404, 404, 404, 404, 404]),
         ("GET", "/v1/log/checkpoint", "/v1/log/checkpoint".into(), None, public),
         ("GET", "/v1/log/checkpoints", "/v1/log/checkpoints".into(), None, public),
         ("GET", "/v1/log/entries", "/v1/log/entries?start=0&end=1".into(), None, public),

@@ -2,11 +2,12 @@
 //! a token of its own per test): its settings checked at start, and proof
 //! of reserves through the API and `vitrine audit --reserves`.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use chain::{Address, U256, test_token};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{BINARY, TestServer};
 
@@ -33,6 +34,56 @@ pub(crate) fn chain_setting(url: &str, token: &str, key_file: &Path) -> String {
         "{{rpc_url = \"{url}\", network = \"eip155:31337\", token = \"{token}\", key_file = \"{}\", confirmations = 2}}",
         key_file.display()
     )
+}
+
+/// A private anvil (`anvil --port 0`), stopped when dropped: it mines only
+/// when told once `manual_mining` is called.
+pub(crate) struct PrivateAnvil {
+    child: Child,
+    pub(crate) url: String,
+}
+
+impl PrivateAnvil {
+    /// Started from the binary `scripts/anvil` installed, when the shared
+    /// one is given (`VITRINE_TEST_ANVIL`).
+    pub(crate) fn start() -> Option<PrivateAnvil> {
+        anvil()?;
+        let binary = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+        );
+        let mut child = Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", "0", "--chain-id", "31337"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{binary} (scripts/anvil installs it): {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines.next().expect("anvil said where it listens").unwrap();
+            if let Some(at) = line.strip_prefix("Listening on ") {
+                break format!("http://{}", at.trim());
+            }
+        };
+        // Its output is drained, so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Some(PrivateAnvil { child, url })
+    }
+
+    pub(crate) async fn manual_mining(&self) {
+        let client = reqwest::Client::new();
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "evm_setAutomine", "params": [false]});
+        let answer: Value = client.post(&self.url).json(&body).send().await.unwrap().json().await.unwrap();
+        assert!(answer.get("error").is_none(), "{answer}");
+    }
+}
+
+impl Drop for PrivateAnvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn tokens(n: u64) -> U256 {
@@ -134,4 +185,72 @@ async fn a_market_whose_chain_setting_is_wrong_does_not_start() {
     let stderr = serve(chain_setting(&url, &token.to_string(), &key_file));
     assert!(stderr.contains("chmod 600"), "{stderr}");
     assert!(!stderr.contains(key.trim().trim_start_matches("0x")), "the key is never shown");
+}
+
+#[tokio::test]
+async fn the_log_is_anchored_on_the_chain_and_anyone_can_check_the_anchors() {
+    // A chain of its own: the test reorganises it.
+    let Some(private) = PrivateAnvil::start() else { return };
+    let url = private.url.clone();
+    let payer = test_token::funded_key(&url).await.unwrap();
+    let token = test_token::deploy(&url, &payer, "OpenGradient", "2", 18).await.unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (key_file, market) = market_key(keys.path());
+    test_token::fund(&url, market).await.unwrap();
+    let setting = chain_setting(&url, &token.to_string(), &key_file);
+    let setting = format!("{}, anchor_interval_seconds = 1}}", setting.trim_end_matches('}'));
+    let server = TestServer::start_with(&[("chain", &setting), ("checkpoint_interval_ms", "200")]);
+    let api = server.api();
+    let alice = api.signup("alice").await;
+    api.model_with_version(&alice, "alice", "linear", "linear").await;
+    for _ in 0..3 {
+        api.post("/v1/models/alice/linear/infer", Some(&alice), crate::ledger::linear_call()).await.ok(200);
+    }
+    // Anchored within a round or two of the checkpoint.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let anchor = loop {
+        let list = api.get("/v1/log/anchors", None).await.ok(200).clone();
+        if let Some(anchor) = list["items"].as_array().unwrap().iter().find(|a| a["size"] == 3) {
+            assert_eq!(list["address"], format!("{market:#x}"));
+            break anchor.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no anchor of 3 leaves: {list}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let transaction = anchor["transaction"].as_str().unwrap().to_owned();
+    eprintln!("gas per anchor: {}", test_token::gas_used(&url, transaction.parse().unwrap()).await.unwrap());
+    // On the chain, as anyone's node shows it: the checkpoint's body.
+    let seen = chain::anchors::transaction_at(&url, transaction.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!((seen.from, seen.to), (market, Some(market)));
+    let data = String::from_utf8(seen.input.to_vec()).unwrap();
+    let checkpoint = api.get("/v1/log/checkpoint", None).await.ok(200).clone();
+    let note = checkpoint["note"].as_str().unwrap_or_default().to_owned();
+    assert!(data.starts_with("vitrine-anchor/1\nvitrine.local/log\n3\n"), "{data}");
+    assert!(note.is_empty() || note.starts_with(data.trim_start_matches("vitrine-anchor/1\n")), "{data} vs {note}");
+
+    let audit = || {
+        Command::new(BINARY)
+            .args(["audit", "--anchors", "--rpc-url", &url, "--server", &server.url])
+            .env("VITRINE_CLIENT_CONFIG", keys.path().join("client.toml"))
+            .output()
+            .unwrap()
+    };
+    let output = audit();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&transaction) && stdout.contains("audit passed"), "{stdout}");
+
+    // An anchor reorganised away is no anchor: the audit names it.
+    let head =
+        chain::anchors::transaction_at(&url, transaction.parse().unwrap()).await.unwrap().unwrap().block.unwrap();
+    let now = {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []});
+        let answer: Value = reqwest::Client::new().post(&url).json(&body).send().await.unwrap().json().await.unwrap();
+        u64::from_str_radix(answer["result"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    };
+    test_token::reorg(&url, now - head + 1).await.unwrap();
+    let output = audit();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(stderr.contains("mismatch: anchor of 3 leaves"), "{stderr}");
 }

@@ -37,6 +37,7 @@ const NEED_A_CHAIN: &[&str] = &[
     "/v1/account/addresses/challenge",
     "/v1/account/addresses",
     "/v1/payouts/automatic",
+    "/v1/log/anchors",
 ];
 
 #[tokio::test]

@@ -7,13 +7,12 @@
 //! transaction) sends the very same transaction again, and a payout that
 //! waits is re-sent with a higher fee and the same nonce, paid once.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use chain::{Address, PrivateKeySigner, U256, test_token};
 use serde_json::{Value, json};
 
-use crate::chain::{anvil, chain_setting, market_key};
+use crate::chain::{PrivateAnvil, anvil, chain_setting, market_key};
 use crate::ledger::{deposit, units};
 use crate::support::{Api, BINARY, TestServer, signal};
 
@@ -230,56 +229,6 @@ async fn payouts_go_on_chain_to_proven_addresses_and_complete_once_final() {
     assert!(ok, "{text}");
     let auto = m.api.get("/v1/payouts/automatic", Some(&m.alice)).await.ok(200).clone();
     assert_eq!(auto, json!({"address": null, "threshold": null}));
-}
-
-/// A private anvil (`anvil --port 0`), stopped when dropped: it mines only
-/// when told once `manual_mining` is called.
-struct PrivateAnvil {
-    child: Child,
-    url: String,
-}
-
-impl PrivateAnvil {
-    /// Started from the binary `scripts/anvil` installed, when the shared
-    /// one is given (`VITRINE_TEST_ANVIL`).
-    fn start() -> Option<PrivateAnvil> {
-        anvil()?;
-        let binary = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../target/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
-        );
-        let mut child = Command::new(binary)
-            .args(["--host", "127.0.0.1", "--port", "0", "--chain-id", "31337"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{binary} (scripts/anvil installs it): {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            let line = lines.next().expect("anvil said where it listens").unwrap();
-            if let Some(at) = line.strip_prefix("Listening on ") {
-                break format!("http://{}", at.trim());
-            }
-        };
-        // Its output is drained, so that it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Some(PrivateAnvil { child, url })
-    }
-
-    async fn manual_mining(&self) {
-        let client = reqwest::Client::new();
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "evm_setAutomine", "params": [false]});
-        let answer: Value = client.post(&self.url).json(&body).send().await.unwrap().json().await.unwrap();
-        assert!(answer.get("error").is_none(), "{answer}");
-    }
-}
-
-impl Drop for PrivateAnvil {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]
