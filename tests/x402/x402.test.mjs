@@ -55,6 +55,21 @@ async function wallet() {
   return { account, client: createWalletClient({ account, chain: anvil, transport: http(RPC) }) };
 }
 
+/// `fetch` paying with the official client from `account`'s wallet; each
+/// request's `PAYMENT-SIGNATURE` (or null) pushed to `sent` if given.
+function payingFetch(account, sent) {
+  const recording = (input, init) => {
+    const request = new Request(input, init);
+    sent?.push(request.headers.get('PAYMENT-SIGNATURE'));
+    return fetch(request);
+  };
+  return wrapFetchWithPaymentFromConfig(recording, {
+    schemes: [{ network: NETWORK, client: new ExactEvmScheme(account) }],
+    // The test token is no default asset of the client: allowed by name.
+    spendControls: { allowedAssets: [{ network: NETWORK, asset: token }] },
+  });
+}
+
 function api(method, path, options) {
   return apiAt(base, method, path, options);
 }
@@ -135,16 +150,7 @@ test('the official x402 client pays a call without an account, and the creator i
 
   // What the client sends, kept to send its payment again by hand below.
   const sent = [];
-  const recording = (input, init) => {
-    const request = new Request(input, init);
-    sent.push(request.headers.get('PAYMENT-SIGNATURE'));
-    return fetch(request);
-  };
-  const paying = wrapFetchWithPaymentFromConfig(recording, {
-    schemes: [{ network: NETWORK, client: new ExactEvmScheme(payer.account) }],
-    // The test token is no default asset of the client: allowed by name.
-    spendControls: { allowedAssets: [{ network: NETWORK, asset: token }] },
-  });
+  const paying = payingFetch(payer.account, sent);
   const body = JSON.stringify({ inputs: { x: { dtype: 'f32', shape: [1, 4], data: [1, 2, 3, 4] } } });
   const init = { method: 'POST', headers: { 'Content-Type': 'application/json' }, body };
   const response = await paying(`${base}/v1/models/alice/linear/infer`, init);
@@ -188,10 +194,7 @@ test('the official x402 client tops up a balance, credited once final', async ()
   const mint = await payer.client.writeContract({ address: token, abi: erc20, functionName: 'mint', args: [payer.account.address, PRICE_IN_TOKEN * 10n] });
   await chain.waitForTransactionReceipt({ hash: mint });
   const bob = (await api('POST', '/v1/accounts', { body: { name: 'bob' } })).body.api_key;
-  const paying = wrapFetchWithPaymentFromConfig(fetch, {
-    schemes: [{ network: NETWORK, client: new ExactEvmScheme(payer.account) }],
-    spendControls: { allowedAssets: [{ network: NETWORK, asset: token }] },
-  });
+  const paying = payingFetch(payer.account);
   // The market credits a top-up once `confirmations` blocks stand on it: mined here.
   const mining = setInterval(() => chain.request({ method: 'anvil_mine', params: ['0x1'] }).catch(() => {}), 200);
   try {
@@ -253,15 +256,7 @@ test('a market with an outside facilitator has payments verified and settled by 
     const mint = await payer.client.writeContract({ address: token, abi: erc20, functionName: 'mint', args: [payer.account.address, PRICE_IN_TOKEN] });
     await chain.waitForTransactionReceipt({ hash: mint });
     const sent = [];
-    const recording = (input, init) => {
-      const request = new Request(input, init);
-      sent.push(request.headers.get('PAYMENT-SIGNATURE'));
-      return fetch(request);
-    };
-    const paying = wrapFetchWithPaymentFromConfig(recording, {
-      schemes: [{ network: NETWORK, client: new ExactEvmScheme(payer.account) }],
-      spendControls: { allowedAssets: [{ network: NETWORK, asset: token }] },
-    });
+    const paying = payingFetch(payer.account, sent);
     const body = JSON.stringify({ inputs: { x: { dtype: 'f32', shape: [1, 4], data: [1, 2, 3, 4] } } });
     const init = { method: 'POST', headers: { 'Content-Type': 'application/json' }, body };
     const response = await paying(`${other.base}/v1/models/alice/linear/infer`, init);
@@ -284,10 +279,7 @@ test('a market with an outside facilitator has payments verified and settled by 
     assert.equal((await again.json()).error.code, 'payment_invalid');
     // A payment the facilitator refuses (the payer spent its tokens): 402 with its reason, nothing runs.
     const broke = await wallet();
-    const refused = await wrapFetchWithPaymentFromConfig(fetch, {
-      schemes: [{ network: NETWORK, client: new ExactEvmScheme(broke.account) }],
-      spendControls: { allowedAssets: [{ network: NETWORK, asset: token }] },
-    })(`${other.base}/v1/models/alice/linear/infer`, init);
+    const refused = await payingFetch(broke.account)(`${other.base}/v1/models/alice/linear/infer`, init);
     const refusal = await refused.json();
     assert.equal(refused.status, 402, JSON.stringify(refusal));
     assert.match(refusal.error.message, /facilitator refused/);
