@@ -103,10 +103,6 @@ impl Facilitator {
         Ok(Facilitator { url: url.trim_end_matches('/').to_owned(), http, settle_timeout })
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     async fn ask<T: for<'de> Deserialize<'de>>(
         &self,
         path: &str,
@@ -177,7 +173,7 @@ mod tests {
     fn only_http_urls_are_facilitators() {
         assert!(Facilitator::new("http://127.0.0.1:4021/", Duration::from_secs(60)).is_ok());
         assert_eq!(
-            Facilitator::new("https://x402.org/facilitator/", Duration::from_secs(1)).unwrap().url(),
+            Facilitator::new("https://x402.org/facilitator/", Duration::from_secs(1)).unwrap().url,
             "https://x402.org/facilitator"
         );
         assert!(Facilitator::new("ftp://example.com", Duration::from_secs(1)).is_err());

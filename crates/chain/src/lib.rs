@@ -255,11 +255,6 @@ impl Chain {
         self.anchor_interval
     }
 
-    /// The outside facilitator x402 payments go through, if any.
-    pub fn facilitator(&self) -> Option<&facilitator::Facilitator> {
-        self.facilitator.as_ref()
-    }
-
     /// How long a payout's transaction waits unmined before a fee bump.
     pub fn fee_bump_after(&self) -> Duration {
         self.fee_bump_after

@@ -8,6 +8,8 @@
 //! Automatic payouts (`chain_auto_payouts`): a creator's threshold and
 //! address.
 
+use std::collections::HashMap;
+
 use crate::backend::{Columns, Tx, on_pool, on_tx};
 use crate::{Store, StoreError, now_ms};
 
@@ -166,13 +168,9 @@ impl Store {
                 .map(read)
                 .transpose()?
         });
-        match row {
-            None => Ok(None),
-            Some(mut payout) => {
-                payout.transactions = self.payout_transactions(payout_id).await?;
-                Ok(Some(payout))
-            }
-        }
+        let mut payouts: Vec<ChainPayout> = row.into_iter().collect();
+        self.attach_transactions(&mut payouts).await?;
+        Ok(payouts.pop())
     }
 
     /// The payouts on `network` not yet final nor failed, oldest first.
@@ -191,27 +189,68 @@ impl Store {
             .map(read)
             .collect::<Result<Vec<_>, _>>()?
         });
-        for payout in &mut payouts {
-            payout.transactions = self.payout_transactions(payout.payout_id).await?;
-        }
+        self.attach_transactions(&mut payouts).await?;
         Ok(payouts)
     }
 
-    async fn payout_transactions(&self, payout_id: i64) -> Result<Vec<PayoutTransaction>, StoreError> {
-        on_pool!(&self.pool, pool => {
-            sqlx::query(
-                "SELECT hash, raw, max_fee, created_at FROM chain_payout_transactions \
-                 WHERE payout_id = $1 ORDER BY created_at, hash",
-            )
-            .bind(payout_id)
+    /// The chain records of payouts `from_id..=to_id` (one account's, or
+    /// everyone's), by payout: what a page of payouts shows, in two queries.
+    pub async fn chain_payouts_between(
+        &self,
+        account_id: Option<i64>,
+        from_id: i64,
+        to_id: i64,
+    ) -> Result<HashMap<i64, ChainPayout>, StoreError> {
+        // -1 stands for every account (no account has it).
+        let mut payouts = on_pool!(&self.pool, pool => {
+            sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM chain_payouts c WHERE payout_id BETWEEN $1 AND $2 AND ($3 = -1 OR EXISTS \
+                 (SELECT 1 FROM payouts p WHERE p.id = c.payout_id AND p.account_id = $3)) ORDER BY payout_id"
+            ))
+            .bind(from_id)
+            .bind(to_id)
+            .bind(account_id.unwrap_or(-1))
             .fetch_all(pool)
             .await?
             .iter()
-            .map(|row| -> Result<PayoutTransaction, StoreError> {
-                Ok(PayoutTransaction { hash: row.at(0)?, raw: row.at(1)?, max_fee: row.at(2)?, created_at_ms: row.at(3)? })
+            .map(read)
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        self.attach_transactions(&mut payouts).await?;
+        Ok(payouts.into_iter().map(|p| (p.payout_id, p)).collect())
+    }
+
+    /// Reads the transactions of `payouts` (sorted by id) in one query.
+    async fn attach_transactions(&self, payouts: &mut [ChainPayout]) -> Result<(), StoreError> {
+        let (Some(first), Some(last)) = (payouts.first(), payouts.last()) else { return Ok(()) };
+        let (from_id, to_id) = (first.payout_id, last.payout_id);
+        let rows: Vec<(i64, PayoutTransaction)> = on_pool!(&self.pool, pool => {
+            sqlx::query(
+                "SELECT payout_id, hash, raw, max_fee, created_at FROM chain_payout_transactions \
+                 WHERE payout_id BETWEEN $1 AND $2 ORDER BY payout_id, created_at, hash",
+            )
+            .bind(from_id)
+            .bind(to_id)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| -> Result<(i64, PayoutTransaction), StoreError> {
+                let transaction =
+                    PayoutTransaction { hash: row.at(1)?, raw: row.at(2)?, max_fee: row.at(3)?, created_at_ms: row.at(4)? };
+                Ok((row.at(0)?, transaction))
             })
-            .collect()
-        })
+            .collect::<Result<_, _>>()?
+        });
+        let mut by_payout: HashMap<i64, Vec<PayoutTransaction>> = HashMap::new();
+        for (payout_id, transaction) in rows {
+            by_payout.entry(payout_id).or_default().push(transaction);
+        }
+        for payout in payouts {
+            payout.transactions = by_payout.remove(&payout.payout_id).unwrap_or_default();
+        }
+        Ok(())
     }
 
     /// Claims a requested payout for `node` with its first transaction

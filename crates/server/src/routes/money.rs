@@ -217,17 +217,19 @@ async fn payout_destination(
     Ok(store::ChainPayoutRequest { network: chain.network().to_owned(), address, token_amount })
 }
 
-/// The payouts' views, with their chain records where they have one.
-async fn payout_views(state: &AppState, payouts: &[store::PayoutRecord]) -> ApiResult<Vec<PayoutView>> {
-    let mut views = Vec::with_capacity(payouts.len());
-    for payout in payouts {
-        let chain = match state.chain {
-            Some(_) => state.store.chain_payout(payout.id).await?,
-            None => None,
-        };
-        views.push(PayoutView::of(payout, chain.as_ref()));
-    }
-    Ok(views)
+/// The payouts' views (`account_id`'s, or everyone's), with their chain
+/// records where they have one, read at once.
+async fn payout_views(
+    state: &AppState,
+    account_id: Option<i64>,
+    payouts: &[store::PayoutRecord],
+) -> ApiResult<Vec<PayoutView>> {
+    let ids = payouts.iter().map(|p| p.id);
+    let mut chain = match (state.chain.is_some(), ids.clone().min(), ids.max()) {
+        (true, Some(from), Some(to)) => state.store.chain_payouts_between(account_id, from, to).await?,
+        _ => Default::default(),
+    };
+    Ok(payouts.iter().map(|p| PayoutView::of(p, chain.remove(&p.id).as_ref())).collect())
 }
 
 /// The caller's payouts, newest first.
@@ -241,7 +243,7 @@ pub async fn list_payouts(
     ApiQuery(query): ApiQuery<PayoutQuery>,
 ) -> ApiResult<Json<PayoutList>> {
     let payouts = state.store.payouts(Some(caller.id), payout_state(query.state.as_deref())?).await?;
-    Ok(Json(PayoutList { items: payout_views(&state, &payouts).await? }))
+    Ok(Json(PayoutList { items: payout_views(&state, Some(caller.id), &payouts).await? }))
 }
 
 /// Everyone's payouts (operator only), newest first.
@@ -255,7 +257,7 @@ pub async fn list_all_payouts(
     ApiQuery(query): ApiQuery<PayoutQuery>,
 ) -> ApiResult<Json<PayoutList>> {
     let payouts = state.store.payouts(None, payout_state(query.state.as_deref())?).await?;
-    Ok(Json(PayoutList { items: payout_views(&state, &payouts).await? }))
+    Ok(Json(PayoutList { items: payout_views(&state, None, &payouts).await? }))
 }
 
 /// Marks a payout paid (operator only): its tokens leave the ledger. A

@@ -394,15 +394,7 @@ async fn an_account_tops_up_its_balance_with_x402_credited_once_final() {
 
     // Paid: settled, then credited once two blocks stand on it (the test mines them).
     let payment = m.pay(&terms);
-    let mining = tokio::spawn({
-        let rpc = m.rpc.clone();
-        async move {
-            for _ in 0..20 {
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-                test_token::mine(&rpc, 1).await.unwrap();
-            }
-        }
-    });
+    let mining = keep_mining(&m.rpc);
     let (status, body, headers) = top_up(Some(&payment), &amount.to_string()).await;
     assert_eq!(status, 200, "{body}");
     let settled = decoded::<SettlementResponse>(&headers, "payment-response");
@@ -438,15 +430,7 @@ async fn an_account_tops_up_its_balance_with_x402_credited_once_final() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&wallet, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let mining = tokio::spawn({
-        let rpc = m.rpc.clone();
-        async move {
-            for _ in 0..20 {
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-                test_token::mine(&rpc, 1).await.unwrap();
-            }
-        }
-    });
+    let mining = keep_mining(&m.rpc);
     let output = tokio::process::Command::new(crate::support::BINARY)
         .args(["topup", "0.004", "--wallet-key-file"])
         .arg(&wallet)
@@ -464,6 +448,17 @@ async fn an_account_tops_up_its_balance_with_x402_credited_once_final() {
 
 async fn prove(api: &Api, key: &str, address: &str, signature: &str) -> crate::support::Answer {
     api.post("/v1/account/addresses", Some(key), json!({"address": address, "signature": signature})).await
+}
+
+/// Mines a block every 250 ms for 5 s (a top-up waits for finality).
+fn keep_mining(rpc: &str) -> tokio::task::JoinHandle<()> {
+    let rpc = rpc.to_owned();
+    tokio::spawn(async move {
+        for _ in 0..20 {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            test_token::mine(&rpc, 1).await.unwrap();
+        }
+    })
 }
 
 /// Waits (up to 15 s) until `check` holds, reading every 200 ms.
