@@ -647,6 +647,25 @@ impl Store {
         Ok(())
     }
 
+    /// Dates a model and its versions back to `at_ms`, as if uploaded then:
+    /// for the demo's market, whose calls are back-dated too (a call never
+    /// precedes its model's upload).
+    pub async fn backdate_model(&self, model_id: i64, at_ms: i64) -> Result<(), StoreError> {
+        on_pool!(&self.pool, pool => {
+            sqlx::query("UPDATE models SET created_at = $1, updated_at = $1 WHERE id = $2")
+                .bind(at_ms)
+                .bind(model_id)
+                .execute(pool)
+                .await?;
+            sqlx::query("UPDATE model_versions SET created_at = $1 WHERE model_id = $2")
+                .bind(at_ms)
+                .bind(model_id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
     /// One page of models matching `filter`, and the cursor of the next page.
     pub async fn list_models(
         &self,
@@ -663,7 +682,7 @@ impl Store {
              AND ((m.visibility = 'public' AND m.listed = 1 AND m.takedown_at IS NULL) OR m.owner_id = $1) \
              AND ($2 IS NULL OR m.task = $2) \
              AND ($3 IS NULL OR a.name = $3) \
-             AND ($4 IS NULL OR lower(m.name || ' ' || m.description || ' ' || m.tags) LIKE lower($4) ESCAPE '\\')";
+             AND ($4 IS NULL OR lower(m.name || ' ' || m.task || ' ' || m.description || ' ' || m.tags) LIKE lower($4) ESCAPE '\\')";
         let sql = match sort {
             ModelSort::Recent => const_format_model_query(&format!(
                 "{FILTERS} AND ($5 IS NULL OR m.id < $5) ORDER BY m.id DESC LIMIT $6"

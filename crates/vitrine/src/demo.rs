@@ -91,7 +91,9 @@ pub async fn populate(config: &server::Config, size: &DemoSize) -> anyhow::Resul
         nodes.push(server::RunningServer::start(state).await?);
     }
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    crate::serve::quiet_logs(true);
     let result = fill(&data_dir, &urls, &markets, size).await;
+    crate::serve::quiet_logs(false);
     for node in nodes {
         node.stop().await?;
     }
@@ -109,6 +111,14 @@ async fn fill(data_dir: &Path, urls: &[String], markets: &[Arc<Market>], size: &
     let operator = Client::new(urls[0].clone(), Some(operator_key))?;
     let mut rng = Seeded::new(20261125);
     let started = std::time::Instant::now();
+    // One line that moves on a terminal (nothing on a pipe: the summary says it all).
+    let progress =
+        indicatif::ProgressBar::with_draw_target(Some(size.creators as u64), indicatif::ProgressDrawTarget::stderr());
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg:<28} [{bar:30}] {pos}/{len} ({elapsed})")?
+            .progress_chars("=> "),
+    );
+    progress.set_message("creators and their models");
 
     // Creators and their models.
     let mut models: Vec<(ModelRecord, runtime::synthetic::SyntheticModel)> = vec![];
@@ -139,9 +149,13 @@ async fn fill(data_dir: &Path, urls: &[String], markets: &[Arc<Market>], size: &
                 models.push((record.context("a model just created")?, synthetic));
             }
         }
+        progress.inc(1);
     }
 
     // Callers, each with a main app and tokens.
+    progress.set_message("callers and their deposits");
+    progress.set_length(size.callers as u64);
+    progress.set_position(0);
     let mut callers = vec![];
     for i in 0..size.callers {
         let name = format!("caller-{i:03}");
@@ -152,6 +166,7 @@ async fn fill(data_dir: &Path, urls: &[String], markets: &[Arc<Market>], size: &
         let market = &markets[0];
         let account = market.known_keys.account(&market.store, &key).await?.context("a caller just signed up")?;
         callers.push((account, APPS[rng.range(0, APPS.len())]));
+        progress.inc(1);
     }
 
     // Zipf demand over models (weight 1 / rank^1.1), a few rising in the
@@ -160,29 +175,55 @@ async fn fill(data_dir: &Path, urls: &[String], markets: &[Arc<Market>], size: &
     let rising: Vec<usize> = (0..3).map(|_| rng.range(models.len() / 3, models.len())).collect();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
     let span_ms = size.days as i64 * 86_400_000;
+    // Each model is uploaded before its first call: the most called ones
+    // before the span, the others on some day within it, the rising ones
+    // in its last week; its record and versions are back-dated to then.
+    let born: Vec<i64> = (0..models.len())
+        .map(|m| {
+            let start = now - span_ms - 86_400_000;
+            if rising.contains(&m) {
+                now - (7 * 86_400_000).min(span_ms) + (rng.unit() * 3.0 * 86_400_000.0) as i64
+            } else if m <= models.len() / 5 {
+                start
+            } else {
+                start + (rng.unit() * 0.8 * span_ms as f64) as i64
+            }
+        })
+        .collect();
+    for ((record, _), &at) in models.iter().zip(&born) {
+        markets[0].store.backdate_model(record.id, at).await?;
+    }
     let mut plan = Vec::with_capacity(size.calls as usize);
     for _ in 0..size.calls {
         // More traffic recently: time drawn with density rising over the span.
         let at = now - 1 - (span_ms as f64 * (1.0 - rng.unit().sqrt())) as i64;
         let recent = now - at < 2 * 86_400_000;
-        let mut weighted: Vec<f64> = weights.clone();
+        // Only the models uploaded by then can be called.
+        let mut weighted: Vec<f64> = weights.iter().zip(&born).map(|(&w, &b)| if b < at { w } else { 0.0 }).collect();
         if recent {
             for &r in &rising {
                 weighted[r] *= 40.0;
             }
+        }
+        if weighted.iter().all(|&w| w == 0.0) {
+            continue;
         }
         let model = pick(&mut rng, &weighted);
         plan.push((model, rng.range(0, callers.len()), at));
     }
     plan.sort_by_key(|p| p.2);
 
+    progress.set_message("back-dated calls");
+    progress.set_length(plan.len() as u64);
+    progress.set_position(0);
+    let planned = plan.len();
     let (plan, models, callers) = (Arc::new(plan), Arc::new(models), Arc::new(callers));
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let mut workers = vec![];
     for w in 0..CONCURRENCY {
         let (plan, models, callers) = (plan.clone(), models.clone(), callers.clone());
-        let (next, failed) = (next.clone(), failed.clone());
+        let (next, failed, progress) = (next.clone(), failed.clone(), progress.clone());
         let market = markets[w % markets.len()].clone();
         workers.push(tokio::spawn(async move {
             let mut inputs = Seeded::new(w as u64);
@@ -205,18 +246,20 @@ async fn fill(data_dir: &Path, urls: &[String], markets: &[Arc<Market>], size: &
                 if market.call(request).await.is_err() {
                     failed.fetch_add(1, Ordering::Relaxed);
                 }
+                progress.inc(1);
             }
         }));
     }
     for worker in workers {
         worker.await?;
     }
+    progress.finish_and_clear();
     println!(
         "demo market: {} creators, {} public models, {} callers, {} calls over {} days through {} nodes ({} failed) in {:.1} s",
         size.creators,
         models.len(),
         size.callers,
-        size.calls,
+        planned,
         size.days,
         urls.len(),
         failed.load(Ordering::Relaxed),

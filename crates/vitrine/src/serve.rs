@@ -121,15 +121,49 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(Config::load(args.config.as_deref(), std::env::vars(), flags)?)
 }
 
+/// The log's filter when `RUST_LOG` does not set one.
+const LOG_FILTER: &str = "info,tower_http=warn,sqlx=warn";
+
+/// Sets the log's filter anew (while the demo fills its market, say); set
+/// once the log is.
+type Refilter = Box<dyn Fn(&str) + Send + Sync>;
+static REFILTER: std::sync::OnceLock<Refilter> = std::sync::OnceLock::new();
+
 pub(crate) fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn,sqlx=warn"));
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let chosen = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(LOG_FILTER));
     // Colours for a terminal only: a log written to a file or a pipe is plain text.
     let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours);
+    // A filter the operator chose with RUST_LOG is never changed.
+    let refilter = |reload: Refilter| {
+        if !chosen {
+            let _ = REFILTER.set(reload);
+        }
+    };
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            refilter(Box::new(move |d| drop(handle.reload(tracing_subscriber::EnvFilter::new(d)))));
+            builder.init()
+        }
+        LogFormat::Json => {
+            let builder = builder.json().with_filter_reloading();
+            let handle = builder.reload_handle();
+            refilter(Box::new(move |d| drop(handle.reload(tracing_subscriber::EnvFilter::new(d)))));
+            builder.init()
+        }
+    }
+}
+
+/// Only warnings and errors in the log while `quiet` (the demo's hundreds of
+/// uploads and sign-ups are not news), the usual filter after; nothing
+/// changes where `RUST_LOG` chose the filter.
+pub(crate) fn quiet_logs(quiet: bool) {
+    if let Some(refilter) = REFILTER.get() {
+        refilter(if quiet { "warn" } else { LOG_FILTER });
     }
 }
 
