@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+from typing import Any
 
 import httpx
 import ml_dtypes
@@ -26,7 +27,7 @@ LINEAR = (FIXTURES / "linear.onnx").read_bytes()
 X = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
 
 
-def publish(client: vitrine.Client, name: str, fixture: str = "linear.onnx", price: int = 0, **fields) -> str:
+def publish(client: vitrine.Client, name: str, fixture: str = "linear.onnx", price: Any = 0, **fields) -> str:
     owner = client.account()["name"]
     client.create_model(name, "regression", price=price, **fields)
     client.push(f"{owner}/{name}", FIXTURES / fixture)
@@ -60,6 +61,33 @@ def test_models_create_push_with_progress_price_list_and_search(server):
     assert [m["name"] for m in carol.models(owner="carol")] == ["lin"]
     assert any(m["name"] == "lin" for m in carol.search("lin"))
     assert carol.models(task="regression", limit=1)
+
+
+def test_amounts_people_write_are_tokens_and_what_they_read_is_in_tokens(server):
+    owner = server.account("tokens-owner", deposit=10_000_000)
+    # The market's token has 9 decimals: 0.002 tokens are 2,000,000 minor units.
+    model = publish(owner, "priced", price=vitrine.tokens("0.002"))
+    assert owner.model(model)["price_per_inference"] == "2000000"
+    assert owner.set_price(model, "0.0015")["price_per_inference"] == "1500000"
+    assert owner.set_price(model, 7)["price_per_inference"] == "7", "an int is minor units"
+    with pytest.raises(ValueError, match="more than the token's 9 decimals"):
+        owner.set_price(model, vitrine.tokens("0.0000000001"))
+    for wrong in ("abc", "-1", "1e3x"):
+        with pytest.raises(ValueError):
+            owner.set_price(model, wrong)
+    with pytest.raises(ValueError):
+        vitrine.tokens("-0.5")
+    assert vitrine.format_tokens(2_110_900_000, "OPG", 9) == "2.1109 OPG"
+    assert vitrine.format_tokens(1_234_567 * 10**9, "OPG", 9) == "1,234,567 OPG"
+    owner.set_price(model, vitrine.tokens("0.002"))
+    short = server.account("tokens-short", deposit=1_000_000)
+    with pytest.raises(vitrine.InsufficientBalance) as refused:
+        short.infer(model, x=X)
+    # The refusal speaks tokens, not minor units.
+    assert "0.001 OPG" in refused.value.message and "0.002 OPG" in refused.value.message, refused.value.message
+    paid = server.account("tokens-payer", deposit=10_000_000).infer(model, x=X)
+    assert paid.price == 2_000_000 and paid.price_tokens == "0.002 OPG"
+    assert "price='0.002 OPG'" in repr(paid) and "float32" in repr(paid)
 
 
 class _BreakingLink(httpx.BaseTransport):
@@ -341,6 +369,9 @@ def test_stats_and_earnings_are_dataframes_with_pandas_and_lists_without(server,
     earnings = kim.earnings(group_by="app", bucket="day")
     assert isinstance(earnings, pandas.DataFrame)
     assert dict(zip(earnings["group"], earnings["earned"])) == {"shop": 160, "lab": 80}
+    # Beside the exact minor units, the same in tokens (9 decimals).
+    assert dict(zip(earnings["group"], earnings["earned_tokens"])) == {"shop": 160e-9, "lab": 80e-9}
+    assert list(market.columns).index("revenue_tokens") == list(market.columns).index("revenue") + 1
     assert str(earnings["t"].dtype).startswith("datetime64")
     assert isinstance(kim.stats.tasks(), pandas.DataFrame)
     assert len(kim.stats.model(model, bucket="hour")) >= 1

@@ -61,6 +61,25 @@ impl Dtype {
             Dtype::Bf16 => "bf16",
         }
     }
+
+    /// numpy's name of the dtype (`float32`), for hints to Python callers.
+    pub fn numpy_name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "float32",
+            Dtype::F64 => "float64",
+            Dtype::I8 => "int8",
+            Dtype::I16 => "int16",
+            Dtype::I32 => "int32",
+            Dtype::I64 => "int64",
+            Dtype::U8 => "uint8",
+            Dtype::U16 => "uint16",
+            Dtype::U32 => "uint32",
+            Dtype::U64 => "uint64",
+            Dtype::Bool => "bool",
+            Dtype::F16 => "float16",
+            Dtype::Bf16 => "bfloat16",
+        }
+    }
 }
 
 impl FromStr for Dtype {

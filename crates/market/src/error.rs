@@ -2,6 +2,8 @@
 //! to its status and stable code (`server::error`), and a failed call's
 //! log leaf records the same code ([`CallError::code`]).
 
+use std::sync::OnceLock;
+
 use ledger::LedgerError;
 use store::{ItemError, SequencerError, StoreError};
 
@@ -119,11 +121,13 @@ impl CallError {
         matches!(self, CallError::NotFound(_) | CallError::Gone(_))
     }
 
-    /// What the caller's balance lacks, in the words every refusal uses.
+    /// What the caller's balance lacks, in the words every refusal uses,
+    /// in the market's token ([`name_token`]).
     pub fn insufficient(available: i128, needed: u64) -> CallError {
         CallError::InsufficientBalance(format!(
-            "the balance available is {} minor units, {needed} are needed",
-            available.max(0)
+            "the balance available is {}, {} are needed",
+            tokens(available.max(0) as u128),
+            tokens(needed as u128)
         ))
     }
 }
@@ -144,6 +148,25 @@ impl From<SequencerError> for CallError {
             SequencerError::Stopped => CallError::ShuttingDown,
             batch => CallError::internal(batch),
         }
+    }
+}
+
+/// The market's token (symbol, decimals) for the amounts in messages people
+/// read; one per process, named by the server that opens the market.
+static TOKEN: OnceLock<(String, u32)> = OnceLock::new();
+
+/// Names the token messages speak in (the first name given stays: a process
+/// serves one market).
+pub fn name_token(symbol: &str, decimals: u32) {
+    let _ = TOKEN.set((symbol.to_owned(), decimals));
+}
+
+/// `minor` minor units as people read them: `0.002 OPG`; in minor units,
+/// said so, where no token was named.
+pub fn tokens(minor: u128) -> String {
+    match (TOKEN.get(), u64::try_from(minor).ok().and_then(|m| domain::Amount::from_minor_units(m).ok())) {
+        (Some((symbol, decimals)), Some(amount)) => format!("{} {symbol}", amount.to_decimal_string(*decimals)),
+        _ => format!("{minor} minor units"),
     }
 }
 

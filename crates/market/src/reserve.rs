@@ -325,8 +325,9 @@ impl Reservations {
                         && let CallError::InsufficientBalance(message) = &mut refused
                     {
                         message.push_str(&format!(
-                            "; {held} more are held by serving nodes for calls in flight, and what they do not \
-                             spend comes back when those calls end"
+                            "; {} more are held by serving nodes for calls in flight, and what they do not \
+                             spend comes back when those calls end",
+                            crate::error::tokens(held as u128)
                         ));
                     }
                     return Err(refused);
@@ -627,7 +628,7 @@ mod tests {
         let refused = reservations.reserve(&store, &sequencer, 7, 1).await.unwrap_err();
         assert_eq!(
             (refused.code(), refused.to_string().as_str()),
-            ("insufficient_balance", "the balance available is 0 minor units, 1 are needed")
+            ("insufficient_balance", "the balance available is 0 minor units, 1 minor units are needed")
         );
         assert_eq!(reservations.reserved(7), 50);
         // The first call is charged: the batch that spends its 30 ends its
@@ -756,7 +757,8 @@ mod tests {
             (refused.code(), refused.to_string().as_str()),
             (
                 "insufficient_balance",
-                "the balance available is 50 minor units, 100 are needed; 200 more are held by serving nodes for \
+                "the balance available is 50 minor units, 100 minor units are needed; 200 minor units more are held \
+                 by serving nodes for \
                  calls in flight, and what they do not spend comes back when those calls end"
             )
         );

@@ -39,7 +39,11 @@ pub enum InputError {
     Missing { name: String, expected: String },
     #[error("unknown input '{name}' (the model's inputs are: {expected})")]
     Unknown { name: String, expected: String },
-    #[error("input '{name}' has dtype {given}, the model expects {expected}")]
+    #[error(
+        "input '{name}' has dtype {given}, the model expects {expected}: convert it first (numpy: \
+         {name}.astype(\"{numpy}\"))",
+        numpy = expected.numpy_name()
+    )]
     Dtype { name: String, given: Dtype, expected: Dtype },
     #[error("input '{name}' has {given} dimensions, the model expects {expected} ({spec})")]
     Rank { name: String, given: usize, expected: usize, spec: String },

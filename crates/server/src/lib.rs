@@ -154,6 +154,7 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
         return Err(StartError(format!("the ledger does not balance: {totals:?}")));
     }
     let node_name = AccountName::node(&config.node_id).map_err(|e| e.to_string())?;
+    market::error::name_token(&config.token_symbol, config.token_decimals);
     let log_keys = Arc::new(log::LogKeys::load_or_create(&store, &data_dir, &config.log_origin, &node_name).await?);
     store
         .register_node(log_keys.node.name(), &log_keys.node.verifier().public_key())

@@ -8,7 +8,7 @@ verify receipts against the public log, read the market's usage.
 >>> result.receipt.verify()                                     # signature, leaf, inclusion proof
 """
 
-from .client import AsyncClient, Client, InferResult, Receipt, Stats
+from .client import AsyncClient, Client, InferResult, Receipt, Stats, Tokens, format_tokens, tokens
 from .errors import (
     ERRORS,
     AmountTooLarge,
@@ -67,9 +67,12 @@ __all__ = [
     "ReceiptInvalid",
     "Stats",
     "StorageQuotaExceeded",
+    "Tokens",
     "Unauthorized",
     "Unavailable",
     "VerifierKey",
     "VitrineError",
+    "format_tokens",
     "tensors_sha256",
+    "tokens",
 ]

@@ -15,7 +15,8 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Generator, Iterable, List, Mapping, Optional, Union
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Dict, Generator, Iterable, List, Mapping, Optional, Tuple, Union
 
 import httpx
 import numpy as np
@@ -157,9 +158,27 @@ class InferResult:
     log_index: Optional[int]
     #: "json" or "binary": how the inputs travelled.
     sent_as: str
+    #: The market's token (symbol, decimals), to read ``price`` as people do.
+    token: Optional[Tuple[str, int]] = None
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.outputs[name]
+
+    @property
+    def price_tokens(self) -> str:
+        """The price as people read it: ``"0.002 OPG"`` (``"free"`` at 0)."""
+        if self.price == 0:
+            return "free"
+        if self.token is None:
+            return f"{self.price} minor units"
+        return format_tokens(self.price, *self.token)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{name!r}: {array.dtype}{list(array.shape)}" for name, array in self.outputs.items())
+        return (
+            f"InferResult(model={self.model!r}, version={self.version}, price={self.price_tokens!r}, "
+            f"latency_ms={self.latency_ms:.2f}, outputs={{{shapes}}}, log_index={self.log_index})"
+        )
 
 
 def _model_path(model: str) -> str:
@@ -169,16 +188,88 @@ def _model_path(model: str) -> str:
     return f"/v1/models/{owner}/{name}"
 
 
-def _amount(value: Union[int, str]) -> str:
-    """Minor units as the API's string (an int, or a string of digits)."""
+class Tokens:
+    """An amount in the market's token, as people write it: ``tokens("0.002")``
+    is 0.002 OPG on a market of OPG. The client turns it into the API's
+    minor units with the market's decimals (from ``/v1/health``), exactly."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Union[str, int, Decimal]):
+        try:
+            amount = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ValueError(f"{value!r} is not an amount of tokens (write it like '0.002')") from None
+        if not amount.is_finite() or amount < 0:
+            raise ValueError(f"{value!r} is not an amount of tokens (write it like '0.002')")
+        self.value = amount
+
+    def minor_units(self, decimals: int) -> int:
+        """The amount in minor units of a token of ``decimals`` decimals;
+        ``ValueError`` for more digits than the token has."""
+        scaled = self.value.scaleb(decimals)
+        if scaled != scaled.to_integral_value():
+            raise ValueError(f"{self.value} has more than the token's {decimals} decimals")
+        return int(scaled)
+
+    def __repr__(self) -> str:
+        return f"tokens({str(self.value)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tokens) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
+def tokens(value: Union[str, int, Decimal]) -> Tokens:
+    """An amount in tokens (``tokens("0.002")``), for ``price=``, deposits and
+    payouts, where an int is minor units."""
+    return Tokens(value)
+
+
+def _as_tokens(value: Union[int, str, Tokens]) -> Optional[Tokens]:
+    """``value`` as tokens when it is written as tokens: a :class:`Tokens`, or
+    a string with a decimal point (``"0.002"``); ``None`` for minor units."""
+    if isinstance(value, Tokens):
+        return value
+    if isinstance(value, str) and "." in value:
+        return Tokens(value)
+    return None
+
+
+def _amount(value: Union[int, str], decimals: Optional[int] = None) -> str:
+    """The API's amount string: minor units (an int, or a string of digits),
+    or tokens (:func:`tokens`, or ``"0.002"``) given the token's decimals."""
+    as_tokens = _as_tokens(value)  # type: ignore[arg-type]
+    if as_tokens is not None:
+        if decimals is None:
+            raise ValueError(f"{value!r} is in tokens, and the market's decimals are not known here")
+        return str(as_tokens.minor_units(decimals))
+    if isinstance(value, bool):
+        raise ValueError(f"an amount is minor units (an int) or tokens (vitrine.tokens('0.002')), not {value!r}")
     text = str(value)
     if not text.isdigit():
-        raise ValueError(f"an amount is whole minor units, not {value!r}")
+        raise ValueError(
+            f"an amount is minor units (an int, or a string of digits) or tokens (vitrine.tokens('0.002') or "
+            f"'0.002'), not {value!r}"
+        )
     return text
 
 
-def _frame(rows: List[Dict[str, Any]], amounts: Iterable[str] = ()) -> Any:
-    """Rows as a pandas DataFrame when pandas is installed, else as they are."""
+def format_tokens(minor: int, symbol: str, decimals: int) -> str:
+    """``minor`` minor units as people read them: ``0.002 OPG``, exactly."""
+    whole, fraction = divmod(int(minor), 10**decimals)
+    text = f"{whole:,}"
+    if fraction:
+        text += "." + f"{fraction:0{decimals}d}".rstrip("0")
+    return f"{text} {symbol}"
+
+
+def _frame(rows: List[Dict[str, Any]], amounts: Iterable[str] = (), token: Optional[Tuple[str, int]] = None) -> Any:
+    """Rows as a pandas DataFrame when pandas is installed, else as they are.
+    Each amount column stays exact minor units (int); with the market's
+    ``token`` a ``<column>_tokens`` column beside it reads as people do."""
     try:
         import pandas  # noqa: PLC0415
     except ImportError:
@@ -188,6 +279,10 @@ def _frame(rows: List[Dict[str, Any]], amounts: Iterable[str] = ()) -> Any:
         if column in frame:
             # Amounts are exact integers; a missing one stays missing.
             frame[column] = frame[column].map(lambda v: int(v) if isinstance(v, str) else v)
+            if token is not None:
+                scale = 10 ** token[1]
+                at = frame.columns.get_loc(column) + 1
+                frame.insert(at, f"{column}_tokens", frame[column].map(lambda v: None if v is None else v / scale))
     if "t" in frame:
         frame["t"] = pandas.to_datetime(frame["t"], utc=True)
     return frame
@@ -245,6 +340,25 @@ class _Operations:
             VerifierKey.parse(vkey).verify_cosignature(checkpoint.note)
         return checkpoint
 
+    def _token(self) -> Operation:
+        """The market's token as (symbol, decimals), asked once."""
+        cached = getattr(self, "_token_info", None)
+        if cached is None:
+            view = _ok((yield _Request("GET", "/v1/health", auth=False)))
+            cached = self._token_info = (str(view["token"]["symbol"]), int(view["token"]["decimals"]))
+        return cached
+
+    def _minor(self, value: Union[int, str, Tokens]) -> Operation:
+        """An amount as the API's minor units; tokens need the market's decimals."""
+        if _as_tokens(value) is None:
+            return _amount(value)  # type: ignore[arg-type]
+        _, decimals = yield from self._token()
+        return _amount(value, decimals)  # type: ignore[arg-type]
+
+    def _set_price(self, model: str, price: Union[int, str, Tokens]) -> Operation:
+        minor = yield from self._minor(price)
+        return (yield from self._update_model(model, {"price_per_inference": minor}))
+
     def _account(self) -> Operation:
         answer = yield _Request("GET", "/v1/account")
         account = _ok(answer)
@@ -273,14 +387,14 @@ class _Operations:
         return created["account"], created["api_key"]
 
     def _deposit(self, account: str, amount: Union[int, str], reference: str) -> Operation:
-        body = {"account": account, "amount": _amount(amount), "reference": reference}
+        body = {"account": account, "amount": (yield from self._minor(amount)), "reference": reference}
         return _ok((yield _Request("POST", "/v1/admin/deposits", json=body)))
 
     def _create_model(self, name: str, task: str, **fields: Any) -> Operation:
         body: Dict[str, Any] = {"name": name, "task": task}
         for key, value in fields.items():
             if value is not None:
-                body[key] = _amount(value) if key == "price_per_inference" else value
+                body[key] = (yield from self._minor(value)) if key == "price_per_inference" else value
         return _ok((yield _Request("POST", "/v1/models", json=body)))
 
     def _push(self, model: str, source: "_Source", progress: Optional[Callable[[int, int], None]]) -> Operation:
@@ -369,6 +483,8 @@ class _Operations:
     ) -> Operation:
         arrays = {name: tensors.as_array(value) for name, value in arrays.items()}
         path = _model_path(model) + (f"/versions/{version}" if version is not None else "") + "/infer"
+        # The price reads in tokens (the market's token is asked once per client).
+        yield from self._token()
         size = sum(a.nbytes for a in arrays.values())
         as_binary = binary if binary is not None else size > BINARY_THRESHOLD_BYTES
         headers = {"idempotency-key": idempotency_key or str(uuid.uuid4()), "accept": _OCTETS}
@@ -414,6 +530,7 @@ class _Operations:
             receipt=receipt,
             log_index=int(index) if index is not None else (receipt.log_index if receipt else None),
             sent_as="binary" if as_binary else "json",
+            token=getattr(self, "_token_info", None),
         )
 
 
@@ -631,7 +748,8 @@ class Client(_Base):
         return self._run(self._transfers(limit))
 
     def deposit(self, account: str, amount: Union[int, str], reference: str) -> Dict[str, Any]:
-        """Credits ``account`` (operator key): the transfer."""
+        """Credits ``account`` (operator key) with ``amount`` in minor units
+        or tokens (``vitrine.tokens("5")``): the transfer."""
         return self._run(self._deposit(account, amount, reference))
 
     # Models.
@@ -647,7 +765,9 @@ class Client(_Base):
         tags: Optional[List[str]] = None,
         visibility: Optional[str] = None,
     ) -> Dict[str, Any]:
-        """Creates model ``name`` of the key's account; ``price`` in minor units."""
+        """Creates model ``name`` of the key's account; ``price`` per call in
+        minor units (an int) or in tokens (``vitrine.tokens("0.002")`` or
+        ``"0.002"``)."""
         fields = dict(price_per_inference=price, description=description, license=license, tags=tags,
                       visibility=visibility)
         return self._run(self._create_model(name, task, **fields))
@@ -680,8 +800,9 @@ class Client(_Base):
         raise AssertionError("unreachable")
 
     def set_price(self, model: str, price: Union[int, str]) -> Dict[str, Any]:
-        """Sets the price per inference (minor units); later calls pay it."""
-        return self._run(self._update_model(model, {"price_per_inference": _amount(price)}))
+        """Sets the price per inference, in minor units (an int) or tokens
+        (``vitrine.tokens("0.002")`` or ``"0.002"``); later calls pay it."""
+        return self._run(self._set_price(model, price))
 
     def update_model(self, model: str, **fields: Any) -> Dict[str, Any]:
         """Changes any of the create fields (``description``, ``tags``, …)."""
@@ -759,7 +880,7 @@ class Client(_Base):
         pandas, else a list of dicts (``t``, ``group``, ``calls``, ``earned``)."""
         params = {"group_by": group_by, "bucket": bucket, "from": start, "to": end}
         view = self._run(self._get("/v1/account/earnings", params))
-        return _frame(view["series"], amounts=("earned",))
+        return _frame(view["series"], amounts=("earned",), token=self._run(self._token()))
 
 
 class Stats:
@@ -768,12 +889,15 @@ class Stats:
     def __init__(self, client: Client):
         self._client = client
 
+    def _token(self) -> Tuple[str, int]:
+        return self._client._run(self._client._token())
+
     def market(self, window: str = "7d", by: str = "model") -> Any:
         """Calls, revenue and share per model (or creator, task, app, node)
         over ``window``; the headline figures are in ``.attrs`` of the
         DataFrame (or use :meth:`market_view` for the whole answer)."""
         view = self.market_view(window, by)
-        frame = _frame(view["items"], amounts=("revenue",))
+        frame = _frame(view["items"], amounts=("revenue",), token=self._token())
         if hasattr(frame, "attrs"):
             frame.attrs.update({k: v for k, v in view.items() if k not in ("items", "models", "lorenz")})
         return frame
@@ -786,12 +910,12 @@ class Stats:
         """One model's series: calls, revenue, errors, distinct callers, latency."""
         params = {"bucket": bucket, "from": start, "to": end}
         view = self._client._run(self._client._get(f"/v1/stats/models/{model}", params))
-        return _frame(view["series"], amounts=("revenue",))
+        return _frame(view["series"], amounts=("revenue",), token=self._token())
 
     def tasks(self) -> Any:
         """Demand per task."""
         view = self._client._run(self._client._get("/v1/stats/tasks"))
-        return _frame(view["items"], amounts=("revenue", "median_price"))
+        return _frame(view["items"], amounts=("revenue", "median_price"), token=self._token())
 
     def trending(self, window: str = "7d") -> Any:
         """Models whose calls grow fastest."""
@@ -938,7 +1062,7 @@ class AsyncClient(_Base):
 
     async def set_price(self, model: str, price: Union[int, str]) -> Dict[str, Any]:
         """See :meth:`Client.set_price`."""
-        return await self._run(self._update_model(model, {"price_per_inference": _amount(price)}))
+        return await self._run(self._set_price(model, price))
 
     async def models(self, q: Optional[str] = None, *, limit: Optional[int] = 100, **filters: Any) -> List[Dict[str, Any]]:
         """See :meth:`Client.models`."""

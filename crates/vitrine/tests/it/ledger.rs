@@ -163,7 +163,7 @@ async fn a_running_call_holds_its_price_until_it_is_charged_or_fails() {
     }
     assert_eq!(held, 1000);
     let message = slow_call().await.unwrap().error(402, "insufficient_balance");
-    assert!(message.contains("500 minor units"), "{message}");
+    assert!(message.contains("0.0000005 OPG"), "in the token people read: {message}");
     first.await.unwrap().ok(200);
     assert_eq!((units(&api, &op, "bob", "balance").await, units(&api, &op, "bob", "held").await), (500, 0));
 }
@@ -189,7 +189,7 @@ async fn refused_and_failed_calls_charge_nothing() {
     let ids = json!({"inputs": {"ids": {"dtype": "i64", "shape": [1, 1], "data": [3]}}});
     let message =
         api.post("/v1/models/alice/embed/infer", Some(&bob), ids.clone()).await.error(402, "insufficient_balance");
-    assert!(message.contains("100"), "{message}");
+    assert!(message.contains("0.0000001 OPG are needed"), "{message}");
     deposit(&api, &op, "bob", 1000, "bank-1").await;
     // Refused inputs, a runtime failure after the hold, a timeout after the hold.
     let bad = json!({"inputs": {"ids": {"dtype": "f32", "shape": [1, 1], "data": [3]}}});
