@@ -138,9 +138,7 @@ test('every page loads cleanly, is accessible, fits a phone, and is saved as a s
     const phone = await open(path, { width: 390 });
     const width = await phone.page.evaluate(() => document.documentElement.scrollWidth);
     assert.ok(width <= 390, `${path} scrolls sideways at 390 px (${width} px wide)`);
-    if (['/', `/models/${top.owner}/${top.name}`].includes(path)) {
-      await phone.page.screenshot({ path: join(ARTIFACTS, `${shortName(path)}-390px.png`), fullPage: true });
-    }
+    await phone.page.screenshot({ path: join(ARTIFACTS, `${shortName(path)}-390px.png`), fullPage: true });
     assert.deepEqual(phone.problems, [], `${path} at 390 px`);
     await phone.page.close();
   }
@@ -188,12 +186,140 @@ test('a model page charts the API\'s series and its card cannot run a script', a
   await page.locator('.card-text a').click({ timeout: 2000 }).catch(() => {});
   assert.equal(await page.evaluate(() => window.pwned), undefined);
   const series = await call('GET', (await page.locator('#calls a.download').getAttribute('href')));
-  assert.deepEqual((await page.$$eval('#calls tbody tr', (trs) => trs.map((tr) => Number(tr.children[1].dataset.value)))), series.series.map((p) => p.calls));
+  // No line before the model's first call: those hours read "–", the rest the API's calls.
+  const first = series.series.findIndex((p) => p.calls > 0);
+  assert.deepEqual((await page.$$eval('#calls tbody tr', (trs) => trs.map((tr) => tr.children[1].dataset.value ?? null))),
+    series.series.map((p, i) => (i < first ? null : String(p.calls))));
   assert.equal(series.series.reduce((n, p) => n + p.calls, 0), 3);
   assert.deepEqual(await column(page, '#apps', 1), ['3']);
   // The card's broken image is the creator's; nothing else failed.
   assert.deepEqual(problems.filter((p) => !p.includes('favicon.missing') && !p.includes('Failed to load resource')), []);
   await page.close();
+});
+
+test('one growth figure, partial periods marked, the share of demand, plain words, and whole columns on a phone', async () => {
+  // Every change shown reads "new", "±0%", a signed percentage of at most 1,000, or "×N".
+  for (const path of ['/?window=24h', '/?window=7d', '/?window=30d', '/opportunities?window=30d', '/opportunities?window=7d']) {
+    const { page } = await open(path);
+    const changes = await page.$$eval('.change', (spans) => spans.map((s) => s.textContent.trim()));
+    assert.ok(changes.length > 0, path);
+    for (const text of changes) {
+      assert.match(text, /^(new|±0%|[+−]\d+\.\d%|×[\d,]+)$/, `${path}: "${text}"`);
+      if (text.endsWith('%') && text !== '±0%') assert.ok(Number(text.slice(1, -1)) <= 1000, `${path}: ${text} is past ×11`);
+    }
+    await page.close();
+  }
+  // The leaderboard's change is this window against the window before, as the API counts them.
+  const trending = await call('GET', '/v1/stats/trending?window=7d');
+  const { page } = await open('/?window=7d');
+  for (const item of trending.items.slice(0, 10)) {
+    const cell = await page.$eval(`#leaderboard tr[data-model="${item.model}"] td.change-col .change`, (s) => s.textContent).catch(() => null);
+    if (cell === null) continue;
+    if (item.previous_calls === 0) assert.equal(cell, 'new', item.model);
+    else if (Math.abs(item.calls - item.previous_calls) / item.previous_calls < 0.0005) assert.equal(cell, '±0%', item.model);
+    else if (item.calls > item.previous_calls * 11) assert.match(cell, /^×/, item.model);
+    else assert.equal(cell.slice(0, -1), `${item.calls >= item.previous_calls ? '+' : '−'}${(Math.abs(item.calls - item.previous_calls) / item.previous_calls * 100).toFixed(1)}`, item.model);
+  }
+
+  // Today is still running: its bars are marked, its row says so, a note explains.
+  const series = await call('GET', '/v1/stats/market/series?window=7d&by=task');
+  const last = series.buckets.length - 1;
+  const layersToday = series.series.concat([series.other]).filter((s) => s.calls[last] > 0).length;
+  assert.equal(await page.locator('#demand-by-task rect.bar.partial').count(), layersToday);
+  assert.match(await page.locator('#demand-by-task tbody tr').last().locator('th').textContent(), /\(so far\)$/);
+  assert.match(await page.locator('#demand-by-task .partial-note').textContent(), /still running/);
+
+  // The share of demand: each model's share of each day's calls, as the API's series say.
+  const shares = await call('GET', await page.locator('#share-of-demand a.download').getAttribute('href'));
+  const rows = await page.$$eval('#share-of-demand tbody tr', (trs) => trs.map((tr) => [...tr.children].slice(1).map((td) => td.dataset.value ?? null)));
+  const layers = shares.series.concat(shares.other.calls.some((c) => c > 0) ? [shares.other] : []);
+  shares.buckets.forEach((_, b) => {
+    const total = shares.total.calls[b];
+    layers.forEach((layer, l) => {
+      const shown = rows[b][l];
+      if (total === 0) assert.equal(shown, null);
+      else assert.ok(Math.abs(Number(shown) - layer.calls[b] / total) < 1e-12, `bucket ${b}, ${layer.key}`);
+    });
+  });
+  // Stacked to 100 %: every day with calls sums to one.
+  rows.forEach((row, b) => {
+    if (shares.total.calls[b] > 0) assert.ok(Math.abs(row.reduce((n, v) => n + Number(v ?? 0), 0) - 1) < 1e-9, `bucket ${b}`);
+  });
+  // Tasks keep their colours whatever the window.
+  const colourOf = async (p) => {
+    const other = await open(p);
+    const keys = await other.page.$$eval('#demand-by-task .legend li', (lis) => Object.fromEntries(lis.map((li) => [li.textContent.trim(), li.querySelector('.key').className])));
+    await other.page.close();
+    return keys;
+  };
+  const [day, month] = [await colourOf('/?window=24h'), await colourOf('/?window=30d')];
+  for (const task of Object.keys(day)) if (month[task]) assert.equal(day[task], month[task], task);
+  // Plain words: a meaning beside each concentration figure; every leaderboard header explains itself.
+  assert.equal(await page.locator('#concentration-title ~ dl dd.meaning').count(), 3);
+  assert.deepEqual(await page.$$eval('#leaderboard th', (ths) => ths.filter((th) => !th.title).map((th) => th.textContent)), []);
+  await page.close();
+
+  // No axis title overlaps its tick labels, on any chart of the market or a model's page.
+  const top = (await call('GET', '/v1/models?sort=popular&limit=1')).items[0];
+  for (const path of ['/?window=7d', `/models/${top.owner}/${top.name}`, '/opportunities']) {
+    const chartPage = (await open(path)).page;
+    const clashes = await chartPage.$$eval('figure.chart svg', (svgs) => svgs.flatMap((svg) => {
+      const box = (e) => e.getBoundingClientRect();
+      const ticks = [...svg.querySelectorAll('text.tick')].map(box);
+      return [...svg.querySelectorAll('text.axis')].map(box).flatMap((a) => ticks.filter((t) =>
+        a.left < t.right - 0.5 && t.left < a.right - 0.5 && a.top < t.bottom - 0.5 && t.top < a.bottom - 0.5).map(() => svg.closest('figure').id));
+    }));
+    assert.deepEqual(clashes, [], `${path}: axis titles over tick labels`);
+    await chartPage.close();
+  }
+
+  // At 390 px the leaderboard keeps model, share, calls, revenue and change whole, with no sideways scroll.
+  const phone = (await open('/?window=7d', { width: 390 })).page;
+  const fit = await phone.$eval('#leaderboard', (table) => ({
+    table: table.getBoundingClientRect().right,
+    wrap: table.parentElement.scrollWidth - table.parentElement.clientWidth,
+    cut: [...table.querySelectorAll('td, th')].filter((c) => getComputedStyle(c).display !== 'none' && c.scrollWidth > c.clientWidth + 1).map((c) => c.textContent),
+  }));
+  assert.ok(fit.table <= 390 && fit.wrap <= 0, `the leaderboard is cut at 390 px: ${JSON.stringify(fit)}`);
+  assert.deepEqual(fit.cut, []);
+  await phone.screenshot({ path: join(ARTIFACTS, 'market-leaderboard-390px.png'), fullPage: true });
+  await phone.close();
+});
+
+test('a free model reads "Free", has no revenue chart, and its figures fill whole rows; a model page shows how to call it', async () => {
+  const models = await call('GET', '/v1/models?limit=100');
+  const free = models.items.find((m) => m.price_per_inference === '0' && m.latest_version);
+  const paid = models.items.find((m) => m.price_per_inference !== '0' && m.latest_version);
+  for (const [model, isFree] of [[free, true], [paid, false]]) {
+    const { page } = await open(`/models/${model.owner}/${model.name}`);
+    assert.equal(await page.locator('#revenue').count(), isFree ? 0 : 1);
+    const figures = await page.locator('dl.headline .figure').count();
+    const columns = await page.$eval('dl.headline', (dl) => getComputedStyle(dl).gridTemplateColumns.split(' ').length);
+    assert.equal(figures % columns, 0, `${figures} figures in ${columns} columns`);
+    const price = await page.locator('dl.headline .figure').first().locator('.value').textContent();
+    assert.ok(isFree ? price === 'Free' : price.endsWith(' per call'), price);
+    const snippets = await page.locator('.snippets pre').allTextContents();
+    assert.equal(snippets.length, 3);
+    assert.ok(snippets[0].startsWith(`vitrine infer ${model.owner}/${model.name} --input`), snippets[0]);
+    assert.ok(snippets[1].includes(`/v1/models/${model.owner}/${model.name}/infer`), snippets[1]);
+    const [version] = (await call('GET', `/v1/models/${model.owner}/${model.name}/versions`)).items.slice(-1);
+    for (const spec of version.inputs) assert.ok(await page.locator('#use-title ~ div code', { hasText: `${spec.name}: ${spec.dtype}` }).count() > 0, spec.name);
+    if (isFree) assert.match(await page.locator('.try-it p').first().textContent(), /free/);
+    await page.close();
+  }
+  // The catalogue says "Free" and "per call".
+  const catalogue = (await open('/catalogue?sort=price')).page;
+  const prices = await catalogue.$$eval('li.card dl.facts dd[data-value]', (dds) => dds.filter((dd) => dd.previousElementSibling?.textContent === 'Price').map((dd) => [dd.dataset.value, dd.textContent]));
+  assert.ok(prices.length > 0);
+  for (const [minor, text] of prices) assert.ok(minor === '0' ? text === 'Free' : text.endsWith(' per call'), `${minor}: ${text}`);
+  assert.ok(await catalogue.locator('li.card .card-signature').count() > 0, 'cards show the signature');
+  await catalogue.close();
+  // A typo finds what was meant, and says so.
+  const typo = (await open('/catalogue?q=segmentaion')).page;
+  assert.match(await typo.locator('#corrected').textContent(), /segmentaion.*segmentation/);
+  const found = await typo.$$eval('li.card', (cards) => cards.map((c) => c.dataset.model));
+  assert.ok(found.length > 0 && found.every((m) => m.includes('segmentation')), found.join(' '));
+  await typo.close();
 });
 
 test('the try-it form runs a paid call and the balance drops by the price', async () => {
@@ -204,6 +330,14 @@ test('the try-it form runs a paid call and the balance drops by the price', asyn
   const { page, problems } = await open(`/models/${paid.owner}/${paid.name}`);
   await page.fill('#try-it input[name="key"]', key);
   await page.fill('#try-it input[name="app"]', 'browser-test');
+  // The form is built from the signature: too few numbers are refused, in words, before any call.
+  const box = page.locator('#try-it textarea[name^="values:"]').first();
+  const zeros = await box.inputValue();
+  await box.fill('1, 2');
+  await page.click('#try-it button[type="submit"]');
+  assert.match(await page.locator('#try-result .failed').textContent(), /takes \d+ values \(shape \[[\d, ]+\]\); 2 given/);
+  assert.equal(BigInt((await call('GET', '/v1/account', { key })).balance), before, 'nothing was paid');
+  await box.fill(zeros);
   await page.click('#try-it button[type="submit"]');
   await page.waitForSelector('#try-balance', { timeout: 20000 });
   assert.equal(await page.getAttribute('#try-cost', 'data-value'), paid.price_per_inference);
@@ -214,6 +348,18 @@ test('the try-it form runs a paid call and the balance drops by the price', asyn
   assert.match(await page.textContent('#try-outputs'), /"dtype"/);
   assert.deepEqual(problems, []);
   await page.close();
+
+  // The caller's account shows what it spent, by model and app, as the API counts it.
+  const mine = (await open('/account')).page;
+  await mine.fill('#key-form input[name="key"]', key);
+  await mine.click('#key-form button[type="submit"]');
+  await mine.waitForSelector('#transfers');
+  const spent = await call('GET', '/v1/account/spending?group_by=app', { key });
+  assert.notEqual(spent.total, '0');
+  assert.deepEqual(await mine.$$eval('.spending strong', (s) => s.map((e) => e.dataset.value)), [spent.total, spent.total]);
+  assert.deepEqual(await mine.$$eval('#spending-by-app .legend li', (lis) => lis.map((li) => li.textContent.trim())), ['browser-test']);
+  assert.equal(await mine.locator('#earnings-title').count(), 0, 'a caller without models sees no earnings');
+  await mine.close();
 });
 
 test('my account shows the API\'s figures, downloads its CSV, and verifies receipts in the browser', async () => {

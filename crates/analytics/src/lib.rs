@@ -6,17 +6,21 @@
 //!   HyperLogLog beyond; mergeable.
 //! - [`concentration`]: each item's share of the market, top-k share, HHI,
 //!   Gini, the Lorenz curve.
-//! - [`growth`]: the trending score.
+//! - [`Change`]: the one growth figure people are shown, this window
+//!   against the window before ("+12.5%", "new", "×12").
+//! - [`growth`]: the trending score, a ranking.
 //! - [`Window`]: the 24h/7d/30d windows, their bucket ranges, and which
 //!   window a bucket falls in.
 //!
 //! This crate knows nothing about SQL or HTTP.
 
+mod change;
 mod histogram;
 mod market;
 mod sketch;
 mod window;
 
+pub use change::{Change, TIMES_PAST};
 pub use histogram::{LATENCY_BUCKETS, LatencyHistogram};
 pub use market::{Concentration, TRENDING_CALLS_MIN, concentration, growth, median};
 pub use sketch::{CallerSketch, SKETCH_EXACT_MAX};

@@ -248,6 +248,40 @@ async function verifyReceipts(panel) {
 
 // ---- Try it ----------------------------------------------------------------
 
+/** The API's inputs from the form: each input's shape (its named
+ * dimensions from their size boxes) and its numbers, counted against it. */
+function tensorsOf(form) {
+  const inputs = {};
+  for (const set of form.querySelectorAll('fieldset.tensor')) {
+    const name = set.dataset.input;
+    const dtype = set.dataset.dtype;
+    const shape = JSON.parse(set.dataset.shape).map((dim, axis) => {
+      if (typeof dim === 'number') return dim;
+      const size = Number(form.elements[`dim:${name}:${axis}`].value);
+      if (!Number.isInteger(size) || size < 1) throw new Error(`The size of ${dim} in ${name} is a whole number from 1.`);
+      return size;
+    });
+    const words = form.elements[`values:${name}`].value.split(/[\s,\[\]]+/).filter((w) => w !== '');
+    const expected = shape.reduce((n, d) => n * d, 1);
+    if (words.length !== expected) {
+      throw new Error(`${name} takes ${expected} values (shape [${shape.join(', ')}]); ${words.length} given.`);
+    }
+    const data = words.map((word) => {
+      if (dtype === 'bool') {
+        if (word !== 'true' && word !== 'false') throw new Error(`${name} takes true or false, not "${word}".`);
+        return word === 'true';
+      }
+      if (['NaN', 'Infinity', '-Infinity'].includes(word)) return word;
+      const value = Number(word);
+      if (Number.isNaN(value)) throw new Error(`${name}: "${word}" is not a number.`);
+      if (!dtype.startsWith('f') && dtype !== 'bf16' && !Number.isInteger(value)) throw new Error(`${name} takes whole numbers (${dtype}), not ${word}.`);
+      return value;
+    });
+    inputs[name] = { dtype, shape, data };
+  }
+  return inputs;
+}
+
 function startTryIt(form) {
   const result = document.getElementById('try-result');
   form.key.value = storedKey();
@@ -255,13 +289,11 @@ function startTryIt(form) {
     event.preventDefault();
     const key = form.key.value.trim();
     sessionStorage.setItem(KEY_STORAGE, key);
-    const inputs = {};
+    let inputs;
     try {
-      for (const area of form.querySelectorAll('textarea[name^="input:"]')) {
-        inputs[area.name.slice('input:'.length)] = JSON.parse(area.value);
-      }
+      inputs = tensorsOf(form);
     } catch (error) {
-      result.replaceChildren(element('p', { class: 'failed' }, `The input is not JSON: ${error.message}`));
+      result.replaceChildren(element('p', { class: 'failed' }, error.message));
       return;
     }
     const headers = { 'Content-Type': 'application/json', 'Idempotency-Key': crypto.randomUUID() };

@@ -15,11 +15,37 @@ pub struct Series {
     /// One value per point of the chart's `x`; `None` where there is none
     /// (a latency in a bucket without calls).
     pub values: Vec<Option<f64>>,
+    /// A colour of its own (an index into the palette); else its position.
+    pub colour: Option<usize>,
 }
 
 impl Series {
     pub fn new(name: impl Into<String>, values: impl IntoIterator<Item = f64>) -> Series {
-        Series { name: name.into(), values: values.into_iter().map(Some).collect() }
+        Series { name: name.into(), values: values.into_iter().map(Some).collect(), colour: None }
+    }
+
+    /// A series of a fixed colour (`index` into the palette).
+    pub fn coloured(mut self, index: usize) -> Series {
+        self.colour = Some(index);
+        self
+    }
+
+    /// The first point that is neither missing nor zero.
+    pub fn first_non_zero(&self) -> Option<usize> {
+        self.values.iter().position(|v| v.is_some_and(|v| v != 0.0))
+    }
+
+    /// Leaves out the points before `first`: a line starts where the first
+    /// call is, not with zeros for the time before it.
+    pub fn starting_at(mut self, first: usize) -> Series {
+        self.values.iter_mut().take(first).for_each(|v| *v = None);
+        self
+    }
+
+    /// [`Series::starting_at`] its own first non-zero point.
+    pub fn from_first(self) -> Series {
+        let first = self.first_non_zero().unwrap_or(self.values.len());
+        self.starting_at(first)
     }
 }
 
@@ -51,14 +77,25 @@ pub struct Chart {
     pub y_max: Option<f64>,
     /// Where the same numbers can be downloaded (a CSV or JSON API route).
     pub download: Option<(String, String)>,
+    /// The last point is a period still running (today, this hour): drawn
+    /// faded and dashed, marked "so far", so that it does not read as a fall.
+    pub partial_last: bool,
+    /// The points are categories, not times: every label is shown, slanted.
+    pub categories: bool,
 }
 
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 260.0;
-const LEFT: f64 = 64.0;
+/// The least room left of the plot: the vertical axis's title and its ticks.
+const LEFT: f64 = 48.0;
+/// About how wide a tick's character is (13 px text), to keep the ticks off
+/// the axis's title however long their labels are.
+const TICK_CHAR_WIDTH: f64 = 7.6;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 44.0;
+/// Room below the plot for slanted category labels.
+const BOTTOM_CATEGORIES: f64 = 104.0;
 /// Colours in the stylesheet.
 const PALETTE: usize = 10;
 
@@ -88,6 +125,13 @@ pub fn label_indices(n: usize, max: usize) -> Vec<usize> {
 }
 
 impl Chart {
+    /// The stylesheet's colour class of series `s`: a series may fix its own
+    /// (a task keeps its colour whatever the window shows).
+    fn colour(&self, s: usize) -> String {
+        let index = self.series.get(s).and_then(|series| series.colour).unwrap_or(s);
+        format!("s{}", index % PALETTE)
+    }
+
     /// The tallest value the axis must reach: a stack's tallest bar or the
     /// largest point.
     fn data_max(&self) -> f64 {
@@ -118,11 +162,18 @@ impl Chart {
     pub fn render(&self) -> Markup {
         let ticks = nice_ticks(self.y_max.unwrap_or_else(|| self.data_max()), 4);
         let top = *ticks.last().unwrap_or(&1.0);
-        let plot_width = WIDTH - LEFT - RIGHT;
-        let plot_height = HEIGHT - TOP - BOTTOM;
+        // The ticks end 6 px left of the plot and must start right of the
+        // axis's title (centred at 14 px, 14 px high when turned).
+        let widest_tick = ticks.iter().map(|t| (self.format)(*t).chars().count()).max().unwrap_or(1) as f64;
+        let left = LEFT.max(24.0 + 6.0 + TICK_CHAR_WIDTH * widest_tick);
+        let plot_width = WIDTH - left - RIGHT;
+        let height = if self.categories { HEIGHT - BOTTOM + BOTTOM_CATEGORIES } else { HEIGHT };
+        let plot_height = height - TOP - if self.categories { BOTTOM_CATEGORIES } else { BOTTOM };
+        let partial = self.partial_last.then(|| self.x.len().checked_sub(1)).flatten();
+        let labels = if self.categories { (0..self.x.len()).collect() } else { label_indices(self.x.len(), 6) };
         let n = self.x.len().max(1);
         let slot = plot_width / n as f64;
-        let x_of = |i: usize| LEFT + slot * (i as f64 + 0.5);
+        let x_of = |i: usize| left + slot * (i as f64 + 0.5);
         let y_of = |v: f64| TOP + plot_height * (1.0 - (v / top).clamp(0.0, 1.0));
         let title_id = format!("{}-title", self.id);
         let format = self.format;
@@ -130,44 +181,59 @@ impl Chart {
             figure.chart id=(self.id) {
                 figcaption {
                     h3 id=(title_id) { (self.title) }
-                    @if self.series.len() > 1 {
+                    // A legend on every chart, even of one series: what the colour is.
+                    @if !self.series.is_empty() {
                         ul.legend {
                             @for (i, series) in self.series.iter().enumerate() {
-                                li { span class=(format!("key s{}", i % PALETTE)) {} (series.name) }
+                                li { span class=(format!("key {}", self.colour(i))) {} (series.name) }
                             }
                         }
+                    }
+                    @if let Some(last) = partial {
+                        p.partial-note { "The last " (self.x_label.split(' ').next().unwrap_or("period")) " (" (self.x[last]) ") is still running: drawn faded, it counts only so far." }
                     }
                 }
                 // On a narrow screen the plot keeps a readable width and scrolls on its own.
                 div.plot {
-                svg viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img" aria-labelledby=(title_id) preserveAspectRatio="xMidYMid meet" {
+                svg viewBox=(format!("0 0 {WIDTH} {height}")) role="img" aria-labelledby=(title_id) preserveAspectRatio="xMidYMid meet" {
                     // Grid and the vertical axis's ticks.
                     @for tick in &ticks {
-                        line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(y_of(*tick)) y2=(y_of(*tick)) {}
-                        text.tick x=(LEFT - 6.0) y=(y_of(*tick) + 4.0) text-anchor="end" { (format(*tick)) }
+                        line.grid x1=(left) x2=(WIDTH - RIGHT) y1=(y_of(*tick)) y2=(y_of(*tick)) {}
+                        text.tick x=(left - 6.0) y=(y_of(*tick) + 4.0) text-anchor="end" { (format(*tick)) }
                     }
                     text.axis transform=(format!("translate(14 {}) rotate(-90)", TOP + plot_height / 2.0)) text-anchor="middle" { (self.y_label) }
-                    @for i in label_indices(self.x.len(), 6) {
-                        text.tick x=(x_of(i)) y=(TOP + plot_height + 16.0) text-anchor="middle" { (self.x[i]) }
+                    @for i in labels {
+                        @if self.categories {
+                            text.tick transform=(format!("translate({:.1} {:.1}) rotate(-35)", x_of(i) + 4.0, TOP + plot_height + 14.0)) text-anchor="end" { (self.x[i]) }
+                        } @else {
+                            text.tick x=(x_of(i)) y=(TOP + plot_height + 16.0) text-anchor="middle" { (self.x[i]) @if Some(i) == partial { " (so far)" } }
+                        }
                     }
-                    text.axis x=(LEFT + plot_width / 2.0) y=(HEIGHT - 6.0) text-anchor="middle" { (self.x_label) }
-                    line.axisline x1=(LEFT) x2=(WIDTH - RIGHT) y1=(TOP + plot_height) y2=(TOP + plot_height) {}
+                    text.axis x=(left + plot_width / 2.0) y=(height - 6.0) text-anchor="middle" { (self.x_label) }
+                    line.axisline x1=(left) x2=(WIDTH - RIGHT) y1=(TOP + plot_height) y2=(TOP + plot_height) {}
                     @match self.kind {
                         Kind::StackedBars => {
                             @for (i, s, base, value) in self.stack() {
-                                rect class=(format!("bar s{}", s % PALETTE)) x=(x_of(i) - slot * 0.4) width=(slot * 0.8)
+                                rect class=(format!("bar {}{}", self.colour(s), if Some(i) == partial { " partial" } else { "" })) x=(x_of(i) - slot * 0.4) width=(slot * 0.8)
                                     y=(y_of(base + value)) height=(y_of(base) - y_of(base + value)) {
-                                    title { (self.x[i]) " · " (self.series[s].name) ": " (format(value)) }
+                                    title { (self.x[i]) @if Some(i) == partial { " (so far)" } " · " (self.series[s].name) ": " (format(value)) }
                                 }
                             }
                         }
                         Kind::Lines => {
                             @for (s, series) in self.series.iter().enumerate() {
-                                path class=(format!("line s{}", s % PALETTE)) d=(line_path(&series.values, x_of, y_of)) {}
+                                @let (whole, running) = match partial {
+                                    Some(last) => (&series.values[..last.min(series.values.len())], series.values.get(last.saturating_sub(1)..).unwrap_or(&[])),
+                                    None => (&series.values[..], &[][..]),
+                                };
+                                path class=(format!("line {}", self.colour(s))) d=(line_path(whole, x_of, y_of)) {}
+                                @if running.len() == 2 {
+                                    path class=(format!("line partial {}", self.colour(s))) d=(line_path(running, |i| x_of(i + partial.unwrap_or(1) - 1), y_of)) {}
+                                }
                                 @for (i, value) in series.values.iter().enumerate() {
                                     @if let Some(value) = value {
-                                        circle class=(format!("dot s{}", s % PALETTE)) cx=(x_of(i)) cy=(y_of(*value)) r="3" {
-                                            title { (self.x.get(i).map(String::as_str).unwrap_or("")) " · " (series.name) ": " (format(*value)) }
+                                        circle class=(format!("dot {}{}", self.colour(s), if Some(i) == partial { " partial" } else { "" })) cx=(x_of(i)) cy=(y_of(*value)) r="3" {
+                                            title { (self.x.get(i).map(String::as_str).unwrap_or("")) @if Some(i) == partial { " (so far)" } " · " (series.name) ": " (format(*value)) }
                                         }
                                     }
                                 }
@@ -193,7 +259,7 @@ impl Chart {
                         tbody {
                             @for (i, x) in self.x.iter().enumerate() {
                                 tr {
-                                    th scope="row" { (x) }
+                                    th scope="row" { (x) @if self.partial_last && i + 1 == self.x.len() { " (so far)" } }
                                     @for s in &self.series {
                                         @match s.values.get(i).copied().flatten() {
                                             Some(v) => td.num data-value=(v) { ((self.format)(v)) },
@@ -229,7 +295,8 @@ fn line_path(values: &[Option<f64>], x_of: impl Fn(usize) -> f64, y_of: impl Fn(
     d.trim_end().to_owned()
 }
 
-/// A small line of a model's calls over the window, for tables and cards.
+/// A small line of a model's calls over a window that ends now: the last
+/// segment, to the period still running, is dashed.
 pub fn sparkline(values: &[u64], label: &str) -> Markup {
     const W: f64 = 96.0;
     const H: f64 = 24.0;
@@ -240,10 +307,14 @@ pub fn sparkline(values: &[u64], label: &str) -> Markup {
         .enumerate()
         .map(|(i, &v)| format!("{:.1},{:.1}", i as f64 * step, H - 2.0 - (H - 4.0) * v as f64 / max))
         .collect();
+    let settled = points.len().saturating_sub(1).max(1).min(points.len());
     html! {
         svg.spark viewBox=(format!("0 0 {W} {H}")) width="96" height="24" role="img" aria-label=(label) {
-            title { (label) }
-            polyline points=(points.join(" ")) {}
+            title { (label) " (the last point so far)" }
+            polyline points=(points[..settled].join(" ")) {}
+            @if points.len() > 1 {
+                polyline.partial points=(points[points.len() - 2..].join(" ")) {}
+            }
         }
     }
 }
@@ -334,13 +405,22 @@ mod tests {
             format: |v| format!("{v}"),
             y_max: None,
             download: Some(("/v1/x".into(), "JSON".into())),
+            partial_last: true,
+            categories: false,
         };
         let html = chart.render().into_string();
-        assert!(html.contains("<title>Tue · vision: 4</title>"), "{html}");
+        assert!(html.contains("<title>Mon · vision: 3</title>"), "{html}");
         assert!(!html.contains("Tue · text"), "an empty layer draws no bar");
         assert!(html.contains(">day (UTC)</text>") && html.contains(">calls</text>"));
         assert!(html.contains(r#"<td class="num" data-value="4">4</td>"#));
         assert!(html.contains(r#"href="/v1/x""#));
+        // Today is marked as running, in the picture and in the numbers.
+        assert!(html.contains(r#"class="bar s0 partial""#) && html.contains("<title>Tue (so far) · vision: 4</title>"));
+        assert!(html.contains("<th scope=\"row\">Tue (so far)</th>") && html.contains("still running"));
+        assert_eq!(html.matches(" partial\"").count(), 1, "only the last point is partial");
+        // A series keeps the colour it is given, and a line starts at its first call.
+        let fixed = Series::new("t", [0.0, 0.0, 2.0, 0.0]).coloured(7).from_first();
+        assert_eq!((fixed.colour, fixed.values), (Some(7), vec![None, None, Some(2.0), Some(0.0)]));
         // A gap in a line is a gap, not a zero.
         assert_eq!(line_path(&[Some(1.0), None, Some(2.0)], |i| i as f64, |v| v), "M0.0 1.0 M2.0 2.0");
     }

@@ -84,18 +84,31 @@ impl Direction {
     }
 }
 
-/// The change from `previous` to `current`, as text (`+12.5%`, `−3.0%`,
-/// `new`) and its direction.
+/// The change from `previous` to `current` ([`analytics::Change`]: the one
+/// growth definition), as text (`+12.5%`, `−3.0%`, `new`, `×12`) and its
+/// direction.
 pub fn change(current: f64, previous: f64) -> (String, Direction) {
-    if previous == 0.0 {
-        return if current == 0.0 { ("±0%".to_owned(), Direction::Flat) } else { ("new".to_owned(), Direction::New) };
+    let change = analytics::Change::of(current, previous);
+    let direction = match (change, change.rising()) {
+        (analytics::Change::New, _) => Direction::New,
+        (_, Some(true)) => Direction::Up,
+        (_, Some(false)) => Direction::Down,
+        (_, None) => Direction::Flat,
+    };
+    (change.to_string(), direction)
+}
+
+/// [`change`] as a table cell's content: the text, coloured by direction,
+/// with what it compares in its title.
+pub fn change_cell(current: f64, previous: f64) -> maud::Markup {
+    let (text, direction) = change(current, previous);
+    maud::html! {
+        span class=(format!("change {}", direction.class())) title=(format!("{} against {} in the window before", thousands_f(current), thousands_f(previous))) { (text) }
     }
-    let ratio = (current - previous) / previous;
-    if ratio.abs() < 0.0005 {
-        return ("±0%".to_owned(), Direction::Flat);
-    }
-    let sign = if ratio > 0.0 { "+" } else { "−" };
-    (format!("{sign}{:.1}%", ratio.abs() * 100.0), if ratio > 0.0 { Direction::Up } else { Direction::Down })
+}
+
+fn thousands_f(value: f64) -> String {
+    if value.fract() == 0.0 && value >= 0.0 { thousands(value as u128) } else { format!("{value:.1}") }
 }
 
 /// Milliseconds, with precision where it matters.
@@ -131,6 +144,7 @@ mod tests {
         assert_eq!(change(150.0, 100.0), ("+50.0%".to_owned(), Direction::Up));
         assert_eq!(change(50.0, 100.0), ("−50.0%".to_owned(), Direction::Down));
         assert_eq!(change(5.0, 0.0), ("new".to_owned(), Direction::New));
+        assert_eq!(change(4546.0, 1.0), ("×4,546".to_owned(), Direction::Up));
         assert_eq!(change(0.0, 0.0).1, Direction::Flat);
         assert_eq!(milliseconds(1.234), "1.23 ms");
         assert_eq!(milliseconds(123.4), "123 ms");

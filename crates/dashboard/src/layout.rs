@@ -104,6 +104,18 @@ pub fn headline(label: &str, value: &str, change: Option<(String, Direction)>, l
     }
 }
 
+/// A figure that needs its scale said: the value, and one sentence of what
+/// it measures and how to read it.
+pub fn measure(label: &str, value: &str, meaning: &str) -> Markup {
+    html! {
+        div.figure {
+            dt { (label) }
+            dd { span.value { (value) } }
+            dd.meaning { (meaning) }
+        }
+    }
+}
+
 /// A message in place of content that could not be had.
 pub fn notice(text: &str) -> Markup {
     html! { p.notice role="status" { (text) } }

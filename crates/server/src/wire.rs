@@ -410,6 +410,11 @@ pub struct ModelPage {
     pub items: Vec<ModelView>,
     /// Pass as `page_token` for the next page; `null` on the last page.
     pub next_page_token: Option<String>,
+    /// When `q` matched nothing as written, the nearest query that did (a
+    /// typo mended: "segmentaion" is "segmentation"), whose models these
+    /// are; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrected_query: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -27,8 +27,8 @@ use crate::output;
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// The server to audit [default: --url, VITRINE_URL, or the client configuration].
-    #[arg(long)]
+    /// The same as --url (kept for scripts written before it: --url names the server everywhere).
+    #[arg(long, hide = true)]
     server: Option<String>,
     /// Recompute this creator's usage and earnings from the log; with that
     /// creator's key (--key), compare them with the ledger.
@@ -87,7 +87,8 @@ pub enum ReceiptCommand {
     /// leaf, its node's signature, and its inclusion in a signed checkpoint.
     Verify {
         file: PathBuf,
-        #[arg(long)]
+        /// The same as --url.
+        #[arg(long, hide = true)]
         server: Option<String>,
         /// The log's verifier key (`name+id+key`).
         #[arg(long)]
@@ -107,7 +108,8 @@ pub enum ReceiptCommand {
     /// output, for `receipt verify` to check offline later.
     Get {
         index: u64,
-        #[arg(long)]
+        /// The same as --url.
+        #[arg(long, hide = true)]
         server: Option<String>,
     },
 }

@@ -12,17 +12,23 @@ use serde_json::Value;
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// The server [default: from the client configuration, else http://127.0.0.1:8080].
-    #[arg(long, global = true, env = "VITRINE_URL")]
+    #[arg(long, global = true, help_heading = "Client options (how to reach a server)", env = "VITRINE_URL")]
     pub url: Option<String>,
     /// The API key [default: from the client configuration].
-    #[arg(long, global = true, env = "VITRINE_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Client options (how to reach a server)",
+        env = "VITRINE_KEY",
+        hide_env_values = true
+    )]
     pub key: Option<String>,
     /// The client configuration file that `signup` writes
     /// [default: $XDG_CONFIG_HOME/vitrine/client.toml or ~/.config/vitrine/client.toml].
-    #[arg(long, global = true, env = "VITRINE_CLIENT_CONFIG")]
+    #[arg(long, global = true, help_heading = "Client options (how to reach a server)", env = "VITRINE_CLIENT_CONFIG")]
     pub client_config: Option<PathBuf>,
     /// Print the server's JSON instead of tables, for scripts.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Client options (how to reach a server)")]
     pub json: bool,
 }
 

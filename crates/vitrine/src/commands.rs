@@ -629,13 +629,21 @@ async fn run_models(client: &Client, json: bool, list: ListModelsArgs) -> anyhow
             vec![
                 format!("{}/{}", m.owner, m.name),
                 m.task.clone(),
-                tokens_of(&m.price_per_inference),
+                if m.price_per_inference == "0" { "free".to_owned() } else { tokens_of(&m.price_per_inference) },
                 output::or_dash(m.latest_version),
-                m.visibility.clone(),
+                // Your own unlisted models show here (to you alone), said so.
+                if m.listed {
+                    m.visibility.clone()
+                } else {
+                    format!("{}, unlisted (only you see it here)", m.visibility)
+                },
             ]
         })
         .collect();
-    output::table(&["model", "task", "price", "version", "visibility"], &rows);
+    output::table(&["model", "task", "price per call", "version", "visibility"], &rows);
+    if let Some(mended) = &page.corrected_query {
+        println!("nothing matched as written; these match \"{mended}\"");
+    }
     if let Some(token) = &page.next_page_token {
         println!("more: --page-token {token}");
     }

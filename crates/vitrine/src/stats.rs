@@ -1,5 +1,6 @@
 //! `vitrine stats …` and `vitrine earnings`: the usage routes as terminal tables.
 
+use analytics::Change;
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use server::wire::stats::{EarningsView, MarketView, SeriesView, SpendingView, TasksView, TrendingView};
@@ -75,11 +76,13 @@ pub struct AccountSeriesArgs {
     /// hour or day.
     #[arg(long, default_value = "day")]
     bucket: String,
+    /// The first bucket, as an RFC 3339 time (2026-12-01T00:00:00Z) [default: 7 days (or 24 hours) before --to].
     #[arg(long)]
     from: Option<String>,
+    /// The end, as an RFC 3339 time [default: now].
     #[arg(long)]
     to: Option<String>,
-    /// Print the server's CSV.
+    /// Print the server's CSV (amounts in minor units, as the API counts them).
     #[arg(long)]
     csv: bool,
 }
@@ -132,16 +135,17 @@ pub async fn run_stats(client: &Client, json: bool, command: StatsCommand) -> an
                         i.model,
                         i.calls.to_string(),
                         i.previous_calls.to_string(),
+                        Change::of(i.calls as f64, i.previous_calls as f64).to_string(),
                         format!("{:.1}", i.baseline_calls),
-                        format!("{:+.0}%", i.growth * 100.0),
+                        Change::of(i.calls as f64, i.baseline_calls.max(1.0)).to_string(),
                     ]
                 })
                 .collect();
             print_window(&view.window);
-            output::table(&["model", "calls", "previous", "baseline", "growth"], &rows);
+            output::table(&["model", "calls", "window before", "change", "usual calls", "against usual"], &rows);
             println!(
-                "growth: calls in the window against the baseline, the mean of the 3 windows before it (at least {} \
-                 calls in the window to be listed)",
+                "ranked by calls against the usual calls (the mean of the 3 windows before; none counts as 1); \
+                 change: against the window before; at least {} calls in the window to be listed",
                 view.calls_min
             );
             Ok(())
@@ -160,6 +164,7 @@ pub async fn run_stats(client: &Client, json: bool, command: StatsCommand) -> an
                     vec![
                         i.task,
                         i.calls.to_string(),
+                        Change::of(i.calls as f64, i.previous_calls as f64).to_string(),
                         output::tokens_of(&i.revenue),
                         i.unique_callers.to_string(),
                         i.models.to_string(),
@@ -170,7 +175,10 @@ pub async fn run_stats(client: &Client, json: bool, command: StatsCommand) -> an
                 })
                 .collect();
             print_window(&view.window);
-            output::table(&["task", "calls", "revenue", "callers", "models", "median price", "opportunity"], &rows);
+            output::table(
+                &["task", "calls", "change", "revenue", "callers", "models", "median price per call", "opportunity"],
+                &rows,
+            );
             println!(
                 "opportunity: calls per public model of the task, where a new model would find the most demand per \
                  competitor"

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::{Html, Query, WINDOWS, WindowQuery, bucket_label, token, when};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiQuery, Caller};
+use crate::extract::{ApiQuery, Caller, MaybeCaller};
 use crate::routes::{accounts, money, stats};
 use crate::wire::{PageQuery as ListPage, PayoutQuery};
 
@@ -73,21 +73,55 @@ async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResul
     .0;
     let payouts = money::list_payouts(State(state.clone()), caller(), ApiQuery(PayoutQuery { state: None })).await?.0;
     let (from, bucket, starts) = super::series_buckets(state, &window).await?;
-    let mut charts = vec![];
+    let mut earnings = vec![];
+    let mut spending = vec![];
+    let mut spent_nothing = true;
     for group_by in ["model", "app"] {
-        let query = stats::AccountSeriesQuery {
+        let query = || stats::AccountSeriesQuery {
             from: Some(from.clone()),
             to: None,
             bucket: Some(bucket.to_owned()),
             group_by: Some(group_by.to_owned()),
             format: None,
         };
-        let response = stats::earnings(State(state.clone()), caller(), ApiQuery(query)).await?;
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.map_err(ApiError::internal)?;
-        let earnings: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
-        let csv = format!("/v1/account/earnings?group_by={group_by}&bucket={bucket}&from={from}&format=csv");
-        charts.push(earnings_chart(group_by, &earnings, &starts, bucket, &token, csv));
+        let earned = json_of(stats::earnings(State(state.clone()), caller(), ApiQuery(query())).await?).await?;
+        let spent = json_of(stats::spending(State(state.clone()), caller(), ApiQuery(query())).await?).await?;
+        let range = format!("group_by={group_by}&bucket={bucket}&from={from}&format=csv");
+        earnings.push(money_chart(
+            Flow::Earned,
+            group_by,
+            &earned,
+            &starts,
+            bucket,
+            &token,
+            format!("/v1/account/earnings?{range}"),
+        ));
+        spent_nothing &= spent["total"].as_str().is_none_or(|t| t == "0");
+        spending.push(money_chart(
+            Flow::Spent,
+            group_by,
+            &spent,
+            &starts,
+            bucket,
+            &token,
+            format!("/v1/account/spending?{range}"),
+        ));
     }
+    // The caller's own models, private ones too, with their prices.
+    let own = crate::wire::ListModelsQuery {
+        q: None,
+        task: None,
+        owner: Some(account.name.to_string()),
+        sort: Some("recent".to_owned()),
+        window: None,
+        limit: Some(100),
+        page_token: None,
+    };
+    let own =
+        crate::routes::models::list_models(State(state.clone()), MaybeCaller(Some(account.clone())), ApiQuery(own))
+            .await?
+            .0;
+    let creator = !own.items.is_empty() || view.earned_total != "0";
     let symbol = &token.symbol;
     let onchain = state.chain.is_some();
     let wallet = match &state.chain {
@@ -102,9 +136,47 @@ async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResul
         dl.headline {
             (headline("Balance", &token.amount(&view.balance), None, Some("balance")))
             (headline("Held by calls running", &token.amount(&view.held), None, None))
-            (headline("Earned in all", &token.amount(&view.earned_total), None, None))
+            @if creator { (headline("Earned in all", &token.amount(&view.earned_total), None, None)) }
         }
-        section.charts { @for chart in &charts { (chart) } }
+        section aria-labelledby="spending-title" {
+            h2 id="spending-title" { "What you spent on calls" }
+            @if spent_nothing {
+                (layout::notice(&format!("No paid call in {}: calls you pay for show here, by model and by app.", layout::window_name(&window))))
+            } @else {
+                p.small { "Paid calls, by model and by app (the X-App tag your calls carry). Failed calls cost nothing." }
+                div.charts { @for chart in &spending { (chart) } }
+            }
+        }
+        @if creator {
+            section aria-labelledby="earnings-title" {
+                h2 id="earnings-title" { "What your models earned" }
+                div.charts { @for chart in &earnings { (chart) } }
+            }
+            section aria-labelledby="own-models-title" {
+                h2 id="own-models-title" { "Your models" }
+                @if own.items.is_empty() { (layout::notice("You have no model yet: vitrine model create, then vitrine push.")) } @else {
+                    div.table-wrap {
+                        table #own-models {
+                            thead { tr {
+                                th scope="col" { "Model" } th scope="col" { "Task" } th scope="col" { "Visibility" }
+                                th.num scope="col" { "Price per call" } th.num scope="col" { "Latest version" }
+                            } }
+                            tbody {
+                                @for m in &own.items {
+                                    tr {
+                                        td { (super::model_link(&format!("{}/{}", m.owner, m.name))) }
+                                        td { (m.task) }
+                                        td { (m.visibility) }
+                                        td.num data-value=(m.price_per_inference) { (super::catalogue::price_per_call(&token, &m.price_per_inference)) }
+                                        td.num { (m.latest_version.map_or("none yet".to_owned(), |v| v.to_string())) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         section aria-labelledby="transfers-title" {
             h2 id="transfers-title" { "Recent transfers" }
             p.more { a href="/v1/account/transfers" data-download="transfers.json" { "Download as JSON" } }
@@ -201,19 +273,40 @@ fn short_hex(text: Option<&str>) -> String {
     }
 }
 
-/// Earnings per bucket, one layer per model (or app), from the API's points
-/// (which list only non-empty buckets).
-fn earnings_chart(
+/// Which way a chart's tokens went.
+#[derive(Debug, Clone, Copy)]
+enum Flow {
+    /// Earned by the caller's models (the API's `earned`).
+    Earned,
+    /// Spent by the caller on calls (the API's `spent`).
+    Spent,
+}
+
+/// A handler's JSON answer as a value (the account series answer CSV too,
+/// so they return a response).
+async fn json_of(response: axum::response::Response) -> ApiResult<Value> {
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.map_err(ApiError::internal)?;
+    serde_json::from_slice(&bytes).map_err(ApiError::internal)
+}
+
+/// Tokens earned or spent per bucket, one layer per model (or app), from
+/// the API's points (which list only non-empty buckets).
+fn money_chart(
+    flow: Flow,
     group_by: &str,
-    earnings: &Value,
+    view: &Value,
     starts: &[String],
     bucket: &str,
     token: &Token,
     csv: String,
 ) -> Markup {
+    let (field, verb) = match flow {
+        Flow::Earned => ("earned", "Earnings"),
+        Flow::Spent => ("spent", "Spending"),
+    };
     let mut groups: Vec<String> = vec![];
     let mut values: Vec<Vec<u128>> = vec![];
-    for point in earnings["series"].as_array().into_iter().flatten() {
+    for point in view["series"].as_array().into_iter().flatten() {
         let group = point["group"].as_str().unwrap_or_default().to_owned();
         let Some(i) = starts.iter().position(|t| Some(t.as_str()) == point["t"].as_str()) else { continue };
         let g = match groups.iter().position(|g| *g == group) {
@@ -224,13 +317,14 @@ fn earnings_chart(
                 groups.len() - 1
             }
         };
-        values[g][i] += point["earned"].as_str().and_then(|e| e.parse::<u128>().ok()).unwrap_or(0);
+        values[g][i] += point[field].as_str().and_then(|e| e.parse::<u128>().ok()).unwrap_or(0);
     }
+    let id = format!("{}-by-{group_by}", verb.to_lowercase());
     let chart = Chart {
-        id: format!("earnings-by-{group_by}"),
-        title: format!("Earnings by {group_by}"),
+        id: id.clone(),
+        title: format!("{verb} by {group_by}"),
         x_label: if bucket == "hour" { "hour (UTC)" } else { "day (UTC)" }.into(),
-        y_label: token.symbol.clone(),
+        y_label: format!("{} {field}", token.symbol),
         x: starts.iter().map(|t| bucket_label(t, bucket)).collect(),
         series: groups
             .iter()
@@ -246,13 +340,16 @@ fn earnings_chart(
         format: |v| format!("{v:.4}"),
         y_max: None,
         download: None,
+        partial_last: true,
+        categories: false,
     };
+    let total = view["total"].as_str().unwrap_or("0");
     html! {
-        div.earnings {
+        div class=(verb.to_lowercase()) {
             (chart.render())
             p.more {
-                "Total " strong data-value=(earnings["total"].as_str().unwrap_or("0")) { (token.amount(earnings["total"].as_str().unwrap_or("0"))) }
-                " · " a href=(csv) data-download=(format!("earnings-by-{group_by}.csv")) { "Download CSV" }
+                "Total " (field) " " strong data-value=(total) { (token.amount(total)) }
+                " · " a href=(csv) data-download=(format!("{id}.csv")) { "Download CSV" }
             }
         }
     }

@@ -61,11 +61,15 @@ async fn catalogue_page(state: &AppState, query: CatalogueQuery) -> ApiResult<Ma
     let mut cards = vec![];
     for model in &page.items {
         let series = model_series(state, &model.owner, &model.name, &window).await?;
-        cards.push((model, series));
+        let path = Path((model.owner.clone(), model.name.clone()));
+        let versions = models::list_versions(State(state.clone()), MaybeCaller(None), path).await?.0;
+        let latest = versions.items.into_iter().max_by_key(|v| v.version);
+        cards.push((model, series, latest));
     }
     let href = |window: &str| {
         let mut href = format!("/catalogue?sort={sort}&window={window}");
-        if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
+        // The next page asks for what this one shows: the mended query, if it was.
+        if let Some(q) = page.corrected_query.as_deref().or(query.q.as_deref()).filter(|q| !q.is_empty()) {
             href.push_str(&format!("&q={}", url_escape(q)));
         }
         if let Some(task) = query.task.as_deref().filter(|t| !t.is_empty()) {
@@ -80,7 +84,7 @@ async fn catalogue_page(state: &AppState, query: CatalogueQuery) -> ApiResult<Ma
             (window_picker(&window, &CATALOGUE_WINDOWS, href))
         }
         form.filters method="get" action="/catalogue" role="search" {
-            label { "Search " input type="search" name="q" value=[query.q.as_deref()] placeholder="name, description or tag"; }
+            label { "Search " input type="search" name="q" value=[query.q.as_deref()] placeholder="name, task, description or tag"; }
             label { "Task "
                 select name="task" {
                     option value="" { "any" }
@@ -95,19 +99,25 @@ async fn catalogue_page(state: &AppState, query: CatalogueQuery) -> ApiResult<Ma
             input type="hidden" name="window" value=(window);
             button type="submit" { "Show" }
         }
+        @if let (Some(mended), Some(asked)) = (&page.corrected_query, &query.q) {
+            p.notice #corrected role="status" { "Nothing matched “" (asked) "”; showing models for “" strong { (mended) } "”." }
+        }
         @if cards.is_empty() {
             (layout::notice("No public model matches."))
         }
         ul.cards {
-            @for (model, series) in &cards {
+            @for (model, series, latest) in &cards {
                 @let full = format!("{}/{}", model.owner, model.name);
                 li.card data-model=(full) {
                     h2 { (model_link(&full)) }
                     p.meta { (model.task) " · by " a href=(format!("/creators/{}", model.owner)) { (model.owner) } }
                     p.description { (first_line(&model.description)) }
                     dl.facts {
-                        div { dt { "Price" } dd data-value=(model.price_per_inference) { (token.amount(&model.price_per_inference)) } }
+                        div { dt { "Price" } dd data-value=(model.price_per_inference) { (price_per_call(&token, &model.price_per_inference)) } }
                         div { dt { "Calls, " (layout::window_name(&window)) } dd data-value=(series.total.calls) { (count(series.total.calls)) } }
+                    }
+                    @if let Some(version) = latest {
+                        div.card-signature { span.small { "in " } (signature(&version.inputs)) span.small { "out " } (signature(&version.outputs)) }
                     }
                     (sparkline(&series.series.iter().map(|p| p.calls).collect::<Vec<_>>(), &format!("calls of {full} per {}", series.bucket)))
                 }
@@ -176,15 +186,20 @@ async fn model_page(state: &AppState, owner: String, name: String, window: Strin
             format,
             y_max: None,
             download: Some((json.clone(), "JSON".into())),
+            partial_last: true,
+            categories: false,
         };
     let points = &series.series;
+    // The lines start at the model's first call in the window.
+    let first_call =
+        Series::new("calls", points.iter().map(|p| p.calls as f64)).first_non_zero().unwrap_or(points.len());
     let calls = chart(
         "calls",
         "Calls and failed calls",
         "calls",
         vec![
-            Series::new("calls", points.iter().map(|p| p.calls as f64)),
-            Series::new("failed", points.iter().map(|p| p.errors as f64)),
+            Series::new("calls", points.iter().map(|p| p.calls as f64)).starting_at(first_call),
+            Series::new("failed", points.iter().map(|p| p.errors as f64)).starting_at(first_call),
         ],
         Kind::Lines,
         |v| count(v as u64),
@@ -192,7 +207,7 @@ async fn model_page(state: &AppState, owner: String, name: String, window: Strin
     let revenue = chart(
         "revenue",
         "Revenue",
-        &token.symbol,
+        &format!("{} earned", token.symbol),
         vec![Series::new("revenue", points.iter().map(|p| token.approximate(&p.revenue)))],
         Kind::StackedBars,
         |v| format!("{v:.4}"),
@@ -202,9 +217,9 @@ async fn model_page(state: &AppState, owner: String, name: String, window: Strin
         "Latency of successful calls",
         "milliseconds",
         vec![
-            Series { name: "p50".into(), values: points.iter().map(|p| p.latency_ms_p50).collect() },
-            Series { name: "p95".into(), values: points.iter().map(|p| p.latency_ms_p95).collect() },
-            Series { name: "p99".into(), values: points.iter().map(|p| p.latency_ms_p99).collect() },
+            Series { name: "p50".into(), values: points.iter().map(|p| p.latency_ms_p50).collect(), colour: None },
+            Series { name: "p95".into(), values: points.iter().map(|p| p.latency_ms_p95).collect(), colour: None },
+            Series { name: "p99".into(), values: points.iter().map(|p| p.latency_ms_p99).collect(), colour: None },
         ],
         Kind::Lines,
         milliseconds,
@@ -213,12 +228,14 @@ async fn model_page(state: &AppState, owner: String, name: String, window: Strin
         "callers",
         "Distinct callers",
         "callers",
-        vec![Series::new("callers", points.iter().map(|p| p.unique_callers as f64))],
+        vec![Series::new("callers", points.iter().map(|p| p.unique_callers as f64)).starting_at(first_call)],
         Kind::Lines,
         |v| count(v as u64),
     );
     let latest = versions.items.iter().max_by_key(|v| v.version);
     let total = &series.total;
+    // A free model that earned nothing in the window: no revenue to show.
+    let free = model.price_per_inference == "0" && total.revenue == "0";
     let body = html! {
         div.heading {
             h1 { (full) }
@@ -228,20 +245,39 @@ async fn model_page(state: &AppState, owner: String, name: String, window: Strin
             (model.task) " · by " a href=(format!("/creators/{owner}")) { (owner) } " · licence " (model.license)
             @for tag in &model.tags { " " span.tag { (tag) } }
         }
-        dl.headline {
-            (headline("Price per call", &token.amount(&model.price_per_inference), None, None))
+        // Eight figures for a paid model, six for a free one: whole rows either way.
+        dl class=(if free { "headline cols-3" } else { "headline cols-4" }) {
+            (headline("Price per call", &price_per_call(&token, &model.price_per_inference), None, None))
             (headline("Calls", &count(total.calls), None, Some("calls")))
-            (headline("Revenue", &token.amount(&total.revenue), None, None))
+            @if !free { (headline("Revenue", &token.amount(&total.revenue), None, None)) }
             (headline("Failed calls", &count(total.errors), None, None))
             (headline("Distinct callers", &count(total.unique_callers), None, None))
             (headline("Latency p50 / p95 / p99", &[total.latency_ms_p50, total.latency_ms_p95, total.latency_ms_p99].iter().map(|l| l.map_or("–".to_owned(), milliseconds)).collect::<Vec<_>>().join(" / "), None, None))
-            (headline(&format!("Share of {} demand", model.task), &percent_or_dash(demand.task_share), None, None))
-            (headline("Rank in its task", &demand.task_rank.map_or("–".to_owned(), |r| format!("#{r}")), None, None))
+            @if free {
+                (headline(&format!("Place among {} models", model.task), &match (demand.task_rank, demand.task_share) {
+                    (Some(rank), Some(share)) => format!("#{rank}, {} of calls", percent(share)),
+                    _ => "–".to_owned(),
+                }, None, None))
+            } @else {
+                (headline(&format!("Share of {} demand", model.task), &percent_or_dash(demand.task_share), None, None))
+                (headline("Rank in its task", &demand.task_rank.map_or("–".to_owned(), |r| format!("#{r}")), None, None))
+            }
+        }
+        @if let Some(version) = latest {
+            section.pair aria-labelledby="use-title" {
+                h2 id="use-title" { "Use it" }
+                div {
+                    h3 { "Inputs" } (signature(&version.inputs))
+                    h3 { "Outputs" } (signature(&version.outputs))
+                    p.small { "Version " (version.version) "; dimensions with a name take any size." }
+                }
+                (snippets(&full, version, &model.price_per_inference, &token))
+            }
         }
         section.card-text aria-label="Model card" { (markdown::card(&model.description)) }
         section.charts {
             (calls.render())
-            (revenue.render())
+            @if !free { (revenue.render()) }
             (latency.render())
             (callers.render())
         }
@@ -291,6 +327,84 @@ async fn model_page(state: &AppState, owner: String, name: String, window: Strin
     Ok(layout::page(&full, Section::Elsewhere, &token, body))
 }
 
+/// A price per call as people read it: "Free", or "0.002 OPG per call".
+pub(super) fn price_per_call(token: &dashboard::format::Token, minor: &str) -> String {
+    if minor == "0" { "Free".to_owned() } else { format!("{} per call", token.amount(minor)) }
+}
+
+/// How to call the model from the CLI, curl and Python, with inputs of the
+/// right shape.
+fn snippets(model: &str, version: &crate::wire::VersionView, price: &str, token: &dashboard::format::Token) -> Markup {
+    let free = price == "0";
+    let cli_inputs: Vec<String> =
+        version.inputs.iter().map(|spec| format!("--input '{}={}'", spec.name, nested_zeros(spec))).collect();
+    let curl_inputs: Vec<String> =
+        version.inputs.iter().map(|spec| format!("\"{}\": {}", spec.name, example_input(spec))).collect();
+    let python_inputs: Vec<String> = version
+        .inputs
+        .iter()
+        .map(|spec| {
+            format!(
+                "{}=np.zeros(({}), dtype=np.{})",
+                spec.name,
+                example_shape(spec).iter().map(|d| format!("{d},")).collect::<String>(),
+                numpy_dtype(&spec.dtype)
+            )
+        })
+        .collect();
+    html! {
+        div.snippets {
+            h3 { "Command line" }
+            pre { code { "vitrine infer " (model) " " (cli_inputs.join(" ")) } }
+            h3 { "curl" }
+            pre { code { "curl -X POST \"$VITRINE_URL/v1/models/" (model) "/infer\" -H \"authorization: Bearer $VITRINE_KEY\" \\\n  -H 'content-type: application/json' \\\n  -d '{\"inputs\": {" (curl_inputs.join(", ")) "}}'" } }
+            h3 { "Python" }
+            pre { code { "import numpy as np, vitrine\nclient = vitrine.Client(url, key=key)\nresult = client.infer(\"" (model) "\", " (python_inputs.join(", ")) ")\nprint(result.outputs)" } }
+            p.small {
+                "Set " code { "VITRINE_URL" } " to this market's address and " code { "VITRINE_KEY" } " to your API key. "
+                @if free { "Free: calls cost nothing." } @else { "Each call costs " (token.amount(price)) " from your balance and returns a signed receipt." }
+            }
+        }
+    }
+}
+
+/// The tensor shape an example uses: named dimensions as 1.
+fn example_shape(spec: &TensorSpecView) -> Vec<u64> {
+    spec.shape
+        .iter()
+        .map(|d| match d {
+            DimView::Fixed(n) => *n,
+            DimView::Symbol(_) => 1,
+        })
+        .collect()
+}
+
+/// Zeros nested to the spec's shape, as the CLI's `--input name=[[…]]` takes
+/// them (a large input as `@file.json`).
+fn nested_zeros(spec: &TensorSpecView) -> String {
+    let shape = example_shape(spec);
+    if shape.iter().product::<u64>() > 64 {
+        return "@input.json".to_owned();
+    }
+    shape.iter().rev().fold("0".to_owned(), |inner, &n| format!("[{}]", vec![inner; n as usize].join(",")))
+}
+
+/// numpy's name of a tensor's dtype.
+fn numpy_dtype(dtype: &str) -> &str {
+    match dtype {
+        "f32" => "float32",
+        "f64" => "float64",
+        "f16" => "float16",
+        "i8" => "int8",
+        "i16" => "int16",
+        "i32" => "int32",
+        "i64" => "int64",
+        "u8" => "uint8",
+        "bool" => "bool_",
+        other => other,
+    }
+}
+
 /// Tensors as `name: dtype[dims]`.
 fn signature(specs: &[TensorSpecView]) -> Markup {
     html! {
@@ -311,21 +425,47 @@ fn dims(shape: &[DimView]) -> String {
         .join(", ")
 }
 
-/// An example input of the right shape: symbolic dimensions as 1, zeros.
+/// An example input of the right shape (named dimensions as 1) as the API
+/// takes it: zeros, or no numbers where there are too many to paste.
 fn example_input(spec: &TensorSpecView) -> String {
-    let shape: Vec<u64> = spec
-        .shape
-        .iter()
-        .map(|d| match d {
-            DimView::Fixed(n) => *n,
-            DimView::Symbol(_) => 1,
-        })
-        .collect();
-    let elements: u64 = shape.iter().product();
-    // Large inputs are left for the visitor to paste: the form shows the shape.
-    let data = if elements <= 64 { vec!["0"; elements as usize].join(", ") } else { String::new() };
-    let shape = shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
-    format!("{{\"dtype\": \"{}\", \"shape\": [{shape}], \"data\": [{data}]}}", spec.dtype)
+    let shape = example_shape(spec);
+    let shape_text = shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    format!("{{\"dtype\": \"{}\", \"shape\": [{shape_text}], \"data\": [{}]}}", spec.dtype, example_values(spec))
+}
+
+/// Zeros for every element of the example shape, comma-separated; none past
+/// 64 elements (the visitor pastes theirs).
+fn example_values(spec: &TensorSpecView) -> String {
+    let elements: u64 = example_shape(spec).iter().product();
+    if elements <= 64 {
+        vec![if spec.dtype == "bool" { "false" } else { "0" }; elements as usize].join(", ")
+    } else {
+        String::new()
+    }
+}
+
+/// What the numbers box takes, in words.
+fn value_hint(spec: &TensorSpecView) -> String {
+    let kind = match spec.dtype.as_str() {
+        "bool" => "true or false values",
+        d if d.starts_with('f') || d == "bf16" => "numbers",
+        _ => "whole numbers",
+    };
+    format!("Its {kind}, row by row, separated by commas or spaces (brackets are ignored)")
+}
+
+/// A shape as JSON for the page's script: sizes, and names for the named dimensions.
+fn shape_json(shape: &[DimView]) -> String {
+    serde_json::to_string(
+        &shape
+            .iter()
+            .map(|d| match d {
+                DimView::Fixed(n) => serde_json::json!(n),
+                DimView::Symbol(s) => serde_json::json!(s),
+            })
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// The form the page's script runs a call from, with the visitor's key.
@@ -333,14 +473,26 @@ fn try_it(model: &str, version: &crate::wire::VersionView, price: &str, token: &
     html! {
         section.try-it aria-labelledby="try-title" {
             h2 id="try-title" { "Try it" }
-            p { "Runs version " (version.version) " with your API key; a call costs " strong { (token.amount(price)) } ", paid from your balance. The key stays in this tab." }
+            p { "Runs version " (version.version) " with your API key; "
+                @if price == "0" { "the model is " strong { "free" } "." } @else { "a call costs " strong { (token.amount(price)) } ", paid from your balance." }
+                " The key stays in this tab." }
             form #try-it data-model=(model) data-version=(version.version) {
                 label { "API key " input type="password" name="key" autocomplete="off" required; }
                 label { "App tag (optional) " input type="text" name="app" maxlength="64"; }
+                // Each input from the model's signature: a size for each named
+                // dimension, and its numbers; the page's script builds the tensor.
                 @for spec in &version.inputs {
-                    label.input {
-                        code { (spec.name) } " (" (spec.dtype) "[" (dims(&spec.shape)) "])"
-                        textarea name=(format!("input:{}", spec.name)) rows="3" spellcheck="false" { (example_input(spec)) }
+                    fieldset.tensor data-input=(spec.name) data-dtype=(spec.dtype) data-shape=(shape_json(&spec.shape)) {
+                        legend { code { (spec.name) } " · " (spec.dtype) "[" (dims(&spec.shape)) "]" }
+                        @for (axis, dim) in spec.shape.iter().enumerate() {
+                            @if let DimView::Symbol(symbol) = dim {
+                                label.dim { "Size of " code { (symbol) } input type="number" name=(format!("dim:{}:{axis}", spec.name)) value="1" min="1" step="1" required; }
+                            }
+                        }
+                        label.values {
+                            (value_hint(spec))
+                            textarea name=(format!("values:{}", spec.name)) rows="3" spellcheck="false" { (example_values(spec)) }
+                        }
                     }
                 }
                 button type="submit" { "Run" }
@@ -377,6 +529,8 @@ async fn creator_page(state: &AppState, name: String, window: String) -> ApiResu
         format: percent,
         y_max: None,
         download: Some((json.clone(), "JSON".into())),
+        partial_last: true,
+        categories: false,
     };
     let calls = Chart {
         id: "creator-calls".into(),
@@ -389,6 +543,8 @@ async fn creator_page(state: &AppState, name: String, window: String) -> ApiResu
         format: |v| count(v as u64),
         y_max: None,
         download: Some((json, "JSON".into())),
+        partial_last: true,
+        categories: false,
     };
     let body = html! {
         div.heading {
@@ -406,13 +562,13 @@ async fn creator_page(state: &AppState, name: String, window: String) -> ApiResu
             h2 id="models-title" { "Models" }
             div.table-wrap {
                 table #creator-models {
-                    thead { tr { th scope="col" { "Model" } th scope="col" { "Task" } th.num scope="col" { "Price" } th.num scope="col" { "Calls" } th.num scope="col" { "Share of the creator's calls" } th.num scope="col" { "Revenue" } } }
+                    thead { tr { th scope="col" { "Model" } th scope="col" { "Task" } th.num scope="col" { "Price per call" } th.num scope="col" { "Calls" } th.num scope="col" { "Share of the creator's calls" } th.num scope="col" { "Revenue" } } }
                     tbody {
                         @for model in &view.models {
                             tr {
                                 td { (model_link(&model.model)) }
                                 td { (model.task) }
-                                td.num data-value=(model.price_per_inference) { (token.amount(&model.price_per_inference)) }
+                                td.num data-value=(model.price_per_inference) { (if model.price_per_inference == "0" { "Free".to_owned() } else { token.amount(&model.price_per_inference) }) }
                                 td.num data-value=(model.calls) { (count(model.calls)) }
                                 td.num data-value=(model.share) { (percent(model.share)) }
                                 td.num data-value=(model.revenue) { (token.amount(&model.revenue)) }

@@ -147,9 +147,11 @@ fn percent_or_dash(value: Option<f64>) -> String {
     value.map_or("–".to_owned(), dashboard::format::percent)
 }
 
-/// A model's page, linked by its `owner/name`.
+/// A model's page, linked by its `owner/name`; a narrow column breaks the
+/// name after the slash, never inside a word.
 fn model_link(model: &str) -> Markup {
-    html! { a href=(format!("/models/{model}")) { (model) } }
+    let (owner, name) = model.split_once('/').unwrap_or(("", model));
+    html! { a.model-name href=(format!("/models/{model}")) { @if !owner.is_empty() { (owner) "/" wbr; } (name) } }
 }
 
 async fn asset(Path(file): Path<String>) -> Response {

@@ -214,17 +214,45 @@ pub async fn list_models(
             // A name that cannot exist owns nothing: an empty page, not an error.
             Some(owner) => match owner.parse::<AccountName>() {
                 Ok(name) => Some(name),
-                Err(_) => return Ok(Json(ModelPage { items: vec![], next_page_token: None })),
+                Err(_) => return Ok(Json(ModelPage { items: vec![], next_page_token: None, corrected_query: None })),
             },
             None => None,
         },
         viewer_id: viewer.as_ref().map(|v| v.id),
     };
+    // A query that matches nothing as written is mended to the nearest words
+    // the catalogue has (a typo, a word cut short), and said so.
+    let mut filter = filter;
+    let mut corrected_query = None;
+    if let Some(q) = filter.query.clone()
+        && state.store.list_models(&filter, ModelSort::Recent, None, 1).await?.0.is_empty()
+    {
+        let vocabulary = search_vocabulary(&state).await?;
+        if let Some(mended) = mend_query(&q, &vocabulary) {
+            filter.query = Some(mended.clone());
+            corrected_query = Some(mended);
+        }
+    }
+    let mut page = list_models_filtered(&state, viewer.as_ref(), &filter, sort, usage_order, &query, limit).await?;
+    page.0.corrected_query = corrected_query;
+    Ok(page)
+}
+
+/// [`list_models`] once its query is parsed and mended.
+async fn list_models_filtered(
+    state: &AppState,
+    viewer: Option<&Account>,
+    filter: &ModelFilter,
+    sort: ModelSort,
+    usage_order: Option<UsageOrder>,
+    query: &ListModelsQuery,
+    limit: u32,
+) -> ApiResult<Json<ModelPage>> {
     if let Some(order) = usage_order {
         return list_models_by_usage(
-            &state,
-            viewer.as_ref(),
-            &filter,
+            state,
+            viewer,
+            filter,
             order,
             query.window.as_deref(),
             query.page_token.as_deref(),
@@ -239,11 +267,78 @@ pub async fn list_models(
                 .ok_or_else(|| ApiError::bad_request("page_token is not valid for this sort"))?,
         ),
     };
-    let (models, next) = state.store.list_models(&filter, sort, cursor.as_ref(), limit).await?;
+    let (models, next) = state.store.list_models(filter, sort, cursor.as_ref(), limit).await?;
     Ok(Json(ModelPage {
-        items: models.iter().map(|m| ModelView::for_viewer(m, viewer.as_ref(), &state.market.log_keys)).collect(),
+        items: models.iter().map(|m| ModelView::for_viewer(m, viewer, &state.market.log_keys)).collect(),
         next_page_token: next.map(|c| c.encode()),
+        corrected_query: None,
     }))
+}
+
+/// The words a catalogue query can be mended to: the tasks, and the words
+/// of every listed public model's name and owner.
+async fn search_vocabulary(state: &AppState) -> ApiResult<std::collections::BTreeSet<String>> {
+    let mut words: std::collections::BTreeSet<String> = Task::ALL.iter().map(|t| t.as_str().to_owned()).collect();
+    for label in state.store.model_labels().await?.into_values().filter(|l| l.public) {
+        for text in [&label.owner, &label.name] {
+            words.extend(text.split(['-', '_', '.', '/']).filter(|w| w.len() >= 3).map(str::to_lowercase));
+        }
+    }
+    Ok(words)
+}
+
+/// `query` with each word that is not in `vocabulary` (nor a prefix of one
+/// of its words) replaced by the nearest word there, within a typo or two
+/// (one edit per four letters, at least one); `None` when nothing changed.
+pub(crate) fn mend_query(query: &str, vocabulary: &std::collections::BTreeSet<String>) -> Option<String> {
+    let mut changed = false;
+    let mended: Vec<String> = query
+        .split_whitespace()
+        .map(|word| {
+            let lower = word.to_lowercase();
+            if vocabulary.iter().any(|known| known.contains(&lower)) {
+                return lower;
+            }
+            let allowed = (lower.chars().count() / 4).max(1);
+            let nearest = vocabulary
+                .iter()
+                .map(|known| (edit_distance(&lower, known), known))
+                .filter(|(distance, _)| *distance <= allowed)
+                .min();
+            match nearest {
+                Some((_, known)) => {
+                    changed = true;
+                    known.clone()
+                }
+                None => lower,
+            }
+        })
+        .collect();
+    changed.then(|| mended.join(" "))
+}
+
+/// Edits (insert, delete, substitute, swap two neighbours) from `a` to `b`:
+/// the optimal string alignment distance.
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1).min(rows[i][j - 1] + 1).min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -310,7 +405,7 @@ async fn list_models_by_usage(
         .collect();
     let next_offset = offset + page.len();
     let next_page_token = (next_offset < models.len()).then(|| format!("u{next_offset}"));
-    Ok(Json(ModelPage { items: page, next_page_token }))
+    Ok(Json(ModelPage { items: page, next_page_token, corrected_query: None }))
 }
 
 #[utoipa::path(get, path = "/v1/models/{owner}/{name}", tag = "models",
@@ -517,4 +612,32 @@ pub async fn yank_version(
     tracing::info!(model = %label, yanked = request.yanked, "version yank changed");
     let version = find_version(&state, &model, &version).await?;
     Ok(Json(VersionView::from(&version)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_count_typos_as_people_make_them() {
+        assert_eq!(edit_distance("segmentaion", "segmentation"), 1, "two letters swapped");
+        assert_eq!(edit_distance("clasification", "classification"), 1);
+        assert_eq!(edit_distance("detecton", "detection"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn a_query_is_mended_to_the_nearest_words_only_when_close() {
+        let vocabulary: std::collections::BTreeSet<String> =
+            ["segmentation", "detection", "studio", "linear"].into_iter().map(String::from).collect();
+        assert_eq!(mend_query("segmentaion", &vocabulary).as_deref(), Some("segmentation"));
+        assert_eq!(mend_query("Detecton", &vocabulary).as_deref(), Some("detection"));
+        // A known word, or a word cut short, is left as it is.
+        assert_eq!(mend_query("segment", &vocabulary), None);
+        assert_eq!(mend_query("linear", &vocabulary), None);
+        // Too far from every word: nothing is made up.
+        assert_eq!(mend_query("weather", &vocabulary), None);
+        assert_eq!(mend_query("zzz", &vocabulary), None);
+    }
 }

@@ -164,6 +164,16 @@ async fn listing_filters_searches_and_pages() {
     assert_eq!(names(by_owner.ok(200)), ["bob/bravo", "bob/echo"]);
     let searched = api.get("/v1/models?q=price", None).await;
     assert_eq!(names(searched.ok(200)), ["bob/bravo", "alice/delta"], "case-insensitive, description included");
+    assert!(searched.ok(200).get("corrected_query").is_none(), "a query that matches is not mended");
+    // A typo is mended to the nearest word the catalogue has, and said so;
+    // the task is searched too.
+    let mended = api.get("/v1/models?q=brvo", None).await.ok(200).clone();
+    assert_eq!((names(&mended), mended["corrected_query"].as_str()), (vec!["bob/bravo".to_owned()], Some("bravo")));
+    let mended = api.get("/v1/models?q=Clasification&sort=name", None).await.ok(200).clone();
+    assert_eq!(names(&mended), ["alice/alpha", "bob/bravo"]);
+    assert_eq!(mended["corrected_query"], "classification");
+    let nothing = api.get("/v1/models?q=weather", None).await.ok(200).clone();
+    assert_eq!((names(&nothing).len(), nothing.get("corrected_query")), (0, None), "nothing made up");
     let nobody = api.get("/v1/models?owner=nobody", None).await;
     assert_eq!(names(nobody.ok(200)), Vec::<String>::new());
 

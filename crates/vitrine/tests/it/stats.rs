@@ -304,6 +304,10 @@ async fn scripted_traffic_gives_exact_market_measures_and_reconciles() {
     assert!(cli(&["stats", "nodes"]).contains("node-local"));
     let trending = cli(&["stats", "trending"]);
     assert!(trending.starts_with("window: 7d") && trending.contains("at least 10 calls"), "{trending}");
+    assert!(
+        trending.contains("AGAINST USUAL") && trending.contains("ranked by calls against the usual calls"),
+        "{trending}"
+    );
     assert!(cli(&["stats", "market"]).starts_with("window: 7d"));
     let earnings = cli(&["earnings"]);
     assert!(earnings.contains("total earned: 0.000000507 OPG"), "{earnings}");
@@ -433,6 +437,29 @@ async fn the_demo_fills_a_market_that_adds_up() {
     assert!(days["calls"].as_u64().unwrap() < 300, "traffic is spread over days");
     let tasks = api.get("/v1/stats/tasks", None).await.ok(200).clone();
     assert_eq!(tasks["items"].as_array().unwrap().iter().map(|t| t["calls"].as_u64().unwrap()).sum::<u64>(), 300);
+    // No model is called before it was uploaded: the demo dates uploads back
+    // before each model's first call, and some models arrive late.
+    let listed = api.get("/v1/models?limit=100", None).await.ok(200).clone();
+    let mut uploaded_within = 0;
+    let week_ago = time::OffsetDateTime::now_utc() - time::Duration::days(8);
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    for model in listed["items"].as_array().unwrap() {
+        let created = time::OffsetDateTime::parse(model["created_at"].as_str().unwrap(), rfc3339).unwrap();
+        uploaded_within += usize::from(created > week_ago);
+        let path = format!(
+            "/v1/stats/models/{}/{}?bucket=day&from={}",
+            model["owner"].as_str().unwrap(),
+            model["name"].as_str().unwrap(),
+            week_ago.replace_nanosecond(0).unwrap().format(rfc3339).unwrap()
+        );
+        let series = api.get(&path, None).await.ok(200).clone();
+        let first = series["series"].as_array().unwrap().iter().find(|p| p["calls"].as_u64().unwrap() > 0);
+        if let Some(first) = first {
+            let day = time::OffsetDateTime::parse(first["t"].as_str().unwrap(), rfc3339).unwrap();
+            assert!(created < day + time::Duration::days(1), "{model} is called on {day} before its upload");
+        }
+    }
+    assert!(uploaded_within > 0, "some models are uploaded within the demo's days");
     let ledger = api.get("/v1/admin/ledger", Some(&server.operator_key)).await.ok(200).clone();
     assert_eq!(ledger["debits_total"], ledger["credits_total"]);
     let state = dir.path().join("audit.json");

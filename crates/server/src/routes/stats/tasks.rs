@@ -32,7 +32,9 @@ pub struct TaskItem {
     pub calls: u64,
     /// Calls in the window just before.
     pub previous_calls: u64,
-    /// (calls − previous_calls) / max(previous_calls, 1); `null` below 10 calls.
+    /// (calls − previous_calls) / previous_calls: this window against the
+    /// one before. `null` below 10 calls, and when the window before had no
+    /// calls (nothing to compare with: a client shows "new").
     pub growth: Option<f64>,
     /// Calls that failed: demand the task's models did not meet.
     pub errors: u64,
@@ -88,7 +90,7 @@ pub async fn tasks(State(state): State<AppState>, ApiQuery(query): ApiQuery<Task
                 task: task.as_str().to_owned(),
                 calls: sum.calls,
                 previous_calls: previous.calls,
-                growth: growth(sum.calls, &[previous.calls]),
+                growth: (previous.calls > 0).then(|| growth(sum.calls, &[previous.calls])).flatten(),
                 errors: sum.errors,
                 error_rate: if sum.calls == 0 { 0.0 } else { sum.errors as f64 / sum.calls as f64 },
                 revenue: sum.revenue.to_string(),
