@@ -314,6 +314,14 @@ test('a free model reads "Free", has no revenue chart, and its figures fill whol
   for (const [minor, text] of prices) assert.ok(minor === '0' ? text === 'Free' : text.endsWith(' per call'), `${minor}: ${text}`);
   assert.ok(await catalogue.locator('li.card .card-signature').count() > 0, 'cards show the signature');
   await catalogue.close();
+  // A creator's page stacks its calls by model; the shares of its calls sum to one each day.
+  const creator = await call('GET', `/v1/stats/creators/${paid.owner}?window=30d`);
+  const creatorPage = (await open(`/creators/${paid.owner}`)).page;
+  const stacked = await creatorPage.$$eval('#creator-calls tbody tr', (trs) => trs.map((tr) => [...tr.children].slice(1).reduce((n, td) => n + Number(td.dataset.value ?? 0), 0)));
+  assert.deepEqual(stacked, creator.series.map((p) => p.calls));
+  const shareRows = await creatorPage.$$eval('#creator-model-share tbody tr', (trs) => trs.map((tr) => [...tr.children].slice(1).reduce((n, td) => n + Number(td.dataset.value ?? 0), 0)));
+  shareRows.forEach((sum, i) => assert.ok(creator.series[i].calls === 0 ? sum === 0 : Math.abs(sum - 1) < 1e-9, `day ${i}: ${sum}`));
+  await creatorPage.close();
   // A typo finds what was meant, and says so.
   const typo = (await open('/catalogue?q=segmentaion')).page;
   assert.match(await typo.locator('#corrected').textContent(), /segmentaion.*segmentation/);

@@ -524,7 +524,7 @@ async fn creator_page(state: &AppState, name: String, window: String) -> ApiResu
         x_label: x_label.into(),
         y_label: "share of calls".into(),
         x: x.clone(),
-        series: vec![Series::new("share", view.series.iter().map(|p| p.share))],
+        series: vec![Series::new("share", view.series.iter().map(|p| p.share)).from_first()],
         kind: Kind::Lines,
         format: percent,
         y_max: None,
@@ -532,16 +532,71 @@ async fn creator_page(state: &AppState, name: String, window: String) -> ApiResu
         partial_last: true,
         categories: false,
     };
+    // The creator's calls by model: each of its models in the market's
+    // series (the 100 most called), the rest of its calls as "other models".
+    let market = stats::market_series(
+        State(state.clone()),
+        ApiQuery(stats::MarketSeriesQuery {
+            window: Some(window.clone()),
+            by: Some("model".to_owned()),
+            top: Some(100),
+        }),
+    )
+    .await?
+    .0;
+    let prefix = format!("{name}/");
+    let mut layers: Vec<(String, Vec<u64>)> = market
+        .series
+        .iter()
+        .filter(|s| s.key.starts_with(&prefix))
+        .map(|s| (s.key[prefix.len()..].to_owned(), s.calls.clone()))
+        .collect();
+    let totals: Vec<u64> = view.series.iter().map(|p| p.calls).collect();
+    if market.buckets.len() != totals.len() {
+        layers.clear();
+    }
+    let rest: Vec<u64> =
+        (0..totals.len()).map(|i| totals[i].saturating_sub(layers.iter().map(|(_, c)| c[i]).sum())).collect();
+    if rest.iter().any(|&c| c > 0) {
+        layers.push(("other models".to_owned(), rest));
+    }
+    let colour = |i: usize, name: &str| if name == "other models" { 8 } else { i };
     let calls = Chart {
         id: "creator-calls".into(),
-        title: "Calls".into(),
+        title: "Calls by model".into(),
         x_label: x_label.into(),
         y_label: "calls".into(),
-        x,
-        series: vec![Series::new("calls", view.series.iter().map(|p| p.calls as f64))],
+        x: x.clone(),
+        series: layers
+            .iter()
+            .enumerate()
+            .map(|(i, (model, c))| Series::new(model.clone(), c.iter().map(|&v| v as f64)).coloured(colour(i, model)))
+            .collect(),
         kind: Kind::StackedBars,
         format: |v| count(v as u64),
         y_max: None,
+        download: Some((format!("/v1/stats/market/series?window={window}&by=model&top=100"), "JSON".into())),
+        partial_last: true,
+        categories: false,
+    };
+    let model_shares = Chart {
+        id: "creator-model-share".into(),
+        title: "Share of the creator's calls, by model".into(),
+        x_label: x_label.into(),
+        y_label: "share of its calls".into(),
+        x,
+        series: layers
+            .iter()
+            .enumerate()
+            .map(|(i, (model, c))| Series {
+                name: model.clone(),
+                values: c.iter().zip(&totals).map(|(&v, &t)| (t > 0).then(|| v as f64 / t as f64)).collect(),
+                colour: Some(colour(i, model)),
+            })
+            .collect(),
+        kind: Kind::StackedBars,
+        format: percent,
+        y_max: Some(1.0),
         download: Some((json, "JSON".into())),
         partial_last: true,
         categories: false,
@@ -557,7 +612,7 @@ async fn creator_page(state: &AppState, name: String, window: String) -> ApiResu
             (headline("Share of the market", &percent(view.share), None, None))
             (headline("Public models", &count(view.models.len() as u64), None, None))
         }
-        section.charts { (share.render()) (calls.render()) }
+        section.charts { (calls.render()) (model_shares.render()) (share.render()) }
         section aria-labelledby="models-title" {
             h2 id="models-title" { "Models" }
             div.table-wrap {

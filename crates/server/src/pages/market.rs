@@ -130,7 +130,8 @@ async fn market_page(state: &AppState, window: String, share: String) -> ApiResu
             h1 { "The market" }
             (window_picker(&window, &WINDOWS, |w| format!("/?window={w}")))
         }
-        p.lede { "Where demand goes: every call to every public model, in the last " (layout::window_name(&window)) "." }
+        p.lede { "Where demand goes: every call to every public model, in the last " (layout::window_name(&window)) "."
+            @if compare { " Each change compares with the " (layout::window_name(&window)) " before; the current " (if window == "24h" { "hour" } else { "day" }) " counts only so far." } }
         section aria-labelledby="headline-title" data-live-market=(window) {
             h2.visually-hidden id="headline-title" { "Headline" }
             dl.headline {
