@@ -261,13 +261,21 @@ test('one growth figure, partial periods marked, the share of demand, plain word
 
   // No axis title overlaps its tick labels, on any chart of the market or a model's page.
   const top = (await call('GET', '/v1/models?sort=popular&limit=1')).items[0];
-  for (const path of ['/?window=7d', `/models/${top.owner}/${top.name}`, '/opportunities']) {
+  for (const path of ['/?window=7d', '/?window=24h', '/?window=30d', `/models/${top.owner}/${top.name}`, `/creators/${top.owner}`, '/opportunities']) {
     const chartPage = (await open(path)).page;
     const clashes = await chartPage.$$eval('figure.chart svg', (svgs) => svgs.flatMap((svg) => {
       const box = (e) => e.getBoundingClientRect();
-      const ticks = [...svg.querySelectorAll('text.tick')].map(box);
-      return [...svg.querySelectorAll('text.axis')].map(box).flatMap((a) => ticks.filter((t) =>
-        a.left < t.right - 0.5 && t.left < a.right - 0.5 && a.top < t.bottom - 0.5 && t.top < a.bottom - 0.5).map(() => svg.closest('figure').id));
+      const tickElements = [...svg.querySelectorAll('text.tick')];
+      const ticks = tickElements.map(box);
+      const apart = (a, t) => !(a.left < t.right - 0.5 && t.left < a.right - 0.5 && a.top < t.bottom - 0.5 && t.top < a.bottom - 0.5);
+      const frame = box(svg);
+      const id = svg.closest('figure').id;
+      return [
+        ...[...svg.querySelectorAll('text.axis')].map(box).flatMap((a) => ticks.filter((t) => !apart(a, t)).map(() => `${id}: an axis title over a tick`)),
+        // Slanted category labels are parallel (their upright boxes overlap, their letters do not).
+        ...ticks.filter((_, i) => !tickElements[i].hasAttribute('transform')).flatMap((t, i, upright) => upright.slice(i + 1).filter((u) => !apart(t, u)).map(() => `${id}: two ticks overlap`)),
+        ...ticks.filter((t) => t.left < frame.left - 0.5 || t.right > frame.right + 0.5).map(() => `${id}: a tick past the chart's edge`),
+      ];
     }));
     assert.deepEqual(clashes, [], `${path}: axis titles over tick labels`);
     await chartPage.close();

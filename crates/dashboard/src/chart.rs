@@ -206,7 +206,12 @@ impl Chart {
                         @if self.categories {
                             text.tick transform=(format!("translate({:.1} {:.1}) rotate(-35)", x_of(i) + 4.0, TOP + plot_height + 14.0)) text-anchor="end" { (self.x[i]) }
                         } @else {
-                            text.tick x=(x_of(i)) y=(TOP + plot_height + 16.0) text-anchor="middle" { (self.x[i]) @if Some(i) == partial { " (so far)" } }
+                            // The running period's label ends at the plot's edge, never past it.
+                            @if Some(i) == partial {
+                                text.tick x=(WIDTH - RIGHT) y=(TOP + plot_height + 16.0) text-anchor="end" { (self.x[i]) " (so far)" }
+                            } @else {
+                                text.tick x=(x_of(i)) y=(TOP + plot_height + 16.0) text-anchor="middle" { (self.x[i]) }
+                            }
                         }
                     }
                     text.axis x=(left + plot_width / 2.0) y=(height - 6.0) text-anchor="middle" { (self.x_label) }
