@@ -73,6 +73,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 /// own few keys and one address.
 pub async fn populate(config: &server::Config, size: &DemoSize) -> anyhow::Result<bool> {
     let data_dir = config.data_dir.clone();
+    // Hundreds of sign-ups, uploads and three nodes' starts are not news:
+    // warnings only until the market is filled.
+    crate::serve::quiet_logs(true);
+    let filled = populate_quietly(config, size, &data_dir).await;
+    crate::serve::quiet_logs(false);
+    filled
+}
+
+async fn populate_quietly(config: &server::Config, size: &DemoSize, data_dir: &Path) -> anyhow::Result<bool> {
     let (mut nodes, mut markets) = (vec![], vec![]);
     for node in NODES {
         // The demo's own traffic all comes from one address and few keys.
@@ -91,9 +100,7 @@ pub async fn populate(config: &server::Config, size: &DemoSize) -> anyhow::Resul
         nodes.push(server::RunningServer::start(state).await?);
     }
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
-    crate::serve::quiet_logs(true);
-    let result = fill(&data_dir, &urls, &markets, size).await;
-    crate::serve::quiet_logs(false);
+    let result = fill(data_dir, &urls, &markets, size).await;
     for node in nodes {
         node.stop().await?;
     }

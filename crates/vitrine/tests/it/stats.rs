@@ -425,6 +425,17 @@ async fn the_demo_fills_a_market_that_adds_up() {
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("300 calls over 7 days through 3 nodes (0 failed)"), "{stdout}");
     assert!(String::from_utf8_lossy(&demo(&data).stdout).contains("already holds a market"));
+    // With the default log filter, filling a market logs no INFO line (and,
+    // off a terminal, no progress bar either): one summary line says it all.
+    let quiet = std::process::Command::new(crate::support::BINARY)
+        .env_remove("RUST_LOG")
+        .args(["demo", "--data-dir", dir.path().join("quiet").to_str().unwrap(), "--creators", "2", "--callers", "2"])
+        .args(["--days", "2", "--calls", "20"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&quiet.stdout), String::from_utf8_lossy(&quiet.stderr));
+    assert!(quiet.status.success() && stdout.lines().count() == 1, "{stdout}{stderr}");
+    assert!(!stderr.contains(" INFO ") && !stderr.contains('\u{1b}'), "{stderr}");
 
     let server = crate::support::TestServer::on_data_dir_with(data.clone(), &[("checkpoint_interval_ms", "100")]);
     let api = server.api();
