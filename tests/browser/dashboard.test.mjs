@@ -375,6 +375,11 @@ test('the try-it form runs a paid call and the balance drops by the price', asyn
   assert.deepEqual(await mine.$$eval('.spending strong', (s) => s.map((e) => e.dataset.value)), [spent.total, spent.total]);
   assert.deepEqual(await mine.$$eval('#spending-by-app .legend li', (lis) => lis.map((li) => li.textContent.trim())), ['browser-test']);
   assert.equal(await mine.locator('#earnings-title').count(), 0, 'a caller without models sees no earnings');
+  assert.equal(await mine.locator('#payouts-title').count(), 0, 'nor payouts');
+  await mine.screenshot({ path: join(ARTIFACTS, 'account-caller.png'), fullPage: true });
+  await mine.setViewportSize({ width: 390, height: 900 });
+  assert.ok(await mine.evaluate(() => document.documentElement.scrollWidth) <= 390, 'the account fits a phone');
+  await mine.screenshot({ path: join(ARTIFACTS, 'account-caller-390px.png'), fullPage: true });
   await mine.close();
 });
 

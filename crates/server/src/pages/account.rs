@@ -199,6 +199,8 @@ async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResul
                 }
             }
         }
+        // Payouts are a creator's: a caller who never earned sees none.
+        @if creator || !payouts.items.is_empty() {
         section aria-labelledby="payouts-title" {
             h2 id="payouts-title" { "Payouts" }
             @if payouts.items.is_empty() { (layout::notice("No payout requested yet.")) } @else {
@@ -227,6 +229,7 @@ async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResul
                     }
                 }
             }
+        }
         }
         @if let Some(wallet) = wallet { (wallet) }
     })
