@@ -68,6 +68,8 @@ pub struct AppState {
     pub load_time: Arc<limits::Buckets<i64>>,
     /// Full tiles of the log, as served (`routes/tiles.rs`).
     pub tiles: Arc<routes::tiles::TileCache>,
+    /// The words a search that matched nothing may be mended to.
+    pub search_words: Arc<routes::models::SearchWords>,
     /// The EVM chain, when the `chain` setting names one.
     pub chain: Option<Arc<chain::Chain>>,
     /// The issuer's account: the caller that calls paid on the chain run as.
@@ -185,6 +187,7 @@ pub async fn open_state(config: Config) -> Result<(AppState, Option<ApiKey>), St
     let state = AppState {
         market: Arc::new(market),
         tiles: Arc::default(),
+        search_words: Arc::default(),
         chain,
         issuer: Arc::new(issuer),
         blob_removal: Arc::default(),

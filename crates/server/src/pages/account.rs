@@ -114,7 +114,8 @@ async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResul
         owner: Some(account.name.to_string()),
         sort: Some("recent".to_owned()),
         window: None,
-        limit: Some(100),
+        // One page, as large as the market allows.
+        limit: Some(state.config.page_size_max),
         page_token: None,
     };
     let own =

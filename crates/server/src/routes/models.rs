@@ -1,5 +1,8 @@
 //! The model registry: repositories, versions (uploads) and blobs.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -275,33 +278,55 @@ async fn list_models_filtered(
     }))
 }
 
-/// The words a catalogue query can be mended to: the tasks, and the words
-/// of every listed public model's name and owner.
-async fn search_vocabulary(state: &AppState) -> ApiResult<std::collections::BTreeSet<String>> {
-    let mut words: std::collections::BTreeSet<String> = Task::ALL.iter().map(|t| t.as_str().to_owned()).collect();
-    for label in state.store.model_labels().await?.into_values().filter(|l| l.public) {
-        for text in [&label.owner, &label.name] {
+/// The words a catalogue query can be mended to (the tasks, and the words of
+/// every listed model's name and owner), read again at most every
+/// [`SEARCH_WORDS_TTL`]: a flood of queries that match nothing costs the
+/// database one read a minute.
+#[derive(Debug, Default)]
+pub struct SearchWords(std::sync::Mutex<Option<(std::time::Instant, Arc<BTreeSet<String>>)>>);
+
+/// How long the search words are used before they are read again.
+const SEARCH_WORDS_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Words of a query mended at most (the rest are kept as they are).
+const MENDED_WORDS_MAX: usize = 8;
+
+async fn search_vocabulary(state: &AppState) -> ApiResult<Arc<BTreeSet<String>>> {
+    if let Some((read_at, words)) = state.search_words.0.lock().expect("not poisoned").as_ref()
+        && read_at.elapsed() < SEARCH_WORDS_TTL
+    {
+        return Ok(words.clone());
+    }
+    let mut words: BTreeSet<String> = Task::ALL.iter().map(|t| t.as_str().to_owned()).collect();
+    for (owner, name, _) in state.store.listed_model_names().await? {
+        for text in [&owner, &name] {
             words.extend(text.split(['-', '_', '.', '/']).filter(|w| w.len() >= 3).map(str::to_lowercase));
         }
     }
+    let words = Arc::new(words);
+    *state.search_words.0.lock().expect("not poisoned") = Some((std::time::Instant::now(), words.clone()));
     Ok(words)
 }
 
 /// `query` with each word that is not in `vocabulary` (nor a prefix of one
 /// of its words) replaced by the nearest word there, within a typo or two
 /// (one edit per four letters, at least one); `None` when nothing changed.
-pub(crate) fn mend_query(query: &str, vocabulary: &std::collections::BTreeSet<String>) -> Option<String> {
+pub(crate) fn mend_query(query: &str, vocabulary: &BTreeSet<String>) -> Option<String> {
     let mut changed = false;
     let mended: Vec<String> = query
         .split_whitespace()
-        .map(|word| {
+        .enumerate()
+        .map(|(i, word)| {
             let lower = word.to_lowercase();
-            if vocabulary.iter().any(|known| known.contains(&lower)) {
+            if i >= MENDED_WORDS_MAX || vocabulary.iter().any(|known| known.contains(&lower)) {
                 return lower;
             }
-            let allowed = (lower.chars().count() / 4).max(1);
+            let length = lower.chars().count();
+            let allowed = (length / 4).max(1);
             let nearest = vocabulary
                 .iter()
+                // Words of another length by more than the edits allowed are never near.
+                .filter(|known| known.chars().count().abs_diff(length) <= allowed)
                 .map(|known| (edit_distance(&lower, known), known))
                 .filter(|(distance, _)| *distance <= allowed)
                 .min();
@@ -629,7 +654,7 @@ mod tests {
 
     #[test]
     fn a_query_is_mended_to_the_nearest_words_only_when_close() {
-        let vocabulary: std::collections::BTreeSet<String> =
+        let vocabulary: BTreeSet<String> =
             ["segmentation", "detection", "studio", "linear"].into_iter().map(String::from).collect();
         assert_eq!(mend_query("segmentaion", &vocabulary).as_deref(), Some("segmentation"));
         assert_eq!(mend_query("Detecton", &vocabulary).as_deref(), Some("detection"));

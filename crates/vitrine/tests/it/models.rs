@@ -138,6 +138,10 @@ async fn listing_filters_searches_and_pages() {
         .await
         .ok(201);
     }
+    // A private model's name is nobody's search word.
+    api.post("/v1/models", Some(&alice), json!({"name": "zulu", "task": "other", "visibility": "private"}))
+        .await
+        .ok(201);
     let all = api.get("/v1/models", None).await;
     assert_eq!(names(all.ok(200)), ["alice/charlie", "bob/bravo", "bob/echo"], "newest first, page_size_default = 3");
 
@@ -172,6 +176,8 @@ async fn listing_filters_searches_and_pages() {
     let mended = api.get("/v1/models?q=Clasification&sort=name", None).await.ok(200).clone();
     assert_eq!(names(&mended), ["alice/alpha", "bob/bravo"]);
     assert_eq!(mended["corrected_query"], "classification");
+    let private = api.get("/v1/models?q=zulo", None).await.ok(200).clone();
+    assert_eq!((names(&private).len(), private.get("corrected_query")), (0, None), "no private name leaks");
     let nothing = api.get("/v1/models?q=weather", None).await.ok(200).clone();
     assert_eq!((names(&nothing).len(), nothing.get("corrected_query")), (0, None), "nothing made up");
     let nobody = api.get("/v1/models?owner=nobody", None).await;
