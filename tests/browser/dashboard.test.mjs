@@ -376,6 +376,11 @@ test('the try-it form runs a paid call and the balance drops by the price', asyn
   assert.deepEqual(await mine.$$eval('#spending-by-app .legend li', (lis) => lis.map((li) => li.textContent.trim())), ['browser-test']);
   assert.equal(await mine.locator('#earnings-title').count(), 0, 'a caller without models sees no earnings');
   assert.equal(await mine.locator('#payouts-title').count(), 0, 'nor payouts');
+  // The balance after each transfer: the balance now after the newest, the deposit alone after the oldest.
+  const afters = await mine.$$eval('#transfers td.balance-after', (tds) => tds.map((td) => td.dataset.value));
+  assert.equal(afters[0], (await call('GET', '/v1/account', { key })).balance);
+  assert.equal(afters.at(-1), '1000000000000');
+  assert.equal(afters.length, (await call('GET', '/v1/account/transfers?limit=20', { key })).items.length);
   await mine.screenshot({ path: join(ARTIFACTS, 'account-caller.png'), fullPage: true });
   await mine.setViewportSize({ width: 390, height: 900 });
   assert.ok(await mine.evaluate(() => document.documentElement.scrollWidth) <= 390, 'the account fits a phone');

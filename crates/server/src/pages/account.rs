@@ -63,14 +63,31 @@ async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResul
     let token = token(state);
     let account = caller.0.clone();
     let caller = || Caller(account.clone());
-    let view = accounts::get_account(State(state.clone()), caller()).await?.0;
-    let transfers = money::list_transfers(
-        State(state.clone()),
-        caller(),
-        ApiQuery(ListPage { limit: Some(RECENT_TRANSFERS), page_token: None }),
-    )
-    .await?
-    .0;
+    // The balance is read between two readings of the same recent transfers,
+    // so that it is the balance right after the newest of them, and the
+    // balance after each can be counted back from it exactly.
+    let list = || {
+        money::list_transfers(
+            State(state.clone()),
+            caller(),
+            ApiQuery(ListPage { limit: Some(RECENT_TRANSFERS), page_token: None }),
+        )
+    };
+    let newest = |page: &crate::wire::TransferPage| page.items.first().map(|t| t.id);
+    let mut transfers = list().await?.0;
+    let mut view = accounts::get_account(State(state.clone()), caller()).await?.0;
+    let mut settled = false;
+    for _ in 0..3 {
+        let again = list().await?.0;
+        settled = newest(&again) == newest(&transfers);
+        transfers = again;
+        if settled {
+            break;
+        }
+        view = accounts::get_account(State(state.clone()), caller()).await?.0;
+    }
+    let balances_after =
+        settled.then(|| balances_after(&view.balance, &transfers.items, account.name.as_str())).flatten();
     let payouts = money::list_payouts(State(state.clone()), caller(), ApiQuery(PayoutQuery { state: None })).await?.0;
     let (from, bucket, starts) = super::series_buckets(state, &window).await?;
     let mut earnings = vec![];
@@ -183,9 +200,10 @@ async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResul
             p.more { a href="/v1/account/transfers" data-download="transfers.json" { "Download as JSON" } }
             div.table-wrap {
                 table #transfers {
-                    thead { tr { th scope="col" { "When" } th scope="col" { "Kind" } th scope="col" { "From" } th scope="col" { "To" } th.num scope="col" { "Amount (" (symbol) ")" } th scope="col" { "Reference" } th scope="col" { "Receipt" } } }
+                    thead { tr { th scope="col" { "When" } th scope="col" { "Kind" } th scope="col" { "From" } th scope="col" { "To" } th.num scope="col" { "Amount (" (symbol) ")" } th scope="col" { "Reference" } th scope="col" { "Receipt" }
+                        @if balances_after.is_some() { th.num scope="col" title="Your balance right after the transfer" { "Balance after (" (symbol) ")" } } } }
                     tbody {
-                        @for t in &transfers.items {
+                        @for (i, t) in transfers.items.iter().enumerate() {
                             tr {
                                 td { (when(&t.created_at)) }
                                 td { (t.kind) }
@@ -194,6 +212,9 @@ async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResul
                                 td.num data-value=(t.amount) { (token.number(&t.amount)) }
                                 td { (t.reference) }
                                 td { @if let Some(index) = t.log_index { a href=(format!("/log?receipt={index}")) data-log-index=(index) { "#" (index) } } }
+                                @if let Some(after) = balances_after.as_ref().and_then(|b| b.get(i)) {
+                                    td.num.balance-after data-value=(after) { (token.number(&after.to_string())) }
+                                }
                             }
                         }
                     }
@@ -277,6 +298,30 @@ fn short_hex(text: Option<&str>) -> String {
     }
 }
 
+/// The account's balance right after each of its transfers (newest first),
+/// counted back from `balance` (the balance after the newest): what a
+/// transfer credited the account was not there before it, what it debited
+/// was. `None` if the balance or an amount is not a number, or the count
+/// would go below zero (the list is not the account's latest).
+fn balances_after(balance: &str, transfers: &[crate::wire::TransferView], account: &str) -> Option<Vec<i128>> {
+    let mut running: i128 = balance.parse().ok()?;
+    let mut after = Vec::with_capacity(transfers.len());
+    for t in transfers {
+        after.push(running);
+        let amount: i128 = t.amount.parse().ok()?;
+        if t.credit_account == account {
+            running -= amount;
+        }
+        if t.debit_account == account {
+            running += amount;
+        }
+        if running < 0 {
+            return None;
+        }
+    }
+    Some(after)
+}
+
 /// Which way a chart's tokens went.
 #[derive(Debug, Clone, Copy)]
 enum Flow {
@@ -356,5 +401,34 @@ fn money_chart(
                 " · " a href=(csv) data-download=(format!("{id}.csv")) { "Download CSV" }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::TransferView;
+
+    fn transfer(debit: &str, credit: &str, amount: u64) -> TransferView {
+        TransferView {
+            id: 0,
+            kind: "k".into(),
+            amount: amount.to_string(),
+            debit_account: debit.into(),
+            credit_account: credit.into(),
+            reference: String::new(),
+            log_index: None,
+            created_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn balances_are_counted_back_from_the_newest() {
+        // Newest first: paid 30 to a creator, earned 5, deposited 100.
+        let list = [transfer("me", "creator", 30), transfer("caller", "me", 5), transfer("issuer", "me", 100)];
+        assert_eq!(balances_after("75", &list, "me"), Some(vec![75, 105, 100]));
+        // A list that is not the account's latest cannot be counted back.
+        assert_eq!(balances_after("10", &list, "me"), None);
+        assert_eq!(balances_after("x", &list, "me"), None);
     }
 }
