@@ -254,6 +254,16 @@ test('one growth figure, partial periods marked, the share of demand, plain word
   };
   const [day, month] = [await colourOf('/?window=24h'), await colourOf('/?window=30d')];
   for (const task of Object.keys(day)) if (month[task]) assert.equal(day[task], month[task], task);
+  // The share chart by task: each task in the colour it has in the calls chart; a wrong choice is a 400 page.
+  const byTask = (await open('/?window=7d&share=task')).page;
+  const keyOf = (selector) => byTask.$$eval(`${selector} .legend li`, (lis) => Object.fromEntries(lis.map((li) => [li.textContent.trim(), li.querySelector('.key').className])));
+  const [shareKeys, callKeys] = [await keyOf('#share-of-demand'), await keyOf('#demand-by-task')];
+  assert.ok(Object.keys(shareKeys).length > 1);
+  for (const task of Object.keys(shareKeys)) if (callKeys[task]) assert.equal(shareKeys[task], callKeys[task], task);
+  await byTask.close();
+  const wrong = await open('/?share=bogus');
+  assert.equal(wrong.response.status(), 400);
+  await wrong.page.close();
   // Plain words: a meaning beside each concentration figure; every leaderboard header explains itself.
   assert.equal(await page.locator('#concentration-title ~ dl dd.meaning').count(), 3);
   assert.deepEqual(await page.$$eval('#leaderboard th', (ths) => ths.filter((th) => !th.title).map((th) => th.textContent)), []);

@@ -23,8 +23,8 @@ pub(super) struct MarketPageQuery {
     share: Option<String>,
 }
 
-/// What the share chart can stack, as (query value, plural for people).
-const SHARE_BY: [(&str, &str); 4] = [("model", "models"), ("creator", "creators"), ("task", "tasks"), ("app", "apps")];
+/// What the share chart can stack.
+const SHARE_BY: [&str; 4] = ["model", "creator", "task", "app"];
 
 /// Items given their own layer in the share chart; the rest are "other".
 const SHARE_TOP: u32 = 8;
@@ -50,11 +50,11 @@ const LEADERBOARD_ROWS: u32 = 20;
 
 async fn market_page(state: &AppState, window: String, share: String) -> ApiResult<Markup> {
     let token = token(state);
-    let Some(&(_, share_plural)) = SHARE_BY.iter().find(|(by, _)| *by == share) else {
+    if !SHARE_BY.contains(&share.as_str()) {
         return Err(crate::error::ApiError::bad_request(format!(
             "share is model, creator, task or app, not '{share}'"
         )));
-    };
+    }
     let view = market_of(state, &window, "model").await?;
     let by_task = series_of(state, &window, "task", 10).await?;
     let by_model = series_of(state, &window, "model", LEADERBOARD_ROWS).await?;
@@ -120,7 +120,7 @@ async fn market_page(state: &AppState, window: String, share: String) -> ApiResu
         partial_last: true,
         categories: false,
     };
-    let shares = share_chart(state, &window, &share, share_plural).await?;
+    let shares = share_chart(state, &window, &share).await?;
     let growth = growth_by_model(state, &window).await?;
     let sparklines: std::collections::HashMap<&str, &Vec<u64>> =
         by_model.series.iter().map(|s| (s.key.as_str(), &s.calls)).collect();
@@ -147,8 +147,8 @@ async fn market_page(state: &AppState, window: String, share: String) -> ApiResu
             h2 id="share-title" { "Where demand goes" }
             p.small { "Each " (share) "'s share of all calls, " (layout::window_name(&window)) " at a glance: the top " (SHARE_TOP) " by calls, the rest as \"other\"." }
             nav.windows aria-label="Share of" {
-                @for (by, plural) in SHARE_BY {
-                    a href=(format!("/?window={window}&share={by}#share-title")) aria-current=[(by == share).then_some("true")] { "by " (plural.trim_end_matches('s')) }
+                @for by in SHARE_BY {
+                    a href=(format!("/?window={window}&share={by}#share-title")) aria-current=[(by == share).then_some("true")] { "by " (by) }
                 }
             }
             (shares.render())
@@ -239,7 +239,7 @@ async fn market_page(state: &AppState, window: String, share: String) -> ApiResu
 }
 
 /// Each item's share of all calls over time, stacked to 100 %.
-async fn share_chart(state: &AppState, window: &str, by: &str, plural: &str) -> ApiResult<Chart> {
+async fn share_chart(state: &AppState, window: &str, by: &str) -> ApiResult<Chart> {
     let view = series_of(state, window, by, SHARE_TOP).await?;
     let share = |calls: &[u64]| -> Vec<Option<f64>> {
         calls.iter().zip(&view.total.calls).map(|(&c, &total)| (total > 0).then(|| c as f64 / total as f64)).collect()
@@ -255,7 +255,7 @@ async fn share_chart(state: &AppState, window: &str, by: &str, plural: &str) -> 
     }
     Ok(Chart {
         id: "share-of-demand".into(),
-        title: format!("Share of calls by {}", plural.trim_end_matches('s')),
+        title: format!("Share of calls by {by}"),
         x_label: if view.bucket == "hour" { "hour (UTC)" } else { "day (UTC)" }.into(),
         y_label: "share of all calls".into(),
         x: view.buckets.iter().map(|t| bucket_label(t, &view.bucket)).collect(),
