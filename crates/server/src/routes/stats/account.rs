@@ -94,7 +94,7 @@ fn csv_response(header_line: &str, rows: impl Iterator<Item = Vec<String>>) -> R
     security(("api_key" = [])),
     params(AccountSeriesQuery),
     responses(
-        (status = 200, body = EarningsView, description = "JSON, or CSV (t,group,calls,earned) with format=csv"),
+        (status = 200, body = EarningsView, description = "JSON, or CSV (t,group,calls,earned; earned in minor units) with format=csv"),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 503, body = ErrorBody),
@@ -189,7 +189,7 @@ pub struct SpendingView {
     security(("api_key" = [])),
     params(AccountSeriesQuery),
     responses(
-        (status = 200, body = SpendingView, description = "JSON, or CSV (t,group,calls,failed,spent) with format=csv"),
+        (status = 200, body = SpendingView, description = "JSON, or CSV (t,group,calls,failed,spent; spent in minor units) with format=csv"),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
     ))]
