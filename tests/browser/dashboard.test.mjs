@@ -131,6 +131,8 @@ test('every page loads cleanly, is accessible, fits a phone, and is saved as a s
     assert.match(csp, /script-src 'self'/, `${path} is served with a strict CSP`);
     assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/, path);
     await page.screenshot({ path: join(ARTIFACTS, `${shortName(path)}.png`), fullPage: true });
+    // Every column header says what it holds.
+    assert.deepEqual(await page.$$eval('th[scope="col"]:not([title])', (ths) => ths.map((th) => th.textContent)), [], `${path}: headers without a tooltip`);
     assert.deepEqual(problems, [], `${path} had console errors or failed requests`);
     await page.close();
     assert.deepEqual(await seriousViolations(path), [], `accessibility of ${path}`);
@@ -386,6 +388,7 @@ test('the try-it form runs a paid call and the balance drops by the price', asyn
   assert.deepEqual(await mine.$$eval('#spending-by-app .legend li', (lis) => lis.map((li) => li.textContent.trim())), ['browser-test']);
   assert.equal(await mine.locator('#earnings-title').count(), 0, 'a caller without models sees no earnings');
   assert.equal(await mine.locator('#payouts-title').count(), 0, 'nor payouts');
+  assert.deepEqual(await mine.$$eval('th[scope="col"]:not([title])', (ths) => ths.map((th) => th.textContent)), [], 'headers without a tooltip');
   // The balance after each transfer: the balance now after the newest, the deposit alone after the oldest.
   const afters = await mine.$$eval('#transfers td.balance-after', (tds) => tds.map((td) => td.dataset.value));
   assert.equal(afters[0], (await call('GET', '/v1/account', { key })).balance);

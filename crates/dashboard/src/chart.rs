@@ -260,7 +260,10 @@ impl Chart {
                 summary { "Numbers" }
                 div.table-wrap {
                     table {
-                        thead { tr { th scope="col" { (self.x_label) } @for s in &self.series { th scope="col" { (s.name) } } } }
+                        thead { tr {
+                            th scope="col" title=(format!("One row per {}", self.x_label)) { (self.x_label) }
+                            @for s in &self.series { th scope="col" title=(format!("{}, in {}", s.name, self.y_label)) { (s.name) } }
+                        } }
                         tbody {
                             @for (i, x) in self.x.iter().enumerate() {
                                 tr {
@@ -363,7 +366,10 @@ pub fn lorenz(id: &str, points: &[(f64, f64)], items: &str) -> Markup {
                 summary { "Numbers" }
                 div.table-wrap {
                     table {
-                        thead { tr { th scope="col" { "share of " (items) } th scope="col" { "share of calls" } } }
+                        thead { tr {
+                            th scope="col" title=(format!("The least called share of the {items}")) { "share of " (items) }
+                            th scope="col" title="The share of all calls they hold" { "share of calls" }
+                        } }
                         tbody { @for (x, y) in points { tr { td.num data-value=(x) { (crate::format::percent(*x)) } td.num data-value=(y) { (crate::format::percent(*y)) } } } }
                     }
                 }

@@ -176,8 +176,8 @@ async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResul
                     div.table-wrap {
                         table #own-models {
                             thead { tr {
-                                th scope="col" { "Model" } th scope="col" { "Task" } th scope="col" { "Visibility" }
-                                th.num scope="col" { "Price per call" } th.num scope="col" { "Latest version" }
+                                th scope="col" title="owner/name: its page" { "Model" } th scope="col" title="What the model does" { "Task" } th scope="col" title="public: anyone may find and call it; private: only you" { "Visibility" }
+                                th.num scope="col" title="What a caller pays per call" { "Price per call" } th.num scope="col" title="The version a call runs unless it names another" { "Latest version" }
                             } }
                             tbody {
                                 @for m in &own.items {
@@ -200,7 +200,7 @@ async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResul
             p.more { a href="/v1/account/transfers" data-download="transfers.json" { "Download as JSON" } }
             div.table-wrap {
                 table #transfers {
-                    thead { tr { th scope="col" { "When" } th scope="col" { "Kind" } th scope="col" { "From" } th scope="col" { "To" } th.num scope="col" { "Amount (" (symbol) ")" } th scope="col" { "Reference" } th scope="col" { "Receipt" }
+                    thead { tr { th scope="col" title="When the ledger recorded it (UTC)" { "When" } th scope="col" title="What the transfer was for" { "Kind" } th scope="col" title="The account debited" { "From" } th scope="col" title="The account credited" { "To" } th.num scope="col" title="The amount moved" { "Amount (" (symbol) ")" } th scope="col" title="What the transfer refers to: a model and version, a payout, a deposit's reference" { "Reference" } th scope="col" title="The log leaf of the call it paid for: check it on the log page" { "Receipt" }
                         @if balances_after.is_some() { th.num scope="col" title="Your balance right after the transfer" { "Balance after (" (symbol) ")" } } } }
                     tbody {
                         @for (i, t) in transfers.items.iter().enumerate() {
@@ -229,9 +229,9 @@ async fn panel_for(state: &AppState, caller: Caller, window: String) -> ApiResul
                 div.table-wrap {
                     table #payouts {
                         thead { tr {
-                            th scope="col" { "Requested" } th.num scope="col" { "Amount (" (symbol) ")" } th scope="col" { "State" }
+                            th scope="col" title="When it was asked for (UTC)" { "Requested" } th.num scope="col" title="The amount to pay out" { "Amount (" (symbol) ")" } th scope="col" title="requested, then completed or rejected" { "State" }
                             @if onchain { th scope="col" title="The proven address paid" { "To" } th scope="col" title="The token transfer that pays it (fee bumps reuse its nonce)" { "Transaction" } }
-                            th scope="col" { "Reference" } th scope="col" { "Resolved" }
+                            th scope="col" title="What the operator or the chain recorded when it was resolved" { "Reference" } th scope="col" title="When it completed or was rejected (UTC)" { "Resolved" }
                         } }
                         tbody {
                             @for p in &payouts.items {

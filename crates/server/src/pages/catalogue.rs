@@ -286,7 +286,7 @@ async fn model_page(state: &AppState, owner: String, name: String, window: Strin
             @if demand.apps.is_empty() { (layout::notice("No calls in this window.")) } @else {
                 div.table-wrap {
                     table #apps {
-                        thead { tr { th scope="col" { "App" } th.num scope="col" { "Calls" } th.num scope="col" { "Share" } th.num scope="col" { "Failed" } th.num scope="col" { "Revenue" } } }
+                        thead { tr { th scope="col" title="The X-App tag the calls carried" { "App" } th.num scope="col" title="Calls from the app in the window" { "Calls" } th.num scope="col" title="Its share of the model's calls" { "Share" } th.num scope="col" title="Calls that got an error" { "Failed" } th.num scope="col" title="What the app's callers paid" { "Revenue" } } }
                         tbody {
                             @for app in &demand.apps {
                                 tr {
@@ -306,7 +306,7 @@ async fn model_page(state: &AppState, owner: String, name: String, window: Strin
             h2 id="versions-title" { "Versions" }
             div.table-wrap {
                 table #versions {
-                    thead { tr { th scope="col" { "Version" } th scope="col" { "Inputs" } th scope="col" { "Outputs" } th.num scope="col" { "Size" } th scope="col" { "Uploaded" } th scope="col" { "File" } } }
+                    thead { tr { th scope="col" title="Versions are numbered from 1; a call runs the latest unless it names one" { "Version" } th scope="col" title="Its input tensors: name: dtype[dimensions]" { "Inputs" } th scope="col" title="Its output tensors" { "Outputs" } th.num scope="col" title="The ONNX file's size in bytes" { "Size" } th scope="col" title="When it was uploaded (UTC)" { "Uploaded" } th scope="col" title="The file itself, named by its SHA-256" { "File" } } }
                     tbody {
                         @for version in versions.items.iter().rev() {
                             tr {
@@ -617,7 +617,7 @@ async fn creator_page(state: &AppState, name: String, window: String) -> ApiResu
             h2 id="models-title" { "Models" }
             div.table-wrap {
                 table #creator-models {
-                    thead { tr { th scope="col" { "Model" } th scope="col" { "Task" } th.num scope="col" { "Price per call" } th.num scope="col" { "Calls" } th.num scope="col" { "Share of the creator's calls" } th.num scope="col" { "Revenue" } } }
+                    thead { tr { th scope="col" title="owner/name: its page" { "Model" } th scope="col" title="What the model does" { "Task" } th.num scope="col" title="What a caller pays per call" { "Price per call" } th.num scope="col" title="Calls in the window" { "Calls" } th.num scope="col" title="Its share of all the creator's calls in the window" { "Share of the creator's calls" } th.num scope="col" title="What callers paid for it in the window" { "Revenue" } } }
                     tbody {
                         @for model in &view.models {
                             tr {

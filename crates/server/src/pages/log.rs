@@ -111,7 +111,7 @@ async fn log_page(state: &AppState, query: LogQuery) -> ApiResult<Markup> {
             h2 id="history-title" { "History" }
             div.table-wrap {
                 table #checkpoints {
-                    thead { tr { th.num scope="col" { "Leaves" } th scope="col" { "Root" } th scope="col" { "Signed" } th scope="col" { "Proof it extends the one before" } } }
+                    thead { tr { th.num scope="col" title="How many receipts the checkpoint covers" { "Leaves" } th scope="col" title="The Merkle tree's root it signs" { "Root" } th scope="col" title="When it was signed (UTC)" { "Signed" } th scope="col" title="That the log only grew between the two: nothing before was changed or removed" { "Proof it extends the one before" } } }
                     tbody {
                         @for (i, checkpoint) in history.items.iter().enumerate() {
                             tr {
@@ -143,7 +143,7 @@ async fn log_page(state: &AppState, query: LogQuery) -> ApiResult<Markup> {
             h2 id="entries-title" { "Entries " (count(start)) "–" (count(end.saturating_sub(1))) " of " (count(size)) }
             div.table-wrap {
                 table #entries {
-                    thead { tr { th.num scope="col" { "Index" } th scope="col" { "Model" } th scope="col" { "App" } th scope="col" { "Node" } th.num scope="col" { "Price (" (token.symbol) ")" } th scope="col" { "Outcome" } th scope="col" { "When" } } }
+                    thead { tr { th.num scope="col" title="The receipt's place in the log" { "Index" } th scope="col" title="The model and version called" { "Model" } th scope="col" title="The X-App tag the call carried" { "App" } th scope="col" title="The node that served and signed it" { "Node" } th.num scope="col" title="What the caller paid" { "Price (" (token.symbol) ")" } th scope="col" title="ok, or the error the call got" { "Outcome" } th scope="col" title="When the call was made (UTC)" { "When" } } }
                     tbody {
                         @for row in &rows {
                             tr {

@@ -305,7 +305,7 @@ fn share_table(id: &str, title: &str, column: &str, items: &[MarketItem], token:
             h2 id=(format!("{id}-title")) { (title) }
             div.table-wrap {
                 table id=(id) aria-labelledby=(format!("{id}-title")) {
-                    thead { tr { th scope="col" { (column) } th.num scope="col" { "Calls" } th.num scope="col" { "Share" } th.num scope="col" { "Revenue" } } }
+                    thead { tr { th scope="col" title=(format!("The {}", column.to_lowercase())) { (column) } th.num scope="col" title="Calls in the window" { "Calls" } th.num scope="col" title="Its share of all calls in the window" { "Share" } th.num scope="col" title="What its calls paid in the window" { "Revenue" } } }
                     tbody {
                         @for item in items {
                             tr {
