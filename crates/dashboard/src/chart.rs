@@ -30,11 +30,6 @@ impl Series {
         self
     }
 
-    /// The first point that is neither missing nor zero.
-    pub fn first_non_zero(&self) -> Option<usize> {
-        self.values.iter().position(|v| v.is_some_and(|v| v != 0.0))
-    }
-
     /// Leaves out the points before `first`: a line starts where the first
     /// call is, not with zeros for the time before it.
     pub fn starting_at(mut self, first: usize) -> Series {
@@ -44,7 +39,7 @@ impl Series {
 
     /// [`Series::starting_at`] its own first non-zero point.
     pub fn from_first(self) -> Series {
-        let first = self.first_non_zero().unwrap_or(self.values.len());
+        let first = self.values.iter().position(|v| v.is_some_and(|v| v != 0.0)).unwrap_or(self.values.len());
         self.starting_at(first)
     }
 }

@@ -540,13 +540,13 @@ impl Store {
             .collect())
     }
 
-    /// The owner, name and task of every model a listing shows (public,
-    /// listed, neither deleted nor taken down): the words a search may be
-    /// mended to, and no others.
-    pub async fn listed_model_names(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+    /// The owner and name of every model a listing shows (public, listed,
+    /// neither deleted nor taken down): the words a search may be mended
+    /// to, and no others.
+    pub async fn listed_model_names(&self) -> Result<Vec<(String, String)>, StoreError> {
         Ok(on_pool!(&self.pool, pool => {
             sqlx::query_as(
-                "SELECT a.name, m.name, m.task FROM models m JOIN accounts a ON a.id = m.owner_id \
+                "SELECT a.name, m.name FROM models m JOIN accounts a ON a.id = m.owner_id \
                  WHERE m.deleted_at IS NULL AND m.visibility = 'public' AND m.listed = 1 AND m.takedown_at IS NULL",
             )
             .fetch_all(pool)

@@ -191,8 +191,7 @@ async fn model_page(state: &AppState, owner: String, name: String, window: Strin
         };
     let points = &series.series;
     // The lines start at the model's first call in the window.
-    let first_call =
-        Series::new("calls", points.iter().map(|p| p.calls as f64)).first_non_zero().unwrap_or(points.len());
+    let first_call = points.iter().position(|p| p.calls > 0).unwrap_or(points.len());
     let calls = chart(
         "calls",
         "Calls and failed calls",
@@ -345,10 +344,10 @@ fn snippets(model: &str, version: &crate::wire::VersionView, price: &str, token:
         .iter()
         .map(|spec| {
             format!(
-                "{}=np.zeros(({}), dtype=np.{})",
+                "{}=np.zeros(({}), dtype=\"{}\")",
                 spec.name,
                 example_shape(spec).iter().map(|d| format!("{d},")).collect::<String>(),
-                numpy_dtype(&spec.dtype)
+                spec.dtype.parse::<domain::Dtype>().map_or(spec.dtype.as_str(), |d| d.numpy_name())
             )
         })
         .collect();
@@ -387,22 +386,6 @@ fn nested_zeros(spec: &TensorSpecView) -> String {
         return "@input.json".to_owned();
     }
     shape.iter().rev().fold("0".to_owned(), |inner, &n| format!("[{}]", vec![inner; n as usize].join(",")))
-}
-
-/// numpy's name of a tensor's dtype.
-fn numpy_dtype(dtype: &str) -> &str {
-    match dtype {
-        "f32" => "float32",
-        "f64" => "float64",
-        "f16" => "float16",
-        "i8" => "int8",
-        "i16" => "int16",
-        "i32" => "int32",
-        "i64" => "int64",
-        "u8" => "uint8",
-        "bool" => "bool_",
-        other => other,
-    }
 }
 
 /// Tensors as `name: dtype[dims]`.

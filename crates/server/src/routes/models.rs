@@ -298,7 +298,7 @@ async fn search_vocabulary(state: &AppState) -> ApiResult<Arc<BTreeSet<String>>>
         return Ok(words.clone());
     }
     let mut words: BTreeSet<String> = Task::ALL.iter().map(|t| t.as_str().to_owned()).collect();
-    for (owner, name, _) in state.store.listed_model_names().await? {
+    for (owner, name) in state.store.listed_model_names().await? {
         for text in [&owner, &name] {
             words.extend(text.split(['-', '_', '.', '/']).filter(|w| w.len() >= 3).map(str::to_lowercase));
         }
